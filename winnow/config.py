@@ -1,0 +1,249 @@
+"""params.yaml, validated into typed objects at the edge.
+
+Everything below the CLI and the flows takes these dataclasses (or plain values
+out of them), never the raw dict. A wrong key or value raises ConfigError naming
+the dotted key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+POLICIES = ("uniform", "easy_reference", "hard_learner", "learnability")
+SELECTIONS = ("topk", "softmax")
+OBJECTIVES = ("classification",)
+
+
+class ConfigError(ValueError):
+    """A params.yaml key or value is wrong; the message names it."""
+
+
+@dataclass(frozen=True)
+class Pathologies:
+    """Rates, per pool example, of each web-like defect (the rest is clean)."""
+
+    noisy_label: float = 0.30
+    duplicate: float = 0.10
+    blank: float = 0.03
+    corrupt: float = 0.03
+    undecodable: float = 0.005
+    off_distribution: float = 0.05
+
+    def validate(self, key: str) -> None:
+        for name, rate in dataclasses.asdict(self).items():
+            if not 0.0 <= rate < 1.0:
+                raise ConfigError(f"{key}.{name} must be in [0, 1), got {rate}")
+        if sum(dataclasses.asdict(self).values()) >= 1.0:
+            raise ConfigError(f"{key}: the rates add up to {sum(dataclasses.asdict(self).values()):.3f}; they must leave room for clean examples (< 1)")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = "data/synthetic"
+    image_size: int = 32
+    num_pool: int = 60000
+    num_curated: int = 4000
+    num_test: int = 2000
+    num_transfer: int = 3000
+    shard_size: int = 5000
+    class_imbalance: float = 1.0
+    duplicate_sources: int = 100
+    pathologies: Pathologies = field(default_factory=Pathologies)
+
+    def validate(self, key: str) -> None:
+        for name in ("image_size", "num_pool", "num_curated", "num_test", "num_transfer", "shard_size", "duplicate_sources"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{key}.{name} must be positive, got {getattr(self, name)}")
+        if self.image_size < 16:
+            raise ConfigError(f"{key}.image_size must be at least 16, got {self.image_size}")
+        if self.class_imbalance < 0:
+            raise ConfigError(f"{key}.class_imbalance must be >= 0 (0 is balanced), got {self.class_imbalance}")
+        self.pathologies.validate(f"{key}.pathologies")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """One model's training run: which builder, for how long, how fast."""
+
+    model: str = "cnn-small"
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+
+    def validate(self, key: str) -> None:
+        from models import CLASSIFIERS
+
+        if self.model not in CLASSIFIERS:
+            raise ConfigError(f"{key}.model: unknown model {self.model!r}; choose one of {sorted(CLASSIFIERS)}")
+        for name in ("steps", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{key}.{name} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"{key}.lr must be positive, got {self.lr}")
+        if self.weight_decay < 0 or self.warmup_steps < 0:
+            raise ConfigError(f"{key}: weight_decay and warmup_steps must be >= 0")
+
+
+@dataclass(frozen=True)
+class ReferenceConfig(OptimConfig):
+    model: str = "cnn-small"
+    steps: int = 1500
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    batch_size: int = 500
+
+    def validate(self, key: str) -> None:
+        if self.batch_size <= 0:
+            raise ConfigError(f"{key}.batch_size must be positive, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class TrainConfig(OptimConfig):
+    policies: tuple[str, ...] = POLICIES
+    keep_fraction: float = 0.5
+    selection: str = "topk"
+    temperature: float = 1.0
+    eval_every: int = 100
+    checkpoint_every: int = 500
+
+    @property
+    def super_batch_size(self) -> int:
+        """B / rho: how many examples are drawn to keep batch_size of them."""
+        return int(round(self.batch_size / self.keep_fraction))
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        for policy in self.policies:
+            if policy not in POLICIES:
+                raise ConfigError(f"{key}.policies: unknown policy {policy!r}; choose from {list(POLICIES)}")
+        if "uniform" not in self.policies:
+            raise ConfigError(f"{key}.policies must include 'uniform': it is the baseline every ratio is measured against")
+        if len(set(self.policies)) != len(self.policies):
+            raise ConfigError(f"{key}.policies lists a policy twice: {list(self.policies)}")
+        if not 0.0 < self.keep_fraction <= 1.0:
+            raise ConfigError(f"{key}.keep_fraction must be in (0, 1], got {self.keep_fraction}")
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"{key}.selection must be one of {list(SELECTIONS)}, got {self.selection!r}")
+        if self.temperature <= 0:
+            raise ConfigError(f"{key}.temperature must be positive, got {self.temperature}")
+        if self.eval_every <= 0 or self.checkpoint_every <= 0:
+            raise ConfigError(f"{key}: eval_every and checkpoint_every must be positive")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    probe_steps: int = 300
+    probe_lr: float = 1e-2
+
+    def validate(self, key: str) -> None:
+        if self.probe_steps <= 0 or self.probe_lr <= 0:
+            raise ConfigError(f"{key}: probe_steps and probe_lr must be positive")
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 0
+    objective: str = "classification"
+    artifacts: str = "artifacts"
+    metrics: str = "metrics"
+    data: DataConfig = field(default_factory=DataConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def validate(self) -> "Params":
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):
+                value.validate(f.name)
+        return self
+
+
+def _build(cls, raw, key: str):
+    """Build dataclass `cls` from a dict, checking every key and type."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{key or 'params'} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        where = f"{key}.{unknown[0]}" if key else unknown[0]
+        raise ConfigError(f"unknown key {where!r}; allowed keys{' under ' + key if key else ''}: {sorted(names)}")
+    kwargs = {}
+    for name, value in raw.items():
+        kwargs[name] = _coerce(hints[name], value, f"{key}.{name}" if key else name)
+    return cls(**kwargs)
+
+
+def _coerce(hint, value, key: str):
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        return tuple(_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(hint):
+            return None
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, hint) or (hint is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{key} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def params_from_dict(raw: dict) -> Params:
+    return _build(Params, raw or {}, "").validate()
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    """Read and validate params.yaml; `overrides` are 'a.b=value' strings (YAML values)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such params file (run from the repository root, or pass --params)")
+    with open(path) as f:
+        try:
+            raw = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    for override in overrides or []:
+        apply_override(raw, override)
+    try:
+        return params_from_dict(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def apply_override(raw: dict, override: str) -> None:
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} must look like key.sub=value")
+    dotted, value = override.split("=", 1)
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is not a section")
+    node[leaf] = yaml.safe_load(value)
+
+
+def to_dict(params: Params) -> dict:
+    return dataclasses.asdict(params)

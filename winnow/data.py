@@ -1,0 +1,134 @@
+"""Reading the data contract (DESIGN.md): a folder of part-*.parquet shards.
+
+A split is decoded once into a uint8 tensor (N, 3, H, W) indexed by row; `ids`
+maps rows back to the pool's example ids. Undecodable images are skipped and
+listed (file, id, reason), never silently dropped; a missing column, a file that
+is not Parquet, or a label out of range raises DataError naming the file and row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image, UnidentifiedImageError
+
+REQUIRED_COLUMNS = ("id", "image", "label")
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, row or column."""
+
+
+@dataclass
+class Split:
+    ids: np.ndarray  # int64 (N,), example ids as stored
+    images: torch.Tensor  # uint8 (N, 3, H, W)
+    labels: np.ndarray  # int64 (N,), -1 where the label is null
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # metadata (pathology, texture, fold...)
+    skipped: list[dict] = field(default_factory=list)  # undecodable rows: file, id, reason
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, rows) -> "Split":
+        rows = np.asarray(rows)
+        return Split(self.ids[rows], self.images[torch.as_tensor(rows)], self.labels[rows], {k: v[rows] for k, v in self.columns.items()}, [])
+
+
+def shard_files(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such split folder (run `winnow data synth`, or import your shards with the data contract of DESIGN.md)")
+    files = sorted(folder.glob("part-*.parquet"))
+    if not files:
+        raise DataError(f"{folder}: no part-*.parquet shards in this folder")
+    return files
+
+
+def read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:
+    try:
+        table = pq.read_table(path, columns=columns)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{path}: not a readable Parquet file ({e})") from e
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    if missing:
+        raise DataError(f"{path}: missing required column(s) {missing}; the data contract needs {list(REQUIRED_COLUMNS)}")
+    return table
+
+
+def decode_image(blob: bytes, size: int | None = None) -> np.ndarray:
+    """PNG/JPEG bytes -> uint8 (H, W, 3). Raises ValueError when the bytes are not an image."""
+    try:
+        with Image.open(io.BytesIO(blob)) as im:
+            im = im.convert("RGB")
+            if size is not None and im.size != (size, size):
+                im = im.resize((size, size), Image.BILINEAR)
+            return np.asarray(im)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(str(e) or type(e).__name__) from e
+
+
+def decode_table(table: pa.Table, path: Path, size: int, num_classes: int | None, metadata: tuple[str, ...] = ()):
+    """Decode one shard: (ids, images uint8 (n,3,H,W), labels, metadata columns, skipped rows)."""
+    ids = table.column("id").to_numpy()
+    labels_col = table.column("label")
+    labels = np.where(labels_col.is_null().to_numpy(zero_copy_only=False), -1, labels_col.fill_null(-1).to_numpy()).astype(np.int64)
+    if num_classes is not None:
+        bad = np.flatnonzero((labels < -1) | (labels >= num_classes))
+        if len(bad):
+            raise DataError(f"{path}: row {bad[0]} (id {ids[bad[0]]}) has label {labels[bad[0]]}, outside [0, {num_classes})")
+    blobs = table.column("image").to_pylist()
+    keep, images, skipped = [], [], []
+    for row, blob in enumerate(blobs):
+        try:
+            if blob is None:
+                raise ValueError("null image")
+            images.append(decode_image(blob, size))
+            keep.append(row)
+        except ValueError as e:
+            skipped.append({"file": str(path), "id": int(ids[row]), "reason": f"undecodable image: {e}"})
+    keep = np.asarray(keep, dtype=np.int64)
+    array = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+    meta = {name: np.asarray(table.column(name).to_pylist(), dtype=object)[keep] for name in metadata if name in table.column_names}
+    return ids[keep], torch.from_numpy(array).permute(0, 3, 1, 2).contiguous(), labels[keep], meta, skipped
+
+
+def load_split(folder: str | Path, size: int, num_classes: int | None = None, metadata: tuple[str, ...] = ("pathology", "texture", "fold")) -> Split:
+    """Load every shard of a split into memory (the default pool fits; streaming is a later step)."""
+    parts = [decode_table(read_shard(path), path, size, num_classes, metadata) for path in shard_files(folder)]
+    ids = np.concatenate([p[0] for p in parts])
+    if len(np.unique(ids)) != len(ids):
+        raise DataError(f"{folder}: example ids are not unique across shards")
+    columns = {name: np.concatenate([p[3][name] for p in parts]) for name in parts[0][3]}
+    return Split(ids, torch.cat([p[1] for p in parts]), np.concatenate([p[2] for p in parts]), columns, [s for p in parts for s in p[4]])
+
+
+def read_manifest(root: str | Path) -> dict:
+    path = Path(root) / "manifest.json"
+    if not path.exists():
+        raise DataError(f"{path}: no manifest (run `winnow data synth`, or write one as DESIGN.md describes)")
+    return json.loads(path.read_text())
+
+
+def split_hash(folder: str | Path) -> str:
+    """Content hash of a split's shards: what a scorer is keyed on."""
+    h = hashlib.sha256()
+    for path in shard_files(folder):
+        h.update(path.name.encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def to_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N,3,H,W) -> float in roughly [-2, 2], what every model here takes."""
+    return (images.float() / 255.0 - 0.5) / 0.25
