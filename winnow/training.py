@@ -92,11 +92,13 @@ def train(
     checkpoint_path: Path | None = None,
     checkpoint_every: int = 500,
     pathology: np.ndarray | None = None,
+    meta: dict | None = None,
     desc: str = "train",
 ) -> dict:
     """Train `model` on `data` for opt.steps steps; returns the checkpoint dict (with the logs).
 
-    reference_loss is indexed by row of `data` (float tensor, NaN where unscored).
+    reference_loss is indexed by row of `data` (float tensor). `meta` (model name, classes...) is
+    stored in the checkpoint so that later stages can rebuild the model from it alone.
     pathology (strings per row, analysis only) is counted in each kept batch, never read by selection.
     """
     device = next(model.parameters()).device
@@ -132,7 +134,7 @@ def train(
         if checkpoint_path is not None:
             atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "numpy_rng": rng.bit_generator.state,
                          "torch_rng": torch_gen.get_state(), "fingerprint": fingerprint, "policy": policy,
-                         "complete": state["step"] >= opt.steps, **state}, Path(checkpoint_path))
+                         "meta": meta or {}, "complete": state["step"] >= opt.steps, **state}, Path(checkpoint_path))
 
     model.train()
     bar = tqdm(total=opt.steps, initial=state["step"], desc=desc, unit="step", leave=False, disable=None, mininterval=2.0)
@@ -178,18 +180,3 @@ def train(
     bar.close()
     checkpoint()
     return {"model": model.state_dict(), **state, "complete": True}
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, data: Split, batch_size: int = 1000) -> float:
-    was_training = model.training
-    model.eval()
-    from winnow.data import to_input
-
-    device = next(model.parameters()).device
-    correct = 0
-    for i in range(0, len(data), batch_size):
-        logits = model(to_input(data.images[i : i + batch_size].to(device)))
-        correct += (logits.argmax(1).cpu() == torch.as_tensor(data.labels[i : i + batch_size])).sum().item()
-    model.train(was_training)
-    return correct / max(1, len(data))

@@ -1,0 +1,67 @@
+"""Prefect tasks: one stage call each, plus what orchestration owns (retries, logs, artifacts)."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from winnow import pipeline, report
+from winnow.config import Params
+
+# Stages check their own outputs (resume, store reuse); Prefect's cache would hide that work from the logs.
+STAGE = dict(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+
+
+@task(name="data", **STAGE)
+def data_task(params: Params, force: bool = False) -> dict:
+    out = pipeline.data_stage(params, force)
+    what = "generated" if out["generated"] else "already present"
+    get_run_logger().info("data: %s at %s (%d pool examples)", what, out["root"], out["counts"]["pool"])
+    return out
+
+
+@task(name="reference", **STAGE)
+def reference_task(params: Params) -> dict:
+    out = pipeline.reference_stage(params)
+    get_run_logger().info("reference: %s, %d steps on %d curated examples, held-out accuracy %.4f (%.0f s)",
+                          out["model"], out["steps"], out["train_examples"], out["test_accuracy"], out["seconds"])
+    return out
+
+
+@task(name="score", **STAGE)
+def score_task(params: Params) -> dict:
+    out = pipeline.score_stage(params)
+    if out["reused"]:
+        get_run_logger().info("score: scorer %s already complete in the store (%d examples); reused", out["scorer_id"], out["num_examples"])
+    else:
+        get_run_logger().info("score: scorer %s, %d examples scored in %d shards (%.0f s), %d ingested at %.0f rows/s, %d unscorable",
+                              out["scorer_id"], out["rows_scored"], out["shards_scored"], out["seconds"], out["rows_ingested"],
+                              out["ingest_rows_per_s"] or 0, out["unscorable"])
+    return out
+
+
+@task(name="train", task_run_name="train-{policy}", **STAGE)
+def train_task(params: Params, policy: str) -> dict:
+    out = pipeline.train_stage(params, policy)
+    get_run_logger().info("train %s: %d steps, final held-out accuracy %.4f, wrong labels in kept batches %.3f (%.0f s)",
+                          policy, out["steps"], out["final_accuracy"], out["selected_mix"].get("noisy_label", 0.0), out["seconds"])
+    return out
+
+
+@task(name="evaluate", **STAGE)
+def evaluate_task(params: Params) -> dict:
+    out = pipeline.evaluate_stage(params)
+    get_run_logger().info("evaluate: " + ", ".join(f"{k} {v['test_accuracy']:.4f}/{v['texture_probe_accuracy']:.3f}" for k, v in out.items())
+                          + " (held-out accuracy / texture probe)")
+    return out
+
+
+@task(name="summary", **STAGE)
+def summary_task(params: Params) -> dict:
+    out = pipeline.summary_stage(params)
+    rows = [{"policy": p, **{k: v for k, v in r.items() if k != "selected_mix"}} for p, r in out["policies"].items()]
+    create_table_artifact(rows, key=f"{params.objective}-summary", description=f"winnow {params.objective}: target {out['target']:.4f}")
+    create_markdown_artifact(f"```\n{report.table(out)}\n```", key=f"{params.objective}-report")
+    get_run_logger().info("summary:\n%s", report.table(out))
+    return out

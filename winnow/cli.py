@@ -1,0 +1,81 @@
+"""`winnow`: every stage from the command line, each run as its Prefect flow.
+
+DVC stages call these same commands, so `dvc repro` and `winnow pipeline` run the
+same code. Prefect runs in ephemeral mode unless PREFECT_API_URL is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+from winnow.config import POLICIES, ConfigError
+
+
+def _quiet_env() -> None:
+    """No telemetry (there is no network), and winnow's own log lines in the Prefect logs."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "winnow")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--params", default="params.yaml", help="the one configuration file (default: params.yaml)")
+    common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a param for this run, e.g. --set train.steps=500 (repeatable)")
+    p = argparse.ArgumentParser(prog="winnow", description="Select what the learner trains on: reference model, offline scores in DuckDB, online selection.")
+    sub = p.add_subparsers(dest="command", required=True)
+    data = sub.add_parser("data", help="datasets in the data contract").add_subparsers(dest="data_command", required=True)
+    synth = data.add_parser("synth", parents=[common], help="generate the built-in pool (byte-identical for the same params and seed)")
+    synth.add_argument("--force", action="store_true", help="regenerate even if the manifest says it is up to date")
+    sub.add_parser("reference", parents=[common], help="train the reference model on the curated set")
+    sub.add_parser("score", parents=[common], help="score the pool with the reference into artifacts/scores.duckdb")
+    train = sub.add_parser("train", parents=[common], help="train the learner with one selection policy")
+    train.add_argument("--policy", required=True, choices=POLICIES)
+    sub.add_parser("evaluate", parents=[common], help="held-out accuracy and transfer linear probe of every model")
+    sub.add_parser("summary", parents=[common], help="summary.json, the table, plots and reports/report.md")
+    sub.add_parser("pipeline", parents=[common], help="every stage, data to summary, as one Prefect flow")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    _quiet_env()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for noisy in ("httpx", "matplotlib", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from winnow.config import load_params
+
+    try:
+        load_params(args.params, args.overrides)  # fail on a wrong param before any flow starts
+        from flows import pipeline as flows
+        from winnow import report
+
+        common = dict(params_path=args.params, overrides=args.overrides)
+        started = time.perf_counter()
+        if args.command == "data":
+            flows.data_flow(force=args.force, **common)
+        elif args.command == "train":
+            flows.train_flow(policy=args.policy, **common)
+        elif args.command == "pipeline":
+            summary = flows.pipeline_flow(**common)
+            print(report.table(summary))
+            print(f"pipeline finished in {time.perf_counter() - started:.0f} s; see reports/report.md")
+        elif args.command == "summary":
+            print(report.table(flows.summary_flow(**common)))
+        else:
+            getattr(flows, f"{args.command}_flow")(**common)
+    except (ConfigError, FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
+        print(f"winnow: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Transfer evaluation: held-out accuracy, and a linear probe on frozen features."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from winnow.data import Split, to_input
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: Split, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of the model's own head on `data`."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    for i in range(0, len(data), batch_size):
+        logits = model(to_input(data.images[i : i + batch_size].to(device)))
+        correct += (logits.argmax(1).cpu() == torch.as_tensor(data.labels[i : i + batch_size])).sum().item()
+    model.train(was_training)
+    return correct / max(1, len(data))
+
+
+@torch.no_grad()
+def features(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Frozen penultimate features (model.embed), float32 (N, D) on the CPU."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = torch.cat([model.embed(to_input(images[i : i + batch_size].to(device))).float().cpu() for i in range(0, len(images), batch_size)])
+    model.train(was_training)
+    return out
+
+
+def linear_probe(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tensor, test_y: np.ndarray,
+                 steps: int = 300, lr: float = 1e-2, weight_decay: float = 1e-4, seed: int = 0) -> float:
+    """Fit a logistic-regression head on standardised features (full batch, Adam); test accuracy."""
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    train_y, test_y = torch.as_tensor(train_y), torch.as_tensor(test_y)
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    gen = torch.Generator().manual_seed(seed)
+    head = nn.Linear(train_x.shape[1], num_classes)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(head.weight.shape, generator=gen) * 0.01)
+        head.bias.zero_()
+    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(head(train_x), train_y).backward()
+        opt.step()
+    with torch.no_grad():
+        return (head(test_x).argmax(1) == test_y).float().mean().item()
+
+
+def probe_task(model: nn.Module, task: Split, steps: int, lr: float, seed: int = 0) -> float:
+    """Linear-probe accuracy on a task whose rows carry fold = train | test."""
+    fold = task.columns["fold"]
+    train_rows, test_rows = np.flatnonzero(fold == "train"), np.flatnonzero(fold == "test")
+    x = features(model, task.images)
+    return linear_probe(x[train_rows], task.labels[train_rows], x[test_rows], task.labels[test_rows], steps, lr, seed=seed)

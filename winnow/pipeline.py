@@ -1,0 +1,221 @@
+"""The stages of DESIGN.md as plain functions over Params: what each reads and writes.
+
+Prefect tasks (tasks/) and DVC stages (dvc.yaml, through the CLI) both call these;
+there is no Prefect in here. Each stage checks what exists and does the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from models import build_classifier
+from winnow import report, scoring, store
+from winnow.config import Params
+from winnow.data import DataError, load_split, read_manifest, split_hash
+from winnow.evaluation import accuracy, probe_task
+from winnow.selection import NEEDS_REFERENCE_LOSS
+from winnow.synth import PATHOLOGIES, synthesize
+from winnow.training import atomic_save, load_checkpoint, state_hash, train, write_csv
+
+log = logging.getLogger("winnow")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where every stage's files live; derived from params, never hard-coded elsewhere."""
+
+    data: Path
+    artifacts: Path
+    metrics: Path
+
+    @classmethod
+    def of(cls, params: Params) -> "Paths":
+        return cls(Path(params.data.root), Path(params.artifacts), Path(params.metrics) / params.objective)
+
+    @property
+    def store(self) -> Path:
+        return self.artifacts / "scores.duckdb"
+
+    def score_shards(self, scorer_id: str) -> Path:
+        return self.artifacts / "score_shards" / scorer_id
+
+    @property
+    def reference(self) -> Path:
+        return self.artifacts / self.metrics.name / "reference.pt"
+
+    def learner(self, policy: str) -> Path:
+        return self.artifacts / self.metrics.name / "learners" / f"{policy}.pt"
+
+
+def write_json(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+@functools.lru_cache(maxsize=4)
+def _split(folder: str, size: int, num_classes: int | None, stamp: float):
+    return load_split(folder, size, num_classes)
+
+
+def split(params: Params, name: str):
+    """A decoded split, cached in-process (keyed on the folder's mtime) so a pipeline decodes it once."""
+    folder = Path(params.data.root) / name
+    num_classes = len(read_manifest(params.data.root)["tasks"]["test"]["class_names"]) if name in ("pool", "curated", "eval/test") else None
+    stamp = folder.stat().st_mtime if folder.exists() else 0.0
+    return _split(str(folder), params.data.image_size, num_classes, stamp)
+
+
+def num_classes(params: Params) -> int:
+    return len(read_manifest(params.data.root)["class_names"])
+
+
+def model_from_checkpoint(path: Path) -> torch.nn.Module:
+    ckpt = load_checkpoint(path)
+    if not ckpt.get("complete"):
+        raise RuntimeError(f"{path}: this checkpoint is from an unfinished run (step {ckpt.get('step')}); rerun its stage to finish it")
+    meta = ckpt["meta"]
+    model = build_classifier(meta["model_name"], meta["num_classes"], meta["image_size"])
+    model.load_state_dict(ckpt["model"])
+    return model
+
+
+# ---------------------------------------------------------------- stages
+
+
+def data_stage(params: Params, force: bool = False) -> dict:
+    """Generate the built-in pool unless a manifest with the same generator params is already there."""
+    root = Path(params.data.root)
+    wanted = {"seed": params.seed, **{k: v for k, v in dataclasses.asdict(params.data).items() if k != "root"}}
+    if not force and (root / "manifest.json").exists():
+        manifest = read_manifest(root)
+        if manifest.get("generator") == json.loads(json.dumps(wanted)):
+            return {"root": str(root), "generated": False, "counts": manifest["counts"]}
+        if "generator" not in manifest:
+            return {"root": str(root), "generated": False, "counts": manifest["counts"], "imported": True}
+    started = time.perf_counter()
+    synthesize(params.data, params.seed, root)
+    manifest = read_manifest(root)
+    return {"root": str(root), "generated": True, "counts": manifest["counts"], "seconds": time.perf_counter() - started}
+
+
+def reference_stage(params: Params) -> dict:
+    """Train the reference model on the curated set; checkpoint + metrics/<objective>/reference.json."""
+    paths, cfg = Paths.of(params), params.reference
+    curated, test = split(params, "curated"), split(params, "eval/test")
+    torch.manual_seed(params.seed)
+    model = build_classifier(cfg.model, num_classes(params), params.data.image_size)
+    out = train(model, curated, cfg, seed=params.seed, evaluate=lambda m: {"accuracy": accuracy(m, test)},
+                eval_every=max(1, cfg.steps // 10), checkpoint_path=paths.reference, checkpoint_every=max(1, cfg.steps // 4),
+                meta=_meta(cfg.model, params), desc="reference")
+    metrics = {"model": cfg.model, "steps": cfg.steps, "train_examples": len(curated), "test_accuracy": out["eval_log"][-1]["accuracy"],
+               "seconds": out["seconds"], "parameters": sum(p.numel() for p in model.parameters()), "model_hash": state_hash(model)}
+    write_json(metrics, paths.metrics / "reference.json")
+    return metrics
+
+
+def score_stage(params: Params, on_shard=None) -> dict:
+    """Reference loss for every pool example into the store; an existing complete scorer is reused."""
+    paths = Paths.of(params)
+    model = model_from_checkpoint(paths.reference)
+    pool_dir = paths.data / "pool"
+    model_hash, dataset_hash = state_hash(model), split_hash(pool_dir)
+    scorer_id = store.scorer_id_for(model_hash, dataset_hash, params.objective)
+    result = {"scorer_id": scorer_id, "model_hash": model_hash, "dataset_hash": dataset_hash, "objective": params.objective}
+    with store.connect(paths.store) as con:
+        existing = store.find_scorer(con, scorer_id)
+        if existing is not None and existing["completed_at"] is not None:
+            result.update(reused=True, num_examples=existing["num_examples"], seconds=existing["seconds"])
+            write_json(result, paths.metrics / "score.json")
+            return result
+        store.register_scorer(con, scorer_id, model_hash, dataset_hash, params.objective, params.reference.model)
+    counts = scoring.score_shards(model, pool_dir, paths.score_shards(scorer_id), params.data.image_size,
+                                  num_classes(params), params.score.batch_size, on_shard)
+    ingested = scoring.ingest(paths.store, scorer_id, paths.score_shards(scorer_id))
+    expected = sum(pq.ParquetFile(p).metadata.num_rows for p in sorted(pool_dir.glob("part-*.parquet")))
+    with store.connect(paths.store) as con:
+        n = con.execute("SELECT count(*) FROM scores WHERE scorer_id = ?", [scorer_id]).fetchone()[0]
+        if n != expected:
+            raise RuntimeError(f"{paths.store}: scorer {scorer_id} has {n} rows for a pool of {expected}; "
+                               f"delete {paths.score_shards(scorer_id)} and rerun `winnow score`")
+        skipped = con.execute("SELECT count(*) FROM scores WHERE scorer_id = ? AND status <> 'ok'", [scorer_id]).fetchone()[0]
+        store.mark_complete(con, scorer_id, counts["seconds"])
+    result.update(reused=False, num_examples=n, unscorable=skipped, **counts, **ingested)
+    write_json(result, paths.metrics / "score.json")
+    return result
+
+
+def train_stage(params: Params, policy: str) -> dict:
+    """Train the learner with one selection policy; checkpoint, per-step log and eval curve."""
+    paths, cfg = Paths.of(params), params.train
+    pool, test = split(params, "pool"), split(params, "eval/test")
+    reference_loss = None
+    if NEEDS_REFERENCE_LOSS[policy]:
+        score = _read_json(paths.metrics / "score.json", "run `winnow score` first")
+        losses = store.load_losses(paths.store, score["scorer_id"], pool.ids)
+        if np.isnan(losses).any():
+            raise RuntimeError(f"{paths.store}: scorer {score['scorer_id']} has no loss for pool id {pool.ids[np.isnan(losses)][0]}; rerun `winnow score`")
+        reference_loss = torch.from_numpy(losses)
+    torch.manual_seed(params.seed + 1)
+    model = build_classifier(cfg.model, num_classes(params), params.data.image_size)
+    out = train(model, pool, cfg, seed=params.seed + 1, policy=policy, keep_fraction=cfg.keep_fraction, selection=cfg.selection,
+                temperature=cfg.temperature, reference_loss=reference_loss, evaluate=lambda m: {"accuracy": accuracy(m, test)},
+                eval_every=cfg.eval_every, checkpoint_path=paths.learner(policy), checkpoint_every=cfg.checkpoint_every,
+                pathology=pool.columns.get("pathology"), meta=_meta(cfg.model, params), desc=policy)
+    write_csv(out["eval_log"], paths.metrics / "curves" / f"{policy}.csv")
+    write_csv(out["steps_log"], paths.metrics / "steps" / f"{policy}.csv")
+    selected = {k[len("selected_"):]: float(np.mean([r.get(k, 0.0) for r in out["steps_log"]])) for k in out["steps_log"][-1] if k.startswith("selected_")}
+    metrics = {"policy": policy, "steps": cfg.steps, "final_accuracy": out["eval_log"][-1]["accuracy"], "seconds": out["seconds"],
+               "selected_mix": selected, "pool_size": len(pool), "pool_skipped": len(pool.skipped)}
+    write_json(metrics, paths.metrics / "train" / f"{policy}.json")
+    return metrics
+
+
+def evaluate_stage(params: Params) -> dict:
+    """Held-out accuracy and the texture linear probe for the reference and every learner."""
+    paths = Paths.of(params)
+    test, texture = split(params, "eval/test"), split(params, "eval/texture")
+    results = {}
+    for name, path in [("reference", paths.reference)] + [(p, paths.learner(p)) for p in params.train.policies]:
+        model = model_from_checkpoint(path)
+        results[name] = {"test_accuracy": accuracy(model, test),
+                         "texture_probe_accuracy": probe_task(model, texture, params.evaluate.probe_steps, params.evaluate.probe_lr, params.seed)}
+    write_json(results, paths.metrics / "evaluate.json")
+    return results
+
+
+def summary_stage(params: Params) -> dict:
+    """summary.json: the uniform target, and per policy steps_to_target, step_ratio and what it selected."""
+    paths = Paths.of(params)
+    curves = {p: report.read_csv(paths.metrics / "curves" / f"{p}.csv") for p in params.train.policies}
+    trained = {p: _read_json(paths.metrics / "train" / f"{p}.json", f"run `winnow train --policy {p}`") for p in params.train.policies}
+    evaluated = _read_json(paths.metrics / "evaluate.json", "run `winnow evaluate` first")
+    pathology = pq.read_table(paths.data / "pool", columns=["pathology"]).column("pathology").to_numpy(zero_copy_only=False)
+    pool_mix = {p: float(np.mean(pathology == p)) for p in PATHOLOGIES}
+    summary = report.summarize(curves, trained, evaluated, pool_mix, params.train.steps)
+    summary["reference"] = _read_json(paths.metrics / "reference.json", "run `winnow reference` first")
+    write_json(summary, paths.metrics / "summary.json")
+    report.write_report(summary, curves, paths, params)
+    return summary
+
+
+def _meta(model_name: str, params: Params) -> dict:
+    return {"model_name": model_name, "num_classes": num_classes(params), "image_size": params.data.image_size, "objective": params.objective}
+
+
+def _read_json(path: Path, fix: str) -> dict:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; {fix}")
+    return json.loads(path.read_text())

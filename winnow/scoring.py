@@ -1,0 +1,73 @@
+"""Offline scoring: the reference's loss on every pool example, one Parquet file per shard.
+
+Each shard's file is written to a temporary name and renamed when complete, so a
+crash loses at most the shard in flight; a rerun scores only shards with no file.
+Ingest into the store follows (store.py), one transaction per shard.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from winnow import store
+from winnow.data import decode_table, read_shard, shard_files
+from winnow.losses import score_examples
+
+log = logging.getLogger("winnow")
+
+SCORE_SCHEMA = pa.schema([("example_id", pa.int64()), ("loss", pa.float32()), ("status", pa.string())])
+
+
+def score_shard(model: nn.Module, shard: Path, size: int, num_classes: int, batch_size: int) -> pa.Table:
+    """Loss of every row of one pool shard; undecodable rows get loss NULL and their reason as status."""
+    ids, images, labels, _, skipped = decode_table(read_shard(shard), shard, size, num_classes)
+    if (labels < 0).any():
+        raise ValueError(f"{shard}: the classification objective needs a label on every row; row id {ids[labels < 0][0]} has none")
+    losses = score_examples(model, images, torch.as_tensor(labels), batch_size).numpy()
+    rows = {"example_id": list(ids), "loss": list(losses), "status": ["ok"] * len(ids)}
+    for s in skipped:
+        rows["example_id"].append(s["id"])
+        rows["loss"].append(None)
+        rows["status"].append(s["reason"])
+    return pa.table(rows, schema=SCORE_SCHEMA).sort_by("example_id")
+
+
+def score_shards(model: nn.Module, pool_dir: Path, out_dir: Path, size: int, num_classes: int, batch_size: int,
+                 on_shard: Callable[[Path], None] | None = None) -> dict:
+    """Write out_dir/part-*.parquet for every pool shard that has none yet. Returns counts."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shards = shard_files(pool_dir)
+    todo = [s for s in shards if not (out_dir / s.name).exists()]
+    started, rows = time.perf_counter(), 0
+    for shard in tqdm(todo, desc="score", unit="shard", leave=False, disable=None):
+        table = score_shard(model, shard, size, num_classes, batch_size)
+        tmp = out_dir / (shard.name + ".tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, out_dir / shard.name)
+        rows += table.num_rows
+        if on_shard is not None:
+            on_shard(out_dir / shard.name)
+    return {"shards": len(shards), "shards_scored": len(todo), "rows_scored": rows, "seconds": time.perf_counter() - started}
+
+
+def ingest(store_path: Path, scorer_id: str, out_dir: Path) -> dict:
+    """Ingest every scored shard not yet in the store. Returns rows and shards ingested and the rate."""
+    started, rows, shards = time.perf_counter(), 0, 0
+    with store.connect(store_path) as con:
+        done = store.ingested_shards(con, scorer_id)
+        for path in sorted(out_dir.glob("part-*.parquet")):
+            if path.name not in done:
+                rows += store.ingest_shard(con, scorer_id, path.name, path)
+                shards += 1
+    seconds = time.perf_counter() - started
+    return {"rows_ingested": rows, "shards_ingested": shards, "ingest_seconds": seconds, "ingest_rows_per_s": rows / seconds if rows else None}

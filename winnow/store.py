@@ -1,0 +1,140 @@
+"""The score store: artifacts/scores.duckdb (DESIGN.md, Score store).
+
+`scorers` has one row per (model hash, dataset hash, objective); `scores` one row
+per (scorer_id, example_id). Shards are ingested one transaction each, recorded in
+`ingested`, so a crash mid-ingest leaves either all or none of a shard's rows and
+a rerun ingests only what is missing. The primary key makes a duplicate impossible.
+
+DuckDB allows one writer process per file: `connect` waits for the lock up to
+`wait_s` seconds (so two runs serialise), then raises StoreBusy naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import socket
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS scorers (
+    scorer_id VARCHAR PRIMARY KEY,
+    model_hash VARCHAR NOT NULL,
+    dataset_hash VARCHAR NOT NULL,
+    objective VARCHAR NOT NULL,
+    model_name VARCHAR,
+    created_at TIMESTAMP DEFAULT current_timestamp,
+    completed_at TIMESTAMP,
+    host VARCHAR,
+    num_examples BIGINT,
+    seconds DOUBLE,
+    UNIQUE (model_hash, dataset_hash, objective)
+);
+CREATE TABLE IF NOT EXISTS scores (
+    scorer_id VARCHAR NOT NULL,
+    example_id BIGINT NOT NULL,
+    loss FLOAT,            -- NULL where the example could not be scored (undecodable image)
+    status VARCHAR NOT NULL,
+    PRIMARY KEY (scorer_id, example_id)
+);
+CREATE TABLE IF NOT EXISTS ingested (
+    scorer_id VARCHAR NOT NULL,
+    shard VARCHAR NOT NULL,
+    num_rows BIGINT NOT NULL,
+    ingested_at TIMESTAMP DEFAULT current_timestamp,
+    PRIMARY KEY (scorer_id, shard)
+);
+"""
+
+
+class StoreBusy(RuntimeError):
+    """Another process holds the store's write lock for longer than we waited."""
+
+
+def scorer_id_for(model_hash: str, dataset_hash: str, objective: str) -> str:
+    return hashlib.sha256(f"{model_hash}|{dataset_hash}|{objective}".encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def connect(path: str | Path, read_only: bool = False, wait_s: float = 120.0):
+    path = Path(path)
+    if read_only and not path.exists():
+        raise FileNotFoundError(f"{path}: no score store yet; run the score stage (`winnow score`) first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline, delay = time.monotonic() + wait_s, 0.1
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.IOException as e:
+            if "lock" not in str(e).lower() or time.monotonic() > deadline:
+                raise StoreBusy(f"{path}: cannot open the score store ({e}); another winnow process is writing it. "
+                                f"Wait for it to finish, or point this run at another store.") from e
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    try:
+        if not read_only:
+            con.execute(SCHEMA)
+        yield con
+    finally:
+        con.close()
+
+
+def find_scorer(con, scorer_id: str) -> dict | None:
+    rows = con.execute("SELECT * FROM scorers WHERE scorer_id = ?", [scorer_id]).fetchall()
+    if not rows:
+        return None
+    return dict(zip([d[0] for d in con.description], rows[0]))
+
+
+def register_scorer(con, scorer_id: str, model_hash: str, dataset_hash: str, objective: str, model_name: str) -> None:
+    con.execute(
+        "INSERT INTO scorers (scorer_id, model_hash, dataset_hash, objective, model_name, host) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        [scorer_id, model_hash, dataset_hash, objective, model_name, socket.gethostname()],
+    )
+
+
+def ingested_shards(con, scorer_id: str) -> set[str]:
+    return {r[0] for r in con.execute("SELECT shard FROM ingested WHERE scorer_id = ?", [scorer_id]).fetchall()}
+
+
+def ingest_shard(con, scorer_id: str, shard: str, parquet_path: Path) -> int:
+    """Insert one scored shard's rows and record it, in one transaction. Returns rows inserted."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        before = con.execute("SELECT count(*) FROM scores WHERE scorer_id = ?", [scorer_id]).fetchone()[0]
+        con.execute(
+            "INSERT INTO scores SELECT ?, example_id, loss, status FROM read_parquet(?)",
+            [scorer_id, str(parquet_path)],
+        )
+        after = con.execute("SELECT count(*) FROM scores WHERE scorer_id = ?", [scorer_id]).fetchone()[0]
+        con.execute("INSERT INTO ingested (scorer_id, shard, num_rows) VALUES (?, ?, ?)", [scorer_id, shard, after - before])
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return after - before
+
+
+def mark_complete(con, scorer_id: str, seconds: float) -> int:
+    n = con.execute("SELECT count(*) FROM scores WHERE scorer_id = ?", [scorer_id]).fetchone()[0]
+    con.execute("UPDATE scorers SET completed_at = current_timestamp, num_examples = ?, seconds = ? WHERE scorer_id = ?", [n, seconds, scorer_id])
+    return n
+
+
+def load_losses(path: str | Path, scorer_id: str, ids: np.ndarray) -> np.ndarray:
+    """The scorer's losses for `ids`, loaded once into an array (NaN where unscored). Never per step."""
+    with connect(path, read_only=True) as con:
+        scorer = find_scorer(con, scorer_id)
+        if scorer is None or scorer["completed_at"] is None:
+            raise KeyError(f"{path}: scorer {scorer_id} is not complete in the store; run `winnow score` first")
+        table = con.sql(f"SELECT example_id, loss FROM scores WHERE scorer_id = '{scorer_id}'").to_arrow_table()
+    example_id = table.column("example_id").to_numpy()
+    loss = table.column("loss").to_numpy(zero_copy_only=False).astype(np.float32)
+    by_id = np.full(max(int(example_id.max()), int(ids.max())) + 1, np.nan, dtype=np.float32)
+    by_id[example_id] = loss
+    return by_id[ids]
