@@ -93,6 +93,7 @@ def train(
     checkpoint_every: int = 500,
     pathology: np.ndarray | None = None,
     meta: dict | None = None,
+    on_step: Callable[[int], None] | None = None,
     desc: str = "train",
 ) -> dict:
     """Train `model` on `data` for opt.steps steps; returns the checkpoint dict (with the logs).
@@ -177,6 +178,8 @@ def train(
         if step % checkpoint_every == 0 or step == opt.steps:
             checkpoint()
         bar.update(1)
+        if on_step is not None:
+            on_step(step)
     bar.close()
     checkpoint()
     return {"model": model.state_dict(), **state, "complete": True}

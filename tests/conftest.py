@@ -1,0 +1,56 @@
+"""Shared fixtures: a tiny but real configuration, written as a params.yaml in a temp folder.
+
+The method's tests never start Prefect; flow tests share one Prefect test harness per session.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+TINY = {
+    "seed": 0,
+    "data": {"num_pool": 1200, "num_curated": 300, "num_test": 200, "num_transfer": 240, "shard_size": 300, "duplicate_sources": 10},
+    "reference": {"steps": 40, "batch_size": 32, "warmup_steps": 5, "model": "cnn-nano"},
+    "score": {"batch_size": 128},
+    "train": {"steps": 30, "batch_size": 32, "warmup_steps": 5, "eval_every": 10, "checkpoint_every": 10, "model": "cnn-nano"},
+    "evaluate": {"probe_steps": 30},
+}
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """A tiny params.yaml in a temp folder that is also the working directory; returns its path."""
+    raw = {**TINY, "data": {**TINY["data"], "root": str(tmp_path / "data")}, "artifacts": str(tmp_path / "artifacts"), "metrics": str(tmp_path / "metrics")}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """One synthesized tiny dataset, shared read-only by the method's tests."""
+    from winnow.config import params_from_dict
+    from winnow.synth import synthesize
+
+    root = tmp_path_factory.mktemp("tiny_data") / "data"
+    params = params_from_dict({**TINY, "data": {**TINY["data"], "root": str(root)}})
+    synthesize(params.data, params.seed, root)
+    return params
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """One Prefect test harness (ephemeral API in a temp PREFECT_HOME) for the whole session."""
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect_home"))
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -1,0 +1,45 @@
+"""params.yaml is the one configuration, validated on load with errors that name the key."""
+
+import pytest
+
+from winnow.config import ConfigError, load_params, params_from_dict
+
+
+def test_the_committed_params_file_is_valid():
+    params = load_params("params.yaml")
+    assert params.train.super_batch_size == round(params.train.batch_size / params.train.keep_fraction)
+    assert "uniform" in params.train.policies
+
+
+@pytest.mark.parametrize(
+    "raw, names",
+    [
+        ({"trian": {}}, "trian"),
+        ({"train": {"stpes": 10}}, "train.stpes"),
+        ({"train": {"steps": "many"}}, "train.steps"),
+        ({"train": {"keep_fraction": 1.5}}, "train.keep_fraction"),
+        ({"train": {"policies": ["uniform", "magic"]}}, "magic"),
+        ({"train": {"policies": ["learnability"]}}, "uniform"),
+        ({"reference": {"model": "resnet-9000"}}, "reference.model"),
+        ({"data": {"pathologies": {"noisy_label": 1.2}}}, "data.pathologies.noisy_label"),
+        ({"data": {"pathologies": {"noisy_label": 0.6, "duplicate": 0.5}}}, "data.pathologies"),
+        ({"train": {"selection": "greedy"}}, "train.selection"),
+    ],
+)
+def test_a_wrong_key_or_value_is_an_error_naming_it(raw, names):
+    with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
+        params_from_dict(raw)
+
+
+def test_overrides_use_dotted_keys_and_yaml_values(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  steps: 10\n")
+    params = load_params(path, ["train.steps=20", "train.policies=[uniform, learnability]", "data.pathologies.blank=0.0"])
+    assert params.train.steps == 20
+    assert params.train.policies == ("uniform", "learnability")
+    assert params.data.pathologies.blank == 0.0
+
+
+def test_a_missing_params_file_says_where_it_looked(tmp_path):
+    with pytest.raises(ConfigError, match="no such params file"):
+        load_params(tmp_path / "nope.yaml")

@@ -1,0 +1,51 @@
+"""The Prefect flows chain the stages; the CLI runs them and rejects a wrong param by name."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from winnow.config import load_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_pipeline_flow_runs_every_stage_and_writes_the_summary(prefect_server, tiny):
+    from flows.pipeline import pipeline_flow, score_flow
+
+    summary = pipeline_flow(params_path=str(tiny))
+    params = load_params(tiny)
+    metrics = Path(params.metrics) / "classification"
+    on_disk = json.loads((metrics / "summary.json").read_text())
+    assert on_disk["target"] == summary["target"] == on_disk["policies"]["uniform"]["final_accuracy"]
+    for policy in params.train.policies:
+        row = on_disk["policies"][policy]
+        assert set(row) >= {"final_accuracy", "steps_to_target", "step_ratio", "noisy_label_fraction_selected"}
+        assert (metrics / "curves" / f"{policy}.csv").exists() and (metrics / "steps" / f"{policy}.csv").exists()
+    assert on_disk["policies"]["uniform"]["step_ratio"] is not None  # uniform reaches its own final value
+    assert 0.2 < on_disk["pool_noisy_label_fraction"] < 0.4
+    assert (tiny.parent / "reports" / "report.md").exists() and (tiny.parent / "plots" / "classification" / "accuracy.png").exists()
+    evaluated = json.loads((metrics / "evaluate.json").read_text())
+    assert set(evaluated) == {"reference", *params.train.policies}
+
+    rerun = score_flow(params_path=str(tiny))
+    assert rerun["reused"]  # the scorer in the store is reused, not recomputed
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "winnow.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+
+
+def test_the_cli_rejects_a_wrong_param_naming_the_key(tiny):
+    out = _cli("pipeline", "--params", str(tiny), "--set", "train.keep_fraction=2", cwd=tiny.parent)
+    assert out.returncode == 2
+    assert "train.keep_fraction" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_cli_names_a_missing_checkpoint(tiny):
+    out = _cli("score", "--params", str(tiny), cwd=tiny.parent)
+    assert out.returncode == 2
+    assert "reference.pt" in out.stderr and "no checkpoint" in out.stderr

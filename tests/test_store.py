@@ -1,0 +1,107 @@
+"""The score store: every pool example scored exactly once, across crashes, reruns and reuse."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from winnow import pipeline, store
+from winnow.config import load_params
+
+
+def _counts(db, scorer_id):
+    with store.connect(db, read_only=True) as con:
+        return con.execute("SELECT count(*), count(DISTINCT example_id) FROM scores WHERE scorer_id = ?", [scorer_id]).fetchone()
+
+
+def test_ingesting_a_shard_twice_adds_no_rows(tmp_path):
+    shard = tmp_path / "part-00000.parquet"
+    pq.write_table(pa.table({"example_id": pa.array([0, 1, 2], pa.int64()), "loss": pa.array([0.1, 0.2, None], pa.float32()), "status": ["ok", "ok", "bad"]}), shard)
+    db = tmp_path / "scores.duckdb"
+    with store.connect(db) as con:
+        store.register_scorer(con, "s1", "m", "d", "classification", "cnn")
+        assert store.ingest_shard(con, "s1", shard.name, shard) == 3
+        with pytest.raises(duckdb.ConstraintException):
+            store.ingest_shard(con, "s1", shard.name, shard)
+    assert _counts(db, "s1") == (3, 3)
+
+
+@pytest.fixture
+def referenced(tiny):
+    """A tiny dataset and a trained reference checkpoint."""
+    params = load_params(tiny)
+    pipeline.data_stage(params)
+    pipeline.reference_stage(params)
+    return params
+
+
+KILL_AFTER_TWO_SHARDS = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from winnow import pipeline
+from winnow.config import load_params
+done = []
+def on_shard(path):
+    done.append(path)
+    if len(done) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+pipeline.score_stage(load_params({params!r}), on_shard=on_shard)
+"""
+
+
+def test_a_scoring_run_killed_half_way_resumes_and_scores_every_example_exactly_once(referenced, tiny):
+    root = str(Path(__file__).resolve().parents[1])
+    code = textwrap.dedent(KILL_AFTER_TWO_SHARDS.format(root=root, params=str(tiny)))
+    killed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tiny.parent)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    paths = pipeline.Paths.of(referenced)
+    assert len(list(paths.artifacts.glob("score_shards/*/part-*.parquet"))) == 2  # the crash left two of four shards
+
+    out = pipeline.score_stage(referenced)
+    assert out["shards_scored"] == 2 and not out["reused"]  # only what was missing
+    assert _counts(paths.store, out["scorer_id"]) == (referenced.data.num_pool, referenced.data.num_pool)
+
+
+def test_a_scorer_already_in_the_store_is_reused_not_recomputed(referenced):
+    first = pipeline.score_stage(referenced)
+    second = pipeline.score_stage(referenced)
+    assert not first["reused"] and second["reused"]
+    assert second["scorer_id"] == first["scorer_id"] and second["num_examples"] == referenced.data.num_pool
+    assert _counts(pipeline.Paths.of(referenced).store, first["scorer_id"])[0] == referenced.data.num_pool
+
+
+def test_scores_load_into_an_array_aligned_with_the_pool(referenced):
+    out = pipeline.score_stage(referenced)
+    pool = pipeline.split(referenced, "pool")
+    losses = store.load_losses(pipeline.Paths.of(referenced).store, out["scorer_id"], pool.ids)
+    assert losses.shape == (len(pool),) and (losses > 0).all()
+    clean = pool.columns["pathology"] == "clean"
+    noisy = pool.columns["pathology"] == "noisy_label"
+    assert losses[noisy].mean() > losses[clean].mean()  # the reference knows which labels are wrong
+
+
+def test_a_second_writer_waits_for_the_lock_then_fails_with_a_clear_message(tmp_path):
+    db = tmp_path / "scores.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('held', flush=True); time.sleep(30)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with pytest.raises(store.StoreBusy, match="another winnow process is writing it"):
+            with store.connect(db, wait_s=1.0):
+                pass
+        assert time.monotonic() - started >= 1.0
+    finally:
+        holder.kill()
+        holder.wait()
+    with store.connect(db) as con:  # lock released: the store opens and is intact
+        assert con.execute("SELECT count(*) FROM scorers").fetchone() == (0,)

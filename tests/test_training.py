@@ -1,0 +1,61 @@
+"""The training loop: selection changes what is kept, and a crashed run resumes to the same weights."""
+
+import numpy as np
+import pytest
+import torch
+
+from models import build_classifier
+from winnow.config import TrainConfig
+from winnow.data import load_split
+
+
+class Crash(Exception):
+    pass
+
+
+def _run(pool, cfg, path=None, on_step=None, policy="uniform", reference_loss=None):
+    from winnow.training import train
+
+    torch.manual_seed(0)
+    model = build_classifier("cnn-nano", 20)
+    out = train(model, pool, cfg, seed=0, policy=policy, keep_fraction=0.5, reference_loss=reference_loss,
+                checkpoint_path=path, checkpoint_every=5, pathology=pool.columns["pathology"], on_step=on_step)
+    return model, out
+
+
+@pytest.fixture(scope="module")
+def pool(tiny_data):
+    return load_split(f"{tiny_data.data.root}/pool", 32, 20)
+
+
+def test_a_crashed_run_resumes_from_its_checkpoint_and_ends_with_the_same_weights(pool, tmp_path):
+    cfg = TrainConfig(model="cnn-nano", steps=12, batch_size=16, warmup_steps=2)
+    reference_loss = torch.rand(len(pool), generator=torch.Generator().manual_seed(0))
+    straight, _ = _run(pool, cfg, tmp_path / "a.pt", policy="learnability", reference_loss=reference_loss)
+
+    def crash(step):
+        if step == 8:
+            raise Crash
+
+    with pytest.raises(Crash):
+        _run(pool, cfg, tmp_path / "b.pt", crash, policy="learnability", reference_loss=reference_loss)
+    assert torch.load(tmp_path / "b.pt", weights_only=False)["step"] == 5  # last checkpoint before the crash
+    resumed, out = _run(pool, cfg, tmp_path / "b.pt", policy="learnability", reference_loss=reference_loss)
+    assert out["step"] == 12 and len(out["steps_log"]) == 12
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_easy_reference_keeps_the_examples_the_reference_finds_easiest(pool):
+    cfg = TrainConfig(model="cnn-nano", steps=3, batch_size=16, warmup_steps=1)
+    noisy = torch.as_tensor(pool.columns["pathology"] == "noisy_label")
+    reference_loss = noisy.float() * 10  # the reference says: wrong labels are hard
+    _, out = _run(pool, cfg, policy="easy_reference", reference_loss=reference_loss)
+    assert all(row.get("selected_noisy_label", 0.0) == 0.0 for row in out["steps_log"])
+    _, uniform = _run(pool, cfg)
+    assert np.mean([row.get("selected_noisy_label", 0.0) for row in uniform["steps_log"]]) > 0.1
+
+
+def test_a_policy_that_needs_reference_losses_refuses_to_run_without_them(pool):
+    with pytest.raises(ValueError, match="needs reference losses"):
+        _run(pool, TrainConfig(model="cnn-nano", steps=1), policy="learnability")
