@@ -100,7 +100,7 @@ class ReferenceConfig(OptimConfig):
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    batch_size: int = 500
+    batch_size: int = 128
 
     def validate(self, key: str) -> None:
         if self.batch_size <= 0:

@@ -11,7 +11,7 @@ from winnow.data import Split, to_input
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, data: Split, batch_size: int = 1000) -> float:
+def accuracy(model: nn.Module, data: Split, batch_size: int = 250) -> float:
     """Top-1 accuracy of the model's own head on `data`."""
     was_training = model.training
     model.eval()
@@ -25,7 +25,7 @@ def accuracy(model: nn.Module, data: Split, batch_size: int = 1000) -> float:
 
 
 @torch.no_grad()
-def features(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def features(model: nn.Module, images: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
     """Frozen penultimate features (model.embed), float32 (N, D) on the CPU."""
     was_training = model.training
     model.eval()
