@@ -49,3 +49,11 @@ def test_the_cli_names_a_missing_checkpoint(tiny):
     out = _cli("score", "--params", str(tiny), cwd=tiny.parent)
     assert out.returncode == 2
     assert "reference.pt" in out.stderr and "no checkpoint" in out.stderr
+
+
+def test_dvc_yaml_declares_the_chain_of_stages_with_one_train_stage_per_policy():
+    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], capture_output=True, text=True, cwd=REPO,
+                         env={**__import__("os").environ, "DVC_NO_ANALYTICS": "1"})
+    assert out.returncode == 0, out.stderr
+    policies = load_params(REPO / "params.yaml").train.policies
+    assert out.stdout.split() == ["reference", "score", *[f"train@{p}" for p in policies], "evaluate", "summary"]
