@@ -2,10 +2,14 @@
 
 "reference = cnn-tiny, learner = cnn-small" is a line in params.yaml. The CNNs are
 what trains in minutes on 2 CPU cores; the ViTs are open_clip vision towers (built
-with no pretrained weights) from a tiny one up to ViT-B width and depth.
+with no pretrained weights) from a tiny one up to ViT-B width and depth. CLIP models
+are open_clip configs: winnow's own small ones (models/configs/*.json, registered
+with open_clip on import) and open_clip's, ViT-B-32 included; never pretrained.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -73,3 +77,42 @@ def build_classifier(name: str, num_classes: int, image_size: int = 32) -> nn.Mo
     if family == "cnn":
         return ConvNet(num_classes, **cfg)
     return ViTClassifier(num_classes, image_size=image_size, **cfg)
+
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+# name -> open_clip config name, and whether the token embedding trains. On a CPU the dense
+# AdamW update of the 49408-row token embedding costs more than the rest of a tiny model's
+# step, so the tiny config keeps its random token embedding fixed (the transformer still learns).
+CLIPS: dict[str, tuple[str, bool]] = {
+    "clip-tiny": ("winnow-clip-tiny", False),
+    "clip-small": ("winnow-clip-small", True),
+    "clip-vit-b-32": ("ViT-B-32", True),
+}
+
+
+def _register_configs() -> None:
+    import open_clip
+
+    if "winnow-clip-tiny" not in open_clip.list_models():
+        open_clip.add_model_config(CONFIG_DIR)
+
+
+def build_clip(name: str) -> nn.Module:
+    """An open_clip CLIP model with fresh weights (pretrained=None: nothing is downloaded)."""
+    import open_clip
+
+    if name not in CLIPS:
+        raise KeyError(f"unknown CLIP model {name!r}; choose one of {sorted(CLIPS)}")
+    _register_configs()
+    config, train_token_embedding = CLIPS[name]
+    model = open_clip.create_model(config, pretrained=None)
+    model.token_embedding.weight.requires_grad_(train_token_embedding)
+    return model
+
+
+def clip_tokenizer(name: str):
+    """open_clip's tokenizer for the model's context length (works offline)."""
+    import open_clip
+
+    _register_configs()
+    return open_clip.get_tokenizer(CLIPS[name][0])

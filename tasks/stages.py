@@ -8,6 +8,7 @@ from prefect.cache_policies import NO_CACHE
 
 from winnow import pipeline, report
 from winnow.config import Params
+from winnow.objectives import OBJECTIVES
 
 # Stages check their own outputs (resume, store reuse); Prefect's cache would hide that work from the logs.
 STAGE = dict(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
@@ -52,8 +53,9 @@ def train_task(params: Params, policy: str) -> dict:
 @task(name="evaluate", **STAGE)
 def evaluate_task(params: Params) -> dict:
     out = pipeline.evaluate_stage(params)
-    get_run_logger().info("evaluate: " + ", ".join(f"{k} {v['test_accuracy']:.4f}/{v['texture_probe_accuracy']:.3f}" for k, v in out.items())
-                          + " (held-out accuracy / texture probe)")
+    headline = OBJECTIVES[params.objective].headline
+    get_run_logger().info("evaluate: " + ", ".join(f"{k} {v[headline]:.4f}/{v['texture_probe_accuracy']:.3f}" for k, v in out.items())
+                          + f" ({headline.replace('_', ' ')} / texture probe)")
     return out
 
 

@@ -26,7 +26,7 @@ def test_pipeline_flow_runs_every_stage_and_writes_the_summary(prefect_server, t
         assert (metrics / "curves" / f"{policy}.csv").exists() and (metrics / "steps" / f"{policy}.csv").exists()
     assert on_disk["policies"]["uniform"]["step_ratio"] is not None  # uniform reaches its own final value
     assert 0.2 < on_disk["pool_noisy_label_fraction"] < 0.4
-    assert (tiny.parent / "reports" / "report.md").exists() and (tiny.parent / "plots" / "classification" / "accuracy.png").exists()
+    assert (tiny.parent / "reports" / "classification.md").exists() and (tiny.parent / "plots" / "classification" / "accuracy.png").exists()
     evaluated = json.loads((metrics / "evaluate.json").read_text())
     assert set(evaluated) == {"reference", *params.train.policies}
 

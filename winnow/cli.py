@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from winnow.config import POLICIES, ConfigError
+from winnow.config import OBJECTIVES, POLICIES, ConfigError
 
 
 def _quiet_env() -> None:
@@ -29,6 +29,7 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--params", default="params.yaml", help="the one configuration file (default: params.yaml)")
     common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a param for this run, e.g. --set train.steps=500 (repeatable)")
+    common.add_argument("--objective", choices=OBJECTIVES, help="classification (ClassAct) or contrastive (ActiveCLIP); default: params.yaml's")
     p = argparse.ArgumentParser(prog="winnow", description="Select what the learner trains on: reference model, offline scores in DuckDB, online selection.")
     sub = p.add_subparsers(dest="command", required=True)
     data = sub.add_parser("data", help="datasets in the data contract").add_subparsers(dest="data_command", required=True)
@@ -39,13 +40,15 @@ def parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", parents=[common], help="train the learner with one selection policy")
     train.add_argument("--policy", required=True, choices=POLICIES)
     sub.add_parser("evaluate", parents=[common], help="held-out accuracy and transfer linear probe of every model")
-    sub.add_parser("summary", parents=[common], help="summary.json, the table, plots and reports/report.md")
+    sub.add_parser("summary", parents=[common], help="summary.json, the table, plots and reports/<objective>.md")
     sub.add_parser("pipeline", parents=[common], help="every stage, data to summary, as one Prefect flow")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.objective:
+        args.overrides = [f"objective={args.objective}", *args.overrides]
     _quiet_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for noisy in ("httpx", "matplotlib", "filelock"):
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "pipeline":
             summary = flows.pipeline_flow(**common)
             print(report.table(summary))
-            print(f"pipeline finished in {time.perf_counter() - started:.0f} s; see reports/report.md")
+            print(f"pipeline finished in {time.perf_counter() - started:.0f} s; see reports/{load_params(args.params, args.overrides).objective}.md")
         elif args.command == "summary":
             print(report.table(flows.summary_flow(**common)))
         else:

@@ -17,7 +17,7 @@ import yaml
 
 POLICIES = ("uniform", "easy_reference", "hard_learner", "learnability")
 SELECTIONS = ("topk", "softmax")
-OBJECTIVES = ("classification",)
+OBJECTIVES = ("classification", "contrastive")
 
 
 class ConfigError(ValueError):
@@ -26,7 +26,11 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Pathologies:
-    """Rates, per pool example, of each web-like defect (the rest is clean)."""
+    """Rates, per pool example, of each web-like defect (the rest is clean).
+
+    Label defects only matter to the classifier and caption defects only to CLIP: a
+    noisy label is a clean image-text pair, a mismatched caption a clean labelled image.
+    """
 
     noisy_label: float = 0.30
     duplicate: float = 0.10
@@ -34,6 +38,8 @@ class Pathologies:
     corrupt: float = 0.03
     undecodable: float = 0.005
     off_distribution: float = 0.05
+    mismatched_caption: float = 0.25
+    uninformative_caption: float = 0.05
 
     def validate(self, key: str) -> None:
         for name, rate in dataclasses.asdict(self).items():
@@ -79,10 +85,6 @@ class OptimConfig:
     warmup_steps: int = 100
 
     def validate(self, key: str) -> None:
-        from models import CLASSIFIERS
-
-        if self.model not in CLASSIFIERS:
-            raise ConfigError(f"{key}.model: unknown model {self.model!r}; choose one of {sorted(CLASSIFIERS)}")
         for name in ("steps", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{key}.{name} must be positive, got {getattr(self, name)}")
@@ -169,6 +171,13 @@ class Params:
             value = getattr(self, f.name)
             if dataclasses.is_dataclass(value):
                 value.validate(f.name)
+        from models import CLASSIFIERS, CLIPS
+
+        names = CLIPS if self.objective == "contrastive" else CLASSIFIERS
+        for key, model in (("reference.model", self.reference.model), ("train.model", self.train.model)):
+            if model not in names:
+                raise ConfigError(f"{key}: {model!r} is not a {self.objective} model; choose one of {sorted(names)} "
+                                  f"(set per-objective models under objectives.{self.objective})")
         return self
 
 
@@ -211,7 +220,21 @@ def _coerce(hint, value, key: str):
 
 
 def params_from_dict(raw: dict) -> Params:
-    return _build(Params, raw or {}, "").validate()
+    """Validate raw params. `objectives.<objective>` holds sections applied over the shared ones
+    when that objective runs (CLIP needs other models and learning rates than the classifier)."""
+    raw = dict(raw or {})
+    per_objective = raw.pop("objectives", None) or {}
+    if not isinstance(per_objective, dict):
+        raise ConfigError("objectives must be a mapping of objective -> sections")
+    for name, sections in per_objective.items():
+        if name not in OBJECTIVES:
+            raise ConfigError(f"objectives.{name}: unknown objective; choose from {list(OBJECTIVES)}")
+        for section in sections or {}:
+            if section not in ("reference", "score", "train", "evaluate"):
+                raise ConfigError(f"objectives.{name}.{section}: only reference, score, train and evaluate can differ per objective")
+    for section, values in (per_objective.get(raw.get("objective", "classification")) or {}).items():
+        raw[section] = {**(raw.get(section) or {}), **values}
+    return _build(Params, raw, "").validate()
 
 
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:

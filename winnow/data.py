@@ -101,7 +101,7 @@ def decode_table(table: pa.Table, path: Path, size: int, num_classes: int | None
     return ids[keep], torch.from_numpy(array).permute(0, 3, 1, 2).contiguous(), labels[keep], meta, skipped
 
 
-def load_split(folder: str | Path, size: int, num_classes: int | None = None, metadata: tuple[str, ...] = ("pathology", "texture", "fold")) -> Split:
+def load_split(folder: str | Path, size: int, num_classes: int | None = None, metadata: tuple[str, ...] = ("caption", "pathology", "texture", "fold")) -> Split:
     """Load every shard of a split into memory (the default pool fits; streaming is a later step)."""
     parts = [decode_table(read_shard(path), path, size, num_classes, metadata) for path in shard_files(folder)]
     ids = np.concatenate([p[0] for p in parts])

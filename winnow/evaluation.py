@@ -26,11 +26,12 @@ def accuracy(model: nn.Module, data: Split, batch_size: int = 250) -> float:
 
 @torch.no_grad()
 def features(model: nn.Module, images: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
-    """Frozen penultimate features (model.embed), float32 (N, D) on the CPU."""
+    """Frozen image features (a classifier's penultimate layer, CLIP's image tower), float32 (N, D)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    out = torch.cat([model.embed(to_input(images[i : i + batch_size].to(device))).float().cpu() for i in range(0, len(images), batch_size)])
+    embed = getattr(model, "encode_image", None) or model.embed  # CLIP towers, or a classifier's penultimate layer
+    out = torch.cat([embed(to_input(images[i : i + batch_size].to(device))).float().cpu() for i in range(0, len(images), batch_size)])
     model.train(was_training)
     return out
 
@@ -62,3 +63,44 @@ def probe_task(model: nn.Module, task: Split, steps: int, lr: float, seed: int =
     train_rows, test_rows = np.flatnonzero(fold == "train"), np.flatnonzero(fold == "test")
     x = features(model, task.images)
     return linear_probe(x[train_rows], task.labels[train_rows], x[test_rows], task.labels[test_rows], steps, lr, seed=seed)
+
+
+@torch.no_grad()
+def encode(model: nn.Module, images: torch.Tensor | None = None, tokens: torch.Tensor | None = None, batch_size: int = 250) -> torch.Tensor:
+    """L2-normalised CLIP embeddings of images or of tokenised texts, float32 (N, D) on the CPU."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    if images is not None:
+        out = [model.encode_image(to_input(images[i : i + batch_size].to(device)), normalize=True) for i in range(0, len(images), batch_size)]
+    else:
+        out = [model.encode_text(tokens[i : i + batch_size].to(device), normalize=True) for i in range(0, len(tokens), batch_size)]
+    model.train(was_training)
+    return torch.cat(out).float().cpu()
+
+
+def class_embeddings(model: nn.Module, tokenizer, class_names: list[str], templates: tuple[str, ...]) -> torch.Tensor:
+    """One text embedding per class: the normalised mean over prompt templates."""
+    per_template = torch.stack([encode(model, tokens=tokenizer([t.format(c) for c in class_names])) for t in templates])
+    return F.normalize(per_template.mean(0), dim=-1)
+
+
+def zero_shot_accuracy(image_features: torch.Tensor, class_features: torch.Tensor, labels) -> float:
+    """Top-1 accuracy of nearest class embedding (cosine), features already normalised."""
+    predicted = (image_features @ class_features.T).argmax(1)
+    return (predicted == torch.as_tensor(labels)).float().mean().item()
+
+
+def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor, ks=(1, 5, 10)) -> dict:
+    """Recall@k both ways for aligned pairs (row i of each is one pair): the fraction of queries
+    whose own partner ranks in the top k."""
+    similarity = image_features @ text_features.T
+    own = similarity.diagonal()
+    # rank of the true partner = how many candidates score strictly higher
+    image_to_text_rank = (similarity > own[:, None]).sum(1)
+    text_to_image_rank = (similarity > own[None, :]).sum(0)
+    out = {}
+    for k in ks:
+        out[f"image_to_text_R@{k}"] = (image_to_text_rank < k).float().mean().item()
+        out[f"text_to_image_R@{k}"] = (text_to_image_rank < k).float().mean().item()
+    return out

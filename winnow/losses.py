@@ -15,11 +15,30 @@ def per_example_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
 
 
 @torch.no_grad()
-def score_examples(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Per-example loss without gradient, batched; the model is put in eval mode."""
+def score_examples(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, batch_size: int = 128, loss_fn=per_example_loss) -> torch.Tensor:
+    """Per-example loss without gradient, in batches of batch_size (for CLIP, the batch is the
+    set of pairs each loss is contrasted against); the model is put in eval mode."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    out = [per_example_loss(model, images[i : i + batch_size].to(device), labels[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
+    out = [loss_fn(model, images[i : i + batch_size].to(device), targets[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)
+
+
+def contrastive_losses(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Per-pair CLIP loss, shape (N,): the mean of pair i's image-to-text and text-to-image
+    cross-entropies against the other pairs of the same batch. Its mean is open_clip's ClipLoss.
+
+    Features must be L2-normalised; logit_scale is the already-exponentiated temperature.
+    """
+    logits = logit_scale * image_features @ text_features.T
+    target = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, target, reduction="none") + F.cross_entropy(logits.T, target, reduction="none")) / 2
+
+
+def per_example_contrastive(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Contrastive loss of each pair against the others in this batch (super-batch when scoring)."""
+    image_features = model.encode_image(to_input(images), normalize=True)
+    text_features = model.encode_text(tokens, normalize=True)
+    return contrastive_losses(image_features, text_features, model.logit_scale.exp())

@@ -19,11 +19,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from models import build_classifier
-from winnow import report, scoring, store
+from winnow import objectives, report, scoring, store
 from winnow.config import Params
-from winnow.data import DataError, load_split, read_manifest, split_hash
-from winnow.evaluation import accuracy, probe_task
+from winnow.data import load_split, read_manifest, split_hash
+from winnow.objectives import OBJECTIVES
 from winnow.selection import NEEDS_REFERENCE_LOSS
 from winnow.synth import PATHOLOGIES, synthesize
 from winnow.training import atomic_save, load_checkpoint, state_hash, train, write_csv
@@ -71,11 +70,13 @@ def _split(folder: str, size: int, num_classes: int | None, stamp: float):
 
 
 def split(params: Params, name: str):
-    """A decoded split, cached in-process (keyed on the folder's mtime) so a pipeline decodes it once."""
+    """A decoded split, cached in-process (keyed on the folder's mtime) so a pipeline decodes it once.
+    Training splits keep only the rows the objective can use (the rest are in .skipped)."""
     folder = Path(params.data.root) / name
-    num_classes = len(read_manifest(params.data.root)["tasks"]["test"]["class_names"]) if name in ("pool", "curated", "eval/test") else None
+    classes = num_classes(params) if name in ("pool", "curated", "eval/test") else None
     stamp = folder.stat().st_mtime if folder.exists() else 0.0
-    return _split(str(folder), params.data.image_size, num_classes, stamp)
+    data = _split(str(folder), params.data.image_size, classes, stamp)
+    return objectives.usable(params.objective, data) if name in ("pool", "curated") else data
 
 
 def num_classes(params: Params) -> int:
@@ -87,7 +88,7 @@ def model_from_checkpoint(path: Path) -> torch.nn.Module:
     if not ckpt.get("complete"):
         raise RuntimeError(f"{path}: this checkpoint is from an unfinished run (step {ckpt.get('step')}); rerun its stage to finish it")
     meta = ckpt["meta"]
-    model = build_classifier(meta["model_name"], meta["num_classes"], meta["image_size"])
+    model = objectives.build_model(meta["objective"], meta["model_name"], meta["num_classes"], meta["image_size"])
     model.load_state_dict(ckpt["model"])
     return model
 
@@ -116,11 +117,13 @@ def reference_stage(params: Params) -> dict:
     paths, cfg = Paths.of(params), params.reference
     curated, test = split(params, "curated"), split(params, "eval/test")
     torch.manual_seed(params.seed)
-    model = build_classifier(cfg.model, num_classes(params), params.data.image_size)
-    out = train(model, curated, cfg, seed=params.seed, evaluate=lambda m: {"accuracy": accuracy(m, test)},
-                eval_every=max(1, cfg.steps // 10), checkpoint_path=paths.reference, checkpoint_every=max(1, cfg.steps // 4),
-                meta=_meta(cfg.model, params), desc="reference")
-    metrics = {"model": cfg.model, "steps": cfg.steps, "train_examples": len(curated), "test_accuracy": out["eval_log"][-1]["accuracy"],
+    model = objectives.build_model(params.objective, cfg.model, num_classes(params), params.data.image_size)
+    objective = OBJECTIVES[params.objective]
+    out = train(model, curated, cfg, seed=params.seed, targets=objectives.targets(params.objective, cfg.model, curated), loss_fn=objective.loss,
+                evaluate=_target_metric(params, cfg.model, test), eval_every=max(1, cfg.steps // 10), checkpoint_path=paths.reference,
+                checkpoint_every=max(1, cfg.steps // 4), meta=_meta(cfg.model, params), desc="reference")
+    metrics = {"model": cfg.model, "steps": cfg.steps, "train_examples": len(curated), "test_metric": objective.metric,
+               "test_accuracy": out["eval_log"][-1][objective.metric],
                "seconds": out["seconds"], "parameters": sum(p.numel() for p in model.parameters()), "model_hash": state_hash(model)}
     write_json(metrics, paths.metrics / "reference.json")
     return metrics
@@ -141,8 +144,8 @@ def score_stage(params: Params, on_shard=None) -> dict:
             write_json(result, paths.metrics / "score.json")
             return result
         store.register_scorer(con, scorer_id, model_hash, dataset_hash, params.objective, params.reference.model)
-    counts = scoring.score_shards(model, pool_dir, paths.score_shards(scorer_id), params.data.image_size,
-                                  num_classes(params), params.score.batch_size, on_shard)
+    counts = scoring.score_shards(model, pool_dir, paths.score_shards(scorer_id), params.data.image_size, num_classes(params),
+                                  params.score.batch_size, params.objective, params.reference.model, on_shard)
     ingested = scoring.ingest(paths.store, scorer_id, paths.score_shards(scorer_id))
     expected = sum(pq.ParquetFile(p).metadata.num_rows for p in sorted(pool_dir.glob("part-*.parquet")))
     with store.connect(paths.store) as con:
@@ -169,29 +172,32 @@ def train_stage(params: Params, policy: str) -> dict:
             raise RuntimeError(f"{paths.store}: scorer {score['scorer_id']} has no loss for pool id {pool.ids[np.isnan(losses)][0]}; rerun `winnow score`")
         reference_loss = torch.from_numpy(losses)
     torch.manual_seed(params.seed + 1)
-    model = build_classifier(cfg.model, num_classes(params), params.data.image_size)
+    model = objectives.build_model(params.objective, cfg.model, num_classes(params), params.data.image_size)
+    objective = OBJECTIVES[params.objective]
     out = train(model, pool, cfg, seed=params.seed + 1, policy=policy, keep_fraction=cfg.keep_fraction, selection=cfg.selection,
-                temperature=cfg.temperature, reference_loss=reference_loss, evaluate=lambda m: {"accuracy": accuracy(m, test)},
-                eval_every=cfg.eval_every, checkpoint_path=paths.learner(policy), checkpoint_every=cfg.checkpoint_every,
+                temperature=cfg.temperature, reference_loss=reference_loss, targets=objectives.targets(params.objective, cfg.model, pool),
+                loss_fn=objective.loss, evaluate=_target_metric(params, cfg.model, test), eval_every=cfg.eval_every,
+                checkpoint_path=paths.learner(policy), checkpoint_every=cfg.checkpoint_every,
                 pathology=pool.columns.get("pathology"), meta=_meta(cfg.model, params), desc=policy)
     write_csv(out["eval_log"], paths.metrics / "curves" / f"{policy}.csv")
     write_csv(out["steps_log"], paths.metrics / "steps" / f"{policy}.csv")
     selected = {k[len("selected_"):]: float(np.mean([r.get(k, 0.0) for r in out["steps_log"]])) for k in out["steps_log"][-1] if k.startswith("selected_")}
-    metrics = {"policy": policy, "steps": cfg.steps, "final_accuracy": out["eval_log"][-1]["accuracy"], "seconds": out["seconds"],
+    metrics = {"policy": policy, "steps": cfg.steps, "final_accuracy": out["eval_log"][-1][objective.metric], "seconds": out["seconds"],
                "selected_mix": selected, "pool_size": len(pool), "pool_skipped": len(pool.skipped)}
     write_json(metrics, paths.metrics / "train" / f"{policy}.json")
     return metrics
 
 
 def evaluate_stage(params: Params) -> dict:
-    """Held-out accuracy and the texture linear probe for the reference and every learner."""
+    """Transfer metrics of the reference and every learner: held-out (or zero-shot) accuracy,
+    the texture linear probe and, for CLIP, zero-shot texture and retrieval recall@1/5/10."""
     paths = Paths.of(params)
     test, texture = split(params, "eval/test"), split(params, "eval/texture")
+    tasks = read_manifest(params.data.root)["tasks"]
     results = {}
-    for name, path in [("reference", paths.reference)] + [(p, paths.learner(p)) for p in params.train.policies]:
-        model = model_from_checkpoint(path)
-        results[name] = {"test_accuracy": accuracy(model, test),
-                         "texture_probe_accuracy": probe_task(model, texture, params.evaluate.probe_steps, params.evaluate.probe_lr, params.seed)}
+    for name, path, model_name in [("reference", paths.reference, params.reference.model)] + [(p, paths.learner(p), params.train.model) for p in params.train.policies]:
+        results[name] = objectives.evaluate_model(params.objective, model_from_checkpoint(path), model_name, test, texture, tasks,
+                                                  params.evaluate.probe_steps, params.evaluate.probe_lr, params.seed)
     write_json(results, paths.metrics / "evaluate.json")
     return results
 
@@ -204,11 +210,17 @@ def summary_stage(params: Params) -> dict:
     evaluated = _read_json(paths.metrics / "evaluate.json", "run `winnow evaluate` first")
     pathology = pq.read_table(paths.data / "pool", columns=["pathology"]).column("pathology").to_numpy(zero_copy_only=False)
     pool_mix = {p: float(np.mean(pathology == p)) for p in PATHOLOGIES}
-    summary = report.summarize(curves, trained, evaluated, pool_mix, params.train.steps)
+    objective = OBJECTIVES[params.objective]
+    summary = report.summarize(curves, trained, evaluated, pool_mix, params.train.steps, objective.metric, objective.noise)
     summary["reference"] = _read_json(paths.metrics / "reference.json", "run `winnow reference` first")
     write_json(summary, paths.metrics / "summary.json")
     report.write_report(summary, curves, paths, params)
     return summary
+
+
+def _target_metric(params: Params, model_name: str, test):
+    class_names = read_manifest(params.data.root)["tasks"]["test"]["class_names"]
+    return objectives.target_metric(params.objective, model_name, test, class_names)
 
 
 def _meta(model_name: str, params: Params) -> dict:

@@ -23,8 +23,12 @@ def steps_to_target(curve: list[dict], target: float, metric: str = "accuracy") 
     return next((int(row["step"]) for row in curve if row[metric] >= target), None)
 
 
+NOISE_WORDS = {"noisy_label": "wrong labels kept", "mismatched_caption": "mismatched kept"}
+
+
 def summarize(curves: dict[str, list[dict]], trained: dict[str, dict], evaluated: dict[str, dict], pool_mix: dict[str, float],
-              uniform_steps: int, metric: str = "accuracy") -> dict:
+              uniform_steps: int, metric: str = "accuracy", noise: str = "noisy_label") -> dict:
+    """`metric` is the eval-log column the target is set on; `noise` the pathology whose selected share is reported."""
     target = curves["uniform"][-1][metric]
     policies = {}
     for policy, curve in curves.items():
@@ -35,25 +39,26 @@ def summarize(curves: dict[str, list[dict]], trained: dict[str, dict], evaluated
             "best_accuracy": max(row[metric] for row in curve),
             "steps_to_target": reached,
             "step_ratio": reached / uniform_steps if reached is not None else None,
-            "noisy_label_fraction_selected": mix.get("noisy_label", 0.0),
+            f"{noise}_fraction_selected": mix.get(noise, 0.0),
             "selected_mix": mix,
             "texture_probe_accuracy": evaluated.get(policy, {}).get("texture_probe_accuracy"),
             "train_seconds": trained[policy]["seconds"],
         }
-    return {"metric": f"test_{metric}", "target": target, "uniform_steps": uniform_steps,
-            "pool_noisy_label_fraction": pool_mix.get("noisy_label", 0.0), "pool_mix": pool_mix, "policies": policies}
+    return {"metric": f"test_{metric}", "target": target, "uniform_steps": uniform_steps, "noise": noise,
+            f"pool_{noise}_fraction": pool_mix.get(noise, 0.0), "pool_mix": pool_mix, "policies": policies}
 
 
 def table(summary: dict) -> str:
     """The summary as a fixed-width table, for the terminal and the report."""
+    noise = summary["noise"]
     lines = [f"target: uniform's final {summary['metric']} = {summary['target']:.4f} after {summary['uniform_steps']} steps; "
-             f"pool wrong-label rate {summary['pool_noisy_label_fraction']:.3f}",
-             f"{'policy':<16}{'final acc':>10}{'steps to target':>17}{'step ratio':>12}{'wrong labels kept':>19}{'texture probe':>15}"]
+             f"pool {noise} rate {summary[f'pool_{noise}_fraction']:.3f}",
+             f"{'policy':<16}{'final':>10}{'steps to target':>17}{'step ratio':>12}{NOISE_WORDS[noise]:>19}{'texture probe':>15}"]
     for policy, row in summary["policies"].items():
         ratio = f"{row['step_ratio']:.2f}x" if row["step_ratio"] is not None else "never"
         steps = str(row["steps_to_target"]) if row["steps_to_target"] is not None else "-"
         probe = f"{row['texture_probe_accuracy']:.3f}" if row["texture_probe_accuracy"] is not None else "-"
-        lines.append(f"{policy:<16}{row['final_accuracy']:>10.4f}{steps:>17}{ratio:>12}{row['noisy_label_fraction_selected']:>19.3f}{probe:>15}")
+        lines.append(f"{policy:<16}{row['final_accuracy']:>10.4f}{steps:>17}{ratio:>12}{row[f'{noise}_fraction_selected']:>19.3f}{probe:>15}")
     return "\n".join(lines)
 
 
@@ -102,17 +107,18 @@ def plot_mix(summary: dict, path: Path) -> None:
 
 
 def write_report(summary: dict, curves: dict[str, list[dict]], paths, params) -> Path:
-    """reports/report.md with the table and the plots; regenerate with `winnow summary`."""
+    """reports/<objective>.md with the table and the plots; regenerate with `winnow summary`."""
     plots = Path("plots") / params.objective
-    plot_curves(curves, summary["target"], plots / "accuracy.png")
+    metric = summary["metric"].removeprefix("test_")
+    plot_curves(curves, summary["target"], plots / "accuracy.png", metric)
     plot_mix(summary, plots / "selected_mix.png")
     ref = summary.get("reference", {})
     text = f"""# winnow run: {params.objective}
 
-The learner ({params.train.model}) trained {params.train.steps} steps of batch {params.train.batch_size} under each policy,
+The learner ({params.train.model}, {params.objective}) trained {params.train.steps} steps of batch {params.train.batch_size} under each policy,
 keeping {params.train.keep_fraction:.0%} of each super-batch of {params.train.super_batch_size}. The reference ({params.reference.model},
-{ref.get('test_accuracy', float('nan')):.3f} held-out accuracy) learned from {ref.get('train_examples', '?')} curated examples.
-Target: uniform's final held-out accuracy. step ratio = steps to reach it / uniform's {params.train.steps} steps.
+{ref.get('test_accuracy', float('nan')):.3f} held-out {ref.get('test_metric', 'accuracy').replace('_', ' ')}) learned from {ref.get('train_examples', '?')} curated examples.
+Target: uniform's final held-out {metric.replace('_', ' ')}. step ratio = steps to reach it / uniform's {params.train.steps} steps.
 
 ```
 {table(summary)}
@@ -124,7 +130,7 @@ Target: uniform's final held-out accuracy. step ratio = steps to reach it / unif
 
 Regenerate: `winnow pipeline` (everything) or `winnow summary` (this page, from the metrics on disk).
 """
-    path = Path("reports") / "report.md"
+    path = Path("reports") / f"{params.objective}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path

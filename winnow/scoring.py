@@ -20,7 +20,8 @@ from torch import nn
 from tqdm import tqdm
 
 from winnow import store
-from winnow.data import decode_table, read_shard, shard_files
+from winnow import objectives
+from winnow.data import Split, decode_table, read_shard, shard_files
 from winnow.losses import score_examples
 
 log = logging.getLogger("winnow")
@@ -28,13 +29,18 @@ log = logging.getLogger("winnow")
 SCORE_SCHEMA = pa.schema([("example_id", pa.int64()), ("loss", pa.float32()), ("status", pa.string())])
 
 
-def score_shard(model: nn.Module, shard: Path, size: int, num_classes: int, batch_size: int) -> pa.Table:
-    """Loss of every row of one pool shard; undecodable rows get loss NULL and their reason as status."""
-    ids, images, labels, _, skipped = decode_table(read_shard(shard), shard, size, num_classes)
-    if (labels < 0).any():
-        raise ValueError(f"{shard}: the classification objective needs a label on every row; row id {ids[labels < 0][0]} has none")
-    losses = score_examples(model, images, torch.as_tensor(labels), batch_size).numpy()
-    rows = {"example_id": list(ids), "loss": list(losses), "status": ["ok"] * len(ids)}
+def score_shard(model: nn.Module, shard: Path, size: int, num_classes: int, batch_size: int,
+                objective: str = "classification", model_name: str = "") -> pa.Table:
+    """Loss of every row of one pool shard. Rows it cannot score (undecodable image, empty
+    caption, no label) get loss NULL and the reason as status: skipped and counted, not lost."""
+    ids, images, labels, meta, skipped = decode_table(read_shard(shard), shard, size, num_classes, ("caption",))
+    split = objectives.usable(objective, Split(ids, images, labels, meta, []))
+    for s in split.skipped:
+        s["file"] = str(shard)
+    skipped = skipped + split.skipped
+    targets = objectives.targets(objective, model_name, split)
+    losses = score_examples(model, split.images, targets, batch_size, objectives.OBJECTIVES[objective].loss).numpy()
+    rows = {"example_id": list(split.ids), "loss": list(losses), "status": ["ok"] * len(split)}
     for s in skipped:
         rows["example_id"].append(s["id"])
         rows["loss"].append(None)
@@ -43,14 +49,14 @@ def score_shard(model: nn.Module, shard: Path, size: int, num_classes: int, batc
 
 
 def score_shards(model: nn.Module, pool_dir: Path, out_dir: Path, size: int, num_classes: int, batch_size: int,
-                 on_shard: Callable[[Path], None] | None = None) -> dict:
+                 objective: str = "classification", model_name: str = "", on_shard: Callable[[Path], None] | None = None) -> dict:
     """Write out_dir/part-*.parquet for every pool shard that has none yet. Returns counts."""
     out_dir.mkdir(parents=True, exist_ok=True)
     shards = shard_files(pool_dir)
     todo = [s for s in shards if not (out_dir / s.name).exists()]
     started, rows = time.perf_counter(), 0
     for shard in tqdm(todo, desc="score", unit="shard", leave=False, disable=None):
-        table = score_shard(model, shard, size, num_classes, batch_size)
+        table = score_shard(model, shard, size, num_classes, batch_size, objective, model_name)
         tmp = out_dir / (shard.name + ".tmp")
         pq.write_table(table, tmp)
         os.replace(tmp, out_dir / shard.name)

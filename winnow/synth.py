@@ -32,7 +32,24 @@ COLOURS = ("red", "yellow", "green", "blue")
 HUES = {"red": 0.0, "yellow": 55.0, "green": 125.0, "blue": 225.0}
 TEXTURES = ("solid", "stripes", "dots", "checker")
 CLASS_NAMES = tuple(f"{c} {s}" for s in SHAPES for c in COLOURS)
-PATHOLOGIES = ("clean", "noisy_label", "duplicate", "blank", "corrupt", "undecodable", "off_distribution")
+PATHOLOGIES = ("clean", "noisy_label", "duplicate", "blank", "corrupt", "undecodable", "off_distribution",
+               "mismatched_caption", "uninformative_caption")
+
+# Caption vocabulary: several words per factor, so text carries more than the class and is never one template.
+SHAPE_WORDS = {"circle": ("circle", "disc", "round dot"), "square": ("square", "box", "block"), "triangle": ("triangle", "wedge"),
+               "cross": ("cross", "plus sign"), "ring": ("ring", "hoop", "donut")}
+COLOUR_WORDS = {"red": ("red", "crimson", "scarlet"), "yellow": ("yellow", "golden", "lemon"), "green": ("green", "emerald", "lime"),
+                "blue": ("blue", "navy", "azure")}
+TEXTURE_WORDS = {"solid": ("plain", "solid"), "stripes": ("striped", "banded"), "dots": ("dotted", "spotted"), "checker": ("checkered", "chequered")}
+TEMPLATES = (
+    "a {size}{colour} {texture} {shape} {position}",
+    "{texture} {shape}, {colour}, {position}",
+    "photo of a {colour} {shape} with a {texture} pattern",
+    "a {colour} {shape} {position}",
+    "there is a {size}{texture} {shape} in {colour}",
+    "{colour} {texture} {shape}",
+)
+UNINFORMATIVE = ("IMG_{:04d}", "DSC{:05d}", "photo", "image", "untitled", "picture {}", "download ({})", "stock photo {}")
 
 ARROW_SCHEMA = pa.schema(
     [
@@ -128,13 +145,17 @@ def _background(rng, n, size, xx, yy):
 
 
 def render(rng: np.random.Generator, shape, colour, texture, size: int, easy=None, chunk: int = 256) -> np.ndarray:
-    """Render N objects: uint8 (N, size, size, 3). `easy` marks large, centred, plain ones.
+    """Render N objects: uint8 (N, size, size, 3), their radius (N,) and centre (N, 2) in [-1, 1].
+
+    `easy` marks large, centred, plain ones.
 
     Works in chunks that fit in cache (several times faster than one big array).
     """
     easy = np.zeros(len(shape), dtype=bool) if easy is None else easy
     parts = [_render(rng, shape[i : i + chunk], colour[i : i + chunk], texture[i : i + chunk], size, easy[i : i + chunk]) for i in range(0, len(shape), chunk)]
-    return np.concatenate(parts) if parts else np.zeros((0, size, size, 3), np.uint8)
+    if not parts:
+        return np.zeros((0, size, size, 3), np.uint8), np.zeros(0), np.zeros((0, 2))
+    return tuple(np.concatenate(p) for p in zip(*parts))
 
 
 def _render(rng, shape, colour, texture, size, easy):
@@ -172,7 +193,7 @@ def _render(rng, shape, colour, texture, size, easy):
     img = np.where(mask[..., None], obj, img)
 
     noise = rng.normal(0, 0.03, img.shape)
-    return _to_uint8(img + noise)
+    return _to_uint8(img + noise), radius, centre
 
 
 def _to_uint8(img):
@@ -224,62 +245,105 @@ def class_prior(num_classes: int, imbalance: float, rng: np.random.Generator) ->
     return weights / weights.sum()
 
 
+def captions_for(rng: np.random.Generator, labels, texture, radius, centre) -> np.ndarray:
+    """One caption per example from its factors: a random template and random synonyms."""
+    out = []
+    for label, tex, r, (cx, cy) in zip(labels, texture, radius, centre):
+        shape, colour = SHAPES[label // len(COLOURS)], COLOURS[label % len(COLOURS)]
+        if abs(cx) < 0.25 and abs(cy) < 0.25:
+            position = "in the centre"
+        elif abs(cx) >= abs(cy):
+            position = "on the left" if cx < 0 else "on the right"
+        else:
+            position = "at the top" if cy < 0 else "at the bottom"
+        words = {
+            "shape": _pick(rng, SHAPE_WORDS[shape]),
+            "colour": _pick(rng, COLOUR_WORDS[colour]),
+            "texture": _pick(rng, TEXTURE_WORDS[TEXTURES[tex]]),
+            "size": "small " if r < 0.4 else ("large " if r > 0.5 else ""),
+            "position": position,
+        }
+        out.append(_pick(rng, TEMPLATES).format(**words))
+    return np.array(out, dtype=object)
+
+
+def uninformative_captions(rng: np.random.Generator, n: int) -> np.ndarray:
+    return np.array([_pick(rng, UNINFORMATIVE).format(int(rng.integers(0, 10000))) for _ in range(n)], dtype=object)
+
+
+def _pick(rng, options):
+    return options[int(rng.integers(0, len(options)))]
+
+
 def _clean_examples(rng, n, size, prior=None, easy=None):
+    """Clean examples: images, labels, textures and captions that describe them."""
     num_classes = len(CLASS_NAMES)
     labels = rng.choice(num_classes, size=n, p=prior) if prior is not None else rng.integers(0, num_classes, n)
     texture = rng.integers(0, len(TEXTURES), n)
-    images = render(rng, labels // len(COLOURS), labels % len(COLOURS), texture, size, easy)
-    return images, labels.astype(np.int32), texture.astype(np.int32)
+    images, radius, centre = render(rng, labels // len(COLOURS), labels % len(COLOURS), texture, size, easy)
+    captions = captions_for(rng, labels, texture, radius, centre)
+    return images, labels.astype(np.int32), texture.astype(np.int32), captions
 
 
-def make_pool(cfg: DataConfig, rng: np.random.Generator):
-    """The noisy pool: images, labels as given to the learner, pathology and texture per example."""
+def make_pool(cfg: DataConfig, rng: np.random.Generator) -> dict:
+    """The noisy pool's columns: images, labels and captions as given to the learner, pathology, texture."""
     n, size = cfg.num_pool, cfg.image_size
     num_classes = len(CLASS_NAMES)
     rates = dataclasses.asdict(cfg.pathologies)
     probs = np.array([1.0 - sum(rates.values())] + [rates[p] for p in PATHOLOGIES[1:]])
     pathology = rng.choice(len(PATHOLOGIES), size=n, p=probs)
-    images, labels, texture = _clean_examples(rng, n, size, prior=class_prior(num_classes, cfg.class_imbalance, rng))
-    undecodable = np.zeros(n, dtype=bool)
+    images, labels, texture, captions = _clean_examples(rng, n, size, prior=class_prior(num_classes, cfg.class_imbalance, rng))
+    true_captions = captions.copy()
 
     def where(name):
         return np.flatnonzero(pathology == PATHOLOGIES.index(name))
 
-    idx = where("noisy_label")
+    idx = where("noisy_label")  # the image and caption agree; the label does not
     labels[idx] = (labels[idx] + rng.integers(1, num_classes, len(idx))) % num_classes
 
-    idx = where("duplicate")  # near-copies of a few easy, prototypical images
-    src_images, src_labels, src_texture = _clean_examples(
+    idx = where("duplicate")  # near-copies of a few easy, prototypical images, with their own captions
+    src_images, src_labels, src_texture, src_captions = _clean_examples(
         rng, cfg.duplicate_sources, size, easy=np.ones(cfg.duplicate_sources, dtype=bool)
     )
     pick = rng.integers(0, cfg.duplicate_sources, len(idx))
     jitter = rng.integers(-3, 4, (len(idx), size, size, 3))
     images[idx] = np.clip(src_images[pick].astype(np.int64) + jitter, 0, 255).astype(np.uint8)
-    labels[idx], texture[idx] = src_labels[pick], src_texture[pick]
+    labels[idx], texture[idx], captions[idx] = src_labels[pick], src_texture[pick], src_captions[pick]
 
-    idx = where("blank")
-    images[idx] = render_blank(rng, len(idx), size)
-    labels[idx] = rng.integers(0, num_classes, len(idx))
-
-    idx = where("off_distribution")
-    images[idx] = render_clutter(rng, len(idx), size)
-    labels[idx] = rng.integers(0, num_classes, len(idx))
+    # Blank and clutter images carry a random label and another image's alt-text.
+    for name, images_of in (("blank", render_blank), ("off_distribution", render_clutter)):
+        idx = where(name)
+        images[idx] = images_of(rng, len(idx), size)
+        labels[idx] = rng.integers(0, num_classes, len(idx))
+        captions[idx] = true_captions[rng.integers(0, n, len(idx))]
 
     idx = where("corrupt")
     images[idx] = corrupt(rng, images[idx])
 
-    idx = where("undecodable")
-    undecodable[idx] = True
-    labels[idx] = rng.integers(0, num_classes, len(idx))
+    idx = where("mismatched_caption")  # the caption of another example (shifted, so never its own)
+    captions[idx] = true_captions[(idx + rng.integers(1, n, len(idx))) % n]
+
+    idx = where("uninformative_caption")
+    captions[idx] = uninformative_captions(rng, len(idx))
+
+    undecodable = pathology == PATHOLOGIES.index("undecodable")
+    labels[undecodable] = rng.integers(0, num_classes, int(undecodable.sum()))
     names = np.array(PATHOLOGIES, dtype=object)[pathology]
-    return images, labels, names, texture, undecodable
+    return {"image": images, "label": labels, "caption": captions, "pathology": names, "texture": texture, "undecodable": undecodable}
 
 
-def _write_split(folder: Path, images, labels, pathology, texture, shard_size: int, undecodable=None, extra=None, desc=""):
-    """Write parquet shards part-00000.parquet... Returns the file list."""
+def clean_split(rng: np.random.Generator, n: int, size: int) -> dict:
+    images, labels, texture, captions = _clean_examples(rng, n, size)
+    return {"image": images, "label": labels, "caption": captions, "pathology": np.full(n, "clean", dtype=object), "texture": texture}
+
+
+def _write_split(folder: Path, columns: dict, shard_size: int, desc: str = "") -> list[Path]:
+    """Write columns (image as uint8 (N,H,W,3)) as part-00000.parquet, part-00001.parquet..."""
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("part-*.parquet"):
         old.unlink()
+    columns = dict(columns)
+    images, undecodable = columns.pop("image"), columns.pop("undecodable", None)
     n = len(images)
     files = []
     for shard, start in enumerate(tqdm(range(0, n, shard_size), desc=desc, unit="shard", leave=False, disable=None)):
@@ -290,18 +354,16 @@ def _write_split(folder: Path, images, labels, pathology, texture, shard_size: i
             if undecodable is not None and undecodable[i]:
                 png = png[: len(png) // 3]  # a truncated download
             blobs.append(png)
-        columns = {
+        table = pa.table({
             "id": pa.array(np.arange(start, stop, dtype=np.int64)),
             "image": pa.array(blobs, type=pa.binary()),
-            "label": pa.array(labels[start:stop], type=pa.int32()),
-            "caption": pa.nulls(stop - start, type=pa.string()),
-            "pathology": pa.array(list(pathology[start:stop]), type=pa.string()),
-            "texture": pa.array(texture[start:stop], type=pa.int32()),
-        }
-        table = pa.table(columns, schema=ARROW_SCHEMA)
-        if extra is not None:
-            for name, values in extra.items():
-                table = table.append_column(name, pa.array(values[start:stop]))
+            "label": pa.array(columns["label"][start:stop], type=pa.int32()),
+            "caption": pa.array(list(columns["caption"][start:stop]), type=pa.string()),
+            "pathology": pa.array(list(columns["pathology"][start:stop]), type=pa.string()),
+            "texture": pa.array(columns["texture"][start:stop], type=pa.int32()),
+        }, schema=ARROW_SCHEMA)
+        for name in sorted(set(columns) - set(ARROW_SCHEMA.names)):
+            table = table.append_column(name, pa.array(list(columns[name][start:stop])))
         path = folder / f"part-{shard:05d}.parquet"
         pq.write_table(table, path, compression="zstd", write_statistics=False)
         files.append(path)
@@ -323,19 +385,19 @@ def synthesize(cfg: DataConfig, seed: int, root: str | Path | None = None) -> Pa
     pool_rng, curated_rng, test_rng, transfer_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))
     size = cfg.image_size
 
-    images, labels, pathology, texture, undecodable = make_pool(cfg, pool_rng)
-    _write_split(root / "pool", images, labels, pathology, texture, cfg.shard_size, undecodable, desc="pool")
-    counts = {"pool": len(images), "pool_pathologies": {p: int((pathology == p).sum()) for p in PATHOLOGIES}}
+    pool = make_pool(cfg, pool_rng)
+    _write_split(root / "pool", pool, cfg.shard_size, desc="pool")
+    counts = {"pool": cfg.num_pool, "pool_pathologies": {p: int((pool["pathology"] == p).sum()) for p in PATHOLOGIES}}
 
     for name, rng, n in (("curated", curated_rng, cfg.num_curated), ("eval/test", test_rng, cfg.num_test)):
-        images, labels, texture = _clean_examples(rng, n, size)
-        _write_split(root / name, images, labels, np.full(n, "clean", dtype=object), texture, cfg.shard_size, desc=name)
+        _write_split(root / name, clean_split(rng, n, size), cfg.shard_size, desc=name)
         counts[name] = n
 
     # Transfer: classify the texture (ignored by the labels) with a linear probe on frozen features.
-    images, labels, texture = _clean_examples(transfer_rng, cfg.num_transfer, size)
-    fold = np.where(np.arange(cfg.num_transfer) < cfg.num_transfer * 2 // 3, "train", "test").astype(object)
-    _write_split(root / "eval/texture", images, texture, np.full(len(images), "clean", dtype=object), texture, cfg.shard_size, extra={"fold": list(fold)}, desc="texture")
+    texture = clean_split(transfer_rng, cfg.num_transfer, size)
+    texture["label"] = texture["texture"]
+    texture["fold"] = np.where(np.arange(cfg.num_transfer) < cfg.num_transfer * 2 // 3, "train", "test").astype(object)
+    _write_split(root / "eval/texture", texture, cfg.shard_size, desc="texture")
     counts["eval/texture"] = cfg.num_transfer
 
     files = sorted(p for p in root.rglob("*.parquet"))
@@ -346,7 +408,8 @@ def synthesize(cfg: DataConfig, seed: int, root: str | Path | None = None) -> Pa
         "class_names": list(CLASS_NAMES),
         "tasks": {
             "test": {"label": "label", "class_names": list(CLASS_NAMES)},
-            "texture": {"label": "label", "class_names": list(TEXTURES), "probe": True},
+            "texture": {"label": "label", "class_names": list(TEXTURES), "probe": True,
+                        "prompt_names": [TEXTURE_WORDS[t][0] + " shape" for t in TEXTURES]},
         },
         "counts": counts,
         "generator": {"seed": seed, **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "root"}},

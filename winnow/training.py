@@ -87,6 +87,8 @@ def train(
     selection: str = "topk",
     temperature: float = 1.0,
     reference_loss: torch.Tensor | None = None,
+    targets: torch.Tensor | None = None,
+    loss_fn: Callable = per_example_loss,
     evaluate: Callable[[nn.Module], dict] | None = None,
     eval_every: int = 100,
     checkpoint_path: Path | None = None,
@@ -98,7 +100,8 @@ def train(
 ) -> dict:
     """Train `model` on `data` for opt.steps steps; returns the checkpoint dict (with the logs).
 
-    reference_loss is indexed by row of `data` (float tensor). `meta` (model name, classes...) is
+    targets (labels, or caption tokens for CLIP; default data.labels) and reference_loss (float)
+    are indexed by row of `data`; loss_fn(model, images, targets) gives per-example losses. `meta` (model name, classes...) is
     stored in the checkpoint so that later stages can rebuild the model from it alone.
     pathology (strings per row, analysis only) is counted in each kept batch, never read by selection.
     """
@@ -109,7 +112,7 @@ def train(
         raise ValueError(f"super-batch of {super_batch} is larger than the {len(data)} training examples")
     if NEEDS_REFERENCE_LOSS[policy] and reference_loss is None:
         raise ValueError(f"policy {policy!r} needs reference losses for every training example")
-    labels = torch.as_tensor(data.labels)
+    targets = torch.as_tensor(data.labels) if targets is None else targets
     kinds, codes = np.unique(pathology, return_inverse=True) if pathology is not None else (np.array([]), None)
     fingerprint = json.dumps({"opt": dataclasses.asdict(opt), "policy": policy, "keep_fraction": keep_fraction, "selection": selection, "temperature": temperature,
                               "seed": seed, "n": len(data)}, sort_keys=True, default=str)
@@ -146,17 +149,17 @@ def train(
             group["lr"] = lr
 
         rows = torch.from_numpy(rng.choice(len(data), size=super_batch, replace=False))
-        images, targets = data.images[rows].to(device), labels[rows].to(device)
+        images, batch_targets = data.images[rows].to(device), targets[rows].to(device)
         if policy != "uniform":
             learner_loss = None
             if NEEDS_LEARNER_LOSS[policy]:
                 with torch.no_grad():
-                    learner_loss = per_example_loss(model, images, targets).float().cpu()
+                    learner_loss = loss_fn(model, images, batch_targets).float().cpu()
             ref = reference_loss[rows] if NEEDS_REFERENCE_LOSS[policy] else None
             keep = select(policy_scores(policy, learner_loss, ref), batch, selection, temperature, torch_gen)
-            rows, images, targets = rows[keep], images[keep.to(device)], targets[keep.to(device)]
+            rows, images, batch_targets = rows[keep], images[keep.to(device)], batch_targets[keep.to(device)]
 
-        loss = per_example_loss(model, images, targets).mean()
+        loss = loss_fn(model, images, batch_targets).mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step} (lr {lr:.2e}); lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
