@@ -25,8 +25,8 @@ def data_task(params: Params, force: bool = False) -> dict:
 @task(name="reference", **STAGE)
 def reference_task(params: Params) -> dict:
     out = pipeline.reference_stage(params)
-    get_run_logger().info("reference: %s, %d steps on %d curated examples, held-out accuracy %.4f (%.0f s)",
-                          out["model"], out["steps"], out["train_examples"], out["test_accuracy"], out["seconds"])
+    get_run_logger().info("reference: %s, %d steps on %d curated examples, held-out %s %.4f (%.0f s)", out["model"], out["steps"],
+                          out["train_examples"], out["test_metric"].replace("_", " "), out["test_accuracy"], out["seconds"])
     return out
 
 
@@ -45,8 +45,10 @@ def score_task(params: Params) -> dict:
 @task(name="train", task_run_name="train-{policy}", **STAGE)
 def train_task(params: Params, policy: str) -> dict:
     out = pipeline.train_stage(params, policy)
-    get_run_logger().info("train %s: %d steps, final held-out accuracy %.4f, wrong labels in kept batches %.3f (%.0f s)",
-                          policy, out["steps"], out["final_accuracy"], out["selected_mix"].get("noisy_label", 0.0), out["seconds"])
+    objective = OBJECTIVES[params.objective]
+    get_run_logger().info("train %s: %d steps, final held-out %s %.4f, %s in kept batches %.3f (%.0f s)", policy, out["steps"],
+                          objective.metric.replace("_", " "), out["final_accuracy"], objective.noise.replace("_", " "),
+                          out["selected_mix"].get(objective.noise, 0.0), out["seconds"])
     return out
 
 

@@ -34,6 +34,19 @@ def test_pipeline_flow_runs_every_stage_and_writes_the_summary(prefect_server, t
     assert rerun["reused"]  # the scorer in the store is reused, not recomputed
 
 
+def test_the_contrastive_pipeline_writes_a_summary_of_the_same_shape_with_zero_shot_as_target(prefect_server, tiny):
+    from flows.pipeline import pipeline_flow
+
+    summary = pipeline_flow(params_path=str(tiny), overrides=["objective=contrastive"])
+    assert summary["metric"] == "test_zero_shot_accuracy" and summary["noise"] == "mismatched_caption"
+    on_disk = json.loads((Path(load_params(tiny).metrics) / "contrastive" / "summary.json").read_text())
+    for row in on_disk["policies"].values():
+        assert set(row) >= {"final_accuracy", "steps_to_target", "step_ratio", "mismatched_caption_fraction_selected"}
+    assert 0.15 < on_disk["pool_mismatched_caption_fraction"] < 0.35
+    evaluated = json.loads((Path(load_params(tiny).metrics) / "contrastive" / "evaluate.json").read_text())
+    assert {"zero_shot_accuracy", "texture_zero_shot_accuracy", "image_to_text_R@5", "text_to_image_R@10"} <= set(evaluated["learnability"])
+
+
 def _cli(*args, cwd):
     return subprocess.run([sys.executable, "-m", "winnow.cli", *args], capture_output=True, text=True, cwd=cwd,
                           env={**__import__("os").environ, "PYTHONPATH": str(REPO)})

@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.objective:
         args.overrides = [f"objective={args.objective}", *args.overrides]
     _quiet_env()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    for noisy in ("httpx", "matplotlib", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Libraries (open_clip, httpx...) log chatter at INFO on the root logger; winnow's own lines stay.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("winnow").setLevel(logging.INFO)
     from winnow.config import load_params
 
     try:

@@ -54,7 +54,7 @@ class DataConfig:
     root: str = "data/synthetic"
     image_size: int = 32
     num_pool: int = 60000
-    num_curated: int = 4000
+    num_curated: int = 8000
     num_test: int = 2000
     num_transfer: int = 3000
     shard_size: int = 5000

@@ -24,7 +24,7 @@ from winnow.config import Params
 from winnow.data import load_split, read_manifest, split_hash
 from winnow.objectives import OBJECTIVES
 from winnow.selection import NEEDS_REFERENCE_LOSS
-from winnow.synth import PATHOLOGIES, synthesize
+from winnow.synth import PATHOLOGIES, generator_params, synthesize
 from winnow.training import atomic_save, load_checkpoint, state_hash, train, write_csv
 
 log = logging.getLogger("winnow")
@@ -97,9 +97,9 @@ def model_from_checkpoint(path: Path) -> torch.nn.Module:
 
 
 def data_stage(params: Params, force: bool = False) -> dict:
-    """Generate the built-in pool unless a manifest with the same generator params is already there."""
+    """Generate the built-in pool unless its manifest records the same params, seed and generator code."""
     root = Path(params.data.root)
-    wanted = {"seed": params.seed, **{k: v for k, v in dataclasses.asdict(params.data).items() if k != "root"}}
+    wanted = generator_params(params.data, params.seed)
     if not force and (root / "manifest.json").exists():
         manifest = read_manifest(root)
         if manifest.get("generator") == json.loads(json.dumps(wanted)):

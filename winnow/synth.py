@@ -293,7 +293,7 @@ def make_pool(cfg: DataConfig, rng: np.random.Generator) -> dict:
     probs = np.array([1.0 - sum(rates.values())] + [rates[p] for p in PATHOLOGIES[1:]])
     pathology = rng.choice(len(PATHOLOGIES), size=n, p=probs)
     images, labels, texture, captions = _clean_examples(rng, n, size, prior=class_prior(num_classes, cfg.class_imbalance, rng))
-    true_captions = captions.copy()
+    true_captions, true_labels = captions.copy(), labels.copy()
 
     def where(name):
         return np.flatnonzero(pathology == PATHOLOGIES.index(name))
@@ -320,8 +320,14 @@ def make_pool(cfg: DataConfig, rng: np.random.Generator) -> dict:
     idx = where("corrupt")
     images[idx] = corrupt(rng, images[idx])
 
-    idx = where("mismatched_caption")  # the caption of another example (shifted, so never its own)
-    captions[idx] = true_captions[(idx + rng.integers(1, n, len(idx))) % n]
+    idx = where("mismatched_caption")  # the caption of an example of another class: it does not describe this image
+    donor = rng.integers(0, n, len(idx))
+    for _ in range(20):  # redraw donors of the same class (each try leaves 1/20 of them)
+        same = true_labels[donor] == true_labels[idx]
+        if not same.any():
+            break
+        donor[same] = rng.integers(0, n, int(same.sum()))
+    captions[idx] = true_captions[donor]
 
     idx = where("uninformative_caption")
     captions[idx] = uninformative_captions(rng, len(idx))
@@ -378,6 +384,11 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def generator_params(cfg: DataConfig, seed: int) -> dict:
+    """What the bytes follow from: the parameters, the seed and this file's code."""
+    return {"seed": seed, "code_sha256": file_sha256(Path(__file__)), **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "root"}}
+
+
 def synthesize(cfg: DataConfig, seed: int, root: str | Path | None = None) -> Path:
     """Write pool/, curated/, eval/test, eval/texture and manifest.json under `root`."""
     root = Path(root or cfg.root)
@@ -412,7 +423,7 @@ def synthesize(cfg: DataConfig, seed: int, root: str | Path | None = None) -> Pa
                         "prompt_names": [TEXTURE_WORDS[t][0] + " shape" for t in TEXTURES]},
         },
         "counts": counts,
-        "generator": {"seed": seed, **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "root"}},
+        "generator": generator_params(cfg, seed),
         "files": content,
         "content_hash": hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest(),
         "pool_hash": hashlib.sha256(json.dumps({k: v for k, v in content.items() if k.startswith("pool/")}, sort_keys=True).encode()).hexdigest(),
