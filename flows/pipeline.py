@@ -8,48 +8,65 @@ from __future__ import annotations
 
 from prefect import flow
 
-from tasks.stages import data_task, evaluate_task, reference_task, score_task, summary_task, train_task
+from tasks.caching import cached
+from tasks.stages import bench_task, data_task, evaluate_task, reference_task, score_task, summary_task, train_task
 from winnow.config import load_params
 
 
 @flow(name="data")
 def data_flow(params_path: str = "params.yaml", overrides: list[str] | None = None, force: bool = False) -> dict:
-    return data_task(load_params(params_path, overrides), force)
+    params = load_params(params_path, overrides)
+    return data_task.with_options(refresh_cache=True)(params, force) if force else cached(data_task, "data", params)(params)
 
 
 @flow(name="reference")
 def reference_flow(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
-    return reference_task(load_params(params_path, overrides))
+    params = load_params(params_path, overrides)
+    return cached(reference_task, "reference", params)(params)
 
 
 @flow(name="score")
 def score_flow(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
-    return score_task(load_params(params_path, overrides))
+    params = load_params(params_path, overrides)
+    return cached(score_task, "score", params)(params)
 
 
 @flow(name="train")
 def train_flow(policy: str, params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
-    return train_task(load_params(params_path, overrides), policy)
+    params = load_params(params_path, overrides)
+    return cached(train_task, "train", params, policy)(params, policy)
 
 
 @flow(name="evaluate")
 def evaluate_flow(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
-    return evaluate_task(load_params(params_path, overrides))
+    params = load_params(params_path, overrides)
+    return cached(evaluate_task, "evaluate", params)(params)
 
 
 @flow(name="summary")
 def summary_flow(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
-    return summary_task(load_params(params_path, overrides))
+    params = load_params(params_path, overrides)
+    return cached(summary_task, "summary", params)(params)
 
 
 @flow(name="pipeline")
 def pipeline_flow(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
-    """data -> reference -> score -> train (every policy) -> evaluate -> summary."""
+    """data -> reference -> score -> train (every policy) -> evaluate -> summary.
+
+    Each stage is a cache hit when what it reads is unchanged and its outputs are there."""
     params = load_params(params_path, overrides)
-    data_task(params)
-    reference_task(params)
-    score_task(params)
+    cached(data_task, "data", params)(params)
+    cached(reference_task, "reference", params)(params)
+    cached(score_task, "score", params)(params)
     for policy in params.train.policies:
-        train_task(params, policy)
-    evaluate_task(params)
-    return summary_task(params)
+        cached(train_task, "train", params, policy)(params, policy)
+    cached(evaluate_task, "evaluate", params)(params)
+    return cached(summary_task, "summary", params)(params)
+
+
+@flow(name="bench")
+def bench_flow(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
+    """The policies side by side over seeds, the proxy study and reports/report.md."""
+    params = load_params(params_path, overrides)
+    cached(data_task, "data", params)(params)
+    return bench_task(params)

@@ -84,6 +84,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 # AdamW update of the 49408-row token embedding costs more than the rest of a tiny model's
 # step, so the tiny config keeps its random token embedding fixed (the transformer still learns).
 CLIPS: dict[str, tuple[str, bool]] = {
+    "clip-nano": ("winnow-clip-nano", False),
     "clip-tiny": ("winnow-clip-tiny", False),
     "clip-small": ("winnow-clip-small", True),
     "clip-vit-b-32": ("ViT-B-32", True),
@@ -93,7 +94,7 @@ CLIPS: dict[str, tuple[str, bool]] = {
 def _register_configs() -> None:
     import open_clip
 
-    if "winnow-clip-tiny" not in open_clip.list_models():
+    if "winnow-clip-nano" not in open_clip.list_models():
         open_clip.add_model_config(CONFIG_DIR)
 
 

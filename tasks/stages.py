@@ -6,15 +6,17 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from winnow import pipeline, report
+from tasks.caching import dvc_stage_policy
+from winnow import bench, pipeline, report
 from winnow.config import Params
 from winnow.objectives import OBJECTIVES
 
-# Stages check their own outputs (resume, store reuse); Prefect's cache would hide that work from the logs.
-STAGE = dict(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+# Retries cover transient faults (a busy store, a full disk freed); stages resume, so a retry redoes little.
+# Results persist so that a rerun with unchanged inputs is a cache hit (tasks/caching.py: keyed like dvc repro).
+STAGE = dict(retries=1, retry_delay_seconds=5, persist_result=True)
 
 
-@task(name="data", **STAGE)
+@task(name="data", cache_policy=dvc_stage_policy("data"), **STAGE)
 def data_task(params: Params, force: bool = False) -> dict:
     out = pipeline.data_stage(params, force)
     what = "generated" if out["generated"] else "already present"
@@ -22,7 +24,7 @@ def data_task(params: Params, force: bool = False) -> dict:
     return out
 
 
-@task(name="reference", **STAGE)
+@task(name="reference", cache_policy=dvc_stage_policy("reference"), **STAGE)
 def reference_task(params: Params) -> dict:
     out = pipeline.reference_stage(params)
     get_run_logger().info("reference: %s, %d steps on %d curated examples, held-out %s %.4f (%.0f s)", out["model"], out["steps"],
@@ -30,7 +32,7 @@ def reference_task(params: Params) -> dict:
     return out
 
 
-@task(name="score", **STAGE)
+@task(name="score", cache_policy=dvc_stage_policy("score"), **STAGE)
 def score_task(params: Params) -> dict:
     out = pipeline.score_stage(params)
     if out["reused"]:
@@ -42,7 +44,7 @@ def score_task(params: Params) -> dict:
     return out
 
 
-@task(name="train", task_run_name="train-{policy}", **STAGE)
+@task(name="train", task_run_name="train-{policy}", cache_policy=dvc_stage_policy("train"), **STAGE)
 def train_task(params: Params, policy: str) -> dict:
     out = pipeline.train_stage(params, policy)
     objective = OBJECTIVES[params.objective]
@@ -52,7 +54,7 @@ def train_task(params: Params, policy: str) -> dict:
     return out
 
 
-@task(name="evaluate", **STAGE)
+@task(name="evaluate", cache_policy=dvc_stage_policy("evaluate"), **STAGE)
 def evaluate_task(params: Params) -> dict:
     out = pipeline.evaluate_stage(params)
     headline = OBJECTIVES[params.objective].headline
@@ -61,11 +63,21 @@ def evaluate_task(params: Params) -> dict:
     return out
 
 
-@task(name="summary", **STAGE)
+@task(name="summary", cache_policy=dvc_stage_policy("summary"), **STAGE)
 def summary_task(params: Params) -> dict:
     out = pipeline.summary_stage(params)
     rows = [{"policy": p, **{k: v for k, v in r.items() if k != "selected_mix"}} for p, r in out["policies"].items()]
     create_table_artifact(rows, key=f"{params.objective}-summary", description=f"winnow {params.objective}: target {out['target']:.4f}")
     create_markdown_artifact(f"```\n{report.table(out)}\n```", key=f"{params.objective}-report")
     get_run_logger().info("summary:\n%s", report.table(out))
+    return out
+
+
+@task(name="bench", cache_policy=NO_CACHE)
+def bench_task(params: Params) -> dict:
+    out = bench.bench(params)
+    rows = [{"policy": p, **{k: v["mean"] for k, v in r.items()}, **{f"{k}_std": v["std"] for k, v in r.items()}} for p, r in out["policies"].items()]
+    create_table_artifact(rows, key=f"bench-{params.objective}", description=f"winnow bench {params.objective}: mean over {len(out['seeds'])} seeds")
+    create_markdown_artifact(open("reports/report.md").read(), key=f"bench-{params.objective}-report")
+    get_run_logger().info("bench %s over seeds %s:\n%s", params.objective, out["seeds"], report.bench_table(out))
     return out

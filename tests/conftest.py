@@ -21,6 +21,8 @@ TINY = {
     "score": {"batch_size": 128},
     "train": {"steps": 30, "batch_size": 32, "warmup_steps": 5, "eval_every": 10, "checkpoint_every": 10, "model": "cnn-nano"},
     "evaluate": {"probe_steps": 30},
+    "objectives": {"contrastive": {"reference": {"model": "clip-nano"}, "train": {"model": "clip-nano"},
+                                   "score": {"batch_size": 64}, "bench": {"proxies": ["clip-nano"]}}},
 }
 
 
@@ -42,7 +44,7 @@ def tiny_data(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny_data") / "data"
     params = params_from_dict({**TINY, "data": {**TINY["data"], "root": str(root)}})
-    synthesize(params.data, params.seed, root)
+    synthesize(params.data, root)
     return params
 
 

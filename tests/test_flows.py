@@ -30,8 +30,33 @@ def test_pipeline_flow_runs_every_stage_and_writes_the_summary(prefect_server, t
     evaluated = json.loads((metrics / "evaluate.json").read_text())
     assert set(evaluated) == {"reference", *params.train.policies}
 
-    rerun = score_flow(params_path=str(tiny))
-    assert rerun["reused"]  # the scorer in the store is reused, not recomputed
+
+
+def _mtimes(root: Path) -> dict:
+    return {p: p.stat().st_mtime_ns for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_reruns_redo_only_what_changed(prefect_server, tiny, monkeypatch):
+    from flows.pipeline import pipeline_flow, score_flow
+
+    pipeline_flow(params_path=str(tiny))
+    params = load_params(tiny)
+    outputs = Path(params.artifacts), Path(params.metrics)
+    first = {root: _mtimes(root) for root in outputs}
+
+    pipeline_flow(params_path=str(tiny))  # nothing changed: every stage is a cache hit, no file is rewritten
+    assert {root: _mtimes(root) for root in outputs} == first
+
+    pipeline_flow(params_path=str(tiny), overrides=["train.lr=0.001"])  # a learner param: training and what follows rerun
+    after = {root: _mtimes(root) for root in outputs}
+    changed = {p.relative_to(root).as_posix() for root in outputs for p, t in after[root].items() if first[root].get(p) != t}
+    assert "classification/reference.pt" not in changed and "scores.duckdb" not in changed
+    assert "classification/score.json" not in changed
+    assert {f"classification/learners/{p}.pt" for p in params.train.policies} <= changed
+    assert {"classification/evaluate.json", "classification/summary.json"} <= changed
+
+    monkeypatch.setenv("WINNOW_NO_CACHE", "1")  # past Prefect's cache, the stage itself reuses the scorer in the store
+    assert score_flow(params_path=str(tiny))["reused"]
 
 
 def test_the_contrastive_pipeline_writes_a_summary_of_the_same_shape_with_zero_shot_as_target(prefect_server, tiny):
@@ -45,6 +70,23 @@ def test_the_contrastive_pipeline_writes_a_summary_of_the_same_shape_with_zero_s
     assert 0.15 < on_disk["pool_mismatched_caption_fraction"] < 0.35
     evaluated = json.loads((Path(load_params(tiny).metrics) / "contrastive" / "evaluate.json").read_text())
     assert {"zero_shot_accuracy", "texture_zero_shot_accuracy", "image_to_text_R@5", "text_to_image_R@10"} <= set(evaluated["learnability"])
+
+
+def test_the_bench_flow_reports_mean_and_spread_over_seeds_and_the_proxy_table(prefect_server, tiny):
+    from flows.pipeline import bench_flow
+
+    result = bench_flow(params_path=str(tiny), overrides=["bench.seeds=2", "bench.proxies=[cnn-nano]", "reference.model=cnn-tiny", "train.model=cnn-tiny"])
+    on_disk = json.loads((Path(load_params(tiny).metrics) / "bench" / "classification.json").read_text())
+    assert on_disk["seeds"] == result["seeds"] == [0, 1]
+    for key in ("step_ratio", "flop_ratio_full", "flop_ratio_amortised"):
+        stat = on_disk["policies"]["learnability"][key]
+        assert set(stat) == {"mean", "std", "reached", "runs", "values"} and stat["runs"] == 2
+    uniform = on_disk["policies"]["uniform"]
+    assert uniform["step_ratio"]["reached"] == 2  # uniform always reaches its own final value
+    assert on_disk["proxies"][0]["reference"] == "cnn-nano" and 0 < on_disk["proxies"][0]["reference_flops_over_learner"] < 0.5  # nano vs a tiny learner
+    report = (tiny.parent / "reports" / "report.md").read_text()
+    assert "compute-positive" in report and "uv run winnow bench --objective classification" in report
+    assert (tiny.parent / "plots" / "bench" / "classification" / "bench_flops.png").exists()
 
 
 def _cli(*args, cwd):

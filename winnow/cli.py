@@ -42,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("evaluate", parents=[common], help="held-out accuracy and transfer linear probe of every model")
     sub.add_parser("summary", parents=[common], help="summary.json, the table, plots and reports/<objective>.md")
     sub.add_parser("pipeline", parents=[common], help="every stage, data to summary, as one Prefect flow")
+    sub.add_parser("bench", parents=[common], help="policies side by side over seeds, the proxy study, reports/report.md")
     return p
 
 
@@ -70,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
             summary = flows.pipeline_flow(**common)
             print(report.table(summary))
             print(f"pipeline finished in {time.perf_counter() - started:.0f} s; see reports/{load_params(args.params, args.overrides).objective}.md")
+        elif args.command == "bench":
+            from winnow.bench import bench as _  # noqa: F401  (fail fast on import errors)
+
+            print(report.bench_table(flows.bench_flow(**common)))
+            print("see reports/report.md")
         elif args.command == "summary":
             print(report.table(flows.summary_flow(**common)))
         else:

@@ -52,6 +52,7 @@ class Pathologies:
 @dataclass(frozen=True)
 class DataConfig:
     root: str = "data/synthetic"
+    seed: int = 0  # the generator's; the top-level seed drives training, so a bench over seeds keeps its data
     image_size: int = 32
     num_pool: int = 60000
     num_curated: int = 8000
@@ -153,6 +154,25 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class BenchConfig:
+    """`winnow bench`: policies side by side over seeds, and the proxy study of cheaper references."""
+
+    seeds: int = 3
+    policies: tuple[str, ...] = ("uniform", "easy_reference", "learnability")
+    amortise_over: int = 10  # runs that share one reference and its scores
+    proxies: tuple[str, ...] = ("cnn-tiny", "cnn-nano")  # cheaper references for the proxy study
+
+    def validate(self, key: str) -> None:
+        if self.seeds < 1 or self.amortise_over < 1:
+            raise ConfigError(f"{key}: seeds and amortise_over must be at least 1")
+        for policy in self.policies:
+            if policy not in POLICIES:
+                raise ConfigError(f"{key}.policies: unknown policy {policy!r}; choose from {list(POLICIES)}")
+        if "uniform" not in self.policies:
+            raise ConfigError(f"{key}.policies must include 'uniform'")
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 0
     objective: str = "classification"
@@ -163,6 +183,7 @@ class Params:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
 
     def validate(self) -> "Params":
         if self.objective not in OBJECTIVES:
@@ -174,7 +195,8 @@ class Params:
         from models import CLASSIFIERS, CLIPS
 
         names = CLIPS if self.objective == "contrastive" else CLASSIFIERS
-        for key, model in (("reference.model", self.reference.model), ("train.model", self.train.model)):
+        for key, model in (("reference.model", self.reference.model), ("train.model", self.train.model),
+                           *((f"bench.proxies[{i}]", m) for i, m in enumerate(self.bench.proxies))):
             if model not in names:
                 raise ConfigError(f"{key}: {model!r} is not a {self.objective} model; choose one of {sorted(names)} "
                                   f"(set per-objective models under objectives.{self.objective})")
@@ -230,8 +252,8 @@ def params_from_dict(raw: dict) -> Params:
         if name not in OBJECTIVES:
             raise ConfigError(f"objectives.{name}: unknown objective; choose from {list(OBJECTIVES)}")
         for section in sections or {}:
-            if section not in ("reference", "score", "train", "evaluate"):
-                raise ConfigError(f"objectives.{name}.{section}: only reference, score, train and evaluate can differ per objective")
+            if section not in ("reference", "score", "train", "evaluate", "bench"):
+                raise ConfigError(f"objectives.{name}.{section}: only reference, score, train, evaluate and bench can differ per objective")
     for section, values in (per_objective.get(raw.get("objective", "classification")) or {}).items():
         raw[section] = {**(raw.get(section) or {}), **values}
     return _build(Params, raw, "").validate()

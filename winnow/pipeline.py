@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from winnow import objectives, report, scoring, store
+from winnow import ledger, objectives, report, scoring, store
 from winnow.config import Params
 from winnow.data import load_split, read_manifest, split_hash
 from winnow.objectives import OBJECTIVES
@@ -99,7 +99,7 @@ def model_from_checkpoint(path: Path) -> torch.nn.Module:
 def data_stage(params: Params, force: bool = False) -> dict:
     """Generate the built-in pool unless its manifest records the same params, seed and generator code."""
     root = Path(params.data.root)
-    wanted = generator_params(params.data, params.seed)
+    wanted = generator_params(params.data)
     if not force and (root / "manifest.json").exists():
         manifest = read_manifest(root)
         if manifest.get("generator") == json.loads(json.dumps(wanted)):
@@ -107,7 +107,7 @@ def data_stage(params: Params, force: bool = False) -> dict:
         if "generator" not in manifest:
             return {"root": str(root), "generated": False, "counts": manifest["counts"], "imported": True}
     started = time.perf_counter()
-    synthesize(params.data, params.seed, root)
+    synthesize(params.data, root)
     manifest = read_manifest(root)
     return {"root": str(root), "generated": True, "counts": manifest["counts"], "seconds": time.perf_counter() - started}
 
@@ -122,8 +122,11 @@ def reference_stage(params: Params) -> dict:
     out = train(model, curated, cfg, seed=params.seed, targets=objectives.targets(params.objective, cfg.model, curated), loss_fn=objective.loss,
                 evaluate=_target_metric(params, cfg.model, test), eval_every=max(1, cfg.steps // 10), checkpoint_path=paths.reference,
                 checkpoint_every=max(1, cfg.steps // 4), meta=_meta(cfg.model, params), desc="reference")
-    metrics = {"model": cfg.model, "steps": cfg.steps, "train_examples": len(curated), "test_metric": objective.metric,
-               "test_accuracy": out["eval_log"][-1][objective.metric],
+    targets = objectives.targets(params.objective, cfg.model, curated)
+    metrics = {"model": cfg.model, "steps": cfg.steps, "batch_size": cfg.batch_size, "train_examples": len(curated),
+               "test_metric": objective.metric, "test_accuracy": out["eval_log"][-1][objective.metric],
+               "forward_flops_per_example": _flops(model, objective.loss, curated.images, targets, cfg.batch_size),
+               "score_forward_flops_per_example": _flops(model, objective.loss, curated.images, targets, params.score.batch_size),
                "seconds": out["seconds"], "parameters": sum(p.numel() for p in model.parameters()), "model_hash": state_hash(model)}
     write_json(metrics, paths.metrics / "reference.json")
     return metrics
@@ -140,6 +143,9 @@ def score_stage(params: Params, on_shard=None) -> dict:
     with store.connect(paths.store) as con:
         existing = store.find_scorer(con, scorer_id)
         if existing is not None and existing["completed_at"] is not None:
+            previous = paths.metrics / "score.json"  # keep the figures measured when it was scored
+            if previous.exists() and json.loads(previous.read_text()).get("scorer_id") == scorer_id:
+                result.update({k: v for k, v in json.loads(previous.read_text()).items() if k not in result})
             result.update(reused=True, num_examples=existing["num_examples"], seconds=existing["seconds"])
             write_json(result, paths.metrics / "score.json")
             return result
@@ -147,6 +153,10 @@ def score_stage(params: Params, on_shard=None) -> dict:
     counts = scoring.score_shards(model, pool_dir, paths.score_shards(scorer_id), params.data.image_size, num_classes(params),
                                   params.score.batch_size, params.objective, params.reference.model, on_shard)
     ingested = scoring.ingest(paths.store, scorer_id, paths.score_shards(scorer_id))
+    bare = scoring.bare_forward_rate(model, sorted(pool_dir.glob("part-*.parquet"))[0], params.data.image_size, num_classes(params),
+                                     params.score.batch_size, params.objective, params.reference.model)
+    counts["scoring_rows_per_s"] = counts["rows_scored"] / counts["seconds"] if counts["seconds"] else None
+    counts["bare_forward_rows_per_s"] = bare
     expected = sum(pq.ParquetFile(p).metadata.num_rows for p in sorted(pool_dir.glob("part-*.parquet")))
     with store.connect(paths.store) as con:
         n = con.execute("SELECT count(*) FROM scores WHERE scorer_id = ?", [scorer_id]).fetchone()[0]
@@ -174,8 +184,11 @@ def train_stage(params: Params, policy: str) -> dict:
     torch.manual_seed(params.seed + 1)
     model = objectives.build_model(params.objective, cfg.model, num_classes(params), params.data.image_size)
     objective = OBJECTIVES[params.objective]
+    targets = objectives.targets(params.objective, cfg.model, pool)
+    flops = {"forward_flops_per_example": _flops(model, objective.loss, pool.images, targets, cfg.batch_size),
+             "super_batch_forward_flops_per_example": _flops(model, objective.loss, pool.images, targets, cfg.super_batch_size)}
     out = train(model, pool, cfg, seed=params.seed + 1, policy=policy, keep_fraction=cfg.keep_fraction, selection=cfg.selection,
-                temperature=cfg.temperature, reference_loss=reference_loss, targets=objectives.targets(params.objective, cfg.model, pool),
+                temperature=cfg.temperature, reference_loss=reference_loss, targets=targets,
                 loss_fn=objective.loss, evaluate=_target_metric(params, cfg.model, test), eval_every=cfg.eval_every,
                 checkpoint_path=paths.learner(policy), checkpoint_every=cfg.checkpoint_every,
                 pathology=pool.columns.get("pathology"), meta=_meta(cfg.model, params), desc=policy)
@@ -183,7 +196,8 @@ def train_stage(params: Params, policy: str) -> dict:
     write_csv(out["steps_log"], paths.metrics / "steps" / f"{policy}.csv")
     selected = {k[len("selected_"):]: float(np.mean([r.get(k, 0.0) for r in out["steps_log"]])) for k in out["steps_log"][-1] if k.startswith("selected_")}
     metrics = {"policy": policy, "steps": cfg.steps, "final_accuracy": out["eval_log"][-1][objective.metric], "seconds": out["seconds"],
-               "selected_mix": selected, "pool_size": len(pool), "pool_skipped": len(pool.skipped)}
+               "seconds_per_step": out["seconds"] / cfg.steps, "batch_size": cfg.batch_size, "super_batch_size": cfg.super_batch_size,
+               "selected_mix": selected, "pool_size": len(pool), "pool_skipped": len(pool.skipped), **flops}
     write_json(metrics, paths.metrics / "train" / f"{policy}.json")
     return metrics
 
@@ -202,20 +216,32 @@ def evaluate_stage(params: Params) -> dict:
     return results
 
 
-def summary_stage(params: Params) -> dict:
-    """summary.json: the uniform target, and per policy steps_to_target, step_ratio and what it selected."""
+def summary_stage(params: Params, write_report: bool = True) -> dict:
+    """summary.json: the uniform target; per policy steps_to_target, step_ratio, what it selected,
+    and the compute ledger (FLOPs to target, flop ratios); with the report and plots unless told not to."""
     paths = Paths.of(params)
     curves = {p: report.read_csv(paths.metrics / "curves" / f"{p}.csv") for p in params.train.policies}
     trained = {p: _read_json(paths.metrics / "train" / f"{p}.json", f"run `winnow train --policy {p}`") for p in params.train.policies}
-    evaluated = _read_json(paths.metrics / "evaluate.json", "run `winnow evaluate` first")
+    evaluated_path = paths.metrics / "evaluate.json"  # transfer metrics join the summary when evaluated (the bench skips it)
+    evaluated = json.loads(evaluated_path.read_text()) if evaluated_path.exists() else {}
     pathology = pq.read_table(paths.data / "pool", columns=["pathology"]).column("pathology").to_numpy(zero_copy_only=False)
     pool_mix = {p: float(np.mean(pathology == p)) for p in PATHOLOGIES}
     objective = OBJECTIVES[params.objective]
     summary = report.summarize(curves, trained, evaluated, pool_mix, params.train.steps, objective.metric, objective.noise)
     summary["reference"] = _read_json(paths.metrics / "reference.json", "run `winnow reference` first")
+    score = _read_json(paths.metrics / "score.json", "run `winnow score` first")
+    summary["ledger"] = ledger.run_ledger(summary, trained, summary["reference"], score, params.bench.amortise_over)
+    for policy, row in summary["ledger"]["policies"].items():
+        summary["policies"][policy].update({k: row[k] for k in ("flops_to_target", "flop_ratio_full", "flop_ratio_amortised")})
     write_json(summary, paths.metrics / "summary.json")
-    report.write_report(summary, curves, paths, params)
+    if write_report:
+        report.write_report(summary, curves, paths, params)
     return summary
+
+
+def _flops(model, loss_fn, images, targets, batch_size: int) -> float:
+    n = min(batch_size, len(images))
+    return ledger.forward_flops_per_example(model, loss_fn, images[:n], targets[:n])
 
 
 def _target_metric(params: Params, model_name: str, test):

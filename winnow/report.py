@@ -134,3 +134,133 @@ Regenerate: `winnow pipeline` (everything) or `winnow summary` (this page, from 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+def _num(value: float | None, missing: str = "-") -> str:
+    return missing if value is None else f"{value:.2f}"
+
+
+def _fmt(stat: dict) -> str:
+    """mean ± std over the seeds that reached the target, and how many did."""
+    if stat["mean"] is None:
+        return f"never (0/{stat['runs']})"
+    text = f"{stat['mean']:.2f} ± {stat['std']:.2f}"
+    return text + (f" ({stat['reached']}/{stat['runs']})" if stat["reached"] < stat["runs"] else "")
+
+
+def bench_table(result: dict) -> str:
+    noise = result["noise"]
+    lines = [f"{'policy':<16}{'step_ratio':>16}{'flop_ratio_full':>18}{'flop_ratio_amortised':>22}{NOISE_WORDS[noise]:>19}"]
+    for policy, row in result["policies"].items():
+        lines.append(f"{policy:<16}{_fmt(row['step_ratio']):>16}{_fmt(row['flop_ratio_full']):>18}{_fmt(row['flop_ratio_amortised']):>22}"
+                     f"{row[f'{noise}_fraction_selected']['mean']:>19.3f}")
+    return "\n".join(lines)
+
+
+def plot_bench(curves: dict[str, list[dict]], targets: list[float], metric: str, folder: Path) -> None:
+    """Held-out metric against learner steps and against FLOPs (reference counted in full), seed means."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    target = float(np.mean(targets))
+    for x, label, name in (("step", "learner step", "bench_steps.png"), ("flops_over_uniform_full", "FLOPs / uniform's total FLOPs (reference counted in full)", "bench_flops.png")):
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for policy, rows in curves.items():
+            ax.plot([r[x] for r in rows], [r[metric] for r in rows], label=policy, lw=2 if policy in ("uniform", "learnability") else 1.2, marker="." if x != "step" else None)
+        ax.axhline(target, color="grey", ls="--", lw=1, label="target (uniform final, mean)")
+        if x != "step":
+            ax.axvline(1.0, color="grey", ls=":", lw=1)
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"held-out {metric.replace('_', ' ')} (mean over seeds)")
+        ax.legend(frameon=False)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        folder.mkdir(parents=True, exist_ok=True)
+        fig.savefig(folder / name, dpi=120)
+        plt.close(fig)
+
+
+def write_bench_report(result: dict, curves: dict[str, list[dict]], metric: str, plots: Path, path: Path) -> Path:
+    """reports/report.md: the verdict, the ledger, the proxy study and the systems figures, each with its command."""
+    plot_bench(curves, result["targets"], metric, plots)
+    objective, n = result["objective"], len(result["seeds"])
+    command = f"uv run winnow bench --objective {objective}"
+    learn = result["policies"].get("learnability", {})
+    full, amort = learn.get("flop_ratio_full", {}).get("mean"), learn.get("flop_ratio_amortised", {}).get("mean")
+
+    def verdict(value, what):
+        if value is None:
+            return f"learnability never reached the target, so {what} it saved nothing."
+        return f"learnability needed **{value:.2f}x** uniform's FLOPs {what}: " + ("compute-positive." if value < 1 else "**not** compute-positive.")
+
+    ledger_rows = "\n".join(
+        f"| {p} | {c['reference_training']:.3g} | {c['pool_scoring']:.3g} | {c['learner_scoring_per_step']:.3g} | {c['learner_training_per_step']:.3g} |"
+        for p, c in result["ledger_seed0"].items())
+    proxy_rows = "\n".join(
+        f"| {r['reference']} | {r['reference_flops_over_learner']:.3f} | {r['reference_test_metric']:.3f} | "
+        f"{_num(r['step_ratio'], 'never')} | {_num(r['flop_ratio_full'])} | {_num(r['flop_ratio_amortised'])} |"
+        for r in result["proxies"])
+    systems = result["systems"]
+    step_time = ", ".join(f"{p} {_fmt(v)}" for p, v in systems["step_time_over_ledger"].items())
+    text = f"""# winnow bench: {objective}
+
+**What was run.** A {result['learner']} learner trained under each policy on the same pool, with
+{n} seeds ({', '.join(map(str, result['seeds']))}); the reference is {result['reference']}, trained on the curated set.
+The target is the uniform run's final held-out {metric.replace('_', ' ')} *in the same seed*; each ratio is
+measured within a seed, then averaged (mean ± standard deviation over seeds). Regenerate everything
+on this page with `{command}`.
+
+**Verdict.** With the reference's one-off cost (its training and the pool scoring) counted in full,
+{verdict(full, "with the reference counted in full")} Amortised over {result['amortise_over']} runs that reuse the same
+reference and scores, {verdict(amort, f"amortised over {result['amortise_over']} runs")}
+
+## Steps and FLOPs to reach uniform's final {metric.replace('_', ' ')}
+
+step_ratio = steps to the target / uniform's steps; flop_ratio = FLOPs to the target / uniform's total
+FLOPs. The last column is the share of {result['noise'].replace('_', ' ')} examples in the batches each policy trained on
+(the pool has {result[f"pool_{result['noise']}_fraction"]:.3f}).
+
+```
+{bench_table(result)}
+```
+
+![held-out metric per learner step](../{plots}/bench_steps.png)
+
+![held-out metric per FLOP](../{plots}/bench_flops.png)
+
+## The ledger (seed {result['seeds'][0]}, FLOPs)
+
+Forward FLOPs per example measured with `torch.utils.flop_counter.FlopCounterMode`; a backward pass
+counts twice its forward. The first two lines are paid once per reference; the last two every step.
+
+| policy | reference training | pool scoring | learner-side scoring / step | learner training / step |
+|---|---|---|---|---|
+{ledger_rows}
+
+## Proxy study: how cheap can the reference be?
+
+The paper's central claim is that a much smaller model is a good enough proxy. Each row trains a
+cheaper reference, scores the pool with it and trains the learner with learnability (seed {result['seeds'][0]}),
+against the same uniform run.
+
+| reference | its FLOPs / learner's | its held-out metric | step_ratio | flop_ratio_full | flop_ratio_amortised |
+|---|---|---|---|---|---|
+| {result['reference']} (default) | see ledger | - | {_fmt(learn['step_ratio'])} | {_fmt(learn['flop_ratio_full'])} | {_fmt(learn['flop_ratio_amortised'])} |
+{proxy_rows}
+
+## Systems figures (each a ratio measured in one run)
+
+- Scoring throughput over the bare forward pass of the same model on the same shard (decoding,
+  Parquet and DuckDB included; 1.0 is no overhead): {_fmt(systems['scoring_over_bare_forward'])}.
+- Learner wall time per step over what the ledger predicts from FLOPs (relative to uniform's step):
+  {step_time}.
+- DuckDB ingest: {_fmt(systems['ingest_rows_per_s'])} rows/s.
+
+All of it: `{command}`; the numbers are in `metrics/bench/{objective}.json`, the curves in
+`metrics/bench/{objective}/curves/` (`dvc plots show` draws them).
+"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path

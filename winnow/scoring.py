@@ -66,6 +66,20 @@ def score_shards(model: nn.Module, pool_dir: Path, out_dir: Path, size: int, num
     return {"shards": len(shards), "shards_scored": len(todo), "rows_scored": rows, "seconds": time.perf_counter() - started}
 
 
+def bare_forward_rate(model: nn.Module, shard: Path, size: int, num_classes: int, batch_size: int,
+                      objective: str = "classification", model_name: str = "") -> float:
+    """Examples/s of the model's forward alone, on one shard already decoded and in memory:
+    the ceiling that scoring (with decoding and writing) is measured against."""
+    ids, images, labels, meta, _ = decode_table(read_shard(shard), shard, size, num_classes, ("caption",))
+    split = objectives.usable(objective, Split(ids, images, labels, meta, []))
+    targets = objectives.targets(objective, model_name, split)
+    loss = objectives.OBJECTIVES[objective].loss
+    score_examples(model, split.images[:batch_size], targets[:batch_size], batch_size, loss)  # warm-up
+    started = time.perf_counter()
+    score_examples(model, split.images, targets, batch_size, loss)
+    return len(split) / (time.perf_counter() - started)
+
+
 def ingest(store_path: Path, scorer_id: str, out_dir: Path) -> dict:
     """Ingest every scored shard not yet in the store. Returns rows and shards ingested and the rate."""
     started, rows, shards = time.perf_counter(), 0, 0

@@ -384,16 +384,16 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def generator_params(cfg: DataConfig, seed: int) -> dict:
-    """What the bytes follow from: the parameters, the seed and this file's code."""
-    return {"seed": seed, "code_sha256": file_sha256(Path(__file__)), **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "root"}}
+def generator_params(cfg: DataConfig) -> dict:
+    """What the bytes follow from: the parameters (seed included) and this file's code."""
+    return {"code_sha256": file_sha256(Path(__file__)), **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "root"}}
 
 
-def synthesize(cfg: DataConfig, seed: int, root: str | Path | None = None) -> Path:
+def synthesize(cfg: DataConfig, root: str | Path | None = None) -> Path:
     """Write pool/, curated/, eval/test, eval/texture and manifest.json under `root`."""
     root = Path(root or cfg.root)
     root.mkdir(parents=True, exist_ok=True)
-    pool_rng, curated_rng, test_rng, transfer_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))
+    pool_rng, curated_rng, test_rng, transfer_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(4))
     size = cfg.image_size
 
     pool = make_pool(cfg, pool_rng)
@@ -423,7 +423,7 @@ def synthesize(cfg: DataConfig, seed: int, root: str | Path | None = None) -> Pa
                         "prompt_names": [TEXTURE_WORDS[t][0] + " shape" for t in TEXTURES]},
         },
         "counts": counts,
-        "generator": generator_params(cfg, seed),
+        "generator": generator_params(cfg),
         "files": content,
         "content_hash": hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest(),
         "pool_hash": hashlib.sha256(json.dumps({k: v for k, v in content.items() if k.startswith("pool/")}, sort_keys=True).encode()).hexdigest(),

@@ -1,0 +1,103 @@
+"""The compute ledger (DESIGN.md): every FLOP counted, none estimated by hand.
+
+Forward FLOPs per example are measured with torch.utils.flop_counter.FlopCounterMode
+on a real batch of the size the model runs at (a contrastive loss grows with its
+batch); a backward pass counts as twice its forward. Four lines: reference training,
+pool scoring, learner-side scoring of super-batches, learner training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from winnow.selection import NEEDS_LEARNER_LOSS, NEEDS_REFERENCE_LOSS
+
+
+@torch.no_grad()
+def forward_flops_per_example(model: nn.Module, loss_fn: Callable, images: torch.Tensor, targets: torch.Tensor) -> float:
+    """FLOPs of one forward pass of loss_fn over this batch, divided by its size."""
+    was_training = model.training
+    model.eval()
+    with FlopCounterMode(display=False) as counter:
+        loss_fn(model, images, targets)
+    model.train(was_training)
+    return counter.get_total_flops() / len(images)
+
+
+@dataclass(frozen=True)
+class Costs:
+    """FLOPs of each line of the ledger for one policy's run."""
+
+    reference_training: float  # one-off: reference steps x batch x 3 forward
+    pool_scoring: float  # one-off: pool size x reference forward
+    learner_scoring_per_step: float  # super-batch x learner forward (hard_learner, learnability)
+    learner_training_per_step: float  # batch x 3 learner forward
+
+    @property
+    def one_off(self) -> float:
+        return self.reference_training + self.pool_scoring
+
+    @property
+    def per_step(self) -> float:
+        return self.learner_scoring_per_step + self.learner_training_per_step
+
+    def at_step(self, step: int, amortise_over: int = 1) -> float:
+        """Total FLOPs after `step` learner steps, the reference's one-off cost split over `amortise_over` runs."""
+        return self.one_off / amortise_over + step * self.per_step
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "one_off": self.one_off, "per_step": self.per_step}
+
+
+def policy_costs(policy: str, *, reference_forward: float, reference_score_forward: float, reference_steps: int, reference_batch: int,
+                 pool_size: int, learner_forward: float, learner_super_forward: float, batch: int, super_batch: int) -> Costs:
+    """The ledger lines for one policy. Forward FLOPs are per example; `*_super_forward` at super-batch size."""
+    uses_reference = NEEDS_REFERENCE_LOSS[policy]
+    return Costs(
+        reference_training=3.0 * reference_forward * reference_batch * reference_steps if uses_reference else 0.0,
+        pool_scoring=reference_score_forward * pool_size if uses_reference else 0.0,
+        learner_scoring_per_step=learner_super_forward * super_batch if NEEDS_LEARNER_LOSS[policy] else 0.0,
+        learner_training_per_step=3.0 * learner_forward * batch,
+    )
+
+
+def flop_ratios(costs: Costs, steps_to_target: int | None, uniform: Costs, uniform_steps: int, amortise_over: int) -> dict:
+    """FLOPs to reach the target over uniform's total FLOPs: reference in full, and amortised over N runs."""
+    uniform_total = uniform.at_step(uniform_steps)
+    if steps_to_target is None:
+        return {"flops_to_target": None, "flop_ratio_full": None, "flop_ratio_amortised": None}
+    return {
+        "flops_to_target": costs.at_step(steps_to_target),
+        "flop_ratio_full": costs.at_step(steps_to_target) / uniform_total,
+        "flop_ratio_amortised": costs.at_step(steps_to_target, amortise_over) / uniform_total,
+    }
+
+
+def run_ledger(summary: dict, trained: dict[str, dict], reference: dict, score: dict, amortise_over: int) -> dict:
+    """The ledger of one run, from what the stages measured: per policy its cost lines, FLOPs to
+    the target and flop ratios; and the systems figures, each a ratio measured in this run."""
+    pool_size = score["num_examples"] - score.get("unscorable", 0)
+    costs = {}
+    for policy, info in trained.items():
+        costs[policy] = policy_costs(
+            policy, reference_forward=reference["forward_flops_per_example"],
+            reference_score_forward=reference["score_forward_flops_per_example"], reference_steps=reference["steps"],
+            reference_batch=reference["batch_size"], pool_size=pool_size, learner_forward=info["forward_flops_per_example"],
+            learner_super_forward=info["super_batch_forward_flops_per_example"], batch=info["batch_size"], super_batch=info["super_batch_size"])
+    uniform, steps = costs["uniform"], summary["uniform_steps"]
+    policies = {}
+    for policy, cost in costs.items():
+        reached = summary["policies"][policy]["steps_to_target"]
+        predicted = cost.per_step / uniform.per_step  # what the FLOPs say a step should cost, relative to uniform's
+        measured = trained[policy]["seconds_per_step"] / trained["uniform"]["seconds_per_step"]
+        policies[policy] = {**flop_ratios(cost, reached, uniform, steps, amortise_over), "costs": cost.as_dict(),
+                            "step_time_over_ledger": measured / predicted}
+    systems = {"ingest_rows_per_s": score.get("ingest_rows_per_s"),
+               "scoring_over_bare_forward": (score["scoring_rows_per_s"] / score["bare_forward_rows_per_s"]
+                                             if score.get("scoring_rows_per_s") and score.get("bare_forward_rows_per_s") else None)}
+    return {"amortise_over": amortise_over, "uniform_flops": uniform.at_step(steps), "policies": policies, "systems": systems}
