@@ -70,3 +70,23 @@ def bench_flow(params_path: str = "params.yaml", overrides: list[str] | None = N
     params = load_params(params_path, overrides)
     cached(data_task, "data", params)(params)
     return bench_task(params)
+
+
+STAGE_FLOWS = {"reference": reference_flow, "score": score_flow, "evaluate": evaluate_flow, "summary": summary_flow}
+
+
+def serve(params_path: str, overrides: list[str], cron: str | None, interval_minutes: float | None) -> None:
+    """Serve the pipeline on a schedule, and every stage on demand (`prefect deployment run <flow>/<name>`).
+
+    Needs a real Prefect server (PREFECT_API_URL): ephemeral mode cannot run schedules.
+    Blocks until interrupted; runs execute in subprocesses of this one, in this working directory.
+    """
+    from datetime import timedelta
+
+    from prefect import serve as prefect_serve
+
+    parameters = {"params_path": str(params_path), "overrides": list(overrides)}
+    schedule = {"cron": cron} if cron else {"interval": timedelta(minutes=interval_minutes)} if interval_minutes else {}
+    deployments = [pipeline_flow.to_deployment(name="pipeline", parameters=parameters, **schedule)]
+    deployments += [f.to_deployment(name=name, parameters=parameters) for name, f in STAGE_FLOWS.items()]
+    prefect_serve(*deployments)

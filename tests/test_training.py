@@ -59,3 +59,50 @@ def test_easy_reference_keeps_the_examples_the_reference_finds_easiest(pool):
 def test_a_policy_that_needs_reference_losses_refuses_to_run_without_them(pool):
     with pytest.raises(ValueError, match="needs reference losses"):
         _run(pool, TrainConfig(model="cnn-nano", steps=1), policy="learnability")
+
+
+KILL_TRAINING_AT_STEP_8 = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import torch
+from models import build_classifier
+from winnow.config import TrainConfig
+from winnow.data import load_split
+from winnow.training import train
+pool = load_split({pool!r}, 32, 20)
+def kill(step):
+    if step == 8:
+        os.kill(os.getpid(), signal.SIGKILL)
+torch.manual_seed(0)
+train(build_classifier("cnn-nano", 20), pool, TrainConfig(model="cnn-nano", steps=12, batch_size=16, warmup_steps=2), seed=0,
+      checkpoint_path={ckpt!r}, checkpoint_every=5, on_step=kill)
+"""
+
+
+def test_a_training_run_killed_with_sigkill_resumes_from_its_checkpoint_to_the_same_weights(pool, tiny_data, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    cfg = TrainConfig(model="cnn-nano", steps=12, batch_size=16, warmup_steps=2)
+    straight, _ = _run(pool, cfg, tmp_path / "a.pt")
+    code = textwrap.dedent(KILL_TRAINING_AT_STEP_8.format(root=str(Path(__file__).resolve().parents[1]),
+                                                          pool=f"{tiny_data.data.root}/pool", ckpt=str(tmp_path / "b.pt")))
+    killed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert torch.load(tmp_path / "b.pt", weights_only=False)["step"] == 5
+    resumed, out = _run(pool, cfg, tmp_path / "b.pt")
+    assert out["step"] == 12 and len(out["steps_log"]) == 12  # no step lost, none repeated
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_a_nan_loss_stops_training_with_the_step_and_what_to_do(pool):
+    from winnow.training import train
+
+    model = build_classifier("cnn-nano", 20)
+    nan_loss = lambda m, x, y: m(x.float()).sum(1) * float("nan")  # noqa: E731
+    with pytest.raises(FloatingPointError, match=r"loss is nan at step 0.*lower the learning rate"):
+        train(model, pool, TrainConfig(model="cnn-nano", steps=3, batch_size=8), seed=0, loss_fn=nan_loss)

@@ -35,6 +35,19 @@ def parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="datasets in the data contract").add_subparsers(dest="data_command", required=True)
     synth = data.add_parser("synth", parents=[common], help="generate the built-in pool (byte-identical for the same params and seed)")
     synth.add_argument("--force", action="store_true", help="regenerate even if the manifest says it is up to date")
+    imp = data.add_parser("import", help="your shards into the data contract: webdataset tars, an imagefolder tree or a parquet table")
+    imp.add_argument("kind", choices=("webdataset", "imagefolder", "parquet"))
+    imp.add_argument("source", help="a folder of .tar shards, an ImageFolder root, or a Parquet file/folder")
+    imp.add_argument("dest", help="the dataset folder to write (point data.root at it)")
+    imp.add_argument("--curated", metavar="SOURCE", help="a separate curated source of the same kind (default: sample it from SOURCE)")
+    imp.add_argument("--curated-fraction", type=float, default=0.1, help="share of SOURCE sampled as the curated set (default 0.1)")
+    imp.add_argument("--test-fraction", type=float, default=0.05, help="share of SOURCE held out as eval/test (default 0.05)")
+    imp.add_argument("--class-names", help="comma-separated class names, in label order")
+    imp.add_argument("--image-column", default="image")
+    imp.add_argument("--label-column", default="label")
+    imp.add_argument("--caption-column", default="caption")
+    imp.add_argument("--seed", type=int, default=0)
+    imp.add_argument("--shard-size", type=int, default=5000)
     sub.add_parser("reference", parents=[common], help="train the reference model on the curated set")
     sub.add_parser("score", parents=[common], help="score the pool with the reference into artifacts/scores.duckdb")
     train = sub.add_parser("train", parents=[common], help="train the learner with one selection policy")
@@ -43,11 +56,17 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("summary", parents=[common], help="summary.json, the table, plots and reports/<objective>.md")
     sub.add_parser("pipeline", parents=[common], help="every stage, data to summary, as one Prefect flow")
     sub.add_parser("bench", parents=[common], help="policies side by side over seeds, the proxy study, reports/report.md")
+    serve = sub.add_parser("serve", parents=[common], help="serve the pipeline on a schedule (needs a Prefect server: PREFECT_API_URL)")
+    when = serve.add_mutually_exclusive_group()
+    when.add_argument("--cron", help="cron schedule, e.g. '0 3 * * *' (default: params.yaml serve.cron)")
+    when.add_argument("--interval", type=float, metavar="MINUTES", help="interval schedule in minutes (default: params.yaml serve.interval_minutes)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "data" and args.data_command == "import":
+        return _import(args)
     if args.objective:
         args.overrides = [f"objective={args.objective}", *args.overrides]
     _quiet_env()
@@ -71,6 +90,14 @@ def main(argv: list[str] | None = None) -> int:
             summary = flows.pipeline_flow(**common)
             print(report.table(summary))
             print(f"pipeline finished in {time.perf_counter() - started:.0f} s; see reports/{load_params(args.params, args.overrides).objective}.md")
+        elif args.command == "serve":
+            if not os.environ.get("PREFECT_API_URL"):
+                raise RuntimeError("winnow serve needs a Prefect server, which ephemeral mode cannot give: start one with "
+                                   "`prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api")
+            params = load_params(args.params, args.overrides)
+            cron = args.cron or (None if args.interval else params.serve.cron)
+            interval = args.interval or (None if args.cron else params.serve.interval_minutes)
+            flows.serve(os.path.abspath(args.params), args.overrides, cron, interval)
         elif args.command == "bench":
             from winnow.bench import bench as _  # noqa: F401  (fail fast on import errors)
 
@@ -83,6 +110,22 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
         print(f"winnow: error: {e}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _import(args) -> int:
+    from winnow.data import DataError
+    from winnow.importers import import_source
+
+    try:
+        dest = import_source(args.kind, args.source, args.dest, curated_source=args.curated,
+                             class_names=args.class_names.split(",") if args.class_names else None,
+                             columns={"image_column": args.image_column, "label_column": args.label_column, "caption_column": args.caption_column},
+                             curated_fraction=args.curated_fraction, test_fraction=args.test_fraction, seed=args.seed, shard_size=args.shard_size)
+    except (DataError, OSError) as e:
+        print(f"winnow: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {dest}; run with --set data.root={dest}")
     return 0
 
 

@@ -173,6 +173,22 @@ class BenchConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    """`winnow serve`: when the pipeline reruns (one of the two, or neither: on demand only)."""
+
+    cron: str | None = None
+    interval_minutes: float | None = None
+
+    def validate(self, key: str) -> None:
+        if self.cron and self.interval_minutes:
+            raise ConfigError(f"{key}: set cron or interval_minutes, not both")
+        if self.interval_minutes is not None and self.interval_minutes <= 0:
+            raise ConfigError(f"{key}.interval_minutes must be positive, got {self.interval_minutes}")
+        if self.cron is not None and len(self.cron.split()) != 5:
+            raise ConfigError(f"{key}.cron must have 5 fields (minute hour day month weekday), got {self.cron!r}")
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 0
     objective: str = "classification"
@@ -184,6 +200,7 @@ class Params:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def validate(self) -> "Params":
         if self.objective not in OBJECTIVES:

@@ -78,15 +78,15 @@ def target_metric(objective: str, model_name: str, test: Split, class_names: lis
 def evaluate_model(objective: str, model: nn.Module, model_name: str, test: Split, texture: Split, tasks: dict,
                    probe_steps: int, probe_lr: float, seed: int) -> dict:
     """Every transfer metric of one trained model."""
-    out = {"texture_probe_accuracy": probe_task(model, texture, probe_steps, probe_lr, seed)}
+    out = {"texture_probe_accuracy": probe_task(model, texture, probe_steps, probe_lr, seed) if texture is not None else None}
     if objective == "classification":
         out["test_accuracy"] = accuracy(model, test)
         return out
     tokenizer = clip_tokenizer(model_name)
     image_features = encode(model, images=test.images)
     out["zero_shot_accuracy"] = zero_shot_accuracy(image_features, class_embeddings(model, tokenizer, tasks["test"]["class_names"], PROMPTS), test.labels)
-    texture_features = encode(model, images=texture.images)
-    out["texture_zero_shot_accuracy"] = zero_shot_accuracy(
-        texture_features, class_embeddings(model, tokenizer, tasks["texture"]["prompt_names"], PROMPTS), texture.labels)
+    if texture is not None:
+        out["texture_zero_shot_accuracy"] = zero_shot_accuracy(
+            encode(model, images=texture.images), class_embeddings(model, tokenizer, tasks["texture"]["prompt_names"], PROMPTS), texture.labels)
     out.update(retrieval_recall(image_features, encode(model, tokens=tokenizer([str(c) for c in test.columns["caption"]]))))
     return out

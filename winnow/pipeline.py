@@ -206,8 +206,9 @@ def evaluate_stage(params: Params) -> dict:
     """Transfer metrics of the reference and every learner: held-out (or zero-shot) accuracy,
     the texture linear probe and, for CLIP, zero-shot texture and retrieval recall@1/5/10."""
     paths = Paths.of(params)
-    test, texture = split(params, "eval/test"), split(params, "eval/texture")
     tasks = read_manifest(params.data.root)["tasks"]
+    test = split(params, "eval/test")
+    texture = split(params, "eval/texture") if "texture" in tasks else None  # imported data may have no transfer task
     results = {}
     for name, path, model_name in [("reference", paths.reference, params.reference.model)] + [(p, paths.learner(p), params.train.model) for p in params.train.policies]:
         results[name] = objectives.evaluate_model(params.objective, model_from_checkpoint(path), model_name, test, texture, tasks,
@@ -224,8 +225,10 @@ def summary_stage(params: Params, write_report: bool = True) -> dict:
     trained = {p: _read_json(paths.metrics / "train" / f"{p}.json", f"run `winnow train --policy {p}`") for p in params.train.policies}
     evaluated_path = paths.metrics / "evaluate.json"  # transfer metrics join the summary when evaluated (the bench skips it)
     evaluated = json.loads(evaluated_path.read_text()) if evaluated_path.exists() else {}
-    pathology = pq.read_table(paths.data / "pool", columns=["pathology"]).column("pathology").to_numpy(zero_copy_only=False)
-    pool_mix = {p: float(np.mean(pathology == p)) for p in PATHOLOGIES}
+    pool_mix = {}  # the pathology mix is known for the generated pool only (imported data has no such column)
+    if "pathology" in pq.read_schema(sorted((paths.data / "pool").glob("part-*.parquet"))[0]).names:
+        pathology = pq.read_table(paths.data / "pool", columns=["pathology"]).column("pathology").to_numpy(zero_copy_only=False)
+        pool_mix = {p: float(np.mean(pathology == p)) for p in PATHOLOGIES}
     objective = OBJECTIVES[params.objective]
     summary = report.summarize(curves, trained, evaluated, pool_mix, params.train.steps, objective.metric, objective.noise)
     summary["reference"] = _read_json(paths.metrics / "reference.json", "run `winnow reference` first")

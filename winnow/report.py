@@ -39,26 +39,26 @@ def summarize(curves: dict[str, list[dict]], trained: dict[str, dict], evaluated
             "best_accuracy": max(row[metric] for row in curve),
             "steps_to_target": reached,
             "step_ratio": reached / uniform_steps if reached is not None else None,
-            f"{noise}_fraction_selected": mix.get(noise, 0.0),
+            f"{noise}_fraction_selected": mix.get(noise, 0.0) if pool_mix else None,
             "selected_mix": mix,
             "texture_probe_accuracy": evaluated.get(policy, {}).get("texture_probe_accuracy"),
             "train_seconds": trained[policy]["seconds"],
         }
     return {"metric": f"test_{metric}", "target": target, "uniform_steps": uniform_steps, "noise": noise,
-            f"pool_{noise}_fraction": pool_mix.get(noise, 0.0), "pool_mix": pool_mix, "policies": policies}
+            f"pool_{noise}_fraction": pool_mix.get(noise, 0.0) if pool_mix else None, "pool_mix": pool_mix, "policies": policies}
 
 
 def table(summary: dict) -> str:
     """The summary as a fixed-width table, for the terminal and the report."""
     noise = summary["noise"]
     lines = [f"target: uniform's final {summary['metric']} = {summary['target']:.4f} after {summary['uniform_steps']} steps; "
-             f"pool {noise} rate {summary[f'pool_{noise}_fraction']:.3f}",
+             f"pool {noise} rate {_num(summary[f'pool_{noise}_fraction'], 'unknown', 3)}",
              f"{'policy':<16}{'final':>10}{'steps to target':>17}{'step ratio':>12}{NOISE_WORDS[noise]:>19}{'texture probe':>15}"]
     for policy, row in summary["policies"].items():
         ratio = f"{row['step_ratio']:.2f}x" if row["step_ratio"] is not None else "never"
         steps = str(row["steps_to_target"]) if row["steps_to_target"] is not None else "-"
         probe = f"{row['texture_probe_accuracy']:.3f}" if row["texture_probe_accuracy"] is not None else "-"
-        lines.append(f"{policy:<16}{row['final_accuracy']:>10.4f}{steps:>17}{ratio:>12}{row[f'{noise}_fraction_selected']:>19.3f}{probe:>15}")
+        lines.append(f"{policy:<16}{row['final_accuracy']:>10.4f}{steps:>17}{ratio:>12}{_num(row[f'{noise}_fraction_selected'], '-', 3):>19}{probe:>15}")
     return "\n".join(lines)
 
 
@@ -111,7 +111,8 @@ def write_report(summary: dict, curves: dict[str, list[dict]], paths, params) ->
     plots = Path("plots") / params.objective
     metric = summary["metric"].removeprefix("test_")
     plot_curves(curves, summary["target"], plots / "accuracy.png", metric)
-    plot_mix(summary, plots / "selected_mix.png")
+    if summary["pool_mix"]:
+        plot_mix(summary, plots / "selected_mix.png")
     ref = summary.get("reference", {})
     text = f"""# winnow run: {params.objective}
 
@@ -136,8 +137,8 @@ Regenerate: `winnow pipeline` (everything) or `winnow summary` (this page, from 
     return path
 
 
-def _num(value: float | None, missing: str = "-") -> str:
-    return missing if value is None else f"{value:.2f}"
+def _num(value: float | None, missing: str = "-", digits: int = 2) -> str:
+    return missing if value is None else f"{value:.{digits}f}"
 
 
 def _fmt(stat: dict) -> str:
