@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     from winnow.config import load_params
 
     try:
-        load_params(args.params, args.overrides)  # fail on a wrong param before any flow starts
+        params = load_params(args.params, args.overrides)  # once, up front: a wrong param fails before any flow starts
         from flows import pipeline as flows
         from winnow import report
 
@@ -89,12 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "pipeline":
             summary = flows.pipeline_flow(**common)
             print(report.table(summary))
-            print(f"pipeline finished in {time.perf_counter() - started:.0f} s; see reports/{load_params(args.params, args.overrides).objective}.md")
+            print(f"pipeline finished in {time.perf_counter() - started:.0f} s; see reports/{params.objective}.md")
         elif args.command == "serve":
             if not os.environ.get("PREFECT_API_URL"):
                 raise RuntimeError("winnow serve needs a Prefect server, which ephemeral mode cannot give: start one with "
                                    "`prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api")
-            params = load_params(args.params, args.overrides)
             cron = args.cron or (None if args.interval else params.serve.cron)
             interval = args.interval or (None if args.cron else params.serve.interval_minutes)
             flows.serve(os.path.abspath(args.params), args.overrides, cron, interval)
