@@ -8,32 +8,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from winnow.data import Split, to_input
+from winnow.losses import eval_mode
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, data: Split, batch_size: int = 250) -> float:
     """Top-1 accuracy of the model's own head on `data`."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     correct = 0
-    for i in range(0, len(data), batch_size):
-        logits = model(to_input(data.images[i : i + batch_size].to(device)))
-        correct += (logits.argmax(1).cpu() == torch.as_tensor(data.labels[i : i + batch_size])).sum().item()
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(0, len(data), batch_size):
+            logits = model(to_input(data.images[i : i + batch_size].to(device)))
+            correct += (logits.argmax(1).cpu() == torch.as_tensor(data.labels[i : i + batch_size])).sum().item()
     return correct / max(1, len(data))
 
 
-@torch.no_grad()
 def features(model: nn.Module, images: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
     """Frozen image features (a classifier's penultimate layer, CLIP's image tower), float32 (N, D)."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     embed = getattr(model, "encode_image", None) or model.embed  # CLIP towers, or a classifier's penultimate layer
-    out = torch.cat([embed(to_input(images[i : i + batch_size].to(device))).float().cpu() for i in range(0, len(images), batch_size)])
-    model.train(was_training)
-    return out
+    with eval_mode(model):
+        return torch.cat([embed(to_input(images[i : i + batch_size].to(device))).float().cpu() for i in range(0, len(images), batch_size)])
 
 
 def linear_probe(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tensor, test_y: np.ndarray,
@@ -65,17 +59,14 @@ def probe_task(model: nn.Module, task: Split, steps: int, lr: float, seed: int =
     return linear_probe(x[train_rows], task.labels[train_rows], x[test_rows], task.labels[test_rows], steps, lr, seed=seed)
 
 
-@torch.no_grad()
 def encode(model: nn.Module, images: torch.Tensor | None = None, tokens: torch.Tensor | None = None, batch_size: int = 250) -> torch.Tensor:
     """L2-normalised CLIP embeddings of images or of tokenised texts, float32 (N, D) on the CPU."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
-    if images is not None:
-        out = [model.encode_image(to_input(images[i : i + batch_size].to(device)), normalize=True) for i in range(0, len(images), batch_size)]
-    else:
-        out = [model.encode_text(tokens[i : i + batch_size].to(device), normalize=True) for i in range(0, len(tokens), batch_size)]
-    model.train(was_training)
+    with eval_mode(model):
+        if images is not None:
+            out = [model.encode_image(to_input(images[i : i + batch_size].to(device)), normalize=True) for i in range(0, len(images), batch_size)]
+        else:
+            out = [model.encode_text(tokens[i : i + batch_size].to(device), normalize=True) for i in range(0, len(tokens), batch_size)]
     return torch.cat(out).float().cpu()
 
 

@@ -15,17 +15,14 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from winnow.losses import eval_mode
 from winnow.selection import NEEDS_LEARNER_LOSS, NEEDS_REFERENCE_LOSS
 
 
-@torch.no_grad()
 def forward_flops_per_example(model: nn.Module, loss_fn: Callable, images: torch.Tensor, targets: torch.Tensor) -> float:
     """FLOPs of one forward pass of loss_fn over this batch, divided by its size."""
-    was_training = model.training
-    model.eval()
-    with FlopCounterMode(display=False) as counter:
+    with eval_mode(model), FlopCounterMode(display=False) as counter:
         loss_fn(model, images, targets)
-    model.train(was_training)
     return counter.get_total_flops() / len(images)
 
 

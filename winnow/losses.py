@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -9,20 +11,30 @@ from torch import nn
 from winnow.data import to_input
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Run in eval mode without gradients, then put the model back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
 def per_example_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of each example, shape (N,), in nats. `images` are uint8 (N,3,H,W)."""
     return F.cross_entropy(model(to_input(images)), labels, reduction="none")
 
 
-@torch.no_grad()
 def score_examples(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, batch_size: int = 128, loss_fn=per_example_loss) -> torch.Tensor:
     """Per-example loss without gradient, in batches of batch_size (for CLIP, the batch is the
     set of pairs each loss is contrasted against); the model is put in eval mode."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
-    out = [loss_fn(model, images[i : i + batch_size].to(device), targets[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
-    model.train(was_training)
+    with eval_mode(model):
+        out = [loss_fn(model, images[i : i + batch_size].to(device), targets[i : i + batch_size].to(device)).float().cpu()
+               for i in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.zeros(0)
 
 

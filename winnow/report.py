@@ -183,6 +183,18 @@ def plot_bench(curves: dict[str, list[dict]], targets: list[float], metric: str,
         plt.close(fig)
 
 
+def _best_proxy(result: dict) -> str:
+    """The cheapest-in-full proxy reference, said plainly: it is where compute-positivity comes from."""
+    rows = [r for r in result["proxies"] if r["flop_ratio_full"] is not None]
+    if not rows:
+        return ""
+    best = min(rows, key=lambda r: r["flop_ratio_full"])
+    state = "compute-positive even with the reference counted in full" if best["flop_ratio_full"] < 1 else "still not compute-positive in full"
+    return (f"With a cheaper reference, {best['reference']} ({best['reference_flops_over_learner']:.3f}x the learner's FLOPs per example), "
+            f"learnability reached the target at {best['step_ratio']:.2f}x the steps and {best['flop_ratio_full']:.2f}x uniform's FLOPs "
+            f"counted in full: {state} (seed {result['seeds'][0]}, proxy study below).")
+
+
 def write_bench_report(result: dict, curves: dict[str, list[dict]], metric: str, plots: Path, path: Path) -> Path:
     """reports/report.md: the verdict, the ledger, the proxy study and the systems figures, each with its command."""
     plot_bench(curves, result["targets"], metric, plots)
@@ -216,6 +228,7 @@ on this page with `{command}`.
 **Verdict.** With the reference's one-off cost (its training and the pool scoring) counted in full,
 {verdict(full, "with the reference counted in full")} Amortised over {result['amortise_over']} runs that reuse the same
 reference and scores, {verdict(amort, f"amortised over {result['amortise_over']} runs")}
+{_best_proxy(result)}
 
 ## Steps and FLOPs to reach uniform's final {metric.replace('_', ' ')}
 
