@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from winnow.config import load_params
 
@@ -13,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_pipeline_flow_runs_every_stage_and_writes_the_summary(prefect_server, tiny):
-    from flows.pipeline import pipeline_flow, score_flow
+    from flows.pipeline import pipeline_flow
 
     summary = pipeline_flow(params_path=str(tiny))
     params = load_params(tiny)

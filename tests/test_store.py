@@ -1,11 +1,9 @@
 """The score store: every pool example scored exactly once, across crashes, reruns and reuse."""
 
-import os
 import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 

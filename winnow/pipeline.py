@@ -6,7 +6,6 @@ there is no Prefect in here. Each stage checks what exists and does the rest.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
@@ -25,7 +24,7 @@ from winnow.data import load_split, read_manifest, split_hash
 from winnow.objectives import OBJECTIVES
 from winnow.selection import NEEDS_REFERENCE_LOSS
 from winnow.synth import PATHOLOGIES, generator_params, synthesize
-from winnow.training import atomic_save, load_checkpoint, state_hash, train, write_csv
+from winnow.training import load_checkpoint, state_hash, train, write_csv
 
 log = logging.getLogger("winnow")
 

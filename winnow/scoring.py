@@ -15,7 +15,6 @@ from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 from torch import nn
 from tqdm import tqdm
 
