@@ -18,6 +18,7 @@ import yaml
 from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy
 
 from winnow.config import Params, to_dict
+from winnow.data import file_sha256
 
 DVC_YAML = Path(__file__).resolve().parents[1] / "dvc.yaml"
 _file_digests: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256, so a pipeline hashes each file once
@@ -27,11 +28,7 @@ def _digest_file(path: Path) -> str:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _file_digests:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _file_digests[key] = h.hexdigest()
+        _file_digests[key] = file_sha256(path)
     return _file_digests[key]
 
 

@@ -118,14 +118,25 @@ def read_manifest(root: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+def _blocks(path: Path):
+    with open(path, "rb") as f:
+        yield from iter(lambda: f.read(1 << 20), b"")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    for block in _blocks(path):
+        h.update(block)
+    return h.hexdigest()
+
+
 def split_hash(folder: str | Path) -> str:
-    """Content hash of a split's shards: what a scorer is keyed on."""
+    """Content hash of a split's shards (names and bytes): what a scorer is keyed on."""
     h = hashlib.sha256()
     for path in shard_files(folder):
         h.update(path.name.encode())
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        for block in _blocks(path):
+            h.update(block)
     return h.hexdigest()
 
 

@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from winnow.data import DataError
-from winnow.synth import SCHEMA_VERSION, file_sha256
+from winnow.data import DataError, file_sha256
+from winnow.synth import SCHEMA_VERSION
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 SCHEMA = pa.schema([("id", pa.int64()), ("image", pa.binary()), ("label", pa.int32()), ("caption", pa.string()), ("source_key", pa.string())])

@@ -28,16 +28,20 @@ log = logging.getLogger("winnow")
 SCORE_SCHEMA = pa.schema([("example_id", pa.int64()), ("loss", pa.float32()), ("status", pa.string())])
 
 
-def score_shard(model: nn.Module, shard: Path, size: int, num_classes: int, batch_size: int,
-                objective: str = "classification", model_name: str = "") -> pa.Table:
-    """Loss of every row of one pool shard. Rows it cannot score (undecodable image, empty
-    caption, no label) get loss NULL and the reason as status: skipped and counted, not lost."""
+def _scorable(shard: Path, size: int, num_classes: int, objective: str, model_name: str):
+    """One shard decoded: the rows the objective can score, their targets, and the skipped rows with why."""
     ids, images, labels, meta, skipped = decode_table(read_shard(shard), shard, size, num_classes, ("caption",))
     split = objectives.usable(objective, Split(ids, images, labels, meta, []))
     for s in split.skipped:
         s["file"] = str(shard)
-    skipped = skipped + split.skipped
-    targets = objectives.targets(objective, model_name, split)
+    return split, objectives.targets(objective, model_name, split), skipped + split.skipped
+
+
+def score_shard(model: nn.Module, shard: Path, size: int, num_classes: int, batch_size: int,
+                objective: str = "classification", model_name: str = "") -> pa.Table:
+    """Loss of every row of one pool shard. Rows it cannot score (undecodable image, empty
+    caption, no label) get loss NULL and the reason as status: skipped and counted, not lost."""
+    split, targets, skipped = _scorable(shard, size, num_classes, objective, model_name)
     losses = score_examples(model, split.images, targets, batch_size, objectives.OBJECTIVES[objective].loss).numpy()
     rows = {"example_id": list(split.ids), "loss": list(losses), "status": ["ok"] * len(split)}
     for s in skipped:
@@ -69,9 +73,7 @@ def bare_forward_rate(model: nn.Module, shard: Path, size: int, num_classes: int
                       objective: str = "classification", model_name: str = "") -> float:
     """Examples/s of the model's forward alone, on one shard already decoded and in memory:
     the ceiling that scoring (with decoding and writing) is measured against."""
-    ids, images, labels, meta, _ = decode_table(read_shard(shard), shard, size, num_classes, ("caption",))
-    split = objectives.usable(objective, Split(ids, images, labels, meta, []))
-    targets = objectives.targets(objective, model_name, split)
+    split, targets, _ = _scorable(shard, size, num_classes, objective, model_name)
     loss = objectives.OBJECTIVES[objective].loss
     score_examples(model, split.images[:batch_size], targets[:batch_size], batch_size, loss)  # warm-up
     started = time.perf_counter()

@@ -24,6 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from winnow.config import DataConfig
+from winnow.data import file_sha256
 
 SCHEMA_VERSION = 1
 SHAPES = ("circle", "square", "triangle", "cross", "ring")
@@ -374,14 +375,6 @@ def _write_split(folder: Path, columns: dict, shard_size: int, desc: str = "") -
         pq.write_table(table, path, compression="zstd", write_statistics=False)
         files.append(path)
     return files
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def generator_params(cfg: DataConfig) -> dict:
