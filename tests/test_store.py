@@ -77,10 +77,11 @@ def test_a_scorer_already_in_the_store_is_reused_not_recomputed(referenced):
     assert _counts(pipeline.Paths.of(referenced).store, first["scorer_id"])[0] == referenced.data.num_pool
 
 
-def test_scores_load_into_an_array_aligned_with_the_pool(referenced):
+def test_scores_load_into_an_array_indexed_by_example_id(referenced):
     out = pipeline.score_stage(referenced)
     pool = pipeline.split(referenced, "pool")
-    losses = store.load_losses(pipeline.Paths.of(referenced).store, out["scorer_id"], pool.ids)
+    by_id = store.load_losses(pipeline.Paths.of(referenced).store, out["scorer_id"])
+    losses = by_id[pool.ids]
     assert losses.shape == (len(pool),) and (losses > 0).all()
     clean = pool.columns["pathology"] == "clean"
     noisy = pool.columns["pathology"] == "noisy_label"

@@ -30,7 +30,7 @@ def pool(tiny_data):
 
 def test_a_crashed_run_resumes_from_its_checkpoint_and_ends_with_the_same_weights(pool, tmp_path):
     cfg = TrainConfig(model="cnn-nano", steps=12, batch_size=16, warmup_steps=2)
-    reference_loss = torch.rand(len(pool), generator=torch.Generator().manual_seed(0))
+    reference_loss = torch.rand(int(pool.ids.max()) + 1, generator=torch.Generator().manual_seed(0))  # indexed by example id
     straight, _ = _run(pool, cfg, tmp_path / "a.pt", policy="learnability", reference_loss=reference_loss)
 
     def crash(step):
@@ -48,8 +48,8 @@ def test_a_crashed_run_resumes_from_its_checkpoint_and_ends_with_the_same_weight
 
 def test_easy_reference_keeps_the_examples_the_reference_finds_easiest(pool):
     cfg = TrainConfig(model="cnn-nano", steps=3, batch_size=16, warmup_steps=1)
-    noisy = torch.as_tensor(pool.columns["pathology"] == "noisy_label")
-    reference_loss = noisy.float() * 10  # the reference says: wrong labels are hard
+    reference_loss = torch.zeros(int(pool.ids.max()) + 1)
+    reference_loss[pool.ids[pool.columns["pathology"] == "noisy_label"]] = 10.0  # the reference says: wrong labels are hard
     _, out = _run(pool, cfg, policy="easy_reference", reference_loss=reference_loss)
     assert all(row.get("selected_noisy_label", 0.0) == 0.0 for row in out["steps_log"])
     _, uniform = _run(pool, cfg)

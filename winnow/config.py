@@ -104,10 +104,16 @@ class ReferenceConfig(OptimConfig):
 @dataclass(frozen=True)
 class ScoreConfig:
     batch_size: int = 128
+    dask_workers: int = 0  # > 0: score shards in parallel on a local Dask cluster of this many worker processes
+    dask_address: str | None = None  # or on a running Dask cluster (tcp://scheduler:8786); workers must see data/ and artifacts/
 
     def validate(self, key: str) -> None:
         if self.batch_size <= 0:
             raise ConfigError(f"{key}.batch_size must be positive, got {self.batch_size}")
+        if self.dask_workers < 0:
+            raise ConfigError(f"{key}.dask_workers must be >= 0 (0 scores in this process), got {self.dask_workers}")
+        if self.dask_workers and self.dask_address:
+            raise ConfigError(f"{key}: set dask_workers (a local cluster) or dask_address (a running one), not both")
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,7 @@ class TrainConfig(OptimConfig):
     temperature: float = 1.0
     eval_every: int = 100
     checkpoint_every: int = 500
+    shuffle_buffer: int = 50000  # examples held decoded; a larger pool streams through a buffer of this size
 
     @property
     def super_batch_size(self) -> int:
@@ -141,6 +148,8 @@ class TrainConfig(OptimConfig):
             raise ConfigError(f"{key}.temperature must be positive, got {self.temperature}")
         if self.eval_every <= 0 or self.checkpoint_every <= 0:
             raise ConfigError(f"{key}: eval_every and checkpoint_every must be positive")
+        if self.shuffle_buffer < self.super_batch_size:
+            raise ConfigError(f"{key}.shuffle_buffer ({self.shuffle_buffer}) must hold at least a super-batch ({self.super_batch_size})")
 
 
 @dataclass(frozen=True)
@@ -194,6 +203,8 @@ class Params:
     objective: str = "classification"
     artifacts: str = "artifacts"
     metrics: str = "metrics"
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
     data: DataConfig = field(default_factory=DataConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
@@ -205,6 +216,10 @@ class Params:
     def validate(self) -> "Params":
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ConfigError(f"precision must be one of auto, fp32, bf16, fp16; got {self.precision!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if dataclasses.is_dataclass(value):

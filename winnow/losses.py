@@ -50,7 +50,7 @@ def contrastive_losses(image_features: torch.Tensor, text_features: torch.Tensor
 
 
 def per_example_contrastive(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Contrastive loss of each pair against the others in this batch (super-batch when scoring)."""
-    image_features = model.encode_image(to_input(images), normalize=True)
-    text_features = model.encode_text(tokens, normalize=True)
-    return contrastive_losses(image_features, text_features, model.logit_scale.exp())
+    """Contrastive loss of each pair against the others in this batch (super-batch when scoring).
+    Through the model's forward (not encode_*), so that a DDP wrapper sees the call."""
+    image_features, text_features, logit_scale = model(to_input(images), tokens)[:3]
+    return contrastive_losses(image_features.float(), text_features.float(), logit_scale.float())

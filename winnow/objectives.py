@@ -8,6 +8,7 @@ per-pair contrastive loss, zero-shot accuracy from class-name prompts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -15,7 +16,8 @@ import torch
 from torch import nn
 
 from models import CLASSIFIERS, CLIPS, build_classifier, build_clip, clip_tokenizer
-from winnow.data import Split
+
+from winnow.data import Split, decode_table, read_shard
 from winnow.evaluation import accuracy, class_embeddings, encode, probe_task, retrieval_recall, zero_shot_accuracy
 from winnow.losses import per_example_contrastive, per_example_loss
 
@@ -57,6 +59,17 @@ def usable(objective: str, split: Split) -> Split:
     kept = split.subset(np.flatnonzero(~bad))
     kept.skipped = split.skipped + [{"file": "", "id": int(i), "reason": reason} for i in split.ids[bad]]
     return kept
+
+
+def decode_shard(objective: str, model_name: str, path: Path, size: int, num_classes: int | None,
+                 metadata: tuple[str, ...] = ("caption", "pathology")) -> tuple[Split, torch.Tensor]:
+    """One pool shard decoded: the rows this objective can use and their targets; split.skipped
+    lists the others (undecodable image, no label, empty caption) with the file and why."""
+    ids, images, labels, meta, skipped = decode_table(read_shard(path), path, size, num_classes, metadata)
+    split = usable(objective, Split(ids, images, labels, meta, skipped))
+    for s in split.skipped:
+        s["file"] = str(path)
+    return split, targets(objective, model_name, split)
 
 
 def targets(objective: str, model_name: str, split: Split) -> torch.Tensor:

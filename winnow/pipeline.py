@@ -20,9 +20,11 @@ import torch
 
 from winnow import ledger, objectives, report, scoring, store
 from winnow.config import Params
-from winnow.data import load_split, read_manifest, split_hash
+from winnow.data import load_split, read_manifest, shard_files, split_hash
+from winnow.devices import autocast, init_distributed, pick_device
 from winnow.objectives import OBJECTIVES
 from winnow.selection import NEEDS_REFERENCE_LOSS
+from winnow.stream import InMemory, ShardStream, shard_rows
 from winnow.synth import PATHOLOGIES, generator_params, synthesize
 from winnow.training import load_checkpoint, state_hash, train, write_csv
 
@@ -82,14 +84,20 @@ def num_classes(params: Params) -> int:
     return len(read_manifest(params.data.root)["class_names"])
 
 
-def model_from_checkpoint(path: Path) -> torch.nn.Module:
+def model_from_checkpoint(path: Path, device: torch.device | str = "cpu") -> torch.nn.Module:
     ckpt = load_checkpoint(path)
     if not ckpt.get("complete"):
         raise RuntimeError(f"{path}: this checkpoint is from an unfinished run (step {ckpt.get('step')}); rerun its stage to finish it")
     meta = ckpt["meta"]
     model = objectives.build_model(meta["objective"], meta["model_name"], meta["num_classes"], meta["image_size"])
     model.load_state_dict(ckpt["model"])
-    return model
+    return model.to(device)
+
+
+@functools.lru_cache(maxsize=2)
+def _scoring_model(path: str, stamp: float, device: str) -> torch.nn.Module:
+    """The reference, loaded once per process (a Dask worker scores many shards with it)."""
+    return model_from_checkpoint(Path(path), device)
 
 
 # ---------------------------------------------------------------- stages
@@ -116,11 +124,11 @@ def reference_stage(params: Params) -> dict:
     paths, cfg = Paths.of(params), params.reference
     curated, test = split(params, "curated"), split(params, "eval/test")
     torch.manual_seed(params.seed)
-    model = objectives.build_model(params.objective, cfg.model, num_classes(params), params.data.image_size)
+    model = objectives.build_model(params.objective, cfg.model, num_classes(params), params.data.image_size).to(pick_device(params.device))
     objective = OBJECTIVES[params.objective]
     out = train(model, curated, cfg, seed=params.seed, targets=objectives.targets(params.objective, cfg.model, curated), loss_fn=objective.loss,
                 evaluate=_target_metric(params, cfg.model, test), eval_every=max(1, cfg.steps // 10), checkpoint_path=paths.reference,
-                checkpoint_every=max(1, cfg.steps // 4), meta=_meta(cfg.model, params), desc="reference")
+                checkpoint_every=max(1, cfg.steps // 4), meta=_meta(cfg.model, params), precision=params.precision, desc="reference")
     targets = objectives.targets(params.objective, cfg.model, curated)
     metrics = {"model": cfg.model, "steps": cfg.steps, "batch_size": cfg.batch_size, "train_examples": len(curated),
                "test_metric": objective.metric, "test_accuracy": out["eval_log"][-1][objective.metric],
@@ -131,8 +139,9 @@ def reference_stage(params: Params) -> dict:
     return metrics
 
 
-def score_stage(params: Params, on_shard=None) -> dict:
-    """Reference loss for every pool example into the store; an existing complete scorer is reused."""
+def score_plan(params: Params) -> dict:
+    """Register this (reference, pool) scorer in the store, or find it complete and reuse it.
+    Returns the score result so far, with `todo`: the pool shards still to score (none when reused)."""
     paths = Paths.of(params)
     model = model_from_checkpoint(paths.reference)
     pool_dir = paths.data / "pool"
@@ -145,18 +154,37 @@ def score_stage(params: Params, on_shard=None) -> dict:
             previous = paths.metrics / "score.json"  # keep the figures measured when it was scored
             if previous.exists() and json.loads(previous.read_text()).get("scorer_id") == scorer_id:
                 result.update({k: v for k, v in json.loads(previous.read_text()).items() if k not in result})
-            result.update(reused=True, num_examples=existing["num_examples"], seconds=existing["seconds"])
-            write_json(result, paths.metrics / "score.json")
+            result.update(reused=True, num_examples=existing["num_examples"], seconds=existing["seconds"], todo=[])
+            write_json({k: v for k, v in result.items() if k != "todo"}, paths.metrics / "score.json")
             return result
         store.register_scorer(con, scorer_id, model_hash, dataset_hash, params.objective, params.reference.model)
-    counts = scoring.score_shards(model, pool_dir, paths.score_shards(scorer_id), params.data.image_size, num_classes(params),
-                                  params.score.batch_size, params.objective, params.reference.model, on_shard)
+    done = paths.score_shards(scorer_id)
+    result.update(reused=False, todo=[p.name for p in shard_files(pool_dir) if not (done / p.name).exists()])
+    return result
+
+
+def score_one_shard(params: Params, scorer_id: str, shard: str) -> int:
+    """Score one pool shard into the scorer's Parquet folder; any process that sees data/ and artifacts/ can."""
+    paths = Paths.of(params)
+    device = str(pick_device(params.device))
+    model = _scoring_model(str(paths.reference), paths.reference.stat().st_mtime, device)
+    with autocast(torch.device(device), params.precision):
+        return scoring.write_shard_scores(model, paths.data / "pool" / shard, paths.score_shards(scorer_id), params.data.image_size,
+                                          num_classes(params), params.score.batch_size, params.objective, params.reference.model)
+
+
+def score_finish(params: Params, plan: dict, counts: dict) -> dict:
+    """Ingest the scored shards (one writer: this process), check every pool row is there, mark the scorer complete."""
+    paths, scorer_id = Paths.of(params), plan["scorer_id"]
+    pool_dir = paths.data / "pool"
     ingested = scoring.ingest(paths.store, scorer_id, paths.score_shards(scorer_id))
-    bare = scoring.bare_forward_rate(model, sorted(pool_dir.glob("part-*.parquet"))[0], params.data.image_size, num_classes(params),
-                                     params.score.batch_size, params.objective, params.reference.model)
+    model = model_from_checkpoint(paths.reference, pick_device(params.device))
+    with autocast(next(model.parameters()).device, params.precision):
+        bare = scoring.bare_forward_rate(model, shard_files(pool_dir)[0], params.data.image_size, num_classes(params),
+                                         params.score.batch_size, params.objective, params.reference.model)
     counts["scoring_rows_per_s"] = counts["rows_scored"] / counts["seconds"] if counts["seconds"] else None
     counts["bare_forward_rows_per_s"] = bare
-    expected = sum(pq.ParquetFile(p).metadata.num_rows for p in sorted(pool_dir.glob("part-*.parquet")))
+    expected = sum(shard_rows(pool_dir))
     with store.connect(paths.store) as con:
         n = con.execute("SELECT count(*) FROM scores WHERE scorer_id = ?", [scorer_id]).fetchone()[0]
         if n != expected:
@@ -164,40 +192,73 @@ def score_stage(params: Params, on_shard=None) -> dict:
                                f"delete {paths.score_shards(scorer_id)} and rerun `winnow score`")
         skipped = con.execute("SELECT count(*) FROM scores WHERE scorer_id = ? AND status <> 'ok'", [scorer_id]).fetchone()[0]
         store.mark_complete(con, scorer_id, counts["seconds"])
-    result.update(reused=False, num_examples=n, unscorable=skipped, **counts, **ingested)
+    result = {k: v for k, v in plan.items() if k != "todo"}
+    result.update(num_examples=n, unscorable=skipped, **counts, **ingested)
     write_json(result, paths.metrics / "score.json")
     return result
 
 
+def score_stage(params: Params, on_shard=None) -> dict:
+    """Reference loss for every pool example into the store, shard by shard in this process;
+    an existing complete scorer is reused. (The score flow can spread the shards over Dask.)"""
+    plan = score_plan(params)
+    if plan["reused"]:
+        return {k: v for k, v in plan.items() if k != "todo"}
+    paths = Paths.of(params)
+    model = model_from_checkpoint(paths.reference, pick_device(params.device))
+    with autocast(next(model.parameters()).device, params.precision):
+        counts = scoring.score_shards(model, paths.data / "pool", paths.score_shards(plan["scorer_id"]), params.data.image_size,
+                                      num_classes(params), params.score.batch_size, params.objective, params.reference.model, on_shard)
+    return score_finish(params, plan, counts)
+
+
+def pool_sampler(params: Params, model_name: str, seed: int, rank: int = 0, world: int = 1):
+    """The learner's pool: held in memory when it fits in train.shuffle_buffer, else streamed
+    shard by shard through a buffer of that size (memory no longer grows with the pool)."""
+    folder = Path(params.data.root) / "pool"
+    if sum(shard_rows(folder)) <= params.train.shuffle_buffer:
+        pool = split(params, "pool")
+        return InMemory(pool, objectives.targets(params.objective, model_name, pool), seed, pool.columns.get("pathology"), rank, world)
+    decode = functools.partial(objectives.decode_shard, params.objective, model_name, size=params.data.image_size, num_classes=num_classes(params))
+    return ShardStream(folder, decode, params.train.shuffle_buffer, seed, rank, world)
+
+
 def train_stage(params: Params, policy: str) -> dict:
-    """Train the learner with one selection policy; checkpoint, per-step log and eval curve."""
+    """Train the learner with one selection policy; checkpoint, per-step log and eval curve.
+    Under torchrun every rank runs this; rank 0 writes the outputs."""
     paths, cfg = Paths.of(params), params.train
-    pool, test = split(params, "pool"), split(params, "eval/test")
+    rank, world = init_distributed()
+    test = split(params, "eval/test")
     reference_loss = None
     if NEEDS_REFERENCE_LOSS[policy]:
         score = _read_json(paths.metrics / "score.json", "run `winnow score` first")
-        losses = store.load_losses(paths.store, score["scorer_id"], pool.ids)
-        if np.isnan(losses).any():
-            raise RuntimeError(f"{paths.store}: scorer {score['scorer_id']} has no loss for pool id {pool.ids[np.isnan(losses)][0]}; rerun `winnow score`")
-        reference_loss = torch.from_numpy(losses)
+        reference_loss = torch.from_numpy(store.load_losses(paths.store, score["scorer_id"]))
+    sampler = pool_sampler(params, cfg.model, params.seed + 1, rank, world)
     torch.manual_seed(params.seed + 1)
-    model = objectives.build_model(params.objective, cfg.model, num_classes(params), params.data.image_size)
+    model = objectives.build_model(params.objective, cfg.model, num_classes(params), params.data.image_size).to(pick_device(params.device))
     objective = OBJECTIVES[params.objective]
-    targets = objectives.targets(params.objective, cfg.model, pool)
-    flops = {"forward_flops_per_example": _flops(model, objective.loss, pool.images, targets, cfg.batch_size),
-             "super_batch_forward_flops_per_example": _flops(model, objective.loss, pool.images, targets, cfg.super_batch_size)}
-    out = train(model, pool, cfg, seed=params.seed + 1, policy=policy, keep_fraction=cfg.keep_fraction, selection=cfg.selection,
-                temperature=cfg.temperature, reference_loss=reference_loss, targets=targets,
-                loss_fn=objective.loss, evaluate=_target_metric(params, cfg.model, test), eval_every=cfg.eval_every,
+    first = sampler.peek(cfg.super_batch_size)
+    flops = {"forward_flops_per_example": _flops(model, objective.loss, first.images, first.targets, cfg.batch_size),
+             "super_batch_forward_flops_per_example": _flops(model, objective.loss, first.images, first.targets, cfg.super_batch_size)}
+    out = train(model, sampler, cfg, seed=params.seed + 1, policy=policy, keep_fraction=cfg.keep_fraction, selection=cfg.selection,
+                temperature=cfg.temperature, reference_loss=reference_loss, loss_fn=objective.loss,
+                evaluate=_target_metric(params, cfg.model, test), eval_every=cfg.eval_every,
                 checkpoint_path=paths.learner(policy), checkpoint_every=cfg.checkpoint_every,
-                pathology=pool.columns.get("pathology"), meta=_meta(cfg.model, params), desc=policy)
-    write_csv(out["eval_log"], paths.metrics / "curves" / f"{policy}.csv")
-    write_csv(out["steps_log"], paths.metrics / "steps" / f"{policy}.csv")
+                meta=_meta(cfg.model, params), precision=params.precision, desc=policy)
     selected = {k[len("selected_"):]: float(np.mean([r.get(k, 0.0) for r in out["steps_log"]])) for k in out["steps_log"][-1] if k.startswith("selected_")}
-    metrics = {"policy": policy, "steps": cfg.steps, "final_accuracy": out["eval_log"][-1][objective.metric], "seconds": out["seconds"],
-               "seconds_per_step": out["seconds"] / cfg.steps, "batch_size": cfg.batch_size, "super_batch_size": cfg.super_batch_size,
-               "selected_mix": selected, "pool_size": len(pool), "pool_skipped": len(pool.skipped), **flops}
-    write_json(metrics, paths.metrics / "train" / f"{policy}.json")
+    streamed = isinstance(sampler, ShardStream)
+    metrics = {"policy": policy, "steps": cfg.steps, "final_accuracy": out["eval_log"][-1][objective.metric] if out["eval_log"] else None,
+               "seconds": out["seconds"], "seconds_per_step": out["seconds"] / cfg.steps, "batch_size": cfg.batch_size,
+               "super_batch_size": cfg.super_batch_size, "selected_mix": selected, "pool_size": sampler.size,
+               "pool_skipped": sum(map(len, sampler.skipped.values())) if streamed else len(sampler.split.skipped), **flops}
+    if streamed:
+        metrics.update(pool_streamed=True, shuffle_buffer=sampler.capacity)
+    if world > 1:
+        metrics["world_size"] = world
+    if rank == 0:
+        write_csv(out["eval_log"], paths.metrics / "curves" / f"{policy}.csv")
+        write_csv(out["steps_log"], paths.metrics / "steps" / f"{policy}.csv")
+        write_json(metrics, paths.metrics / "train" / f"{policy}.json")
     return metrics
 
 
@@ -225,9 +286,14 @@ def summary_stage(params: Params, write_report: bool = True) -> dict:
     evaluated_path = paths.metrics / "evaluate.json"  # transfer metrics join the summary when evaluated (the bench skips it)
     evaluated = json.loads(evaluated_path.read_text()) if evaluated_path.exists() else {}
     pool_mix = {}  # the pathology mix is known for the generated pool only (imported data has no such column)
-    if "pathology" in pq.read_schema(sorted((paths.data / "pool").glob("part-*.parquet"))[0]).names:
-        pathology = pq.read_table(paths.data / "pool", columns=["pathology"]).column("pathology").to_numpy(zero_copy_only=False)
-        pool_mix = {p: float(np.mean(pathology == p)) for p in PATHOLOGIES}
+    shards = shard_files(paths.data / "pool")
+    if "pathology" in pq.read_schema(shards[0]).names:  # counted shard by shard: memory does not grow with the pool
+        counts = {p: 0 for p in PATHOLOGIES}
+        for shard in shards:
+            kinds, n = np.unique(pq.read_table(shard, columns=["pathology"]).column("pathology").to_numpy(zero_copy_only=False), return_counts=True)
+            for kind, c in zip(kinds, n):
+                counts[kind] = counts.get(kind, 0) + int(c)
+        pool_mix = {p: counts[p] / sum(counts.values()) for p in PATHOLOGIES}
     objective = OBJECTIVES[params.objective]
     summary = report.summarize(curves, trained, evaluated, pool_mix, params.train.steps, objective.metric, objective.noise)
     summary["reference"] = _read_json(paths.metrics / "reference.json", "run `winnow reference` first")

@@ -2,7 +2,9 @@
 
 Each shard's file is written to a temporary name and renamed when complete, so a
 crash loses at most the shard in flight; a rerun scores only shards with no file.
-Ingest into the store follows (store.py), one transaction per shard.
+Shards are independent, so they can be scored by many processes (flows/pipeline.py
+maps them over a Dask cluster); one process then ingests them into the store
+(store.py), one transaction per shard.
 """
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ import pyarrow.parquet as pq
 from torch import nn
 from tqdm import tqdm
 
-from winnow import store
-from winnow import objectives
-from winnow.data import Split, decode_table, read_shard, shard_files
+from winnow import objectives, store
+from winnow.data import shard_files
 from winnow.losses import score_examples
 
 log = logging.getLogger("winnow")
@@ -28,42 +29,42 @@ log = logging.getLogger("winnow")
 SCORE_SCHEMA = pa.schema([("example_id", pa.int64()), ("loss", pa.float32()), ("status", pa.string())])
 
 
-def _scorable(shard: Path, size: int, num_classes: int, objective: str, model_name: str):
-    """One shard decoded: the rows the objective can score, their targets, and the skipped rows with why."""
-    ids, images, labels, meta, skipped = decode_table(read_shard(shard), shard, size, num_classes, ("caption",))
-    split = objectives.usable(objective, Split(ids, images, labels, meta, []))
-    for s in split.skipped:
-        s["file"] = str(shard)
-    return split, objectives.targets(objective, model_name, split), skipped + split.skipped
-
-
 def score_shard(model: nn.Module, shard: Path, size: int, num_classes: int, batch_size: int,
                 objective: str = "classification", model_name: str = "") -> pa.Table:
     """Loss of every row of one pool shard. Rows it cannot score (undecodable image, empty
     caption, no label) get loss NULL and the reason as status: skipped and counted, not lost."""
-    split, targets, skipped = _scorable(shard, size, num_classes, objective, model_name)
+    split, targets = objectives.decode_shard(objective, model_name, shard, size, num_classes, ("caption",))
     losses = score_examples(model, split.images, targets, batch_size, objectives.OBJECTIVES[objective].loss).numpy()
     rows = {"example_id": list(split.ids), "loss": list(losses), "status": ["ok"] * len(split)}
-    for s in skipped:
+    for s in split.skipped:
         rows["example_id"].append(s["id"])
         rows["loss"].append(None)
         rows["status"].append(s["reason"])
     return pa.table(rows, schema=SCORE_SCHEMA).sort_by("example_id")
 
 
+def write_shard_scores(model: nn.Module, shard: Path, out_dir: Path, size: int, num_classes: int, batch_size: int,
+                       objective: str = "classification", model_name: str = "") -> int:
+    """Score one shard into out_dir/<shard name> (atomically); 0 rows if it is already there."""
+    out = out_dir / shard.name
+    if out.exists():
+        return 0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = score_shard(model, shard, size, num_classes, batch_size, objective, model_name)
+    tmp = out_dir / f"{shard.name}.{os.getpid()}.tmp"  # per process: two workers never share a temporary file
+    pq.write_table(table, tmp)
+    os.replace(tmp, out)
+    return table.num_rows
+
+
 def score_shards(model: nn.Module, pool_dir: Path, out_dir: Path, size: int, num_classes: int, batch_size: int,
                  objective: str = "classification", model_name: str = "", on_shard: Callable[[Path], None] | None = None) -> dict:
-    """Write out_dir/part-*.parquet for every pool shard that has none yet. Returns counts."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write out_dir/part-*.parquet for every pool shard that has none yet, in this process. Returns counts."""
     shards = shard_files(pool_dir)
     todo = [s for s in shards if not (out_dir / s.name).exists()]
     started, rows = time.perf_counter(), 0
     for shard in tqdm(todo, desc="score", unit="shard", leave=False, disable=None):
-        table = score_shard(model, shard, size, num_classes, batch_size, objective, model_name)
-        tmp = out_dir / (shard.name + ".tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, out_dir / shard.name)
-        rows += table.num_rows
+        rows += write_shard_scores(model, shard, out_dir, size, num_classes, batch_size, objective, model_name)
         if on_shard is not None:
             on_shard(out_dir / shard.name)
     return {"shards": len(shards), "shards_scored": len(todo), "rows_scored": rows, "seconds": time.perf_counter() - started}
@@ -73,7 +74,7 @@ def bare_forward_rate(model: nn.Module, shard: Path, size: int, num_classes: int
                       objective: str = "classification", model_name: str = "") -> float:
     """Examples/s of the model's forward alone, on one shard already decoded and in memory:
     the ceiling that scoring (with decoding and writing) is measured against."""
-    split, targets, _ = _scorable(shard, size, num_classes, objective, model_name)
+    split, targets = objectives.decode_shard(objective, model_name, shard, size, num_classes, ("caption",))
     loss = objectives.OBJECTIVES[objective].loss
     score_examples(model, split.images[:batch_size], targets[:batch_size], batch_size, loss)  # warm-up
     started = time.perf_counter()

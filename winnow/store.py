@@ -126,15 +126,15 @@ def mark_complete(con, scorer_id: str, seconds: float) -> int:
     return n
 
 
-def load_losses(path: str | Path, scorer_id: str, ids: np.ndarray) -> np.ndarray:
-    """The scorer's losses for `ids`, loaded once into an array (NaN where unscored). Never per step."""
+def load_losses(path: str | Path, scorer_id: str) -> np.ndarray:
+    """The scorer's losses as one float32 array indexed by example id (NaN where unscored), loaded
+    once: 4 bytes per pool example, never a query per step."""
     with connect(path, read_only=True) as con:
         scorer = find_scorer(con, scorer_id)
         if scorer is None or scorer["completed_at"] is None:
             raise KeyError(f"{path}: scorer {scorer_id} is not complete in the store; run `winnow score` first")
         table = con.sql(f"SELECT example_id, loss FROM scores WHERE scorer_id = '{scorer_id}'").to_arrow_table()
     example_id = table.column("example_id").to_numpy()
-    loss = table.column("loss").to_numpy(zero_copy_only=False).astype(np.float32)
-    by_id = np.full(max(int(example_id.max()), int(ids.max())) + 1, np.nan, dtype=np.float32)
-    by_id[example_id] = loss
-    return by_id[ids]
+    by_id = np.full(int(example_id.max()) + 1 if len(example_id) else 0, np.nan, dtype=np.float32)
+    by_id[example_id] = table.column("loss").to_numpy(zero_copy_only=False).astype(np.float32)
+    return by_id

@@ -26,8 +26,10 @@ from tqdm import tqdm
 
 from winnow.config import OptimConfig
 from winnow.data import Split
+from winnow.devices import autocast, rank_and_world
 from winnow.losses import per_example_loss
 from winnow.selection import NEEDS_LEARNER_LOSS, NEEDS_REFERENCE_LOSS, policy_scores, select
+from winnow.stream import InMemory, ShardStream
 
 log = logging.getLogger("winnow")
 
@@ -78,7 +80,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 def train(
     model: nn.Module,
-    data: Split,
+    data: Split | InMemory | ShardStream,
     opt: OptimConfig,
     *,
     seed: int,
@@ -96,70 +98,85 @@ def train(
     pathology: np.ndarray | None = None,
     meta: dict | None = None,
     on_step: Callable[[int], None] | None = None,
+    precision: str = "auto",
     desc: str = "train",
 ) -> dict:
-    """Train `model` on `data` for opt.steps steps; returns the checkpoint dict (with the logs).
+    """Train `model` for opt.steps steps on super-batches from `data`; returns the checkpoint dict (with the logs).
 
-    targets (labels, or caption tokens for CLIP; default data.labels) and reference_loss (float)
-    are indexed by row of `data`; loss_fn(model, images, targets) gives per-example losses. `meta` (model name, classes...) is
-    stored in the checkpoint so that later stages can rebuild the model from it alone.
-    pathology (strings per row, analysis only) is counted in each kept batch, never read by selection.
+    `data` is a sampler (winnow.stream), or a Split to hold in memory with its targets (labels, or
+    caption tokens for CLIP; default data.labels) and pathology indexed by row. reference_loss is
+    indexed by example id. loss_fn(model, images, targets) gives per-example losses. `meta` (model
+    name, classes...) is stored in the checkpoint so that later stages can rebuild the model from it.
+    pathology is counted in each kept batch for the log, never read by selection.
+
+    Under torchrun (a process group is initialised) the model is wrapped in DDP; each rank
+    draws its share of the super-batch and keeps its share of the batch, chosen from its own
+    examples (no communication for selection); gradients are averaged by DDP as usual.
     """
     device = next(model.parameters()).device
+    rank, world = rank_and_world()
     batch = opt.batch_size
     super_batch = batch if policy == "uniform" else int(round(batch / keep_fraction))
-    if super_batch > len(data):
-        raise ValueError(f"super-batch of {super_batch} is larger than the {len(data)} training examples")
+    if batch % world or super_batch % world:
+        raise ValueError(f"batch {batch} and super-batch {super_batch} must divide evenly over {world} ranks")
+    sampler = InMemory(data, torch.as_tensor(data.labels) if targets is None else targets, seed, pathology, rank, world) \
+        if isinstance(data, Split) else data
+    if super_batch > sampler.size:
+        raise ValueError(f"super-batch of {super_batch} is larger than the {sampler.size} training examples")
     if NEEDS_REFERENCE_LOSS[policy] and reference_loss is None:
         raise ValueError(f"policy {policy!r} needs reference losses for every training example")
-    targets = torch.as_tensor(data.labels) if targets is None else targets
-    kinds, codes = np.unique(pathology, return_inverse=True) if pathology is not None else (np.array([]), None)
+    kinds = list(getattr(sampler, "kinds", ()))
     fingerprint = json.dumps({"opt": dataclasses.asdict(opt), "policy": policy, "keep_fraction": keep_fraction, "selection": selection, "temperature": temperature,
-                              "seed": seed, "n": len(data)}, sort_keys=True, default=str)
+                              "seed": seed, "n": sampler.size, "sampler": type(sampler).__name__, "world": world}, sort_keys=True, default=str)
 
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) if world > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
-    rng = np.random.default_rng(seed)
-    torch_gen = torch.Generator().manual_seed(seed)
+    torch_gen = torch.Generator().manual_seed(seed + 7919 * rank)
     state = {"step": 0, "steps_log": [], "eval_log": [], "seconds": 0.0}
     if checkpoint_path is not None and Path(checkpoint_path).exists():
         ckpt = load_checkpoint(checkpoint_path)
         if ckpt.get("fingerprint") == fingerprint:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
-            rng.bit_generator.state = ckpt["numpy_rng"]
-            torch_gen.set_state(ckpt["torch_rng"])
+            sampler.restore(ckpt["sampler"][rank])
+            torch_gen.set_state(ckpt["torch_rng"][rank])
             state = {k: ckpt[k] for k in state}
-            if state["step"] < opt.steps:
+            if state["step"] < opt.steps and rank == 0:
                 log.info("%s: resuming from step %d of %d (%s)", desc, state["step"], opt.steps, checkpoint_path)
-        else:
+        elif rank == 0:
             log.warning("%s: %s was written with other settings; starting afresh", desc, checkpoint_path)
 
     def checkpoint():
-        if checkpoint_path is not None:
-            atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "numpy_rng": rng.bit_generator.state,
-                         "torch_rng": torch_gen.get_state(), "fingerprint": fingerprint, "policy": policy,
+        samplers, generators = _gathered(sampler.state(), world), _gathered(torch_gen.get_state(), world)
+        if checkpoint_path is not None and rank == 0:
+            atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "sampler": samplers,
+                         "torch_rng": generators, "fingerprint": fingerprint, "policy": policy,
                          "meta": meta or {}, "complete": state["step"] >= opt.steps, **state}, Path(checkpoint_path))
 
     model.train()
-    bar = tqdm(total=opt.steps, initial=state["step"], desc=desc, unit="step", leave=False, disable=None, mininterval=2.0)
+    bar = tqdm(total=opt.steps, initial=state["step"], desc=desc, unit="step", leave=False, disable=None if rank == 0 else True, mininterval=2.0)
     while state["step"] < opt.steps:
         step, started = state["step"], time.perf_counter()
         lr = lr_at(step, opt.steps, opt.lr, opt.warmup_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        rows = torch.from_numpy(rng.choice(len(data), size=super_batch, replace=False))
-        images, batch_targets = data.images[rows].to(device), targets[rows].to(device)
+        drawn = sampler.draw(super_batch)
+        ids, images, batch_targets, kept_pathology = drawn.ids, drawn.images.to(device), drawn.targets.to(device), drawn.pathology
         if policy != "uniform":
             learner_loss = None
             if NEEDS_LEARNER_LOSS[policy]:
-                with torch.no_grad():
+                with torch.no_grad(), autocast(device, precision):
                     learner_loss = loss_fn(model, images, batch_targets).float().cpu()
-            ref = reference_loss[rows] if NEEDS_REFERENCE_LOSS[policy] else None
-            keep = select(policy_scores(policy, learner_loss, ref), batch, selection, temperature, torch_gen)
-            rows, images, batch_targets = rows[keep], images[keep.to(device)], batch_targets[keep.to(device)]
+            ref = reference_loss[torch.from_numpy(ids)] if NEEDS_REFERENCE_LOSS[policy] else None
+            if ref is not None and torch.isnan(ref).any():
+                raise RuntimeError(f"{desc}: no reference loss for example id {ids[torch.isnan(ref).numpy()][0]}; rerun `winnow score` on this pool")
+            keep = select(policy_scores(policy, learner_loss, ref), batch // world, selection, temperature, torch_gen)
+            ids, images, batch_targets = ids[keep.numpy()], images[keep.to(device)], batch_targets[keep.to(device)]
+            kept_pathology = kept_pathology[keep.numpy()] if kept_pathology is not None else None
 
-        loss = loss_fn(model, images, batch_targets).mean()
+        with autocast(device, precision):
+            loss = loss_fn(net, images, batch_targets).float().mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step} (lr {lr:.2e}); lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
@@ -168,16 +185,16 @@ def train(
 
         state["step"] = step = step + 1
         state["seconds"] += time.perf_counter() - started
-        row = {"step": step, "loss": round(loss.item(), 5), "lr": lr}
-        if codes is not None:
-            counts = np.bincount(codes[rows.numpy()], minlength=len(kinds))
-            row.update({f"selected_{k}": c / len(rows) for k, c in zip(kinds, counts)})
+        counts = [float(np.sum(kept_pathology == k)) for k in kinds] if kept_pathology is not None else []
+        logged = _summed([loss.item() / world, len(ids)] + counts, world)
+        row = {"step": step, "loss": round(logged[0], 5), "lr": lr}
+        row.update({f"selected_{k}": c / logged[1] for k, c in zip(kinds, logged[2:])})
         state["steps_log"].append(row)
-        if evaluate is not None and (step % eval_every == 0 or step == opt.steps):
+        if evaluate is not None and (step % eval_every == 0 or step == opt.steps) and rank == 0:
             metrics = evaluate(model)
             model.train()
             state["eval_log"].append({"step": step, "examples_seen": step * batch, **metrics})
-            bar.set_postfix(loss=f"{loss.item():.3f}", **{k: f"{v:.3f}" for k, v in metrics.items()})
+            bar.set_postfix(loss=f"{logged[0]:.3f}", **{k: f"{v:.3f}" for k, v in metrics.items()})
         if step % checkpoint_every == 0 or step == opt.steps:
             checkpoint()
         bar.update(1)
@@ -186,3 +203,21 @@ def train(
     bar.close()
     checkpoint()
     return {"model": model.state_dict(), **state, "complete": True}
+
+
+def _gathered(obj, world: int) -> list:
+    """obj from every rank, in rank order (a checkpoint holds each rank's sampler and RNG)."""
+    if world == 1:
+        return [obj]
+    out = [None] * world
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def _summed(values: list[float], world: int) -> list[float]:
+    """Sum over ranks of a few numbers for the step log (loss, kept count, pathology counts)."""
+    if world == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    torch.distributed.all_reduce(t)
+    return t.tolist()

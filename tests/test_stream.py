@@ -1,0 +1,129 @@
+"""Streaming pools: shards decoded one at a time through a shuffle buffer, resumable, rank-sharded."""
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+from winnow import objectives
+from winnow.data import load_split
+from winnow.stream import InMemory, ShardStream
+
+
+@pytest.fixture(scope="module")
+def pool(tiny_data):
+    return load_split(f"{tiny_data.data.root}/pool", 32, 20)
+
+
+def _stream(tiny_data, buffer=200, seed=0, rank=0, world=1, decoded=None):
+    def decode(path):
+        if decoded is not None:
+            decoded.append(path.name)
+        return objectives.decode_shard("classification", "cnn-nano", path, 32, 20)
+
+    return ShardStream(f"{tiny_data.data.root}/pool", decode, buffer, seed, rank, world)
+
+
+def test_streamed_examples_carry_the_same_pixels_and_labels_as_the_pool_loaded_whole(tiny_data, pool):
+    stream = _stream(tiny_data)
+    row_of = {int(i): r for r, i in enumerate(pool.ids)}
+    for _ in range(5):
+        drawn = stream.draw(32)
+        rows = torch.as_tensor([row_of[int(i)] for i in drawn.ids])
+        assert torch.equal(drawn.images, pool.images[rows])
+        assert torch.equal(drawn.targets, torch.as_tensor(pool.labels)[rows])
+        assert list(drawn.pathology) == list(pool.columns["pathology"][rows.numpy()])
+
+
+def test_the_stream_holds_one_buffer_and_decodes_shards_one_at_a_time_as_it_goes(tiny_data, pool):
+    decoded = []
+    stream = _stream(tiny_data, buffer=200, decoded=decoded)
+    stream.draw(32)
+    assert len(stream.buffer["ids"]) == 200 and decoded == decoded[:1]  # the buffer filled from the first shard alone
+    seen = []
+    for _ in range(3 * len(pool) // 32):  # three epochs' worth of draws
+        seen.extend(stream.draw(32).ids.tolist())
+    counts = np.bincount(seen, minlength=int(pool.ids.max()) + 1)[pool.ids]
+    assert (counts > 0).all()  # every usable example came round
+    assert counts.mean() == pytest.approx(3, abs=0.3) and counts.max() <= 8
+    assert not set(seen) - set(pool.ids.tolist())  # never an undecodable row
+    assert len(decoded) >= 3 * 4  # four shards per epoch, each decoded once per epoch
+
+
+def test_a_stream_restored_from_its_state_draws_exactly_what_the_original_would(tiny_data):
+    original = _stream(tiny_data, seed=3)
+    for _ in range(11):
+        original.draw(32)
+    state = original.state()
+    restored = _stream(tiny_data, seed=3)
+    restored.restore(state)
+    for _ in range(15):  # across shard and epoch boundaries
+        a, b = original.draw(32), restored.draw(32)
+        assert np.array_equal(a.ids, b.ids) and torch.equal(a.images, b.images) and torch.equal(a.targets, b.targets)
+
+
+def test_ranks_stream_disjoint_shards_and_each_draws_its_share(tiny_data):
+    decoded = {0: [], 1: []}
+    ranks = [_stream(tiny_data, rank=r, world=2, decoded=decoded[r]) for r in (0, 1)]
+    draws = [s.draw(64) for s in ranks]
+    assert [len(d.ids) for d in draws] == [32, 32]
+    assert not set(decoded[0]) & set(decoded[1])
+    assert not set(draws[0].ids.tolist()) & set(draws[1].ids.tolist())
+
+
+def test_the_in_memory_sampler_gives_each_rank_its_slice_of_one_global_super_batch(pool):
+    targets = torch.as_tensor(pool.labels)
+    whole = InMemory(pool, targets, seed=5).draw(64)
+    halves = [InMemory(pool, targets, seed=5, rank=r, world=2).draw(64) for r in (0, 1)]
+    assert np.array_equal(np.concatenate([h.ids for h in halves]), whole.ids)
+
+
+def test_training_on_a_stream_killed_half_way_resumes_to_the_same_weights(tiny_data, pool, tmp_path):
+    from models import build_classifier
+    from winnow.config import TrainConfig
+    from winnow.training import train
+
+    class Crash(Exception):
+        pass
+
+    cfg = TrainConfig(model="cnn-nano", steps=14, batch_size=16, warmup_steps=2)
+    reference_loss = torch.rand(int(pool.ids.max()) + 1, generator=torch.Generator().manual_seed(0))
+
+    def run(path, on_step=None):
+        torch.manual_seed(0)
+        model = build_classifier("cnn-nano", 20)
+        out = train(model, _stream(tiny_data, buffer=100), cfg, seed=0, policy="learnability", keep_fraction=0.5,
+                    reference_loss=reference_loss, checkpoint_path=path, checkpoint_every=5, on_step=on_step)
+        return model, out
+
+    def crash(step):
+        if step == 8:
+            raise Crash
+
+    straight, out = run(tmp_path / "a.pt")
+    assert any(k.startswith("selected_noisy_label") for k in out["steps_log"][-1])
+    with pytest.raises(Crash):
+        run(tmp_path / "b.pt", crash)
+    resumed, out = run(tmp_path / "b.pt")
+    assert out["step"] == 14 and len(out["steps_log"]) == 14
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_the_train_stage_streams_a_pool_larger_than_the_shuffle_buffer(tiny, tiny_data):
+    from winnow import pipeline
+    from winnow.config import load_params
+
+    params = load_params(tiny, ["train.shuffle_buffer=256", f"data.root={tiny_data.data.root}", "train.steps=12"])
+    assert isinstance(pipeline.pool_sampler(params, "cnn-nano", 0), ShardStream)
+    out = pipeline.train_stage(params, "uniform")
+    assert out["pool_streamed"] and out["shuffle_buffer"] == 256 and out["pool_size"] == params.data.num_pool
+    assert isinstance(pipeline.pool_sampler(load_params(tiny, [f"data.root={tiny_data.data.root}"]), "cnn-nano", 0), InMemory)
+
+
+def test_a_contrastive_stream_yields_caption_tokens_as_targets(tiny_data):
+    decode = functools.partial(objectives.decode_shard, "contrastive", "clip-nano", size=32, num_classes=20)
+    stream = ShardStream(f"{tiny_data.data.root}/pool", decode, 128, 0)
+    drawn = stream.draw(64)
+    assert drawn.targets.shape[0] == 64 and drawn.targets.dtype == torch.int64  # caption tokens

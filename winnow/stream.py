@@ -1,0 +1,206 @@
+"""Where the learner's super-batches come from: a split held in memory, or a pool streamed shard by shard.
+
+Both samplers give `draw(n)` -> Draw (example ids, uint8 images, targets, pathology) and a
+`state()` a checkpoint stores, so a killed run resumes with the very same batches.
+
+- InMemory: the split decoded whole; each step draws n rows uniformly without replacement.
+  Used when the pool fits in the shuffle buffer (the built-in default does), and for the
+  curated set.
+- ShardStream: shards are decoded one at a time into a shuffle buffer of fixed size;
+  each step draws n buffered examples uniformly and refills their slots with the next
+  rows of the stream. Memory is the buffer plus one decoded shard, whatever the pool's size.
+
+Under DDP (world > 1) each rank draws its own share: InMemory ranks share one RNG and
+take their slice of the same global super-batch; ShardStream ranks read disjoint shards
+(every world-th shard of each epoch's seeded order) into their own buffers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from winnow.data import DataError, Split, shard_files
+
+
+@dataclass
+class Draw:
+    ids: np.ndarray  # int64 (n,) example ids: what reference losses are indexed by
+    images: torch.Tensor  # uint8 (n, 3, H, W)
+    targets: torch.Tensor  # labels (n,) or caption tokens (n, context)
+    pathology: np.ndarray | None  # analysis only; selection never reads it
+
+
+class InMemory:
+    """A split held whole: each draw is n rows uniformly without replacement (with replacement across draws)."""
+
+    def __init__(self, split: Split, targets: torch.Tensor, seed: int, pathology: np.ndarray | None = None, rank: int = 0, world: int = 1):
+        self.split, self.targets, self.pathology = split, targets, pathology
+        self.rng = np.random.default_rng(seed)  # the same on every rank: they draw one global super-batch
+        self.rank, self.world = rank, world
+        self.size = len(split)
+        self.kinds = np.unique(pathology).tolist() if pathology is not None else []
+
+    def draw(self, n: int) -> Draw:
+        """This rank's share of a global super-batch of n."""
+        rows = self.rng.choice(self.size, size=n, replace=False)
+        rows = rows[self.rank * n // self.world:(self.rank + 1) * n // self.world]
+        index = torch.from_numpy(rows)
+        pathology = self.pathology[rows] if self.pathology is not None else None
+        return Draw(self.split.ids[rows], self.split.images[index], self.targets[index], pathology)
+
+    def peek(self, n: int) -> Draw:
+        return Draw(self.split.ids[:n], self.split.images[:n], self.targets[:n], None)
+
+    def state(self) -> dict:
+        return {"numpy_rng": self.rng.bit_generator.state}
+
+    def restore(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["numpy_rng"]
+
+
+def shard_rows(folder: str | Path) -> list[int]:
+    """Rows per shard, from the Parquet footers alone (nothing is decoded)."""
+    return [pq.ParquetFile(path).metadata.num_rows for path in shard_files(folder)]
+
+
+class ShardStream:
+    """A pool streamed through a shuffle buffer of `buffer_size` examples.
+
+    `decode(path)` turns one shard into (Split of its usable rows, their targets); it is the
+    only thing that touches image bytes. Epoch e visits the shards in the order
+    permutation(seed, e), rank r taking every world-th; each shard's rows are shuffled.
+    Like any shuffle buffer, an example can sit in it twice across an epoch boundary.
+    """
+
+    def __init__(self, folder: str | Path, decode: Callable[[Path], tuple[Split, torch.Tensor]], buffer_size: int, seed: int,
+                 rank: int = 0, world: int = 1):
+        self.files = shard_files(folder)
+        if len(self.files) < world:
+            raise DataError(f"{folder}: {len(self.files)} shards for {world} ranks; each rank streams its own shards, so a pool needs at least one per rank")
+        self.decode, self.seed, self.rank, self.world = decode, seed, rank, world
+        rows = shard_rows(folder)
+        share = sum(sorted(rows)[: max(1, len(rows) // world)])  # the fewest rows a rank can get in an epoch
+        self.capacity = min(buffer_size, share)
+        self.size = sum(rows)
+        self.kinds = sorted({k for path in self.files if "pathology" in pq.read_schema(path).names
+                             for k in np.unique(pq.read_table(path, columns=["pathology"]).column("pathology").to_numpy(zero_copy_only=False))})
+        self.rng = np.random.default_rng([seed, rank])
+        self.epoch, self.cursor = 0, 0  # position in this rank's shard list of the epoch
+        self.current = None  # (file index, decoded split, targets, shuffled row order, next position)
+        self.buffer: dict | None = None  # ids, images, targets, pathology, refs (file index, row) per slot
+        self.skipped: dict[str, list[dict]] = {}  # shard name -> rows it could not use, as decoded
+
+    def _files_of_epoch(self, epoch: int) -> np.ndarray:
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.files))
+        return order[self.rank::self.world]
+
+    def _load(self, index: int) -> tuple[Split, torch.Tensor]:
+        split, targets = self.decode(self.files[index])
+        self.skipped.setdefault(self.files[index].name, split.skipped)
+        return split, targets
+
+    def _incoming(self, n: int) -> dict:
+        """The next n rows of the stream (across shards and epochs)."""
+        parts = []
+        while n > 0:
+            if self.current is None or self.current[4] >= len(self.current[3]):
+                files = self._files_of_epoch(self.epoch)
+                if self.cursor >= len(files):
+                    self.epoch, self.cursor = self.epoch + 1, 0
+                    continue
+                index = int(files[self.cursor])
+                self.cursor += 1
+                split, targets = self._load(index)
+                self.current = [index, split, targets, self.rng.permutation(len(split)), 0]
+            index, split, targets, order, pos = self.current
+            rows = order[pos:pos + n]
+            self.current[4] = pos + len(rows)
+            n -= len(rows)
+            parts.append(_rows(split, targets, rows, index))
+        return _concat(parts)
+
+    def _fill(self) -> None:
+        self.buffer = self._incoming(self.capacity)
+
+    def draw(self, n: int) -> Draw:
+        """This rank's share (n / world examples) of a global super-batch of n."""
+        if self.buffer is None:
+            self._fill()
+        n //= self.world
+        if n > self.capacity:
+            raise ValueError(f"a super-batch of {n} per rank is larger than the shuffle buffer ({self.capacity}); raise train.shuffle_buffer")
+        slots = torch.from_numpy(self.rng.choice(self.capacity, size=n, replace=False))
+        out = Draw(self.buffer["ids"][slots.numpy()], self.buffer["images"][slots], self.buffer["targets"][slots],
+                   self.buffer["pathology"][slots.numpy()] if self.buffer["pathology"] is not None else None)
+        fresh = self._incoming(n)
+        for key, value in self.buffer.items():
+            if value is not None:
+                value[slots if torch.is_tensor(value) else slots.numpy()] = fresh[key]
+        return out
+
+    def peek(self, n: int) -> Draw:
+        """The first n usable rows of the first shard (what the FLOP counter runs on)."""
+        split, targets = self.decode(self.files[0])
+        return Draw(split.ids[:n], split.images[:n], targets[:n], None)
+
+    def state(self) -> dict:
+        """Positions and which (shard, row) sits in each buffer slot: no pixels, a few bytes per slot."""
+        current = None if self.current is None else {"file": self.current[0], "order": self.current[3], "pos": self.current[4]}
+        return {"rng": self.rng.bit_generator.state, "epoch": self.epoch, "cursor": self.cursor, "current": current,
+                "refs": None if self.buffer is None else self.buffer["refs"].copy()}
+
+    def restore(self, state: dict) -> None:
+        """Rebuild the buffer by decoding the shards its slots came from, one at a time."""
+        self.rng.bit_generator.state = state["rng"]
+        self.epoch, self.cursor = state["epoch"], state["cursor"]
+        self.current = None
+        if state["current"] is not None:
+            split, targets = self._load(state["current"]["file"])
+            self.current = [state["current"]["file"], split, targets, state["current"]["order"], state["current"]["pos"]]
+        refs = state["refs"]
+        if refs is None:
+            self.buffer = None
+            return
+        buffer = None
+        for index in np.unique(refs[:, 0]):
+            slots = np.flatnonzero(refs[:, 0] == index)
+            split, targets = self._load(int(index))
+            part = _rows(split, targets, refs[slots, 1], int(index))
+            if buffer is None:
+                buffer = {k: (None if v is None else _empty_like(v, len(refs))) for k, v in part.items()}
+            for key, value in part.items():
+                if value is not None:
+                    buffer[key][torch.from_numpy(slots) if torch.is_tensor(value) else slots] = value
+        self.buffer = buffer
+
+
+def _rows(split: Split, targets: torch.Tensor, rows: np.ndarray, file_index: int) -> dict:
+    index = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+    pathology = split.columns.get("pathology")
+    return {"ids": split.ids[rows], "images": split.images[index], "targets": targets[index],
+            "pathology": pathology[rows] if pathology is not None else None,
+            "refs": np.stack([np.full(len(rows), file_index, dtype=np.int64), np.asarray(rows, dtype=np.int64)], axis=1)}
+
+
+def _concat(parts: list[dict]) -> dict:
+    out = {}
+    for key, first in parts[0].items():
+        if first is None:
+            out[key] = None
+        elif torch.is_tensor(first):
+            out[key] = torch.cat([p[key] for p in parts])
+        else:
+            out[key] = np.concatenate([p[key] for p in parts])
+    return out
+
+
+def _empty_like(value, n: int):
+    if torch.is_tensor(value):
+        return torch.empty((n, *value.shape[1:]), dtype=value.dtype)
+    return np.empty((n, *value.shape[1:]), dtype=value.dtype)
