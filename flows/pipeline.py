@@ -6,11 +6,14 @@ can trigger them with plain arguments; validation happens here, at the edge.
 
 from __future__ import annotations
 
-from prefect import flow
+import time
+
+from prefect import flow, unmapped
 
 from tasks.caching import cached
-from tasks.stages import bench_task, data_task, evaluate_task, reference_task, score_task, summary_task, train_task
-from winnow.config import load_params
+from tasks.stages import (bench_task, data_task, evaluate_task, reference_task, score_finish_task, score_plan_task, score_shard_task,
+                          score_task, summary_task, train_task)
+from winnow.config import Params, ScoreConfig, load_params
 
 
 @flow(name="data")
@@ -28,7 +31,38 @@ def reference_flow(params_path: str = "params.yaml", overrides: list[str] | None
 @flow(name="score")
 def score_flow(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
     params = load_params(params_path, overrides)
+    return _score(params, params_path, overrides)
+
+
+def _score(params: Params, params_path: str, overrides: list[str] | None) -> dict:
+    """In this process (cached like dvc repro), or shard by shard over Dask when score.dask_* is set."""
+    if params.score.dask_workers or params.score.dask_address:
+        return sharded_score_flow.with_options(task_runner=dask_runner(params.score))(params_path, overrides)
     return cached(score_task, "score", params)(params)
+
+
+def dask_runner(score: ScoreConfig):
+    """prefect-dask's task runner: a running cluster at score.dask_address, or a local one of
+    score.dask_workers single-threaded worker processes (torch then uses one thread each)."""
+    from prefect_dask import DaskTaskRunner
+
+    if score.dask_address:
+        return DaskTaskRunner(address=score.dask_address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": score.dask_workers, "threads_per_worker": 1, "processes": True,
+                                          "dashboard_address": None})
+
+
+@flow(name="score-sharded")
+def sharded_score_flow(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
+    """plan -> one task per pool shard, mapped over the flow's task runner (Dask) -> ingest in this process.
+    Workers must see data/ and artifacts/ at the same paths (a shared filesystem); only this process writes the store."""
+    params = load_params(params_path, overrides)
+    plan = score_plan_task(params)
+    if plan["reused"]:
+        return {k: v for k, v in plan.items() if k != "todo"}
+    started = time.perf_counter()
+    shards = score_shard_task.map(unmapped(params), unmapped(plan["scorer_id"]), plan["todo"]).result()
+    return score_finish_task(params, plan, shards, time.perf_counter() - started)
 
 
 @flow(name="train")
@@ -57,7 +91,7 @@ def pipeline_flow(params_path: str = "params.yaml", overrides: list[str] | None 
     params = load_params(params_path, overrides)
     cached(data_task, "data", params)(params)
     cached(reference_task, "reference", params)(params)
-    cached(score_task, "score", params)(params)
+    _score(params, params_path, overrides)
     for policy in params.train.policies:
         cached(train_task, "train", params, policy)(params, policy)
     cached(evaluate_task, "evaluate", params)(params)

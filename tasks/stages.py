@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import time
+
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -41,6 +45,40 @@ def score_task(params: Params) -> dict:
         get_run_logger().info("score: scorer %s, %d examples scored in %d shards (%.0f s), %d ingested at %.0f rows/s, %d unscorable",
                               out["scorer_id"], out["rows_scored"], out["shards_scored"], out["seconds"], out["rows_ingested"],
                               out["ingest_rows_per_s"] or 0, out["unscorable"])
+    return out
+
+
+@task(name="score-plan", cache_policy=NO_CACHE, **STAGE)
+def score_plan_task(params: Params) -> dict:
+    out = pipeline.score_plan(params)
+    what = "already complete in the store; reused" if out["reused"] else f"{len(out['todo'])} shards to score"
+    get_run_logger().info("score: scorer %s, %s", out["scorer_id"], what)
+    return out
+
+
+@task(name="score-shard", task_run_name="score-{shard}", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def score_shard_task(params: Params, scorer_id: str, shard: str) -> dict:
+    """One pool shard, on whichever Dask worker runs it; torch uses only the worker's own threads."""
+    try:
+        from distributed import get_worker
+
+        import torch
+
+        torch.set_num_threads(max(1, get_worker().state.nthreads))
+    except (ImportError, ValueError):  # not on a Dask worker
+        pass
+    started = time.perf_counter()
+    rows = pipeline.score_one_shard(params, scorer_id, shard)
+    return {"shard": shard, "rows": rows, "seconds": time.perf_counter() - started, "worker": f"{socket.gethostname()}:{os.getpid()}"}
+
+
+@task(name="score-finish", cache_policy=NO_CACHE, **STAGE)
+def score_finish_task(params: Params, plan: dict, shards: list[dict], seconds: float) -> dict:
+    counts = {"shards": len(shards), "shards_scored": sum(1 for s in shards if s["rows"]), "rows_scored": sum(s["rows"] for s in shards),
+              "seconds": seconds, "workers": sorted({s["worker"] for s in shards})}
+    out = pipeline.score_finish(params, plan, counts)
+    get_run_logger().info("score: %d examples scored in %d shards over %d workers (%.0f s), %d ingested, %d unscorable",
+                          out["rows_scored"], out["shards_scored"], len(counts["workers"]), seconds, out["rows_ingested"], out["unscorable"])
     return out
 
 
