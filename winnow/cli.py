@@ -84,6 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         if args.command == "data":
             flows.data_flow(force=args.force, **common)
+        elif args.command == "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # Under torchrun every rank is a worker: the stage runs bare (torchrun, or the scheduler that
+            # launched it, orchestrates); rank 0 writes the outputs, as the train flow would.
+            from winnow import pipeline
+
+            out = pipeline.train_stage(params, args.policy)
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(f"train {args.policy}: {out['world_size']} ranks, final {out['final_accuracy']}, {out['seconds']:.0f} s")
         elif args.command == "train":
             flows.train_flow(policy=args.policy, **common)
         elif args.command == "pipeline":

@@ -38,3 +38,18 @@ def select(scores: torch.Tensor, k: int, method: str = "topk", temperature: floa
         gumbel = -torch.log(-torch.log(u))
         return torch.topk(scores.double() / temperature + gumbel, k).indices
     raise ValueError(f"unknown selection method {method!r}; use 'topk' or 'softmax'")
+
+
+def select_per_group(scores: torch.Tensor, k: int, groups: int, method: str = "topk", temperature: float = 1.0,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """Indices of k kept examples, k / groups from each of `groups` equal consecutive slices.
+
+    This is what DDP ranks do, each selecting from its own share of the super-batch; with
+    groups > 1 one process reproduces their choice (topk exactly; softmax draws differ, each
+    rank has its own random stream)."""
+    if groups == 1:
+        return select(scores, k, method, temperature, generator)
+    if len(scores) % groups or k % groups:
+        raise ValueError(f"{len(scores)} scores and k={k} must split evenly into {groups} groups")
+    size = len(scores) // groups
+    return torch.cat([select(part, k // groups, method, temperature, generator) + g * size for g, part in enumerate(scores.split(size))])

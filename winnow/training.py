@@ -28,7 +28,7 @@ from winnow.config import OptimConfig
 from winnow.data import Split
 from winnow.devices import autocast, rank_and_world
 from winnow.losses import per_example_loss
-from winnow.selection import NEEDS_LEARNER_LOSS, NEEDS_REFERENCE_LOSS, policy_scores, select
+from winnow.selection import NEEDS_LEARNER_LOSS, NEEDS_REFERENCE_LOSS, policy_scores, select_per_group
 from winnow.stream import InMemory, ShardStream
 
 log = logging.getLogger("winnow")
@@ -98,6 +98,8 @@ def train(
     pathology: np.ndarray | None = None,
     meta: dict | None = None,
     on_step: Callable[[int], None] | None = None,
+    on_batch: Callable[[int, np.ndarray], None] | None = None,
+    groups: int = 1,
     precision: str = "auto",
     desc: str = "train",
 ) -> dict:
@@ -107,11 +109,13 @@ def train(
     caption tokens for CLIP; default data.labels) and pathology indexed by row. reference_loss is
     indexed by example id. loss_fn(model, images, targets) gives per-example losses. `meta` (model
     name, classes...) is stored in the checkpoint so that later stages can rebuild the model from it.
-    pathology is counted in each kept batch for the log, never read by selection.
+    pathology is counted in each kept batch for the log, never read by selection. on_batch(step, ids)
+    sees the example ids each step trained on (audits, tests).
 
     Under torchrun (a process group is initialised) the model is wrapped in DDP; each rank
     draws its share of the super-batch and keeps its share of the batch, chosen from its own
-    examples (no communication for selection); gradients are averaged by DDP as usual.
+    examples (no communication for selection); gradients are averaged by DDP as usual. One
+    process with groups=world makes the same choice (selection.select_per_group).
     """
     device = next(model.parameters()).device
     rank, world = rank_and_world()
@@ -127,7 +131,7 @@ def train(
         raise ValueError(f"policy {policy!r} needs reference losses for every training example")
     kinds = list(getattr(sampler, "kinds", ()))
     fingerprint = json.dumps({"opt": dataclasses.asdict(opt), "policy": policy, "keep_fraction": keep_fraction, "selection": selection, "temperature": temperature,
-                              "seed": seed, "n": sampler.size, "sampler": type(sampler).__name__, "world": world}, sort_keys=True, default=str)
+                              "seed": seed, "n": sampler.size, "sampler": type(sampler).__name__, "world": world, "groups": groups}, sort_keys=True, default=str)
 
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) if world > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
@@ -171,7 +175,7 @@ def train(
             ref = reference_loss[torch.from_numpy(ids)] if NEEDS_REFERENCE_LOSS[policy] else None
             if ref is not None and torch.isnan(ref).any():
                 raise RuntimeError(f"{desc}: no reference loss for example id {ids[torch.isnan(ref).numpy()][0]}; rerun `winnow score` on this pool")
-            keep = select(policy_scores(policy, learner_loss, ref), batch // world, selection, temperature, torch_gen)
+            keep = select_per_group(policy_scores(policy, learner_loss, ref), batch // world, groups, selection, temperature, torch_gen)
             ids, images, batch_targets = ids[keep.numpy()], images[keep.to(device)], batch_targets[keep.to(device)]
             kept_pathology = kept_pathology[keep.numpy()] if kept_pathology is not None else None
 
@@ -182,6 +186,8 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if on_batch is not None:
+            on_batch(step + 1, ids)
 
         state["step"] = step = step + 1
         state["seconds"] += time.perf_counter() - started

@@ -1,0 +1,43 @@
+"""Run under torchrun by tests/test_ddp.py: a few learnability steps with DDP, recording what each rank did.
+
+argv: pool folder, reference-loss file, output folder. Writes <out>/<mode>-rank<r>.pt for mode
+in_memory (the pool held whole) and stream (rank-sharded ShardStream).
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+
+from models import build_classifier
+from winnow import objectives
+from winnow.config import TrainConfig
+from winnow.data import load_split
+from winnow.devices import init_distributed
+from winnow.stream import ShardStream
+from winnow.training import train
+
+pool_dir, reference_path, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+rank, world = init_distributed()
+assert world == 2, world
+reference_loss = torch.load(reference_path)
+cfg = TrainConfig(model="cnn-nano", steps=4, batch_size=16, warmup_steps=1)
+
+
+def run(mode: str, data) -> None:
+    torch.manual_seed(0)
+    model = build_classifier("cnn-nano", 20)
+    kept, grads = {}, []
+
+    def on_step(step):
+        if step == 1:
+            grads.extend(p.grad.clone() for p in model.parameters())
+
+    log = train(model, data, cfg, seed=0, policy="learnability", keep_fraction=0.5, reference_loss=reference_loss,
+                on_batch=lambda step, ids: kept.update({step: ids.tolist()}), on_step=on_step)["steps_log"]
+    torch.save({"kept": kept, "grads": grads, "weights": model.state_dict(), "log": log}, out / f"{mode}-rank{rank}.pt")
+
+
+run("in_memory", load_split(pool_dir, 32, 20))
+decode = lambda path: objectives.decode_shard("classification", "cnn-nano", path, 32, 20)  # noqa: E731
+run("stream", ShardStream(pool_dir, decode, 200, seed=0, rank=rank, world=world))

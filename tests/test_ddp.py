@@ -1,0 +1,63 @@
+"""The learner on many devices: DDP under torchrun, two CPU processes on gloo, against one process."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import build_classifier
+from winnow.config import TrainConfig
+from winnow.data import load_split
+from winnow.training import train
+
+SCRIPT = Path(__file__).parent / "scripts" / "ddp_train.py"
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tiny_data, tmp_path_factory):
+    """One torchrun launch of two gloo ranks (tests/scripts/ddp_train.py); returns its folder, pool and reference losses."""
+    out = tmp_path_factory.mktemp("ddp")
+    pool_dir = f"{tiny_data.data.root}/pool"
+    pool = load_split(pool_dir, 32, 20)
+    reference_loss = torch.rand(int(pool.ids.max()) + 1, generator=torch.Generator().manual_seed(1))
+    torch.save(reference_loss, out / "reference_loss.pt")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
+                               pool_dir, str(out / "reference_loss.pt"), str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    return out, pool, reference_loss
+
+
+def test_two_gloo_ranks_select_and_step_as_one_process_selecting_from_each_ranks_share(ddp_run):
+    out, pool, reference_loss = ddp_run
+    ranks = [torch.load(out / f"in_memory-rank{r}.pt", weights_only=False) for r in (0, 1)]
+
+    torch.manual_seed(0)
+    model = build_classifier("cnn-nano", 20)
+    kept, grads = {}, []
+    log = train(model, pool, TrainConfig(model="cnn-nano", steps=4, batch_size=16, warmup_steps=1), seed=0, policy="learnability",
+                keep_fraction=0.5, reference_loss=reference_loss, groups=2, on_batch=lambda step, ids: kept.update({step: ids.tolist()}),
+                on_step=lambda step: grads.extend(p.grad.clone() for p in model.parameters()) if step == 1 else None)["steps_log"]
+
+    for step in range(1, 5):  # rank 0 kept the first half of one process's choice, rank 1 the second
+        assert ranks[0]["kept"][step] + ranks[1]["kept"][step] == kept[step]
+    for rank in ranks:  # DDP's averaged gradient is the gradient of the mean loss over both ranks' kept examples
+        for a, b in zip(rank["grads"], grads):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        for name, w in model.state_dict().items():
+            torch.testing.assert_close(rank["weights"][name], w, rtol=1e-4, atol=1e-5)
+    assert [r["loss"] for r in ranks[0]["log"]] == [r["loss"] for r in ranks[1]["log"]]  # the log is the mean over ranks
+    assert [r["loss"] for r in ranks[0]["log"]] == pytest.approx([r["loss"] for r in log], abs=1e-4)
+
+
+def test_streamed_ranks_train_on_disjoint_examples_and_keep_identical_replicas(ddp_run):
+    out, _, _ = ddp_run
+    ranks = [torch.load(out / f"stream-rank{r}.pt", weights_only=False) for r in (0, 1)]
+    for step in range(1, 5):
+        assert len(ranks[0]["kept"][step]) == len(ranks[1]["kept"][step]) == 8
+        assert not set(ranks[0]["kept"][step]) & set(ranks[1]["kept"][step])
+    for name, w in ranks[0]["weights"].items():
+        assert torch.equal(w, ranks[1]["weights"][name])  # DDP keeps the replicas in step
