@@ -114,3 +114,77 @@ def _mean_curves(seeds: list[Params], summaries: list[dict], metric: str) -> dic
         curves[policy] = rows
     return curves
 
+
+
+# ---------------------------------------------------------------- memory: does it grow with the pool?
+
+_MEASURE = """
+import json, sys, time
+from winnow import pipeline
+from winnow.config import load_params
+params = load_params(sys.argv[1], json.loads(sys.argv[2]))
+started = time.perf_counter()
+what = sys.argv[3]
+if what == "baseline":  # imports, model and the held-out set: what every stage pays before touching the pool
+    pipeline.split(params, "eval/test")
+    pipeline.objectives.build_model(params.objective, params.train.model, pipeline.num_classes(params), params.data.image_size)
+elif what == "score":
+    pipeline.score_stage(params)
+else:
+    pipeline.train_stage(params, what)
+# VmHWM: this address space's peak resident set. (ru_maxrss would carry the parent's peak over fork and exec.)
+peak_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"peak_rss_mib": peak_kib / 1024, "seconds": time.perf_counter() - started}))
+"""
+
+
+def _measure(params_path: str, overrides: list[str], what: str) -> dict:
+    """Peak resident memory (VmHWM, Linux) of one stage run alone in a fresh process."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _MEASURE, params_path, json.dumps(overrides), what], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"memory bench: {what} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def memory(params_path: str, overrides: list[str], scale: int = 10, steps: int = 300) -> dict:
+    """Peak memory of scoring and of training (learnability, `steps` steps) on the default pool and on one
+    `scale` times larger (generated under artifacts/memory/, outside data.dvc), each stage in a fresh process. The larger pool streams through train.shuffle_buffer;
+    it is also trained held whole in memory, to show what streaming saves. Writes metrics/bench/memory.json."""
+    from winnow.config import load_params
+
+    params = load_params(params_path, overrides)
+    rows = []
+    for factor in (1, scale):
+        name = f"x{factor}"
+        sized = [*overrides, f"data.root={params.data.root if factor == 1 else f'{params.artifacts}/memory/data-{name}'}", f"data.num_pool={params.data.num_pool * factor}",
+                 f"artifacts={params.artifacts}/memory/{name}", f"metrics={params.metrics}/memory/{name}", f"train.steps={steps}",
+                 "reference.steps=200", "train.eval_every=100000"]
+        sized_params = load_params(params_path, sized)
+        log.info("memory bench: pool of %d examples", sized_params.data.num_pool)
+        pipeline.data_stage(sized_params)
+        pipeline.reference_stage(sized_params)
+        pool_mib = sum(p.stat().st_size for p in (Path(sized_params.data.root) / "pool").glob("part-*.parquet")) / 2**20
+        runs = [("baseline", sized, "baseline"), ("score", sized, "score"), ("train learnability", sized, "learnability")]
+        if factor != 1:
+            runs.append(("train learnability, pool held in memory", [*sized, f"train.shuffle_buffer={sized_params.data.num_pool}"], "learnability"))
+        for label, run_overrides, what in runs:
+            measured = _measure(params_path, run_overrides, what)
+            rows.append({"pool_examples": sized_params.data.num_pool, "pool_mib_on_disk": round(pool_mib, 1), "stage": label,
+                         "sampler": "in memory" if sized_params.data.num_pool <= load_params(params_path, run_overrides).train.shuffle_buffer else "stream",
+                         **measured})
+            log.info("memory bench: %s, pool %d: peak %.0f MiB (%.0f s)", label, sized_params.data.num_pool, measured["peak_rss_mib"], measured["seconds"])
+    result = {"scale": scale, "steps": steps, "shuffle_buffer": params.train.shuffle_buffer, "objective": params.objective, "rows": rows}
+    pipeline.write_json(result, Path(params.metrics) / "bench" / "memory.json")
+    return result
+
+
+def memory_table(result: dict) -> str:
+    lines = ["| pool examples | on disk (MiB) | stage | pool read | peak RSS (MiB) | seconds |", "|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        pool_read = "-" if r["stage"] == "baseline" else ("shard by shard" if r["stage"] == "score" else r["sampler"])
+        lines.append(f"| {r['pool_examples']:,} | {r['pool_mib_on_disk']:.0f} | {r['stage']} | {pool_read} | {r['peak_rss_mib']:.0f} | {r['seconds']:.0f} |")
+    return "\n".join(lines)

@@ -55,7 +55,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("evaluate", parents=[common], help="held-out accuracy and transfer linear probe of every model")
     sub.add_parser("summary", parents=[common], help="summary.json, the table, plots and reports/<objective>.md")
     sub.add_parser("pipeline", parents=[common], help="every stage, data to summary, as one Prefect flow")
-    sub.add_parser("bench", parents=[common], help="policies side by side over seeds, the proxy study, reports/report.md")
+    bench = sub.add_parser("bench", parents=[common], help="policies side by side over seeds, the proxy study, reports/report.md")
+    bench.add_argument("--memory", action="store_true", help="instead: peak memory of scoring and training on the default pool and a larger one")
+    bench.add_argument("--scale", type=int, default=10, help="with --memory: how many times the default pool (default 10)")
     serve = sub.add_parser("serve", parents=[common], help="serve the pipeline on a schedule (needs a Prefect server: PREFECT_API_URL)")
     when = serve.add_mutually_exclusive_group()
     when.add_argument("--cron", help="cron schedule, e.g. '0 3 * * *' (default: params.yaml serve.cron)")
@@ -105,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
             cron = args.cron or (None if args.interval else params.serve.cron)
             interval = args.interval or (None if args.cron else params.serve.interval_minutes)
             flows.serve(os.path.abspath(args.params), args.overrides, cron, interval)
+        elif args.command == "bench" and args.memory:
+            from winnow.bench import memory, memory_table
+
+            print(memory_table(memory(args.params, args.overrides, args.scale)))
+            print("see metrics/bench/memory.json")
         elif args.command == "bench":
             from winnow.bench import bench as _  # noqa: F401  (fail fast on import errors)
 
