@@ -21,6 +21,7 @@ def _quiet_env() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "winnow")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")  # winnow's lines outside a flow (torchrun ranks, bench --memory)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
 
 

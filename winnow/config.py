@@ -204,7 +204,7 @@ class Params:
     artifacts: str = "artifacts"
     metrics: str = "metrics"
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     data: DataConfig = field(default_factory=DataConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
@@ -216,8 +216,8 @@ class Params:
     def validate(self) -> "Params":
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ConfigError(f"precision must be one of auto, fp32, bf16, fp16; got {self.precision!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"precision must be one of auto, fp32, bf16; got {self.precision!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
         for f in dataclasses.fields(self):

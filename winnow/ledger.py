@@ -21,8 +21,9 @@ from winnow.selection import NEEDS_LEARNER_LOSS, NEEDS_REFERENCE_LOSS
 
 def forward_flops_per_example(model: nn.Module, loss_fn: Callable, images: torch.Tensor, targets: torch.Tensor) -> float:
     """FLOPs of one forward pass of loss_fn over this batch, divided by its size."""
+    device = next(model.parameters()).device
     with eval_mode(model), FlopCounterMode(display=False) as counter:
-        loss_fn(model, images, targets)
+        loss_fn(model, images.to(device), targets.to(device))
     return counter.get_total_flops() / len(images)
 
 

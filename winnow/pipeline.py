@@ -271,7 +271,7 @@ def evaluate_stage(params: Params) -> dict:
     texture = split(params, "eval/texture") if "texture" in tasks else None  # imported data may have no transfer task
     results = {}
     for name, path, model_name in [("reference", paths.reference, params.reference.model)] + [(p, paths.learner(p), params.train.model) for p in params.train.policies]:
-        results[name] = objectives.evaluate_model(params.objective, model_from_checkpoint(path), model_name, test, texture, tasks,
+        results[name] = objectives.evaluate_model(params.objective, model_from_checkpoint(path, pick_device(params.device)), model_name, test, texture, tasks,
                                                   params.evaluate.probe_steps, params.evaluate.probe_lr, params.seed)
     write_json(results, paths.metrics / "evaluate.json")
     return results

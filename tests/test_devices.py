@@ -1,0 +1,57 @@
+"""Device and precision: the same code on CPU, in bf16 autocast, and on CUDA when a GPU is present."""
+
+import pytest
+import torch
+
+from winnow import pipeline
+from winnow.config import ConfigError, load_params
+from winnow.devices import autocast_dtype, pick_device
+
+
+def test_auto_means_cuda_with_bf16_when_present_and_cpu_with_fp32_otherwise():
+    device = pick_device("auto")
+    assert device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert autocast_dtype(torch.device("cuda"), "auto") is torch.bfloat16
+    assert autocast_dtype(torch.device("cpu"), "auto") is None
+    assert autocast_dtype(torch.device("cpu"), "bf16") is torch.bfloat16
+
+
+@pytest.mark.parametrize("key, value", [("device", "tpu"), ("precision", "fp8"), ("precision", "fp16")])
+def test_a_wrong_device_or_precision_is_an_error_naming_the_key(tiny, key, value):
+    with pytest.raises(ConfigError, match=key):
+        load_params(tiny, [f"{key}={value}"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_asking_for_cuda_without_a_gpu_says_so():
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        pick_device("cuda")
+
+
+def _stages(params):
+    pipeline.data_stage(params)
+    pipeline.reference_stage(params)
+    score = pipeline.score_stage(params)
+    train = pipeline.train_stage(params, "learnability")
+    return score, train
+
+
+def test_the_stages_run_in_bf16_autocast_and_keep_float32_weights_and_scores(tiny):
+    params = load_params(tiny, ["precision=bf16", "train.steps=10", "reference.steps=10"])
+    score, train = _stages(params)
+    assert train["steps"] == 10 and 0.0 <= train["final_accuracy"] <= 1.0
+    model = pipeline.model_from_checkpoint(pipeline.Paths.of(params).learner("learnability"))
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert score["num_examples"] == params.data.num_pool
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_the_whole_chain_runs_on_cuda_in_bf16(tiny):
+    params = load_params(tiny, ["device=cuda", "train.policies=[uniform, learnability]"])
+    torch.cuda.reset_peak_memory_stats()
+    _stages(params)
+    pipeline.train_stage(params, "uniform")
+    pipeline.evaluate_stage(params)
+    summary = pipeline.summary_stage(params, write_report=False)
+    assert torch.cuda.max_memory_allocated() > 0
+    assert set(summary["policies"]) == {"uniform", "learnability"}
