@@ -129,7 +129,7 @@ def train(
         raise ValueError(f"super-batch of {super_batch} is larger than the {sampler.size} training examples")
     if NEEDS_REFERENCE_LOSS[policy] and reference_loss is None:
         raise ValueError(f"policy {policy!r} needs reference losses for every training example")
-    kinds = list(getattr(sampler, "kinds", ()))
+    kinds = list(sampler.kinds)
     fingerprint = json.dumps({"opt": dataclasses.asdict(opt), "policy": policy, "keep_fraction": keep_fraction, "selection": selection, "temperature": temperature,
                               "seed": seed, "n": sampler.size, "sampler": type(sampler).__name__, "world": world, "groups": groups}, sort_keys=True, default=str)
 
