@@ -61,3 +61,16 @@ def test_streamed_ranks_train_on_disjoint_examples_and_keep_identical_replicas(d
         assert not set(ranks[0]["kept"][step]) & set(ranks[1]["kept"][step])
     for name, w in ranks[0]["weights"].items():
         assert torch.equal(w, ranks[1]["weights"][name])  # DDP keeps the replicas in step
+
+
+def test_the_train_stage_launches_itself_as_ddp_ranks_when_asked(tiny):
+    from winnow import pipeline
+    from winnow.config import load_params
+    from winnow.training import load_checkpoint
+
+    params = load_params(tiny, ["train.nproc_per_node=2", "train.steps=12"])
+    pipeline.data_stage(params)
+    out = pipeline.train_stage(params, "uniform")
+    assert out["world_size"] == 2 and out["steps"] == 12
+    ckpt = load_checkpoint(pipeline.Paths.of(params).learner("uniform"))
+    assert ckpt["complete"] and len(ckpt["sampler"]) == 2  # every rank's sampler state, for a resume

@@ -125,6 +125,7 @@ class TrainConfig(OptimConfig):
     eval_every: int = 100
     checkpoint_every: int = 500
     shuffle_buffer: int = 50000  # examples held decoded; a larger pool streams through a buffer of this size
+    nproc_per_node: int = 1  # > 1: the train stage launches itself as this many DDP ranks on this node (torchrun)
 
     @property
     def super_batch_size(self) -> int:
@@ -148,6 +149,11 @@ class TrainConfig(OptimConfig):
             raise ConfigError(f"{key}.temperature must be positive, got {self.temperature}")
         if self.eval_every <= 0 or self.checkpoint_every <= 0:
             raise ConfigError(f"{key}: eval_every and checkpoint_every must be positive")
+        if self.nproc_per_node < 1:
+            raise ConfigError(f"{key}.nproc_per_node must be at least 1, got {self.nproc_per_node}")
+        if self.batch_size % self.nproc_per_node or self.super_batch_size % self.nproc_per_node:
+            raise ConfigError(f"{key}: batch_size ({self.batch_size}) and the super-batch ({self.super_batch_size}) must divide evenly "
+                              f"over nproc_per_node ({self.nproc_per_node}) ranks")
         if self.shuffle_buffer < self.super_batch_size:
             raise ConfigError(f"{key}.shuffle_buffer ({self.shuffle_buffer}) must hold at least a super-batch ({self.super_batch_size})")
 

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import torch
 
 from winnow import ledger, objectives, report, scoring, store
-from winnow.config import Params
+from winnow.config import Params, to_dict
 from winnow.data import load_split, read_manifest, shard_files, split_hash
 from winnow.devices import autocast, init_distributed, pick_device
 from winnow.objectives import OBJECTIVES
@@ -225,8 +225,11 @@ def pool_sampler(params: Params, model_name: str, seed: int, rank: int = 0, worl
 
 def train_stage(params: Params, policy: str) -> dict:
     """Train the learner with one selection policy; checkpoint, per-step log and eval curve.
-    Under torchrun every rank runs this; rank 0 writes the outputs."""
+    Under torchrun every rank runs this; rank 0 writes the outputs. With train.nproc_per_node > 1
+    (and not already under torchrun) it launches itself that way."""
     paths, cfg = Paths.of(params), params.train
+    if cfg.nproc_per_node > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return train_distributed(params, policy)
     rank, world = init_distributed()
     test = split(params, "eval/test")
     reference_loss = None
@@ -260,6 +263,28 @@ def train_stage(params: Params, policy: str) -> dict:
         write_csv(out["steps_log"], paths.metrics / "steps" / f"{policy}.csv")
         write_json(metrics, paths.metrics / "train" / f"{policy}.json")
     return metrics
+
+
+def train_distributed(params: Params, policy: str) -> dict:
+    """The train stage as train.nproc_per_node DDP ranks on this node: torchrun runs `winnow train`
+    on these exact params (written to a temporary file), and rank 0's metrics are returned."""
+    import subprocess
+    import sys
+    import tempfile
+
+    import yaml
+
+    paths = Paths.of(params)
+    with tempfile.TemporaryDirectory() as tmp:
+        params_file = Path(tmp) / "params.yaml"
+        params_file.write_text(yaml.safe_dump(json.loads(json.dumps(to_dict(params)))))
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(params.train.nproc_per_node),
+                   "-m", "winnow.cli", "train", "--policy", policy, "--params", str(params_file)]
+        log.info("train %s: launching %d DDP ranks: %s", policy, params.train.nproc_per_node, " ".join(command))
+        done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"train {policy}: torchrun with {params.train.nproc_per_node} ranks failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return _read_json(paths.metrics / "train" / f"{policy}.json", "torchrun finished without writing it")
 
 
 def evaluate_stage(params: Params) -> dict:
