@@ -74,3 +74,22 @@ def test_the_train_stage_launches_itself_as_ddp_ranks_when_asked(tiny):
     assert out["world_size"] == 2 and out["steps"] == 12
     ckpt = load_checkpoint(pipeline.Paths.of(params).learner("uniform"))
     assert ckpt["complete"] and len(ckpt["sampler"]) == 2  # every rank's sampler state, for a resume
+
+
+def test_a_crashed_ddp_run_on_a_streamed_pool_resumes_every_rank_to_the_same_weights(tiny_data, tmp_path):
+    def launch(checkpoint, out, crash_at):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                               str(SCRIPT.with_name("ddp_resume.py")), f"{tiny_data.data.root}/pool", str(checkpoint), str(out), str(crash_at)],
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    assert launch(tmp_path / "straight.pt", tmp_path / "straight", 0).returncode == 0
+    assert launch(tmp_path / "crashed.pt", tmp_path / "crashed", 5).returncode != 0  # both ranks stop at step 5
+    assert torch.load(tmp_path / "crashed.pt", weights_only=False)["step"] == 3
+    resumed = launch(tmp_path / "crashed.pt", tmp_path / "crashed", 0)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for rank in (0, 1):
+        straight = torch.load(tmp_path / "straight" / f"rank{rank}.pt")
+        again = torch.load(tmp_path / "crashed" / f"rank{rank}.pt")
+        for name, w in straight.items():
+            assert torch.equal(w, again[name]), name
