@@ -82,18 +82,20 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params, args.overrides)  # once, up front: a wrong param fails before any flow starts
         from flows import pipeline as flows
         from winnow import report
+        from winnow.devices import under_torchrun
 
         common = dict(params_path=args.params, overrides=args.overrides)
         started = time.perf_counter()
         if args.command == "data":
             flows.data_flow(force=args.force, **common)
-        elif args.command == "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        elif args.command == "train" and under_torchrun():
             # Under torchrun every rank is a worker: the stage runs bare (torchrun, or the scheduler that
             # launched it, orchestrates); rank 0 writes the outputs, as the train flow would.
             from winnow import pipeline
+            from winnow.devices import rank_and_world
 
             out = pipeline.train_stage(params, args.policy)
-            if int(os.environ.get("RANK", "0")) == 0:
+            if rank_and_world()[0] == 0:
                 print(f"train {args.policy}: {out['world_size']} ranks, final {out['final_accuracy']}, {out['seconds']:.0f} s")
         elif args.command == "train":
             flows.train_flow(policy=args.policy, **common)

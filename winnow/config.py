@@ -17,6 +17,7 @@ import yaml
 
 POLICIES = ("uniform", "easy_reference", "hard_learner", "learnability")
 SELECTIONS = ("topk", "softmax")
+PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: it needs loss scaling, and bf16 runs wherever fp16 would on current GPUs
 OBJECTIVES = ("classification", "contrastive")
 
 
@@ -222,8 +223,8 @@ class Params:
     def validate(self) -> "Params":
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"precision must be one of auto, fp32, bf16; got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {list(PRECISIONS)}; got {self.precision!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
         for f in dataclasses.fields(self):

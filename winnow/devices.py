@@ -14,8 +14,6 @@ import os
 import torch
 import torch.distributed as dist
 
-PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: it needs loss scaling, and bf16 runs wherever fp16 would on current GPUs
-
 
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
@@ -50,8 +48,13 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def under_torchrun() -> bool:
+    """Whether this process is one of several ranks torchrun launched (it sets WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def init_distributed() -> tuple[int, int]:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPUs."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+    """Join the process group when launched by torchrun: NCCL on GPUs, gloo on CPUs."""
+    if under_torchrun() and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return rank_and_world()

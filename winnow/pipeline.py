@@ -21,7 +21,7 @@ import torch
 from winnow import ledger, objectives, report, scoring, store
 from winnow.config import Params, to_dict
 from winnow.data import load_split, read_manifest, shard_files, split_hash
-from winnow.devices import autocast, init_distributed, pick_device
+from winnow.devices import autocast, init_distributed, pick_device, under_torchrun
 from winnow.objectives import OBJECTIVES
 from winnow.selection import NEEDS_REFERENCE_LOSS
 from winnow.stream import InMemory, ShardStream, shard_rows
@@ -228,7 +228,7 @@ def train_stage(params: Params, policy: str) -> dict:
     Under torchrun every rank runs this; rank 0 writes the outputs. With train.nproc_per_node > 1
     (and not already under torchrun) it launches itself that way."""
     paths, cfg = Paths.of(params), params.train
-    if cfg.nproc_per_node > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+    if cfg.nproc_per_node > 1 and not under_torchrun():
         return train_distributed(params, policy)
     rank, world = init_distributed()
     test = split(params, "eval/test")
