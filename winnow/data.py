@@ -111,6 +111,19 @@ def load_split(folder: str | Path, size: int, num_classes: int | None = None, me
     return Split(ids, torch.cat([p[1] for p in parts]), np.concatenate([p[2] for p in parts]), columns, [s for p in parts for s in p[4]])
 
 
+def value_counts(folder: str | Path, column: str) -> dict[str, int]:
+    """How often each value of a metadata column occurs in a split, read shard by shard
+    (memory does not grow with the split); empty when the shards have no such column."""
+    counts: dict[str, int] = {}
+    for path in shard_files(folder):
+        if column not in pq.read_schema(path).names:
+            return {}
+        values, n = np.unique(pq.read_table(path, columns=[column]).column(column).to_numpy(zero_copy_only=False), return_counts=True)
+        for value, c in zip(values, n):
+            counts[value] = counts.get(value, 0) + int(c)
+    return counts
+
+
 def read_manifest(root: str | Path) -> dict:
     path = Path(root) / "manifest.json"
     if not path.exists():

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from winnow import ledger, objectives, report, scoring, store
 from winnow.config import Params, to_dict
-from winnow.data import load_split, read_manifest, shard_files, split_hash
+from winnow.data import load_split, read_manifest, shard_files, split_hash, value_counts
 from winnow.devices import autocast, init_distributed, pick_device, under_torchrun
 from winnow.objectives import OBJECTIVES
 from winnow.selection import NEEDS_REFERENCE_LOSS
@@ -310,15 +309,8 @@ def summary_stage(params: Params, write_report: bool = True) -> dict:
     trained = {p: _read_json(paths.metrics / "train" / f"{p}.json", f"run `winnow train --policy {p}`") for p in params.train.policies}
     evaluated_path = paths.metrics / "evaluate.json"  # transfer metrics join the summary when evaluated (the bench skips it)
     evaluated = json.loads(evaluated_path.read_text()) if evaluated_path.exists() else {}
-    pool_mix = {}  # the pathology mix is known for the generated pool only (imported data has no such column)
-    shards = shard_files(paths.data / "pool")
-    if "pathology" in pq.read_schema(shards[0]).names:  # counted shard by shard: memory does not grow with the pool
-        counts = {p: 0 for p in PATHOLOGIES}
-        for shard in shards:
-            kinds, n = np.unique(pq.read_table(shard, columns=["pathology"]).column("pathology").to_numpy(zero_copy_only=False), return_counts=True)
-            for kind, c in zip(kinds, n):
-                counts[kind] = counts.get(kind, 0) + int(c)
-        pool_mix = {p: counts[p] / sum(counts.values()) for p in PATHOLOGIES}
+    counts = value_counts(paths.data / "pool", "pathology")  # known for the generated pool only (imported data has no such column)
+    pool_mix = {p: counts.get(p, 0) / sum(counts.values()) for p in PATHOLOGIES} if counts else {}
     objective = OBJECTIVES[params.objective]
     summary = report.summarize(curves, trained, evaluated, pool_mix, params.train.steps, objective.metric, objective.noise)
     summary["reference"] = _read_json(paths.metrics / "reference.json", "run `winnow reference` first")

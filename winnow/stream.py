@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from winnow.data import DataError, Split, shard_files
+from winnow.data import DataError, Split, shard_files, value_counts
 
 
 @dataclass
@@ -88,8 +88,7 @@ class ShardStream:
         share = sum(sorted(rows)[: max(1, len(rows) // world)])  # the fewest rows a rank can get in an epoch
         self.capacity = min(buffer_size, share)
         self.size = sum(rows)
-        self.kinds = sorted({k for path in self.files if "pathology" in pq.read_schema(path).names
-                             for k in np.unique(pq.read_table(path, columns=["pathology"]).column("pathology").to_numpy(zero_copy_only=False))})
+        self.kinds = sorted(value_counts(folder, "pathology"))
         self.rng = np.random.default_rng([seed, rank])
         self.epoch, self.cursor = 0, 0  # position in this rank's shard list of the epoch
         self.current = None  # (file index, decoded split, targets, shuffled row order, next position)
