@@ -93,9 +93,15 @@ def model_from_checkpoint(path: Path, device: torch.device | str = "cpu") -> tor
     return model.to(device)
 
 
+def reference_model(params: Params) -> torch.nn.Module:
+    """The trained reference on params.device, loaded once per process and checkpoint file: the score
+    stage hashes, scores and times it, and a Dask worker scores many shards with it."""
+    path = Paths.of(params).reference
+    return _cached_model(str(path), path.stat().st_mtime_ns if path.exists() else 0, str(pick_device(params.device)))
+
+
 @functools.lru_cache(maxsize=2)
-def _scoring_model(path: str, stamp: float, device: str) -> torch.nn.Module:
-    """The reference, loaded once per process (a Dask worker scores many shards with it)."""
+def _cached_model(path: str, stamp: int, device: str) -> torch.nn.Module:
     return model_from_checkpoint(Path(path), device)
 
 
@@ -142,7 +148,7 @@ def score_plan(params: Params) -> dict:
     """Register this (reference, pool) scorer in the store, or find it complete and reuse it.
     Returns the score result so far, with `todo`: the pool shards still to score (none when reused)."""
     paths = Paths.of(params)
-    model = model_from_checkpoint(paths.reference)
+    model = reference_model(params)
     pool_dir = paths.data / "pool"
     model_hash, dataset_hash = state_hash(model), split_hash(pool_dir)
     scorer_id = store.scorer_id_for(model_hash, dataset_hash, params.objective)
@@ -165,9 +171,8 @@ def score_plan(params: Params) -> dict:
 def score_one_shard(params: Params, scorer_id: str, shard: str) -> int:
     """Score one pool shard into the scorer's Parquet folder; any process that sees data/ and artifacts/ can."""
     paths = Paths.of(params)
-    device = str(pick_device(params.device))
-    model = _scoring_model(str(paths.reference), paths.reference.stat().st_mtime, device)
-    with autocast(torch.device(device), params.precision):
+    model = reference_model(params)
+    with autocast(next(model.parameters()).device, params.precision):
         return scoring.write_shard_scores(model, paths.data / "pool" / shard, paths.score_shards(scorer_id), params.data.image_size,
                                           num_classes(params), params.score.batch_size, params.objective, params.reference.model)
 
@@ -177,7 +182,7 @@ def score_finish(params: Params, plan: dict, counts: dict) -> dict:
     paths, scorer_id = Paths.of(params), plan["scorer_id"]
     pool_dir = paths.data / "pool"
     ingested = scoring.ingest(paths.store, scorer_id, paths.score_shards(scorer_id))
-    model = model_from_checkpoint(paths.reference, pick_device(params.device))
+    model = reference_model(params)
     with autocast(next(model.parameters()).device, params.precision):
         bare = scoring.bare_forward_rate(model, shard_files(pool_dir)[0], params.data.image_size, num_classes(params),
                                          params.score.batch_size, params.objective, params.reference.model)
@@ -204,7 +209,7 @@ def score_stage(params: Params, on_shard=None) -> dict:
     if plan["reused"]:
         return {k: v for k, v in plan.items() if k != "todo"}
     paths = Paths.of(params)
-    model = model_from_checkpoint(paths.reference, pick_device(params.device))
+    model = reference_model(params)
     with autocast(next(model.parameters()).device, params.precision):
         counts = scoring.score_shards(model, paths.data / "pool", paths.score_shards(plan["scorer_id"]), params.data.image_size,
                                       num_classes(params), params.score.batch_size, params.objective, params.reference.model, on_shard)
