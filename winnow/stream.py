@@ -64,6 +64,17 @@ class InMemory:
         self.rng.bit_generator.state = state["numpy_rng"]
 
 
+@dataclass
+class _OpenShard:
+    """The shard the stream is reading: its decoded rows, in a shuffled order, up to `pos`."""
+
+    index: int  # into ShardStream.files
+    split: Split
+    targets: torch.Tensor
+    order: np.ndarray
+    pos: int = 0
+
+
 def shard_rows(folder: str | Path) -> list[int]:
     """Rows per shard, from the Parquet footers alone (nothing is decoded)."""
     return [pq.ParquetFile(path).metadata.num_rows for path in shard_files(folder)]
@@ -91,7 +102,7 @@ class ShardStream:
         self.kinds = sorted(value_counts(folder, "pathology"))
         self.rng = np.random.default_rng([seed, rank])
         self.epoch, self.cursor = 0, 0  # position in this rank's shard list of the epoch
-        self.current = None  # (file index, decoded split, targets, shuffled row order, next position)
+        self.current: _OpenShard | None = None
         self.buffer: dict | None = None  # ids, images, targets, pathology, refs (file index, row) per slot
         self.skipped: dict[str, list[dict]] = {}  # shard name -> rows it could not use, as decoded
 
@@ -108,7 +119,7 @@ class ShardStream:
         """The next n rows of the stream (across shards and epochs)."""
         parts = []
         while n > 0:
-            if self.current is None or self.current[4] >= len(self.current[3]):
+            if self.current is None or self.current.pos >= len(self.current.order):
                 files = self._files_of_epoch(self.epoch)
                 if self.cursor >= len(files):
                     self.epoch, self.cursor = self.epoch + 1, 0
@@ -116,12 +127,12 @@ class ShardStream:
                 index = int(files[self.cursor])
                 self.cursor += 1
                 split, targets = self._load(index)
-                self.current = [index, split, targets, self.rng.permutation(len(split)), 0]
-            index, split, targets, order, pos = self.current
-            rows = order[pos:pos + n]
-            self.current[4] = pos + len(rows)
+                self.current = _OpenShard(index, split, targets, self.rng.permutation(len(split)))
+            shard = self.current
+            rows = shard.order[shard.pos:shard.pos + n]
+            shard.pos += len(rows)
             n -= len(rows)
-            parts.append(_rows(split, targets, rows, index))
+            parts.append(_rows(shard.split, shard.targets, rows, shard.index))
         return _concat(parts)
 
     def _fill(self) -> None:
@@ -150,7 +161,7 @@ class ShardStream:
 
     def state(self) -> dict:
         """Positions and which (shard, row) sits in each buffer slot: no pixels, a few bytes per slot."""
-        current = None if self.current is None else {"file": self.current[0], "order": self.current[3], "pos": self.current[4]}
+        current = None if self.current is None else {"file": self.current.index, "order": self.current.order, "pos": self.current.pos}
         return {"rng": self.rng.bit_generator.state, "epoch": self.epoch, "cursor": self.cursor, "current": current,
                 "refs": None if self.buffer is None else self.buffer["refs"].copy()}
 
@@ -161,7 +172,7 @@ class ShardStream:
         self.current = None
         if state["current"] is not None:
             split, targets = self._load(state["current"]["file"])
-            self.current = [state["current"]["file"], split, targets, state["current"]["order"], state["current"]["pos"]]
+            self.current = _OpenShard(state["current"]["file"], split, targets, state["current"]["order"], state["current"]["pos"])
         refs = state["refs"]
         if refs is None:
             self.buffer = None
