@@ -168,14 +168,14 @@ def memory(params_path: str, overrides: list[str], scale: int = 10, steps: int =
         pipeline.data_stage(sized_params)
         pipeline.reference_stage(sized_params)
         pool_mib = sum(p.stat().st_size for p in (Path(sized_params.data.root) / "pool").glob("part-*.parquet")) / 2**20
-        runs = [("baseline", sized, "baseline"), ("score", sized, "score"), ("train learnability", sized, "learnability")]
+        held = "in memory" if sized_params.data.num_pool <= sized_params.train.shuffle_buffer else "stream"
+        runs = [("baseline", sized, "baseline", "-"), ("score", sized, "score", "shard by shard"), ("train learnability", sized, "learnability", held)]
         if factor != 1:
-            runs.append(("train learnability, pool held in memory", [*sized, f"train.shuffle_buffer={sized_params.data.num_pool}"], "learnability"))
-        for label, run_overrides, what in runs:
+            runs.append(("train learnability, pool held in memory", [*sized, f"train.shuffle_buffer={sized_params.data.num_pool}"], "learnability", "in memory"))
+        for label, run_overrides, what, pool_read in runs:
             measured = _measure(params_path, run_overrides, what)
             rows.append({"pool_examples": sized_params.data.num_pool, "pool_mib_on_disk": round(pool_mib, 1), "stage": label,
-                         "sampler": "in memory" if sized_params.data.num_pool <= load_params(params_path, run_overrides).train.shuffle_buffer else "stream",
-                         **measured})
+                         "pool_read": pool_read, **measured})
             log.info("memory bench: %s, pool %d: peak %.0f MiB (%.0f s)", label, sized_params.data.num_pool, measured["peak_rss_mib"], measured["seconds"])
     result = {"scale": scale, "steps": steps, "shuffle_buffer": params.train.shuffle_buffer, "objective": params.objective, "rows": rows}
     pipeline.write_json(result, Path(params.metrics) / "bench" / "memory.json")
@@ -185,6 +185,5 @@ def memory(params_path: str, overrides: list[str], scale: int = 10, steps: int =
 def memory_table(result: dict) -> str:
     lines = ["| pool examples | on disk (MiB) | stage | pool read | peak RSS (MiB) | seconds |", "|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        pool_read = "-" if r["stage"] == "baseline" else ("shard by shard" if r["stage"] == "score" else r["sampler"])
-        lines.append(f"| {r['pool_examples']:,} | {r['pool_mib_on_disk']:.0f} | {r['stage']} | {pool_read} | {r['peak_rss_mib']:.0f} | {r['seconds']:.0f} |")
+        lines.append(f"| {r['pool_examples']:,} | {r['pool_mib_on_disk']:.0f} | {r['stage']} | {r['pool_read']} | {r['peak_rss_mib']:.0f} | {r['seconds']:.0f} |")
     return "\n".join(lines)

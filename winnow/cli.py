@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             from winnow.bench import memory, memory_table
 
             print(memory_table(memory(args.params, args.overrides, args.scale)))
-            print("see metrics/bench/memory.json")
+            print(f"see {params.metrics}/bench/memory.json")
         elif args.command == "bench":
             from winnow.bench import bench as _  # noqa: F401  (fail fast on import errors)
 
