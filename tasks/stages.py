@@ -13,11 +13,19 @@ from prefect.cache_policies import NO_CACHE
 from tasks.caching import dvc_stage_policy
 from winnow import bench, pipeline, report
 from winnow.config import Params
+from winnow.errors import StoreBusy, WinnowError
 from winnow.objectives import OBJECTIVES
 
-# Retries cover transient faults (a busy store, a full disk freed); stages resume, so a retry redoes little.
-# Results persist so that a rerun with unchanged inputs is a cache hit (tasks/caching.py: keyed like dvc repro).
-STAGE = dict(retries=1, retry_delay_seconds=5, persist_result=True)
+
+def transient(task, task_run, state) -> bool:
+    """Retry what may pass (a busy store, a full disk freed), never a wrong input: it would fail the same way."""
+    error = state.data if isinstance(state.data, BaseException) else None
+    return isinstance(error, StoreBusy) or not isinstance(error, WinnowError)
+
+
+# Stages resume, so a retry redoes little. Results persist so that a rerun with unchanged inputs is a
+# cache hit (tasks/caching.py: keyed like dvc repro).
+STAGE = dict(retries=1, retry_delay_seconds=5, retry_condition_fn=transient, persist_result=True)
 
 
 @task(name="data", cache_policy=dvc_stage_policy("data"), **STAGE)
@@ -86,9 +94,10 @@ def score_finish_task(params: Params, plan: dict, shards: list[dict], seconds: f
 def train_task(params: Params, policy: str) -> dict:
     out = pipeline.train_stage(params, policy)
     objective = OBJECTIVES[params.objective]
-    get_run_logger().info("train %s: %d steps, final held-out %s %.4f, %s in kept batches %.3f (%.0f s)", policy, out["steps"],
+    noise = out["selected_mix"].get(objective.noise)
+    get_run_logger().info("train %s: %d steps, final held-out %s %.4f, %s in kept batches %s (%.0f s)", policy, out["steps"],
                           objective.metric.replace("_", " "), out["final_accuracy"], objective.noise.replace("_", " "),
-                          out["selected_mix"].get(objective.noise, 0.0), out["seconds"])
+                          "unknown" if noise is None else f"{noise:.3f}", out["seconds"])
     return out
 
 
@@ -96,7 +105,8 @@ def train_task(params: Params, policy: str) -> dict:
 def evaluate_task(params: Params) -> dict:
     out = pipeline.evaluate_stage(params)
     headline = OBJECTIVES[params.objective].headline
-    get_run_logger().info("evaluate: " + ", ".join(f"{k} {v[headline]:.4f}/{v['texture_probe_accuracy']:.3f}" for k, v in out.items())
+    # texture_probe_accuracy is None where the data has no transfer task (a user's own data)
+    get_run_logger().info("evaluate: " + ", ".join(f"{k} {v[headline]:.4f}/{report._num(v['texture_probe_accuracy'], '-', 3)}" for k, v in out.items())
                           + f" ({headline.replace('_', ' ')} / texture probe)")
     return out
 
@@ -116,6 +126,6 @@ def bench_task(params: Params) -> dict:
     out = bench.bench(params)
     rows = [{"policy": p, **{k: v["mean"] for k, v in r.items()}, **{f"{k}_std": v["std"] for k, v in r.items()}} for p, r in out["policies"].items()]
     create_table_artifact(rows, key=f"bench-{params.objective}", description=f"winnow bench {params.objective}: mean over {len(out['seeds'])} seeds")
-    create_markdown_artifact(open("reports/report.md").read(), key=f"bench-{params.objective}-report")
+    create_markdown_artifact(pipeline.Paths.of(params).bench_report.read_text(), key=f"bench-{params.objective}-report")
     get_run_logger().info("bench %s over seeds %s:\n%s", params.objective, out["seeds"], report.bench_table(out))
     return out

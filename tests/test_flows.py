@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 
+from winnow import pipeline
 from winnow.config import load_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,7 +17,7 @@ def test_pipeline_flow_runs_every_stage_and_writes_the_summary(prefect_server, t
 
     summary = pipeline_flow(params_path=str(tiny))
     params = load_params(tiny)
-    metrics = Path(params.metrics) / "classification"
+    metrics = pipeline.Paths.of(params).metrics
     on_disk = json.loads((metrics / "summary.json").read_text())
     assert on_disk["target"] == summary["target"] == on_disk["policies"]["uniform"]["final_accuracy"]
     for policy in params.train.policies:
@@ -25,7 +26,8 @@ def test_pipeline_flow_runs_every_stage_and_writes_the_summary(prefect_server, t
         assert (metrics / "curves" / f"{policy}.csv").exists() and (metrics / "steps" / f"{policy}.csv").exists()
     assert on_disk["policies"]["uniform"]["step_ratio"] is not None  # uniform reaches its own final value
     assert 0.2 < on_disk["pool_noisy_label_fraction"] < 0.4
-    assert (tiny.parent / "reports" / "classification.md").exists() and (tiny.parent / "plots" / "classification" / "accuracy.png").exists()
+    assert (tiny.parent / "reports" / "data" / "classification.md").exists()  # per dataset: data.root is <tmp>/data
+    assert (tiny.parent / "plots" / "data" / "classification" / "accuracy.png").exists()
     evaluated = json.loads((metrics / "evaluate.json").read_text())
     assert set(evaluated) == {"reference", *params.train.policies}
 
@@ -36,7 +38,7 @@ def _mtimes(root: Path) -> dict:
 
 
 def test_reruns_redo_only_what_changed(prefect_server, tiny, monkeypatch):
-    from flows.pipeline import pipeline_flow, score_flow
+    from flows.pipeline import pipeline_flow, score_flow, train_flow
 
     pipeline_flow(params_path=str(tiny))
     params = load_params(tiny)
@@ -49,13 +51,25 @@ def test_reruns_redo_only_what_changed(prefect_server, tiny, monkeypatch):
     pipeline_flow(params_path=str(tiny), overrides=["train.lr=0.001"])  # a learner param: training and what follows rerun
     after = {root: _mtimes(root) for root in outputs}
     changed = {p.relative_to(root).as_posix() for root in outputs for p, t in after[root].items() if first[root].get(p) != t}
-    assert "classification/reference.pt" not in changed and "scores.duckdb" not in changed
-    assert "classification/score.json" not in changed
-    assert {f"classification/learners/{p}.pt" for p in params.train.policies} <= changed
-    assert {"classification/evaluate.json", "classification/summary.json"} <= changed
+    assert "data/classification/reference.pt" not in changed and "scores.duckdb" not in changed
+    assert "data/classification/score.json" not in changed
+    assert {f"data/classification/learners/{p}.pt" for p in params.train.policies} <= changed
+    assert {"data/classification/evaluate.json", "data/classification/summary.json"} <= changed
 
     monkeypatch.setenv("WINNOW_NO_CACHE", "1")  # past Prefect's cache, the stage itself reuses the scorer in the store
     assert score_flow(params_path=str(tiny))["reused"]
+    # ... and caching really is off: another step count trains anew, never another run's result
+    assert train_flow(policy="uniform", params_path=str(tiny), overrides=["train.steps=20"])["steps"] == 20
+
+
+def test_a_corrupt_output_is_recomputed_not_returned_from_the_cache(prefect_server, tiny):
+    from flows.pipeline import pipeline_flow, train_flow
+
+    pipeline_flow(params_path=str(tiny))
+    learner = pipeline.Paths.of(load_params(tiny)).learner("uniform")
+    learner.write_bytes(learner.read_bytes()[: learner.stat().st_size // 2])  # cut in half, as a crash or a bad copy would
+    assert train_flow(policy="uniform", params_path=str(tiny))["steps"] == 30
+    pipeline.model_from_checkpoint(learner)  # whole again: it loads and is complete
 
 
 def test_the_contrastive_pipeline_writes_a_summary_of_the_same_shape_with_zero_shot_as_target(prefect_server, tiny):
@@ -63,11 +77,12 @@ def test_the_contrastive_pipeline_writes_a_summary_of_the_same_shape_with_zero_s
 
     summary = pipeline_flow(params_path=str(tiny), overrides=["objective=contrastive"])
     assert summary["metric"] == "test_zero_shot_accuracy" and summary["noise"] == "mismatched_caption"
-    on_disk = json.loads((Path(load_params(tiny).metrics) / "contrastive" / "summary.json").read_text())
+    contrastive = pipeline.Paths.of(load_params(tiny, ["objective=contrastive"])).metrics
+    on_disk = json.loads((contrastive / "summary.json").read_text())
     for row in on_disk["policies"].values():
         assert set(row) >= {"final_accuracy", "steps_to_target", "step_ratio", "mismatched_caption_fraction_selected"}
     assert 0.15 < on_disk["pool_mismatched_caption_fraction"] < 0.35
-    evaluated = json.loads((Path(load_params(tiny).metrics) / "contrastive" / "evaluate.json").read_text())
+    evaluated = json.loads((contrastive / "evaluate.json").read_text())
     assert {"zero_shot_accuracy", "texture_zero_shot_accuracy", "image_to_text_R@5", "text_to_image_R@10"} <= set(evaluated["learnability"])
 
 
@@ -75,7 +90,8 @@ def test_the_bench_flow_reports_mean_and_spread_over_seeds_and_the_proxy_table(p
     from flows.pipeline import bench_flow
 
     result = bench_flow(params_path=str(tiny), overrides=["bench.seeds=2", "bench.proxies=[cnn-nano]", "reference.model=cnn-tiny", "train.model=cnn-tiny"])
-    on_disk = json.loads((Path(load_params(tiny).metrics) / "bench" / "classification.json").read_text())
+    paths = pipeline.Paths.of(load_params(tiny))
+    on_disk = json.loads((paths.bench / "classification.json").read_text())
     assert on_disk["seeds"] == result["seeds"] == [0, 1]
     for key in ("step_ratio", "flop_ratio_full", "flop_ratio_amortised"):
         stat = on_disk["policies"]["learnability"][key]
@@ -83,9 +99,9 @@ def test_the_bench_flow_reports_mean_and_spread_over_seeds_and_the_proxy_table(p
     uniform = on_disk["policies"]["uniform"]
     assert uniform["step_ratio"]["reached"] == 2  # uniform always reaches its own final value
     assert on_disk["proxies"][0]["reference"] == "cnn-nano" and 0 < on_disk["proxies"][0]["reference_flops_over_learner"] < 0.5  # nano vs a tiny learner
-    report = (tiny.parent / "reports" / "report.md").read_text()
+    report = paths.bench_report.read_text()
     assert "compute-positive" in report and "uv run winnow bench --objective classification" in report
-    assert (tiny.parent / "plots" / "bench" / "classification" / "bench_flops.png").exists()
+    assert (paths.bench_plots / "bench_flops.png").exists() and paths.bench_plots == tiny.parent / "plots" / "data" / "bench" / "classification"
 
 
 def _cli(*args, cwd):

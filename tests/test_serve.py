@@ -84,7 +84,7 @@ def test_a_served_deployment_runs_the_pipeline_when_triggered(tiny, tmp_path):
                              env=env, capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stdout + run.stderr + (tmp_path / "serve.log").read_text()[-3000:]
         assert "Completed" in run.stdout
-        summary = json.loads((tiny.parent / "metrics" / "classification" / "summary.json").read_text())
+        summary = json.loads((tiny.parent / "metrics" / "data" / "classification" / "summary.json").read_text())
         assert summary["policies"]["learnability"]["steps_to_target"] is None or summary["policies"]["learnability"]["steps_to_target"] > 0
     finally:
         if served is not None:

@@ -62,7 +62,7 @@ def test_a_scoring_run_killed_half_way_resumes_and_scores_every_example_exactly_
     killed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tiny.parent)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     paths = pipeline.Paths.of(referenced)
-    assert len(list(paths.artifacts.glob("score_shards/*/part-*.parquet"))) == 2  # the crash left two of four shards
+    assert len(list(paths.artifacts_root.glob("score_shards/*/part-*.parquet"))) == 2  # the crash left two of four shards
 
     out = pipeline.score_stage(referenced)
     assert out["shards_scored"] == 2 and not out["reused"]  # only what was missing

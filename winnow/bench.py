@@ -23,9 +23,10 @@ RATIOS = ("step_ratio", "flop_ratio_full", "flop_ratio_amortised")
 
 
 def _run_params(params: Params, name: str, seed: int, **changes) -> Params:
-    root = f"{params.objective}/{name}"
+    """One bench run's params: its own artifacts and metrics under the dataset's bench folder."""
+    root = f"{params.data.name}/bench/{params.objective}/{name}"
     train = dataclasses.replace(params.train, policies=params.bench.policies)
-    return dataclasses.replace(params, seed=seed, artifacts=f"{params.artifacts}/bench/{root}", metrics=f"{params.metrics}/bench/{root}",
+    return dataclasses.replace(params, seed=seed, artifacts=f"{params.artifacts}/{root}", metrics=f"{params.metrics}/{root}",
                                train=train, **changes)
 
 
@@ -64,7 +65,7 @@ def spread(values: list) -> dict:
 
 
 def bench(params: Params) -> dict:
-    """Run the seeds and the proxies; write metrics/bench/<objective>.json, curves, plots and reports/report.md."""
+    """Run the seeds and the proxies; write <objective>.json and curves under Paths.bench, plots and the bench report."""
     objective = OBJECTIVES[params.objective]
     seeds = [_run_params(params, f"seed-{params.seed + i}", params.seed + i) for i in range(params.bench.seeds)]
     summaries = []
@@ -89,12 +90,12 @@ def bench(params: Params) -> dict:
         },
         "proxies": proxies,
     }
-    out = Path(params.metrics) / "bench"
-    pipeline.write_json(result, out / f"{params.objective}.json")
+    paths = pipeline.Paths.of(params)
+    pipeline.write_json(result, paths.bench / f"{params.objective}.json")
     curves = _mean_curves(seeds, summaries, objective.metric)
     for policy, rows in curves.items():
-        write_csv(rows, out / params.objective / "curves" / f"{policy}.csv")
-    report.write_bench_report(result, curves, objective.metric, Path("plots") / "bench" / params.objective, Path("reports") / "report.md")
+        write_csv(rows, paths.bench / params.objective / "curves" / f"{policy}.csv")
+    report.write_bench_report(result, curves, objective.metric, paths)
     return result
 
 
@@ -153,7 +154,7 @@ def _measure(params_path: str, overrides: list[str], what: str) -> dict:
 def memory(params_path: str, overrides: list[str], scale: int = 10, steps: int = 300) -> dict:
     """Peak memory of scoring and of training (learnability, `steps` steps) on the default pool and on one
     `scale` times larger (generated under artifacts/memory/, outside data.dvc), each stage in a fresh process. The larger pool streams through train.shuffle_buffer;
-    it is also trained held whole in memory, to show what streaming saves. Writes metrics/bench/memory.json."""
+    it is also trained held whole in memory, to show what streaming saves. Writes memory.json under Paths.bench."""
     from winnow.config import load_params
 
     params = load_params(params_path, overrides)
@@ -178,7 +179,7 @@ def memory(params_path: str, overrides: list[str], scale: int = 10, steps: int =
                          "pool_read": pool_read, **measured})
             log.info("memory bench: %s, pool %d: peak %.0f MiB (%.0f s)", label, sized_params.data.num_pool, measured["peak_rss_mib"], measured["seconds"])
     result = {"scale": scale, "steps": steps, "shuffle_buffer": params.train.shuffle_buffer, "objective": params.objective, "rows": rows}
-    pipeline.write_json(result, Path(params.metrics) / "bench" / "memory.json")
+    pipeline.write_json(result, pipeline.Paths.of(params).bench / "memory.json")
     return result
 
 

@@ -12,7 +12,8 @@ import os
 import sys
 import time
 
-from winnow.config import OBJECTIVES, POLICIES, ConfigError
+from winnow.config import OBJECTIVES, POLICIES
+from winnow.errors import WinnowError
 
 
 def _quiet_env() -> None:
@@ -39,24 +40,28 @@ def parser() -> argparse.ArgumentParser:
     imp = data.add_parser("import", help="your shards into the data contract: webdataset tars, an imagefolder tree or a parquet table")
     imp.add_argument("kind", choices=("webdataset", "imagefolder", "parquet"))
     imp.add_argument("source", help="a folder of .tar shards, an ImageFolder root, or a Parquet file/folder")
-    imp.add_argument("dest", help="the dataset folder to write (point data.root at it)")
+    imp.add_argument("dest", help="the dataset folder to write (new, empty, or a previous import, which is replaced); point data.root at it")
     imp.add_argument("--curated", metavar="SOURCE", help="a separate curated source of the same kind (default: sample it from SOURCE)")
-    imp.add_argument("--curated-fraction", type=float, default=0.1, help="share of SOURCE sampled as the curated set (default 0.1)")
-    imp.add_argument("--test-fraction", type=float, default=0.05, help="share of SOURCE held out as eval/test (default 0.05)")
-    imp.add_argument("--class-names", help="comma-separated class names, in label order")
-    imp.add_argument("--image-column", default="image")
-    imp.add_argument("--label-column", default="label")
-    imp.add_argument("--caption-column", default="caption")
+    imp.add_argument("--test", metavar="SOURCE", help="a separate clean held-out test set of the same kind (default: sample it from "
+                     "SOURCE, with a warning: a noisy test set rewards agreeing with the pool's wrong labels)")
+    imp.add_argument("--curated-fraction", type=float, default=0.1, help="share of SOURCE sampled as the curated set, in [0, 1) (default 0.1)")
+    imp.add_argument("--test-fraction", type=float, default=0.05, help="share of SOURCE held out as eval/test, in [0, 1) (default 0.05)")
+    imp.add_argument("--class-names", help="comma-separated class names, in label order (labels: class indices or these names)")
+    imp.add_argument("--image-column", help="parquet: the column of encoded image bytes (default: image)")
+    imp.add_argument("--label-column", help="parquet: the label column, class indices or names (default: label, where present)")
+    imp.add_argument("--caption-column", help="parquet: the caption column (default: caption, where present)")
+    imp.add_argument("--noise-column", metavar="NAME[=KIND]", help="a true/false (1/0) column or json field marking noisy examples, "
+                     "written as pathology KIND where true (default noisy_label; mismatched_caption for captions) and clean where false")
     imp.add_argument("--seed", type=int, default=0)
-    imp.add_argument("--shard-size", type=int, default=5000)
+    imp.add_argument("--shard-size", type=int, default=5000, help="rows per part-*.parquet, at least 1 (default 5000)")
     sub.add_parser("reference", parents=[common], help="train the reference model on the curated set")
     sub.add_parser("score", parents=[common], help="score the pool with the reference into artifacts/scores.duckdb")
     train = sub.add_parser("train", parents=[common], help="train the learner with one selection policy")
     train.add_argument("--policy", required=True, choices=POLICIES)
     sub.add_parser("evaluate", parents=[common], help="held-out accuracy and transfer linear probe of every model")
-    sub.add_parser("summary", parents=[common], help="summary.json, the table, plots and reports/<objective>.md")
+    sub.add_parser("summary", parents=[common], help="summary.json, the table, plots and reports/<dataset>/<objective>.md")
     sub.add_parser("pipeline", parents=[common], help="every stage, data to summary, as one Prefect flow")
-    bench = sub.add_parser("bench", parents=[common], help="policies side by side over seeds, the proxy study, reports/report.md")
+    bench = sub.add_parser("bench", parents=[common], help="policies side by side over seeds, the proxy study, reports/<dataset>/bench-<objective>.md")
     bench.add_argument("--memory", action="store_true", help="instead: peak memory of scoring and training on the default pool and a larger one")
     bench.add_argument("--scale", type=int, default=10, help="with --memory: how many times the default pool (default 10)")
     serve = sub.add_parser("serve", parents=[common], help="serve the pipeline on a schedule (needs a Prefect server: PREFECT_API_URL)")
@@ -83,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         from flows import pipeline as flows
         from winnow import report
         from winnow.devices import under_torchrun
+        from winnow.pipeline import Paths
+
+        paths = Paths.of(params)
 
         common = dict(params_path=args.params, overrides=args.overrides)
         started = time.perf_counter()
@@ -102,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "pipeline":
             summary = flows.pipeline_flow(**common)
             print(report.table(summary))
-            print(f"pipeline finished in {time.perf_counter() - started:.0f} s; see reports/{params.objective}.md")
+            print(f"pipeline finished in {time.perf_counter() - started:.0f} s; see {paths.report}")
         elif args.command == "serve":
             if not os.environ.get("PREFECT_API_URL"):
-                raise RuntimeError("winnow serve needs a Prefect server, which ephemeral mode cannot give: start one with "
+                raise WinnowError("winnow serve needs a Prefect server, which ephemeral mode cannot give: start one with "
                                    "`prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api")
             cron = args.cron or (None if args.interval else params.serve.cron)
             interval = args.interval or (None if args.cron else params.serve.interval_minutes)
@@ -114,31 +122,34 @@ def main(argv: list[str] | None = None) -> int:
             from winnow.bench import memory, memory_table
 
             print(memory_table(memory(args.params, args.overrides, args.scale)))
-            print(f"see {params.metrics}/bench/memory.json")
+            print(f"see {paths.bench / 'memory.json'}")
         elif args.command == "bench":
             from winnow.bench import bench as _  # noqa: F401  (fail fast on import errors)
 
             print(report.bench_table(flows.bench_flow(**common)))
-            print("see reports/report.md")
+            print(f"see {paths.bench_report}")
         elif args.command == "summary":
             print(report.table(flows.summary_flow(**common)))
         else:
             getattr(flows, f"{args.command}_flow")(**common)
-    except (ConfigError, FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
+    except WinnowError as e:  # a wrong input, named in the message; anything else is a bug and keeps its traceback
         print(f"winnow: error: {e}", file=sys.stderr)
         return 2
     return 0
 
 
 def _import(args) -> int:
+    logging.basicConfig(level=logging.WARNING, format="winnow: %(levelname)s: %(message)s")
+    logging.getLogger("winnow").setLevel(logging.INFO)  # what was left out, and why the test set should be clean
     from winnow.data import DataError
     from winnow.importers import import_source
 
     try:
-        dest = import_source(args.kind, args.source, args.dest, curated_source=args.curated,
-                             class_names=args.class_names.split(",") if args.class_names else None,
+        dest = import_source(args.kind, args.source, args.dest, curated_source=args.curated, test_source=args.test,
+                             class_names=[n.strip() for n in args.class_names.split(",")] if args.class_names else None,
                              columns={"image_column": args.image_column, "label_column": args.label_column, "caption_column": args.caption_column},
-                             curated_fraction=args.curated_fraction, test_fraction=args.test_fraction, seed=args.seed, shard_size=args.shard_size)
+                             noise_column=args.noise_column, curated_fraction=args.curated_fraction, test_fraction=args.test_fraction,
+                             seed=args.seed, shard_size=args.shard_size)
     except (DataError, OSError) as e:
         print(f"winnow: error: {e}", file=sys.stderr)
         return 2

@@ -15,14 +15,12 @@ from pathlib import Path
 
 import yaml
 
+from winnow.errors import ConfigError
+
 POLICIES = ("uniform", "easy_reference", "hard_learner", "learnability")
 SELECTIONS = ("topk", "softmax")
 PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: it needs loss scaling, and bf16 runs wherever fp16 would on current GPUs
 OBJECTIVES = ("classification", "contrastive")
-
-
-class ConfigError(ValueError):
-    """A params.yaml key or value is wrong; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -52,10 +50,11 @@ class Pathologies:
 
 @dataclass(frozen=True)
 class DataConfig:
-    root: str = "data/synthetic"
+    dir: str = "data"  # where datasets live; the one run is dir/name
+    name: str = "synthetic"  # the dataset: its outputs live under this name, so runs on different data never collide
     seed: int = 0  # the generator's; the top-level seed drives training, so a bench over seeds keeps its data
     image_size: int = 32
-    num_pool: int = 60000
+    num_pool: int = 50000
     num_curated: int = 8000
     num_test: int = 2000
     num_transfer: int = 3000
@@ -64,7 +63,14 @@ class DataConfig:
     duplicate_sources: int = 100
     pathologies: Pathologies = field(default_factory=Pathologies)
 
+    @property
+    def root(self) -> str:
+        """The dataset's folder (data contract: pool/, curated/, eval/, manifest.json)."""
+        return str(Path(self.dir) / self.name)
+
     def validate(self, key: str) -> None:
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            raise ConfigError(f"{key}.name must be a folder name (no '/'), got {self.name!r}; the folder holding it is {key}.dir")
         for name in ("image_size", "num_pool", "num_curated", "num_test", "num_transfer", "shard_size", "duplicate_sources"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{key}.{name} must be positive, got {getattr(self, name)}")
@@ -80,7 +86,7 @@ class OptimConfig:
     """One model's training run: which builder, for how long, how fast."""
 
     model: str = "cnn-small"
-    steps: int = 2000
+    steps: int = 1500
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.05
@@ -99,7 +105,7 @@ class OptimConfig:
 @dataclass(frozen=True)
 class ReferenceConfig(OptimConfig):
     model: str = "cnn-small"
-    steps: int = 1500
+    steps: int = 1000
 
 
 @dataclass(frozen=True)
@@ -124,7 +130,7 @@ class TrainConfig(OptimConfig):
     selection: str = "topk"
     temperature: float = 1.0
     eval_every: int = 100
-    checkpoint_every: int = 500
+    checkpoint_every: int = 250
     shuffle_buffer: int = 50000  # examples held decoded; a larger pool streams through a buffer of this size
     nproc_per_node: int = 1  # > 1: the train stage launches itself as this many DDP ranks on this node (torchrun)
 
@@ -192,7 +198,7 @@ class BenchConfig:
 class ServeConfig:
     """`winnow serve`: when the pipeline reruns (one of the two, or neither: on demand only)."""
 
-    cron: str | None = None
+    cron: str | None = "0 3 * * *"
     interval_minutes: float | None = None
 
     def validate(self, key: str) -> None:
@@ -208,8 +214,10 @@ class ServeConfig:
 class Params:
     seed: int = 0
     objective: str = "classification"
-    artifacts: str = "artifacts"
-    metrics: str = "metrics"
+    artifacts: str = "artifacts"  # checkpoints and the score store (DVC-cached)
+    metrics: str = "metrics"  # small JSON/CSV results (committed to git)
+    plots: str = "plots"
+    reports: str = "reports"
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     data: DataConfig = field(default_factory=DataConfig)
@@ -280,11 +288,17 @@ def _coerce(hint, value, key: str):
     return value
 
 
+# params.yaml's `objectives:` section, for a params file that has none (tests check the two agree).
+DEFAULT_OBJECTIVES = {"contrastive": {"reference": {"model": "clip-tiny", "lr": 0.001}, "train": {"model": "clip-tiny", "lr": 0.001},
+                                      "score": {"batch_size": 128}, "bench": {"proxies": ["clip-nano"]}}}
+
+
 def params_from_dict(raw: dict) -> Params:
     """Validate raw params. `objectives.<objective>` holds sections applied over the shared ones
-    when that objective runs (CLIP needs other models and learning rates than the classifier)."""
+    when that objective runs (CLIP needs other models and learning rates than the classifier).
+    A key left out takes its default, and the defaults are params.yaml's (tests/test_config.py)."""
     raw = dict(raw or {})
-    per_objective = raw.pop("objectives", None) or {}
+    per_objective = raw.pop("objectives", DEFAULT_OBJECTIVES) or {}
     if not isinstance(per_objective, dict):
         raise ConfigError("objectives must be a mapping of objective -> sections")
     for name, sections in per_objective.items():
@@ -295,7 +309,20 @@ def params_from_dict(raw: dict) -> Params:
                 raise ConfigError(f"objectives.{name}.{section}: only reference, score, train, evaluate and bench can differ per objective")
     for section, values in (per_objective.get(raw.get("objective", "classification")) or {}).items():
         raw[section] = {**(raw.get(section) or {}), **values}
+    if isinstance(raw.get("data"), dict) and "root" in raw["data"]:
+        raw["data"] = _split_root(dict(raw["data"]))
     return _build(Params, raw, "").validate()
+
+
+def _split_root(data: dict) -> dict:
+    """`data.root: some/where/mine` is shorthand for data.dir=some/where, data.name=mine."""
+    root = data.pop("root")
+    if "dir" in data or "name" in data:
+        raise ConfigError("data.root is shorthand for data.dir + data.name: set one or the other, not both")
+    if not isinstance(root, str) or not root.strip("/"):
+        raise ConfigError(f"data.root must be a folder path, got {root!r}")
+    path = Path(root)
+    return {**data, "dir": str(path.parent), "name": path.name}
 
 
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
@@ -303,11 +330,16 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such params file (run from the repository root, or pass --params)")
-    with open(path) as f:
-        try:
-            raw = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not path.is_file():
+        raise ConfigError(f"{path}: is a folder, not a params file (pass --params path/to/params.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file ({e.reason} at byte {e.start}); pass a params.yaml") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a mapping of keys to values, got a {type(raw).__name__}")
     for override in overrides or []:
         apply_override(raw, override)
     try:
@@ -320,6 +352,12 @@ def apply_override(raw: dict, override: str) -> None:
     if "=" not in override:
         raise ConfigError(f"override {override!r} must look like key.sub=value")
     dotted, value = override.split("=", 1)
+    data = raw.get("data")
+    if dotted in ("data.root", "data.dir", "data.name") and isinstance(data, dict):  # a new root replaces dir + name, and the reverse
+        if dotted == "data.root":
+            data.pop("dir", None), data.pop("name", None)
+        elif "root" in data:
+            raw["data"] = _split_root(dict(data))
     node = raw
     *parents, leaf = dotted.split(".")
     for part in parents:
@@ -330,4 +368,5 @@ def apply_override(raw: dict, override: str) -> None:
 
 
 def to_dict(params: Params) -> dict:
+    """Plain values, as params.yaml holds them (what dvc.yaml's ${...} templating reads)."""
     return dataclasses.asdict(params)

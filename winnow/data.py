@@ -20,11 +20,9 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from winnow.errors import DataError
+
 REQUIRED_COLUMNS = ("id", "image", "label")
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the file, row or column."""
 
 
 @dataclass
@@ -65,21 +63,38 @@ def read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:
 
 
 def decode_image(blob: bytes, size: int | None = None) -> np.ndarray:
-    """PNG/JPEG bytes -> uint8 (H, W, 3). Raises ValueError when the bytes are not an image."""
+    """PNG/JPEG bytes -> uint8 (H, W, 3). Raises ValueError when the bytes are not an image, or an
+    image too large to decode safely (PIL's decompression-bomb limit)."""
     try:
         with Image.open(io.BytesIO(blob)) as im:
-            im = im.convert("RGB")
+            im = _to_rgb(im)
             if size is not None and im.size != (size, size):
                 im = im.resize((size, size), Image.BILINEAR)
             return np.asarray(im)
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"decompression bomb: {e}") from e
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(str(e) or type(e).__name__) from e
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """8-bit RGB. PIL's own convert("RGB") clips 16-bit and 32-bit greyscale at 255 (a near-white
+    image); those are rescaled from their full range instead."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        pixels = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG") else max(float(pixels.max()), 1.0)
+        grey = np.clip(np.round(pixels / top * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    return im.convert("RGB")
 
 
 def decode_table(table: pa.Table, path: Path, size: int, num_classes: int | None, metadata: tuple[str, ...] = ()):
     """Decode one shard: (ids, images uint8 (n,3,H,W), labels, metadata columns, skipped rows)."""
     ids = table.column("id").to_numpy()
     labels_col = table.column("label")
+    if not pa.types.is_integer(labels_col.type) and not pa.types.is_null(labels_col.type):
+        raise DataError(f"{path}: column 'label' is {labels_col.type}; the data contract needs integer class indices "
+                        f"(`winnow data import` maps class names to indices and writes them in the manifest)")
     labels = np.where(labels_col.is_null().to_numpy(zero_copy_only=False), -1, labels_col.fill_null(-1).to_numpy()).astype(np.int64)
     if num_classes is not None:
         bad = np.flatnonzero((labels < -1) | (labels >= num_classes))

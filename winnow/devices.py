@@ -14,6 +14,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from winnow.errors import ConfigError
+
 
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
@@ -21,7 +23,7 @@ def pick_device(name: str = "auto") -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device {name!r} asked for, but torch sees no CUDA device; set device: auto or cpu")
+            raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA device; set device: auto or cpu")
         if device.index is None:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)

@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
-from winnow import ledger, objectives, report, scoring, store
+from winnow import ledger, lineage, objectives, report, scoring, store
 from winnow.config import Params, to_dict
 from winnow.data import load_split, read_manifest, shard_files, split_hash, value_counts
+from winnow.errors import CheckpointError, DataError, MissingInput, StaleInput, StoreError
 from winnow.devices import autocast, init_distributed, pick_device, under_torchrun
 from winnow.objectives import OBJECTIVES
 from winnow.selection import NEEDS_REFERENCE_LOSS
@@ -32,29 +35,72 @@ log = logging.getLogger("winnow")
 
 @dataclass(frozen=True)
 class Paths:
-    """Where every stage's files live; derived from params, never hard-coded elsewhere."""
+    """Where every stage's files live, derived from params and never hard-coded elsewhere.
+
+    Outputs are kept per dataset (data.name) and objective, so runs on different data never
+    overwrite each other. The score store is shared: its scorers are keyed by model and data.
+    """
 
     data: Path
-    artifacts: Path
-    metrics: Path
+    artifacts_root: Path
+    metrics_root: Path
+    plots_root: Path
+    reports_root: Path
+    dataset: str
+    objective: str
 
     @classmethod
     def of(cls, params: Params) -> "Paths":
-        return cls(Path(params.data.root), Path(params.artifacts), Path(params.metrics) / params.objective)
+        return cls(Path(params.data.root), Path(params.artifacts), Path(params.metrics), Path(params.plots), Path(params.reports),
+                   params.data.name, params.objective)
+
+    @property
+    def artifacts(self) -> Path:
+        return self.artifacts_root / self.dataset / self.objective
+
+    @property
+    def metrics(self) -> Path:
+        return self.metrics_root / self.dataset / self.objective
+
+    @property
+    def plots(self) -> Path:
+        return self.plots_root / self.dataset / self.objective
+
+    @property
+    def report(self) -> Path:
+        return self.reports_root / self.dataset / f"{self.objective}.md"
 
     @property
     def store(self) -> Path:
-        return self.artifacts / "scores.duckdb"
+        return self.artifacts_root / "scores.duckdb"
 
     def score_shards(self, scorer_id: str) -> Path:
-        return self.artifacts / "score_shards" / scorer_id
+        return self.artifacts_root / "score_shards" / scorer_id
 
     @property
     def reference(self) -> Path:
-        return self.artifacts / self.metrics.name / "reference.pt"
+        return self.artifacts / "reference.pt"
+
+    @property
+    def scorer(self) -> Path:
+        """Which scorer in the store holds this run's reference losses (written by score, read by train)."""
+        return self.artifacts / "scorer.json"
 
     def learner(self, policy: str) -> Path:
-        return self.artifacts / self.metrics.name / "learners" / f"{policy}.pt"
+        return self.artifacts / "learners" / f"{policy}.pt"
+
+    @property
+    def bench(self) -> Path:
+        """`winnow bench` results: <objective>.json, <objective>/curves/, memory.json."""
+        return self.metrics_root / self.dataset / "bench"
+
+    @property
+    def bench_plots(self) -> Path:
+        return self.plots_root / self.dataset / "bench" / self.objective
+
+    @property
+    def bench_report(self) -> Path:
+        return self.reports_root / self.dataset / f"bench-{self.objective}.md"
 
 
 def write_json(obj, path: Path) -> None:
@@ -65,16 +111,17 @@ def write_json(obj, path: Path) -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def _split(folder: str, size: int, num_classes: int | None, stamp: float):
+def _split(folder: str, size: int, num_classes: int | None, stamp: tuple):
     return load_split(folder, size, num_classes)
 
 
 def split(params: Params, name: str):
-    """A decoded split, cached in-process (keyed on the folder's mtime) so a pipeline decodes it once.
-    Training splits keep only the rows the objective can use (the rest are in .skipped)."""
+    """A decoded split, cached in-process (keyed on each shard's name, size and mtime, so a rewritten
+    shard is decoded anew) so a pipeline decodes it once. Training splits keep only the rows the
+    objective can use (the rest are in .skipped)."""
     folder = Path(params.data.root) / name
     classes = num_classes(params) if name in ("pool", "curated", "eval/test") else None
-    stamp = folder.stat().st_mtime if folder.exists() else 0.0
+    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.glob("part-*.parquet")))
     data = _split(str(folder), params.data.image_size, classes, stamp)
     return objectives.usable(params.objective, data) if name in ("pool", "curated") else data
 
@@ -83,10 +130,15 @@ def num_classes(params: Params) -> int:
     return len(read_manifest(params.data.root)["class_names"])
 
 
-def model_from_checkpoint(path: Path, device: torch.device | str = "cpu") -> torch.nn.Module:
+def model_from_checkpoint(path: Path, device: torch.device | str = "cpu", inputs: str | None = None) -> torch.nn.Module:
+    """The finished model in a checkpoint; with `inputs` (its stage's lineage key), only if it was
+    trained on exactly those inputs: a model from other data, params or code is stale."""
     ckpt = load_checkpoint(path)
     if not ckpt.get("complete"):
-        raise RuntimeError(f"{path}: this checkpoint is from an unfinished run (step {ckpt.get('step')}); rerun its stage to finish it")
+        raise CheckpointError(f"{path}: this checkpoint is from an unfinished run (step {ckpt.get('step')}); rerun its stage to finish it")
+    if inputs is not None and ckpt.get("inputs") != inputs:
+        raise StaleInput(f"{path}: was trained on other data, params or code than this run's; rerun the stage that writes it "
+                         f"(`winnow pipeline` reruns what is stale)")
     meta = ckpt["meta"]
     model = objectives.build_model(meta["objective"], meta["model_name"], meta["num_classes"], meta["image_size"])
     model.load_state_dict(ckpt["model"])
@@ -109,15 +161,16 @@ def _cached_model(path: str, stamp: int, device: str) -> torch.nn.Module:
 
 
 def data_stage(params: Params, force: bool = False) -> dict:
-    """Generate the built-in pool unless its manifest records the same params, seed and generator code."""
+    """Generate the built-in pool unless its manifest records the same params, seed and generator code.
+    An imported dataset (a manifest with no generator) is used as it is; synthesize refuses any
+    folder it does not own, so a user's data is never overwritten."""
     root = Path(params.data.root)
-    wanted = generator_params(params.data)
-    if not force and (root / "manifest.json").exists():
+    if (root / "manifest.json").exists() and not force:
         manifest = read_manifest(root)
-        if manifest.get("generator") == json.loads(json.dumps(wanted)):
-            return {"root": str(root), "generated": False, "counts": manifest["counts"]}
         if "generator" not in manifest:
             return {"root": str(root), "generated": False, "counts": manifest["counts"], "imported": True}
+        if manifest["generator"] == json.loads(json.dumps(generator_params(params.data))):
+            return {"root": str(root), "generated": False, "counts": manifest["counts"]}
     started = time.perf_counter()
     synthesize(params.data, root)
     manifest = read_manifest(root)
@@ -133,7 +186,8 @@ def reference_stage(params: Params) -> dict:
     objective = OBJECTIVES[params.objective]
     out = train(model, curated, cfg, seed=params.seed, targets=objectives.targets(params.objective, cfg.model, curated), loss_fn=objective.loss,
                 evaluate=_target_metric(params, cfg.model, test), eval_every=max(1, cfg.steps // 10), checkpoint_path=paths.reference,
-                checkpoint_every=max(1, cfg.steps // 4), meta=_meta(cfg.model, params), precision=params.precision, desc="reference")
+                checkpoint_every=max(1, cfg.steps // 4), meta=_meta(cfg.model, params), precision=params.precision, desc="reference",
+                inputs=lineage.stage_key("reference", params))
     targets = objectives.targets(params.objective, cfg.model, curated)
     metrics = {"model": cfg.model, "steps": cfg.steps, "batch_size": cfg.batch_size, "train_examples": len(curated),
                "test_metric": objective.metric, "test_accuracy": out["eval_log"][-1][objective.metric],
@@ -146,13 +200,16 @@ def reference_stage(params: Params) -> dict:
 
 def score_plan(params: Params) -> dict:
     """Register this (reference, pool) scorer in the store, or find it complete and reuse it.
-    Returns the score result so far, with `todo`: the pool shards still to score (none when reused)."""
+    Returns the score result so far, with `todo`: the pool shards still to score (none when reused).
+    Writes the scorer's identity (Paths.scorer) that train checks its pool and reference against."""
     paths = Paths.of(params)
     model = reference_model(params)
     pool_dir = paths.data / "pool"
+    check_pool_ids(pool_dir)
     model_hash, dataset_hash = state_hash(model), split_hash(pool_dir)
     scorer_id = store.scorer_id_for(model_hash, dataset_hash, params.objective)
     result = {"scorer_id": scorer_id, "model_hash": model_hash, "dataset_hash": dataset_hash, "objective": params.objective}
+    write_json(result, paths.scorer)
     with store.connect(paths.store) as con:
         existing = store.find_scorer(con, scorer_id)
         if existing is not None and existing["completed_at"] is not None:
@@ -166,6 +223,28 @@ def score_plan(params: Params) -> dict:
     done = paths.score_shards(scorer_id)
     result.update(reused=False, todo=[p.name for p in shard_files(pool_dir) if not (done / p.name).exists()])
     return result
+
+
+def check_pool_ids(pool_dir: Path) -> None:
+    """The data contract's pool ids: unique and dense from 0 (the learner indexes reference losses by
+    id). Read shard by shard, ids only, before any scoring; an error names the shard and row."""
+    total = sum(shard_rows(pool_dir))
+    seen = np.zeros(total, dtype=bool)
+    for path in shard_files(pool_dir):
+        column = pq.read_table(path, columns=["id"]).column("id")
+        if column.null_count or not pa.types.is_integer(column.type):
+            raise DataError(f"{path}: column 'id' must be int64 with no nulls (it is {column.type}, {column.null_count} null)")
+        ids = column.to_numpy()
+        outside = np.flatnonzero((ids < 0) | (ids >= total))
+        if len(outside):
+            raise DataError(f"{path}: row {outside[0]} has id {ids[outside[0]]}; pool ids must be dense, 0 to {total - 1} for these "
+                            f"{total} rows (`winnow data import` writes them so)")
+        order = np.argsort(ids, kind="stable")
+        again = order[1:][ids[order[1:]] == ids[order[:-1]]]  # rows whose id came earlier in this shard
+        repeated = np.union1d(again, np.flatnonzero(seen[ids]))  # ... or in an earlier shard
+        if len(repeated):
+            raise DataError(f"{path}: row {repeated[0]} repeats id {ids[repeated[0]]}; pool ids must be unique")
+        seen[ids] = True
 
 
 def score_one_shard(params: Params, scorer_id: str, shard: str) -> int:
@@ -192,7 +271,7 @@ def score_finish(params: Params, plan: dict, counts: dict) -> dict:
     with store.connect(paths.store) as con:
         n = con.execute("SELECT count(*) FROM scores WHERE scorer_id = ?", [scorer_id]).fetchone()[0]
         if n != expected:
-            raise RuntimeError(f"{paths.store}: scorer {scorer_id} has {n} rows for a pool of {expected}; "
+            raise StoreError(f"{paths.store}: scorer {scorer_id} has {n} rows for a pool of {expected}; "
                                f"delete {paths.score_shards(scorer_id)} and rerun `winnow score`")
         skipped = con.execute("SELECT count(*) FROM scores WHERE scorer_id = ? AND status <> 'ok'", [scorer_id]).fetchone()[0]
         store.mark_complete(con, scorer_id, counts["seconds"])
@@ -227,6 +306,23 @@ def pool_sampler(params: Params, model_name: str, seed: int, rank: int = 0, worl
     return ShardStream(folder, decode, params.train.shuffle_buffer, seed, rank, world)
 
 
+def reference_losses(params: Params) -> np.ndarray:
+    """The reference's loss per pool example id, from the scorer that the score stage recorded, after
+    checking that it scored this very pool with this very reference (else the losses are stale)."""
+    paths = Paths.of(params)
+    scorer = _read_json(paths.scorer, "run `winnow score` first")
+    pool_hash, model_hash = split_hash(paths.data / "pool"), state_hash(reference_model(params))
+    if scorer["dataset_hash"] != pool_hash or scorer["model_hash"] != model_hash:
+        what = "pool" if scorer["dataset_hash"] != pool_hash else "reference model"
+        raise StaleInput(f"{paths.scorer}: scorer {scorer['scorer_id']} scored another {what} than this run's; "
+                         f"rerun `winnow score` (it scores only what the store lacks)")
+    losses = store.load_losses(paths.store, scorer["scorer_id"])
+    if len(losses) != sum(shard_rows(paths.data / "pool")):
+        raise StaleInput(f"{paths.store}: scorer {scorer['scorer_id']} holds {len(losses)} pool ids, the pool has "
+                         f"{sum(shard_rows(paths.data / 'pool'))} rows; rerun `winnow score`")
+    return losses
+
+
 def train_stage(params: Params, policy: str) -> dict:
     """Train the learner with one selection policy; checkpoint, per-step log and eval curve.
     Under torchrun every rank runs this; rank 0 writes the outputs. With train.nproc_per_node > 1
@@ -236,10 +332,7 @@ def train_stage(params: Params, policy: str) -> dict:
         return train_distributed(params, policy)
     rank, world = init_distributed()
     test = split(params, "eval/test")
-    reference_loss = None
-    if NEEDS_REFERENCE_LOSS[policy]:
-        score = _read_json(paths.metrics / "score.json", "run `winnow score` first")
-        reference_loss = torch.from_numpy(store.load_losses(paths.store, score["scorer_id"]))
+    reference_loss = torch.from_numpy(reference_losses(params)) if NEEDS_REFERENCE_LOSS[policy] else None
     sampler = pool_sampler(params, cfg.model, params.seed + 1, rank, world)
     torch.manual_seed(params.seed + 1)
     model = objectives.build_model(params.objective, cfg.model, num_classes(params), params.data.image_size).to(pick_device(params.device))
@@ -251,7 +344,7 @@ def train_stage(params: Params, policy: str) -> dict:
                 temperature=cfg.temperature, reference_loss=reference_loss, loss_fn=objective.loss,
                 evaluate=_target_metric(params, cfg.model, test), eval_every=cfg.eval_every,
                 checkpoint_path=paths.learner(policy), checkpoint_every=cfg.checkpoint_every,
-                meta=_meta(cfg.model, params), precision=params.precision, desc=policy)
+                meta=_meta(cfg.model, params), precision=params.precision, desc=policy, inputs=lineage.stage_key("train", params, policy))
     selected = {k[len("selected_"):]: float(np.mean([r.get(k, 0.0) for r in out["steps_log"]])) for k in out["steps_log"][-1] if k.startswith("selected_")}
     streamed = isinstance(sampler, ShardStream)
     metrics = {"policy": policy, "steps": cfg.steps, "final_accuracy": out["eval_log"][-1][objective.metric] if out["eval_log"] else None,
@@ -281,7 +374,8 @@ def train_distributed(params: Params, policy: str) -> dict:
     paths = Paths.of(params)
     with tempfile.TemporaryDirectory() as tmp:
         params_file = Path(tmp) / "params.yaml"
-        params_file.write_text(yaml.safe_dump(json.loads(json.dumps(to_dict(params)))))
+        # the resolved params: objectives: {} so that no per-objective section is applied twice
+        params_file.write_text(yaml.safe_dump({**json.loads(json.dumps(to_dict(params))), "objectives": {}}))
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(params.train.nproc_per_node),
                    "-m", "winnow.cli", "train", "--policy", policy, "--params", str(params_file)]
         log.info("train %s: launching %d DDP ranks: %s", policy, params.train.nproc_per_node, " ".join(command))
@@ -293,14 +387,18 @@ def train_distributed(params: Params, policy: str) -> dict:
 
 def evaluate_stage(params: Params) -> dict:
     """Transfer metrics of the reference and every learner: held-out (or zero-shot) accuracy,
-    the texture linear probe and, for CLIP, zero-shot texture and retrieval recall@1/5/10."""
+    the texture linear probe and, for CLIP, zero-shot texture and retrieval recall@1/5/10.
+    Each checkpoint must have been trained on this run's inputs (its lineage key), never a stale one."""
     paths = Paths.of(params)
     tasks = read_manifest(params.data.root)["tasks"]
     test = split(params, "eval/test")
     texture = split(params, "eval/texture") if "texture" in tasks else None  # imported data may have no transfer task
+    models = [("reference", paths.reference, params.reference.model, lineage.stage_key("reference", params))]
+    models += [(p, paths.learner(p), params.train.model, lineage.stage_key("train", params, p)) for p in params.train.policies]
     results = {}
-    for name, path, model_name in [("reference", paths.reference, params.reference.model)] + [(p, paths.learner(p), params.train.model) for p in params.train.policies]:
-        results[name] = objectives.evaluate_model(params.objective, model_from_checkpoint(path, pick_device(params.device)), model_name, test, texture, tasks,
+    for name, path, model_name, inputs in models:
+        model = model_from_checkpoint(path, pick_device(params.device), inputs)
+        results[name] = objectives.evaluate_model(params.objective, model, model_name, test, texture, tasks,
                                                   params.evaluate.probe_steps, params.evaluate.probe_lr, params.seed)
     write_json(results, paths.metrics / "evaluate.json")
     return results
@@ -314,8 +412,9 @@ def summary_stage(params: Params, write_report: bool = True) -> dict:
     trained = {p: _read_json(paths.metrics / "train" / f"{p}.json", f"run `winnow train --policy {p}`") for p in params.train.policies}
     evaluated_path = paths.metrics / "evaluate.json"  # transfer metrics join the summary when evaluated (the bench skips it)
     evaluated = json.loads(evaluated_path.read_text()) if evaluated_path.exists() else {}
-    counts = value_counts(paths.data / "pool", "pathology")  # known for the generated pool only (imported data has no such column)
-    pool_mix = {p: counts.get(p, 0) / sum(counts.values()) for p in PATHOLOGIES} if counts else {}
+    counts = value_counts(paths.data / "pool", "pathology")  # known where the data has a pathology column (the generated pool, or imported)
+    known = {p: i for i, p in enumerate(PATHOLOGIES)}  # the generator's kinds in its order, then any others the data names
+    pool_mix = {str(p): counts[p] / sum(counts.values()) for p in sorted(counts, key=lambda p: (known.get(p, len(known)), str(p)))}
     objective = OBJECTIVES[params.objective]
     summary = report.summarize(curves, trained, evaluated, pool_mix, params.train.steps, objective.metric, objective.noise)
     summary["reference"] = _read_json(paths.metrics / "reference.json", "run `winnow reference` first")
@@ -345,5 +444,8 @@ def _meta(model_name: str, params: Params) -> dict:
 
 def _read_json(path: Path, fix: str) -> dict:
     if not path.exists():
-        raise FileNotFoundError(f"{path}: missing; {fix}")
-    return json.loads(path.read_text())
+        raise MissingInput(f"{path}: missing; {fix}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise StaleInput(f"{path}: not readable JSON ({e}); {fix}") from e

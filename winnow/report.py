@@ -6,14 +6,17 @@ Plain functions over the metric files the stages write; plots with matplotlib (A
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
 
+from winnow.errors import MissingInput
+
 
 def read_csv(path: Path) -> list[dict]:
     if not path.exists():
-        raise FileNotFoundError(f"{path}: missing; run the train stage for this policy first")
+        raise MissingInput(f"{path}: missing; run the train stage for this policy first")
     with open(path) as f:
         return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
 
@@ -107,8 +110,9 @@ def plot_mix(summary: dict, path: Path) -> None:
 
 
 def write_report(summary: dict, curves: dict[str, list[dict]], paths, params) -> Path:
-    """reports/<objective>.md with the table and the plots; regenerate with `winnow summary`."""
-    plots = Path("plots") / params.objective
+    """reports/<dataset>/<objective>.md with the table and the plots; regenerate with `winnow summary`."""
+    plots, path = paths.plots, paths.report
+    link = Path(os.path.relpath(plots, path.parent)).as_posix()  # the report's images, relative to where it lives
     metric = summary["metric"].removeprefix("test_")
     plot_curves(curves, summary["target"], plots / "accuracy.png", metric)
     if summary["pool_mix"]:
@@ -116,7 +120,7 @@ def write_report(summary: dict, curves: dict[str, list[dict]], paths, params) ->
     ref = summary.get("reference", {})
     text = f"""# winnow run: {params.objective}
 
-The learner ({params.train.model}, {params.objective}) trained {params.train.steps} steps of batch {params.train.batch_size} under each policy,
+Dataset `{params.data.root}`. The learner ({params.train.model}, {params.objective}) trained {params.train.steps} steps of batch {params.train.batch_size} under each policy,
 keeping {params.train.keep_fraction:.0%} of each super-batch of {params.train.super_batch_size}. The reference ({params.reference.model},
 {ref.get('test_accuracy', float('nan')):.3f} held-out {ref.get('test_metric', 'accuracy').replace('_', ' ')}) learned from {ref.get('train_examples', '?')} curated examples.
 Target: uniform's final held-out {metric.replace('_', ' ')}. step ratio = steps to reach it / uniform's {params.train.steps} steps.
@@ -125,13 +129,12 @@ Target: uniform's final held-out {metric.replace('_', ' ')}. step ratio = steps 
 {table(summary)}
 ```
 
-![held-out accuracy per step](../{plots}/accuracy.png)
+![held-out accuracy per step]({link}/accuracy.png)
 
-![what each policy selected](../{plots}/selected_mix.png)
+{f"![what each policy selected]({link}/selected_mix.png)" if summary["pool_mix"] else "(The data records no pathology, so what each policy selected cannot be broken down.)"}
 
 Regenerate: `winnow pipeline` (everything) or `winnow summary` (this page, from the metrics on disk).
 """
-    path = Path("reports") / f"{params.objective}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
@@ -195,9 +198,11 @@ def _best_proxy(result: dict) -> str:
             f"counted in full: {state} (seed {result['seeds'][0]}, proxy study below).")
 
 
-def write_bench_report(result: dict, curves: dict[str, list[dict]], metric: str, plots: Path, path: Path) -> Path:
-    """reports/report.md: the verdict, the ledger, the proxy study and the systems figures, each with its command."""
+def write_bench_report(result: dict, curves: dict[str, list[dict]], metric: str, paths) -> Path:
+    """reports/<dataset>/bench-<objective>.md: the verdict, the ledger, the proxy study and the systems figures, each with its command."""
+    plots, path = paths.bench_plots, paths.bench_report
     plot_bench(curves, result["targets"], metric, plots)
+    link = Path(os.path.relpath(plots, path.parent)).as_posix()
     objective, n = result["objective"], len(result["seeds"])
     command = f"uv run winnow bench --objective {objective}"
     learn = result["policies"].get("learnability", {})
@@ -240,9 +245,9 @@ FLOPs. The last column is the share of {result['noise'].replace('_', ' ')} examp
 {bench_table(result)}
 ```
 
-![held-out metric per learner step](../{plots}/bench_steps.png)
+![held-out metric per learner step]({link}/bench_steps.png)
 
-![held-out metric per FLOP](../{plots}/bench_flops.png)
+![held-out metric per FLOP]({link}/bench_flops.png)
 
 ## The ledger (seed {result['seeds'][0]}, FLOPs)
 
@@ -272,8 +277,8 @@ against the same uniform run.
   {step_time}.
 - DuckDB ingest: {_fmt(systems['ingest_rows_per_s'])} rows/s.
 
-All of it: `{command}`; the numbers are in `metrics/bench/{objective}.json`, the curves in
-`metrics/bench/{objective}/curves/` (`dvc plots show` draws them).
+All of it: `{command}`; the numbers are in `{(paths.bench / f"{objective}.json").as_posix()}`, the curves in
+`{(paths.bench / objective / "curves").as_posix()}/` (`dvc plots show` draws them).
 """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

@@ -20,6 +20,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from winnow.errors import MissingInput, StaleInput, StoreBusy, StoreError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS scorers (
     scorer_id VARCHAR PRIMARY KEY,
@@ -51,10 +53,6 @@ CREATE TABLE IF NOT EXISTS ingested (
 """
 
 
-class StoreBusy(RuntimeError):
-    """Another process holds the store's write lock for longer than we waited."""
-
-
 def scorer_id_for(model_hash: str, dataset_hash: str, objective: str) -> str:
     return hashlib.sha256(f"{model_hash}|{dataset_hash}|{objective}".encode()).hexdigest()[:16]
 
@@ -63,15 +61,18 @@ def scorer_id_for(model_hash: str, dataset_hash: str, objective: str) -> str:
 def connect(path: str | Path, read_only: bool = False, wait_s: float = 120.0):
     path = Path(path)
     if read_only and not path.exists():
-        raise FileNotFoundError(f"{path}: no score store yet; run the score stage (`winnow score`) first")
+        raise MissingInput(f"{path}: no score store yet; run the score stage (`winnow score`) first")
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline, delay = time.monotonic() + wait_s, 0.1
     while True:
         try:
             con = duckdb.connect(str(path), read_only=read_only)
             break
-        except duckdb.IOException as e:
-            if "lock" not in str(e).lower() or time.monotonic() > deadline:
+        except duckdb.Error as e:
+            if "lock" not in str(e).lower():
+                raise StoreError(f"{path}: not a readable DuckDB score store ({e}). Move it aside (nothing is deleted) and rerun "
+                                 f"`winnow score`: it rebuilds the store from the per-shard score files under score_shards/") from e
+            if time.monotonic() > deadline:
                 raise StoreBusy(f"{path}: cannot open the score store ({e}); another winnow process is writing it. "
                                 f"Wait for it to finish, or point this run at another store.") from e
             time.sleep(delay)
@@ -132,7 +133,7 @@ def load_losses(path: str | Path, scorer_id: str) -> np.ndarray:
     with connect(path, read_only=True) as con:
         scorer = find_scorer(con, scorer_id)
         if scorer is None or scorer["completed_at"] is None:
-            raise KeyError(f"{path}: scorer {scorer_id} is not complete in the store; run `winnow score` first")
+            raise StaleInput(f"{path}: scorer {scorer_id} is not complete in the store; run `winnow score` first")
         table = con.sql(f"SELECT example_id, loss FROM scores WHERE scorer_id = '{scorer_id}'").to_arrow_table()
     example_id = table.column("example_id").to_numpy()
     by_id = np.full(int(example_id.max()) + 1 if len(example_id) else 0, np.nan, dtype=np.float32)

@@ -25,7 +25,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from winnow.data import DataError, Split, shard_files, value_counts
+from winnow.data import Split, shard_files, value_counts
+from winnow.errors import ConfigError, DataError
 
 
 @dataclass
@@ -144,7 +145,7 @@ class ShardStream:
             self._fill()
         n //= self.world
         if n > self.capacity:
-            raise ValueError(f"a super-batch of {n} per rank is larger than the shuffle buffer ({self.capacity}); raise train.shuffle_buffer")
+            raise ConfigError(f"a super-batch of {n} per rank is larger than the shuffle buffer ({self.capacity}); raise train.shuffle_buffer")
         slots = torch.from_numpy(self.rng.choice(self.capacity, size=n, replace=False))
         out = Draw(self.buffer["ids"][slots.numpy()], self.buffer["images"][slots], self.buffer["targets"][slots],
                    self.buffer["pathology"][slots.numpy()] if self.buffer["pathology"] is not None else None)

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,6 +28,7 @@ from tqdm import tqdm
 from winnow.config import OptimConfig
 from winnow.data import Split
 from winnow.devices import autocast, rank_and_world
+from winnow.errors import CheckpointError, DataError, MissingInput, StaleInput, TrainingDiverged
 from winnow.losses import per_example_loss
 from winnow.selection import NEEDS_LEARNER_LOSS, NEEDS_REFERENCE_LOSS, policy_scores, select_per_group
 from winnow.stream import InMemory, ShardStream
@@ -61,8 +63,15 @@ def atomic_save(obj, path: Path) -> None:
 def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no checkpoint here; run the stage that writes it first")
-    return torch.load(path, map_location="cpu", weights_only=False)
+        raise MissingInput(f"{path}: no checkpoint here; run the stage that writes it first")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:  # a file cut short or overwritten
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]}); "
+                              f"delete it and rerun the stage that writes it") from e
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise CheckpointError(f"{path}: not a winnow checkpoint; delete it and rerun the stage that writes it")
+    return ckpt
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -102,6 +111,7 @@ def train(
     groups: int = 1,
     precision: str = "auto",
     desc: str = "train",
+    inputs: str | None = None,
 ) -> dict:
     """Train `model` for opt.steps steps on super-batches from `data`; returns the checkpoint dict (with the logs).
 
@@ -110,7 +120,9 @@ def train(
     indexed by example id. loss_fn(model, images, targets) gives per-example losses. `meta` (model
     name, classes...) is stored in the checkpoint so that later stages can rebuild the model from it.
     pathology is counted in each kept batch for the log, never read by selection. on_batch(step, ids)
-    sees the example ids each step trained on (audits, tests).
+    sees the example ids each step trained on (audits, tests). `inputs` identifies what the run
+    reads (its stage's lineage key: data, params, code); it is stored in the checkpoint, and a
+    checkpoint with other inputs is never resumed from.
 
     Under torchrun (a process group is initialised) the model is wrapped in DDP; each rank
     draws its share of the super-batch and keeps its share of the batch, chosen from its own
@@ -126,19 +138,21 @@ def train(
     sampler = InMemory(data, torch.as_tensor(data.labels) if targets is None else targets, seed, pathology, rank, world) \
         if isinstance(data, Split) else data
     if super_batch > sampler.size:
-        raise ValueError(f"super-batch of {super_batch} is larger than the {sampler.size} training examples")
+        what = f"batch_size ({batch})" if super_batch == batch else f"the super-batch of {super_batch} (batch_size / keep_fraction)"
+        raise DataError(f"{desc}: {what} is larger than the {sampler.size} examples it trains on; lower it or add data")
     if NEEDS_REFERENCE_LOSS[policy] and reference_loss is None:
         raise ValueError(f"policy {policy!r} needs reference losses for every training example")
     kinds = list(sampler.kinds)
-    fingerprint = json.dumps({"opt": dataclasses.asdict(opt), "policy": policy, "keep_fraction": keep_fraction, "selection": selection, "temperature": temperature,
-                              "seed": seed, "n": sampler.size, "sampler": type(sampler).__name__, "world": world, "groups": groups}, sort_keys=True, default=str)
+    fingerprint = json.dumps({"opt": {k: v for k, v in dataclasses.asdict(opt).items() if k != "policies"}, "policy": policy, "keep_fraction": keep_fraction, "selection": selection, "temperature": temperature,
+                              "seed": seed, "n": sampler.size, "sampler": type(sampler).__name__, "world": world, "groups": groups, "inputs": inputs},
+                             sort_keys=True, default=str)
 
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) if world > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
     torch_gen = torch.Generator().manual_seed(seed + 7919 * rank)
     state = {"step": 0, "steps_log": [], "eval_log": [], "seconds": 0.0}
-    if checkpoint_path is not None and Path(checkpoint_path).exists():
-        ckpt = load_checkpoint(checkpoint_path)
+    ckpt = _resumable(checkpoint_path, desc, rank)
+    if ckpt is not None:
         if ckpt.get("fingerprint") == fingerprint:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -148,13 +162,13 @@ def train(
             if state["step"] < opt.steps and rank == 0:
                 log.info("%s: resuming from step %d of %d (%s)", desc, state["step"], opt.steps, checkpoint_path)
         elif rank == 0:
-            log.warning("%s: %s was written with other settings; starting afresh", desc, checkpoint_path)
+            log.warning("%s: %s was written with other data, settings or code; starting afresh", desc, checkpoint_path)
 
     def checkpoint():
         samplers, generators = _gathered(sampler.state(), world), _gathered(torch_gen.get_state(), world)
         if checkpoint_path is not None and rank == 0:
             atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "sampler": samplers,
-                         "torch_rng": generators, "fingerprint": fingerprint, "policy": policy,
+                         "torch_rng": generators, "fingerprint": fingerprint, "inputs": inputs, "policy": policy,
                          "meta": meta or {}, "complete": state["step"] >= opt.steps, **state}, Path(checkpoint_path))
 
     model.train()
@@ -174,7 +188,7 @@ def train(
                     learner_loss = loss_fn(model, images, batch_targets).float().cpu()
             ref = reference_loss[torch.from_numpy(ids)] if NEEDS_REFERENCE_LOSS[policy] else None
             if ref is not None and torch.isnan(ref).any():
-                raise RuntimeError(f"{desc}: no reference loss for example id {ids[torch.isnan(ref).numpy()][0]}; rerun `winnow score` on this pool")
+                raise StaleInput(f"{desc}: no reference loss for example id {ids[torch.isnan(ref).numpy()][0]}; rerun `winnow score` on this pool")
             keep = select_per_group(policy_scores(policy, learner_loss, ref), batch // world, groups, selection, temperature, torch_gen)
             ids, images, batch_targets = ids[keep.numpy()], images[keep.to(device)], batch_targets[keep.to(device)]
             kept_pathology = kept_pathology[keep.numpy()] if kept_pathology is not None else None
@@ -182,7 +196,7 @@ def train(
         with autocast(device, precision):
             loss = loss_fn(net, images, batch_targets).float().mean()
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step} (lr {lr:.2e}); lower the learning rate")
+            raise TrainingDiverged(f"{desc}: loss is {loss.item()} at step {step} (lr {lr:.2e}); lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -209,6 +223,20 @@ def train(
     bar.close()
     checkpoint()
     return {"model": model.state_dict(), **state, "complete": True}
+
+
+def _resumable(path: Path | None, desc: str, rank: int) -> dict | None:
+    """The checkpoint to resume from, if any. One that cannot be read (cut short by a crash or a bad
+    copy) is set aside as <name>.corrupt, never deleted, and the run starts afresh."""
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as e:
+        if rank == 0:
+            os.replace(path, Path(path).with_name(Path(path).name + ".corrupt"))
+            log.warning("%s: %s; moved aside to %s.corrupt, starting afresh", desc, e, Path(path).name)
+        return None
 
 
 def _gathered(obj, world: int) -> list:

@@ -1,0 +1,147 @@
+"""One definition of what each stage depends on (dvc.yaml, read by winnow.lineage): its data, its
+params and all of its code. DVC, the Prefect cache and resume use it, so a stage whose inputs
+changed recomputes, and a result made from other inputs is never handed back."""
+
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import TINY
+from winnow import lineage, pipeline
+from winnow.config import params_from_dict
+from winnow.errors import StaleInput
+
+REPO = Path(__file__).resolve().parents[1]
+# Bookkeeping that shapes no output: hashing the inputs themselves.
+NOT_A_DEPENDENCY = {"winnow/lineage.py"}
+
+
+def _params(tmp_path, objective="classification", **data):
+    return params_from_dict({**TINY, "objective": objective, "data": {**TINY["data"], "root": str(tmp_path / "data"), **data},
+                             "artifacts": str(tmp_path / "a"), "metrics": str(tmp_path / "m"), "plots": str(tmp_path / "p"),
+                             "reports": str(tmp_path / "r")})
+
+
+def _code_run_by(fn, *args) -> set[str]:
+    """Files of winnow's own code (winnow/, models/) that `fn` calls into, found by a profiler."""
+    files = set()
+
+    def profile(frame, event, arg):
+        name = frame.f_code.co_filename
+        if event == "call" and name.startswith(str(REPO)) and ".venv" not in name and frame.f_code.co_name != "<module>":
+            files.add(Path(name).relative_to(REPO).as_posix())
+
+    sys.setprofile(profile)
+    threading.setprofile(profile)
+    try:
+        fn(*args)
+    finally:
+        sys.setprofile(None)
+        threading.setprofile(None)
+    return {f for f in files if f.startswith(("winnow/", "models/"))} - NOT_A_DEPENDENCY
+
+
+def _listed(stage: str) -> set[str]:
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
+    return {d for d in spec.get("do", spec)["deps"] if "${" not in d}
+
+
+def _covered(files: set[str], listed: set[str]) -> set[str]:
+    """The files not covered by a listed file or folder."""
+    return {f for f in files if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in listed)}
+
+
+@pytest.mark.parametrize("objective", ["classification", "contrastive"])
+def test_dvc_yaml_lists_every_file_of_code_each_stage_runs(tmp_path, monkeypatch, objective):
+    monkeypatch.chdir(tmp_path)
+    params = _params(tmp_path, objective)
+    pipeline.data_stage(params)
+    runs = [("reference", pipeline.reference_stage, (params,)), ("score", pipeline.score_stage, (params,))]
+    runs += [("train", pipeline.train_stage, (params, policy)) for policy in ("uniform", "learnability", "easy_reference", "hard_learner")]
+    runs += [("evaluate", pipeline.evaluate_stage, (params,)), ("summary", pipeline.summary_stage, (params,))]
+    for stage, fn, args in runs:
+        missing = _covered(_code_run_by(fn, *args), _listed(stage))
+        assert not missing, f"dvc.yaml stage {stage!r} runs {sorted(missing)} but does not list it as a dependency"
+
+
+def test_editing_the_code_a_stage_runs_changes_its_key(tmp_path, monkeypatch):
+    """The loss is code the learner's results depend on: editing it reruns train (and DVC would too)."""
+    repo = tmp_path / "repo"
+    for name in ("winnow", "models"):
+        shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
+    monkeypatch.setattr(lineage, "REPO", repo)
+    monkeypatch.setattr(lineage, "DVC_YAML", repo / "dvc.yaml")
+    params = _params(tmp_path)
+    before = {stage: lineage.stage_key(stage, params, "uniform" if stage == "train" else None) for stage in ("reference", "train", "summary")}
+    with open(repo / "winnow" / "losses.py", "a") as f:
+        f.write("\n# an edit\n")
+    after = {stage: lineage.stage_key(stage, params, "uniform" if stage == "train" else None) for stage in before}
+    assert after["reference"] != before["reference"] and after["train"] != before["train"]
+    assert after["summary"] == before["summary"]  # the summary does not run the loss
+
+
+def test_the_key_of_each_stage_holds_its_params_but_not_unrelated_ones(tmp_path):
+    base = _params(tmp_path)
+    lr = params_from_dict({**TINY, "data": {**TINY["data"], "root": str(tmp_path / "data")}, "artifacts": str(tmp_path / "a"),
+                           "metrics": str(tmp_path / "m"), "plots": str(tmp_path / "p"), "reports": str(tmp_path / "r"),
+                           "train": {**TINY["train"], "lr": 0.01}})
+    assert lineage.stage_key("train", lr, "uniform") != lineage.stage_key("train", base, "uniform")
+    assert lineage.stage_key("reference", lr) == lineage.stage_key("reference", base)
+
+
+def _rewrite_labels(shard: Path, n: int) -> None:
+    table = pq.read_table(shard)
+    labels = table.column("label").to_numpy().copy()
+    labels[:n] = (labels[:n] + 1) % 20
+    pq.write_table(table.set_column(table.column_names.index("label"), "label", pa.array(labels, pa.int32())), shard)
+
+
+def test_a_learner_trained_on_other_data_is_retrained_not_returned(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = _params(tmp_path)
+    pipeline.data_stage(params)
+    pipeline.reference_stage(params)
+    pipeline.score_stage(params)
+    first = pipeline.train_stage(params, "uniform")
+    again = pipeline.train_stage(params, "uniform")  # nothing changed: the finished checkpoint is reused
+    assert again["seconds"] == first["seconds"]
+
+    _rewrite_labels(sorted((tmp_path / "data" / "pool").glob("part-*.parquet"))[0], 100)
+    retrained = pipeline.train_stage(params, "uniform")
+    assert retrained["seconds"] != first["seconds"]  # a fresh run: the old checkpoint was made from other labels
+    with pytest.raises(StaleInput, match="scored another pool.*rerun `winnow score`"):
+        pipeline.train_stage(params, "learnability")  # the store's losses belong to the old pool
+    pipeline.score_stage(params)  # a new scorer for the new pool
+    assert pipeline.train_stage(params, "learnability")["steps"] == params.train.steps
+
+
+def test_a_new_data_seed_retrains_the_reference(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = _params(tmp_path)
+    pipeline.data_stage(params)
+    first = pipeline.reference_stage(params)
+    reseeded = _params(tmp_path, seed=1)
+    assert pipeline.data_stage(reseeded)["generated"]
+    assert pipeline.reference_stage(reseeded)["model_hash"] != first["model_hash"]
+
+
+def test_a_shard_added_after_scoring_is_caught_before_training(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = _params(tmp_path)
+    pipeline.data_stage(params)
+    pipeline.reference_stage(params)
+    pipeline.score_stage(params)
+    pool = tmp_path / "data" / "pool"
+    extra = pq.read_table(sorted(pool.glob("part-*.parquet"))[0])
+    ids = np.arange(params.data.num_pool, params.data.num_pool + extra.num_rows, dtype=np.int64)
+    pq.write_table(extra.set_column(0, "id", pa.array(ids)), pool / "part-99999.parquet")
+    with pytest.raises(StaleInput, match="scored another pool"):
+        pipeline.train_stage(params, "learnability")

@@ -1,0 +1,124 @@
+"""What each stage depends on: one definition, read by `dvc repro`, the Prefect cache and resume.
+
+dvc.yaml is that definition. A stage's key hashes the contents of its deps (data folders, the
+upstream outputs it reads, and every file of code it runs) and the values of its params. The
+Prefect cache is keyed on it (tasks/caching.py), a checkpoint records it (a resumed or finished
+checkpoint with another key is stale), and DVC reruns a stage on the same changes. A test
+(tests/test_lineage.py) runs each stage under a tracer and checks that dvc.yaml lists every
+file of winnow's code it executed, so the three cannot drift apart.
+
+Paths in dvc.yaml that use ${...} are run paths, relative to the working directory like the
+params that make them; literal paths are code, relative to the repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from winnow.config import Params, to_dict
+from winnow.data import file_sha256
+
+REPO = Path(__file__).resolve().parents[1]
+DVC_YAML = REPO / "dvc.yaml"
+_file_digests: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256, so a pipeline hashes each file once
+
+
+def _digest_file(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _file_digests:
+        _file_digests[key] = file_sha256(path)
+    return _file_digests[key]
+
+
+def digest_path(path: str | Path) -> str:
+    """Content hash of a file or of every file under a folder; 'missing' when absent."""
+    path = Path(path)
+    if path.is_file():
+        return _digest_file(path)
+    if not path.is_dir():
+        return "missing"
+    h = hashlib.sha256()
+    for child in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.endswith(".tmp") and "__pycache__" not in p.parts):
+        h.update(str(child.relative_to(path)).encode())
+        h.update(_digest_file(child).encode())
+    return h.hexdigest()
+
+
+def _lookup(values: dict, dotted: str):
+    node = values
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _resolve(text: str, values: dict, item: str | None) -> str:
+    """dvc.yaml's ${a.b} templating, from the params (and ${item} inside a foreach)."""
+    return re.sub(r"\$\{([^}]+)\}", lambda m: str(item) if m.group(1) == "item" else str(_lookup(values, m.group(1))), text)
+
+
+def _entries(entries, values: dict, item: str | None) -> list[Path]:
+    paths = []
+    for entry in entries or []:
+        text = next(iter(entry)) if isinstance(entry, dict) else entry
+        paths.append(Path(_resolve(text, values, item)) if "${" in text else REPO / text)
+    return paths
+
+
+def stage_spec(stage: str, params: Params, item: str | None = None) -> dict:
+    """deps (run paths and code), params (dotted names) and outs of one dvc.yaml stage, resolved."""
+    spec = yaml.safe_load(DVC_YAML.read_text())["stages"][stage]
+    spec = spec.get("do", spec)
+    values = to_dict(params)
+    outs = [p for key in ("outs", "metrics", "plots") for p in _entries(spec.get(key), values, item)]
+    return {"deps": _entries(spec.get("deps"), values, item), "params": list(spec.get("params", [])), "outs": outs}
+
+
+def stage_key(stage: str, params: Params, item: str | None = None) -> str:
+    """Hash of everything the stage reads: its deps' contents and its params' values.
+    (`objectives` is already merged into the sections it overrides, so it adds nothing here.)"""
+    spec, values = stage_spec(stage, params, item), to_dict(params)
+    content = {"stage": stage, "item": item, "objective": params.objective,
+               "params": {name: _lookup(values, name) for name in spec["params"] if name != "objectives"},
+               "deps": {_relative(dep): digest_path(dep) for dep in spec["deps"]}}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _relative(path: Path) -> str:
+    """Code by its path in the repository (the key does not depend on where the clone is)."""
+    try:
+        return "repo:" + path.relative_to(REPO).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def output_intact(path: Path) -> bool:
+    """An output can be trusted: present, readable, and for a checkpoint, finished. A file cut
+    short (a crash mid-write, a bad copy) is not, so its stage recomputes."""
+    if path.is_dir():
+        return any(path.iterdir())
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    try:
+        if path.suffix == ".pt":
+            import torch
+
+            return bool(torch.load(path, map_location="cpu", weights_only=False).get("complete"))
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        if path.suffix == ".csv":
+            return len(path.read_text().splitlines()) >= 2
+    except Exception:  # any way of being unreadable means: do not trust it
+        return False
+    return True
+
+
+def outputs_intact(stage: str, params: Params, item: str | None = None) -> bool:
+    return all(output_intact(out) for out in stage_spec(stage, params, item)["outs"])
