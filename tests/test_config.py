@@ -1,8 +1,12 @@
 """params.yaml is the one configuration, validated on load with errors that name the key."""
 
+from pathlib import Path
+
 import pytest
 
 from winnow.config import ConfigError, load_params, params_from_dict
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_the_committed_params_file_is_valid():
@@ -43,3 +47,24 @@ def test_overrides_use_dotted_keys_and_yaml_values(tmp_path):
 def test_a_missing_params_file_says_where_it_looked(tmp_path):
     with pytest.raises(ConfigError, match="no such params file"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_a_number_written_1e_minus_4_is_a_float_not_an_error():
+    assert load_params(REPO / "params.yaml", ["train.lr=1e-4"]).train.lr == 1e-4
+
+
+def test_the_code_defaults_are_params_yaml_so_a_partial_params_file_means_the_same_run():
+    for objective in ("classification", "contrastive"):
+        assert params_from_dict({"objective": objective}) == load_params(REPO / "params.yaml", [f"objective={objective}"])
+
+
+def test_an_empty_params_file_runs_the_defaults_of_params_yaml(tmp_path):
+    (tmp_path / "empty.yaml").write_text("")
+    assert load_params(tmp_path / "empty.yaml") == load_params(REPO / "params.yaml")
+
+
+def test_data_root_is_shorthand_for_the_folder_and_the_dataset_name():
+    params = load_params(REPO / "params.yaml", ["data.root=/shards/mine"])
+    assert (params.data.dir, params.data.name, params.data.root) == ("/shards", "mine", "/shards/mine")
+    with pytest.raises(ConfigError, match="data.name must be a folder name"):
+        load_params(REPO / "params.yaml", ["data.name=a/b"])

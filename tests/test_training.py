@@ -6,6 +6,7 @@ import torch
 
 from models import build_classifier
 from winnow.config import TrainConfig
+from winnow.training import train
 from winnow.data import load_split
 
 
@@ -67,6 +68,7 @@ sys.path.insert(0, {root!r})
 import torch
 from models import build_classifier
 from winnow.config import TrainConfig
+from winnow.training import train
 from winnow.data import load_split
 from winnow.training import train
 pool = load_split({pool!r}, 32, 20)
@@ -106,3 +108,12 @@ def test_a_nan_loss_stops_training_with_the_step_and_what_to_do(pool):
     nan_loss = lambda m, x, y: m(x.float()).sum(1) * float("nan")  # noqa: E731
     with pytest.raises(FloatingPointError, match=r"loss is nan at step 0.*lower the learning rate"):
         train(model, pool, TrainConfig(model="cnn-nano", steps=3, batch_size=8), seed=0, loss_fn=nan_loss)
+
+
+def test_a_batch_larger_than_the_data_names_the_batch_not_a_super_batch(tiny_data):
+    from winnow.data import load_split
+    from winnow.errors import DataError
+
+    curated = load_split(f"{tiny_data.data.root}/curated", 32, 20).subset(range(20))
+    with pytest.raises(DataError, match=r"reference: batch_size \(32\) is larger than the 20 examples"):
+        train(build_classifier("cnn-nano", 20), curated, TrainConfig(model="cnn-nano", steps=2, batch_size=32), seed=0, desc="reference")

@@ -26,6 +26,16 @@ def _quiet_env() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
 
 
+class _NoTracebackForUserErrors(logging.Filter):
+    """Prefect logs a failed run with its traceback; for winnow's own errors (a wrong input, named in
+    the message) the message is the whole story, so their traceback is dropped from the log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], WinnowError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--params", default="params.yaml", help="the one configuration file (default: params.yaml)")
@@ -81,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     # Libraries (open_clip, httpx...) log chatter at INFO on the root logger; winnow's own lines stay.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("winnow").setLevel(logging.INFO)
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).addFilter(_NoTracebackForUserErrors())
     from winnow.config import load_params
 
     try:

@@ -44,7 +44,7 @@ class Split:
 def shard_files(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"{folder}: no such split folder (run `winnow data synth`, or import your shards with the data contract of DESIGN.md)")
+        raise DataError(f"{folder}: no such split folder (run `winnow data synth`, or import your shards: `winnow data import`)")
     files = sorted(folder.glob("part-*.parquet"))
     if not files:
         raise DataError(f"{folder}: no part-*.parquet shards in this folder")
@@ -142,7 +142,7 @@ def value_counts(folder: str | Path, column: str) -> dict[str, int]:
 def read_manifest(root: str | Path) -> dict:
     path = Path(root) / "manifest.json"
     if not path.exists():
-        raise DataError(f"{path}: no manifest (run `winnow data synth`, or write one as DESIGN.md describes)")
+        raise DataError(f"{path}: no manifest (run `winnow data synth`, or import your data: `winnow data import`)")
     return json.loads(path.read_text())
 
 

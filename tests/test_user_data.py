@@ -1,0 +1,180 @@
+"""A user's own data through the user's entry points: `winnow data import`, then `winnow pipeline`
+(CLI and flow), both objectives. And every bad input or fault they may hit is an error naming the
+file, row or key, never a traceback, a stale result or their data overwritten."""
+
+import io
+import json
+import re
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from winnow import pipeline
+from winnow.cli import main
+from winnow.config import load_params
+
+CLASSES = ("red", "green", "blue")
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _bomb() -> bytes:
+    """A PNG whose header claims 20000 x 10000 pixels: PIL refuses it as a decompression bomb."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 20000, 10000, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def _table(n: int, rng, noisy: float = 0.0) -> pa.Table:
+    """Colour-coded images with string labels, captions, a wrong-label flag (noisy of them) and a metadata column."""
+    labels = rng.integers(0, 3, n)
+    images, shown, flags = [], [], []
+    for label in labels:
+        pixels = rng.integers(0, 60, (24, 24, 3)).astype(np.uint8)
+        pixels[..., label] += 150
+        images.append(_png(pixels))
+        wrong = rng.random() < noisy
+        shown.append(CLASSES[(label + 1) % 3] if wrong else CLASSES[label])
+        flags.append(bool(wrong))
+    return pa.table({"jpg": images, "name": shown, "alt": [f"a photo of something {c}" for c in np.array(CLASSES)[labels]],
+                     "is_wrong": flags, "url": [f"https://example.com/{i}.png" for i in range(n)]})
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sources")
+    rng = np.random.default_rng(0)
+    pool = _table(160, rng, noisy=0.3)
+    sixteen_bit = io.BytesIO()
+    Image.fromarray(np.full((24, 24), 30000, np.uint16)).save(sixteen_bit, format="PNG")
+    extra = pa.table({"jpg": [_bomb(), sixteen_bit.getvalue()], "name": ["red", "green"], "alt": ["huge", "deep"],
+                      "is_wrong": [False, False], "url": ["b", "c"]})
+    pq.write_table(pa.concat_tables([pool, extra]), root / "noisy.parquet")
+    pq.write_table(_table(60, rng), root / "clean.parquet")
+    pq.write_table(_table(45, rng), root / "test.parquet")
+    return root
+
+
+def _import(sources: Path, dest: Path) -> None:
+    code = main(["data", "import", "parquet", str(sources / "noisy.parquet"), str(dest), "--curated", str(sources / "clean.parquet"),
+                 "--test", str(sources / "test.parquet"), "--image-column", "jpg", "--label-column", "name", "--caption-column", "alt",
+                 "--noise-column", "is_wrong", "--class-names", ",".join(CLASSES), "--shard-size", "100"])
+    assert code == 0
+
+
+@pytest.mark.parametrize("objective", ["classification", "contrastive"])
+def test_an_imported_parquet_dataset_with_its_own_test_set_runs_through_winnow_pipeline(prefect_server, tiny, sources, capsys, objective):
+    mine = tiny.parent / "mine"
+    _import(sources, mine)
+    assert main(["pipeline", "--params", str(tiny), "--set", f"data.root={mine}", "--objective", objective]) == 0
+    assert "pipeline finished" in capsys.readouterr().out
+    params = load_params(tiny, [f"data.root={mine}", f"objective={objective}"])
+    paths = pipeline.Paths.of(params)
+    summary = json.loads((paths.metrics / "summary.json").read_text())
+    assert paths.metrics == tiny.parent / "metrics" / "mine" / objective  # under the dataset's own name
+    assert set(summary["policies"]) == set(params.train.policies) and summary["target"] > 0
+    if objective == "classification":
+        assert 0.15 < summary["pool_noisy_label_fraction"] < 0.45  # from the user's own noise flag
+    assert paths.report.exists() and (paths.plots / "accuracy.png").exists()
+    score = json.loads((paths.metrics / "score.json").read_text())
+    assert score["unscorable"] >= 1  # the decompression bomb: skipped and counted, not a crash
+    evaluated = json.loads((paths.metrics / "evaluate.json").read_text())
+    assert evaluated["uniform"]["texture_probe_accuracy"] is None  # no transfer task: reported as such, not a crash
+
+
+def test_a_sixteen_bit_png_keeps_its_grey_level(sources):
+    table = pq.read_table(sources / "noisy.parquet")
+    from winnow.data import decode_image
+
+    pixels = decode_image(table.column("jpg")[-1].as_py())
+    assert abs(int(pixels.mean()) - round(30000 / 65535 * 255)) <= 1  # not the near-white that clipping gives
+
+
+def _fails(capsys, *argv) -> str:
+    """Run the CLI; it must exit 2 with a message and no traceback. (Logging's own "--- Logging error ---"
+    reports are dropped first: Prefect's handler still writes to an earlier test's closed capture.)"""
+    code = main(list(argv))
+    err = re.sub(r"--- Logging error ---.*?\nArguments: [^\n]*\n", "", capsys.readouterr().err, flags=re.S)
+    assert code == 2 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("winnow: error: ")
+    return err
+
+
+def test_a_folder_without_a_manifest_is_never_overwritten_by_the_generator(prefect_server, tiny, capsys):
+    theirs = tiny.parent / "theirs"
+    (theirs / "pool").mkdir(parents=True)
+    (theirs / "pool" / "part-00000.parquet").write_bytes(b"my data")
+    err = _fails(capsys, "pipeline", "--params", str(tiny), "--set", f"data.root={theirs}")
+    assert str(theirs) in err and "no manifest.json" in err and "winnow data import" in err
+    assert (theirs / "pool" / "part-00000.parquet").read_bytes() == b"my data"
+    assert sorted(p.name for p in theirs.rglob("*")) == ["part-00000.parquet", "pool"]
+
+
+@pytest.fixture
+def imported(tiny, sources):
+    """An imported dataset with a trained reference, as `winnow reference` leaves it."""
+    mine = tiny.parent / "mine"
+    _import(sources, mine)
+    params = load_params(tiny, [f"data.root={mine}"])
+    pipeline.reference_stage(params)
+    return mine, params
+
+
+def _rewrite_pool(mine: Path, column: str, values) -> None:
+    shard = sorted((mine / "pool").glob("part-*.parquet"))[0]
+    table = pq.read_table(shard)
+    pq.write_table(table.set_column(table.column_names.index(column), column, values(table)), shard)
+
+
+def test_non_dense_or_repeated_pool_ids_are_named_before_any_scoring(prefect_server, tiny, imported, capsys):
+    mine, params = imported
+    _rewrite_pool(mine, "id", lambda t: pa.array(t.column("id").to_numpy() + 2**40))
+    err = _fails(capsys, "score", "--params", str(tiny), "--set", f"data.root={mine}")
+    assert "part-00000.parquet: row 0 has id 1099511627776" in err and "dense" in err
+    _rewrite_pool(mine, "id", lambda t: pa.array(np.zeros(t.num_rows, np.int64)))
+    err = _fails(capsys, "score", "--params", str(tiny), "--set", f"data.root={mine}")
+    assert "part-00000.parquet: row 1 repeats id 0" in err
+
+
+def test_string_labels_in_the_shards_are_named(prefect_server, tiny, imported, capsys):
+    mine, _ = imported
+    _rewrite_pool(mine, "label", lambda t: pa.array([str(v) for v in t.column("label").to_pylist()]))
+    err = _fails(capsys, "score", "--params", str(tiny), "--set", f"data.root={mine}")
+    assert "part-00000.parquet: column 'label' is string" in err
+
+
+def test_a_truncated_checkpoint_and_a_corrupt_store_are_named(prefect_server, tiny, imported, capsys):
+    mine, params = imported
+    paths = pipeline.Paths.of(params)
+    paths.store.parent.mkdir(parents=True, exist_ok=True)
+    paths.store.write_bytes(b"not a database" * 100)
+    err = _fails(capsys, "score", "--params", str(tiny), "--set", f"data.root={mine}")
+    assert "scores.duckdb: not a readable DuckDB score store" in err and "another winnow process" not in err
+    paths.store.unlink()
+    paths.reference.write_bytes(paths.reference.read_bytes()[:1000])
+    err = _fails(capsys, "score", "--params", str(tiny), "--set", f"data.root={mine}")
+    assert "reference.pt: not a readable checkpoint" in err
+
+
+def test_a_diverging_run_stops_with_the_step_and_the_fix(prefect_server, tiny, capsys):
+    err = _fails(capsys, "pipeline", "--params", str(tiny), "--set", "reference.lr=1e30")
+    assert "loss is nan at step" in err and "lower the learning rate" in err
+
+
+def test_a_folder_or_a_binary_file_as_params_is_named(tiny, capsys):
+    assert "is a folder, not a params file" in _fails(capsys, "pipeline", "--params", str(tiny.parent))
+    binary = tiny.parent / "weights.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    assert "weights.bin: not a text file" in _fails(capsys, "pipeline", "--params", str(binary))
