@@ -24,7 +24,7 @@ def test_a_wrong_device_or_precision_is_an_error_naming_the_key(tiny, key, value
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_asking_for_cuda_without_a_gpu_says_so():
-    with pytest.raises(RuntimeError, match="no CUDA device"):
+    with pytest.raises(ConfigError, match="no CUDA device"):
         pick_device("cuda")
 
 

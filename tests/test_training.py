@@ -6,8 +6,8 @@ import torch
 
 from models import build_classifier
 from winnow.config import TrainConfig
-from winnow.training import train
 from winnow.data import load_split
+from winnow.training import train
 
 
 class Crash(Exception):
@@ -68,7 +68,6 @@ sys.path.insert(0, {root!r})
 import torch
 from models import build_classifier
 from winnow.config import TrainConfig
-from winnow.training import train
 from winnow.data import load_split
 from winnow.training import train
 pool = load_split({pool!r}, 32, 20)

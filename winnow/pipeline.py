@@ -204,8 +204,8 @@ def score_plan(params: Params) -> dict:
     Writes the scorer's identity (Paths.scorer) that train checks its pool and reference against."""
     paths = Paths.of(params)
     pool_dir = paths.data / "pool"
-    check_pool_ids(pool_dir)  # before anything is scored: a bad id would only surface in training
     model = reference_model(params)
+    check_pool_ids(pool_dir)  # before anything is scored: a bad id would only surface in training
     model_hash, dataset_hash = state_hash(model), split_hash(pool_dir)
     scorer_id = store.scorer_id_for(model_hash, dataset_hash, params.objective)
     result = {"scorer_id": scorer_id, "model_hash": model_hash, "dataset_hash": dataset_hash, "objective": params.objective}
