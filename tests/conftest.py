@@ -26,6 +26,19 @@ TINY = {
 }
 
 
+def run_stages(params) -> dict:
+    """Every stage in order, as `winnow pipeline` runs them but without Prefect; returns the summary."""
+    from winnow import pipeline
+
+    pipeline.data_stage(params)
+    pipeline.reference_stage(params)
+    pipeline.score_stage(params)
+    for policy in params.train.policies:
+        pipeline.train_stage(params, policy)
+    pipeline.evaluate_stage(params)
+    return pipeline.summary_stage(params)
+
+
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
     """A tiny params.yaml in a temp folder that is also the working directory; returns its path."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from winnow import pipeline
+from conftest import run_stages
 from winnow.config import load_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,13 +20,7 @@ def test_learnability_reaches_the_uniform_target_in_at_most_0_6x_the_steps(tmp_p
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
     params = load_params("params.yaml")
-    pipeline.data_stage(params)
-    pipeline.reference_stage(params)
-    pipeline.score_stage(params)
-    for policy in params.train.policies:
-        pipeline.train_stage(params, policy)
-    pipeline.evaluate_stage(params)
-    summary = pipeline.summary_stage(params)
+    summary = run_stages(params)
     learnability = summary["policies"]["learnability"]
     assert learnability["step_ratio"] is not None and learnability["step_ratio"] <= 0.6
     assert learnability["noisy_label_fraction_selected"] < 0.5 * summary["pool_noisy_label_fraction"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import TINY
+from conftest import TINY, run_stages
 from winnow import pipeline
 from winnow.config import load_params
 
@@ -45,13 +45,7 @@ def test_dvc_push_then_pull_on_a_fresh_clone_leaves_nothing_to_recompute(tmp_pat
 
     monkeypatch.chdir(project)  # the run, as `winnow pipeline` would do it
     params = load_params("params.yaml")
-    pipeline.data_stage(params)
-    pipeline.reference_stage(params)
-    pipeline.score_stage(params)
-    for policy in params.train.policies:
-        pipeline.train_stage(params, policy)
-    pipeline.evaluate_stage(params)
-    pipeline.summary_stage(params)
+    run_stages(params)
     _dvc("add", "-q", "data", cwd=project)
     _dvc("commit", "-f", "-q", cwd=project)  # record what the run made in dvc.lock
     assert "up to date" in _dvc("status", cwd=project)

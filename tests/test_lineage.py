@@ -104,12 +104,19 @@ def _rewrite_labels(shard: Path, n: int) -> None:
     pq.write_table(table.set_column(table.column_names.index("label"), "label", pa.array(labels, pa.int32())), shard)
 
 
-def test_a_learner_trained_on_other_data_is_retrained_not_returned(tmp_path, monkeypatch):
+@pytest.fixture
+def scored(tmp_path, monkeypatch):
+    """Tiny data with a trained reference and its scores in the store: what train reads."""
     monkeypatch.chdir(tmp_path)
     params = _params(tmp_path)
     pipeline.data_stage(params)
     pipeline.reference_stage(params)
     pipeline.score_stage(params)
+    return params
+
+
+def test_a_learner_trained_on_other_data_is_retrained_not_returned(tmp_path, scored):
+    params = scored
     first = pipeline.train_stage(params, "uniform")
     again = pipeline.train_stage(params, "uniform")  # nothing changed: the finished checkpoint is reused
     assert again["seconds"] == first["seconds"]
@@ -133,12 +140,8 @@ def test_a_new_data_seed_retrains_the_reference(tmp_path, monkeypatch):
     assert pipeline.reference_stage(reseeded)["model_hash"] != first["model_hash"]
 
 
-def test_a_shard_added_after_scoring_is_caught_before_training(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    params = _params(tmp_path)
-    pipeline.data_stage(params)
-    pipeline.reference_stage(params)
-    pipeline.score_stage(params)
+def test_a_shard_added_after_scoring_is_caught_before_training(tmp_path, scored):
+    params = scored
     pool = tmp_path / "data" / "pool"
     extra = pq.read_table(sorted(pool.glob("part-*.parquet"))[0])
     ids = np.arange(params.data.num_pool, params.data.num_pool + extra.num_rows, dtype=np.int64)
