@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 import logging
 import os
 import subprocess
@@ -445,3 +446,27 @@ def test_a_caption_that_is_not_text_is_an_error_and_leaves_nothing_half_written(
     with pytest.raises(DataError, match=r"t\.parquet/\d: caption \d is not text"):
         import_source("parquet", source, tmp_path / "out", curated_fraction=0, test_fraction=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.parquet"]
+
+
+def _malformed_json(tmp_path):
+    (tmp_path / "a").mkdir()
+    with tarfile.open(tmp_path / "a" / "00000.tar", "w") as tar:
+        _add(tar, "k1.jpg", _jpeg((0, 0, 0)))
+        _add(tar, "k1.json", b'{"caption": "a cat", ')
+    return ["webdataset", tmp_path / "a"], r"00000\.tar: member k1\.json is not valid JSON"
+
+
+@pytest.mark.parametrize("case", [
+    lambda p: (["parquet", _parquet(p / "t.parquet", n=10, label=pa.array([0, 1, 2, 0, 1, 2, 0, 99, 1, 2], pa.int32()))], r"label 99"),
+    lambda p: (["parquet", _parquet(p / "t.parquet"), "--shard-size", "0"], r"--shard-size"),
+    lambda p: (["parquet", _parquet(p / "t.parquet"), "--test-fraction", "-0.05"], r"--test-fraction must be in \[0, 1\)"),
+    _malformed_json,
+], ids=["stray label", "shard size 0", "negative fraction", "malformed json"])
+def test_the_cli_names_each_bad_import_and_writes_nothing(tmp_path, capsys, case):
+    from winnow.cli import main
+
+    args, message = case(tmp_path)
+    assert main(["data", "import", *map(str, args[:2]), str(tmp_path / "out"), *map(str, args[2:])]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and err.startswith("winnow: error: ") and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -178,3 +178,12 @@ def test_a_folder_or_a_binary_file_as_params_is_named(tiny, capsys):
     binary = tiny.parent / "weights.bin"
     binary.write_bytes(bytes(range(256)) * 4)
     assert "weights.bin: not a text file" in _fails(capsys, "pipeline", "--params", str(binary))
+
+
+def test_the_generator_refuses_to_overwrite_an_imported_dataset_even_when_forced(prefect_server, tiny, sources, capsys):
+    mine = tiny.parent / "mine"
+    _import(sources, mine)
+    before = {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()}
+    err = _fails(capsys, "data", "synth", "--params", str(tiny), "--set", f"data.root={mine}", "--force")
+    assert "holds an imported dataset" in err and "data.name" in err
+    assert {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} == before
