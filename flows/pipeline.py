@@ -1,4 +1,4 @@
-"""Prefect flows: one per stage, and pipeline_flow chaining them (DESIGN.md, The chain).
+"""Prefect flows: one per stage, and pipeline_flow chaining them (docs/DESIGN.md, The chain).
 
 Flows take the params file and overrides (strings), so deployments and the CLI
 can trigger them with plain arguments; validation happens here, at the edge.
@@ -11,8 +11,18 @@ import time
 from prefect import flow, unmapped
 
 from tasks.caching import cached
-from tasks.stages import (bench_task, data_task, evaluate_task, reference_task, score_finish_task, score_plan_task, score_shard_task,
-                          score_task, summary_task, train_task)
+from tasks.stages import (
+    bench_task,
+    data_task,
+    evaluate_task,
+    reference_task,
+    score_finish_task,
+    score_plan_task,
+    score_shard_task,
+    score_task,
+    summary_task,
+    train_task,
+)
 from winnow.config import Params, ScoreConfig, load_params
 
 
@@ -48,8 +58,9 @@ def dask_runner(score: ScoreConfig):
 
     if score.dask_address:
         return DaskTaskRunner(address=score.dask_address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": score.dask_workers, "threads_per_worker": 1, "processes": True,
-                                          "dashboard_address": None})
+    return DaskTaskRunner(
+        cluster_kwargs={"n_workers": score.dask_workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+    )
 
 
 @flow(name="score-sharded")

@@ -35,6 +35,7 @@ def outputs_intact(stage: str, params: Params, item: str | None = None) -> bool:
 
 def dvc_stage_policy(stage: str):
     """A Prefect cache policy keyed like `dvc repro` (see winnow.lineage), plus the task's own source."""
+
     def key(context, parameters) -> str:
         item = parameters.get("policy")
         return f"{stage}-{item or ''}-" + stage_key(stage, parameters["params"], item)

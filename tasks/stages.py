@@ -10,9 +10,11 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from tasks import launch
 from tasks.caching import dvc_stage_policy
 from winnow import bench, pipeline, report
 from winnow.config import Params
+from winnow.devices import under_torchrun
 from winnow.errors import StoreBusy, WinnowError
 from winnow.objectives import OBJECTIVES
 
@@ -39,8 +41,15 @@ def data_task(params: Params, force: bool = False) -> dict:
 @task(name="reference", cache_policy=dvc_stage_policy("reference"), **STAGE)
 def reference_task(params: Params) -> dict:
     out = pipeline.reference_stage(params)
-    get_run_logger().info("reference: %s, %d steps on %d curated examples, held-out %s %.4f (%.0f s)", out["model"], out["steps"],
-                          out["train_examples"], out["test_metric"].replace("_", " "), out["test_accuracy"], out["seconds"])
+    get_run_logger().info(
+        "reference: %s, %d steps on %d curated examples, held-out %s %.4f (%.0f s)",
+        out["model"],
+        out["steps"],
+        out["train_examples"],
+        out["test_metric"].replace("_", " "),
+        out["final_metric"],
+        out["seconds"],
+    )
     return out
 
 
@@ -48,11 +57,20 @@ def reference_task(params: Params) -> dict:
 def score_task(params: Params) -> dict:
     out = pipeline.score_stage(params)
     if out["reused"]:
-        get_run_logger().info("score: scorer %s already complete in the store (%d examples); reused", out["scorer_id"], out["num_examples"])
+        get_run_logger().info(
+            "score: scorer %s already complete in the store (%d examples); reused", out["scorer_id"], out["num_examples"]
+        )
     else:
-        get_run_logger().info("score: scorer %s, %d examples scored in %d shards (%.0f s), %d ingested at %.0f rows/s, %d unscorable",
-                              out["scorer_id"], out["rows_scored"], out["shards_scored"], out["seconds"], out["rows_ingested"],
-                              out["ingest_rows_per_s"] or 0, out["unscorable"])
+        get_run_logger().info(
+            "score: scorer %s, %d examples scored in %d shards (%.0f s), %d ingested at %.0f rows/s, %d unscorable",
+            out["scorer_id"],
+            out["rows_scored"],
+            out["shards_scored"],
+            out["seconds"],
+            out["rows_ingested"],
+            out["ingest_rows_per_s"] or 0,
+            out["unscorable"],
+        )
     return out
 
 
@@ -68,36 +86,60 @@ def score_plan_task(params: Params) -> dict:
 def score_shard_task(params: Params, scorer_id: str, shard: str) -> dict:
     """One pool shard, on whichever Dask worker runs it; torch uses only the worker's own threads."""
     try:
-        from distributed import get_worker
-
         import torch
+        from distributed import get_worker
 
         torch.set_num_threads(max(1, get_worker().state.nthreads))
     except (ImportError, ValueError):  # not on a Dask worker
         pass
     started = time.perf_counter()
     rows = pipeline.score_one_shard(params, scorer_id, shard)
-    return {"shard": shard, "rows": rows, "seconds": time.perf_counter() - started, "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    return {
+        "shard": shard,
+        "rows": rows,
+        "seconds": time.perf_counter() - started,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+    }
 
 
 @task(name="score-finish", cache_policy=NO_CACHE, **STAGE)
 def score_finish_task(params: Params, plan: dict, shards: list[dict], seconds: float) -> dict:
-    counts = {"shards": len(shards), "shards_scored": sum(1 for s in shards if s["rows"]), "rows_scored": sum(s["rows"] for s in shards),
-              "seconds": seconds, "workers": sorted({s["worker"] for s in shards})}
+    counts = {
+        "shards": len(shards),
+        "shards_scored": sum(1 for s in shards if s["rows"]),
+        "rows_scored": sum(s["rows"] for s in shards),
+        "seconds": seconds,
+        "workers": sorted({s["worker"] for s in shards}),
+    }
     out = pipeline.score_finish(params, plan, counts)
-    get_run_logger().info("score: %d examples scored in %d shards over %d workers (%.0f s), %d ingested, %d unscorable",
-                          out["rows_scored"], out["shards_scored"], len(counts["workers"]), seconds, out["rows_ingested"], out["unscorable"])
+    get_run_logger().info(
+        "score: %d examples scored in %d shards over %d workers (%.0f s), %d ingested, %d unscorable",
+        out["rows_scored"],
+        out["shards_scored"],
+        len(counts["workers"]),
+        seconds,
+        out["rows_ingested"],
+        out["unscorable"],
+    )
     return out
 
 
 @task(name="train", task_run_name="train-{policy}", cache_policy=dvc_stage_policy("train"), **STAGE)
 def train_task(params: Params, policy: str) -> dict:
-    out = pipeline.train_stage(params, policy)
+    distributed = params.train.nproc_per_node > 1 and not under_torchrun()
+    out = launch.train_distributed(params, policy) if distributed else pipeline.train_stage(params, policy)
     objective = OBJECTIVES[params.objective]
     noise = out["selected_mix"].get(objective.noise)
-    get_run_logger().info("train %s: %d steps, final held-out %s %.4f, %s in kept batches %s (%.0f s)", policy, out["steps"],
-                          objective.metric.replace("_", " "), out["final_accuracy"], objective.noise.replace("_", " "),
-                          "unknown" if noise is None else f"{noise:.3f}", out["seconds"])
+    get_run_logger().info(
+        "train %s: %d steps, final held-out %s %.4f, %s in kept batches %s (%.0f s)",
+        policy,
+        out["steps"],
+        objective.metric.replace("_", " "),
+        out["final_metric"],
+        objective.noise.replace("_", " "),
+        "unknown" if noise is None else f"{noise:.3f}",
+        out["seconds"],
+    )
     return out
 
 
@@ -106,8 +148,11 @@ def evaluate_task(params: Params) -> dict:
     out = pipeline.evaluate_stage(params)
     headline = OBJECTIVES[params.objective].headline
     # texture_probe_accuracy is None where the data has no transfer task (a user's own data)
-    get_run_logger().info("evaluate: " + ", ".join(f"{k} {v[headline]:.4f}/{report._num(v['texture_probe_accuracy'], '-', 3)}" for k, v in out.items())
-                          + f" ({headline.replace('_', ' ')} / texture probe)")
+    get_run_logger().info(
+        "evaluate: "
+        + ", ".join(f"{k} {v[headline]:.4f}/{report._num(v['texture_probe_accuracy'], '-', 3)}" for k, v in out.items())
+        + f" ({headline.replace('_', ' ')} / texture probe)"
+    )
     return out
 
 
@@ -115,7 +160,9 @@ def evaluate_task(params: Params) -> dict:
 def summary_task(params: Params) -> dict:
     out = pipeline.summary_stage(params)
     rows = [{"policy": p, **{k: v for k, v in r.items() if k != "selected_mix"}} for p, r in out["policies"].items()]
-    create_table_artifact(rows, key=f"{params.objective}-summary", description=f"winnow {params.objective}: target {out['target']:.4f}")
+    create_table_artifact(
+        rows, key=f"{params.objective}-summary", description=f"winnow {params.objective}: target {out['target']:.4f}"
+    )
     create_markdown_artifact(f"```\n{report.table(out)}\n```", key=f"{params.objective}-report")
     get_run_logger().info("summary:\n%s", report.table(out))
     return out
@@ -124,8 +171,13 @@ def summary_task(params: Params) -> dict:
 @task(name="bench", cache_policy=NO_CACHE)
 def bench_task(params: Params) -> dict:
     out = bench.bench(params)
-    rows = [{"policy": p, **{k: v["mean"] for k, v in r.items()}, **{f"{k}_std": v["std"] for k, v in r.items()}} for p, r in out["policies"].items()]
-    create_table_artifact(rows, key=f"bench-{params.objective}", description=f"winnow bench {params.objective}: mean over {len(out['seeds'])} seeds")
+    rows = [
+        {"policy": p, **{k: v["mean"] for k, v in r.items()}, **{f"{k}_std": v["std"] for k, v in r.items()}}
+        for p, r in out["policies"].items()
+    ]
+    create_table_artifact(
+        rows, key=f"bench-{params.objective}", description=f"winnow bench {params.objective}: mean over {len(out['seeds'])} seeds"
+    )
     create_markdown_artifact(pipeline.Paths.of(params).bench_report.read_text(), key=f"bench-{params.objective}-report")
     get_run_logger().info("bench %s over seeds %s:\n%s", params.objective, out["seeds"], report.bench_table(out))
     return out

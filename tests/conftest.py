@@ -16,13 +16,26 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 TINY = {
     "seed": 0,
-    "data": {"num_pool": 1200, "num_curated": 300, "num_test": 200, "num_transfer": 240, "shard_size": 300, "duplicate_sources": 10},
+    "data": {
+        "num_pool": 1200,
+        "num_curated": 300,
+        "num_test": 200,
+        "num_transfer": 240,
+        "shard_size": 300,
+        "duplicate_sources": 10,
+    },
     "reference": {"steps": 40, "batch_size": 32, "warmup_steps": 5, "model": "cnn-nano"},
     "score": {"batch_size": 128},
     "train": {"steps": 30, "batch_size": 32, "warmup_steps": 5, "eval_every": 10, "checkpoint_every": 10, "model": "cnn-nano"},
     "evaluate": {"probe_steps": 30},
-    "objectives": {"contrastive": {"reference": {"model": "clip-nano"}, "train": {"model": "clip-nano"},
-                                   "score": {"batch_size": 64}, "bench": {"proxies": ["clip-nano"]}}},
+    "objectives": {
+        "contrastive": {
+            "reference": {"model": "clip-nano"},
+            "train": {"model": "clip-nano"},
+            "score": {"batch_size": 64},
+            "bench": {"proxies": ["clip-nano"]},
+        }
+    },
 }
 
 
@@ -42,7 +55,12 @@ def run_stages(params) -> dict:
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
     """A tiny params.yaml in a temp folder that is also the working directory; returns its path."""
-    raw = {**TINY, "data": {**TINY["data"], "root": str(tmp_path / "data")}, "artifacts": str(tmp_path / "artifacts"), "metrics": str(tmp_path / "metrics")}
+    raw = {
+        **TINY,
+        "data": {**TINY["data"], "root": str(tmp_path / "data")},
+        "artifacts": str(tmp_path / "artifacts"),
+        "metrics": str(tmp_path / "metrics"),
+    }
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     monkeypatch.chdir(tmp_path)

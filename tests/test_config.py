@@ -68,3 +68,11 @@ def test_data_root_is_shorthand_for_the_folder_and_the_dataset_name():
     assert (params.data.dir, params.data.name, params.data.root) == ("/shards", "mine", "/shards/mine")
     with pytest.raises(ConfigError, match="data.name must be a folder name"):
         load_params(REPO / "params.yaml", ["data.name=a/b"])
+
+
+def test_the_names_params_accept_are_the_objectives_and_policies_that_exist():
+    from winnow import config
+    from winnow.objectives import OBJECTIVES
+    from winnow.selection import POLICIES
+
+    assert config.OBJECTIVES == tuple(OBJECTIVES) and config.POLICIES == tuple(POLICIES)

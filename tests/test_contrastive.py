@@ -11,7 +11,7 @@ from models import CLIPS, build_clip, clip_tokenizer
 from winnow.data import Split
 from winnow.evaluation import retrieval_recall, zero_shot_accuracy
 from winnow.losses import contrastive_losses, per_example_contrastive
-from winnow.objectives import usable
+from winnow.objectives import OBJECTIVES
 
 
 def test_the_mean_of_per_pair_losses_is_open_clips_clip_loss():
@@ -58,11 +58,13 @@ def test_zero_shot_accuracy_on_a_hand_made_case():
 
 
 def test_retrieval_recall_on_a_hand_made_case():
-    # 4 pairs; text 3 is closest to image 2 and image 3 second: pair 3 is found at rank 2 both ways, pair 2 at rank 2 from its text.
+    # 4 pairs; text 3 is closest to image 2 and image 3 second:
+    # pair 3 is found at rank 2 both ways, pair 2 at rank 2 from its text.
     image = torch.eye(4)
     text = F.normalize(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0.5], [0, 0, 0.9, 0.5]]), dim=-1)
     recall = retrieval_recall(image, text, ks=(1, 2))
-    # image->text: image 2 ranks text 2 first (1.0/1.118 > 0.9/1.03); image 3 ranks text 3 (0.486) above text 2 (0.447): all 4 at rank 1
+    # image->text: image 2 ranks text 2 first (1.0/1.118 > 0.9/1.03);
+    # image 3 ranks text 3 (0.486) above text 2 (0.447): all 4 at rank 1
     assert recall["image_to_text_R@1"] == pytest.approx(1.0)
     # text->image: text 3's best image is image 2 (0.874 > 0.486): only 3 of 4 texts find their image first, all within 2
     assert recall["text_to_image_R@1"] == pytest.approx(0.75)
@@ -70,8 +72,13 @@ def test_retrieval_recall_on_a_hand_made_case():
 
 
 def test_pairs_with_an_empty_caption_are_skipped_and_counted():
-    split = Split(np.arange(3), torch.zeros(3, 3, 32, 32, dtype=torch.uint8), np.zeros(3, dtype=np.int64),
-                  {"caption": np.array(["a red circle", "  ", None], dtype=object)}, [])
-    kept = usable("contrastive", split)
+    split = Split(
+        np.arange(3),
+        torch.zeros(3, 3, 32, 32, dtype=torch.uint8),
+        np.zeros(3, dtype=np.int64),
+        {"caption": np.array(["a red circle", "  ", None], dtype=object)},
+        [],
+    )
+    kept = OBJECTIVES["contrastive"].usable(split)
     assert kept.ids.tolist() == [0]
     assert [(s["id"], s["reason"]) for s in kept.skipped] == [(1, "empty caption"), (2, "empty caption")]

@@ -10,7 +10,11 @@ from winnow.config import load_params
 
 def _scores(params, scorer_id):
     with store.connect(pipeline.Paths.of(params).store, read_only=True) as con:
-        return con.sql(f"SELECT example_id, loss, status FROM scores WHERE scorer_id = '{scorer_id}' ORDER BY example_id").to_arrow_table().to_pydict()
+        return (
+            con.sql(f"SELECT example_id, loss, status FROM scores WHERE scorer_id = '{scorer_id}' ORDER BY example_id")
+            .to_arrow_table()
+            .to_pydict()
+        )
 
 
 def test_scoring_on_a_two_worker_dask_cluster_gives_the_same_scores_as_one_process(prefect_server, tiny, tmp_path):
@@ -21,7 +25,11 @@ def test_scoring_on_a_two_worker_dask_cluster_gives_the_same_scores_as_one_proce
     pipeline.reference_stage(one)
     local = pipeline.score_stage(one)
 
-    on_dask = ["artifacts=" + str(tmp_path / "dask_artifacts"), "metrics=" + str(tmp_path / "dask_metrics"), "score.dask_workers=2"]
+    on_dask = [
+        "artifacts=" + str(tmp_path / "dask_artifacts"),
+        "metrics=" + str(tmp_path / "dask_metrics"),
+        "score.dask_workers=2",
+    ]
     dask = load_params(tiny, on_dask)
     shutil.copytree(pipeline.Paths.of(one).reference.parent, pipeline.Paths.of(dask).reference.parent)  # the same reference
     out = score_flow(str(tiny), on_dask)
@@ -32,7 +40,9 @@ def test_scoring_on_a_two_worker_dask_cluster_gives_the_same_scores_as_one_proce
     assert a["example_id"] == b["example_id"] == list(range(one.data.num_pool))  # every example exactly once
     assert a["status"] == b["status"]
     scored = [i for i, s in enumerate(a["status"]) if s == "ok"]
-    np.testing.assert_allclose(np.array(b["loss"], dtype=float)[scored], np.array(a["loss"], dtype=float)[scored], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.array(b["loss"], dtype=float)[scored], np.array(a["loss"], dtype=float)[scored], rtol=1e-5, atol=1e-6
+    )
 
     again = score_flow(str(tiny), on_dask)
     assert again["reused"]  # the store already holds this scorer: nothing is rescored

@@ -23,7 +23,9 @@ def _write(folder, **columns):
 
 
 def test_a_good_shard_decodes_to_uint8_tensors(tmp_path):
-    split = load_split(_write(tmp_path / "s", id=[0, 1], image=[_png(), _png((0, 0, 255))], label=pa.array([1, 2], pa.int32())), 32, 5)
+    split = load_split(
+        _write(tmp_path / "s", id=[0, 1], image=[_png(), _png((0, 0, 255))], label=pa.array([1, 2], pa.int32())), 32, 5
+    )
     assert split.images.shape == (2, 3, 32, 32) and split.images.dtype.is_floating_point is False
     assert split.images[1, 2].float().mean() == 255 and split.labels.tolist() == [1, 2]
 
@@ -56,7 +58,9 @@ def test_a_shard_that_is_not_parquet_is_named(tmp_path):
 
 
 def test_corrupt_and_null_images_are_skipped_with_their_ids(tmp_path):
-    folder = _write(tmp_path / "s", id=[0, 1, 2], image=[_png(), b"\x89PNG garbage", None], label=pa.array([0, 1, None], pa.int32()))
+    folder = _write(
+        tmp_path / "s", id=[0, 1, 2], image=[_png(), b"\x89PNG garbage", None], label=pa.array([0, 1, None], pa.int32())
+    )
     split = load_split(folder, 32, 5)
     assert split.ids.tolist() == [0]
     assert [s["id"] for s in split.skipped] == [1, 2]

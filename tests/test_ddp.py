@@ -25,8 +25,24 @@ def ddp_run(tiny_data, tmp_path_factory):
     reference_loss = torch.rand(int(pool.ids.max()) + 1, generator=torch.Generator().manual_seed(1))
     torch.save(reference_loss, out / "reference_loss.pt")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
-    launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
-                               pool_dir, str(out / "reference_loss.pt"), str(out)], capture_output=True, text=True, env=env, timeout=300)
+    launched = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(SCRIPT),
+            pool_dir,
+            str(out / "reference_loss.pt"),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert launched.returncode == 0, launched.stderr[-3000:]
     return out, pool, reference_loss
 
@@ -38,9 +54,18 @@ def test_two_gloo_ranks_select_and_step_as_one_process_selecting_from_each_ranks
     torch.manual_seed(0)
     model = build_classifier("cnn-nano", 20)
     kept, grads = {}, []
-    log = train(model, pool, TrainConfig(model="cnn-nano", steps=4, batch_size=16, warmup_steps=1), seed=0, policy="learnability",
-                keep_fraction=0.5, reference_loss=reference_loss, groups=2, on_batch=lambda step, ids: kept.update({step: ids.tolist()}),
-                on_step=lambda step: grads.extend(p.grad.clone() for p in model.parameters()) if step == 1 else None)["steps_log"]
+    log = train(
+        model,
+        pool,
+        TrainConfig(model="cnn-nano", steps=4, batch_size=16, warmup_steps=1),
+        seed=0,
+        policy="learnability",
+        keep_fraction=0.5,
+        reference_loss=reference_loss,
+        groups=2,
+        on_batch=lambda step, ids: kept.update({step: ids.tolist()}),
+        on_step=lambda step: grads.extend(p.grad.clone() for p in model.parameters()) if step == 1 else None,
+    )["steps_log"]
 
     for step in range(1, 5):  # rank 0 kept the first half of one process's choice, rank 1 the second
         assert ranks[0]["kept"][step] + ranks[1]["kept"][step] == kept[step]
@@ -63,14 +88,16 @@ def test_streamed_ranks_train_on_disjoint_examples_and_keep_identical_replicas(d
         assert torch.equal(w, ranks[1]["weights"][name])  # DDP keeps the replicas in step
 
 
-def test_the_train_stage_launches_itself_as_ddp_ranks_when_asked(tiny):
+def test_the_train_flow_launches_the_stage_as_ddp_ranks_when_asked(prefect_server, tiny):
+    from flows.pipeline import train_flow
     from winnow import pipeline
     from winnow.config import load_params
     from winnow.training import load_checkpoint
 
-    params = load_params(tiny, ["train.nproc_per_node=2", "train.steps=12"])
+    overrides = ["train.nproc_per_node=2", "train.steps=12"]
+    params = load_params(tiny, overrides)
     pipeline.data_stage(params)
-    out = pipeline.train_stage(params, "uniform")
+    out = train_flow(policy="uniform", params_path=str(tiny), overrides=overrides)
     assert out["world_size"] == 2 and out["steps"] == 12
     ckpt = load_checkpoint(pipeline.Paths.of(params).learner("uniform"))
     assert ckpt["complete"] and len(ckpt["sampler"]) == 2  # every rank's sampler state, for a resume
@@ -79,9 +106,25 @@ def test_the_train_stage_launches_itself_as_ddp_ranks_when_asked(tiny):
 def test_a_crashed_ddp_run_on_a_streamed_pool_resumes_every_rank_to_the_same_weights(tiny_data, tmp_path):
     def launch(checkpoint, out, crash_at):
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
-        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                               str(SCRIPT.with_name("ddp_resume.py")), f"{tiny_data.data.root}/pool", str(checkpoint), str(out), str(crash_at)],
-                              capture_output=True, text=True, env=env, timeout=300)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node",
+                "2",
+                str(SCRIPT.with_name("ddp_resume.py")),
+                f"{tiny_data.data.root}/pool",
+                str(checkpoint),
+                str(out),
+                str(crash_at),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
 
     assert launch(tmp_path / "straight.pt", tmp_path / "straight", 0).returncode == 0
     assert launch(tmp_path / "crashed.pt", tmp_path / "crashed", 5).returncode != 0  # both ranks stop at step 5

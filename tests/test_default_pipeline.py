@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import run_stages
+
 from winnow.config import load_params
 
 REPO = Path(__file__).resolve().parents[1]

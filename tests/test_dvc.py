@@ -8,14 +8,20 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from conftest import TINY, run_stages
+
 from winnow import pipeline
 from winnow.config import load_params
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-       "GIT_COMMITTER_EMAIL": "t@t"}
+ENV = {
+    **os.environ,
+    "DVC_NO_ANALYTICS": "1",
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@t",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@t",
+}
 
 
 def _run(*command, cwd):
@@ -32,7 +38,17 @@ def test_dvc_push_then_pull_on_a_fresh_clone_leaves_nothing_to_recompute(tmp_pat
     project, remote, clone = tmp_path / "project", tmp_path / "remote", tmp_path / "clone"
     tracked = _run("git", "ls-files", cwd=REPO).split()
     for name in tracked:
-        if name.split("/")[0] in ("winnow", "models", "tasks", "flows", ".dvc", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml"):
+        if name.split("/")[0] in (
+            "winnow",
+            "models",
+            "tasks",
+            "flows",
+            ".dvc",
+            "dvc.yaml",
+            ".dvcignore",
+            ".gitignore",
+            "pyproject.toml",
+        ):
             (project / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / name, project / name)
     params = yaml.safe_load((REPO / "params.yaml").read_text())  # dvc.yaml's ${...} need every key: the full file, made tiny
@@ -56,6 +72,13 @@ def test_dvc_push_then_pull_on_a_fresh_clone_leaves_nothing_to_recompute(tmp_pat
     _run("git", "clone", "-q", str(project), str(clone), cwd=tmp_path)
     _dvc("pull", "-q", cwd=clone)
     paths = pipeline.Paths.of(params)
-    for out in (paths.reference, paths.scorer, paths.store, paths.learner("uniform"), paths.learner("learnability"), paths.metrics / "summary.json"):
+    for out in (
+        paths.reference,
+        paths.scorer,
+        paths.store,
+        paths.learner("uniform"),
+        paths.learner("learnability"),
+        paths.metrics / "summary.json",
+    ):
         assert (clone / out).is_file(), out
     assert "Data and pipelines are up to date" in _dvc("status", cwd=clone)

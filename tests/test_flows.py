@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from winnow import pipeline
 from winnow.config import load_params
 
@@ -19,10 +18,10 @@ def test_pipeline_flow_runs_every_stage_and_writes_the_summary(prefect_server, t
     params = load_params(tiny)
     metrics = pipeline.Paths.of(params).metrics
     on_disk = json.loads((metrics / "summary.json").read_text())
-    assert on_disk["target"] == summary["target"] == on_disk["policies"]["uniform"]["final_accuracy"]
+    assert on_disk["target"] == summary["target"] == on_disk["policies"]["uniform"]["final_metric"]
     for policy in params.train.policies:
         row = on_disk["policies"][policy]
-        assert set(row) >= {"final_accuracy", "steps_to_target", "step_ratio", "noisy_label_fraction_selected"}
+        assert set(row) >= {"final_metric", "steps_to_target", "step_ratio", "noisy_label_fraction_selected"}
         assert (metrics / "curves" / f"{policy}.csv").exists() and (metrics / "steps" / f"{policy}.csv").exists()
     assert on_disk["policies"]["uniform"]["step_ratio"] is not None  # uniform reaches its own final value
     assert 0.2 < on_disk["pool_noisy_label_fraction"] < 0.4
@@ -30,7 +29,6 @@ def test_pipeline_flow_runs_every_stage_and_writes_the_summary(prefect_server, t
     assert (tiny.parent / "plots" / "data" / "classification" / "accuracy.png").exists()
     evaluated = json.loads((metrics / "evaluate.json").read_text())
     assert set(evaluated) == {"reference", *params.train.policies}
-
 
 
 def _mtimes(root: Path) -> dict:
@@ -80,16 +78,21 @@ def test_the_contrastive_pipeline_writes_a_summary_of_the_same_shape_with_zero_s
     contrastive = pipeline.Paths.of(load_params(tiny, ["objective=contrastive"])).metrics
     on_disk = json.loads((contrastive / "summary.json").read_text())
     for row in on_disk["policies"].values():
-        assert set(row) >= {"final_accuracy", "steps_to_target", "step_ratio", "mismatched_caption_fraction_selected"}
+        assert set(row) >= {"final_metric", "steps_to_target", "step_ratio", "mismatched_caption_fraction_selected"}
     assert 0.15 < on_disk["pool_mismatched_caption_fraction"] < 0.35
     evaluated = json.loads((contrastive / "evaluate.json").read_text())
-    assert {"zero_shot_accuracy", "texture_zero_shot_accuracy", "image_to_text_R@5", "text_to_image_R@10"} <= set(evaluated["learnability"])
+    assert {"zero_shot_accuracy", "texture_zero_shot_accuracy", "image_to_text_R@5", "text_to_image_R@10"} <= set(
+        evaluated["learnability"]
+    )
 
 
 def test_the_bench_flow_reports_mean_and_spread_over_seeds_and_the_proxy_table(prefect_server, tiny):
     from flows.pipeline import bench_flow
 
-    result = bench_flow(params_path=str(tiny), overrides=["bench.seeds=2", "bench.proxies=[cnn-nano]", "reference.model=cnn-tiny", "train.model=cnn-tiny"])
+    result = bench_flow(
+        params_path=str(tiny),
+        overrides=["bench.seeds=2", "bench.proxies=[cnn-nano]", "reference.model=cnn-tiny", "train.model=cnn-tiny"],
+    )
     paths = pipeline.Paths.of(load_params(tiny))
     on_disk = json.loads((paths.bench / "classification.json").read_text())
     assert on_disk["seeds"] == result["seeds"] == [0, 1]
@@ -98,15 +101,22 @@ def test_the_bench_flow_reports_mean_and_spread_over_seeds_and_the_proxy_table(p
         assert set(stat) == {"mean", "std", "reached", "runs", "values"} and stat["runs"] == 2
     uniform = on_disk["policies"]["uniform"]
     assert uniform["step_ratio"]["reached"] == 2  # uniform always reaches its own final value
-    assert on_disk["proxies"][0]["reference"] == "cnn-nano" and 0 < on_disk["proxies"][0]["reference_flops_over_learner"] < 0.5  # nano vs a tiny learner
+    assert (
+        on_disk["proxies"][0]["reference"] == "cnn-nano" and 0 < on_disk["proxies"][0]["reference_flops_over_learner"] < 0.5
+    )  # nano vs a tiny learner
     report = paths.bench_report.read_text()
     assert "compute-positive" in report and "uv run winnow bench --objective classification" in report
     assert (paths.bench_plots / "bench_flops.png").exists() and paths.bench_plots == Path("plots/data/bench/classification")
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "winnow.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    return subprocess.run(
+        [sys.executable, "-m", "winnow.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def test_the_cli_rejects_a_wrong_param_naming_the_key(tiny):
@@ -122,8 +132,13 @@ def test_the_cli_names_a_missing_checkpoint(tiny):
 
 
 def test_dvc_yaml_declares_the_chain_of_stages_with_one_train_stage_per_policy():
-    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], capture_output=True, text=True, cwd=REPO,
-                         env={**__import__("os").environ, "DVC_NO_ANALYTICS": "1"})
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**__import__("os").environ, "DVC_NO_ANALYTICS": "1"},
+    )
     assert out.returncode == 0, out.stderr
     policies = load_params(REPO / "params.yaml").train.policies
     assert out.stdout.split() == ["reference", "score", *[f"train@{p}" for p in policies], "evaluate", "summary"]

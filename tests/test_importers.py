@@ -2,9 +2,9 @@
 
 import io
 import json
-import re
 import logging
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -52,14 +52,23 @@ def _webdataset(folder, shards=2, per_shard=10, with_cls=True):
 
 
 def test_webdataset_shards_become_pool_curated_and_test_with_nothing_lost(tmp_path):
-    dest = import_source("webdataset", _webdataset(tmp_path / "wds"), tmp_path / "out", class_names=["a", "b", "c"],
-                         curated_fraction=0.2, test_fraction=0.1)
+    dest = import_source(
+        "webdataset",
+        _webdataset(tmp_path / "wds"),
+        tmp_path / "out",
+        class_names=["a", "b", "c"],
+        curated_fraction=0.2,
+        test_fraction=0.1,
+    )
     manifest = read_manifest(dest)
     assert manifest["counts"] == {"pool": 14, "curated": 4, "eval/test": 2}  # 20 images; failed downloads have none
     pool = pq.read_table(dest / "pool")
     assert pool.column("id").to_pylist() == list(range(14))
-    keys = set(pool.column("source_key").to_pylist()) | set(pq.read_table(dest / "curated").column("source_key").to_pylist()) \
+    keys = (
+        set(pool.column("source_key").to_pylist())
+        | set(pq.read_table(dest / "curated").column("source_key").to_pylist())
         | set(pq.read_table(dest / "eval/test").column("source_key").to_pylist())
+    )
     assert len(keys) == 20  # disjoint, complete
     row = pool.slice(0, 1).to_pylist()[0]
     assert row["caption"].startswith("a picture of thing") and row["caption"].endswith(str(row["label"]))
@@ -83,13 +92,24 @@ def test_an_imagefolder_tree_is_labelled_by_its_sorted_class_folders(tmp_path):
 
 def test_a_parquet_table_with_its_own_column_names_and_a_separate_curated_source(tmp_path):
     def table(n, offset):
-        return pa.table({"jpg": [_jpeg((i * 10, 0, 0)) for i in range(n)], "y": pa.array([i % 2 for i in range(n)], pa.int32()),
-                         "alt": [f"photo {offset + i}" for i in range(n)]})
+        return pa.table(
+            {
+                "jpg": [_jpeg((i * 10, 0, 0)) for i in range(n)],
+                "y": pa.array([i % 2 for i in range(n)], pa.int32()),
+                "alt": [f"photo {offset + i}" for i in range(n)],
+            }
+        )
 
     pq.write_table(table(30, 0), tmp_path / "noisy.parquet")
     pq.write_table(table(6, 100), tmp_path / "clean.parquet")
-    dest = import_source("parquet", tmp_path / "noisy.parquet", tmp_path / "out", curated_source=tmp_path / "clean.parquet",
-                         columns={"image_column": "jpg", "label_column": "y", "caption_column": "alt"}, test_fraction=0.1)
+    dest = import_source(
+        "parquet",
+        tmp_path / "noisy.parquet",
+        tmp_path / "out",
+        curated_source=tmp_path / "clean.parquet",
+        columns={"image_column": "jpg", "label_column": "y", "caption_column": "alt"},
+        test_fraction=0.1,
+    )
     counts = read_manifest(dest)["counts"]
     assert counts == {"pool": 27, "curated": 6, "eval/test": 3}
     assert set(pq.read_table(dest / "curated").column("caption").to_pylist()) == {f"photo {100 + i}" for i in range(6)}
@@ -100,8 +120,15 @@ def test_a_wrong_image_column_or_a_label_beyond_the_class_names_is_named(tmp_pat
     with pytest.raises(DataError, match=r"t\.parquet: no column 'image'"):
         import_source("parquet", tmp_path / "t.parquet", tmp_path / "out")
     with pytest.raises(DataError, match="label 5 is outside the 2 class names"):
-        import_source("parquet", tmp_path / "t.parquet", tmp_path / "out2", columns={"image_column": "pixels"},
-                      class_names=["a", "b"], test_fraction=0, curated_fraction=0)
+        import_source(
+            "parquet",
+            tmp_path / "t.parquet",
+            tmp_path / "out2",
+            columns={"image_column": "pixels"},
+            class_names=["a", "b"],
+            test_fraction=0,
+            curated_fraction=0,
+        )
 
 
 def test_the_stages_run_on_an_imported_dataset(tmp_path, monkeypatch):
@@ -116,10 +143,22 @@ def test_the_stages_run_on_an_imported_dataset(tmp_path, monkeypatch):
             Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "tree" / name / f"{i}.png")
     dest = import_source("imagefolder", tmp_path / "tree", tmp_path / "data", curated_fraction=0.3, test_fraction=0.2)
     monkeypatch.chdir(tmp_path)
-    params = params_from_dict({"data": {"root": str(dest)}, "artifacts": str(tmp_path / "a"), "metrics": str(tmp_path / "m"),
-                               "reference": {"model": "cnn-nano", "steps": 20, "batch_size": 16, "warmup_steps": 2},
-                               "train": {"model": "cnn-nano", "steps": 20, "batch_size": 8, "warmup_steps": 2, "eval_every": 10,
-                                         "policies": ["uniform", "learnability"]}})
+    params = params_from_dict(
+        {
+            "data": {"root": str(dest)},
+            "artifacts": str(tmp_path / "a"),
+            "metrics": str(tmp_path / "m"),
+            "reference": {"model": "cnn-nano", "steps": 20, "batch_size": 16, "warmup_steps": 2},
+            "train": {
+                "model": "cnn-nano",
+                "steps": 20,
+                "batch_size": 8,
+                "warmup_steps": 2,
+                "eval_every": 10,
+                "policies": ["uniform", "learnability"],
+            },
+        }
+    )
     assert not pipeline.data_stage(params)["generated"]  # imported data is never overwritten by the generator
     pipeline.reference_stage(params)
     assert pipeline.score_stage(params)["num_examples"] == 60
@@ -128,7 +167,7 @@ def test_the_stages_run_on_an_imported_dataset(tmp_path, monkeypatch):
     evaluated = pipeline.evaluate_stage(params)
     assert evaluated["learnability"]["texture_probe_accuracy"] is None  # no transfer task in imported data
     summary = pipeline.summary_stage(params)
-    assert summary["target"] == summary["policies"]["uniform"]["final_accuracy"]
+    assert summary["target"] == summary["policies"]["uniform"]["final_metric"]
     assert summary["pool_noisy_label_fraction"] is None  # unknown for imported data, not zero
 
 
@@ -137,7 +176,11 @@ def test_the_stages_run_on_an_imported_dataset(tmp_path, monkeypatch):
 
 def _parquet(path, n=12, **columns):
     """A Parquet table of n small JPEGs, labels 0/1 unless given, and any other columns."""
-    table = {"image": [_jpeg((i * 20, 0, 0)) for i in range(n)], "label": pa.array([i % 2 for i in range(n)], pa.int32()), **columns}
+    table = {
+        "image": [_jpeg((i * 20, 0, 0)) for i in range(n)],
+        "label": pa.array([i % 2 for i in range(n)], pa.int32()),
+        **columns,
+    }
     pq.write_table(pa.table(table), path)
     return path
 
@@ -158,7 +201,7 @@ def test_a_truncated_tar_is_an_error_naming_it(tmp_path, cut):
     with tarfile.open(tar_path) as archive:
         members = archive.getmembers()
     boundary = members[len(members) // 2].offset  # the header of a member half-way: tarfile reads the rest "cleanly"
-    tar_path.write_bytes(data[:len(data) // 2] if cut == "half" else data[:boundary])
+    tar_path.write_bytes(data[: len(data) // 2] if cut == "half" else data[:boundary])
     with pytest.raises(DataError, match=r"00000\.tar: truncated"):
         import_source("webdataset", folder, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -170,7 +213,7 @@ def test_a_tar_padded_after_its_end_of_archive_blocks_is_whole(tmp_path):
     with tarfile.open(tar_path) as archive:
         last = archive.getmembers()[-1]
     end = last.offset_data + -(-last.size // 512) * 512
-    tar_path.write_bytes(tar_path.read_bytes()[:end + 1024])  # exactly the two zero blocks, without tarfile's record padding
+    tar_path.write_bytes(tar_path.read_bytes()[: end + 1024])  # exactly the two zero blocks, without tarfile's record padding
     dest = import_source("webdataset", folder, tmp_path / "out", curated_fraction=0.2, test_fraction=0.2)
     assert sum(read_manifest(dest)["counts"].values()) == 6
 
@@ -190,12 +233,15 @@ def test_malformed_json_or_a_non_integer_cls_is_an_error_naming_tar_and_member(t
         import_source("webdataset", tmp_path / "b", tmp_path / "out")
 
 
-@pytest.mark.parametrize("options, option", [
-    ({"test_fraction": -0.1}, "--test-fraction"),
-    ({"curated_fraction": 1.0}, "--curated-fraction"),
-    ({"curated_fraction": 0.6, "test_fraction": 0.4}, r"--curated-fraction \+ --test-fraction"),
-    ({"shard_size": 0}, "--shard-size"),
-])
+@pytest.mark.parametrize(
+    "options, option",
+    [
+        ({"test_fraction": -0.1}, "--test-fraction"),
+        ({"curated_fraction": 1.0}, "--curated-fraction"),
+        ({"curated_fraction": 0.6, "test_fraction": 0.4}, r"--curated-fraction \+ --test-fraction"),
+        ({"shard_size": 0}, "--shard-size"),
+    ],
+)
 def test_fractions_and_the_shard_size_are_checked_before_anything_is_read(tmp_path, options, option):
     source = _parquet(tmp_path / "t.parquet")
     with pytest.raises(DataError, match=option):
@@ -205,7 +251,9 @@ def test_fractions_and_the_shard_size_are_checked_before_anything_is_read(tmp_pa
 
 def test_a_stray_label_is_an_error_not_a_hundred_classes(tmp_path):
     source = _parquet(tmp_path / "t.parquet", n=10, label=pa.array([0, 1, 2, 0, 1, 2, 0, 99, 1, 2], pa.int32()))
-    with pytest.raises(DataError, match=r"t\.parquet/7: label 99: without --class-names the labels must be exactly 0\.\.3.*--class-names"):
+    with pytest.raises(
+        DataError, match=r"t\.parquet/7: label 99: without --class-names the labels must be exactly 0\.\.3.*--class-names"
+    ):
         import_source("parquet", source, tmp_path / "out")
     gap = _parquet(tmp_path / "gap.parquet", n=6, label=[1, 2, 3, 1, 2, 3])  # no class 0
     with pytest.raises(DataError, match=r"gap\.parquet/2: label 3.*missing \[0\]"):
@@ -240,15 +288,20 @@ def test_labels_mixing_indices_and_names_are_an_error_naming_both_examples(tmp_p
         for i, label in enumerate([0, 1, "cat", 1]):
             _add(tar, f"{i}.jpg", _jpeg((0, 0, 0)))
             _add(tar, f"{i}.json", json.dumps({"label": label}).encode())
-    with pytest.raises(DataError, match=r"00000\.tar/0 has label 0 \(a class index\) but 00000\.tar/2 has 'cat' \(a class name\)"):
+    with pytest.raises(
+        DataError, match=r"00000\.tar/0 has label 0 \(a class index\) but 00000\.tar/2 has 'cat' \(a class name\)"
+    ):
         import_source("webdataset", tmp_path / "wds", tmp_path / "out")
 
 
-@pytest.mark.parametrize("labels, message", [
-    ([0.0, 1.5, 1.0, 0.0], r"t\.parquet/1: label 1\.5 is neither a class index"),
-    ([[0], [1], [1], [0]], r"t\.parquet/0: label \[0\] is neither a class index"),
-    ([True, False, True, False], r"t\.parquet/0: label True is neither a class index"),
-])
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        ([0.0, 1.5, 1.0, 0.0], r"t\.parquet/1: label 1\.5 is neither a class index"),
+        ([[0], [1], [1], [0]], r"t\.parquet/0: label \[0\] is neither a class index"),
+        ([True, False, True, False], r"t\.parquet/0: label True is neither a class index"),
+    ],
+)
 def test_a_label_that_is_neither_an_index_nor_a_name_is_an_error_naming_the_example(tmp_path, labels, message):
     pq.write_table(pa.table({"image": [_jpeg((0, 0, 0))] * 4, "label": labels}), tmp_path / "t.parquet")
     with pytest.raises(DataError, match=message):
@@ -271,7 +324,12 @@ def test_a_separate_test_source_is_the_test_set_and_the_manifest_says_where_each
 
 def test_a_test_set_sampled_from_the_pools_own_source_is_warned_about(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="winnow"):
-        dest = import_source("parquet", _parquet(tmp_path / "noisy.parquet", n=20), tmp_path / "out", curated_source=_parquet(tmp_path / "c.parquet", n=4))
+        dest = import_source(
+            "parquet",
+            _parquet(tmp_path / "noisy.parquet", n=20),
+            tmp_path / "out",
+            curated_source=_parquet(tmp_path / "c.parquet", n=4),
+        )
     warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert "same (possibly noisy) source as the pool" in warning and "wrong labels" in warning and "--test" in warning
     assert read_manifest(dest)["source"]["test"] == {"path": str(tmp_path / "noisy.parquet"), "sampled": True}
@@ -279,14 +337,20 @@ def test_a_test_set_sampled_from_the_pools_own_source_is_warned_about(tmp_path, 
 
 
 def test_other_parquet_columns_are_carried_with_their_arrow_type(tmp_path):
-    source = _parquet(tmp_path / "t.parquet", n=10, url=[f"http://x/{i}" for i in range(10)],
-                      score=pa.array([i / 10 for i in range(10)], pa.float32()), when=pa.array(range(10), pa.timestamp("s")),
-                      tags=pa.array([["a"] * (i % 3) for i in range(10)], pa.list_(pa.string())))
+    source = _parquet(
+        tmp_path / "t.parquet",
+        n=10,
+        url=[f"http://x/{i}" for i in range(10)],
+        score=pa.array([i / 10 for i in range(10)], pa.float32()),
+        when=pa.array(range(10), pa.timestamp("s")),
+        tags=pa.array([["a"] * (i % 3) for i in range(10)], pa.list_(pa.string())),
+    )
     dest = import_source("parquet", source, tmp_path / "out", curated_fraction=0.2, test_fraction=0.2)
     for table in _splits(dest).values():
         assert table.schema.names == ["id", "image", "label", "caption", "source_key", "url", "score", "when", "tags"]
-        assert [table.schema.field(n).type for n in ("url", "score", "when", "tags")] == \
-            [pq.read_schema(source).field(n).type for n in ("url", "score", "when", "tags")]
+        assert [table.schema.field(n).type for n in ("url", "score", "when", "tags")] == [
+            pq.read_schema(source).field(n).type for n in ("url", "score", "when", "tags")
+        ]
         assert table.schema.field("score").type == pa.float32()
         assert table.column("id").to_pylist() == list(range(table.num_rows))
         for row in table.to_pylist():
@@ -296,8 +360,12 @@ def test_other_parquet_columns_are_carried_with_their_arrow_type(tmp_path):
 
 def test_webdataset_json_fields_become_columns_null_where_absent_and_text_where_mixed(tmp_path):
     (tmp_path / "wds").mkdir()
-    fields = [{"url": "u0", "width": 40, "ok": True, "caption": "c0"}, {"url": "u1", "width": 41.5, "mixed": 3},
-              {"url": "u2", "mixed": "three", "exif": {"iso": 100}}, {"url": "u3", "width": 42, "ok": False}]
+    fields = [
+        {"url": "u0", "width": 40, "ok": True, "caption": "c0"},
+        {"url": "u1", "width": 41.5, "mixed": 3},
+        {"url": "u2", "mixed": "three", "exif": {"iso": 100}},
+        {"url": "u3", "width": 42, "ok": False},
+    ]
     with tarfile.open(tmp_path / "wds" / "00000.tar", "w") as tar:
         for i, f in enumerate(fields):
             _add(tar, f"{i}.jpg", _jpeg((0, 0, 0)))
@@ -305,29 +373,47 @@ def test_webdataset_json_fields_become_columns_null_where_absent_and_text_where_
     dest = import_source("webdataset", tmp_path / "wds", tmp_path / "out", curated_fraction=0, test_fraction=0)
     pool = pq.read_table(dest / "pool")
     assert pool.schema.names == ["id", "image", "label", "caption", "source_key", "url", "width", "ok", "mixed", "exif"]
-    assert [str(pool.schema.field(n).type) for n in ("url", "width", "ok", "mixed", "exif")] == ["string", "double", "bool", "string", "string"]
+    assert [str(pool.schema.field(n).type) for n in ("url", "width", "ok", "mixed", "exif")] == [
+        "string",
+        "double",
+        "bool",
+        "string",
+        "string",
+    ]
     assert pool.select(["caption", "url", "width", "ok", "mixed", "exif"]).to_pylist() == [
         {"caption": "c0", "url": "u0", "width": 40.0, "ok": True, "mixed": None, "exif": None},
         {"caption": None, "url": "u1", "width": 41.5, "ok": None, "mixed": "3", "exif": None},
         {"caption": None, "url": "u2", "width": None, "ok": None, "mixed": "three", "exif": '{"iso": 100}'},
-        {"caption": None, "url": "u3", "width": 42.0, "ok": False, "mixed": None, "exif": None}]
+        {"caption": None, "url": "u3", "width": 42.0, "ok": False, "mixed": None, "exif": None},
+    ]
 
 
 def test_a_source_column_named_like_a_contract_column_is_carried_as_source_name(tmp_path):
     source = _parquet(tmp_path / "t.parquet", n=10, id=[f"sample-{i}" for i in range(10)], y=[i % 2 for i in range(10)])
-    dest = import_source("parquet", source, tmp_path / "out", columns={"label_column": "y"}, curated_fraction=0.2, test_fraction=0.2)
+    dest = import_source(
+        "parquet", source, tmp_path / "out", columns={"label_column": "y"}, curated_fraction=0.2, test_fraction=0.2
+    )
     pool = pq.read_table(dest / "pool")
     assert pool.column("id").to_pylist() == list(range(pool.num_rows))  # the contract's id: dense from 0
-    assert [int(k.split("/")[1]) for k in pool.column("source_key").to_pylist()] == [int(s.split("-")[1]) for s in pool.column("source_id").to_pylist()]
+    assert [int(k.split("/")[1]) for k in pool.column("source_key").to_pylist()] == [
+        int(s.split("-")[1]) for s in pool.column("source_id").to_pylist()
+    ]
     assert "source_label" in pool.schema.names  # the unused 'label' column is carried, renamed
     assert read_manifest(dest)["source"]["renamed_columns"] == {str(source): {"id": "source_id", "label": "source_label"}}
 
 
 def test_a_pathology_column_is_carried_for_the_report(tmp_path):
     kinds = ["clean", "noisy_label", "clean", "duplicate"] * 3
-    dest = import_source("parquet", _parquet(tmp_path / "t.parquet", n=12, pathology=kinds), tmp_path / "out", curated_fraction=0.25, test_fraction=0.25)
+    dest = import_source(
+        "parquet",
+        _parquet(tmp_path / "t.parquet", n=12, pathology=kinds),
+        tmp_path / "out",
+        curated_fraction=0.25,
+        test_fraction=0.25,
+    )
     assert {r["source_key"]: r["pathology"] for r in _all_rows(dest)} == {f"t.parquet/{i}": kinds[i] for i in range(12)}
     from winnow.data import value_counts
+
     assert sum(value_counts(dest / "pool", "pathology").values()) == 6
 
 
@@ -335,7 +421,9 @@ def test_a_noise_column_becomes_the_pathology_of_each_example(tmp_path):
     flags = [True, False, False] * 4
     source = _parquet(tmp_path / "t.parquet", n=12, wrong=flags, swapped=[1, 0, 0] * 4)
     dest = import_source("parquet", source, tmp_path / "out", noise_column="wrong", curated_fraction=0.25, test_fraction=0.25)
-    assert {r["source_key"]: r["pathology"] for r in _all_rows(dest)} == {f"t.parquet/{i}": "noisy_label" if flags[i] else "clean" for i in range(12)}
+    assert {r["source_key"]: r["pathology"] for r in _all_rows(dest)} == {
+        f"t.parquet/{i}": "noisy_label" if flags[i] else "clean" for i in range(12)
+    }
     dest = import_source("parquet", source, tmp_path / "captions", noise_column="swapped=mismatched_caption", test_fraction=0.25)
     assert {r["pathology"] for r in _all_rows(dest)} == {"mismatched_caption", "clean"}
     with pytest.raises(DataError, match=r"t\.parquet: no column or json field 'missing' \(--noise-column\)"):
@@ -352,9 +440,17 @@ def test_a_noise_field_in_webdataset_json_becomes_the_pathology(tmp_path):
             _add(tar, f"{i}.jpg", _jpeg((i * 40, 0, 0)))
             _add(tar, f"{i}.txt", f"photo {i}".encode())
             _add(tar, f"{i}.json", json.dumps({"swapped": i % 3 == 0}).encode())
-    dest = import_source("webdataset", tmp_path / "wds", tmp_path / "out", noise_column="swapped=mismatched_caption", curated_fraction=0, test_fraction=0)
+    dest = import_source(
+        "webdataset",
+        tmp_path / "wds",
+        tmp_path / "out",
+        noise_column="swapped=mismatched_caption",
+        curated_fraction=0,
+        test_fraction=0,
+    )
     assert pq.read_table(dest / "pool").select(["swapped", "pathology"]).to_pylist() == [
-        {"swapped": i % 3 == 0, "pathology": "mismatched_caption" if i % 3 == 0 else "clean"} for i in range(6)]
+        {"swapped": i % 3 == 0, "pathology": "mismatched_caption" if i % 3 == 0 else "clean"} for i in range(6)
+    ]
 
 
 def test_a_pathology_column_and_a_noise_column_together_are_an_error(tmp_path):
@@ -374,9 +470,13 @@ def test_a_destination_holding_other_files_is_refused(tmp_path):
 
 def test_a_reimport_replaces_the_previous_import_with_no_stale_shards(tmp_path):
     dest = tmp_path / "out"
-    import_source("parquet", _parquet(tmp_path / "big.parquet", n=40), dest, shard_size=4, curated_fraction=0.1, test_fraction=0.1)
+    import_source(
+        "parquet", _parquet(tmp_path / "big.parquet", n=40), dest, shard_size=4, curated_fraction=0.1, test_fraction=0.1
+    )
     assert len(list((dest / "pool").glob("part-*.parquet"))) == 8
-    import_source("parquet", _parquet(tmp_path / "small.parquet", n=10), dest, shard_size=4, curated_fraction=0.2, test_fraction=0.2)
+    import_source(
+        "parquet", _parquet(tmp_path / "small.parquet", n=10), dest, shard_size=4, curated_fraction=0.2, test_fraction=0.2
+    )
     assert sorted(p.name for p in (dest / "pool").glob("*")) == ["part-00000.parquet", "part-00001.parquet"]
     assert pq.read_table(dest / "pool").num_rows == read_manifest(dest)["counts"]["pool"] == 6
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.parquet", "out", "small.parquet"]  # nothing left beside it
@@ -409,21 +509,30 @@ def test_null_images_and_empty_captions_are_kept_but_an_image_column_of_text_is_
     pq.write_table(pa.table({"image": pa.array(images, pa.binary()), "caption": ["a", "", None, "d"]}), tmp_path / "t.parquet")
     dest = import_source("parquet", tmp_path / "t.parquet", tmp_path / "out", curated_fraction=0, test_fraction=0)
     assert pq.read_table(dest / "pool").select(["image", "caption"]).to_pylist() == [
-        {"image": i, "caption": c} for i, c in zip(images, ["a", "", None, "d"])]
+        {"image": i, "caption": c} for i, c in zip(images, ["a", "", None, "d"])
+    ]
     pq.write_table(pa.table({"image": [None, "photos/1.jpg"], "label": [0, 1]}), tmp_path / "paths.parquet")
-    with pytest.raises(DataError, match=r"paths\.parquet: row 1: image column 'image' holds str 'photos/1\.jpg', not encoded image bytes"):
+    with pytest.raises(
+        DataError, match=r"paths\.parquet: row 1: image column 'image' holds str 'photos/1\.jpg', not encoded image bytes"
+    ):
         import_source("parquet", tmp_path / "paths.parquet", tmp_path / "out2")
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "winnow.cli", "data", "import", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "winnow.cli", "data", "import", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+        timeout=300,
+    )
 
 
 def test_the_cli_names_a_truncated_tar_and_exits_2_without_a_traceback(tmp_path):
     folder = _webdataset(tmp_path / "wds", shards=2, per_shard=10)
     data = (folder / "00001.tar").read_bytes()
-    (folder / "00001.tar").write_bytes(data[:len(data) // 2])
+    (folder / "00001.tar").write_bytes(data[: len(data) // 2])
     result = _cli("webdataset", folder, tmp_path / "out")
     assert result.returncode == 2, result.stderr
     assert f"winnow: error: {folder / '00001.tar'}: truncated" in result.stderr and "re-download" in result.stderr
@@ -434,11 +543,17 @@ def test_the_cli_names_a_truncated_tar_and_exits_2_without_a_traceback(tmp_path)
 
 
 def test_the_cli_shows_the_warning_about_a_test_set_from_the_pools_source(tmp_path):
-    result = _cli("parquet", _parquet(tmp_path / "t.parquet", n=20), tmp_path / "out", "--noise-column", "wrong=mismatched_caption")
+    result = _cli(
+        "parquet", _parquet(tmp_path / "t.parquet", n=20), tmp_path / "out", "--noise-column", "wrong=mismatched_caption"
+    )
     assert result.returncode == 2 and "no column or json field 'wrong'" in result.stderr
     result = _cli("parquet", tmp_path / "t.parquet", tmp_path / "out")
     assert result.returncode == 0, result.stderr
-    assert "WARNING" in result.stderr and "same (possibly noisy) source as the pool" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        "WARNING" in result.stderr
+        and "same (possibly noisy) source as the pool" in result.stderr
+        and "Traceback" not in result.stderr
+    )
 
 
 def test_a_caption_that_is_not_text_is_an_error_and_leaves_nothing_half_written(tmp_path):
@@ -456,12 +571,19 @@ def _malformed_json(tmp_path):
     return ["webdataset", tmp_path / "a"], r"00000\.tar: member k1\.json is not valid JSON"
 
 
-@pytest.mark.parametrize("case", [
-    lambda p: (["parquet", _parquet(p / "t.parquet", n=10, label=pa.array([0, 1, 2, 0, 1, 2, 0, 99, 1, 2], pa.int32()))], r"label 99"),
-    lambda p: (["parquet", _parquet(p / "t.parquet"), "--shard-size", "0"], r"--shard-size"),
-    lambda p: (["parquet", _parquet(p / "t.parquet"), "--test-fraction", "-0.05"], r"--test-fraction must be in \[0, 1\)"),
-    _malformed_json,
-], ids=["stray label", "shard size 0", "negative fraction", "malformed json"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        lambda p: (
+            ["parquet", _parquet(p / "t.parquet", n=10, label=pa.array([0, 1, 2, 0, 1, 2, 0, 99, 1, 2], pa.int32()))],
+            r"label 99",
+        ),
+        lambda p: (["parquet", _parquet(p / "t.parquet"), "--shard-size", "0"], r"--shard-size"),
+        lambda p: (["parquet", _parquet(p / "t.parquet"), "--test-fraction", "-0.05"], r"--test-fraction must be in \[0, 1\)"),
+        _malformed_json,
+    ],
+    ids=["stray label", "shard size 0", "negative fraction", "malformed json"],
+)
 def test_the_cli_names_each_bad_import_and_writes_nothing(tmp_path, capsys, case):
     from winnow.cli import main
 

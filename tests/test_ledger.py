@@ -1,4 +1,4 @@
-"""The compute ledger counts FLOPs by measurement and adds them up the way DESIGN.md says."""
+"""The compute ledger counts FLOPs by measurement and adds them up the way docs/DESIGN.md says."""
 
 import pytest
 import torch
@@ -14,12 +14,23 @@ def test_forward_flops_are_measured_not_estimated():
 
 
 def test_each_policy_pays_for_what_it_uses():
-    kw = dict(reference_forward=10.0, reference_score_forward=10.0, reference_steps=100, reference_batch=8, pool_size=1000,
-              learner_forward=40.0, learner_super_forward=40.0, batch=8, super_batch=16)
+    kw = dict(
+        reference_forward=10.0,
+        reference_score_forward=10.0,
+        reference_steps=100,
+        reference_batch=8,
+        pool_size=1000,
+        learner_forward=40.0,
+        learner_super_forward=40.0,
+        batch=8,
+        super_batch=16,
+    )
     uniform = policy_costs("uniform", **kw)
     assert (uniform.one_off, uniform.per_step) == (0.0, 3 * 40 * 8)  # backward counts twice the forward
     easy = policy_costs("easy_reference", **kw)
-    assert easy.one_off == 3 * 10 * 8 * 100 + 10 * 1000 and easy.per_step == uniform.per_step  # precomputed scores cost nothing per step
+    assert (
+        easy.one_off == 3 * 10 * 8 * 100 + 10 * 1000 and easy.per_step == uniform.per_step
+    )  # precomputed scores cost nothing per step
     learn = policy_costs("learnability", **kw)
     assert learn.per_step == uniform.per_step + 40 * 16 and learn.one_off == easy.one_off
     hard = policy_costs("hard_learner", **kw)

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
 from conftest import TINY
+
 from winnow import lineage, pipeline
 from winnow.config import params_from_dict
 from winnow.errors import StaleInput
@@ -24,9 +24,17 @@ NOT_A_DEPENDENCY = {"winnow/lineage.py"}
 
 
 def _params(tmp_path, objective="classification", **data):
-    return params_from_dict({**TINY, "objective": objective, "data": {**TINY["data"], "root": str(tmp_path / "data"), **data},
-                             "artifacts": str(tmp_path / "a"), "metrics": str(tmp_path / "m"), "plots": str(tmp_path / "p"),
-                             "reports": str(tmp_path / "r")})
+    return params_from_dict(
+        {
+            **TINY,
+            "objective": objective,
+            "data": {**TINY["data"], "root": str(tmp_path / "data"), **data},
+            "artifacts": str(tmp_path / "a"),
+            "metrics": str(tmp_path / "m"),
+            "plots": str(tmp_path / "p"),
+            "reports": str(tmp_path / "r"),
+        }
+    )
 
 
 def _code_run_by(fn, *args) -> set[str]:
@@ -64,7 +72,10 @@ def test_dvc_yaml_lists_every_file_of_code_each_stage_runs(tmp_path, monkeypatch
     params = _params(tmp_path, objective)
     pipeline.data_stage(params)
     runs = [("reference", pipeline.reference_stage, (params,)), ("score", pipeline.score_stage, (params,))]
-    runs += [("train", pipeline.train_stage, (params, policy)) for policy in ("uniform", "learnability", "easy_reference", "hard_learner")]
+    runs += [
+        ("train", pipeline.train_stage, (params, policy))
+        for policy in ("uniform", "learnability", "easy_reference", "hard_learner")
+    ]
     runs += [("evaluate", pipeline.evaluate_stage, (params,)), ("summary", pipeline.summary_stage, (params,))]
     for stage, fn, args in runs:
         missing = _covered(_code_run_by(fn, *args), _listed(stage))
@@ -80,7 +91,10 @@ def test_editing_the_code_a_stage_runs_changes_its_key(tmp_path, monkeypatch):
     monkeypatch.setattr(lineage, "REPO", repo)
     monkeypatch.setattr(lineage, "DVC_YAML", repo / "dvc.yaml")
     params = _params(tmp_path)
-    before = {stage: lineage.stage_key(stage, params, "uniform" if stage == "train" else None) for stage in ("reference", "train", "summary")}
+    before = {
+        stage: lineage.stage_key(stage, params, "uniform" if stage == "train" else None)
+        for stage in ("reference", "train", "summary")
+    }
     with open(repo / "winnow" / "losses.py", "a") as f:
         f.write("\n# an edit\n")
     after = {stage: lineage.stage_key(stage, params, "uniform" if stage == "train" else None) for stage in before}
@@ -90,9 +104,17 @@ def test_editing_the_code_a_stage_runs_changes_its_key(tmp_path, monkeypatch):
 
 def test_the_key_of_each_stage_holds_its_params_but_not_unrelated_ones(tmp_path):
     base = _params(tmp_path)
-    lr = params_from_dict({**TINY, "data": {**TINY["data"], "root": str(tmp_path / "data")}, "artifacts": str(tmp_path / "a"),
-                           "metrics": str(tmp_path / "m"), "plots": str(tmp_path / "p"), "reports": str(tmp_path / "r"),
-                           "train": {**TINY["train"], "lr": 0.01}})
+    lr = params_from_dict(
+        {
+            **TINY,
+            "data": {**TINY["data"], "root": str(tmp_path / "data")},
+            "artifacts": str(tmp_path / "a"),
+            "metrics": str(tmp_path / "m"),
+            "plots": str(tmp_path / "p"),
+            "reports": str(tmp_path / "r"),
+            "train": {**TINY["train"], "lr": 0.01},
+        }
+    )
     assert lineage.stage_key("train", lr, "uniform") != lineage.stage_key("train", base, "uniform")
     assert lineage.stage_key("reference", lr) == lineage.stage_key("reference", base)
 

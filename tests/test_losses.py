@@ -23,7 +23,9 @@ def test_batched_scoring_matches_one_pass_and_leaves_the_mode_alone():
     model = build_classifier("cnn-nano", 5).train()
     images = torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8)
     labels = torch.randint(0, 5, (50,))
-    assert torch.allclose(score_examples(model, images, labels, batch_size=7), per_example_loss(model.eval(), images, labels).detach(), atol=1e-5)
+    assert torch.allclose(
+        score_examples(model, images, labels, batch_size=7), per_example_loss(model.eval(), images, labels).detach(), atol=1e-5
+    )
 
 
 def test_every_named_model_builds_and_classifies_32px_images():

@@ -2,13 +2,13 @@
 
 import torch
 
-from winnow.selection import policy_scores, select
+from winnow.selection import POLICIES, select
 
 
 def test_learnability_is_learner_loss_minus_reference_loss():
     learner = torch.tensor([5.0, 5.0, 0.1, 2.0])
     reference = torch.tensor([5.0, 0.2, 0.1, 0.5])  # noisy label, learnable, already learnt, learnable
-    scores = policy_scores("learnability", learner, reference)
+    scores = POLICIES["learnability"].scores(learner, reference)
     assert torch.allclose(scores, learner - reference)
     assert set(select(scores, 2).tolist()) == {1, 3}
 
@@ -16,8 +16,8 @@ def test_learnability_is_learner_loss_minus_reference_loss():
 def test_hard_learner_keeps_the_highest_learner_loss_and_easy_reference_the_lowest_reference_loss():
     learner = torch.tensor([3.0, 1.0, 2.0])
     reference = torch.tensor([0.5, 0.1, 0.9])
-    assert select(policy_scores("hard_learner", learner, None), 1).tolist() == [0]
-    assert select(policy_scores("easy_reference", None, reference), 1).tolist() == [1]
+    assert select(POLICIES["hard_learner"].scores(learner, None), 1).tolist() == [0]
+    assert select(POLICIES["easy_reference"].scores(None, reference), 1).tolist() == [1]
 
 
 def test_topk_keeps_exactly_the_k_highest():

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from winnow.config import load_params
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -44,7 +46,9 @@ def _get(url: str):
 
 
 def _post(url: str, body: dict):
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST")
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())
@@ -65,27 +69,53 @@ def _stop(process: subprocess.Popen) -> None:
 def test_a_served_deployment_runs_the_pipeline_when_triggered(tiny, tmp_path):
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect_home"), "PREFECT_API_URL": api, "PYTHONPATH": str(REPO),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect_home"),
+        "PREFECT_API_URL": api,
+        "PYTHONPATH": str(REPO),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+    }
     log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     served = None
     try:
         _wait(lambda: _get(f"{api}/health"), 120, "the Prefect server")
-        served = subprocess.Popen([sys.executable, "-m", "winnow.cli", "serve", "--params", str(tiny), "--interval", "1440"],
-                                  env=env, cwd=tiny.parent, stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-        deployments = _wait(lambda: [d for d in (_post(f"{api}/deployments/filter", {}) or []) if d["name"] == "pipeline"],
-                            120, "the pipeline deployment")
+        served = subprocess.Popen(
+            [sys.executable, "-m", "winnow.cli", "serve", "--params", str(tiny), "--interval", "1440"],
+            env=env,
+            cwd=tiny.parent,
+            stdout=open(tmp_path / "serve.log", "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deployments = _wait(
+            lambda: [d for d in (_post(f"{api}/deployments/filter", {}) or []) if d["name"] == "pipeline"],
+            120,
+            "the pipeline deployment",
+        )
         assert deployments[0]["schedules"], "the pipeline deployment carries its interval schedule"
 
-        run = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "pipeline/pipeline", "--watch"],
-                             env=env, capture_output=True, text=True, timeout=300)
+        run = subprocess.run(
+            [sys.executable, "-m", "prefect", "deployment", "run", "pipeline/pipeline", "--watch"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert run.returncode == 0, run.stdout + run.stderr + (tmp_path / "serve.log").read_text()[-3000:]
         assert "Completed" in run.stdout
         summary = json.loads((tiny.parent / "metrics" / "data" / "classification" / "summary.json").read_text())
-        assert summary["policies"]["learnability"]["steps_to_target"] is None or summary["policies"]["learnability"]["steps_to_target"] > 0
+        assert set(summary["policies"]) == set(load_params(tiny).train.policies)  # the served run wrote every policy's row
+        assert summary["target"] == summary["policies"]["uniform"]["final_metric"]
     finally:
         if served is not None:
             _stop(served)
@@ -95,8 +125,14 @@ def test_a_served_deployment_runs_the_pipeline_when_triggered(tiny, tmp_path):
 
 def test_serve_without_a_server_says_how_to_start_one(tiny):
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    out = subprocess.run([sys.executable, "-m", "winnow.cli", "serve", "--params", str(tiny)], env={**env, "PYTHONPATH": str(REPO)},
-                         capture_output=True, text=True, cwd=tiny.parent, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "winnow.cli", "serve", "--params", str(tiny)],
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        cwd=tiny.parent,
+        timeout=60,
+    )
     assert out.returncode == 2 and "prefect server start" in out.stderr and "PREFECT_API_URL" in out.stderr
 
 

@@ -23,7 +23,16 @@ def _counts(db, scorer_id):
 
 def test_ingesting_a_shard_twice_adds_no_rows(tmp_path):
     shard = tmp_path / "part-00000.parquet"
-    pq.write_table(pa.table({"example_id": pa.array([0, 1, 2], pa.int64()), "loss": pa.array([0.1, 0.2, None], pa.float32()), "status": ["ok", "ok", "bad"]}), shard)
+    pq.write_table(
+        pa.table(
+            {
+                "example_id": pa.array([0, 1, 2], pa.int64()),
+                "loss": pa.array([0.1, 0.2, None], pa.float32()),
+                "status": ["ok", "ok", "bad"],
+            }
+        ),
+        shard,
+    )
     db = tmp_path / "scores.duckdb"
     with store.connect(db) as con:
         store.register_scorer(con, "s1", "m", "d", "classification", "cnn")
@@ -90,8 +99,15 @@ def test_scores_load_into_an_array_indexed_by_example_id(referenced):
 
 def test_a_second_writer_waits_for_the_lock_then_fails_with_a_clear_message(tmp_path):
     db = tmp_path / "scores.duckdb"
-    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('held', flush=True); time.sleep(30)"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('held', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         started = time.monotonic()

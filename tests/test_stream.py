@@ -93,8 +93,18 @@ def test_training_on_a_stream_killed_half_way_resumes_to_the_same_weights(tiny_d
     def run(path, on_step=None):
         torch.manual_seed(0)
         model = build_classifier("cnn-nano", 20)
-        out = train(model, _stream(tiny_data, buffer=100), cfg, seed=0, policy="learnability", keep_fraction=0.5,
-                    reference_loss=reference_loss, checkpoint_path=path, checkpoint_every=5, on_step=on_step)
+        out = train(
+            model,
+            _stream(tiny_data, buffer=100),
+            cfg,
+            seed=0,
+            policy="learnability",
+            keep_fraction=0.5,
+            reference_loss=reference_loss,
+            checkpoint_path=path,
+            checkpoint_every=5,
+            on_step=on_step,
+        )
         return model, out
 
     def crash(step):

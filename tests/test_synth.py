@@ -7,8 +7,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from winnow.config import params_from_dict
-from winnow.synth import PATHOLOGIES, synthesize
 from winnow.data import load_split
+from winnow.synth import PATHOLOGIES, synthesize
 
 
 def _files(root):
@@ -22,7 +22,10 @@ def test_same_params_and_seed_give_byte_identical_files(tmp_path, tiny_data):
 
 def test_another_seed_gives_other_images(tmp_path, tiny_data):
     other = synthesize(dataclasses.replace(tiny_data.data, seed=tiny_data.data.seed + 1), tmp_path / "other")
-    assert _files(other)["pool/part-00000.parquet"] != (__import__("pathlib").Path(tiny_data.data.root) / "pool/part-00000.parquet").read_bytes()
+    assert (
+        _files(other)["pool/part-00000.parquet"]
+        != (__import__("pathlib").Path(tiny_data.data.root) / "pool/part-00000.parquet").read_bytes()
+    )
 
 
 def test_the_layout_follows_the_data_contract(tiny_data):
@@ -39,7 +42,9 @@ def test_the_layout_follows_the_data_contract(tiny_data):
 
 
 def test_pathologies_appear_at_their_configured_rates(tmp_path):
-    params = params_from_dict({"data": {"num_pool": 6000, "num_curated": 10, "num_test": 10, "num_transfer": 12, "shard_size": 3000}})
+    params = params_from_dict(
+        {"data": {"num_pool": 6000, "num_curated": 10, "num_test": 10, "num_transfer": 12, "shard_size": 3000}}
+    )
     root = synthesize(dataclasses.replace(params.data, seed=3), tmp_path / "d")
     pathology = np.array(pq.read_table(root / "pool", columns=["pathology"]).column("pathology").to_pylist())
     rates = params.data.pathologies
@@ -53,7 +58,9 @@ def test_pathologies_appear_at_their_configured_rates(tmp_path):
 def test_undecodable_pool_images_are_skipped_and_listed_not_silently_dropped(tiny_data):
     root = __import__("pathlib").Path(tiny_data.data.root)
     pool = load_split(root / "pool", 32, 20)
-    expected = int((np.array(pq.read_table(root / "pool", columns=["pathology"]).column("pathology").to_pylist()) == "undecodable").sum())
+    expected = int(
+        (np.array(pq.read_table(root / "pool", columns=["pathology"]).column("pathology").to_pylist()) == "undecodable").sum()
+    )
     assert len(pool.skipped) == expected > 0
     assert len(pool) + len(pool.skipped) == tiny_data.data.num_pool
     assert all("undecodable image" in s["reason"] and s["file"].endswith(".parquet") for s in pool.skipped)

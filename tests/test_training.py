@@ -19,8 +19,19 @@ def _run(pool, cfg, path=None, on_step=None, policy="uniform", reference_loss=No
 
     torch.manual_seed(0)
     model = build_classifier("cnn-nano", 20)
-    out = train(model, pool, cfg, seed=0, policy=policy, keep_fraction=0.5, reference_loss=reference_loss,
-                checkpoint_path=path, checkpoint_every=5, pathology=pool.columns["pathology"], on_step=on_step)
+    out = train(
+        model,
+        pool,
+        cfg,
+        seed=0,
+        policy=policy,
+        keep_fraction=0.5,
+        reference_loss=reference_loss,
+        checkpoint_path=path,
+        checkpoint_every=5,
+        pathology=pool.columns["pathology"],
+        on_step=on_step,
+    )
     return model, out
 
 
@@ -89,8 +100,11 @@ def test_a_training_run_killed_with_sigkill_resumes_from_its_checkpoint_to_the_s
 
     cfg = TrainConfig(model="cnn-nano", steps=12, batch_size=16, warmup_steps=2)
     straight, _ = _run(pool, cfg, tmp_path / "a.pt")
-    code = textwrap.dedent(KILL_TRAINING_AT_STEP_8.format(root=str(Path(__file__).resolve().parents[1]),
-                                                          pool=f"{tiny_data.data.root}/pool", ckpt=str(tmp_path / "b.pt")))
+    code = textwrap.dedent(
+        KILL_TRAINING_AT_STEP_8.format(
+            root=str(Path(__file__).resolve().parents[1]), pool=f"{tiny_data.data.root}/pool", ckpt=str(tmp_path / "b.pt")
+        )
+    )
     killed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert torch.load(tmp_path / "b.pt", weights_only=False)["step"] == 5
@@ -115,4 +129,10 @@ def test_a_batch_larger_than_the_data_names_the_batch_not_a_super_batch(tiny_dat
 
     curated = load_split(f"{tiny_data.data.root}/curated", 32, 20).subset(range(20))
     with pytest.raises(DataError, match=r"reference: batch_size \(32\) is larger than the 20 examples"):
-        train(build_classifier("cnn-nano", 20), curated, TrainConfig(model="cnn-nano", steps=2, batch_size=32), seed=0, desc="reference")
+        train(
+            build_classifier("cnn-nano", 20),
+            curated,
+            TrainConfig(model="cnn-nano", steps=2, batch_size=32),
+            seed=0,
+            desc="reference",
+        )

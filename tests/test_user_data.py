@@ -30,6 +30,7 @@ def _png(pixels: np.ndarray) -> bytes:
 
 def _bomb() -> bytes:
     """A PNG whose header claims 20000 x 10000 pixels: PIL refuses it as a decompression bomb."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -48,8 +49,15 @@ def _table(n: int, rng, noisy: float = 0.0) -> pa.Table:
         wrong = rng.random() < noisy
         shown.append(CLASSES[(label + 1) % 3] if wrong else CLASSES[label])
         flags.append(bool(wrong))
-    return pa.table({"jpg": images, "name": shown, "alt": [f"a photo of something {c}" for c in np.array(CLASSES)[labels]],
-                     "is_wrong": flags, "url": [f"https://example.com/{i}.png" for i in range(n)]})
+    return pa.table(
+        {
+            "jpg": images,
+            "name": shown,
+            "alt": [f"a photo of something {c}" for c in np.array(CLASSES)[labels]],
+            "is_wrong": flags,
+            "url": [f"https://example.com/{i}.png" for i in range(n)],
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +67,15 @@ def sources(tmp_path_factory):
     pool = _table(160, rng, noisy=0.3)
     sixteen_bit = io.BytesIO()
     Image.fromarray(np.full((24, 24), 30000, np.uint16)).save(sixteen_bit, format="PNG")
-    extra = pa.table({"jpg": [_bomb(), sixteen_bit.getvalue()], "name": ["red", "green"], "alt": ["huge", "deep"],
-                      "is_wrong": [False, False], "url": ["b", "c"]})
+    extra = pa.table(
+        {
+            "jpg": [_bomb(), sixteen_bit.getvalue()],
+            "name": ["red", "green"],
+            "alt": ["huge", "deep"],
+            "is_wrong": [False, False],
+            "url": ["b", "c"],
+        }
+    )
     pq.write_table(pa.concat_tables([pool, extra]), root / "noisy.parquet")
     pq.write_table(_table(60, rng), root / "clean.parquet")
     pq.write_table(_table(45, rng), root / "test.parquet")
@@ -68,14 +83,38 @@ def sources(tmp_path_factory):
 
 
 def _import(sources: Path, dest: Path) -> None:
-    code = main(["data", "import", "parquet", str(sources / "noisy.parquet"), str(dest), "--curated", str(sources / "clean.parquet"),
-                 "--test", str(sources / "test.parquet"), "--image-column", "jpg", "--label-column", "name", "--caption-column", "alt",
-                 "--noise-column", "is_wrong", "--class-names", ",".join(CLASSES), "--shard-size", "100"])
+    code = main(
+        [
+            "data",
+            "import",
+            "parquet",
+            str(sources / "noisy.parquet"),
+            str(dest),
+            "--curated",
+            str(sources / "clean.parquet"),
+            "--test",
+            str(sources / "test.parquet"),
+            "--image-column",
+            "jpg",
+            "--label-column",
+            "name",
+            "--caption-column",
+            "alt",
+            "--noise-column",
+            "is_wrong",
+            "--class-names",
+            ",".join(CLASSES),
+            "--shard-size",
+            "100",
+        ]
+    )
     assert code == 0
 
 
 @pytest.mark.parametrize("objective", ["classification", "contrastive"])
-def test_an_imported_parquet_dataset_with_its_own_test_set_runs_through_winnow_pipeline(prefect_server, tiny, sources, capsys, objective):
+def test_an_imported_parquet_dataset_with_its_own_test_set_runs_through_winnow_pipeline(
+    prefect_server, tiny, sources, capsys, objective
+):
     mine = tiny.parent / "mine"
     _import(sources, mine)
     assert main(["pipeline", "--params", str(tiny), "--set", f"data.root={mine}", "--objective", objective]) == 0

@@ -8,13 +8,17 @@ store under artifacts/bench/<objective>/; the data is shared and never regenerat
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import shutil
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from winnow import pipeline, report
-from winnow.config import Params
+from winnow.config import Params, load_params
 from winnow.objectives import OBJECTIVES
 from winnow.training import write_csv
 
@@ -26,8 +30,9 @@ def _run_params(params: Params, name: str, seed: int, **changes) -> Params:
     """One bench run's params: its own artifacts and metrics under the dataset's bench folder."""
     root = f"{params.data.name}/bench/{params.objective}/{name}"
     train = dataclasses.replace(params.train, policies=params.bench.policies)
-    return dataclasses.replace(params, seed=seed, artifacts=f"{params.artifacts}/{root}", metrics=f"{params.metrics}/{root}",
-                               train=train, **changes)
+    return dataclasses.replace(
+        params, seed=seed, artifacts=f"{params.artifacts}/{root}", metrics=f"{params.metrics}/{root}", train=train, **changes
+    )
 
 
 def run_seed(params: Params) -> dict:
@@ -41,8 +46,10 @@ def run_seed(params: Params) -> dict:
 
 def run_proxy(params: Params, baseline: Params, model: str) -> dict:
     """Learnability with a cheaper reference, against the uniform run of `baseline` (not retrained)."""
-    proxy = dataclasses.replace(_run_params(params, f"proxy-{model}", baseline.seed, reference=dataclasses.replace(params.reference, model=model)),
-                                train=dataclasses.replace(params.train, policies=("uniform", "learnability")))
+    proxy = dataclasses.replace(
+        _run_params(params, f"proxy-{model}", baseline.seed, reference=dataclasses.replace(params.reference, model=model)),
+        train=dataclasses.replace(params.train, policies=("uniform", "learnability")),
+    )
     src, dst = pipeline.Paths.of(baseline).metrics, pipeline.Paths.of(proxy).metrics
     for path in ("curves/uniform.csv", "train/uniform.json"):
         (dst / path).parent.mkdir(parents=True, exist_ok=True)
@@ -51,17 +58,28 @@ def run_proxy(params: Params, baseline: Params, model: str) -> dict:
     pipeline.score_stage(proxy)
     pipeline.train_stage(proxy, "learnability")
     summary = pipeline.summary_stage(proxy, write_report=False)
-    learner_forward = summary["ledger"]["policies"]["learnability"]["costs"]["learner_training_per_step"] / (3 * params.train.batch_size)
+    learner_forward = summary["ledger"]["policies"]["learnability"]["costs"]["learner_training_per_step"] / (
+        3 * params.train.batch_size
+    )
     row = summary["policies"]["learnability"]
-    return {"reference": model, "reference_flops_over_learner": summary["reference"]["forward_flops_per_example"] / learner_forward,
-            "reference_test_metric": summary["reference"]["test_accuracy"], **{k: row[k] for k in ("steps_to_target", *RATIOS)}}
+    return {
+        "reference": model,
+        "reference_flops_over_learner": summary["reference"]["forward_flops_per_example"] / learner_forward,
+        "reference_test_metric": summary["reference"]["final_metric"],
+        **{k: row[k] for k in ("steps_to_target", *RATIOS)},
+    }
 
 
 def spread(values: list) -> dict:
     """Mean and sample standard deviation over the seeds that reached the target."""
     reached = [v for v in values if v is not None]
-    return {"mean": statistics.mean(reached) if reached else None, "std": statistics.stdev(reached) if len(reached) > 1 else 0.0 if reached else None,
-            "reached": len(reached), "runs": len(values), "values": values}
+    return {
+        "mean": statistics.mean(reached) if reached else None,
+        "std": statistics.stdev(reached) if len(reached) > 1 else 0.0 if reached else None,
+        "reached": len(reached),
+        "runs": len(values),
+        "values": values,
+    }
 
 
 def bench(params: Params) -> dict:
@@ -74,19 +92,32 @@ def bench(params: Params) -> dict:
         summaries.append(run_seed(seed_params))
     proxies = [run_proxy(params, seeds[0], model) for model in params.bench.proxies]
     result = {
-        "objective": params.objective, "metric": summaries[0]["metric"], "noise": objective.noise, "seeds": [s.seed for s in seeds],
-        "amortise_over": params.bench.amortise_over, "learner": params.train.model, "reference": params.reference.model,
-        "policies": {p: {**{k: spread([s["policies"][p][k] for s in summaries]) for k in RATIOS},
-                         f"{objective.noise}_fraction_selected": spread([s["policies"][p][f"{objective.noise}_fraction_selected"] for s in summaries]),
-                         "final_metric": spread([s["policies"][p]["final_accuracy"] for s in summaries])}
-                     for p in params.bench.policies},
+        "objective": params.objective,
+        "metric": summaries[0]["metric"],
+        "noise": objective.noise,
+        "seeds": [s.seed for s in seeds],
+        "amortise_over": params.bench.amortise_over,
+        "learner": params.train.model,
+        "reference": params.reference.model,
+        "policies": {
+            p: {
+                **{k: spread([s["policies"][p][k] for s in summaries]) for k in RATIOS},
+                f"{objective.noise}_fraction_selected": spread(
+                    [s["policies"][p][f"{objective.noise}_fraction_selected"] for s in summaries]
+                ),
+                "final_metric": spread([s["policies"][p]["final_metric"] for s in summaries]),
+            }
+            for p in params.bench.policies
+        },
         "targets": [s["target"] for s in summaries],
         f"pool_{objective.noise}_fraction": summaries[0][f"pool_{objective.noise}_fraction"],
         "ledger_seed0": {p: row["costs"] for p, row in summaries[0]["ledger"]["policies"].items()},
         "systems": {
             "scoring_over_bare_forward": spread([s["ledger"]["systems"]["scoring_over_bare_forward"] for s in summaries]),
             "ingest_rows_per_s": spread([s["ledger"]["systems"]["ingest_rows_per_s"] for s in summaries]),
-            "step_time_over_ledger": {p: spread([s["ledger"]["policies"][p]["step_time_over_ledger"] for s in summaries]) for p in params.bench.policies},
+            "step_time_over_ledger": {
+                p: spread([s["ledger"]["policies"][p]["step_time_over_ledger"] for s in summaries]) for p in params.bench.policies
+            },
         },
         "proxies": proxies,
     }
@@ -109,43 +140,45 @@ def _mean_curves(seeds: list[Params], summaries: list[dict], metric: str) -> dic
         rows = []
         for i, row in enumerate(per_seed[0]):
             step = int(row["step"])
-            rows.append({"step": step,
-                         "flops_over_uniform_full": statistics.mean((c["one_off"] + step * c["per_step"]) / u for c, u in zip(costs, uniform)),
-                         metric: statistics.mean(curve[i][metric] for curve in per_seed)})
+            rows.append(
+                {
+                    "step": step,
+                    "flops_over_uniform_full": statistics.mean(
+                        (c["one_off"] + step * c["per_step"]) / u for c, u in zip(costs, uniform)
+                    ),
+                    metric: statistics.mean(curve[i][metric] for curve in per_seed),
+                }
+            )
         curves[policy] = rows
     return curves
 
 
-
 # ---------------------------------------------------------------- memory: does it grow with the pool?
 
-_MEASURE = """
-import json, sys, time
-from winnow import pipeline
-from winnow.config import load_params
-params = load_params(sys.argv[1], json.loads(sys.argv[2]))
-started = time.perf_counter()
-what = sys.argv[3]
-if what == "baseline":  # imports, model and the held-out set: what every stage pays before touching the pool
-    pipeline.split(params, "eval/test")
-    pipeline.objectives.build_model(params.objective, params.train.model, pipeline.num_classes(params), params.data.image_size)
-elif what == "score":
-    pipeline.score_stage(params)
-else:
-    pipeline.train_stage(params, what)
-# VmHWM: this address space's peak resident set. (ru_maxrss would carry the parent's peak over fork and exec.)
-peak_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(json.dumps({"peak_rss_mib": peak_kib / 1024, "seconds": time.perf_counter() - started}))
-"""
+
+def measure_stage(params_path: str, overrides: list[str], what: str) -> dict:
+    """Run one stage in this process and report its peak resident memory. Meant for a fresh process
+    (`python -m winnow.bench PARAMS OVERRIDES_JSON WHAT`), so that nothing else has touched memory."""
+    params = load_params(params_path, overrides)
+    started = time.perf_counter()
+    if what == "baseline":  # imports, model and the held-out set: what every stage pays before touching the pool
+        pipeline.split(params, "eval/test")
+        pipeline.OBJECTIVES[params.objective].build_model(
+            params.train.model, pipeline.num_classes(params), params.data.image_size
+        )
+    elif what == "score":
+        pipeline.score_stage(params)
+    else:
+        pipeline.train_stage(params, what)
+    # VmHWM: this address space's peak resident set. (ru_maxrss would carry the parent's peak over fork and exec.)
+    peak_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    return {"peak_rss_mib": peak_kib / 1024, "seconds": time.perf_counter() - started}
 
 
 def _measure(params_path: str, overrides: list[str], what: str) -> dict:
     """Peak resident memory (VmHWM, Linux) of one stage run alone in a fresh process."""
-    import json
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, "-c", _MEASURE, params_path, json.dumps(overrides), what], capture_output=True, text=True)
+    command = [sys.executable, "-m", "winnow.bench", params_path, json.dumps(overrides), what]
+    done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"memory bench: {what} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -153,32 +186,68 @@ def _measure(params_path: str, overrides: list[str], what: str) -> dict:
 
 def memory(params_path: str, overrides: list[str], scale: int = 10, steps: int = 300) -> dict:
     """Peak memory of scoring and of training (learnability, `steps` steps) on the default pool and on one
-    `scale` times larger (generated under artifacts/memory/, outside data.dvc), each stage in a fresh process. The larger pool streams through train.shuffle_buffer;
-    it is also trained held whole in memory, to show what streaming saves. Writes memory.json under Paths.bench."""
-    from winnow.config import load_params
-
+    `scale` times larger (generated under artifacts/memory/, outside data.dvc), each stage in a fresh process.
+    The larger pool streams through train.shuffle_buffer; it is also trained held whole in memory, to show
+    what streaming saves. Writes memory.json under Paths.bench."""
     params = load_params(params_path, overrides)
     rows = []
     for factor in (1, scale):
         name = f"x{factor}"
-        sized = [*overrides, f"data.root={params.data.root if factor == 1 else f'{params.artifacts}/memory/data-{name}'}", f"data.num_pool={params.data.num_pool * factor}",
-                 f"artifacts={params.artifacts}/memory/{name}", f"metrics={params.metrics}/memory/{name}", f"train.steps={steps}",
-                 "reference.steps=200", "train.eval_every=100000"]
+        sized = [
+            *overrides,
+            f"data.root={params.data.root if factor == 1 else f'{params.artifacts}/memory/data-{name}'}",
+            f"data.num_pool={params.data.num_pool * factor}",
+            f"artifacts={params.artifacts}/memory/{name}",
+            f"metrics={params.metrics}/memory/{name}",
+            f"train.steps={steps}",
+            "reference.steps=200",
+            "train.eval_every=100000",
+        ]
         sized_params = load_params(params_path, sized)
         log.info("memory bench: pool of %d examples", sized_params.data.num_pool)
         pipeline.data_stage(sized_params)
         pipeline.reference_stage(sized_params)
         pool_mib = sum(p.stat().st_size for p in (Path(sized_params.data.root) / "pool").glob("part-*.parquet")) / 2**20
         held = "in memory" if sized_params.data.num_pool <= sized_params.train.shuffle_buffer else "stream"
-        runs = [("baseline", sized, "baseline", "-"), ("score", sized, "score", "shard by shard"), ("train learnability", sized, "learnability", held)]
+        runs = [
+            ("baseline", sized, "baseline", "-"),
+            ("score", sized, "score", "shard by shard"),
+            ("train learnability", sized, "learnability", held),
+        ]
         if factor != 1:
-            runs.append(("train learnability, pool held in memory", [*sized, f"train.shuffle_buffer={sized_params.data.num_pool}"], "learnability", "in memory"))
+            runs.append(
+                (
+                    "train learnability, pool held in memory",
+                    [*sized, f"train.shuffle_buffer={sized_params.data.num_pool}"],
+                    "learnability",
+                    "in memory",
+                )
+            )
         for label, run_overrides, what, pool_read in runs:
             measured = _measure(params_path, run_overrides, what)
-            rows.append({"pool_examples": sized_params.data.num_pool, "pool_mib_on_disk": round(pool_mib, 1), "stage": label,
-                         "pool_read": pool_read, **measured})
-            log.info("memory bench: %s, pool %d: peak %.0f MiB (%.0f s)", label, sized_params.data.num_pool, measured["peak_rss_mib"], measured["seconds"])
-    result = {"scale": scale, "steps": steps, "shuffle_buffer": params.train.shuffle_buffer, "objective": params.objective, "rows": rows}
+            rows.append(
+                {
+                    "pool_examples": sized_params.data.num_pool,
+                    "pool_mib_on_disk": round(pool_mib, 1),
+                    "stage": label,
+                    "pool_read": pool_read,
+                    **measured,
+                }
+            )
+            log.info(
+                "memory bench: %s, pool %d: peak %.0f MiB (%.0f s)",
+                label,
+                sized_params.data.num_pool,
+                measured["peak_rss_mib"],
+                measured["seconds"],
+            )
+    result = {
+        "scale": scale,
+        "steps": steps,
+        "shuffle_buffer": params.train.shuffle_buffer,
+        "objective": params.objective,
+        "rows": rows,
+    }
     pipeline.write_json(result, pipeline.Paths.of(params).bench / "memory.json")
     return result
 
@@ -186,5 +255,12 @@ def memory(params_path: str, overrides: list[str], scale: int = 10, steps: int =
 def memory_table(result: dict) -> str:
     lines = ["| pool examples | on disk (MiB) | stage | pool read | peak RSS (MiB) | seconds |", "|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        lines.append(f"| {r['pool_examples']:,} | {r['pool_mib_on_disk']:.0f} | {r['stage']} | {r['pool_read']} | {r['peak_rss_mib']:.0f} | {r['seconds']:.0f} |")
+        lines.append(
+            f"| {r['pool_examples']:,} | {r['pool_mib_on_disk']:.0f} | {r['stage']} | {r['pool_read']} | "
+            f"{r['peak_rss_mib']:.0f} | {r['seconds']:.0f} |"
+        )
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # the fresh process of _measure
+    print(json.dumps(measure_stage(sys.argv[1], json.loads(sys.argv[2]), sys.argv[3])))

@@ -22,7 +22,9 @@ def _quiet_env() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "winnow")
-    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")  # winnow's lines outside a flow (torchrun ranks, bench --memory)
+    os.environ.setdefault(
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore"
+    )  # winnow's lines outside a flow (torchrun ranks, bench --memory)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
 
 
@@ -39,29 +41,60 @@ class _NoTracebackForUserErrors(logging.Filter):
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--params", default="params.yaml", help="the one configuration file (default: params.yaml)")
-    common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a param for this run, e.g. --set train.steps=500 (repeatable)")
-    common.add_argument("--objective", choices=OBJECTIVES, help="classification (ClassAct) or contrastive (ActiveCLIP); default: params.yaml's")
-    p = argparse.ArgumentParser(prog="winnow", description="Select what the learner trains on: reference model, offline scores in DuckDB, online selection.")
+    common.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a param for this run, e.g. --set train.steps=500 (repeatable)",
+    )
+    common.add_argument(
+        "--objective", choices=OBJECTIVES, help="classification (ClassAct) or contrastive (ActiveCLIP); default: params.yaml's"
+    )
+    p = argparse.ArgumentParser(
+        prog="winnow",
+        description="Select what the learner trains on: reference model, offline scores in DuckDB, online selection.",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     data = sub.add_parser("data", help="datasets in the data contract").add_subparsers(dest="data_command", required=True)
-    synth = data.add_parser("synth", parents=[common], help="generate the built-in pool (byte-identical for the same params and seed)")
+    synth = data.add_parser(
+        "synth", parents=[common], help="generate the built-in pool (byte-identical for the same params and seed)"
+    )
     synth.add_argument("--force", action="store_true", help="regenerate even if the manifest says it is up to date")
-    imp = data.add_parser("import", help="your shards into the data contract: webdataset tars, an imagefolder tree or a parquet table")
+    imp = data.add_parser(
+        "import", help="your shards into the data contract: webdataset tars, an imagefolder tree or a parquet table"
+    )
     imp.add_argument("kind", choices=("webdataset", "imagefolder", "parquet"))
     imp.add_argument("source", help="a folder of .tar shards, an ImageFolder root, or a Parquet file/folder")
-    imp.add_argument("dest", help="the dataset folder to write (new, empty, or a previous import, which is replaced); point data.root at it")
-    imp.add_argument("--curated", metavar="SOURCE", help="a separate curated source of the same kind (default: sample it from SOURCE)")
-    imp.add_argument("--test", metavar="SOURCE", help="a separate clean held-out test set of the same kind (default: sample it from "
-                     "SOURCE, with a warning: a noisy test set rewards agreeing with the pool's wrong labels)")
-    imp.add_argument("--curated-fraction", type=float, default=0.1, help="share of SOURCE sampled as the curated set, in [0, 1) (default 0.1)")
-    imp.add_argument("--test-fraction", type=float, default=0.05, help="share of SOURCE held out as eval/test, in [0, 1) (default 0.05)")
+    imp.add_argument(
+        "dest", help="the dataset folder to write (new, empty, or a previous import, which is replaced); point data.root at it"
+    )
+    imp.add_argument(
+        "--curated", metavar="SOURCE", help="a separate curated source of the same kind (default: sample it from SOURCE)"
+    )
+    imp.add_argument(
+        "--test",
+        metavar="SOURCE",
+        help="a separate clean held-out test set of the same kind (default: sample it from "
+        "SOURCE, with a warning: a noisy test set rewards agreeing with the pool's wrong labels)",
+    )
+    imp.add_argument(
+        "--curated-fraction", type=float, default=0.1, help="share of SOURCE sampled as the curated set, in [0, 1) (default 0.1)"
+    )
+    imp.add_argument(
+        "--test-fraction", type=float, default=0.05, help="share of SOURCE held out as eval/test, in [0, 1) (default 0.05)"
+    )
     imp.add_argument("--class-names", help="comma-separated class names, in label order (labels: class indices or these names)")
     imp.add_argument("--image-column", help="parquet: the column of encoded image bytes (default: image)")
     imp.add_argument("--label-column", help="parquet: the label column, class indices or names (default: label, where present)")
     imp.add_argument("--caption-column", help="parquet: the caption column (default: caption, where present)")
-    imp.add_argument("--noise-column", metavar="NAME[=KIND]", help="a true/false (1/0) column or json field marking noisy examples, "
-                     "written as pathology KIND where true (default noisy_label; mismatched_caption for captions) and clean where false")
+    imp.add_argument(
+        "--noise-column",
+        metavar="NAME[=KIND]",
+        help="a true/false (1/0) column or json field marking noisy examples, "
+        "written as pathology KIND where true (default noisy_label; mismatched_caption for captions) and clean where false",
+    )
     imp.add_argument("--seed", type=int, default=0)
     imp.add_argument("--shard-size", type=int, default=5000, help="rows per part-*.parquet, at least 1 (default 5000)")
     sub.add_parser("reference", parents=[common], help="train the reference model on the curated set")
@@ -71,13 +104,26 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("evaluate", parents=[common], help="held-out accuracy and transfer linear probe of every model")
     sub.add_parser("summary", parents=[common], help="summary.json, the table, plots and reports/<dataset>/<objective>.md")
     sub.add_parser("pipeline", parents=[common], help="every stage, data to summary, as one Prefect flow")
-    bench = sub.add_parser("bench", parents=[common], help="policies side by side over seeds, the proxy study, reports/<dataset>/bench-<objective>.md")
-    bench.add_argument("--memory", action="store_true", help="instead: peak memory of scoring and training on the default pool and a larger one")
+    bench = sub.add_parser(
+        "bench",
+        parents=[common],
+        help="policies side by side over seeds, the proxy study, reports/<dataset>/bench-<objective>.md",
+    )
+    bench.add_argument(
+        "--memory", action="store_true", help="instead: peak memory of scoring and training on the default pool and a larger one"
+    )
     bench.add_argument("--scale", type=int, default=10, help="with --memory: how many times the default pool (default 10)")
-    serve = sub.add_parser("serve", parents=[common], help="serve the pipeline on a schedule (needs a Prefect server: PREFECT_API_URL)")
+    serve = sub.add_parser(
+        "serve", parents=[common], help="serve the pipeline on a schedule (needs a Prefect server: PREFECT_API_URL)"
+    )
     when = serve.add_mutually_exclusive_group()
     when.add_argument("--cron", help="cron schedule, e.g. '0 3 * * *' (default: params.yaml serve.cron)")
-    when.add_argument("--interval", type=float, metavar="MINUTES", help="interval schedule in minutes (default: params.yaml serve.interval_minutes)")
+    when.add_argument(
+        "--interval",
+        type=float,
+        metavar="MINUTES",
+        help="interval schedule in minutes (default: params.yaml serve.interval_minutes)",
+    )
     return p
 
 
@@ -116,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
             out = pipeline.train_stage(params, args.policy)
             if rank_and_world()[0] == 0:
-                print(f"train {args.policy}: {out['world_size']} ranks, final {out['final_accuracy']}, {out['seconds']:.0f} s")
+                print(f"train {args.policy}: {out['world_size']} ranks, final {out['final_metric']}, {out['seconds']:.0f} s")
         elif args.command == "train":
             flows.train_flow(policy=args.policy, **common)
         elif args.command == "pipeline":
@@ -125,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pipeline finished in {time.perf_counter() - started:.0f} s; see {paths.report}")
         elif args.command == "serve":
             if not os.environ.get("PREFECT_API_URL"):
-                raise WinnowError("winnow serve needs a Prefect server, which ephemeral mode cannot give: start one with "
-                                   "`prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api")
+                raise WinnowError(
+                    "winnow serve needs a Prefect server, which ephemeral mode cannot give: start one with "
+                    "`prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+                )
             cron = args.cron or (None if args.interval else params.serve.cron)
             interval = args.interval or (None if args.cron else params.serve.interval_minutes)
             flows.serve(os.path.abspath(args.params), args.overrides, cron, interval)
@@ -157,11 +205,20 @@ def _import(args) -> int:
     from winnow.importers import import_source
 
     try:
-        dest = import_source(args.kind, args.source, args.dest, curated_source=args.curated, test_source=args.test,
-                             class_names=[n.strip() for n in args.class_names.split(",")] if args.class_names else None,
-                             columns={"image_column": args.image_column, "label_column": args.label_column, "caption_column": args.caption_column},
-                             noise_column=args.noise_column, curated_fraction=args.curated_fraction, test_fraction=args.test_fraction,
-                             seed=args.seed, shard_size=args.shard_size)
+        dest = import_source(
+            args.kind,
+            args.source,
+            args.dest,
+            curated_source=args.curated,
+            test_source=args.test,
+            class_names=[n.strip() for n in args.class_names.split(",")] if args.class_names else None,
+            columns={"image_column": args.image_column, "label_column": args.label_column, "caption_column": args.caption_column},
+            noise_column=args.noise_column,
+            curated_fraction=args.curated_fraction,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+            shard_size=args.shard_size,
+        )
     except (DataError, OSError) as e:
         print(f"winnow: error: {e}", file=sys.stderr)
         return 2

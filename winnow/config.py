@@ -17,11 +17,15 @@ from pathlib import Path
 import yaml
 
 from winnow.errors import ConfigError
+from winnow.selection import POLICIES as SELECTION_POLICIES
 
-POLICIES = ("uniform", "easy_reference", "hard_learner", "learnability")
+POLICIES = tuple(SELECTION_POLICIES)  # the names; what each policy does is winnow.selection.POLICIES
 SELECTIONS = ("topk", "softmax")
 PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: it needs loss scaling, and bf16 runs wherever fp16 would on current GPUs
-OBJECTIVES = ("classification", "contrastive")
+OBJECTIVES = (
+    "classification",
+    "contrastive",
+)  # the names, for the CLI without loading models; behaviour: winnow.objectives.OBJECTIVES
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,10 @@ class Pathologies:
             if not 0.0 <= rate < 1.0:
                 raise ConfigError(f"{key}.{name} must be in [0, 1), got {rate}")
         if sum(dataclasses.asdict(self).values()) >= 1.0:
-            raise ConfigError(f"{key}: the rates add up to {sum(dataclasses.asdict(self).values()):.3f}; they must leave room for clean examples (< 1)")
+            raise ConfigError(
+                f"{key}: the rates add up to {sum(dataclasses.asdict(self).values()):.3f}; they must leave room for clean "
+                "examples (< 1)"
+            )
 
 
 @dataclass(frozen=True)
@@ -160,10 +167,14 @@ class TrainConfig(OptimConfig):
         if self.nproc_per_node < 1:
             raise ConfigError(f"{key}.nproc_per_node must be at least 1, got {self.nproc_per_node}")
         if self.batch_size % self.nproc_per_node or self.super_batch_size % self.nproc_per_node:
-            raise ConfigError(f"{key}: batch_size ({self.batch_size}) and the super-batch ({self.super_batch_size}) must divide evenly "
-                              f"over nproc_per_node ({self.nproc_per_node}) ranks")
+            raise ConfigError(
+                f"{key}: batch_size ({self.batch_size}) and the super-batch ({self.super_batch_size}) must divide evenly "
+                f"over nproc_per_node ({self.nproc_per_node}) ranks"
+            )
         if self.shuffle_buffer < self.super_batch_size:
-            raise ConfigError(f"{key}.shuffle_buffer ({self.shuffle_buffer}) must hold at least a super-batch ({self.super_batch_size})")
+            raise ConfigError(
+                f"{key}.shuffle_buffer ({self.shuffle_buffer}) must hold at least a super-batch ({self.super_batch_size})"
+            )
 
 
 @dataclass(frozen=True)
@@ -240,14 +251,19 @@ class Params:
             value = getattr(self, f.name)
             if dataclasses.is_dataclass(value):
                 value.validate(f.name)
-        from models import CLASSIFIERS, CLIPS
+        from winnow.objectives import OBJECTIVES as BEHAVIOURS  # models and open_clip load here, not on import
 
-        names = CLIPS if self.objective == "contrastive" else CLASSIFIERS
-        for key, model in (("reference.model", self.reference.model), ("train.model", self.train.model),
-                           *((f"bench.proxies[{i}]", m) for i, m in enumerate(self.bench.proxies))):
+        names = BEHAVIOURS[self.objective].models
+        for key, model in (
+            ("reference.model", self.reference.model),
+            ("train.model", self.train.model),
+            *((f"bench.proxies[{i}]", m) for i, m in enumerate(self.bench.proxies)),
+        ):
             if model not in names:
-                raise ConfigError(f"{key}: {model!r} is not a {self.objective} model; choose one of {sorted(names)} "
-                                  f"(set per-objective models under objectives.{self.objective})")
+                raise ConfigError(
+                    f"{key}: {model!r} is not a {self.objective} model; choose one of {sorted(names)} "
+                    f"(set per-objective models under objectives.{self.objective})"
+                )
         return self
 
 
@@ -292,8 +308,14 @@ def _coerce(hint, value, key: str):
 
 
 # params.yaml's `objectives:` section, for a params file that has none (tests check the two agree).
-DEFAULT_OBJECTIVES = {"contrastive": {"reference": {"model": "clip-tiny", "lr": 0.001}, "train": {"model": "clip-tiny", "lr": 0.001},
-                                      "score": {"batch_size": 128}, "bench": {"proxies": ["clip-nano"]}}}
+DEFAULT_OBJECTIVES = {
+    "contrastive": {
+        "reference": {"model": "clip-tiny", "lr": 0.001},
+        "train": {"model": "clip-tiny", "lr": 0.001},
+        "score": {"batch_size": 128},
+        "bench": {"proxies": ["clip-nano"]},
+    }
+}
 
 
 def params_from_dict(raw: dict) -> Params:
@@ -309,7 +331,9 @@ def params_from_dict(raw: dict) -> Params:
             raise ConfigError(f"objectives.{name}: unknown objective; choose from {list(OBJECTIVES)}")
         for section in sections or {}:
             if section not in ("reference", "score", "train", "evaluate", "bench"):
-                raise ConfigError(f"objectives.{name}.{section}: only reference, score, train, evaluate and bench can differ per objective")
+                raise ConfigError(
+                    f"objectives.{name}.{section}: only reference, score, train, evaluate and bench can differ per objective"
+                )
     for section, values in (per_objective.get(raw.get("objective", "classification")) or {}).items():
         raw[section] = {**(raw.get(section) or {}), **values}
     if isinstance(raw.get("data"), dict) and "root" in raw["data"]:
@@ -356,7 +380,9 @@ def apply_override(raw: dict, override: str) -> None:
         raise ConfigError(f"override {override!r} must look like key.sub=value")
     dotted, value = override.split("=", 1)
     data = raw.get("data")
-    if dotted in ("data.root", "data.dir", "data.name") and isinstance(data, dict):  # a new root replaces dir + name, and the reverse
+    if dotted in ("data.root", "data.dir", "data.name") and isinstance(
+        data, dict
+    ):  # a new root replaces dir + name, and the reverse
         if dotted == "data.root":
             data.pop("dir", None), data.pop("name", None)
         elif "root" in data:

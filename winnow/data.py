@@ -1,4 +1,4 @@
-"""Reading the data contract (DESIGN.md): a folder of part-*.parquet shards.
+"""Reading the data contract (docs/DESIGN.md): a folder of part-*.parquet shards.
 
 A split is decoded once into a uint8 tensor (N, 3, H, W) indexed by row; `ids`
 maps rows back to the pool's example ids. Undecodable images are skipped and
@@ -38,7 +38,13 @@ class Split:
 
     def subset(self, rows) -> "Split":
         rows = np.asarray(rows)
-        return Split(self.ids[rows], self.images[torch.as_tensor(rows)], self.labels[rows], {k: v[rows] for k, v in self.columns.items()}, [])
+        return Split(
+            self.ids[rows],
+            self.images[torch.as_tensor(rows)],
+            self.labels[rows],
+            {k: v[rows] for k, v in self.columns.items()},
+            [],
+        )
 
 
 def shard_files(folder: str | Path) -> list[Path]:
@@ -93,9 +99,13 @@ def decode_table(table: pa.Table, path: Path, size: int, num_classes: int | None
     ids = table.column("id").to_numpy()
     labels_col = table.column("label")
     if not pa.types.is_integer(labels_col.type) and not pa.types.is_null(labels_col.type):
-        raise DataError(f"{path}: column 'label' is {labels_col.type}; the data contract needs integer class indices "
-                        f"(`winnow data import` maps class names to indices and writes them in the manifest)")
-    labels = np.where(labels_col.is_null().to_numpy(zero_copy_only=False), -1, labels_col.fill_null(-1).to_numpy()).astype(np.int64)
+        raise DataError(
+            f"{path}: column 'label' is {labels_col.type}; the data contract needs integer class indices "
+            f"(`winnow data import` maps class names to indices and writes them in the manifest)"
+        )
+    labels = np.where(labels_col.is_null().to_numpy(zero_copy_only=False), -1, labels_col.fill_null(-1).to_numpy()).astype(
+        np.int64
+    )
     if num_classes is not None:
         bad = np.flatnonzero((labels < -1) | (labels >= num_classes))
         if len(bad):
@@ -112,18 +122,27 @@ def decode_table(table: pa.Table, path: Path, size: int, num_classes: int | None
             skipped.append({"file": str(path), "id": int(ids[row]), "reason": f"undecodable image: {e}"})
     keep = np.asarray(keep, dtype=np.int64)
     array = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
-    meta = {name: np.asarray(table.column(name).to_pylist(), dtype=object)[keep] for name in metadata if name in table.column_names}
+    meta = {
+        name: np.asarray(table.column(name).to_pylist(), dtype=object)[keep] for name in metadata if name in table.column_names
+    }
     return ids[keep], torch.from_numpy(array).permute(0, 3, 1, 2).contiguous(), labels[keep], meta, skipped
 
 
-def load_split(folder: str | Path, size: int, num_classes: int | None = None, metadata: tuple[str, ...] = ("caption", "pathology", "texture", "fold")) -> Split:
+def load_split(
+    folder: str | Path,
+    size: int,
+    num_classes: int | None = None,
+    metadata: tuple[str, ...] = ("caption", "pathology", "texture", "fold"),
+) -> Split:
     """Load every shard of a split into memory (the default pool fits; streaming is a later step)."""
     parts = [decode_table(read_shard(path), path, size, num_classes, metadata) for path in shard_files(folder)]
     ids = np.concatenate([p[0] for p in parts])
     if len(np.unique(ids)) != len(ids):
         raise DataError(f"{folder}: example ids are not unique across shards")
     columns = {name: np.concatenate([p[3][name] for p in parts]) for name in parts[0][3]}
-    return Split(ids, torch.cat([p[1] for p in parts]), np.concatenate([p[2] for p in parts]), columns, [s for p in parts for s in p[4]])
+    return Split(
+        ids, torch.cat([p[1] for p in parts]), np.concatenate([p[2] for p in parts]), columns, [s for p in parts for s in p[4]]
+    )
 
 
 def value_counts(folder: str | Path, column: str) -> dict[str, int]:
@@ -133,7 +152,9 @@ def value_counts(folder: str | Path, column: str) -> dict[str, int]:
     for path in shard_files(folder):
         if column not in pq.read_schema(path).names:
             return {}
-        values, n = np.unique(pq.read_table(path, columns=[column]).column(column).to_numpy(zero_copy_only=False), return_counts=True)
+        values, n = np.unique(
+            pq.read_table(path, columns=[column]).column(column).to_numpy(zero_copy_only=False), return_counts=True
+        )
         for value, c in zip(values, n):
             counts[value] = counts.get(value, 0) + int(c)
     return counts

@@ -27,11 +27,21 @@ def features(model: nn.Module, images: torch.Tensor, batch_size: int = 250) -> t
     device = next(model.parameters()).device
     embed = getattr(model, "encode_image", None) or model.embed  # CLIP towers, or a classifier's penultimate layer
     with eval_mode(model):
-        return torch.cat([embed(to_input(images[i : i + batch_size].to(device))).float().cpu() for i in range(0, len(images), batch_size)])
+        return torch.cat(
+            [embed(to_input(images[i : i + batch_size].to(device))).float().cpu() for i in range(0, len(images), batch_size)]
+        )
 
 
-def linear_probe(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tensor, test_y: np.ndarray,
-                 steps: int = 300, lr: float = 1e-2, weight_decay: float = 1e-4, seed: int = 0) -> float:
+def linear_probe(
+    train_x: torch.Tensor,
+    train_y: np.ndarray,
+    test_x: torch.Tensor,
+    test_y: np.ndarray,
+    steps: int = 300,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+) -> float:
     """Fit a logistic-regression head on standardised features (full batch, Adam); test accuracy."""
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
@@ -59,14 +69,22 @@ def probe_task(model: nn.Module, task: Split, steps: int, lr: float, seed: int =
     return linear_probe(x[train_rows], task.labels[train_rows], x[test_rows], task.labels[test_rows], steps, lr, seed=seed)
 
 
-def encode(model: nn.Module, images: torch.Tensor | None = None, tokens: torch.Tensor | None = None, batch_size: int = 250) -> torch.Tensor:
+def encode(
+    model: nn.Module, images: torch.Tensor | None = None, tokens: torch.Tensor | None = None, batch_size: int = 250
+) -> torch.Tensor:
     """L2-normalised CLIP embeddings of images or of tokenised texts, float32 (N, D) on the CPU."""
     device = next(model.parameters()).device
     with eval_mode(model):
         if images is not None:
-            out = [model.encode_image(to_input(images[i : i + batch_size].to(device)), normalize=True) for i in range(0, len(images), batch_size)]
+            out = [
+                model.encode_image(to_input(images[i : i + batch_size].to(device)), normalize=True)
+                for i in range(0, len(images), batch_size)
+            ]
         else:
-            out = [model.encode_text(tokens[i : i + batch_size].to(device), normalize=True) for i in range(0, len(tokens), batch_size)]
+            out = [
+                model.encode_text(tokens[i : i + batch_size].to(device), normalize=True)
+                for i in range(0, len(tokens), batch_size)
+            ]
     return torch.cat(out).float().cpu()
 
 

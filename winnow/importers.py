@@ -44,7 +44,9 @@ from winnow.synth import SCHEMA_VERSION
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-SCHEMA = pa.schema([("id", pa.int64()), ("image", pa.binary()), ("label", pa.int32()), ("caption", pa.string()), ("source_key", pa.string())])
+SCHEMA = pa.schema(
+    [("id", pa.int64()), ("image", pa.binary()), ("label", pa.int32()), ("caption", pa.string()), ("source_key", pa.string())]
+)
 CONTRACT_COLUMNS = tuple(SCHEMA.names)
 CURATED_FRACTION, TEST_FRACTION, SHARD_SIZE = 0.1, 0.05, 5000
 TAR_BLOCK = 512
@@ -54,6 +56,7 @@ STAGING_MARK = ".winnow-importing"  # what makes DEST.importing ours to remove
 @dataclass
 class Source:
     """One source in memory: examples (image, label, caption, source_key) and their metadata, one row each."""
+
     examples: list[dict]
     metadata: pa.Table | None = None  # row i belongs to examples[i]; None when the source has no other columns
     path: str = ""
@@ -89,7 +92,9 @@ def read_webdataset(source: str | Path) -> Source:
             label = _cls_member(tar_path, key, parts["cls"]) if "cls" in parts else meta.get("label")
             examples.append({"image": image, "label": label, "caption": caption, "source_key": f"{tar_path.name}/{key}"})
             fields.append({k: v for k, v in meta.items() if k not in ("caption", "label")})
-    return Source(examples, _json_columns(fields), str(source), skipped={"keys_without_image": without_image} if without_image else {})
+    return Source(
+        examples, _json_columns(fields), str(source), skipped={"keys_without_image": without_image} if without_image else {}
+    )
 
 
 def _tar_members(tar_path: Path) -> dict[str, dict[str, bytes]]:
@@ -112,8 +117,10 @@ def _tar_members(tar_path: Path) -> dict[str, dict[str, bytes]]:
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise DataError(f"{tar_path}: truncated or unreadable tar shard ({e}); re-download or re-write it") from e
     if not complete:
-        raise DataError(f"{tar_path}: truncated tar shard: it stops after {len(members)} members without the end-of-archive "
-                        "blocks (cut short by an interrupted download or copy?); re-download or re-write it")
+        raise DataError(
+            f"{tar_path}: truncated tar shard: it stops after {len(members)} members without the end-of-archive "
+            "blocks (cut short by an interrupted download or copy?); re-download or re-write it"
+        )
     return groups
 
 
@@ -134,8 +141,10 @@ def _cls_member(tar_path: Path, key: str, data: bytes) -> int:
     try:
         return int(text)
     except ValueError:
-        raise DataError(f"{tar_path}: member {key}.cls holds {text[:40]!r}, not an integer class index; write the index "
-                        "there, or put the class name in the json's \"label\"") from None
+        raise DataError(
+            f"{tar_path}: member {key}.cls holds {text[:40]!r}, not an integer class index; write the index "
+            'there, or put the class name in the json\'s "label"'
+        ) from None
 
 
 def _json_columns(rows: list[dict]) -> pa.Table | None:
@@ -184,8 +193,9 @@ def read_imagefolder(source: str | Path) -> Source:
     return Source(examples, None, str(source), classes=classes, skipped={"entries_not_images": not_images} if not_images else {})
 
 
-def read_parquet_table(source: str | Path, image_column: str = "image", label_column: str | None = None,
-                       caption_column: str | None = None) -> Source:
+def read_parquet_table(
+    source: str | Path, image_column: str = "image", label_column: str | None = None, caption_column: str | None = None
+) -> Source:
     """A Parquet file or folder of them with encoded image bytes. Label and caption columns are optional: by default
     'label' and 'caption' where every file has them; a column named explicitly must be in every file. Every other
     column is metadata, with its Arrow type."""
@@ -200,7 +210,9 @@ def read_parquet_table(source: str | Path, image_column: str = "image", label_co
         labels = table.column(label_column).to_pylist() if label_column else [None] * table.num_rows
         captions = table.column(caption_column).to_pylist() if caption_column else [None] * table.num_rows
         for row in range(table.num_rows):
-            examples.append({"image": images[row], "label": labels[row], "caption": captions[row], "source_key": f"{path.name}/{row}"})
+            examples.append(
+                {"image": images[row], "label": labels[row], "caption": captions[row], "source_key": f"{path.name}/{row}"}
+            )
         rest.append((path, table.drop_columns([c for c in (image_column, label_column, caption_column) if c])))
     return Source(examples, _concat_metadata(rest), str(source))
 
@@ -219,8 +231,10 @@ def _column_in_use(tables: list, given: str | None, default: str, option: str) -
     lacking = [path for path, table in tables if name not in table.column_names]
     if lacking and (given or len(lacking) < len(tables)):
         columns = next(t.column_names for p, t in tables if p == lacking[0])
-        raise DataError(f"{lacking[0]}: no column {name!r} ({option}), which {'you named' if given else 'other files have'}; "
-                        f"columns are {columns}")
+        raise DataError(
+            f"{lacking[0]}: no column {name!r} ({option}), which {'you named' if given else 'other files have'}; "
+            f"columns are {columns}"
+        )
     return None if lacking else name
 
 
@@ -235,8 +249,10 @@ def _image_bytes(column: pa.ChunkedArray, path: Path, name: str) -> list:
         if isinstance(value, dict) and "bytes" in value:
             value = value["bytes"] if value["bytes"] is not None or not value.get("path") else value["path"]
         if value is not None and not isinstance(value, bytes):
-            raise DataError(f"{path}: row {row}: image column {name!r} holds {type(value).__name__} {str(value)[:40]!r}, not encoded "
-                            "image bytes; point --image-column at a column of PNG/JPEG bytes (paths must be read into bytes first)")
+            raise DataError(
+                f"{path}: row {row}: image column {name!r} holds {type(value).__name__} {str(value)[:40]!r}, not encoded "
+                "image bytes; point --image-column at a column of PNG/JPEG bytes (paths must be read into bytes first)"
+            )
         out.append(value)
     return out
 
@@ -250,7 +266,10 @@ def _concat_metadata(parts: list[tuple[Path, pa.Table]]) -> pa.Table | None:
                 continue
             first = seen.setdefault(f.name, (f.type, path))
             if first[0] != f.type:
-                raise DataError(f"{path}: column {f.name!r} is {f.type} here but {first[0]} in {first[1]}; write it with one type in every file")
+                raise DataError(
+                    f"{path}: column {f.name!r} is {f.type} here but {first[0]} in {first[1]}; write it with one type in "
+                    "every file"
+                )
     table = pa.concat_tables([t for _, t in parts], promote_options="default")
     return table if table.num_columns else None
 
@@ -280,15 +299,20 @@ def resolve_labels(sources: list[Source], given: list[str] | None) -> list[str]:
     ints = next((e for e in labelled if isinstance(e["label"], int)), None)
     strings = next((e for e in labelled if isinstance(e["label"], str)), None)
     if ints and strings:
-        raise DataError(f"{ints['source_key']} has label {ints['label']!r} (a class index) but {strings['source_key']} has "
-                        f"{strings['label']!r} (a class name); use one kind of label throughout")
+        raise DataError(
+            f"{ints['source_key']} has label {ints['label']!r} (a class index) but {strings['source_key']} has "
+            f"{strings['label']!r} (a class name); use one kind of label throughout"
+        )
     folders = sorted({c for s in sources for c in s.classes or []}) or None
     if strings or folders:
         names = list(given or folders or sorted({e["label"] for e in labelled}))
         index = {name: i for i, name in enumerate(names)}
         for e in labelled:
             if e["label"] not in index:
-                raise DataError(f"{e['source_key']}: label {e['label']!r} is not one of the class names {_short(names)}; add it to --class-names")
+                raise DataError(
+                    f"{e['source_key']}: label {e['label']!r} is not one of the class names {_short(names)}; add it to "
+                    "--class-names"
+                )
             e["label"] = index[e["label"]]
         return names
     if given:
@@ -300,9 +324,11 @@ def resolve_labels(sources: list[Source], given: list[str] | None) -> list[str]:
     bad = next((e for e in labelled if not 0 <= e["label"] < len(seen)), None)
     if bad:
         missing = sorted(set(range(len(seen))) - set(seen))
-        raise DataError(f"{bad['source_key']}: label {bad['label']}: without --class-names the labels must be exactly 0..{len(seen) - 1} "
-                        f"with every class present, but they are {_short(seen)} (missing {_short(missing)}); fix that label, or pass "
-                        "--class-names with one name per class index")
+        raise DataError(
+            f"{bad['source_key']}: label {bad['label']}: without --class-names the labels must be exactly 0..{len(seen) - 1} "
+            f"with every class present, but they are {_short(seen)} (missing {_short(missing)}); fix that label, or pass "
+            "--class-names with one name per class index"
+        )
     return [f"class {i}" for i in range(len(seen))]
 
 
@@ -311,7 +337,9 @@ def _label_value(example: dict) -> int | str:
     if isinstance(label, float) and label.is_integer():
         label = int(label)
     if isinstance(label, bool) or not isinstance(label, (int, str)):
-        raise DataError(f"{example['source_key']}: label {label!r} is neither a class index (an integer) nor a class name (a string)")
+        raise DataError(
+            f"{example['source_key']}: label {label!r} is neither a class index (an integer) nor a class name (a string)"
+        )
     return label
 
 
@@ -328,20 +356,26 @@ def finish_metadata(src: Source, noise_column: str | None, required: bool) -> So
         if table is not None and name in table.column_names:
             renamed = f"source_{name}"
             if renamed in table.column_names:
-                raise DataError(f"{src.path}: has columns {name!r} and {renamed!r}; {name!r} is a contract column, so rename one of them")
+                raise DataError(
+                    f"{src.path}: has columns {name!r} and {renamed!r}; {name!r} is a contract column, so rename one of them"
+                )
             table = table.rename_columns([renamed if c == name else c for c in table.column_names])
             src.renamed[name] = renamed
     names = table.column_names if table is not None else []
     if noise_column:
         column, _, kind = noise_column.partition("=")
         if "pathology" in names:
-            raise DataError(f"{src.path}: has a 'pathology' column and --noise-column {noise_column} was given; pass one or the other")
+            raise DataError(
+                f"{src.path}: has a 'pathology' column and --noise-column {noise_column} was given; pass one or the other"
+            )
         if column not in names:
             if required:
                 raise DataError(f"{src.path}: no column or json field {column!r} (--noise-column); the fields are {names}")
         else:
             flags = [_noise_flag(v, e, column) for v, e in zip(table.column(column).to_pylist(), src.examples)]
-            table = table.append_column("pathology", pa.array([(kind or "noisy_label") if f else "clean" for f in flags], pa.string()))
+            table = table.append_column(
+                "pathology", pa.array([(kind or "noisy_label") if f else "clean" for f in flags], pa.string())
+            )
     elif "pathology" in names:
         for value, e in zip(table.column("pathology").to_pylist(), src.examples):
             if not isinstance(value, str):
@@ -353,15 +387,28 @@ def finish_metadata(src: Source, noise_column: str | None, required: bool) -> So
 def _noise_flag(value, example: dict, column: str) -> bool:
     if isinstance(value, (bool, int, float)) and value in (0, 1):
         return bool(value)
-    raise DataError(f"{example['source_key']}: --noise-column {column} is {value!r}; it must be true/false (or 1/0) in every example")
+    raise DataError(
+        f"{example['source_key']}: --noise-column {column} is {value!r}; it must be true/false (or 1/0) in every example"
+    )
 
 
 # ---------------------------------------------------------------- writing
 
 
-def write_dataset(examples: list[dict] | Source, dest: str | Path, class_names: list[str], *, curated: list[dict] | Source | None = None,
-                  test: list[dict] | Source | None = None, curated_fraction: float = CURATED_FRACTION, test_fraction: float = TEST_FRACTION,
-                  seed: int = 0, shard_size: int = SHARD_SIZE, source: str = "", provenance: dict | None = None) -> Path:
+def write_dataset(
+    examples: list[dict] | Source,
+    dest: str | Path,
+    class_names: list[str],
+    *,
+    curated: list[dict] | Source | None = None,
+    test: list[dict] | Source | None = None,
+    curated_fraction: float = CURATED_FRACTION,
+    test_fraction: float = TEST_FRACTION,
+    seed: int = 0,
+    shard_size: int = SHARD_SIZE,
+    source: str = "",
+    provenance: dict | None = None,
+) -> Path:
     """Split (unless curated/test are given) and write the data contract under `dest`: into DEST.importing,
     manifest last, then renamed into place over a previous import. `provenance` joins the manifest's "source"."""
     pool_source, curated, test = _as_source(examples), _as_source(curated), _as_source(test)
@@ -373,17 +420,23 @@ def write_dataset(examples: list[dict] | Source, dest: str | Path, class_names: 
     order = np.random.default_rng(seed).permutation(n)
     n_test = 0 if test else int(round(n * test_fraction))
     n_curated = 0 if curated else int(round(n * curated_fraction))
-    pool = pool_source.select(sorted(order[n_test + n_curated:]))
+    pool = pool_source.select(sorted(order[n_test + n_curated :]))
     if not pool.examples:
         raise DataError(f"{source or dest}: nothing left for the pool after taking the curated and test sets")
     if not test:
         if n_test:
-            log.warning("eval/test is sampled from %s, the same (possibly noisy) source as the pool: the target then rewards agreeing "
-                        "with its wrong labels. Pass --test SOURCE, a separate clean held-out set.", source or "the pool's source")
+            log.warning(
+                "eval/test is sampled from %s, the same (possibly noisy) source as the pool: the target then rewards agreeing "
+                "with its wrong labels. Pass --test SOURCE, a separate clean held-out set.",
+                source or "the pool's source",
+            )
         else:
             log.warning("eval/test is empty: pass --test SOURCE (a clean held-out set) or a --test-fraction above 0")
-    splits = {"pool": pool, "curated": curated or pool_source.select(order[n_test:n_test + n_curated]),
-              "eval/test": test or pool_source.select(order[:n_test])}
+    splits = {
+        "pool": pool,
+        "curated": curated or pool_source.select(order[n_test : n_test + n_curated]),
+        "eval/test": test or pool_source.select(order[:n_test]),
+    }
     staging = _staging(target)
     try:
         for name, split in splits.items():
@@ -395,15 +448,25 @@ def write_dataset(examples: list[dict] | Source, dest: str | Path, class_names: 
     provenance = dict(provenance or {})
     curated_path, test_path = provenance.pop("curated", None), provenance.pop("test", None)
     manifest = {
-        "schema_version": SCHEMA_VERSION, "image": {"format": "encoded"}, "class_names": class_names,
+        "schema_version": SCHEMA_VERSION,
+        "image": {"format": "encoded"},
+        "class_names": class_names,
         "tasks": {"test": {"label": "label", "class_names": class_names}},
         "counts": {name: len(split.examples) for name, split in splits.items()},
-        "source": {"path": str(source), "seed": seed, "curated_fraction": curated_fraction, "test_fraction": test_fraction,
-                   **provenance,
-                   "curated": {"path": str(source) if not curated else curated_path, "sampled": not curated},
-                   "test": {"path": str(source) if not test else test_path, "sampled": not test},
-                   "metadata_columns": {name: split.metadata.column_names if split.metadata is not None else [] for name, split in splits.items()}},
-        "files": content, "content_hash": hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest(),
+        "source": {
+            "path": str(source),
+            "seed": seed,
+            "curated_fraction": curated_fraction,
+            "test_fraction": test_fraction,
+            **provenance,
+            "curated": {"path": str(source) if not curated else curated_path, "sampled": not curated},
+            "test": {"path": str(source) if not test else test_path, "sampled": not test},
+            "metadata_columns": {
+                name: split.metadata.column_names if split.metadata is not None else [] for name, split in splits.items()
+            },
+        },
+        "files": content,
+        "content_hash": hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest(),
     }
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     (staging / STAGING_MARK).unlink()
@@ -423,7 +486,10 @@ def check_options(curated_fraction: float, test_fraction: float, shard_size: int
         if not 0 <= value < 1:
             raise DataError(f"{option} must be in [0, 1), got {value}")
     if not curated_fraction + test_fraction < 1:
-        raise DataError(f"--curated-fraction + --test-fraction must be below 1 (the rest is the pool), got {curated_fraction} + {test_fraction}")
+        raise DataError(
+            f"--curated-fraction + --test-fraction must be below 1 (the rest is the pool), got {curated_fraction} + "
+            f"{test_fraction}"
+        )
     if not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
         raise DataError(f"--shard-size must be a whole number of rows, at least 1; got {shard_size}")
 
@@ -432,8 +498,10 @@ def check_dest(dest: Path) -> None:
     """DEST must be new, empty, or a previous import (its manifest has "source"): never someone's other files."""
     if not dest.exists() or (dest.is_dir() and not any(dest.iterdir())) or _is_import(dest):
         return
-    raise DataError(f"{dest}: already holds files that `winnow data import` did not write; import into a new or empty folder "
-                    "(or move those files away first)")
+    raise DataError(
+        f"{dest}: already holds files that `winnow data import` did not write; import into a new or empty folder "
+        "(or move those files away first)"
+    )
 
 
 def _is_import(folder: Path) -> bool:
@@ -459,19 +527,22 @@ def _write(folder: Path, split: Source, shard_size: int, num_classes: int) -> No
     folder.mkdir(parents=True)
     rows, metadata = split.examples, split.metadata
     for shard, start in enumerate(range(0, max(len(rows), 1), shard_size)):
-        chunk = rows[start:start + shard_size]
+        chunk = rows[start : start + shard_size]
         for row in chunk:
             if row["label"] is not None and not 0 <= int(row["label"]) < max(num_classes, 1):
                 raise DataError(f"{row['source_key']}: label {row['label']} is outside the {num_classes} class names")
             if row["caption"] is not None and not isinstance(row["caption"], str):
                 raise DataError(f"{row['source_key']}: caption {row['caption']!r} is not text; captions are strings (or empty)")
-        table = pa.table({
-            "id": pa.array(np.arange(start, start + len(chunk), dtype=np.int64)),
-            "image": pa.array([r["image"] for r in chunk], pa.binary()),
-            "label": pa.array([None if r["label"] is None else int(r["label"]) for r in chunk], pa.int32()),
-            "caption": pa.array([r["caption"] for r in chunk], pa.string()),
-            "source_key": pa.array([r["source_key"] for r in chunk], pa.string()),
-        }, schema=SCHEMA)
+        table = pa.table(
+            {
+                "id": pa.array(np.arange(start, start + len(chunk), dtype=np.int64)),
+                "image": pa.array([r["image"] for r in chunk], pa.binary()),
+                "label": pa.array([None if r["label"] is None else int(r["label"]) for r in chunk], pa.int32()),
+                "caption": pa.array([r["caption"] for r in chunk], pa.string()),
+                "source_key": pa.array([r["source_key"] for r in chunk], pa.string()),
+            },
+            schema=SCHEMA,
+        )
         if metadata is not None:
             extra = metadata.slice(start, len(chunk))
             for i, f in enumerate(extra.schema):
@@ -482,9 +553,18 @@ def _write(folder: Path, split: Source, shard_size: int, num_classes: int) -> No
 # ---------------------------------------------------------------- the command
 
 
-def import_source(kind: str, source: str | Path, dest: str | Path, *, curated_source: str | Path | None = None,
-                  test_source: str | Path | None = None, class_names: list[str] | None = None, columns: dict | None = None,
-                  noise_column: str | None = None, **options) -> Path:
+def import_source(
+    kind: str,
+    source: str | Path,
+    dest: str | Path,
+    *,
+    curated_source: str | Path | None = None,
+    test_source: str | Path | None = None,
+    class_names: list[str] | None = None,
+    columns: dict | None = None,
+    noise_column: str | None = None,
+    **options,
+) -> Path:
     """`winnow data import KIND SOURCE DEST`: read the source (and separate curated and test ones) and write the
     contract. `columns` names the Parquet importer's image/label/caption columns; `options` go to write_dataset."""
     readers = {"webdataset": read_webdataset, "imagefolder": read_imagefolder, "parquet": read_parquet_table}
@@ -494,8 +574,11 @@ def import_source(kind: str, source: str | Path, dest: str | Path, *, curated_so
         raise DataError(f"--image-column, --label-column and --caption-column name Parquet columns; a {kind} source has none")
     if noise_column is not None and not noise_column.partition("=")[0]:
         raise DataError(f"--noise-column {noise_column!r}: give the column, as NAME or NAME=KIND")
-    check_options(0 if curated_source else options.get("curated_fraction", CURATED_FRACTION),
-                  0 if test_source else options.get("test_fraction", TEST_FRACTION), options.get("shard_size", SHARD_SIZE))
+    check_options(
+        0 if curated_source else options.get("curated_fraction", CURATED_FRACTION),
+        0 if test_source else options.get("test_fraction", TEST_FRACTION),
+        options.get("shard_size", SHARD_SIZE),
+    )
     dest = Path(dest)
     _check_apart(dest, [p for p in (source, curated_source, test_source) if p])
     check_dest(dest)
@@ -513,9 +596,14 @@ def import_source(kind: str, source: str | Path, dest: str | Path, *, curated_so
     test = read(test_source, False) if test_source else None
     sources = [s for s in (pool, curated, test) if s]
     names = resolve_labels(sources, class_names)
-    provenance = {"kind": kind, "curated": str(curated_source or source), "test": str(test_source or source), "noise_column": noise_column,
-                  "renamed_columns": {s.path: s.renamed for s in sources if s.renamed},
-                  "skipped": {s.path: s.skipped for s in sources if s.skipped}}
+    provenance = {
+        "kind": kind,
+        "curated": str(curated_source or source),
+        "test": str(test_source or source),
+        "noise_column": noise_column,
+        "renamed_columns": {s.path: s.renamed for s in sources if s.renamed},
+        "skipped": {s.path: s.skipped for s in sources if s.skipped},
+    }
     for src in sources:
         for what, count in src.skipped.items():
             log.info("%s: left out %d %s", src.path, count, what.replace("_", " "))

@@ -1,4 +1,4 @@
-"""The compute ledger (DESIGN.md): every FLOP counted, none estimated by hand.
+"""The compute ledger (docs/DESIGN.md): every FLOP counted, none estimated by hand.
 
 Forward FLOPs per example are measured with torch.utils.flop_counter.FlopCounterMode
 on a real batch of the size the model runs at (a contrastive loss grows with its
@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from winnow.losses import eval_mode
-from winnow.selection import NEEDS_LEARNER_LOSS, NEEDS_REFERENCE_LOSS
+from winnow.selection import POLICIES
 
 
 def forward_flops_per_example(model: nn.Module, loss_fn: Callable, images: torch.Tensor, targets: torch.Tensor) -> float:
@@ -52,14 +52,25 @@ class Costs:
         return {**asdict(self), "one_off": self.one_off, "per_step": self.per_step}
 
 
-def policy_costs(policy: str, *, reference_forward: float, reference_score_forward: float, reference_steps: int, reference_batch: int,
-                 pool_size: int, learner_forward: float, learner_super_forward: float, batch: int, super_batch: int) -> Costs:
+def policy_costs(
+    policy: str,
+    *,
+    reference_forward: float,
+    reference_score_forward: float,
+    reference_steps: int,
+    reference_batch: int,
+    pool_size: int,
+    learner_forward: float,
+    learner_super_forward: float,
+    batch: int,
+    super_batch: int,
+) -> Costs:
     """The ledger lines for one policy. Forward FLOPs are per example; `*_super_forward` at super-batch size."""
-    uses_reference = NEEDS_REFERENCE_LOSS[policy]
+    uses_reference = POLICIES[policy].reference_loss
     return Costs(
         reference_training=3.0 * reference_forward * reference_batch * reference_steps if uses_reference else 0.0,
         pool_scoring=reference_score_forward * pool_size if uses_reference else 0.0,
-        learner_scoring_per_step=learner_super_forward * super_batch if NEEDS_LEARNER_LOSS[policy] else 0.0,
+        learner_scoring_per_step=learner_super_forward * super_batch if POLICIES[policy].learner_loss else 0.0,
         learner_training_per_step=3.0 * learner_forward * batch,
     )
 
@@ -83,19 +94,34 @@ def run_ledger(summary: dict, trained: dict[str, dict], reference: dict, score: 
     costs = {}
     for policy, info in trained.items():
         costs[policy] = policy_costs(
-            policy, reference_forward=reference["forward_flops_per_example"],
-            reference_score_forward=reference["score_forward_flops_per_example"], reference_steps=reference["steps"],
-            reference_batch=reference["batch_size"], pool_size=pool_size, learner_forward=info["forward_flops_per_example"],
-            learner_super_forward=info["super_batch_forward_flops_per_example"], batch=info["batch_size"], super_batch=info["super_batch_size"])
+            policy,
+            reference_forward=reference["forward_flops_per_example"],
+            reference_score_forward=reference["score_forward_flops_per_example"],
+            reference_steps=reference["steps"],
+            reference_batch=reference["batch_size"],
+            pool_size=pool_size,
+            learner_forward=info["forward_flops_per_example"],
+            learner_super_forward=info["super_batch_forward_flops_per_example"],
+            batch=info["batch_size"],
+            super_batch=info["super_batch_size"],
+        )
     uniform, steps = costs["uniform"], summary["uniform_steps"]
     policies = {}
     for policy, cost in costs.items():
         reached = summary["policies"][policy]["steps_to_target"]
         predicted = cost.per_step / uniform.per_step  # what the FLOPs say a step should cost, relative to uniform's
         measured = trained[policy]["seconds_per_step"] / trained["uniform"]["seconds_per_step"]
-        policies[policy] = {**flop_ratios(cost, reached, uniform, steps, amortise_over), "costs": cost.as_dict(),
-                            "step_time_over_ledger": measured / predicted}
-    systems = {"ingest_rows_per_s": score.get("ingest_rows_per_s"),
-               "scoring_over_bare_forward": (score["scoring_rows_per_s"] / score["bare_forward_rows_per_s"]
-                                             if score.get("scoring_rows_per_s") and score.get("bare_forward_rows_per_s") else None)}
+        policies[policy] = {
+            **flop_ratios(cost, reached, uniform, steps, amortise_over),
+            "costs": cost.as_dict(),
+            "step_time_over_ledger": measured / predicted,
+        }
+    systems = {
+        "ingest_rows_per_s": score.get("ingest_rows_per_s"),
+        "scoring_over_bare_forward": (
+            score["scoring_rows_per_s"] / score["bare_forward_rows_per_s"]
+            if score.get("scoring_rows_per_s") and score.get("bare_forward_rows_per_s")
+            else None
+        ),
+    }
     return {"amortise_over": amortise_over, "uniform_flops": uniform.at_step(steps), "policies": policies, "systems": systems}

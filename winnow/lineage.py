@@ -44,7 +44,9 @@ def digest_path(path: str | Path) -> str:
     if not path.is_dir():
         return "missing"
     h = hashlib.sha256()
-    for child in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.endswith(".tmp") and "__pycache__" not in p.parts):
+    for child in sorted(
+        p for p in path.rglob("*") if p.is_file() and not p.name.endswith(".tmp") and "__pycache__" not in p.parts
+    ):
         h.update(str(child.relative_to(path)).encode())
         h.update(_digest_file(child).encode())
     return h.hexdigest()
@@ -85,9 +87,13 @@ def stage_key(stage: str, params: Params, item: str | None = None) -> str:
     """Hash of everything the stage reads: its deps' contents and its params' values.
     (`objectives` is already merged into the sections it overrides, so it adds nothing here.)"""
     spec, values = stage_spec(stage, params, item), to_dict(params)
-    content = {"stage": stage, "item": item, "objective": params.objective,
-               "params": {name: _lookup(values, name) for name in spec["params"] if name != "objectives"},
-               "deps": {_relative(dep): digest_path(dep) for dep in spec["deps"]}}
+    content = {
+        "stage": stage,
+        "item": item,
+        "objective": params.objective,
+        "params": {name: _lookup(values, name) for name in spec["params"] if name != "objectives"},
+        "deps": {_relative(dep): digest_path(dep) for dep in spec["deps"]},
+    }
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 

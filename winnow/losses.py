@@ -28,13 +28,17 @@ def per_example_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     return F.cross_entropy(model(to_input(images)), labels, reduction="none")
 
 
-def score_examples(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, batch_size: int = 128, loss_fn=per_example_loss) -> torch.Tensor:
+def score_examples(
+    model: nn.Module, images: torch.Tensor, targets: torch.Tensor, batch_size: int = 128, loss_fn=per_example_loss
+) -> torch.Tensor:
     """Per-example loss without gradient, in batches of batch_size (for CLIP, the batch is the
     set of pairs each loss is contrasted against); the model is put in eval mode."""
     device = next(model.parameters()).device
     with eval_mode(model):
-        out = [loss_fn(model, images[i : i + batch_size].to(device), targets[i : i + batch_size].to(device)).float().cpu()
-               for i in range(0, len(images), batch_size)]
+        out = [
+            loss_fn(model, images[i : i + batch_size].to(device), targets[i : i + batch_size].to(device)).float().cpu()
+            for i in range(0, len(images), batch_size)
+        ]
     return torch.cat(out) if out else torch.zeros(0)
 
 

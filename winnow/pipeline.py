@@ -1,4 +1,4 @@
-"""The stages of DESIGN.md as plain functions over Params: what each reads and writes.
+"""The stages of docs/DESIGN.md as plain functions over Params: what each reads and writes.
 
 Prefect tasks (tasks/) and DVC stages (dvc.yaml, through the CLI) both call these;
 there is no Prefect in here. Each stage checks what exists and does the rest.
@@ -20,12 +20,12 @@ import pyarrow.parquet as pq
 import torch
 
 from winnow import ledger, lineage, objectives, report, scoring, store
-from winnow.config import Params, to_dict
+from winnow.config import Params
 from winnow.data import load_split, read_manifest, shard_files, split_hash, value_counts
+from winnow.devices import autocast, init_distributed, pick_device
 from winnow.errors import CheckpointError, DataError, MissingInput, StaleInput, StoreError
-from winnow.devices import autocast, init_distributed, pick_device, under_torchrun
 from winnow.objectives import OBJECTIVES
-from winnow.selection import NEEDS_REFERENCE_LOSS
+from winnow.selection import POLICIES
 from winnow.stream import InMemory, ShardStream, shard_rows
 from winnow.synth import PATHOLOGIES, generator_params, synthesize
 from winnow.training import load_checkpoint, state_hash, train, write_csv
@@ -51,8 +51,15 @@ class Paths:
 
     @classmethod
     def of(cls, params: Params) -> "Paths":
-        return cls(Path(params.data.root), Path(params.artifacts), Path(params.metrics), Path(params.plots), Path(params.reports),
-                   params.data.name, params.objective)
+        return cls(
+            Path(params.data.root),
+            Path(params.artifacts),
+            Path(params.metrics),
+            Path(params.plots),
+            Path(params.reports),
+            params.data.name,
+            params.objective,
+        )
 
     @property
     def artifacts(self) -> Path:
@@ -123,7 +130,7 @@ def split(params: Params, name: str):
     classes = num_classes(params) if name in ("pool", "curated", "eval/test") else None
     stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.glob("part-*.parquet")))
     data = _split(str(folder), params.data.image_size, classes, stamp)
-    return objectives.usable(params.objective, data) if name in ("pool", "curated") else data
+    return OBJECTIVES[params.objective].usable(data) if name in ("pool", "curated") else data
 
 
 def num_classes(params: Params) -> int:
@@ -135,12 +142,16 @@ def model_from_checkpoint(path: Path, device: torch.device | str = "cpu", inputs
     trained on exactly those inputs: a model from other data, params or code is stale."""
     ckpt = load_checkpoint(path)
     if not ckpt.get("complete"):
-        raise CheckpointError(f"{path}: this checkpoint is from an unfinished run (step {ckpt.get('step')}); rerun its stage to finish it")
+        raise CheckpointError(
+            f"{path}: this checkpoint is from an unfinished run (step {ckpt.get('step')}); rerun its stage to finish it"
+        )
     if inputs is not None and ckpt.get("inputs") != inputs:
-        raise StaleInput(f"{path}: was trained on other data, params or code than this run's; rerun the stage that writes it "
-                         f"(`winnow pipeline` reruns what is stale)")
+        raise StaleInput(
+            f"{path}: was trained on other data, params or code than this run's; rerun the stage that writes it "
+            f"(`winnow pipeline` reruns what is stale)"
+        )
     meta = ckpt["meta"]
-    model = objectives.build_model(meta["objective"], meta["model_name"], meta["num_classes"], meta["image_size"])
+    model = OBJECTIVES[meta["objective"]].build_model(meta["model_name"], meta["num_classes"], meta["image_size"])
     model.load_state_dict(ckpt["model"])
     return model.to(device)
 
@@ -181,19 +192,39 @@ def reference_stage(params: Params) -> dict:
     """Train the reference model on the curated set; checkpoint + metrics/<objective>/reference.json."""
     paths, cfg = Paths.of(params), params.reference
     curated, test = split(params, "curated"), split(params, "eval/test")
-    torch.manual_seed(params.seed)
-    model = objectives.build_model(params.objective, cfg.model, num_classes(params), params.data.image_size).to(pick_device(params.device))
     objective = OBJECTIVES[params.objective]
-    out = train(model, curated, cfg, seed=params.seed, targets=objectives.targets(params.objective, cfg.model, curated), loss_fn=objective.loss,
-                evaluate=_target_metric(params, cfg.model, test), eval_every=max(1, cfg.steps // 10), checkpoint_path=paths.reference,
-                checkpoint_every=max(1, cfg.steps // 4), meta=_meta(cfg.model, params), precision=params.precision, desc="reference",
-                inputs=lineage.stage_key("reference", params))
-    targets = objectives.targets(params.objective, cfg.model, curated)
-    metrics = {"model": cfg.model, "steps": cfg.steps, "batch_size": cfg.batch_size, "train_examples": len(curated),
-               "test_metric": objective.metric, "test_accuracy": out["eval_log"][-1][objective.metric],
-               "forward_flops_per_example": _flops(model, objective.loss, curated.images, targets, cfg.batch_size),
-               "score_forward_flops_per_example": _flops(model, objective.loss, curated.images, targets, params.score.batch_size),
-               "seconds": out["seconds"], "parameters": sum(p.numel() for p in model.parameters()), "model_hash": state_hash(model)}
+    torch.manual_seed(params.seed)
+    model = objective.build_model(cfg.model, num_classes(params), params.data.image_size).to(pick_device(params.device))
+    targets = objective.targets(cfg.model, curated)
+    out = train(
+        model,
+        curated,
+        cfg,
+        seed=params.seed,
+        targets=targets,
+        loss_fn=objective.loss,
+        evaluate=_target_metric(params, cfg.model, test),
+        eval_every=max(1, cfg.steps // 10),
+        checkpoint_path=paths.reference,
+        checkpoint_every=max(1, cfg.steps // 4),
+        meta=_meta(cfg.model, params),
+        precision=params.precision,
+        desc="reference",
+        inputs=lineage.stage_key("reference", params),
+    )
+    metrics = {
+        "model": cfg.model,
+        "steps": cfg.steps,
+        "batch_size": cfg.batch_size,
+        "train_examples": len(curated),
+        "test_metric": objective.metric,
+        "final_metric": out["eval_log"][-1][objective.metric],
+        "forward_flops_per_example": _flops(model, objective.loss, curated.images, targets, cfg.batch_size),
+        "score_forward_flops_per_example": _flops(model, objective.loss, curated.images, targets, params.score.batch_size),
+        "seconds": out["seconds"],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "model_hash": state_hash(model),
+    }
     write_json(metrics, paths.metrics / "reference.json")
     return metrics
 
@@ -237,8 +268,10 @@ def check_pool_ids(pool_dir: Path) -> None:
         ids = column.to_numpy()
         outside = np.flatnonzero((ids < 0) | (ids >= total))
         if len(outside):
-            raise DataError(f"{path}: row {outside[0]} has id {ids[outside[0]]}; pool ids must be dense, 0 to {total - 1} for these "
-                            f"{total} rows (`winnow data import` writes them so)")
+            raise DataError(
+                f"{path}: row {outside[0]} has id {ids[outside[0]]}; pool ids must be dense, 0 to {total - 1} for these "
+                f"{total} rows (`winnow data import` writes them so)"
+            )
         order = np.argsort(ids, kind="stable")
         again = order[1:][ids[order[1:]] == ids[order[:-1]]]  # rows whose id came earlier in this shard
         repeated = np.union1d(again, np.flatnonzero(seen[ids]))  # ... or in an earlier shard
@@ -252,8 +285,16 @@ def score_one_shard(params: Params, scorer_id: str, shard: str) -> int:
     paths = Paths.of(params)
     model = reference_model(params)
     with autocast(next(model.parameters()).device, params.precision):
-        return scoring.write_shard_scores(model, paths.data / "pool" / shard, paths.score_shards(scorer_id), params.data.image_size,
-                                          num_classes(params), params.score.batch_size, params.objective, params.reference.model)
+        return scoring.write_shard_scores(
+            model,
+            paths.data / "pool" / shard,
+            paths.score_shards(scorer_id),
+            params.data.image_size,
+            num_classes(params),
+            params.score.batch_size,
+            params.objective,
+            params.reference.model,
+        )
 
 
 def score_finish(params: Params, plan: dict, counts: dict) -> dict:
@@ -263,16 +304,25 @@ def score_finish(params: Params, plan: dict, counts: dict) -> dict:
     ingested = scoring.ingest(paths.store, scorer_id, paths.score_shards(scorer_id))
     model = reference_model(params)
     with autocast(next(model.parameters()).device, params.precision):
-        bare = scoring.bare_forward_rate(model, shard_files(pool_dir)[0], params.data.image_size, num_classes(params),
-                                         params.score.batch_size, params.objective, params.reference.model)
+        bare = scoring.bare_forward_rate(
+            model,
+            shard_files(pool_dir)[0],
+            params.data.image_size,
+            num_classes(params),
+            params.score.batch_size,
+            params.objective,
+            params.reference.model,
+        )
     counts["scoring_rows_per_s"] = counts["rows_scored"] / counts["seconds"] if counts["seconds"] else None
     counts["bare_forward_rows_per_s"] = bare
     expected = sum(shard_rows(pool_dir))
     with store.connect(paths.store) as con:
         n = con.execute("SELECT count(*) FROM scores WHERE scorer_id = ?", [scorer_id]).fetchone()[0]
         if n != expected:
-            raise StoreError(f"{paths.store}: scorer {scorer_id} has {n} rows for a pool of {expected}; "
-                               f"delete {paths.score_shards(scorer_id)} and rerun `winnow score`")
+            raise StoreError(
+                f"{paths.store}: scorer {scorer_id} has {n} rows for a pool of {expected}; "
+                f"delete {paths.score_shards(scorer_id)} and rerun `winnow score`"
+            )
         skipped = con.execute("SELECT count(*) FROM scores WHERE scorer_id = ? AND status <> 'ok'", [scorer_id]).fetchone()[0]
         store.mark_complete(con, scorer_id, counts["seconds"])
     result = {k: v for k, v in plan.items() if k != "todo"}
@@ -290,8 +340,17 @@ def score_stage(params: Params, on_shard=None) -> dict:
     paths = Paths.of(params)
     model = reference_model(params)
     with autocast(next(model.parameters()).device, params.precision):
-        counts = scoring.score_shards(model, paths.data / "pool", paths.score_shards(plan["scorer_id"]), params.data.image_size,
-                                      num_classes(params), params.score.batch_size, params.objective, params.reference.model, on_shard)
+        counts = scoring.score_shards(
+            model,
+            paths.data / "pool",
+            paths.score_shards(plan["scorer_id"]),
+            params.data.image_size,
+            num_classes(params),
+            params.score.batch_size,
+            params.objective,
+            params.reference.model,
+            on_shard,
+        )
     return score_finish(params, plan, counts)
 
 
@@ -301,8 +360,12 @@ def pool_sampler(params: Params, model_name: str, seed: int, rank: int = 0, worl
     folder = Path(params.data.root) / "pool"
     if sum(shard_rows(folder)) <= params.train.shuffle_buffer:
         pool = split(params, "pool")
-        return InMemory(pool, objectives.targets(params.objective, model_name, pool), seed, pool.columns.get("pathology"), rank, world)
-    decode = functools.partial(objectives.decode_shard, params.objective, model_name, size=params.data.image_size, num_classes=num_classes(params))
+        return InMemory(
+            pool, OBJECTIVES[params.objective].targets(model_name, pool), seed, pool.columns.get("pathology"), rank, world
+        )
+    decode = functools.partial(
+        objectives.decode_shard, params.objective, model_name, size=params.data.image_size, num_classes=num_classes(params)
+    )
     return ShardStream(folder, decode, params.train.shuffle_buffer, seed, rank, world)
 
 
@@ -310,47 +373,79 @@ def reference_losses(params: Params) -> np.ndarray:
     """The reference's loss per pool example id, from the scorer that the score stage recorded, after
     checking that it scored this very pool with this very reference (else the losses are stale)."""
     paths = Paths.of(params)
-    scorer = _read_json(paths.scorer, "run `winnow score` first")
+    scorer = read_json(paths.scorer, "run `winnow score` first")
     pool_hash, model_hash = split_hash(paths.data / "pool"), state_hash(reference_model(params))
     if scorer["dataset_hash"] != pool_hash or scorer["model_hash"] != model_hash:
         what = "pool" if scorer["dataset_hash"] != pool_hash else "reference model"
-        raise StaleInput(f"{paths.scorer}: scorer {scorer['scorer_id']} scored another {what} than this run's; "
-                         f"rerun `winnow score` (it scores only what the store lacks)")
+        raise StaleInput(
+            f"{paths.scorer}: scorer {scorer['scorer_id']} scored another {what} than this run's; "
+            f"rerun `winnow score` (it scores only what the store lacks)"
+        )
     losses = store.load_losses(paths.store, scorer["scorer_id"])
     if len(losses) != sum(shard_rows(paths.data / "pool")):
-        raise StaleInput(f"{paths.store}: scorer {scorer['scorer_id']} holds {len(losses)} pool ids, the pool has "
-                         f"{sum(shard_rows(paths.data / 'pool'))} rows; rerun `winnow score`")
+        raise StaleInput(
+            f"{paths.store}: scorer {scorer['scorer_id']} holds {len(losses)} pool ids, the pool has "
+            f"{sum(shard_rows(paths.data / 'pool'))} rows; rerun `winnow score`"
+        )
     return losses
 
 
 def train_stage(params: Params, policy: str) -> dict:
     """Train the learner with one selection policy; checkpoint, per-step log and eval curve.
-    Under torchrun every rank runs this; rank 0 writes the outputs. With train.nproc_per_node > 1
-    (and not already under torchrun) it launches itself that way."""
+    Under torchrun every rank runs this and rank 0 writes the outputs (tasks/launch.py starts the
+    ranks for train.nproc_per_node > 1)."""
     paths, cfg = Paths.of(params), params.train
-    if cfg.nproc_per_node > 1 and not under_torchrun():
-        return train_distributed(params, policy)
     rank, world = init_distributed()
     test = split(params, "eval/test")
-    reference_loss = torch.from_numpy(reference_losses(params)) if NEEDS_REFERENCE_LOSS[policy] else None
+    reference_loss = torch.from_numpy(reference_losses(params)) if POLICIES[policy].reference_loss else None
     sampler = pool_sampler(params, cfg.model, params.seed + 1, rank, world)
     torch.manual_seed(params.seed + 1)
-    model = objectives.build_model(params.objective, cfg.model, num_classes(params), params.data.image_size).to(pick_device(params.device))
     objective = OBJECTIVES[params.objective]
+    model = objective.build_model(cfg.model, num_classes(params), params.data.image_size).to(pick_device(params.device))
     first = sampler.peek(cfg.super_batch_size)
-    flops = {"forward_flops_per_example": _flops(model, objective.loss, first.images, first.targets, cfg.batch_size),
-             "super_batch_forward_flops_per_example": _flops(model, objective.loss, first.images, first.targets, cfg.super_batch_size)}
-    out = train(model, sampler, cfg, seed=params.seed + 1, policy=policy, keep_fraction=cfg.keep_fraction, selection=cfg.selection,
-                temperature=cfg.temperature, reference_loss=reference_loss, loss_fn=objective.loss,
-                evaluate=_target_metric(params, cfg.model, test), eval_every=cfg.eval_every,
-                checkpoint_path=paths.learner(policy), checkpoint_every=cfg.checkpoint_every,
-                meta=_meta(cfg.model, params), precision=params.precision, desc=policy, inputs=lineage.stage_key("train", params, policy))
-    selected = {k[len("selected_"):]: float(np.mean([r.get(k, 0.0) for r in out["steps_log"]])) for k in out["steps_log"][-1] if k.startswith("selected_")}
+    flops = {
+        "forward_flops_per_example": _flops(model, objective.loss, first.images, first.targets, cfg.batch_size),
+        "super_batch_forward_flops_per_example": _flops(model, objective.loss, first.images, first.targets, cfg.super_batch_size),
+    }
+    out = train(
+        model,
+        sampler,
+        cfg,
+        seed=params.seed + 1,
+        policy=policy,
+        keep_fraction=cfg.keep_fraction,
+        selection=cfg.selection,
+        temperature=cfg.temperature,
+        reference_loss=reference_loss,
+        loss_fn=objective.loss,
+        evaluate=_target_metric(params, cfg.model, test),
+        eval_every=cfg.eval_every,
+        checkpoint_path=paths.learner(policy),
+        checkpoint_every=cfg.checkpoint_every,
+        meta=_meta(cfg.model, params),
+        precision=params.precision,
+        desc=policy,
+        inputs=lineage.stage_key("train", params, policy),
+    )
+    selected = {
+        k[len("selected_") :]: float(np.mean([r.get(k, 0.0) for r in out["steps_log"]]))
+        for k in out["steps_log"][-1]
+        if k.startswith("selected_")
+    }
     streamed = isinstance(sampler, ShardStream)
-    metrics = {"policy": policy, "steps": cfg.steps, "final_accuracy": out["eval_log"][-1][objective.metric] if out["eval_log"] else None,
-               "seconds": out["seconds"], "seconds_per_step": out["seconds"] / cfg.steps, "batch_size": cfg.batch_size,
-               "super_batch_size": cfg.super_batch_size, "selected_mix": selected, "pool_size": sampler.size,
-               "pool_skipped": sum(map(len, sampler.skipped.values())) if streamed else len(sampler.split.skipped), **flops}
+    metrics = {
+        "policy": policy,
+        "steps": cfg.steps,
+        "final_metric": out["eval_log"][-1][objective.metric] if out["eval_log"] else None,
+        "seconds": out["seconds"],
+        "seconds_per_step": out["seconds"] / cfg.steps,
+        "batch_size": cfg.batch_size,
+        "super_batch_size": cfg.super_batch_size,
+        "selected_mix": selected,
+        "pool_size": sampler.size,
+        "pool_skipped": sum(map(len, sampler.skipped.values())) if streamed else len(sampler.split.skipped),
+        **flops,
+    }
     if streamed:
         metrics.update(pool_streamed=True, shuffle_buffer=sampler.capacity)
     if world > 1:
@@ -360,29 +455,6 @@ def train_stage(params: Params, policy: str) -> dict:
         write_csv(out["steps_log"], paths.metrics / "steps" / f"{policy}.csv")
         write_json(metrics, paths.metrics / "train" / f"{policy}.json")
     return metrics
-
-
-def train_distributed(params: Params, policy: str) -> dict:
-    """The train stage as train.nproc_per_node DDP ranks on this node: torchrun runs `winnow train`
-    on these exact params (written to a temporary file), and rank 0's metrics are returned."""
-    import subprocess
-    import sys
-    import tempfile
-
-    import yaml
-
-    paths = Paths.of(params)
-    with tempfile.TemporaryDirectory() as tmp:
-        params_file = Path(tmp) / "params.yaml"
-        # the resolved params: objectives: {} so that no per-objective section is applied twice
-        params_file.write_text(yaml.safe_dump({**json.loads(json.dumps(to_dict(params))), "objectives": {}}))
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(params.train.nproc_per_node),
-                   "-m", "winnow.cli", "train", "--policy", policy, "--params", str(params_file)]
-        log.info("train %s: launching %d DDP ranks: %s", policy, params.train.nproc_per_node, " ".join(command))
-        done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"train {policy}: torchrun with {params.train.nproc_per_node} ranks failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    return _read_json(paths.metrics / "train" / f"{policy}.json", "torchrun finished without writing it")
 
 
 def evaluate_stage(params: Params) -> dict:
@@ -398,8 +470,9 @@ def evaluate_stage(params: Params) -> dict:
     results = {}
     for name, path, model_name, inputs in models:
         model = model_from_checkpoint(path, pick_device(params.device), inputs)
-        results[name] = objectives.evaluate_model(params.objective, model, model_name, test, texture, tasks,
-                                                  params.evaluate.probe_steps, params.evaluate.probe_lr, params.seed)
+        results[name] = OBJECTIVES[params.objective].evaluate_model(
+            model, model_name, test, texture, tasks, params.evaluate.probe_steps, params.evaluate.probe_lr, params.seed
+        )
     write_json(results, paths.metrics / "evaluate.json")
     return results
 
@@ -409,16 +482,22 @@ def summary_stage(params: Params, write_report: bool = True) -> dict:
     and the compute ledger (FLOPs to target, flop ratios); with the report and plots unless told not to."""
     paths = Paths.of(params)
     curves = {p: report.read_csv(paths.metrics / "curves" / f"{p}.csv") for p in params.train.policies}
-    trained = {p: _read_json(paths.metrics / "train" / f"{p}.json", f"run `winnow train --policy {p}`") for p in params.train.policies}
+    trained = {
+        p: read_json(paths.metrics / "train" / f"{p}.json", f"run `winnow train --policy {p}`") for p in params.train.policies
+    }
     evaluated_path = paths.metrics / "evaluate.json"  # transfer metrics join the summary when evaluated (the bench skips it)
     evaluated = json.loads(evaluated_path.read_text()) if evaluated_path.exists() else {}
-    counts = value_counts(paths.data / "pool", "pathology")  # known where the data has a pathology column (the generated pool, or imported)
+    counts = value_counts(
+        paths.data / "pool", "pathology"
+    )  # known where the data has a pathology column (the generated pool, or imported)
     known = {p: i for i, p in enumerate(PATHOLOGIES)}  # the generator's kinds in its order, then any others the data names
-    pool_mix = {str(p): counts[p] / sum(counts.values()) for p in sorted(counts, key=lambda p: (known.get(p, len(known)), str(p)))}
+    pool_mix = {
+        str(p): counts[p] / sum(counts.values()) for p in sorted(counts, key=lambda p: (known.get(p, len(known)), str(p)))
+    }
     objective = OBJECTIVES[params.objective]
     summary = report.summarize(curves, trained, evaluated, pool_mix, params.train.steps, objective.metric, objective.noise)
-    summary["reference"] = _read_json(paths.metrics / "reference.json", "run `winnow reference` first")
-    score = _read_json(paths.metrics / "score.json", "run `winnow score` first")
+    summary["reference"] = read_json(paths.metrics / "reference.json", "run `winnow reference` first")
+    score = read_json(paths.metrics / "score.json", "run `winnow score` first")
     summary["ledger"] = ledger.run_ledger(summary, trained, summary["reference"], score, params.bench.amortise_over)
     for policy, row in summary["ledger"]["policies"].items():
         summary["policies"][policy].update({k: row[k] for k in ("flops_to_target", "flop_ratio_full", "flop_ratio_amortised")})
@@ -435,14 +514,20 @@ def _flops(model, loss_fn, images, targets, batch_size: int) -> float:
 
 def _target_metric(params: Params, model_name: str, test):
     class_names = read_manifest(params.data.root)["tasks"]["test"]["class_names"]
-    return objectives.target_metric(params.objective, model_name, test, class_names)
+    return OBJECTIVES[params.objective].target_metric(model_name, test, class_names)
 
 
 def _meta(model_name: str, params: Params) -> dict:
-    return {"model_name": model_name, "num_classes": num_classes(params), "image_size": params.data.image_size, "objective": params.objective}
+    return {
+        "model_name": model_name,
+        "num_classes": num_classes(params),
+        "image_size": params.data.image_size,
+        "objective": params.objective,
+    }
 
 
-def _read_json(path: Path, fix: str) -> dict:
+def read_json(path: Path, fix: str) -> dict:
+    """A stage's JSON input; missing or unreadable is an error saying which stage writes it."""
     if not path.exists():
         raise MissingInput(f"{path}: missing; {fix}")
     try:

@@ -29,8 +29,15 @@ def steps_to_target(curve: list[dict], target: float, metric: str = "accuracy") 
 NOISE_WORDS = {"noisy_label": "wrong labels kept", "mismatched_caption": "mismatched kept"}
 
 
-def summarize(curves: dict[str, list[dict]], trained: dict[str, dict], evaluated: dict[str, dict], pool_mix: dict[str, float],
-              uniform_steps: int, metric: str = "accuracy", noise: str = "noisy_label") -> dict:
+def summarize(
+    curves: dict[str, list[dict]],
+    trained: dict[str, dict],
+    evaluated: dict[str, dict],
+    pool_mix: dict[str, float],
+    uniform_steps: int,
+    metric: str = "accuracy",
+    noise: str = "noisy_label",
+) -> dict:
     """`metric` is the eval-log column the target is set on; `noise` the pathology whose selected share is reported."""
     target = curves["uniform"][-1][metric]
     policies = {}
@@ -38,8 +45,8 @@ def summarize(curves: dict[str, list[dict]], trained: dict[str, dict], evaluated
         reached = steps_to_target(curve, target, metric)
         mix = trained[policy]["selected_mix"]
         policies[policy] = {
-            "final_accuracy": curve[-1][metric],
-            "best_accuracy": max(row[metric] for row in curve),
+            "final_metric": curve[-1][metric],
+            "best_metric": max(row[metric] for row in curve),
             "steps_to_target": reached,
             "step_ratio": reached / uniform_steps if reached is not None else None,
             f"{noise}_fraction_selected": mix.get(noise, 0.0) if pool_mix else None,
@@ -47,21 +54,32 @@ def summarize(curves: dict[str, list[dict]], trained: dict[str, dict], evaluated
             "texture_probe_accuracy": evaluated.get(policy, {}).get("texture_probe_accuracy"),
             "train_seconds": trained[policy]["seconds"],
         }
-    return {"metric": f"test_{metric}", "target": target, "uniform_steps": uniform_steps, "noise": noise,
-            f"pool_{noise}_fraction": pool_mix.get(noise, 0.0) if pool_mix else None, "pool_mix": pool_mix, "policies": policies}
+    return {
+        "metric": f"test_{metric}",
+        "target": target,
+        "uniform_steps": uniform_steps,
+        "noise": noise,
+        f"pool_{noise}_fraction": pool_mix.get(noise, 0.0) if pool_mix else None,
+        "pool_mix": pool_mix,
+        "policies": policies,
+    }
 
 
 def table(summary: dict) -> str:
     """The summary as a fixed-width table, for the terminal and the report."""
     noise = summary["noise"]
-    lines = [f"target: uniform's final {summary['metric']} = {summary['target']:.4f} after {summary['uniform_steps']} steps; "
-             f"pool {noise} rate {_num(summary[f'pool_{noise}_fraction'], 'unknown', 3)}",
-             f"{'policy':<16}{'final':>10}{'steps to target':>17}{'step ratio':>12}{NOISE_WORDS[noise]:>19}{'texture probe':>15}"]
+    lines = [
+        f"target: uniform's final {summary['metric']} = {summary['target']:.4f} after {summary['uniform_steps']} steps; "
+        f"pool {noise} rate {_num(summary[f'pool_{noise}_fraction'], 'unknown', 3)}",
+        f"{'policy':<16}{'final':>10}{'steps to target':>17}{'step ratio':>12}{NOISE_WORDS[noise]:>19}{'texture probe':>15}",
+    ]
     for policy, row in summary["policies"].items():
         ratio = f"{row['step_ratio']:.2f}x" if row["step_ratio"] is not None else "never"
         steps = str(row["steps_to_target"]) if row["steps_to_target"] is not None else "-"
         probe = f"{row['texture_probe_accuracy']:.3f}" if row["texture_probe_accuracy"] is not None else "-"
-        lines.append(f"{policy:<16}{row['final_accuracy']:>10.4f}{steps:>17}{ratio:>12}{_num(row[f'{noise}_fraction_selected'], '-', 3):>19}{probe:>15}")
+        lines.append(
+            f"{policy:<16}{row['final_metric']:>10.4f}{steps:>17}{ratio:>12}{_num(row[f'{noise}_fraction_selected'], '-', 3):>19}{probe:>15}"
+        )
     return "\n".join(lines)
 
 
@@ -73,7 +91,12 @@ def plot_curves(curves: dict[str, list[dict]], target: float, path: Path, metric
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for policy, curve in curves.items():
-        ax.plot([r["step"] for r in curve], [r[metric] for r in curve], label=policy, lw=2 if policy in ("uniform", "learnability") else 1.2)
+        ax.plot(
+            [r["step"] for r in curve],
+            [r[metric] for r in curve],
+            label=policy,
+            lw=2 if policy in ("uniform", "learnability") else 1.2,
+        )
     ax.axhline(target, color="grey", ls="--", lw=1, label="target (uniform final)")
     ax.set_xlabel("learner step")
     ax.set_ylabel(f"held-out {metric}")
@@ -122,8 +145,8 @@ def write_report(summary: dict, curves: dict[str, list[dict]], paths, params) ->
 
 Dataset `{params.data.root}`. The learner ({params.train.model}, {params.objective}) trained {params.train.steps} steps of batch {params.train.batch_size} under each policy,
 keeping {params.train.keep_fraction:.0%} of each super-batch of {params.train.super_batch_size}. The reference ({params.reference.model},
-{ref.get('test_accuracy', float('nan')):.3f} held-out {ref.get('test_metric', 'accuracy').replace('_', ' ')}) learned from {ref.get('train_examples', '?')} curated examples.
-Target: uniform's final held-out {metric.replace('_', ' ')}. step ratio = steps to reach it / uniform's {params.train.steps} steps.
+{ref.get("final_metric", float("nan")):.3f} held-out {ref.get("test_metric", "accuracy").replace("_", " ")}) learned from {ref.get("train_examples", "?")} curated examples.
+Target: uniform's final held-out {metric.replace("_", " ")}. step ratio = steps to reach it / uniform's {params.train.steps} steps.
 
 ```
 {table(summary)}
@@ -156,8 +179,10 @@ def bench_table(result: dict) -> str:
     noise = result["noise"]
     lines = [f"{'policy':<16}{'step_ratio':>16}{'flop_ratio_full':>18}{'flop_ratio_amortised':>22}{NOISE_WORDS[noise]:>19}"]
     for policy, row in result["policies"].items():
-        lines.append(f"{policy:<16}{_fmt(row['step_ratio']):>16}{_fmt(row['flop_ratio_full']):>18}{_fmt(row['flop_ratio_amortised']):>22}"
-                     f"{row[f'{noise}_fraction_selected']['mean']:>19.3f}")
+        lines.append(
+            f"{policy:<16}{_fmt(row['step_ratio']):>16}{_fmt(row['flop_ratio_full']):>18}{_fmt(row['flop_ratio_amortised']):>22}"
+            f"{row[f'{noise}_fraction_selected']['mean']:>19.3f}"
+        )
     return "\n".join(lines)
 
 
@@ -169,10 +194,19 @@ def plot_bench(curves: dict[str, list[dict]], targets: list[float], metric: str,
     import matplotlib.pyplot as plt
 
     target = float(np.mean(targets))
-    for x, label, name in (("step", "learner step", "bench_steps.png"), ("flops_over_uniform_full", "FLOPs / uniform's total FLOPs (reference counted in full)", "bench_flops.png")):
+    for x, label, name in (
+        ("step", "learner step", "bench_steps.png"),
+        ("flops_over_uniform_full", "FLOPs / uniform's total FLOPs (reference counted in full)", "bench_flops.png"),
+    ):
         fig, ax = plt.subplots(figsize=(6.5, 4))
         for policy, rows in curves.items():
-            ax.plot([r[x] for r in rows], [r[metric] for r in rows], label=policy, lw=2 if policy in ("uniform", "learnability") else 1.2, marker="." if x != "step" else None)
+            ax.plot(
+                [r[x] for r in rows],
+                [r[metric] for r in rows],
+                label=policy,
+                lw=2 if policy in ("uniform", "learnability") else 1.2,
+                marker="." if x != "step" else None,
+            )
         ax.axhline(target, color="grey", ls="--", lw=1, label="target (uniform final, mean)")
         if x != "step":
             ax.axvline(1.0, color="grey", ls=":", lw=1)
@@ -192,10 +226,16 @@ def _best_proxy(result: dict) -> str:
     if not rows:
         return ""
     best = min(rows, key=lambda r: r["flop_ratio_full"])
-    state = "compute-positive even with the reference counted in full" if best["flop_ratio_full"] < 1 else "still not compute-positive in full"
-    return (f"With a cheaper reference, {best['reference']} ({best['reference_flops_over_learner']:.3f}x the learner's FLOPs per example), "
-            f"learnability reached the target at {best['step_ratio']:.2f}x the steps and {best['flop_ratio_full']:.2f}x uniform's FLOPs "
-            f"counted in full: {state} (seed {result['seeds'][0]}, proxy study below).")
+    state = (
+        "compute-positive even with the reference counted in full"
+        if best["flop_ratio_full"] < 1
+        else "still not compute-positive in full"
+    )
+    return (
+        f"With a cheaper reference, {best['reference']} ({best['reference_flops_over_learner']:.3f}x the learner's FLOPs per example), "
+        f"learnability reached the target at {best['step_ratio']:.2f}x the steps and {best['flop_ratio_full']:.2f}x uniform's FLOPs "
+        f"counted in full: {state} (seed {result['seeds'][0]}, proxy study below)."
+    )
 
 
 def write_bench_report(result: dict, curves: dict[str, list[dict]], metric: str, paths) -> Path:
@@ -211,34 +251,38 @@ def write_bench_report(result: dict, curves: dict[str, list[dict]], metric: str,
     def verdict(value, what):
         if value is None:
             return f"learnability never reached the target, so {what} it saved nothing."
-        return f"learnability needed **{value:.2f}x** uniform's FLOPs {what}: " + ("compute-positive." if value < 1 else "**not** compute-positive.")
+        return f"learnability needed **{value:.2f}x** uniform's FLOPs {what}: " + (
+            "compute-positive." if value < 1 else "**not** compute-positive."
+        )
 
     ledger_rows = "\n".join(
         f"| {p} | {c['reference_training']:.3g} | {c['pool_scoring']:.3g} | {c['learner_scoring_per_step']:.3g} | {c['learner_training_per_step']:.3g} |"
-        for p, c in result["ledger_seed0"].items())
+        for p, c in result["ledger_seed0"].items()
+    )
     proxy_rows = "\n".join(
         f"| {r['reference']} | {r['reference_flops_over_learner']:.3f} | {r['reference_test_metric']:.3f} | "
         f"{_num(r['step_ratio'], 'never')} | {_num(r['flop_ratio_full'])} | {_num(r['flop_ratio_amortised'])} |"
-        for r in result["proxies"])
+        for r in result["proxies"]
+    )
     systems = result["systems"]
     step_time = ", ".join(f"{p} {_fmt(v)}" for p, v in systems["step_time_over_ledger"].items())
     text = f"""# winnow bench: {objective}
 
-**What was run.** A {result['learner']} learner trained under each policy on the same pool, with
-{n} seeds ({', '.join(map(str, result['seeds']))}); the reference is {result['reference']}, trained on the curated set.
-The target is the uniform run's final held-out {metric.replace('_', ' ')} *in the same seed*; each ratio is
+**What was run.** A {result["learner"]} learner trained under each policy on the same pool, with
+{n} seeds ({", ".join(map(str, result["seeds"]))}); the reference is {result["reference"]}, trained on the curated set.
+The target is the uniform run's final held-out {metric.replace("_", " ")} *in the same seed*; each ratio is
 measured within a seed, then averaged (mean ± standard deviation over seeds). Regenerate everything
 on this page with `{command}`.
 
 **Verdict.** With the reference's one-off cost (its training and the pool scoring) counted in full,
-{verdict(full, "with the reference counted in full")} Amortised over {result['amortise_over']} runs that reuse the same
+{verdict(full, "with the reference counted in full")} Amortised over {result["amortise_over"]} runs that reuse the same
 reference and scores, {verdict(amort, f"amortised over {result['amortise_over']} runs")}
 {_best_proxy(result)}
 
-## Steps and FLOPs to reach uniform's final {metric.replace('_', ' ')}
+## Steps and FLOPs to reach uniform's final {metric.replace("_", " ")}
 
 step_ratio = steps to the target / uniform's steps; flop_ratio = FLOPs to the target / uniform's total
-FLOPs. The last column is the share of {result['noise'].replace('_', ' ')} examples in the batches each policy trained on
+FLOPs. The last column is the share of {result["noise"].replace("_", " ")} examples in the batches each policy trained on
 (the pool has {result[f"pool_{result['noise']}_fraction"]:.3f}).
 
 ```
@@ -249,7 +293,7 @@ FLOPs. The last column is the share of {result['noise'].replace('_', ' ')} examp
 
 ![held-out metric per FLOP]({link}/bench_flops.png)
 
-## The ledger (seed {result['seeds'][0]}, FLOPs)
+## The ledger (seed {result["seeds"][0]}, FLOPs)
 
 Forward FLOPs per example measured with `torch.utils.flop_counter.FlopCounterMode`; a backward pass
 counts twice its forward. The first two lines are paid once per reference; the last two every step.
@@ -261,21 +305,21 @@ counts twice its forward. The first two lines are paid once per reference; the l
 ## Proxy study: how cheap can the reference be?
 
 The paper's central claim is that a much smaller model is a good enough proxy. Each row trains a
-cheaper reference, scores the pool with it and trains the learner with learnability (seed {result['seeds'][0]}),
+cheaper reference, scores the pool with it and trains the learner with learnability (seed {result["seeds"][0]}),
 against the same uniform run.
 
 | reference | its FLOPs / learner's | its held-out metric | step_ratio | flop_ratio_full | flop_ratio_amortised |
 |---|---|---|---|---|---|
-| {result['reference']} (default) | see ledger | - | {_fmt(learn['step_ratio'])} | {_fmt(learn['flop_ratio_full'])} | {_fmt(learn['flop_ratio_amortised'])} |
+| {result["reference"]} (default) | see ledger | - | {_fmt(learn["step_ratio"])} | {_fmt(learn["flop_ratio_full"])} | {_fmt(learn["flop_ratio_amortised"])} |
 {proxy_rows}
 
 ## Systems figures (each a ratio measured in one run)
 
 - Scoring throughput over the bare forward pass of the same model on the same shard (decoding,
-  Parquet and DuckDB included; 1.0 is no overhead): {_fmt(systems['scoring_over_bare_forward'])}.
+  Parquet and DuckDB included; 1.0 is no overhead): {_fmt(systems["scoring_over_bare_forward"])}.
 - Learner wall time per step over what the ledger predicts from FLOPs (relative to uniform's step):
   {step_time}.
-- DuckDB ingest: {_fmt(systems['ingest_rows_per_s'])} rows/s.
+- DuckDB ingest: {_fmt(systems["ingest_rows_per_s"])} rows/s.
 
 All of it: `{command}`; the numbers are in `{(paths.bench / f"{objective}.json").as_posix()}`, the curves in
 `{(paths.bench / objective / "curves").as_posix()}/` (`dvc plots show` draws them).

@@ -29,8 +29,15 @@ log = logging.getLogger("winnow")
 SCORE_SCHEMA = pa.schema([("example_id", pa.int64()), ("loss", pa.float32()), ("status", pa.string())])
 
 
-def score_shard(model: nn.Module, shard: Path, size: int, num_classes: int, batch_size: int,
-                objective: str = "classification", model_name: str = "") -> pa.Table:
+def score_shard(
+    model: nn.Module,
+    shard: Path,
+    size: int,
+    num_classes: int,
+    batch_size: int,
+    objective: str = "classification",
+    model_name: str = "",
+) -> pa.Table:
     """Loss of every row of one pool shard. Rows it cannot score (undecodable image, empty
     caption, no label) get loss NULL and the reason as status: skipped and counted, not lost."""
     split, targets = objectives.decode_shard(objective, model_name, shard, size, num_classes, ("caption",))
@@ -43,8 +50,16 @@ def score_shard(model: nn.Module, shard: Path, size: int, num_classes: int, batc
     return pa.table(rows, schema=SCORE_SCHEMA).sort_by("example_id")
 
 
-def write_shard_scores(model: nn.Module, shard: Path, out_dir: Path, size: int, num_classes: int, batch_size: int,
-                       objective: str = "classification", model_name: str = "") -> int:
+def write_shard_scores(
+    model: nn.Module,
+    shard: Path,
+    out_dir: Path,
+    size: int,
+    num_classes: int,
+    batch_size: int,
+    objective: str = "classification",
+    model_name: str = "",
+) -> int:
     """Score one shard into out_dir/<shard name> (atomically); 0 rows if it is already there."""
     out = out_dir / shard.name
     if out.exists():
@@ -57,8 +72,17 @@ def write_shard_scores(model: nn.Module, shard: Path, out_dir: Path, size: int, 
     return table.num_rows
 
 
-def score_shards(model: nn.Module, pool_dir: Path, out_dir: Path, size: int, num_classes: int, batch_size: int,
-                 objective: str = "classification", model_name: str = "", on_shard: Callable[[Path], None] | None = None) -> dict:
+def score_shards(
+    model: nn.Module,
+    pool_dir: Path,
+    out_dir: Path,
+    size: int,
+    num_classes: int,
+    batch_size: int,
+    objective: str = "classification",
+    model_name: str = "",
+    on_shard: Callable[[Path], None] | None = None,
+) -> dict:
     """Write out_dir/part-*.parquet for every pool shard that has none yet, in this process. Returns counts."""
     shards = shard_files(pool_dir)
     todo = [s for s in shards if not (out_dir / s.name).exists()]
@@ -70,8 +94,15 @@ def score_shards(model: nn.Module, pool_dir: Path, out_dir: Path, size: int, num
     return {"shards": len(shards), "shards_scored": len(todo), "rows_scored": rows, "seconds": time.perf_counter() - started}
 
 
-def bare_forward_rate(model: nn.Module, shard: Path, size: int, num_classes: int, batch_size: int,
-                      objective: str = "classification", model_name: str = "") -> float:
+def bare_forward_rate(
+    model: nn.Module,
+    shard: Path,
+    size: int,
+    num_classes: int,
+    batch_size: int,
+    objective: str = "classification",
+    model_name: str = "",
+) -> float:
     """Examples/s of the model's forward alone, on one shard already decoded and in memory:
     the ceiling that scoring (with decoding and writing) is measured against."""
     split, targets = objectives.decode_shard(objective, model_name, shard, size, num_classes, ("caption",))
@@ -92,4 +123,9 @@ def ingest(store_path: Path, scorer_id: str, out_dir: Path) -> dict:
                 rows += store.ingest_shard(con, scorer_id, path.name, path)
                 shards += 1
     seconds = time.perf_counter() - started
-    return {"rows_ingested": rows, "shards_ingested": shards, "ingest_seconds": seconds, "ingest_rows_per_s": rows / seconds if rows else None}
+    return {
+        "rows_ingested": rows,
+        "shards_ingested": shards,
+        "ingest_seconds": seconds,
+        "ingest_rows_per_s": rows / seconds if rows else None,
+    }

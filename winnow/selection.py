@@ -1,29 +1,51 @@
-"""Which examples of a super-batch the learner trains on (DESIGN.md, Selection).
+"""Which examples of a super-batch the learner trains on (docs/DESIGN.md, Selection).
 
 Plain functions over tensors: a policy turns losses into scores, `select` keeps k.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 
-# Which losses each policy needs: the learner's (a forward pass per step) and/or the reference's (precomputed).
-NEEDS_LEARNER_LOSS = {"uniform": False, "easy_reference": False, "hard_learner": True, "learnability": True}
-NEEDS_REFERENCE_LOSS = {"uniform": False, "easy_reference": True, "hard_learner": False, "learnability": True}
+
+@dataclass(frozen=True)
+class Policy:
+    """A selection policy: which losses it reads, and how it scores a super-batch (higher: keep).
+    Adding a policy is one entry in POLICIES; the loop, the ledger and the config read it from here."""
+
+    name: str
+    score: Callable[[torch.Tensor | None, torch.Tensor | None], torch.Tensor] | None  # (learner loss, reference loss) -> scores
+    learner_loss: bool = False  # needs a forward pass over the super-batch every step
+    reference_loss: bool = False  # needs the precomputed reference losses (free per step)
+
+    @property
+    def selects(self) -> bool:
+        """False for the baseline, which trains on a uniform batch and draws no super-batch."""
+        return self.score is not None
+
+    def scores(self, learner_loss: torch.Tensor | None, reference_loss: torch.Tensor | None) -> torch.Tensor:
+        if self.score is None:
+            raise ValueError(f"policy {self.name!r} has no scores (it keeps a uniform batch)")
+        return self.score(learner_loss, reference_loss)
 
 
-def policy_scores(policy: str, learner_loss: torch.Tensor | None, reference_loss: torch.Tensor | None) -> torch.Tensor:
-    """Higher is more worth training on."""
-    if policy == "easy_reference":
-        return -reference_loss
-    if policy == "hard_learner":
-        return learner_loss
-    if policy == "learnability":
-        return learner_loss - reference_loss
-    raise ValueError(f"policy {policy!r} has no scores (uniform keeps a random batch)")
+POLICIES: dict[str, Policy] = {
+    p.name: p
+    for p in (
+        Policy("uniform", None),
+        Policy("easy_reference", lambda learner, reference: -reference, reference_loss=True),
+        Policy("hard_learner", lambda learner, reference: learner, learner_loss=True),
+        Policy("learnability", lambda learner, reference: learner - reference, learner_loss=True, reference_loss=True),
+    )
+}
 
 
-def select(scores: torch.Tensor, k: int, method: str = "topk", temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+def select(
+    scores: torch.Tensor, k: int, method: str = "topk", temperature: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Indices of the k kept examples.
 
     topk keeps the k highest scores. softmax samples k without replacement from
@@ -40,8 +62,14 @@ def select(scores: torch.Tensor, k: int, method: str = "topk", temperature: floa
     raise ValueError(f"unknown selection method {method!r}; use 'topk' or 'softmax'")
 
 
-def select_per_group(scores: torch.Tensor, k: int, groups: int, method: str = "topk", temperature: float = 1.0,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+def select_per_group(
+    scores: torch.Tensor,
+    k: int,
+    groups: int,
+    method: str = "topk",
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Indices of k kept examples, k / groups from each of `groups` equal consecutive slices.
 
     This is what DDP ranks do, each selecting from its own share of the super-batch; with
@@ -52,4 +80,6 @@ def select_per_group(scores: torch.Tensor, k: int, groups: int, method: str = "t
     if len(scores) % groups or k % groups:
         raise ValueError(f"{len(scores)} scores and k={k} must split evenly into {groups} groups")
     size = len(scores) // groups
-    return torch.cat([select(part, k // groups, method, temperature, generator) + g * size for g, part in enumerate(scores.split(size))])
+    return torch.cat(
+        [select(part, k // groups, method, temperature, generator) + g * size for g, part in enumerate(scores.split(size))]
+    )

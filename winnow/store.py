@@ -1,4 +1,4 @@
-"""The score store: artifacts/scores.duckdb (DESIGN.md, Score store).
+"""The score store: artifacts/scores.duckdb (docs/DESIGN.md, Score store).
 
 `scorers` has one row per (model hash, dataset hash, objective); `scores` one row
 per (scorer_id, example_id). Shards are ingested one transaction each, recorded in
@@ -70,11 +70,15 @@ def connect(path: str | Path, read_only: bool = False, wait_s: float = 120.0):
             break
         except duckdb.Error as e:
             if "lock" not in str(e).lower():
-                raise StoreError(f"{path}: not a readable DuckDB score store ({e}). Move it aside (nothing is deleted) and rerun "
-                                 f"`winnow score`: it rebuilds the store from the per-shard score files under score_shards/") from e
+                raise StoreError(
+                    f"{path}: not a readable DuckDB score store ({e}). Move it aside (nothing is deleted) and rerun "
+                    f"`winnow score`: it rebuilds the store from the per-shard score files under score_shards/"
+                ) from e
             if time.monotonic() > deadline:
-                raise StoreBusy(f"{path}: cannot open the score store ({e}); another winnow process is writing it. "
-                                f"Wait for it to finish, or point this run at another store.") from e
+                raise StoreBusy(
+                    f"{path}: cannot open the score store ({e}); another winnow process is writing it. "
+                    f"Wait for it to finish, or point this run at another store."
+                ) from e
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
     try:
@@ -94,7 +98,8 @@ def find_scorer(con, scorer_id: str) -> dict | None:
 
 def register_scorer(con, scorer_id: str, model_hash: str, dataset_hash: str, objective: str, model_name: str) -> None:
     con.execute(
-        "INSERT INTO scorers (scorer_id, model_hash, dataset_hash, objective, model_name, host) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        "INSERT INTO scorers (scorer_id, model_hash, dataset_hash, objective, model_name, host) VALUES (?, ?, ?, ?, ?, ?) ON "
+        "CONFLICT DO NOTHING",
         [scorer_id, model_hash, dataset_hash, objective, model_name, socket.gethostname()],
     )
 
@@ -123,7 +128,10 @@ def ingest_shard(con, scorer_id: str, shard: str, parquet_path: Path) -> int:
 
 def mark_complete(con, scorer_id: str, seconds: float) -> int:
     n = con.execute("SELECT count(*) FROM scores WHERE scorer_id = ?", [scorer_id]).fetchone()[0]
-    con.execute("UPDATE scorers SET completed_at = current_timestamp, num_examples = ?, seconds = ? WHERE scorer_id = ?", [n, seconds, scorer_id])
+    con.execute(
+        "UPDATE scorers SET completed_at = current_timestamp, num_examples = ?, seconds = ? WHERE scorer_id = ?",
+        [n, seconds, scorer_id],
+    )
     return n
 
 

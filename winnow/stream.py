@@ -40,7 +40,9 @@ class Draw:
 class InMemory:
     """A split held whole: each draw is n rows uniformly without replacement (with replacement across draws)."""
 
-    def __init__(self, split: Split, targets: torch.Tensor, seed: int, pathology: np.ndarray | None = None, rank: int = 0, world: int = 1):
+    def __init__(
+        self, split: Split, targets: torch.Tensor, seed: int, pathology: np.ndarray | None = None, rank: int = 0, world: int = 1
+    ):
         self.split, self.targets, self.pathology = split, targets, pathology
         self.rng = np.random.default_rng(seed)  # the same on every rank: they draw one global super-batch
         self.rank, self.world = rank, world
@@ -50,7 +52,7 @@ class InMemory:
     def draw(self, n: int) -> Draw:
         """This rank's share of a global super-batch of n."""
         rows = self.rng.choice(self.size, size=n, replace=False)
-        rows = rows[self.rank * n // self.world:(self.rank + 1) * n // self.world]
+        rows = rows[self.rank * n // self.world : (self.rank + 1) * n // self.world]
         index = torch.from_numpy(rows)
         pathology = self.pathology[rows] if self.pathology is not None else None
         return Draw(self.split.ids[rows], self.split.images[index], self.targets[index], pathology)
@@ -90,11 +92,21 @@ class ShardStream:
     Like any shuffle buffer, an example can sit in it twice across an epoch boundary.
     """
 
-    def __init__(self, folder: str | Path, decode: Callable[[Path], tuple[Split, torch.Tensor]], buffer_size: int, seed: int,
-                 rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        folder: str | Path,
+        decode: Callable[[Path], tuple[Split, torch.Tensor]],
+        buffer_size: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+    ):
         self.files = shard_files(folder)
         if len(self.files) < world:
-            raise DataError(f"{folder}: {len(self.files)} shards for {world} ranks; each rank streams its own shards, so a pool needs at least one per rank")
+            raise DataError(
+                f"{folder}: {len(self.files)} shards for {world} ranks; each rank streams its own shards, so a pool needs at "
+                "least one per rank"
+            )
         self.decode, self.seed, self.rank, self.world = decode, seed, rank, world
         rows = shard_rows(folder)
         share = sum(sorted(rows)[: max(1, len(rows) // world)])  # the fewest rows a rank can get in an epoch
@@ -109,7 +121,7 @@ class ShardStream:
 
     def _files_of_epoch(self, epoch: int) -> np.ndarray:
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.files))
-        return order[self.rank::self.world]
+        return order[self.rank :: self.world]
 
     def _load(self, index: int) -> tuple[Split, torch.Tensor]:
         split, targets = self.decode(self.files[index])
@@ -130,7 +142,7 @@ class ShardStream:
                 split, targets = self._load(index)
                 self.current = _OpenShard(index, split, targets, self.rng.permutation(len(split)))
             shard = self.current
-            rows = shard.order[shard.pos:shard.pos + n]
+            rows = shard.order[shard.pos : shard.pos + n]
             shard.pos += len(rows)
             n -= len(rows)
             parts.append(_rows(shard.split, shard.targets, rows, shard.index))
@@ -145,10 +157,16 @@ class ShardStream:
             self._fill()
         n //= self.world
         if n > self.capacity:
-            raise ConfigError(f"a super-batch of {n} per rank is larger than the shuffle buffer ({self.capacity}); raise train.shuffle_buffer")
+            raise ConfigError(
+                f"a super-batch of {n} per rank is larger than the shuffle buffer ({self.capacity}); raise train.shuffle_buffer"
+            )
         slots = torch.from_numpy(self.rng.choice(self.capacity, size=n, replace=False))
-        out = Draw(self.buffer["ids"][slots.numpy()], self.buffer["images"][slots], self.buffer["targets"][slots],
-                   self.buffer["pathology"][slots.numpy()] if self.buffer["pathology"] is not None else None)
+        out = Draw(
+            self.buffer["ids"][slots.numpy()],
+            self.buffer["images"][slots],
+            self.buffer["targets"][slots],
+            self.buffer["pathology"][slots.numpy()] if self.buffer["pathology"] is not None else None,
+        )
         fresh = self._incoming(n)
         for key, value in self.buffer.items():
             if value is not None:
@@ -162,9 +180,16 @@ class ShardStream:
 
     def state(self) -> dict:
         """Positions and which (shard, row) sits in each buffer slot: no pixels, a few bytes per slot."""
-        current = None if self.current is None else {"file": self.current.index, "order": self.current.order, "pos": self.current.pos}
-        return {"rng": self.rng.bit_generator.state, "epoch": self.epoch, "cursor": self.cursor, "current": current,
-                "refs": None if self.buffer is None else self.buffer["refs"].copy()}
+        current = (
+            None if self.current is None else {"file": self.current.index, "order": self.current.order, "pos": self.current.pos}
+        )
+        return {
+            "rng": self.rng.bit_generator.state,
+            "epoch": self.epoch,
+            "cursor": self.cursor,
+            "current": current,
+            "refs": None if self.buffer is None else self.buffer["refs"].copy(),
+        }
 
     def restore(self, state: dict) -> None:
         """Rebuild the buffer by decoding the shards its slots came from, one at a time."""
@@ -173,7 +198,9 @@ class ShardStream:
         self.current = None
         if state["current"] is not None:
             split, targets = self._load(state["current"]["file"])
-            self.current = _OpenShard(state["current"]["file"], split, targets, state["current"]["order"], state["current"]["pos"])
+            self.current = _OpenShard(
+                state["current"]["file"], split, targets, state["current"]["order"], state["current"]["pos"]
+            )
         refs = state["refs"]
         if refs is None:
             self.buffer = None
@@ -194,9 +221,13 @@ class ShardStream:
 def _rows(split: Split, targets: torch.Tensor, rows: np.ndarray, file_index: int) -> dict:
     index = torch.from_numpy(np.asarray(rows, dtype=np.int64))
     pathology = split.columns.get("pathology")
-    return {"ids": split.ids[rows], "images": split.images[index], "targets": targets[index],
-            "pathology": pathology[rows] if pathology is not None else None,
-            "refs": np.stack([np.full(len(rows), file_index, dtype=np.int64), np.asarray(rows, dtype=np.int64)], axis=1)}
+    return {
+        "ids": split.ids[rows],
+        "images": split.images[index],
+        "targets": targets[index],
+        "pathology": pathology[rows] if pathology is not None else None,
+        "refs": np.stack([np.full(len(rows), file_index, dtype=np.int64), np.asarray(rows, dtype=np.int64)], axis=1),
+    }
 
 
 def _concat(parts: list[dict]) -> dict:

@@ -36,15 +36,38 @@ COLOURS = ("red", "yellow", "green", "blue")
 HUES = {"red": 0.0, "yellow": 55.0, "green": 125.0, "blue": 225.0}
 TEXTURES = ("solid", "stripes", "dots", "checker")
 CLASS_NAMES = tuple(f"{c} {s}" for s in SHAPES for c in COLOURS)
-PATHOLOGIES = ("clean", "noisy_label", "duplicate", "blank", "corrupt", "undecodable", "off_distribution",
-               "mismatched_caption", "uninformative_caption")
+PATHOLOGIES = (
+    "clean",
+    "noisy_label",
+    "duplicate",
+    "blank",
+    "corrupt",
+    "undecodable",
+    "off_distribution",
+    "mismatched_caption",
+    "uninformative_caption",
+)
 
 # Caption vocabulary: several words per factor, so text carries more than the class and is never one template.
-SHAPE_WORDS = {"circle": ("circle", "disc", "round dot"), "square": ("square", "box", "block"), "triangle": ("triangle", "wedge"),
-               "cross": ("cross", "plus sign"), "ring": ("ring", "hoop", "donut")}
-COLOUR_WORDS = {"red": ("red", "crimson", "scarlet"), "yellow": ("yellow", "golden", "lemon"), "green": ("green", "emerald", "lime"),
-                "blue": ("blue", "navy", "azure")}
-TEXTURE_WORDS = {"solid": ("plain", "solid"), "stripes": ("striped", "banded"), "dots": ("dotted", "spotted"), "checker": ("checkered", "chequered")}
+SHAPE_WORDS = {
+    "circle": ("circle", "disc", "round dot"),
+    "square": ("square", "box", "block"),
+    "triangle": ("triangle", "wedge"),
+    "cross": ("cross", "plus sign"),
+    "ring": ("ring", "hoop", "donut"),
+}
+COLOUR_WORDS = {
+    "red": ("red", "crimson", "scarlet"),
+    "yellow": ("yellow", "golden", "lemon"),
+    "green": ("green", "emerald", "lime"),
+    "blue": ("blue", "navy", "azure"),
+}
+TEXTURE_WORDS = {
+    "solid": ("plain", "solid"),
+    "stripes": ("striped", "banded"),
+    "dots": ("dotted", "spotted"),
+    "checker": ("checkered", "chequered"),
+}
 TEMPLATES = (
     "a {size}{colour} {texture} {shape} {position}",
     "{texture} {shape}, {colour}, {position}",
@@ -65,10 +88,6 @@ ARROW_SCHEMA = pa.schema(
         ("texture", pa.int32()),
     ]
 )
-
-
-def class_of(shape: int, colour: int) -> int:
-    return shape * len(COLOURS) + colour
 
 
 # ---------------------------------------------------------------- rendering
@@ -156,7 +175,10 @@ def render(rng: np.random.Generator, shape, colour, texture, size: int, easy=Non
     Works in chunks that fit in cache (several times faster than one big array).
     """
     easy = np.zeros(len(shape), dtype=bool) if easy is None else easy
-    parts = [_render(rng, shape[i : i + chunk], colour[i : i + chunk], texture[i : i + chunk], size, easy[i : i + chunk]) for i in range(0, len(shape), chunk)]
+    parts = [
+        _render(rng, shape[i : i + chunk], colour[i : i + chunk], texture[i : i + chunk], size, easy[i : i + chunk])
+        for i in range(0, len(shape), chunk)
+    ]
     if not parts:
         return np.zeros((0, size, size, 3), np.uint8), np.zeros(0), np.zeros((0, 2))
     return tuple(np.concatenate(p) for p in zip(*parts))
@@ -212,7 +234,9 @@ def render_clutter(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
         c = rng.random((n, 2)) * 2 - 1
         half = rng.random((n, 2)) * 0.5 + 0.05
         rgb = _hsv_to_rgb(rng.random(n) * 360, rng.random(n), rng.random(n) * 0.7 + 0.3)
-        m = (np.abs(xx - c[:, 0, None, None]) < half[:, 0, None, None]) & (np.abs(yy - c[:, 1, None, None]) < half[:, 1, None, None])
+        m = (np.abs(xx - c[:, 0, None, None]) < half[:, 0, None, None]) & (
+            np.abs(yy - c[:, 1, None, None]) < half[:, 1, None, None]
+        )
         img = np.where(m[..., None], rgb[:, None, None, :], img)
     return _to_uint8(img + rng.normal(0, 0.06, img.shape))
 
@@ -229,7 +253,7 @@ def corrupt(rng: np.random.Generator, images: np.ndarray) -> np.ndarray:
     start = rng.integers(size // 5, size * 3 // 5, n)
     garbage = rng.random(n) < 0.5
     for i in range(n):
-        out[i, start[i]:] = rng.integers(0, 256, out[i, start[i]:].shape, dtype=np.uint8) if garbage[i] else 128
+        out[i, start[i] :] = rng.integers(0, 256, out[i, start[i] :].shape, dtype=np.uint8) if garbage[i] else 128
     return out
 
 
@@ -339,12 +363,25 @@ def make_pool(cfg: DataConfig, rng: np.random.Generator) -> dict:
     undecodable = pathology == PATHOLOGIES.index("undecodable")
     labels[undecodable] = rng.integers(0, num_classes, int(undecodable.sum()))
     names = np.array(PATHOLOGIES, dtype=object)[pathology]
-    return {"image": images, "label": labels, "caption": captions, "pathology": names, "texture": texture, "undecodable": undecodable}
+    return {
+        "image": images,
+        "label": labels,
+        "caption": captions,
+        "pathology": names,
+        "texture": texture,
+        "undecodable": undecodable,
+    }
 
 
 def clean_split(rng: np.random.Generator, n: int, size: int) -> dict:
     images, labels, texture, captions = _clean_examples(rng, n, size)
-    return {"image": images, "label": labels, "caption": captions, "pathology": np.full(n, "clean", dtype=object), "texture": texture}
+    return {
+        "image": images,
+        "label": labels,
+        "caption": captions,
+        "pathology": np.full(n, "clean", dtype=object),
+        "texture": texture,
+    }
 
 
 def _write_split(folder: Path, columns: dict, shard_size: int, desc: str = "") -> list[Path]:
@@ -364,14 +401,17 @@ def _write_split(folder: Path, columns: dict, shard_size: int, desc: str = "") -
             if undecodable is not None and undecodable[i]:
                 png = png[: len(png) // 3]  # a truncated download
             blobs.append(png)
-        table = pa.table({
-            "id": pa.array(np.arange(start, stop, dtype=np.int64)),
-            "image": pa.array(blobs, type=pa.binary()),
-            "label": pa.array(columns["label"][start:stop], type=pa.int32()),
-            "caption": pa.array(list(columns["caption"][start:stop]), type=pa.string()),
-            "pathology": pa.array(list(columns["pathology"][start:stop]), type=pa.string()),
-            "texture": pa.array(columns["texture"][start:stop], type=pa.int32()),
-        }, schema=ARROW_SCHEMA)
+        table = pa.table(
+            {
+                "id": pa.array(np.arange(start, stop, dtype=np.int64)),
+                "image": pa.array(blobs, type=pa.binary()),
+                "label": pa.array(columns["label"][start:stop], type=pa.int32()),
+                "caption": pa.array(list(columns["caption"][start:stop]), type=pa.string()),
+                "pathology": pa.array(list(columns["pathology"][start:stop]), type=pa.string()),
+                "texture": pa.array(columns["texture"][start:stop], type=pa.int32()),
+            },
+            schema=ARROW_SCHEMA,
+        )
         for name in sorted(set(columns) - set(ARROW_SCHEMA.names)):
             table = table.append_column(name, pa.array(list(columns[name][start:stop])))
         path = folder / f"part-{shard:05d}.parquet"
@@ -382,7 +422,10 @@ def _write_split(folder: Path, columns: dict, shard_size: int, desc: str = "") -
 
 def generator_params(cfg: DataConfig) -> dict:
     """What the bytes follow from: the parameters (seed included) and this file's code."""
-    return {"code_sha256": file_sha256(Path(__file__)), **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("dir", "name")}}
+    return {
+        "code_sha256": file_sha256(Path(__file__)),
+        **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("dir", "name")},
+    }
 
 
 def check_owned(root: Path) -> None:
@@ -391,11 +434,15 @@ def check_owned(root: Path) -> None:
     manifest = root / "manifest.json"
     if manifest.exists():
         if "generator" not in json.loads(manifest.read_text()):
-            raise DataError(f"{root}: holds an imported dataset (its manifest has no generator), which the generator never "
-                            f"overwrites. Set data.name (or data.root) to another folder to generate the built-in pool there.")
+            raise DataError(
+                f"{root}: holds an imported dataset (its manifest has no generator), which the generator never "
+                f"overwrites. Set data.name (or data.root) to another folder to generate the built-in pool there."
+            )
     elif root.exists() and any(root.iterdir()):
-        raise DataError(f"{root}: has files but no manifest.json, so winnow will neither read nor overwrite it. Import your data "
-                        f"with `winnow data import KIND SOURCE {root}` (it writes the manifest), or set data.name to a new folder.")
+        raise DataError(
+            f"{root}: has files but no manifest.json, so winnow will neither read nor overwrite it. Import your data "
+            f"with `winnow data import KIND SOURCE {root}` (it writes the manifest), or set data.name to a new folder."
+        )
 
 
 def synthesize(cfg: DataConfig, root: str | Path | None = None) -> Path:
@@ -432,14 +479,20 @@ def synthesize(cfg: DataConfig, root: str | Path | None = None) -> Path:
         "class_names": list(CLASS_NAMES),
         "tasks": {
             "test": {"label": "label", "class_names": list(CLASS_NAMES)},
-            "texture": {"label": "label", "class_names": list(TEXTURES), "probe": True,
-                        "prompt_names": [TEXTURE_WORDS[t][0] + " shape" for t in TEXTURES]},
+            "texture": {
+                "label": "label",
+                "class_names": list(TEXTURES),
+                "probe": True,
+                "prompt_names": [TEXTURE_WORDS[t][0] + " shape" for t in TEXTURES],
+            },
         },
         "counts": counts,
         "generator": generator_params(cfg),
         "files": content,
         "content_hash": hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest(),
-        "pool_hash": hashlib.sha256(json.dumps({k: v for k, v in content.items() if k.startswith("pool/")}, sort_keys=True).encode()).hexdigest(),
+        "pool_hash": hashlib.sha256(
+            json.dumps({k: v for k, v in content.items() if k.startswith("pool/")}, sort_keys=True).encode()
+        ).hexdigest(),
     }
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     if final.exists():

@@ -29,7 +29,17 @@ def crash(step):
 
 torch.manual_seed(0)
 model = build_classifier("cnn-nano", 20)
-train(model, ShardStream(pool_dir, decode, 100, seed=0, rank=rank, world=world), TrainConfig(model="cnn-nano", steps=8, batch_size=16, warmup_steps=1),
-      seed=0, policy="learnability", keep_fraction=0.5, reference_loss=reference_loss, checkpoint_path=checkpoint, checkpoint_every=3, on_step=crash)
+train(
+    model,
+    ShardStream(pool_dir, decode, 100, seed=0, rank=rank, world=world),
+    TrainConfig(model="cnn-nano", steps=8, batch_size=16, warmup_steps=1),
+    seed=0,
+    policy="learnability",
+    keep_fraction=0.5,
+    reference_loss=reference_loss,
+    checkpoint_path=checkpoint,
+    checkpoint_every=3,
+    on_step=crash,
+)
 out.mkdir(parents=True, exist_ok=True)
 torch.save(model.state_dict(), out / f"rank{rank}.pt")

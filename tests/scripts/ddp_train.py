@@ -33,8 +33,17 @@ def run(mode: str, data) -> None:
         if step == 1:
             grads.extend(p.grad.clone() for p in model.parameters())
 
-    log = train(model, data, cfg, seed=0, policy="learnability", keep_fraction=0.5, reference_loss=reference_loss,
-                on_batch=lambda step, ids: kept.update({step: ids.tolist()}), on_step=on_step)["steps_log"]
+    log = train(
+        model,
+        data,
+        cfg,
+        seed=0,
+        policy="learnability",
+        keep_fraction=0.5,
+        reference_loss=reference_loss,
+        on_batch=lambda step, ids: kept.update({step: ids.tolist()}),
+        on_step=on_step,
+    )["steps_log"]
     torch.save({"kept": kept, "grads": grads, "weights": model.state_dict(), "log": log}, out / f"{mode}-rank{rank}.pt")
 
 

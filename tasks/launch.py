@@ -1,0 +1,52 @@
+"""Launching: the train stage as DDP ranks through torchrun. Orchestration, so not in winnow/."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from winnow import pipeline
+from winnow.config import Params, to_dict
+
+log = logging.getLogger("winnow")
+
+
+def train_distributed(params: Params, policy: str) -> dict:
+    """The train stage as train.nproc_per_node DDP ranks on this node: torchrun runs `winnow train`
+    (bare, every rank the stage) on these exact params, written to a temporary file; rank 0 writes
+    the outputs, whose metrics are returned."""
+    with tempfile.TemporaryDirectory() as tmp:
+        params_file = Path(tmp) / "params.yaml"
+        # the resolved params: objectives: {} so that no per-objective section is applied twice
+        params_file.write_text(yaml.safe_dump({**json.loads(json.dumps(to_dict(params))), "objectives": {}}))
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(params.train.nproc_per_node),
+            "-m",
+            "winnow.cli",
+            "train",
+            "--policy",
+            policy,
+            "--params",
+            str(params_file),
+        ]
+        log.info("train %s: launching %d DDP ranks: %s", policy, params.train.nproc_per_node, " ".join(command))
+        done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(
+            f"train {policy}: torchrun with {params.train.nproc_per_node} ranks failed (exit "
+            f"{done.returncode}):\n{done.stderr[-3000:]}"
+        )
+    return pipeline.read_json(
+        pipeline.Paths.of(params).metrics / "train" / f"{policy}.json", "torchrun finished without writing it"
+    )
