@@ -66,7 +66,7 @@ def test_an_empty_params_file_runs_the_defaults_of_params_yaml(tmp_path):
 def test_data_root_is_shorthand_for_the_folder_and_the_dataset_name():
     params = load_params(REPO / "params.yaml", ["data.root=/shards/mine"])
     assert (params.data.dir, params.data.name, params.data.root) == ("/shards", "mine", "/shards/mine")
-    with pytest.raises(ConfigError, match="data.name must be a folder name"):
+    with pytest.raises(ConfigError, match="data.name: must be a folder name"):
         load_params(REPO / "params.yaml", ["data.name=a/b"])
 
 

@@ -1,6 +1,5 @@
 """The built-in pool: byte-identical for the same params and seed, with its pathologies at their rates."""
 
-import dataclasses
 import json
 
 import numpy as np
@@ -21,7 +20,7 @@ def test_same_params_and_seed_give_byte_identical_files(tmp_path, tiny_data):
 
 
 def test_another_seed_gives_other_images(tmp_path, tiny_data):
-    other = synthesize(dataclasses.replace(tiny_data.data, seed=tiny_data.data.seed + 1), tmp_path / "other")
+    other = synthesize(tiny_data.data.model_copy(update={"seed": tiny_data.data.seed + 1}), tmp_path / "other")
     assert (
         _files(other)["pool/part-00000.parquet"]
         != (__import__("pathlib").Path(tiny_data.data.root) / "pool/part-00000.parquet").read_bytes()
@@ -45,7 +44,7 @@ def test_pathologies_appear_at_their_configured_rates(tmp_path):
     params = params_from_dict(
         {"data": {"num_pool": 6000, "num_curated": 10, "num_test": 10, "num_transfer": 12, "shard_size": 3000}}
     )
-    root = synthesize(dataclasses.replace(params.data, seed=3), tmp_path / "d")
+    root = synthesize(params.data.model_copy(update={"seed": 3}), tmp_path / "d")
     pathology = np.array(pq.read_table(root / "pool", columns=["pathology"]).column("pathology").to_pylist())
     rates = params.data.pathologies
     for name in PATHOLOGIES[1:]:

@@ -7,7 +7,6 @@ store under artifacts/bench/<objective>/; the data is shared and never regenerat
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import shutil
@@ -29,10 +28,9 @@ RATIOS = ("step_ratio", "flop_ratio_full", "flop_ratio_amortised")
 def _run_params(params: Params, name: str, seed: int, **changes) -> Params:
     """One bench run's params: its own artifacts and metrics under the dataset's bench folder."""
     root = f"{params.data.name}/bench/{params.objective}/{name}"
-    train = dataclasses.replace(params.train, policies=params.bench.policies)
-    return dataclasses.replace(
-        params, seed=seed, artifacts=f"{params.artifacts}/{root}", metrics=f"{params.metrics}/{root}", train=train, **changes
-    )
+    train = params.train.model_copy(update={"policies": params.bench.policies})
+    update = {"seed": seed, "artifacts": f"{params.artifacts}/{root}", "metrics": f"{params.metrics}/{root}", "train": train}
+    return params.model_copy(update={**update, **changes})
 
 
 def run_seed(params: Params) -> dict:
@@ -46,10 +44,9 @@ def run_seed(params: Params) -> dict:
 
 def run_proxy(params: Params, baseline: Params, model: str) -> dict:
     """Learnability with a cheaper reference, against the uniform run of `baseline` (not retrained)."""
-    proxy = dataclasses.replace(
-        _run_params(params, f"proxy-{model}", baseline.seed, reference=dataclasses.replace(params.reference, model=model)),
-        train=dataclasses.replace(params.train, policies=("uniform", "learnability")),
-    )
+    reference = params.reference.model_copy(update={"model": model})
+    proxy = _run_params(params, f"proxy-{model}", baseline.seed, reference=reference)
+    proxy = proxy.model_copy(update={"train": params.train.model_copy(update={"policies": ("uniform", "learnability")})})
     src, dst = pipeline.Paths.of(baseline).metrics, pipeline.Paths.of(proxy).metrics
     for path in ("curves/uniform.csv", "train/uniform.json"):
         (dst / path).parent.mkdir(parents=True, exist_ok=True)

@@ -1,20 +1,19 @@
 """params.yaml, validated into typed objects at the edge.
 
-Everything below the CLI and the flows takes these dataclasses (or plain values
-out of them), never the raw dict. A wrong key or value raises ConfigError naming
-the dotted key and what is allowed.
+Everything below the CLI and the flows takes these pydantic models (or plain values out of
+them), never the raw dict. Each field declares its type and range; unknown keys are
+forbidden; only checks that span several fields are written by hand. A wrong key or value
+raises ConfigError naming the dotted key and what is allowed.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from winnow.errors import ConfigError
 from winnow.selection import POLICIES as SELECTION_POLICIES
@@ -22,289 +21,222 @@ from winnow.selection import POLICIES as SELECTION_POLICIES
 POLICIES = tuple(SELECTION_POLICIES)  # the names; what each policy does is winnow.selection.POLICIES
 SELECTIONS = ("topk", "softmax")
 PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: it needs loss scaling, and bf16 runs wherever fp16 would on current GPUs
-OBJECTIVES = (
-    "classification",
-    "contrastive",
-)  # the names, for the CLI without loading models; behaviour: winnow.objectives.OBJECTIVES
+OBJECTIVES = ("classification", "contrastive")  # the names, for the CLI without loading models; behaviour: winnow.objectives
+
+Policy = Literal[POLICIES]  # type: ignore[valid-type]
+Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+Positive = Annotated[int, Field(gt=0)]
 
 
-@dataclass(frozen=True)
-class Pathologies:
+class Section(BaseModel):
+    """A params.yaml section: typed fields, no unknown keys, immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Pathologies(Section):
     """Rates, per pool example, of each web-like defect (the rest is clean).
 
     Label defects only matter to the classifier and caption defects only to CLIP: a
     noisy label is a clean image-text pair, a mismatched caption a clean labelled image.
     """
 
-    noisy_label: float = 0.30
-    duplicate: float = 0.10
-    blank: float = 0.03
-    corrupt: float = 0.03
-    undecodable: float = 0.005
-    off_distribution: float = 0.05
-    mismatched_caption: float = 0.25
-    uninformative_caption: float = 0.05
+    noisy_label: Rate = 0.30
+    duplicate: Rate = 0.10
+    blank: Rate = 0.03
+    corrupt: Rate = 0.03
+    undecodable: Rate = 0.005
+    off_distribution: Rate = 0.05
+    mismatched_caption: Rate = 0.25
+    uninformative_caption: Rate = 0.05
 
-    def validate(self, key: str) -> None:
-        for name, rate in dataclasses.asdict(self).items():
-            if not 0.0 <= rate < 1.0:
-                raise ConfigError(f"{key}.{name} must be in [0, 1), got {rate}")
-        if sum(dataclasses.asdict(self).values()) >= 1.0:
-            raise ConfigError(
-                f"{key}: the rates add up to {sum(dataclasses.asdict(self).values()):.3f}; they must leave room for clean "
-                "examples (< 1)"
-            )
+    @model_validator(mode="after")
+    def _room_for_clean(self):
+        total = sum(self.model_dump().values())
+        if total >= 1.0:
+            raise ValueError(f"the rates add up to {total:.3f}; they must leave room for clean examples (< 1)")
+        return self
 
 
-@dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Section):
     dir: str = "data"  # where datasets live; the one run is dir/name
     name: str = "synthetic"  # the dataset: its outputs live under this name, so runs on different data never collide
     seed: int = 0  # the generator's; the top-level seed drives training, so a bench over seeds keeps its data
-    image_size: int = 32
-    num_pool: int = 50000
-    num_curated: int = 8000
-    num_test: int = 2000
-    num_transfer: int = 3000
-    shard_size: int = 5000
-    class_imbalance: float = 1.0
-    duplicate_sources: int = 100
-    pathologies: Pathologies = field(default_factory=Pathologies)
+    image_size: int = Field(32, ge=16)
+    num_pool: Positive = 50000
+    num_curated: Positive = 8000
+    num_test: Positive = 2000
+    num_transfer: Positive = 3000
+    shard_size: Positive = 5000
+    class_imbalance: float = Field(1.0, ge=0.0)  # Zipf exponent of the pool's class frequencies (0 = balanced)
+    duplicate_sources: Positive = 100
+    pathologies: Pathologies = Pathologies()
 
     @property
     def root(self) -> str:
         """The dataset's folder (data contract: pool/, curated/, eval/, manifest.json)."""
         return str(Path(self.dir) / self.name)
 
-    def validate(self, key: str) -> None:
-        if not self.name or "/" in self.name or self.name in (".", ".."):
-            raise ConfigError(f"{key}.name must be a folder name (no '/'), got {self.name!r}; the folder holding it is {key}.dir")
-        for name in ("image_size", "num_pool", "num_curated", "num_test", "num_transfer", "shard_size", "duplicate_sources"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{key}.{name} must be positive, got {getattr(self, name)}")
-        if self.image_size < 16:
-            raise ConfigError(f"{key}.image_size must be at least 16, got {self.image_size}")
-        if self.class_imbalance < 0:
-            raise ConfigError(f"{key}.class_imbalance must be >= 0 (0 is balanced), got {self.class_imbalance}")
-        self.pathologies.validate(f"{key}.pathologies")
+    @field_validator("name")
+    @classmethod
+    def _a_folder_name(cls, name: str) -> str:
+        if not name or "/" in name or name in (".", ".."):
+            raise ValueError(f"must be a folder name (no '/'), got {name!r}; the folder holding it is data.dir")
+        return name
 
 
-@dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(Section):
     """One model's training run: which builder, for how long, how fast."""
 
     model: str = "cnn-small"
-    steps: int = 1500
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup_steps: int = 100
-
-    def validate(self, key: str) -> None:
-        for name in ("steps", "batch_size"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{key}.{name} must be positive, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ConfigError(f"{key}.lr must be positive, got {self.lr}")
-        if self.weight_decay < 0 or self.warmup_steps < 0:
-            raise ConfigError(f"{key}: weight_decay and warmup_steps must be >= 0")
+    steps: Positive = 1500
+    batch_size: Positive = 64
+    lr: float = Field(2e-3, gt=0.0)
+    weight_decay: float = Field(0.05, ge=0.0)
+    warmup_steps: int = Field(100, ge=0)
 
 
-@dataclass(frozen=True)
 class ReferenceConfig(OptimConfig):
-    model: str = "cnn-small"
-    steps: int = 1000
+    steps: Positive = 1000
 
 
-@dataclass(frozen=True)
-class ScoreConfig:
-    batch_size: int = 128
-    dask_workers: int = 0  # > 0: score shards in parallel on a local Dask cluster of this many worker processes
+class ScoreConfig(Section):
+    batch_size: Positive = 128
+    dask_workers: int = Field(0, ge=0)  # > 0: score shards in parallel on a local Dask cluster of this many worker processes
     dask_address: str | None = None  # or on a running Dask cluster (tcp://scheduler:8786); workers must see data/ and artifacts/
 
-    def validate(self, key: str) -> None:
-        if self.batch_size <= 0:
-            raise ConfigError(f"{key}.batch_size must be positive, got {self.batch_size}")
-        if self.dask_workers < 0:
-            raise ConfigError(f"{key}.dask_workers must be >= 0 (0 scores in this process), got {self.dask_workers}")
+    @model_validator(mode="after")
+    def _one_cluster(self):
         if self.dask_workers and self.dask_address:
-            raise ConfigError(f"{key}: set dask_workers (a local cluster) or dask_address (a running one), not both")
+            raise ValueError("set dask_workers (a local cluster) or dask_address (a running one), not both")
+        return self
 
 
-@dataclass(frozen=True)
 class TrainConfig(OptimConfig):
-    policies: tuple[str, ...] = POLICIES
-    keep_fraction: float = 0.5
-    selection: str = "topk"
-    temperature: float = 1.0
-    eval_every: int = 100
-    checkpoint_every: int = 250
-    shuffle_buffer: int = 50000  # examples held decoded; a larger pool streams through a buffer of this size
-    nproc_per_node: int = 1  # > 1: the train stage launches itself as this many DDP ranks on this node (torchrun)
+    policies: tuple[Policy, ...] = POLICIES
+    keep_fraction: float = Field(0.5, gt=0.0, le=1.0)  # rho: keep batch_size of a super-batch of batch_size / rho
+    selection: Literal[SELECTIONS] = "topk"  # type: ignore[valid-type]
+    temperature: float = Field(1.0, gt=0.0)
+    eval_every: Positive = 100
+    checkpoint_every: Positive = 250
+    shuffle_buffer: Positive = 50000  # examples held decoded; a larger pool streams through a buffer of this size
+    nproc_per_node: int = Field(1, ge=1)  # > 1: the train stage launches itself as this many DDP ranks on this node (torchrun)
 
     @property
     def super_batch_size(self) -> int:
         """B / rho: how many examples are drawn to keep batch_size of them."""
         return int(round(self.batch_size / self.keep_fraction))
 
-    def validate(self, key: str) -> None:
-        super().validate(key)
-        for policy in self.policies:
-            if policy not in POLICIES:
-                raise ConfigError(f"{key}.policies: unknown policy {policy!r}; choose from {list(POLICIES)}")
+    @model_validator(mode="after")
+    def _consistent(self):
         if "uniform" not in self.policies:
-            raise ConfigError(f"{key}.policies must include 'uniform': it is the baseline every ratio is measured against")
+            raise ValueError("policies must include 'uniform': it is the baseline every ratio is measured against")
         if len(set(self.policies)) != len(self.policies):
-            raise ConfigError(f"{key}.policies lists a policy twice: {list(self.policies)}")
-        if not 0.0 < self.keep_fraction <= 1.0:
-            raise ConfigError(f"{key}.keep_fraction must be in (0, 1], got {self.keep_fraction}")
-        if self.selection not in SELECTIONS:
-            raise ConfigError(f"{key}.selection must be one of {list(SELECTIONS)}, got {self.selection!r}")
-        if self.temperature <= 0:
-            raise ConfigError(f"{key}.temperature must be positive, got {self.temperature}")
-        if self.eval_every <= 0 or self.checkpoint_every <= 0:
-            raise ConfigError(f"{key}: eval_every and checkpoint_every must be positive")
-        if self.nproc_per_node < 1:
-            raise ConfigError(f"{key}.nproc_per_node must be at least 1, got {self.nproc_per_node}")
+            raise ValueError(f"policies lists a policy twice: {list(self.policies)}")
         if self.batch_size % self.nproc_per_node or self.super_batch_size % self.nproc_per_node:
-            raise ConfigError(
-                f"{key}: batch_size ({self.batch_size}) and the super-batch ({self.super_batch_size}) must divide evenly "
+            raise ValueError(
+                f"batch_size ({self.batch_size}) and the super-batch ({self.super_batch_size}) must divide evenly "
                 f"over nproc_per_node ({self.nproc_per_node}) ranks"
             )
         if self.shuffle_buffer < self.super_batch_size:
-            raise ConfigError(
-                f"{key}.shuffle_buffer ({self.shuffle_buffer}) must hold at least a super-batch ({self.super_batch_size})"
-            )
+            raise ValueError(f"shuffle_buffer ({self.shuffle_buffer}) must hold at least a super-batch ({self.super_batch_size})")
+        return self
 
 
-@dataclass(frozen=True)
-class EvaluateConfig:
-    probe_steps: int = 300
-    probe_lr: float = 1e-2
-
-    def validate(self, key: str) -> None:
-        if self.probe_steps <= 0 or self.probe_lr <= 0:
-            raise ConfigError(f"{key}: probe_steps and probe_lr must be positive")
+class EvaluateConfig(Section):
+    probe_steps: Positive = 300
+    probe_lr: float = Field(1e-2, gt=0.0)
 
 
-@dataclass(frozen=True)
-class BenchConfig:
+class BenchConfig(Section):
     """`winnow bench`: policies side by side over seeds, and the proxy study of cheaper references."""
 
-    seeds: int = 3
-    policies: tuple[str, ...] = ("uniform", "easy_reference", "learnability")
-    amortise_over: int = 10  # runs that share one reference and its scores
+    seeds: int = Field(3, ge=1)
+    policies: tuple[Policy, ...] = ("uniform", "easy_reference", "learnability")
+    amortise_over: int = Field(10, ge=1)  # runs that share one reference and its scores
     proxies: tuple[str, ...] = ("cnn-tiny", "cnn-nano")  # cheaper references for the proxy study
 
-    def validate(self, key: str) -> None:
-        if self.seeds < 1 or self.amortise_over < 1:
-            raise ConfigError(f"{key}: seeds and amortise_over must be at least 1")
-        for policy in self.policies:
-            if policy not in POLICIES:
-                raise ConfigError(f"{key}.policies: unknown policy {policy!r}; choose from {list(POLICIES)}")
+    @model_validator(mode="after")
+    def _has_baseline(self):
         if "uniform" not in self.policies:
-            raise ConfigError(f"{key}.policies must include 'uniform'")
+            raise ValueError("policies must include 'uniform'")
+        return self
 
 
-@dataclass(frozen=True)
-class ServeConfig:
+class ServeConfig(Section):
     """`winnow serve`: when the pipeline reruns (one of the two, or neither: on demand only)."""
 
-    cron: str | None = "0 3 * * *"
-    interval_minutes: float | None = None
+    cron: str | None = "0 3 * * *"  # 5 fields: minute hour day month weekday
+    interval_minutes: float | None = Field(None, gt=0.0)
 
-    def validate(self, key: str) -> None:
-        if self.cron and self.interval_minutes:
-            raise ConfigError(f"{key}: set cron or interval_minutes, not both")
-        if self.interval_minutes is not None and self.interval_minutes <= 0:
-            raise ConfigError(f"{key}.interval_minutes must be positive, got {self.interval_minutes}")
+    @model_validator(mode="after")
+    def _one_schedule(self):
         if self.cron is not None and len(self.cron.split()) != 5:
-            raise ConfigError(f"{key}.cron must have 5 fields (minute hour day month weekday), got {self.cron!r}")
+            raise ValueError(f"cron must have 5 fields (minute hour day month weekday), got {self.cron!r}")
+        if self.cron and self.interval_minutes:
+            raise ValueError("set cron or interval_minutes, not both")
+        return self
 
 
-@dataclass(frozen=True)
-class Params:
+class Params(Section):
     seed: int = 0
-    objective: str = "classification"
+    objective: Literal[OBJECTIVES] = "classification"  # type: ignore[valid-type]
     artifacts: str = "artifacts"  # checkpoints and the score store (DVC-cached)
     metrics: str = "metrics"  # small JSON/CSV results (committed to git)
     plots: str = "plots"
     reports: str = "reports"
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
-    data: DataConfig = field(default_factory=DataConfig)
-    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
-    score: ScoreConfig = field(default_factory=ScoreConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    bench: BenchConfig = field(default_factory=BenchConfig)
-    serve: ServeConfig = field(default_factory=ServeConfig)
+    precision: Literal[PRECISIONS] = "auto"  # type: ignore[valid-type]  # auto: bf16 autocast on CUDA, fp32 on CPU
+    data: DataConfig = DataConfig()
+    reference: ReferenceConfig = ReferenceConfig()
+    score: ScoreConfig = ScoreConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    bench: BenchConfig = BenchConfig()
+    serve: ServeConfig = ServeConfig()
 
-    def validate(self) -> "Params":
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {list(PRECISIONS)}; got {self.precision!r}")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if dataclasses.is_dataclass(value):
-                value.validate(f.name)
+    @field_validator("device")
+    @classmethod
+    def _a_device(cls, device: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda|cuda:\d+", device):
+            raise ValueError(f"must be auto, cpu, cuda or cuda:N; got {device!r}")
+        return device
+
+    @model_validator(mode="after")
+    def _models_of_the_objective(self):
         from winnow.objectives import OBJECTIVES as BEHAVIOURS  # models and open_clip load here, not on import
 
         names = BEHAVIOURS[self.objective].models
-        for key, model in (
-            ("reference.model", self.reference.model),
-            ("train.model", self.train.model),
-            *((f"bench.proxies[{i}]", m) for i, m in enumerate(self.bench.proxies)),
-        ):
+        models = [("reference.model", self.reference.model), ("train.model", self.train.model)]
+        for key, model in models + [(f"bench.proxies[{i}]", m) for i, m in enumerate(self.bench.proxies)]:
             if model not in names:
-                raise ConfigError(
+                raise ValueError(
                     f"{key}: {model!r} is not a {self.objective} model; choose one of {sorted(names)} "
                     f"(set per-objective models under objectives.{self.objective})"
                 )
         return self
 
 
-def _build(cls, raw, key: str):
-    """Build dataclass `cls` from a dict, checking every key and type."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{key or 'params'} must be a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        where = f"{key}.{unknown[0]}" if key else unknown[0]
-        raise ConfigError(f"unknown key {where!r}; allowed keys{' under ' + key if key else ''}: {sorted(names)}")
-    kwargs = {}
-    for name, value in raw.items():
-        kwargs[name] = _coerce(hints[name], value, f"{key}.{name}" if key else name)
-    return cls(**kwargs)
+def _message(error: dict) -> str:
+    """One pydantic error as winnow says it: the dotted key, what is wrong, what is allowed."""
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
+    if error["type"] == "extra_forbidden":
+        section: type[BaseModel] = Params
+        for part in error["loc"][:-1]:
+            section = section.model_fields[part].annotation
+        where = " under " + key.rsplit(".", 1)[0] if len(error["loc"]) > 1 else ""
+        return f"unknown key {key!r}; allowed keys{where}: {sorted(section.model_fields)}"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] in ("value_error", "assertion_error"):
+        return f"{key}: {message}" if key else message
+    return f"{key}: {message}, got {error['input']!r}"
 
 
-def _coerce(hint, value, key: str):
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key)
-    origin = typing.get_origin(hint)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
-        return tuple(_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in typing.get_args(hint):
-            return None
-        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str) and re.fullmatch(r"[+-]?\d+(\.\d*)?[eE][+-]?\d+", value.strip()):
-        return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string; it is the number everyone means
-    if hint is int and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if not isinstance(value, hint) or (hint is not bool and isinstance(value, bool)):
-        raise ConfigError(f"{key} must be {hint.__name__}, got {value!r}")
-    return value
+def _validate(raw: dict) -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError("; ".join(_message(error) for error in e.errors())) from None
 
 
 # params.yaml's `objectives:` section, for a params file that has none (tests check the two agree).
@@ -338,7 +270,7 @@ def params_from_dict(raw: dict) -> Params:
         raw[section] = {**(raw.get(section) or {}), **values}
     if isinstance(raw.get("data"), dict) and "root" in raw["data"]:
         raw["data"] = _split_root(dict(raw["data"]))
-    return _build(Params, raw, "").validate()
+    return _validate(raw)
 
 
 def _split_root(data: dict) -> dict:
@@ -398,4 +330,4 @@ def apply_override(raw: dict, override: str) -> None:
 
 def to_dict(params: Params) -> dict:
     """Plain values, as params.yaml holds them (what dvc.yaml's ${...} templating reads)."""
-    return dataclasses.asdict(params)
+    return params.model_dump()

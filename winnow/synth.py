@@ -11,7 +11,6 @@ the PNG bytes are the same on every machine: the committed data.dvc stays valid.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -317,7 +316,7 @@ def make_pool(cfg: DataConfig, rng: np.random.Generator) -> dict:
     """The noisy pool's columns: images, labels and captions as given to the learner, pathology, texture."""
     n, size = cfg.num_pool, cfg.image_size
     num_classes = len(CLASS_NAMES)
-    rates = dataclasses.asdict(cfg.pathologies)
+    rates = cfg.pathologies.model_dump()
     probs = np.array([1.0 - sum(rates.values())] + [rates[p] for p in PATHOLOGIES[1:]])
     pathology = rng.choice(len(PATHOLOGIES), size=n, p=probs)
     images, labels, texture, captions = _clean_examples(rng, n, size, prior=class_prior(num_classes, cfg.class_imbalance, rng))
@@ -424,7 +423,7 @@ def generator_params(cfg: DataConfig) -> dict:
     """What the bytes follow from: the parameters (seed included) and this file's code."""
     return {
         "code_sha256": file_sha256(Path(__file__)),
-        **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("dir", "name")},
+        **cfg.model_dump(exclude={"dir", "name"}),
     }
 
 

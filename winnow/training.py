@@ -158,7 +158,7 @@ def train(
         raise ValueError(f"policy {policy!r} needs reference losses for every training example")
     fingerprint = json.dumps(
         {
-            "opt": {k: v for k, v in dataclasses.asdict(opt).items() if k != "policies"},
+            "opt": opt.model_dump(exclude={"policies"}),
             "policy": policy,
             "keep_fraction": keep_fraction,
             "selection": selection,
