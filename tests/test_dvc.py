@@ -36,7 +36,9 @@ def _dvc(*args, cwd):
 
 def test_dvc_push_then_pull_on_a_fresh_clone_leaves_nothing_to_recompute(tmp_path, monkeypatch):
     project, remote, clone = tmp_path / "project", tmp_path / "remote", tmp_path / "clone"
-    tracked = _run("git", "ls-files", cwd=REPO).split()
+    tracked = _run(
+        "git", "ls-files", "--cached", "--others", "--exclude-standard", cwd=REPO
+    ).split()  # the working tree, as git sees it
     for name in tracked:
         if name.split("/")[0] in (
             "winnow",

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from winnow import pipeline, report
 from winnow.config import Params, load_params
+from winnow.files import write_csv, write_json
 from winnow.objectives import OBJECTIVES
-from winnow.training import write_csv
 
 log = logging.getLogger("winnow")
 RATIOS = ("step_ratio", "flop_ratio_full", "flop_ratio_amortised")
@@ -119,7 +119,7 @@ def bench(params: Params) -> dict:
         "proxies": proxies,
     }
     paths = pipeline.Paths.of(params)
-    pipeline.write_json(result, paths.bench / f"{params.objective}.json")
+    write_json(result, paths.bench / f"{params.objective}.json")
     curves = _mean_curves(seeds, summaries, objective.metric)
     for policy, rows in curves.items():
         write_csv(rows, paths.bench / params.objective / "curves" / f"{policy}.csv")
@@ -245,7 +245,7 @@ def memory(params_path: str, overrides: list[str], scale: int = 10, steps: int =
         "objective": params.objective,
         "rows": rows,
     }
-    pipeline.write_json(result, pipeline.Paths.of(params).bench / "memory.json")
+    write_json(result, pipeline.Paths.of(params).bench / "memory.json")
     return result
 
 

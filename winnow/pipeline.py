@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +23,12 @@ from winnow.config import Params
 from winnow.data import load_split, read_manifest, shard_files, split_hash, value_counts
 from winnow.devices import autocast, init_distributed, pick_device
 from winnow.errors import CheckpointError, DataError, MissingInput, StaleInput, StoreError
+from winnow.files import write_csv, write_json
 from winnow.objectives import OBJECTIVES
 from winnow.selection import POLICIES
 from winnow.stream import InMemory, ShardStream, shard_rows
 from winnow.synth import PATHOLOGIES, generator_params, synthesize
-from winnow.training import load_checkpoint, state_hash, train, write_csv
+from winnow.training import load_checkpoint, state_hash, train
 
 log = logging.getLogger("winnow")
 
@@ -108,13 +108,6 @@ class Paths:
     @property
     def bench_report(self) -> Path:
         return self.reports_root / self.dataset / f"bench-{self.objective}.md"
-
-
-def write_json(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
-    os.replace(tmp, path)
 
 
 @functools.lru_cache(maxsize=4)

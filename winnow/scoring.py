@@ -10,7 +10,6 @@ maps them over a Dask cluster); one process then ingests them into the store
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -22,6 +21,7 @@ from tqdm import tqdm
 
 from winnow import objectives, store
 from winnow.data import shard_files
+from winnow.files import atomic_path
 from winnow.losses import score_examples
 
 log = logging.getLogger("winnow")
@@ -64,11 +64,9 @@ def write_shard_scores(
     out = out_dir / shard.name
     if out.exists():
         return 0
-    out_dir.mkdir(parents=True, exist_ok=True)
     table = score_shard(model, shard, size, num_classes, batch_size, objective, model_name)
-    tmp = out_dir / f"{shard.name}.{os.getpid()}.tmp"  # per process: two workers never share a temporary file
-    pq.write_table(table, tmp)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        pq.write_table(table, tmp)
     return table.num_rows
 
 

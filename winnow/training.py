@@ -8,7 +8,6 @@ so a killed run resumes where it stopped and ends with the same weights.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
@@ -30,6 +29,7 @@ from winnow.config import OptimConfig
 from winnow.data import Split
 from winnow.devices import autocast, rank_and_world
 from winnow.errors import CheckpointError, DataError, MissingInput, StaleInput, TrainingDiverged
+from winnow.files import atomic_path
 from winnow.losses import per_example_loss
 from winnow.selection import POLICIES, select_per_group
 from winnow.stream import Draw, InMemory, ShardStream
@@ -55,10 +55,8 @@ def state_hash(model: nn.Module) -> str:
 
 
 def atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -75,19 +73,6 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"{path}: not a winnow checkpoint; delete it and rerun the stage that writes it")
     return ckpt
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    if not rows:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 @dataclass
