@@ -13,6 +13,7 @@ import yaml
 
 from winnow import pipeline
 from winnow.config import Params, to_dict
+from winnow.errors import WinnowError
 
 log = logging.getLogger("winnow")
 
@@ -43,10 +44,12 @@ def train_distributed(params: Params, policy: str) -> dict:
         log.info("train %s: launching %d DDP ranks: %s", policy, params.train.nproc_per_node, " ".join(command))
         done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
-        raise RuntimeError(
-            f"train {policy}: torchrun with {params.train.nproc_per_node} ranks failed (exit "
-            f"{done.returncode}):\n{done.stderr[-3000:]}"
-        )
+        said = [line for line in done.stderr.splitlines() if line.startswith("winnow: error: ")]
+        ranks = params.train.nproc_per_node
+        if said:  # a rank refused a wrong input: say it as the CLI would, and do not retry it
+            raise WinnowError(f"train {policy} ({ranks} ranks): {said[-1].removeprefix('winnow: error: ')}")
+        tail = done.stderr[-3000:]
+        raise RuntimeError(f"train {policy}: torchrun with {ranks} ranks failed (exit {done.returncode}):\n{tail}")
     return pipeline.read_json(
         pipeline.Paths.of(params).metrics / "train" / f"{policy}.json", "torchrun finished without writing it"
     )

@@ -75,4 +75,10 @@ def test_the_names_params_accept_are_the_objectives_and_policies_that_exist():
     from winnow.objectives import OBJECTIVES
     from winnow.selection import POLICIES
 
-    assert config.OBJECTIVES == tuple(OBJECTIVES) and config.POLICIES == tuple(POLICIES)
+    assert config.OBJECTIVE_NAMES == tuple(OBJECTIVES) and config.POLICY_NAMES == tuple(POLICIES)
+
+
+@pytest.mark.parametrize("objectives", [{"contrastive": {"train": 5}}, {"contrastive": ["train"]}])
+def test_a_malformed_objectives_section_is_named(objectives):
+    with pytest.raises(ConfigError, match="objectives.contrastive"):
+        params_from_dict({"objective": "contrastive", "objectives": objectives})

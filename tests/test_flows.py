@@ -54,6 +54,13 @@ def test_reruns_redo_only_what_changed(prefect_server, tiny, monkeypatch):
     assert {f"data/classification/learners/{p}.pt" for p in params.train.policies} <= changed
     assert {"data/classification/evaluate.json", "data/classification/summary.json"} <= changed
 
+    # back to the first params: their cache entries are there, but the learners on disk are the second run's,
+    # so train reruns (a cache hit would hand back results whose files are gone) and evaluate finds them fresh
+    before = {root: _mtimes(root) for root in outputs}
+    pipeline_flow(params_path=str(tiny))
+    again = {p.relative_to(root).as_posix() for root in outputs for p, t in _mtimes(root).items() if before[root].get(p) != t}
+    assert {f"data/classification/learners/{p}.pt" for p in params.train.policies} <= again
+
     monkeypatch.setenv("WINNOW_NO_CACHE", "1")  # past Prefect's cache, the stage itself reuses the scorer in the store
     assert score_flow(params_path=str(tiny))["reused"]
     # ... and caching really is off: another step count trains anew, never another run's result

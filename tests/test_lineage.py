@@ -170,3 +170,14 @@ def test_a_shard_added_after_scoring_is_caught_before_training(tmp_path, scored)
     pq.write_table(extra.set_column(0, "id", pa.array(ids)), pool / "part-99999.parquet")
     with pytest.raises(StaleInput, match="scored another pool"):
         pipeline.train_stage(params, "learnability")
+
+
+def test_two_folders_with_one_dataset_name_cannot_share_outputs(tmp_path):
+    from winnow.errors import DataError
+
+    pipeline.claim_outputs(_params(tmp_path))  # tmp/data, name "data"
+    other = params_from_dict(
+        {**TINY, "data": {**TINY["data"], "root": str(tmp_path / "elsewhere" / "data")}, "artifacts": str(tmp_path / "a")}
+    )
+    with pytest.raises(DataError, match="data.name 'data' already holds the outputs of"):
+        pipeline.claim_outputs(other)

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from winnow.config import params_from_dict
 from winnow.data import load_split
@@ -63,3 +64,20 @@ def test_undecodable_pool_images_are_skipped_and_listed_not_silently_dropped(tin
     assert len(pool.skipped) == expected > 0
     assert len(pool) + len(pool.skipped) == tiny_data.data.num_pool
     assert all("undecodable image" in s["reason"] and s["file"].endswith(".parquet") for s in pool.skipped)
+
+
+def test_the_generator_overwrites_only_what_it_wrote(tmp_path, tiny_data):
+    from winnow.errors import DataError
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "manifest.json").write_text(json.dumps({"generator": "my-crawler v2", "counts": {}}))  # a user's own manifest
+    with pytest.raises(DataError, match="did not write"):
+        synthesize(tiny_data.data, theirs)
+    assert sorted(p.name for p in theirs.iterdir()) == ["manifest.json"]
+    ours = synthesize(tiny_data.data, tmp_path / "ours")
+    (ours / "eval" / "mine").mkdir()
+    (ours / "eval" / "mine" / "part-00000.parquet").write_bytes(b"a task the user added")
+    with pytest.raises(DataError, match="also holds files the generator did not write"):
+        synthesize(tiny_data.data.model_copy(update={"seed": 5}), ours)
+    assert (ours / "eval" / "mine" / "part-00000.parquet").exists()

@@ -224,5 +224,5 @@ def test_the_generator_refuses_to_overwrite_an_imported_dataset_even_when_forced
     _import(sources, mine)
     before = {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()}
     err = _fails(capsys, "data", "synth", "--params", str(tiny), "--set", f"data.root={mine}", "--force")
-    assert "holds an imported dataset" in err and "data.name" in err
+    assert "holds a dataset the generator did not write" in err and "data.name" in err
     assert {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} == before

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from winnow.config import OBJECTIVES, POLICIES
+from winnow.config import OBJECTIVE_NAMES, POLICY_NAMES
 from winnow.errors import WinnowError
 
 
@@ -50,7 +50,9 @@ def parser() -> argparse.ArgumentParser:
         help="override a param for this run, e.g. --set train.steps=500 (repeatable)",
     )
     common.add_argument(
-        "--objective", choices=OBJECTIVES, help="classification (ClassAct) or contrastive (ActiveCLIP); default: params.yaml's"
+        "--objective",
+        choices=OBJECTIVE_NAMES,
+        help="classification (ClassAct) or contrastive (ActiveCLIP); default: params.yaml's",
     )
     p = argparse.ArgumentParser(
         prog="winnow",
@@ -100,7 +102,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("reference", parents=[common], help="train the reference model on the curated set")
     sub.add_parser("score", parents=[common], help="score the pool with the reference into artifacts/scores.duckdb")
     train = sub.add_parser("train", parents=[common], help="train the learner with one selection policy")
-    train.add_argument("--policy", required=True, choices=POLICIES)
+    train.add_argument("--policy", required=True, choices=POLICY_NAMES)
     sub.add_parser("evaluate", parents=[common], help="held-out accuracy and transfer linear probe of every model")
     sub.add_parser("summary", parents=[common], help="summary.json, the table, plots and reports/<dataset>/<objective>.md")
     sub.add_parser("pipeline", parents=[common], help="every stage, data to summary, as one Prefect flow")
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
 def _import(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="winnow: %(levelname)s: %(message)s")
     logging.getLogger("winnow").setLevel(logging.INFO)  # what was left out, and why the test set should be clean
-    from winnow.data import DataError
+    from winnow.errors import DataError
     from winnow.importers import import_source
 
     try:

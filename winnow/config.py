@@ -18,12 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from winnow.errors import ConfigError
 from winnow.selection import POLICIES as SELECTION_POLICIES
 
-POLICIES = tuple(SELECTION_POLICIES)  # the names; what each policy does is winnow.selection.POLICIES
+POLICY_NAMES = tuple(SELECTION_POLICIES)  # what each policy does is winnow.selection.POLICIES
 SELECTIONS = ("topk", "softmax")
 PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: it needs loss scaling, and bf16 runs wherever fp16 would on current GPUs
-OBJECTIVES = ("classification", "contrastive")  # the names, for the CLI without loading models; behaviour: winnow.objectives
+OBJECTIVE_NAMES = ("classification", "contrastive")  # for the CLI without loading models; behaviour: winnow.objectives
 
-Policy = Literal[POLICIES]  # type: ignore[valid-type]
+Policy = Literal[POLICY_NAMES]  # type: ignore[valid-type]
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 Positive = Annotated[int, Field(gt=0)]
 
@@ -113,7 +113,7 @@ class ScoreConfig(Section):
 
 
 class TrainConfig(OptimConfig):
-    policies: tuple[Policy, ...] = POLICIES
+    policies: tuple[Policy, ...] = POLICY_NAMES
     keep_fraction: float = Field(0.5, gt=0.0, le=1.0)  # rho: keep batch_size of a super-batch of batch_size / rho
     selection: Literal[SELECTIONS] = "topk"  # type: ignore[valid-type]
     temperature: float = Field(1.0, gt=0.0)
@@ -180,7 +180,7 @@ class ServeConfig(Section):
 
 class Params(Section):
     seed: int = 0
-    objective: Literal[OBJECTIVES] = "classification"  # type: ignore[valid-type]
+    objective: Literal[OBJECTIVE_NAMES] = "classification"  # type: ignore[valid-type]
     artifacts: str = "artifacts"  # checkpoints and the score store (DVC-cached)
     metrics: str = "metrics"  # small JSON/CSV results (committed to git)
     plots: str = "plots"
@@ -259,15 +259,19 @@ def params_from_dict(raw: dict) -> Params:
     if not isinstance(per_objective, dict):
         raise ConfigError("objectives must be a mapping of objective -> sections")
     for name, sections in per_objective.items():
-        if name not in OBJECTIVES:
-            raise ConfigError(f"objectives.{name}: unknown objective; choose from {list(OBJECTIVES)}")
-        for section in sections or {}:
+        if name not in OBJECTIVE_NAMES:
+            raise ConfigError(f"objectives.{name}: unknown objective; choose from {list(OBJECTIVE_NAMES)}")
+        if not isinstance(sections or {}, dict):
+            raise ConfigError(f"objectives.{name} must be a mapping of sections, got {sections!r}")
+        for section, values in (sections or {}).items():
             if section not in ("reference", "score", "train", "evaluate", "bench"):
                 raise ConfigError(
                     f"objectives.{name}.{section}: only reference, score, train, evaluate and bench can differ per objective"
                 )
+            if not isinstance(values or {}, dict) or not isinstance(raw.get(section) or {}, dict):
+                raise ConfigError(f"objectives.{name}.{section} and {section} must be mappings of keys to values")
     for section, values in (per_objective.get(raw.get("objective", "classification")) or {}).items():
-        raw[section] = {**(raw.get(section) or {}), **values}
+        raw[section] = {**(raw.get(section) or {}), **(values or {})}
     if isinstance(raw.get("data"), dict) and "root" in raw["data"]:
         raw["data"] = _split_root(dict(raw["data"]))
     return _validate(raw)

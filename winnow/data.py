@@ -164,7 +164,20 @@ def read_manifest(root: str | Path) -> dict:
     path = Path(root) / "manifest.json"
     if not path.exists():
         raise DataError(f"{path}: no manifest (run `winnow data synth`, or import your data: `winnow data import`)")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e}); restore it, or re-import the dataset") from e
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: must be a JSON object (class_names, counts, tasks...), got a {type(manifest).__name__}")
+    return manifest
+
+
+def generated(manifest: dict) -> bool:
+    """Whether winnow's generator wrote this dataset: its manifest records the generator's code hash.
+    (A user's manifest may name a generator of its own; that does not make it ours.)"""
+    generator = manifest.get("generator")
+    return isinstance(generator, dict) and "code_sha256" in generator
 
 
 def _blocks(path: Path):

@@ -38,7 +38,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from winnow.data import DataError, file_sha256
+from winnow.data import file_sha256
+from winnow.errors import DataError
 from winnow.synth import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)

@@ -94,6 +94,8 @@ def stage_key(stage: str, params: Params, item: str | None = None) -> str:
         "params": {name: _lookup(values, name) for name in spec["params"] if name != "objectives"},
         "deps": {_relative(dep): digest_path(dep) for dep in spec["deps"]},
     }
+    if stage == "evaluate":  # it checks each checkpoint against its stage's key: a change upstream is a change here
+        content["upstream"] = [stage_key("reference", params)] + [stage_key("train", params, p) for p in params.train.policies]
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -105,26 +107,30 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def output_intact(path: Path) -> bool:
-    """An output can be trusted: present, readable, and for a checkpoint, finished. A file cut
-    short (a crash mid-write, a bad copy) is not, so its stage recomputes."""
+def output_intact(path: Path, inputs: str) -> bool:
+    """An output can be trusted: present, readable, and for a checkpoint, finished from exactly these
+    inputs (its stage key). A file cut short (a crash mid-write, a bad copy), or one that another run
+    left at the same path, is not, so its stage recomputes."""
+    from winnow.errors import WinnowError
+    from winnow.training import load_checkpoint
+
     if path.is_dir():
         return any(path.iterdir())
     if not path.is_file() or path.stat().st_size == 0:
         return False
     try:
         if path.suffix == ".pt":
-            import torch
-
-            return bool(torch.load(path, map_location="cpu", weights_only=False).get("complete"))
+            checkpoint = load_checkpoint(path)
+            return bool(checkpoint.get("complete")) and checkpoint.get("inputs") == inputs
         if path.suffix == ".json":
             json.loads(path.read_text())
         if path.suffix == ".csv":
             return len(path.read_text().splitlines()) >= 2
-    except Exception:  # any way of being unreadable means: do not trust it
+    except (WinnowError, ValueError, OSError):  # unreadable (json.JSONDecodeError and UnicodeDecodeError are ValueErrors)
         return False
     return True
 
 
 def outputs_intact(stage: str, params: Params, item: str | None = None) -> bool:
-    return all(output_intact(out) for out in stage_spec(stage, params, item)["outs"])
+    key = stage_key(stage, params, item)
+    return all(output_intact(out, key) for out in stage_spec(stage, params, item)["outs"])

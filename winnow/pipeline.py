@@ -20,7 +20,7 @@ import torch
 
 from winnow import ledger, lineage, objectives, report, scoring, store
 from winnow.config import Params
-from winnow.data import load_split, read_manifest, shard_files, split_hash, value_counts
+from winnow.data import generated, load_split, read_manifest, shard_files, split_hash, value_counts
 from winnow.devices import autocast, init_distributed, pick_device
 from winnow.errors import CheckpointError, DataError, MissingInput, StaleInput, StoreError
 from winnow.files import write_csv, write_json
@@ -149,16 +149,33 @@ def model_from_checkpoint(path: Path, device: torch.device | str = "cpu", inputs
     return model.to(device)
 
 
+def claim_outputs(params: Params) -> Paths:
+    """This run's Paths, after checking that its dataset's name is not already used by another folder
+    (outputs are kept by data.name: two folders of one name would overwrite each other's results)."""
+    paths = Paths.of(params)
+    owner, root = paths.artifacts_root / paths.dataset / "dataset.json", str(Path(params.data.root).resolve())
+    if owner.exists() and json.loads(owner.read_text()).get("root") != root:
+        raise DataError(
+            f"data.name {paths.dataset!r} already holds the outputs of {json.loads(owner.read_text())['root']}, not {root}; "
+            f"set data.name to another name for this dataset (outputs are kept by name)"
+        )
+    if not owner.exists():
+        write_json({"root": root}, owner)
+    return paths
+
+
 def reference_model(params: Params) -> torch.nn.Module:
     """The trained reference on params.device, loaded once per process and checkpoint file: the score
-    stage hashes, scores and times it, and a Dask worker scores many shards with it."""
+    stage hashes, scores and times it, and a Dask worker scores many shards with it. Only a reference
+    trained on this run's inputs (curated set, params, code) is used: another one is stale."""
     path = Paths.of(params).reference
-    return _cached_model(str(path), path.stat().st_mtime_ns if path.exists() else 0, str(pick_device(params.device)))
+    stamp = path.stat().st_mtime_ns if path.exists() else 0
+    return _cached_model(str(path), stamp, str(pick_device(params.device)), lineage.stage_key("reference", params))
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_model(path: str, stamp: int, device: str) -> torch.nn.Module:
-    return model_from_checkpoint(Path(path), device)
+def _cached_model(path: str, stamp: int, device: str, inputs: str) -> torch.nn.Module:
+    return model_from_checkpoint(Path(path), device, inputs)
 
 
 # ---------------------------------------------------------------- stages
@@ -171,8 +188,8 @@ def data_stage(params: Params, force: bool = False) -> dict:
     root = Path(params.data.root)
     if (root / "manifest.json").exists() and not force:
         manifest = read_manifest(root)
-        if "generator" not in manifest:
-            return {"root": str(root), "generated": False, "counts": manifest["counts"], "imported": True}
+        if not generated(manifest):
+            return {"root": str(root), "generated": False, "counts": manifest.get("counts"), "imported": True}
         if manifest["generator"] == json.loads(json.dumps(generator_params(params.data))):
             return {"root": str(root), "generated": False, "counts": manifest["counts"]}
     started = time.perf_counter()
@@ -183,7 +200,7 @@ def data_stage(params: Params, force: bool = False) -> dict:
 
 def reference_stage(params: Params) -> dict:
     """Train the reference model on the curated set; checkpoint + metrics/<objective>/reference.json."""
-    paths, cfg = Paths.of(params), params.reference
+    paths, cfg = claim_outputs(params), params.reference
     curated, test = split(params, "curated"), split(params, "eval/test")
     objective = OBJECTIVES[params.objective]
     torch.manual_seed(params.seed)
@@ -226,7 +243,7 @@ def score_plan(params: Params) -> dict:
     """Register this (reference, pool) scorer in the store, or find it complete and reuse it.
     Returns the score result so far, with `todo`: the pool shards still to score (none when reused).
     Writes the scorer's identity (Paths.scorer) that train checks its pool and reference against."""
-    paths = Paths.of(params)
+    paths = claim_outputs(params)
     pool_dir = paths.data / "pool"
     model = reference_model(params)
     check_pool_ids(pool_dir)  # before anything is scored: a bad id would only surface in training
@@ -387,7 +404,7 @@ def train_stage(params: Params, policy: str) -> dict:
     """Train the learner with one selection policy; checkpoint, per-step log and eval curve.
     Under torchrun every rank runs this and rank 0 writes the outputs (tasks/launch.py starts the
     ranks for train.nproc_per_node > 1)."""
-    paths, cfg = Paths.of(params), params.train
+    paths, cfg = claim_outputs(params), params.train
     rank, world = init_distributed()
     test = split(params, "eval/test")
     reference_loss = torch.from_numpy(reference_losses(params)) if POLICIES[policy].reference_loss else None
