@@ -84,6 +84,11 @@ def test_a_scorer_already_in_the_store_is_reused_not_recomputed(referenced):
     assert not first["reused"] and second["reused"]
     assert second["scorer_id"] == first["scorer_id"] and second["num_examples"] == referenced.data.num_pool
     assert _counts(pipeline.Paths.of(referenced).store, first["scorer_id"])[0] == referenced.data.num_pool
+    (pipeline.Paths.of(referenced).metrics / "score.json").unlink()  # as `dvc repro` removes it before rerunning score
+    third = pipeline.score_stage(referenced)  # reused, and still reports what scoring measured (the ledger needs it)
+    assert third["reused"] and {k: third[k] for k in ("unscorable", "rows_scored", "scoring_rows_per_s")} == {
+        k: first[k] for k in ("unscorable", "rows_scored", "scoring_rows_per_s")
+    }
 
 
 def test_scores_load_into_an_array_indexed_by_example_id(referenced):

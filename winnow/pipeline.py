@@ -84,6 +84,10 @@ class Paths:
     def score_shards(self, scorer_id: str) -> Path:
         return self.artifacts_root / "score_shards" / scorer_id
 
+    def scoring_record(self, scorer_id: str) -> Path:
+        """What scoring measured (rows, seconds, rates), kept with the scorer's shards for every later reuse."""
+        return self.score_shards(scorer_id) / "scoring.json"
+
     @property
     def reference(self) -> Path:
         return self.artifacts / "reference.pt"
@@ -254,10 +258,15 @@ def score_plan(params: Params) -> dict:
     with store.connect(paths.store) as con:
         existing = store.find_scorer(con, scorer_id)
         if existing is not None and existing["completed_at"] is not None:
-            previous = paths.metrics / "score.json"  # keep the figures measured when it was scored
-            if previous.exists() and json.loads(previous.read_text()).get("scorer_id") == scorer_id:
-                result.update({k: v for k, v in json.loads(previous.read_text()).items() if k not in result})
-            result.update(reused=True, num_examples=existing["num_examples"], seconds=existing["seconds"], todo=[])
+            # the figures measured when it was scored: kept beside its shards (DVC removes score.json before a rerun)
+            for previous in (paths.scoring_record(scorer_id), paths.metrics / "score.json"):
+                if previous.exists() and json.loads(previous.read_text()).get("scorer_id") == scorer_id:
+                    result.update({k: v for k, v in json.loads(previous.read_text()).items() if k not in result})
+                    break
+            unscorable = store.unscorable(con, scorer_id)
+            result.update(
+                reused=True, num_examples=existing["num_examples"], seconds=existing["seconds"], unscorable=unscorable, todo=[]
+            )
             write_json({k: v for k, v in result.items() if k != "todo"}, paths.metrics / "score.json")
             return result
         store.register_scorer(con, scorer_id, model_hash, dataset_hash, params.objective, params.reference.model)
@@ -333,10 +342,11 @@ def score_finish(params: Params, plan: dict, counts: dict) -> dict:
                 f"{paths.store}: scorer {scorer_id} has {n} rows for a pool of {expected}; "
                 f"delete {paths.score_shards(scorer_id)} and rerun `winnow score`"
             )
-        skipped = con.execute("SELECT count(*) FROM scores WHERE scorer_id = ? AND status <> 'ok'", [scorer_id]).fetchone()[0]
+        skipped = store.unscorable(con, scorer_id)
         store.mark_complete(con, scorer_id, counts["seconds"])
     result = {k: v for k, v in plan.items() if k != "todo"}
     result.update(num_examples=n, unscorable=skipped, **counts, **ingested)
+    write_json(result, paths.scoring_record(scorer_id))
     write_json(result, paths.metrics / "score.json")
     return result
 

@@ -126,6 +126,11 @@ def ingest_shard(con, scorer_id: str, shard: str, parquet_path: Path) -> int:
     return after - before
 
 
+def unscorable(con, scorer_id: str) -> int:
+    """How many of the scorer's examples could not be scored (kept with a NULL loss and the reason)."""
+    return con.execute("SELECT count(*) FROM scores WHERE scorer_id = ? AND status <> 'ok'", [scorer_id]).fetchone()[0]
+
+
 def mark_complete(con, scorer_id: str, seconds: float) -> int:
     n = con.execute("SELECT count(*) FROM scores WHERE scorer_id = ?", [scorer_id]).fetchone()[0]
     con.execute(
