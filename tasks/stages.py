@@ -34,7 +34,8 @@ STAGE = dict(retries=1, retry_delay_seconds=5, retry_condition_fn=transient, per
 def data_task(params: Params, force: bool = False) -> dict:
     out = pipeline.data_stage(params, force)
     what = "generated" if out["generated"] else "already present"
-    get_run_logger().info("data: %s at %s (%d pool examples)", what, out["root"], out["counts"]["pool"])
+    pool = (out["counts"] or {}).get("pool", "?")  # a hand-written manifest may not count its examples
+    get_run_logger().info("data: %s at %s (%s pool examples)", what, out["root"], pool)
     return out
 
 
