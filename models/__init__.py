@@ -19,6 +19,7 @@ CLASSIFIERS: dict[str, tuple[str, dict]] = {
     "cnn-nano": ("cnn", {"widths": (8, 16, 32), "blocks": 1}),
     "cnn-tiny": ("cnn", {"widths": (16, 32, 64), "blocks": 1}),
     "cnn-small": ("cnn", {"widths": (32, 64, 128), "blocks": 1}),
+    "cnn-medium": ("cnn", {"widths": (48, 96, 192), "blocks": 1}),
     "cnn-base": ("cnn", {"widths": (64, 128, 256), "blocks": 2}),
     "vit-tiny": ("vit", {"patch_size": 4, "width": 96, "layers": 4, "heads": 3}),
     "vit-small": ("vit", {"patch_size": 4, "width": 384, "layers": 12, "heads": 6}),
@@ -84,6 +85,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 # AdamW update of the 49408-row token embedding costs more than the rest of a tiny model's
 # step, so the tiny config keeps its random token embedding fixed (the transformer still learns).
 CLIPS: dict[str, tuple[str, bool]] = {
+    "clip-pico": ("winnow-clip-pico", False),
     "clip-nano": ("winnow-clip-nano", False),
     "clip-tiny": ("winnow-clip-tiny", False),
     "clip-small": ("winnow-clip-small", True),
@@ -94,7 +96,7 @@ CLIPS: dict[str, tuple[str, bool]] = {
 def _register_configs() -> None:
     import open_clip
 
-    if "winnow-clip-nano" not in open_clip.list_models():
+    if "winnow-clip-pico" not in open_clip.list_models():
         open_clip.add_model_config(CONFIG_DIR)
 
 
@@ -109,6 +111,16 @@ def build_clip(name: str) -> nn.Module:
     model = open_clip.create_model(config, pretrained=None)
     model.token_embedding.weight.requires_grad_(train_token_embedding)
     return model
+
+
+def clip_context_length(name: str) -> int:
+    """How many tokens the model's tokenizer writes per caption (models sharing it read the same targets)."""
+    import open_clip
+
+    if name not in CLIPS:
+        raise KeyError(f"unknown CLIP model {name!r}; choose one of {sorted(CLIPS)}")
+    _register_configs()
+    return open_clip.get_model_config(CLIPS[name][0])["text_cfg"]["context_length"]
 
 
 def clip_tokenizer(name: str):

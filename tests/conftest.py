@@ -31,9 +31,9 @@ TINY = {
     "objectives": {
         "contrastive": {
             "reference": {"model": "clip-nano"},
-            "train": {"model": "clip-nano"},
+            "train": {"model": "clip-nano", "actor": "clip-pico"},
             "score": {"batch_size": 64},
-            "bench": {"proxies": ["clip-nano"]},
+            "bench": {"scorers": ["clip-pico"], "learners": ["clip-nano"]},
         }
     },
 }

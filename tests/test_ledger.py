@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from winnow.ledger import Costs, flop_ratios, forward_flops_per_example, policy_costs
+from winnow.ledger import Costs, flop_ratios, forward_flops_per_example, policy_costs, seconds_at, time_ratios
 
 
 def test_forward_flops_are_measured_not_estimated():
@@ -13,34 +13,68 @@ def test_forward_flops_are_measured_not_estimated():
     assert per_example == 2 * 12 * 5  # one multiply-add per weight
 
 
+KW = dict(
+    reference_forward=10.0,
+    reference_score_forward=10.0,
+    reference_steps=100,
+    reference_batch=8,
+    pool_size=1000,
+    learner_forward=40.0,
+    batch=8,
+    super_batch=16,
+)
+
+
 def test_each_policy_pays_for_what_it_uses():
-    kw = dict(
-        reference_forward=10.0,
-        reference_score_forward=10.0,
-        reference_steps=100,
-        reference_batch=8,
-        pool_size=1000,
-        learner_forward=40.0,
-        learner_super_forward=40.0,
-        batch=8,
-        super_batch=16,
-    )
-    uniform = policy_costs("uniform", **kw)
-    assert (uniform.one_off, uniform.per_step) == (0.0, 3 * 40 * 8)  # backward counts twice the forward
-    easy = policy_costs("easy_reference", **kw)
+    actor = dict(actor_super_forward=5.0, actor_forward=5.0, actor_trained_per_step=8)  # a small actor on the kept batch
+    uniform = policy_costs("uniform", **KW, **actor)
+    assert (uniform.one_off, uniform.per_step) == (0.0, 3 * 40 * 8)  # backward counts twice the forward; no actor
+    easy = policy_costs("easy_reference", **KW, **actor)
     assert (
         easy.one_off == 3 * 10 * 8 * 100 + 10 * 1000 and easy.per_step == uniform.per_step
     )  # precomputed scores cost nothing per step
-    learn = policy_costs("learnability", **kw)
-    assert learn.per_step == uniform.per_step + 40 * 16 and learn.one_off == easy.one_off
-    hard = policy_costs("hard_learner", **kw)
+    learn = policy_costs("learnability", **KW, **actor)
+    assert learn.one_off == easy.one_off
+    assert learn.actor_scoring_per_step == 5 * 16  # the actor's forward over the whole super-batch
+    assert learn.actor_training_per_step == 3 * 5 * 8  # its training on the kept batch
+    assert learn.per_step == 3 * 40 * 8 + 5 * 16 + 3 * 5 * 8
+    hard = policy_costs("hard_learner", **KW, **actor)
     assert hard.one_off == 0.0 and hard.per_step == learn.per_step
 
 
+def test_an_actor_trained_on_the_super_batch_pays_for_all_of_it():
+    learn = policy_costs("learnability", **KW, actor_super_forward=5.0, actor_forward=5.0, actor_trained_per_step=16)
+    assert learn.actor_training_per_step == 3 * 5 * 16
+
+
+def test_the_learner_scoring_itself_pays_a_learner_forward_over_the_super_batch_and_no_actor_training():
+    learn = policy_costs("learnability", **KW, actor_super_forward=40.0, actor_forward=0.0, actor_trained_per_step=0)
+    assert learn.per_step == 3 * 40 * 8 + 40 * 16  # the RHO-LOSS set-up: 5/3 of a uniform step at rho = 0.5
+    assert learn.per_step / policy_costs("uniform", **KW).per_step == pytest.approx(5 / 3)
+
+
 def test_flop_ratios_count_the_reference_in_full_or_amortised():
-    uniform = Costs(0.0, 0.0, 0.0, 3.0)
-    learn = Costs(reference_training=100.0, pool_scoring=50.0, learner_scoring_per_step=2.0, learner_training_per_step=3.0)
+    uniform = Costs(0.0, 0.0, 0.0, 0.0, 3.0)
+    learn = Costs(
+        reference_training=100.0,
+        pool_scoring=50.0,
+        actor_scoring_per_step=1.0,
+        actor_training_per_step=1.0,
+        learner_training_per_step=3.0,
+    )
     ratios = flop_ratios(learn, steps_to_target=40, uniform=uniform, uniform_steps=100, amortise_over=10)
     assert ratios["flop_ratio_full"] == pytest.approx((150 + 40 * 5) / 300)
     assert ratios["flop_ratio_amortised"] == pytest.approx((15 + 40 * 5) / 300)
     assert flop_ratios(learn, None, uniform, 100, 10)["flop_ratio_full"] is None  # never reached: no ratio, not a number
+
+
+def test_time_ratios_count_the_seconds_to_the_target_with_the_one_off_in_full_or_amortised():
+    clock = [[100, 10.0], [200, 21.0], [300, 30.0]]  # [step, training seconds so far] at each evaluation
+    assert seconds_at(clock, 200) == 21.0 and seconds_at(clock, None) is None
+    ratios = time_ratios(one_off_seconds=20.0, seconds_to_target=seconds_at(clock, 200), uniform_seconds=82.0, amortise_over=10)
+    assert ratios["seconds_to_target"] == 41.0
+    assert ratios["time_ratio_full"] == pytest.approx(41 / 82)
+    assert ratios["time_ratio_amortised"] == pytest.approx((2 + 21) / 82)
+    assert time_ratios(20.0, None, 82.0, 10)["time_ratio_full"] is None
+    with pytest.raises(ValueError, match="no entry at step 150"):
+        seconds_at(clock, 150)

@@ -7,6 +7,7 @@ import torch
 from models import build_classifier
 from winnow.config import TrainConfig
 from winnow.data import load_split
+from winnow.losses import per_example_loss
 from winnow.training import train
 
 
@@ -14,7 +15,7 @@ class Crash(Exception):
     pass
 
 
-def _run(pool, cfg, path=None, on_step=None, policy="uniform", reference_loss=None):
+def _run(pool, cfg, path=None, on_step=None, policy="uniform", reference_loss=None, actor=None, **kw):
     from winnow.training import train
 
     torch.manual_seed(0)
@@ -31,8 +32,15 @@ def _run(pool, cfg, path=None, on_step=None, policy="uniform", reference_loss=No
         checkpoint_every=5,
         pathology=pool.columns["pathology"],
         on_step=on_step,
+        actor=actor,
+        **kw,
     )
     return model, out
+
+
+def _actor():
+    torch.manual_seed(1)
+    return build_classifier("cnn-nano", 20)
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +64,65 @@ def test_a_crashed_run_resumes_from_its_checkpoint_and_ends_with_the_same_weight
     assert out["step"] == 12 and len(out["steps_log"]) == 12
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_a_crashed_run_with_an_actor_resumes_to_the_same_learner_and_actor_weights(pool, tmp_path):
+    cfg = TrainConfig(model="cnn-nano", steps=12, batch_size=16, warmup_steps=2)
+    reference_loss = torch.rand(int(pool.ids.max()) + 1, generator=torch.Generator().manual_seed(0))
+    kw = dict(policy="learnability", reference_loss=reference_loss)
+    straight_actor = _actor()
+    straight, _ = _run(pool, cfg, tmp_path / "a.pt", actor=straight_actor, **kw)
+
+    def crash(step):
+        if step == 8:
+            raise Crash
+
+    with pytest.raises(Crash):
+        _run(pool, cfg, tmp_path / "b.pt", crash, actor=_actor(), **kw)
+    assert torch.load(tmp_path / "b.pt", weights_only=False)["step"] == 5
+    resumed_actor = _actor()  # fresh weights: the checkpoint must restore the actor and its optimiser too
+    resumed, out = _run(pool, cfg, tmp_path / "b.pt", actor=resumed_actor, **kw)
+    assert out["step"] == 12 and all("actor_loss" in row for row in out["steps_log"])
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(straight_actor.state_dict().values(), resumed_actor.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+class Spy:
+    """A loss function that records who ran it, on how many examples, and whether it built a graph."""
+
+    def __init__(self, learner, actor):
+        self.names, self.calls = {id(learner): "learner", id(actor): "actor"}, []
+
+    def __call__(self, model, images, targets):
+        self.calls.append((self.names[id(model)], len(images), torch.is_grad_enabled()))
+        return per_example_loss(model, images, targets)
+
+
+@pytest.mark.parametrize("trains_on, actor_batch", [("kept", 16), ("super_batch", 32)])
+def test_the_actor_scores_each_super_batch_and_trains_beside_the_learner(pool, trains_on, actor_batch):
+    torch.manual_seed(0)
+    learner, actor = build_classifier("cnn-nano", 20), _actor()
+    before = [p.detach().clone() for p in actor.parameters()]
+    spy = Spy(learner, actor)
+    cfg = TrainConfig(model="cnn-nano", steps=3, batch_size=16, warmup_steps=1)
+    reference_loss = torch.zeros(int(pool.ids.max()) + 1)
+    train(learner, pool, cfg, seed=0, policy="learnability", keep_fraction=0.5, reference_loss=reference_loss, actor=actor,
+          actor_trains_on=trains_on, loss_fn=spy)  # fmt: skip
+    per_step = [("actor", 32, False), ("learner", 16, True), ("actor", actor_batch, True)]
+    assert spy.calls == per_step * 3  # the learner never scores: the actor does, then both train
+    assert any(not torch.equal(a, b) for a, b in zip(before, actor.parameters()))
+
+
+def test_policies_without_an_online_loss_ignore_the_actor(pool):
+    torch.manual_seed(0)
+    learner, actor = build_classifier("cnn-nano", 20), _actor()
+    spy = Spy(learner, actor)
+    cfg = TrainConfig(model="cnn-nano", steps=2, batch_size=16, warmup_steps=1)
+    train(learner, pool, cfg, seed=0, policy="easy_reference", keep_fraction=0.5, reference_loss=torch.zeros(int(pool.ids.max()) + 1),
+          actor=actor, loss_fn=spy)  # fmt: skip
+    assert spy.calls == [("learner", 16, True)] * 2  # no actor cost where the policy reads no online loss
 
 
 def test_easy_reference_keeps_the_examples_the_reference_finds_easiest(pool):

@@ -20,6 +20,7 @@ from winnow.selection import POLICIES as SELECTION_POLICIES
 
 POLICY_NAMES = tuple(SELECTION_POLICIES)  # what each policy does is winnow.selection.POLICIES
 SELECTIONS = ("topk", "softmax")
+ACTOR_DATA = ("kept", "super_batch")  # what the actor trains on each step (winnow.training.ACTOR_DATA)
 PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: it needs loss scaling, and bf16 runs wherever fp16 would on current GPUs
 OBJECTIVE_NAMES = ("classification", "contrastive")  # for the CLI without loading models; behaviour: winnow.objectives
 
@@ -114,6 +115,8 @@ class ScoreConfig(Section):
 
 class TrainConfig(OptimConfig):
     policies: tuple[Policy, ...] = POLICY_NAMES
+    actor: str = "cnn-nano"  # the small online model whose loss scores each super-batch; `learner`: the learner itself
+    actor_trains_on: Literal[ACTOR_DATA] = "kept"  # type: ignore[valid-type]
     keep_fraction: float = Field(0.5, gt=0.0, le=1.0)  # rho: keep batch_size of a super-batch of batch_size / rho
     selection: Literal[SELECTIONS] = "topk"  # type: ignore[valid-type]
     temperature: float = Field(1.0, gt=0.0)
@@ -149,12 +152,13 @@ class EvaluateConfig(Section):
 
 
 class BenchConfig(Section):
-    """`winnow bench`: policies side by side over seeds, and the proxy study of cheaper references."""
+    """`winnow bench`: policies side by side over seeds; the scorer-size and learner-size studies."""
 
     seeds: int = Field(3, ge=1)
-    policies: tuple[Policy, ...] = ("uniform", "easy_reference", "learnability")
+    policies: tuple[Policy, ...] = ("uniform", "easy_reference", "hard_learner", "learnability")
     amortise_over: int = Field(10, ge=1)  # runs that share one reference and its scores
-    proxies: tuple[str, ...] = ("cnn-tiny", "cnn-nano")  # cheaper references for the proxy study
+    scorers: tuple[str, ...] = ("cnn-nano", "cnn-tiny", "cnn-small")  # reference = actor, for the train.model learner
+    learners: tuple[str, ...] = ("cnn-tiny", "cnn-small", "cnn-medium")  # learners, each scored by reference.model/train.actor
 
     @model_validator(mode="after")
     def _has_baseline(self):
@@ -206,14 +210,25 @@ class Params(Section):
     def _models_of_the_objective(self):
         from winnow.objectives import OBJECTIVES as BEHAVIOURS  # models and open_clip load here, not on import
 
-        names = BEHAVIOURS[self.objective].models
+        objective = BEHAVIOURS[self.objective]
         models = [("reference.model", self.reference.model), ("train.model", self.train.model)]
-        for key, model in models + [(f"bench.proxies[{i}]", m) for i, m in enumerate(self.bench.proxies)]:
-            if model not in names:
+        models += [("train.actor", self.train.actor)] if self.train.actor != "learner" else []
+        models += [(f"bench.scorers[{i}]", m) for i, m in enumerate(self.bench.scorers)]
+        models += [(f"bench.learners[{i}]", m) for i, m in enumerate(self.bench.learners)]
+        for key, model in models:
+            if model not in objective.models:
+                also = " or 'learner' (the learner scores itself)" if key == "train.actor" else ""
                 raise ValueError(
-                    f"{key}: {model!r} is not a {self.objective} model; choose one of {sorted(names)} "
+                    f"{key}: {model!r} is not a {self.objective} model; choose one of {sorted(objective.models)}{also} "
                     f"(set per-objective models under objectives.{self.objective})"
                 )
+        for key, model in models[2:]:
+            for other in (self.train.model, *self.bench.learners):
+                if not objective.shares_targets(model, other):
+                    raise ValueError(
+                        f"{key}: {model!r} reads the targets differently from the learner {other!r} "
+                        "(another caption tokeniser); the actor scores the learner's batches, so choose one that shares it"
+                    )
         return self
 
 
@@ -243,9 +258,9 @@ def _validate(raw: dict) -> Params:
 DEFAULT_OBJECTIVES = {
     "contrastive": {
         "reference": {"model": "clip-tiny", "lr": 0.001},
-        "train": {"model": "clip-tiny", "lr": 0.001},
+        "train": {"model": "clip-tiny", "actor": "clip-pico", "lr": 0.001},
         "score": {"batch_size": 128},
-        "bench": {"proxies": ["clip-nano"]},
+        "bench": {"scorers": ["clip-pico", "clip-nano", "clip-tiny"], "learners": ["clip-nano", "clip-tiny", "clip-small"]},
     }
 }
 

@@ -2,8 +2,10 @@
 
 Forward FLOPs per example are measured with torch.utils.flop_counter.FlopCounterMode
 on a real batch of the size the model runs at (a contrastive loss grows with its
-batch); a backward pass counts as twice its forward. Four lines: reference training,
-pool scoring, learner-side scoring of super-batches, learner training.
+batch); a backward pass counts as twice its forward. Five lines: reference training,
+pool scoring (one-off), and per step the actor's forward over the super-batch, the actor's
+training and the learner's training. Beside the FLOPs, the seconds each stage measured:
+users pay for hours, so every FLOP ratio has its wall-clock twin.
 """
 
 from __future__ import annotations
@@ -17,6 +19,17 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from winnow.losses import eval_mode
 from winnow.selection import POLICIES
+
+
+# What the summary shows per policy, beside steps: compute and wall-clock to the target, and their ratios to uniform.
+HEADLINE = (
+    "flops_to_target",
+    "flop_ratio_full",
+    "flop_ratio_amortised",
+    "seconds_to_target",
+    "time_ratio_full",
+    "time_ratio_amortised",
+)
 
 
 def forward_flops_per_example(model: nn.Module, loss_fn: Callable, images: torch.Tensor, targets: torch.Tensor) -> float:
@@ -33,7 +46,8 @@ class Costs:
 
     reference_training: float  # one-off: reference steps x batch x 3 forward
     pool_scoring: float  # one-off: pool size x reference forward
-    learner_scoring_per_step: float  # super-batch x learner forward (hard_learner, learnability)
+    actor_scoring_per_step: float  # super-batch x actor forward (the learner's own when train.actor is learner)
+    actor_training_per_step: float  # what the actor trains on x 3 actor forward (none when the learner scores itself)
     learner_training_per_step: float  # batch x 3 learner forward
 
     @property
@@ -42,7 +56,7 @@ class Costs:
 
     @property
     def per_step(self) -> float:
-        return self.learner_scoring_per_step + self.learner_training_per_step
+        return self.actor_scoring_per_step + self.actor_training_per_step + self.learner_training_per_step
 
     def at_step(self, step: int, amortise_over: int = 1) -> float:
         """Total FLOPs after `step` learner steps, the reference's one-off cost split over `amortise_over` runs."""
@@ -61,16 +75,21 @@ def policy_costs(
     reference_batch: int,
     pool_size: int,
     learner_forward: float,
-    learner_super_forward: float,
     batch: int,
     super_batch: int,
+    actor_super_forward: float = 0.0,
+    actor_forward: float = 0.0,
+    actor_trained_per_step: int = 0,
 ) -> Costs:
-    """The ledger lines for one policy. Forward FLOPs are per example; `*_super_forward` at super-batch size."""
-    uses_reference = POLICIES[policy].reference_loss
+    """The ledger lines for one policy. Forward FLOPs are per example; `actor_super_forward` at super-batch
+    size, `actor_forward` at the size it trains on (actor_trained_per_step examples; 0 when the learner
+    scores itself, whose training is already the learner's line)."""
+    rule = POLICIES[policy]
     return Costs(
-        reference_training=3.0 * reference_forward * reference_batch * reference_steps if uses_reference else 0.0,
-        pool_scoring=reference_score_forward * pool_size if uses_reference else 0.0,
-        learner_scoring_per_step=learner_super_forward * super_batch if POLICIES[policy].learner_loss else 0.0,
+        reference_training=3.0 * reference_forward * reference_batch * reference_steps if rule.reference_loss else 0.0,
+        pool_scoring=reference_score_forward * pool_size if rule.reference_loss else 0.0,
+        actor_scoring_per_step=actor_super_forward * super_batch if rule.actor_loss else 0.0,
+        actor_training_per_step=3.0 * actor_forward * actor_trained_per_step if rule.actor_loss else 0.0,
         learner_training_per_step=3.0 * learner_forward * batch,
     )
 
@@ -87,9 +106,31 @@ def flop_ratios(costs: Costs, steps_to_target: int | None, uniform: Costs, unifo
     }
 
 
+def seconds_at(clock: list, step: int | None) -> float | None:
+    """Training seconds when the run had done `step` steps, from its clock ([step, seconds] at each evaluation)."""
+    if step is None:
+        return None
+    for at, seconds in clock:
+        if at == step:
+            return seconds
+    raise ValueError(f"the run's clock has no entry at step {step} (it is read at evaluation steps)")
+
+
+def time_ratios(one_off_seconds: float, seconds_to_target: float | None, uniform_seconds: float, amortise_over: int) -> dict:
+    """Wall-clock to reach the target over uniform's whole run: the one-off reference training and pool
+    scoring counted in full, and amortised over N runs. Measured seconds, not FLOPs: what a user pays for."""
+    if seconds_to_target is None:
+        return {"seconds_to_target": None, "time_ratio_full": None, "time_ratio_amortised": None}
+    return {
+        "seconds_to_target": one_off_seconds + seconds_to_target,
+        "time_ratio_full": (one_off_seconds + seconds_to_target) / uniform_seconds,
+        "time_ratio_amortised": (one_off_seconds / amortise_over + seconds_to_target) / uniform_seconds,
+    }
+
+
 def run_ledger(summary: dict, trained: dict[str, dict], reference: dict, score: dict, amortise_over: int) -> dict:
-    """The ledger of one run, from what the stages measured: per policy its cost lines, FLOPs to
-    the target and flop ratios; and the systems figures, each a ratio measured in this run."""
+    """The ledger of one run, from what the stages measured: per policy its cost lines, FLOPs and seconds
+    to the target and their ratios to uniform's; and the systems figures, each a ratio measured in this run."""
     pool_size = score["num_examples"] - score.get("unscorable", 0)
     costs = {}
     for policy, info in trained.items():
@@ -101,11 +142,14 @@ def run_ledger(summary: dict, trained: dict[str, dict], reference: dict, score: 
             reference_batch=reference["batch_size"],
             pool_size=pool_size,
             learner_forward=info["forward_flops_per_example"],
-            learner_super_forward=info["super_batch_forward_flops_per_example"],
             batch=info["batch_size"],
             super_batch=info["super_batch_size"],
+            actor_super_forward=info.get("actor_super_batch_forward_flops_per_example", 0.0),
+            actor_forward=info.get("actor_forward_flops_per_example", 0.0),
+            actor_trained_per_step=info.get("actor_trained_per_step", 0),
         )
     uniform, steps = costs["uniform"], summary["uniform_steps"]
+    one_off_seconds = reference["seconds"] + score["seconds"]
     policies = {}
     for policy, cost in costs.items():
         reached = summary["policies"][policy]["steps_to_target"]
@@ -113,6 +157,12 @@ def run_ledger(summary: dict, trained: dict[str, dict], reference: dict, score: 
         measured = trained[policy]["seconds_per_step"] / trained["uniform"]["seconds_per_step"]
         policies[policy] = {
             **flop_ratios(cost, reached, uniform, steps, amortise_over),
+            **time_ratios(
+                one_off_seconds if POLICIES[policy].reference_loss else 0.0,
+                seconds_at(trained[policy]["clock"], reached),
+                trained["uniform"]["seconds"],
+                amortise_over,
+            ),
             "costs": cost.as_dict(),
             "step_time_over_ledger": measured / predicted,
         }
@@ -124,4 +174,11 @@ def run_ledger(summary: dict, trained: dict[str, dict], reference: dict, score: 
             else None
         ),
     }
-    return {"amortise_over": amortise_over, "uniform_flops": uniform.at_step(steps), "policies": policies, "systems": systems}
+    return {
+        "amortise_over": amortise_over,
+        "uniform_flops": uniform.at_step(steps),
+        "uniform_seconds": trained["uniform"]["seconds"],
+        "one_off_seconds": one_off_seconds,
+        "policies": policies,
+        "systems": systems,
+    }

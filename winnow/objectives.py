@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models import CLASSIFIERS, CLIPS, build_classifier, build_clip, clip_tokenizer
+from models import CLASSIFIERS, CLIPS, build_classifier, build_clip, clip_context_length, clip_tokenizer
 from winnow.data import Split, decode_table, read_shard
 from winnow.evaluation import accuracy, class_embeddings, encode, probe_task, retrieval_recall, zero_shot_accuracy
 from winnow.losses import per_example_contrastive, per_example_loss
@@ -64,6 +64,10 @@ class Objective:
         """Every transfer metric of one trained model."""
         raise NotImplementedError
 
+    def shares_targets(self, model_a: str, model_b: str) -> bool:
+        """Whether two models read the same targets tensor (the actor scores the learner's batches)."""
+        return True
+
     def usable(self, split: Split) -> Split:
         """The rows this objective can train on; the others are listed in split.skipped with why."""
         bad, reason = self.unusable(split)
@@ -109,6 +113,9 @@ class Contrastive(Objective):
 
     def targets(self, model_name, split):
         return clip_tokenizer(model_name)([str(c) for c in split.columns["caption"]])
+
+    def shares_targets(self, model_a, model_b):
+        return clip_context_length(model_a) == clip_context_length(model_b)
 
     def target_metric(self, model_name, test, class_names):
         tokenizer = clip_tokenizer(model_name)

@@ -420,13 +420,20 @@ def train_stage(params: Params, policy: str) -> dict:
     reference_loss = torch.from_numpy(reference_losses(params)) if POLICIES[policy].reference_loss else None
     sampler = pool_sampler(params, cfg.model, params.seed + 1, rank, world)
     torch.manual_seed(params.seed + 1)
-    objective = OBJECTIVES[params.objective]
-    model = objective.build_model(cfg.model, num_classes(params), params.data.image_size).to(pick_device(params.device))
+    objective, device = OBJECTIVES[params.objective], pick_device(params.device)
+    model = objective.build_model(cfg.model, num_classes(params), params.data.image_size).to(device)
+    actor, actor_info = _actor(params, policy, device)
     first = sampler.peek(cfg.super_batch_size)
-    flops = {
-        "forward_flops_per_example": _flops(model, objective.loss, first.images, first.targets, cfg.batch_size),
-        "super_batch_forward_flops_per_example": _flops(model, objective.loss, first.images, first.targets, cfg.super_batch_size),
-    }
+    flops = {"forward_flops_per_example": _flops(model, objective.loss, first.images, first.targets, cfg.batch_size)}
+    if POLICIES[policy].actor_loss:  # the online loss's cost: the actor's forward over each super-batch, and its training
+        scorer = actor if actor is not None else model
+        flops["actor_super_batch_forward_flops_per_example"] = _flops(
+            scorer, objective.loss, first.images, first.targets, cfg.super_batch_size
+        )
+        if actor is not None:
+            flops["actor_forward_flops_per_example"] = _flops(
+                actor, objective.loss, first.images, first.targets, actor_info["actor_trained_per_step"]
+            )
     out = train(
         model,
         sampler,
@@ -437,6 +444,8 @@ def train_stage(params: Params, policy: str) -> dict:
         selection=cfg.selection,
         temperature=cfg.temperature,
         reference_loss=reference_loss,
+        actor=actor,
+        actor_trains_on=cfg.actor_trains_on,
         loss_fn=objective.loss,
         evaluate=_target_metric(params, cfg.model, test),
         eval_every=cfg.eval_every,
@@ -459,8 +468,10 @@ def train_stage(params: Params, policy: str) -> dict:
         "final_metric": out["eval_log"][-1][objective.metric] if out["eval_log"] else None,
         "seconds": out["seconds"],
         "seconds_per_step": out["seconds"] / cfg.steps,
+        "clock": out["clock"],
         "batch_size": cfg.batch_size,
         "super_batch_size": cfg.super_batch_size,
+        **actor_info,
         "selected_mix": selected,
         "pool_size": sampler.size,
         "pool_skipped": sum(map(len, sampler.skipped.values())) if streamed else len(sampler.split.skipped),
@@ -520,11 +531,25 @@ def summary_stage(params: Params, write_report: bool = True) -> dict:
     score = read_json(paths.metrics / "score.json", "run `winnow score` first")
     summary["ledger"] = ledger.run_ledger(summary, trained, summary["reference"], score, params.bench.amortise_over)
     for policy, row in summary["ledger"]["policies"].items():
-        summary["policies"][policy].update({k: row[k] for k in ("flops_to_target", "flop_ratio_full", "flop_ratio_amortised")})
+        summary["policies"][policy].update({k: row[k] for k in ledger.HEADLINE})
     write_json(summary, paths.metrics / "summary.json")
     if write_report:
         report.write_report(summary, curves, paths, params)
     return summary
+
+
+def _actor(params: Params, policy: str, device) -> tuple[torch.nn.Module | None, dict]:
+    """The actor a policy scores with (None: no online loss, or the learner scores itself), and what
+    the ledger needs to know of it: its name and how many examples it trains on per step."""
+    cfg = params.train
+    if not POLICIES[policy].actor_loss:
+        return None, {}
+    if cfg.actor == "learner":
+        return None, {"actor": "learner", "actor_trained_per_step": 0}
+    torch.manual_seed(params.seed + 2)  # its own initialisation, whatever the learner's
+    actor = OBJECTIVES[params.objective].build_model(cfg.actor, num_classes(params), params.data.image_size).to(device)
+    trained = cfg.batch_size if cfg.actor_trains_on == "kept" else cfg.super_batch_size
+    return actor, {"actor": cfg.actor, "actor_trains_on": cfg.actor_trains_on, "actor_trained_per_step": trained}
 
 
 def _flops(model, loss_fn, images, targets, batch_size: int) -> float:

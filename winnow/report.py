@@ -71,15 +71,22 @@ def table(summary: dict) -> str:
     lines = [
         f"target: uniform's final {summary['metric']} = {summary['target']:.4f} after {summary['uniform_steps']} steps; "
         f"pool {noise} rate {_num(summary[f'pool_{noise}_fraction'], 'unknown', 3)}",
-        f"{'policy':<16}{'final':>10}{'steps to target':>17}{'step ratio':>12}{NOISE_WORDS[noise]:>19}{'texture probe':>15}",
+        f"{'policy':<16}{'final':>10}{'steps to target':>17}{'step ratio':>12}{'FLOP ratio':>12}{'time ratio':>12}"
+        f"{NOISE_WORDS[noise]:>19}{'texture probe':>15}",
     ]
     for policy, row in summary["policies"].items():
         ratio = f"{row['step_ratio']:.2f}x" if row["step_ratio"] is not None else "never"
         steps = str(row["steps_to_target"]) if row["steps_to_target"] is not None else "-"
         probe = f"{row['texture_probe_accuracy']:.3f}" if row["texture_probe_accuracy"] is not None else "-"
+        flops, clock = _num(row.get("flop_ratio_full")), _num(row.get("time_ratio_full"))
         lines.append(
-            f"{policy:<16}{row['final_metric']:>10.4f}{steps:>17}{ratio:>12}{_num(row[f'{noise}_fraction_selected'], '-', 3):>19}{probe:>15}"
+            f"{policy:<16}{row['final_metric']:>10.4f}{steps:>17}{ratio:>12}{flops:>12}{clock:>12}"
+            f"{_num(row[f'{noise}_fraction_selected'], '-', 3):>19}{probe:>15}"
         )
+    lines.append(
+        "FLOP ratio, time ratio: FLOPs and seconds to the target over uniform's whole run, "
+        "the reference's training and the pool's scoring counted in full"
+    )
     return "\n".join(lines)
 
 
@@ -144,7 +151,7 @@ def write_report(summary: dict, curves: dict[str, list[dict]], paths, params) ->
     text = f"""# winnow run: {params.objective}
 
 Dataset `{params.data.root}`. The learner ({params.train.model}, {params.objective}) trained {params.train.steps} steps of batch {params.train.batch_size} under each policy,
-keeping {params.train.keep_fraction:.0%} of each super-batch of {params.train.super_batch_size}. The reference ({params.reference.model},
+keeping {params.train.keep_fraction:.0%} of each super-batch of {params.train.super_batch_size}, scored by {_actor_words(params)}. The reference ({params.reference.model},
 {ref.get("final_metric", float("nan")):.3f} held-out {ref.get("test_metric", "accuracy").replace("_", " ")}) learned from {ref.get("train_examples", "?")} curated examples.
 Target: uniform's final held-out {metric.replace("_", " ")}. step ratio = steps to reach it / uniform's {params.train.steps} steps.
 
@@ -161,6 +168,12 @@ Regenerate: `winnow pipeline` (everything) or `winnow summary` (this page, from 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+def _actor_words(params) -> str:
+    if params.train.actor == "learner":
+        return "the learner's own loss (train.actor: learner)"
+    return f"the loss of a {params.train.actor} actor trained alongside on the {params.train.actor_trains_on.replace('_', '-')}"
 
 
 def _num(value: float | None, missing: str = "-", digits: int = 2) -> str:

@@ -1,6 +1,9 @@
 """Which examples of a super-batch the learner trains on (docs/DESIGN.md, Selection).
 
 Plain functions over tensors: a policy turns losses into scores, `select` keeps k.
+The online loss a policy reads is the actor's: a small model trained alongside the
+learner (train.actor), or the learner itself (train.actor: learner, the RHO-LOSS set-up,
+whose scoring forward costs as much as the learner's).
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ class Policy:
     Adding a policy is one entry in POLICIES; the loop, the ledger and the config read it from here."""
 
     name: str
-    score: Callable[[torch.Tensor | None, torch.Tensor | None], torch.Tensor] | None  # (learner loss, reference loss) -> scores
-    learner_loss: bool = False  # needs a forward pass over the super-batch every step
+    score: Callable[[torch.Tensor | None, torch.Tensor | None], torch.Tensor] | None  # (actor loss, reference loss) -> scores
+    actor_loss: bool = False  # needs the online model's loss over the super-batch every step (train.actor)
     reference_loss: bool = False  # needs the precomputed reference losses (free per step)
 
     @property
@@ -26,19 +29,19 @@ class Policy:
         """False for the baseline, which trains on a uniform batch and draws no super-batch."""
         return self.score is not None
 
-    def scores(self, learner_loss: torch.Tensor | None, reference_loss: torch.Tensor | None) -> torch.Tensor:
+    def scores(self, actor_loss: torch.Tensor | None, reference_loss: torch.Tensor | None) -> torch.Tensor:
         if self.score is None:
             raise ValueError(f"policy {self.name!r} has no scores (it keeps a uniform batch)")
-        return self.score(learner_loss, reference_loss)
+        return self.score(actor_loss, reference_loss)
 
 
 POLICIES: dict[str, Policy] = {
     p.name: p
     for p in (
         Policy("uniform", None),
-        Policy("easy_reference", lambda learner, reference: -reference, reference_loss=True),
-        Policy("hard_learner", lambda learner, reference: learner, learner_loss=True),
-        Policy("learnability", lambda learner, reference: learner - reference, learner_loss=True, reference_loss=True),
+        Policy("easy_reference", lambda actor, reference: -reference, reference_loss=True),
+        Policy("hard_learner", lambda actor, reference: actor, actor_loss=True),
+        Policy("learnability", lambda actor, reference: actor - reference, actor_loss=True, reference_loss=True),
     )
 }
 

@@ -83,7 +83,44 @@ class TrainState:
     step: int = 0
     steps_log: list[dict] = field(default_factory=list)  # one row per step: loss, lr, pathology mix of the kept batch
     eval_log: list[dict] = field(default_factory=list)  # one row per evaluation: step, examples seen, the target metric
-    seconds: float = 0.0  # training time, summed over runs (a resumed run adds to it)
+    seconds: float = 0.0  # training time, summed over runs (a resumed run adds to it); evaluation not included
+    clock: list[list[float]] = field(default_factory=list)  # [step, seconds so far] at each evaluation: time to a target
+
+
+class Online:
+    """A model trained in the loop, with its own optimiser: the learner, or the actor beside it.
+    Under torchrun its forward runs through DDP, so its gradients are averaged over ranks."""
+
+    def __init__(self, model: nn.Module, opt: OptimConfig, world: int):
+        device = next(model.parameters()).device
+        self.model = model
+        self.net = (
+            torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+            if world > 1
+            else model
+        )
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+
+    def losses(self, batch: Draw, loss_fn: Callable, precision: str) -> torch.Tensor:
+        """Per-example losses of a batch, no gradient (how the actor scores a super-batch)."""
+        with torch.no_grad(), autocast(batch.images.device, precision):
+            return loss_fn(self.model, batch.images, batch.targets).float().cpu()
+
+    def step(self, batch: Draw, loss_fn: Callable, lr: float, precision: str, what: str, step: int) -> float:
+        """One optimiser step on the batch's mean loss; returns that loss."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with autocast(batch.images.device, precision):
+            loss = loss_fn(self.net, batch.images, batch.targets).float().mean()
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"{what}: loss is {loss.item()} at step {step} (lr {lr:.2e}); lower the learning rate")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+
+ACTOR_DATA = ("kept", "super_batch")  # what the actor trains on each step: the learner's batch, or all it scored
 
 
 def train(
@@ -97,6 +134,8 @@ def train(
     selection: str = "topk",
     temperature: float = 1.0,
     reference_loss: torch.Tensor | None = None,
+    actor: nn.Module | None = None,
+    actor_trains_on: str = "kept",
     targets: torch.Tensor | None = None,
     loss_fn: Callable = per_example_loss,
     evaluate: Callable[[nn.Module], dict] | None = None,
@@ -116,16 +155,19 @@ def train(
 
     `data` is a sampler (winnow.stream), or a Split to hold in memory with its targets (labels, or
     caption tokens for CLIP; default data.labels) and pathology indexed by row. reference_loss is
-    indexed by example id. loss_fn(model, images, targets) gives per-example losses. `meta` (model
+    indexed by example id. `actor` is the small online model whose loss scores the super-batch for
+    policies that read an online loss; it trains alongside the learner with its own optimiser (same
+    schedule) on the kept batch or the whole super-batch (`actor_trains_on`). None: the learner
+    scores itself. loss_fn(model, images, targets) gives per-example losses. `meta` (model
     name, classes...) is stored in the checkpoint so that later stages can rebuild the model from it.
     pathology is counted in each kept batch for the log, never read by selection. on_batch(step, ids)
     sees the example ids each step trained on (audits, tests). `inputs` identifies what the run
     reads (its stage's lineage key: data, params, code); it is stored in the checkpoint, and a
     checkpoint with other inputs is never resumed from.
 
-    Under torchrun (a process group is initialised) the model is wrapped in DDP; each rank
-    draws its share of the super-batch and keeps its share of the batch, chosen from its own
-    examples (no communication for selection); gradients are averaged by DDP as usual. One
+    Under torchrun (a process group is initialised) the learner and the actor are wrapped in DDP;
+    each rank draws its share of the super-batch and keeps its share of the batch, chosen from its
+    own examples (no communication for selection); gradients are averaged by DDP as usual. One
     process with groups=world makes the same choice (selection.select_per_group).
     """
     device = next(model.parameters()).device
@@ -141,6 +183,9 @@ def train(
     _check_sizes(batch, super_batch, sampler.size, world, desc)
     if rule.reference_loss and reference_loss is None:
         raise ValueError(f"policy {policy!r} needs reference losses for every training example")
+    if actor_trains_on not in ACTOR_DATA:
+        raise ValueError(f"actor_trains_on must be one of {ACTOR_DATA}, got {actor_trains_on!r}")
+    actor = actor if rule.actor_loss else None  # only policies that read an online loss pay for an actor
     fingerprint = json.dumps(
         {
             "opt": opt.model_dump(exclude={"policies"}),
@@ -154,18 +199,15 @@ def train(
             "world": world,
             "groups": groups,
             "inputs": inputs,
+            **({"actor": _signature(actor), "actor_trains_on": actor_trains_on} if actor is not None else {}),
         },
         sort_keys=True,
         default=str,
     )  # a checkpoint resumes only into the very same run
-    net = (
-        torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-        if world > 1
-        else model
-    )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+    learner = Online(model, opt, world)
+    online = Online(actor, opt, world) if actor is not None else None
     torch_gen = torch.Generator().manual_seed(seed + 7919 * rank)  # selection's own random stream (softmax sampling)
-    state = _resume(checkpoint_path, fingerprint, model, optimizer, sampler, torch_gen, desc, rank, opt.steps)
+    state = _resume(checkpoint_path, fingerprint, learner, online, sampler, torch_gen, desc, rank, opt.steps)
 
     def checkpoint():
         samplers, generators = _gathered(sampler.state(), world), _gathered(torch_gen.get_state(), world)
@@ -173,7 +215,12 @@ def train(
             atomic_save(
                 {
                     "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
+                    "optimizer": learner.optimizer.state_dict(),
+                    **(
+                        {"actor": actor.state_dict(), "actor_optimizer": online.optimizer.state_dict()}
+                        if online is not None
+                        else {}
+                    ),
                     "sampler": samplers,
                     "torch_rng": generators,
                     "fingerprint": fingerprint,
@@ -187,6 +234,8 @@ def train(
             )
 
     model.train()
+    if actor is not None:
+        actor.train()
     bar = tqdm(
         total=opt.steps,
         initial=state.step,
@@ -198,50 +247,37 @@ def train(
     )
     while state.step < opt.steps:
         step, started = state.step, time.perf_counter()
-        # set the learning rate for this step: linear warm-up, then cosine decay
+        # this step's learning rate (learner and actor alike): linear warm-up, then cosine decay
         lr = lr_at(step, opt.steps, opt.lr, opt.warmup_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
 
         # draw a super-batch and keep the batch the policy chooses (uniform: the draw is the batch)
         drawn = sampler.draw(super_batch)
-        kept = Draw(drawn.ids, drawn.images.to(device), drawn.targets.to(device), drawn.pathology)
+        drawn = Draw(drawn.ids, drawn.images.to(device), drawn.targets.to(device), drawn.pathology)
+        kept = drawn
         if rule.selects:
-            kept = _select(
-                rule,
-                kept,
-                model,
-                loss_fn,
-                reference_loss,
-                batch // world,
-                groups,
-                selection,
-                temperature,
-                torch_gen,
-                precision,
-                desc,
-            )
+            scored = (online or learner).losses(drawn, loss_fn, precision) if rule.actor_loss else None
+            kept = _select(rule, drawn, scored, reference_loss, batch // world, groups, selection, temperature, torch_gen, desc)
 
-        # one optimiser step on the kept batch
-        with autocast(device, precision):
-            loss = loss_fn(net, kept.images, kept.targets).float().mean()
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"{desc}: loss is {loss.item()} at step {step} (lr {lr:.2e}); lower the learning rate")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        # one optimiser step of the learner on the kept batch, and of the actor on what it trains on
+        loss = learner.step(kept, loss_fn, lr, precision, desc, step)
+        actor_loss = (
+            online.step(kept if actor_trains_on == "kept" else drawn, loss_fn, lr, precision, f"{desc} (actor)", step)
+            if online is not None
+            else None
+        )
         if on_batch is not None:
             on_batch(step + 1, kept.ids)
 
         # log the step (summed over ranks), evaluate and checkpoint on their schedules
         state.step = step = step + 1
         state.seconds += time.perf_counter() - started
-        row = _log_row(step, lr, loss.item(), kept, sampler.kinds, world)
+        row = _log_row(step, lr, loss, actor_loss, kept, sampler.kinds, world)
         state.steps_log.append(row)
         if evaluate is not None and (step % eval_every == 0 or step == opt.steps) and rank == 0:
             metrics = evaluate(model)
             model.train()
             state.eval_log.append({"step": step, "examples_seen": step * batch, **metrics})
+            state.clock.append([step, state.seconds])
             bar.set_postfix(loss=f"{row['loss']:.3f}", **{k: f"{v:.3f}" for k, v in metrics.items()})
         if step % checkpoint_every == 0 or step == opt.steps:
             checkpoint()
@@ -250,7 +286,16 @@ def train(
             on_step(step)
     bar.close()
     checkpoint()
-    return {"model": model.state_dict(), **dataclasses.asdict(state), "complete": True}
+    out = {"model": model.state_dict(), **dataclasses.asdict(state), "complete": True}
+    if actor is not None:
+        out["actor"] = actor.state_dict()
+    return out
+
+
+def _signature(model: nn.Module) -> str:
+    """Which architecture a model is (class and parameter shapes), for the checkpoint fingerprint."""
+    shapes = ",".join("x".join(map(str, p.shape)) for p in model.parameters())
+    return f"{type(model).__name__}:{hashlib.sha256(shapes.encode()).hexdigest()[:16]}"
 
 
 def _check_sizes(batch: int, super_batch: int, examples: int, world: int, desc: str) -> None:
@@ -263,9 +308,11 @@ def _check_sizes(batch: int, super_batch: int, examples: int, world: int, desc: 
         raise DataError(f"{desc}: {what} is larger than the {examples} examples it trains on; lower it or add data")
 
 
-def _resume(path, fingerprint: str, model, optimizer, sampler, torch_gen, desc: str, rank: int, steps: int) -> TrainState:
-    """The state to start from: the checkpoint's, restored into model, optimiser, sampler and RNG, when it
-    was written by this very run (same fingerprint); else a fresh start."""
+def _resume(
+    path, fingerprint: str, learner: Online, actor: Online | None, sampler, torch_gen, desc: str, rank: int, steps: int
+) -> TrainState:
+    """The state to start from: the checkpoint's, restored into the learner (and actor), their optimisers,
+    the sampler and the RNG, when it was written by this very run (same fingerprint); else a fresh start."""
     ckpt = _resumable(path, desc, rank)
     if ckpt is None:
         return TrainState()
@@ -273,11 +320,14 @@ def _resume(path, fingerprint: str, model, optimizer, sampler, torch_gen, desc: 
         if rank == 0:
             log.warning("%s: %s was written with other data, settings or code; starting afresh", desc, path)
         return TrainState()
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
+    learner.model.load_state_dict(ckpt["model"])
+    learner.optimizer.load_state_dict(ckpt["optimizer"])
+    if actor is not None:
+        actor.model.load_state_dict(ckpt["actor"])
+        actor.optimizer.load_state_dict(ckpt["actor_optimizer"])
     sampler.restore(ckpt["sampler"][rank])
     torch_gen.set_state(ckpt["torch_rng"][rank])
-    state = TrainState(**{f.name: ckpt[f.name] for f in dataclasses.fields(TrainState)})
+    state = TrainState(**{f.name: ckpt[f.name] for f in dataclasses.fields(TrainState) if f.name in ckpt})
     if state.step < steps and rank == 0:
         log.info("%s: resuming from step %d of %d (%s)", desc, state.step, steps, path)
     return state
@@ -286,43 +336,41 @@ def _resume(path, fingerprint: str, model, optimizer, sampler, torch_gen, desc: 
 def _select(
     rule,
     drawn: Draw,
-    model,
-    loss_fn,
-    reference_loss,
+    online_loss: torch.Tensor | None,
+    reference_loss: torch.Tensor | None,
     k: int,
     groups: int,
     method: str,
     temperature: float,
     generator,
-    precision: str,
     desc: str,
 ) -> Draw:
-    """Score the super-batch as the policy says (the learner's loss: a no-grad forward; the reference's:
-    looked up by id) and keep k of it."""
-    learner_loss = None
-    if rule.learner_loss:
-        with torch.no_grad(), autocast(drawn.images.device, precision):
-            learner_loss = loss_fn(model, drawn.images, drawn.targets).float().cpu()
+    """Keep k of the super-batch by the policy's scores: from the online loss (the actor's, or the
+    learner's own) and the reference's, looked up by example id."""
     ref = reference_loss[torch.from_numpy(drawn.ids)] if rule.reference_loss else None
     if ref is not None and torch.isnan(ref).any():
         raise StaleInput(
             f"{desc}: no reference loss for example id {drawn.ids[torch.isnan(ref).numpy()][0]}; "
             "rerun `winnow score` on this pool"
         )
-    keep = select_per_group(rule.scores(learner_loss, ref), k, groups, method, temperature, generator)
+    keep = select_per_group(rule.scores(online_loss, ref), k, groups, method, temperature, generator)
     rows, index = keep.numpy(), keep.to(drawn.images.device)
     return Draw(
         drawn.ids[rows], drawn.images[index], drawn.targets[index], drawn.pathology[rows] if drawn.pathology is not None else None
     )
 
 
-def _log_row(step: int, lr: float, loss: float, kept: Draw, kinds, world: int) -> dict:
-    """The step's log row: loss (mean over ranks), lr, and the share of each pathology in the kept batch."""
+def _log_row(step: int, lr: float, loss: float, actor_loss: float | None, kept: Draw, kinds, world: int) -> dict:
+    """The step's log row: loss (mean over ranks; the actor's too when there is one), lr, and the share
+    of each pathology in the kept batch."""
     kinds = list(kinds)
     counts = [float(np.sum(kept.pathology == k)) for k in kinds] if kept.pathology is not None else []
-    logged = _summed([loss / world, len(kept.ids)] + counts, world)
+    actor = [actor_loss / world] if actor_loss is not None else []
+    logged = _summed([loss / world, len(kept.ids)] + actor + counts, world)
     row = {"step": step, "loss": round(logged[0], 5), "lr": lr}
-    row.update({f"selected_{k}": c / logged[1] for k, c in zip(kinds, logged[2:], strict=False)})
+    if actor:
+        row["actor_loss"] = round(logged[2], 5)
+    row.update({f"selected_{k}": c / logged[1] for k, c in zip(kinds, logged[2 + len(actor) :], strict=False)})
     return row
 
 
