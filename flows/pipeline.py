@@ -110,11 +110,12 @@ def pipeline_flow(params_path: str = "params.yaml", overrides: list[str] | None 
 
 
 @flow(name="bench")
-def bench_flow(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
-    """The policies side by side over seeds, the proxy study and reports/report.md."""
+def bench_flow(params_path: str = "params.yaml", overrides: list[str] | None = None, study: str = "policies") -> dict:
+    """The policies side by side over seeds (study=policies), or the scorer-size or learner-size study,
+    with its report under reports/<dataset>/."""
     params = load_params(params_path, overrides)
     cached(data_task, "data", params)(params)
-    return bench_task(params)
+    return bench_task(params, study)
 
 
 STAGE_FLOWS = {"reference": reference_flow, "score": score_flow, "evaluate": evaluate_flow, "summary": summary_flow}

@@ -170,7 +170,16 @@ def summary_task(params: Params) -> dict:
 
 
 @task(name="bench", cache_policy=NO_CACHE)
-def bench_task(params: Params) -> dict:
+def bench_task(params: Params, study: str = "policies") -> dict:
+    if study != "policies":
+        out = bench.STUDIES[study](params)
+        create_table_artifact(
+            [{k: v["mean"] if isinstance(v, dict) else v for k, v in row.items()} for row in out["rows"]],
+            key=f"bench-{params.objective}-{study}",
+            description=f"winnow bench {params.objective} {study}: mean over {len(out['seeds'])} seeds",
+        )
+        get_run_logger().info("bench %s %s over seeds %s:\n%s", params.objective, study, out["seeds"], report.study_table(out))
+        return out
     out = bench.bench(params)
     rows = [
         {"policy": p, **{k: v["mean"] for k, v in r.items()}, **{f"{k}_std": v["std"] for k, v in r.items()}}

@@ -1,8 +1,12 @@
-"""`winnow bench`: the policies side by side over seeds, the proxy study, and the report.
+"""`winnow bench`: the policies side by side over seeds, the two scaling studies, and their reports.
 
 Every ratio is measured within one seed's run (same data, same uniform baseline), then
 its mean and spread over seeds are reported. Each seed has its own artifacts and score
-store under artifacts/bench/<objective>/; the data is shared and never regenerated.
+store under artifacts/<dataset>/bench/<objective>/; the data is shared and never regenerated.
+
+The studies are the paper's two results: how the saving moves with the size of the scoring
+models (reference = actor, one learner), and how it moves with the size of the learner (one
+small scorer).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from winnow.files import write_csv, write_json
 from winnow.objectives import OBJECTIVES
 
 log = logging.getLogger("winnow")
-RATIOS = ("step_ratio", "flop_ratio_full", "flop_ratio_amortised")
+RATIOS = ("step_ratio", "flop_ratio_full", "flop_ratio_amortised", "time_ratio_full", "time_ratio_amortised")
 
 
 def _run_params(params: Params, name: str, seed: int, **changes) -> Params:
@@ -42,29 +46,102 @@ def run_seed(params: Params) -> dict:
     return pipeline.summary_stage(params, write_report=False)
 
 
-def run_proxy(params: Params, baseline: Params, model: str) -> dict:
-    """Learnability with a cheaper reference, against the uniform run of `baseline` (not retrained)."""
-    reference = params.reference.model_copy(update={"model": model})
-    proxy = _run_params(params, f"proxy-{model}", baseline.seed, reference=reference)
-    proxy = proxy.model_copy(update={"train": params.train.model_copy(update={"policies": ("uniform", "learnability")})})
-    src, dst = pipeline.Paths.of(baseline).metrics, pipeline.Paths.of(proxy).metrics
+def _copy_uniform(baseline: Params, params: Params) -> None:
+    """Give a run the uniform baseline of another run on the same learner and seed (not retrained)."""
+    src, dst = pipeline.Paths.of(baseline).metrics, pipeline.Paths.of(params).metrics
     for path in ("curves/uniform.csv", "train/uniform.json"):
         (dst / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(src / path, dst / path)
-    pipeline.reference_stage(proxy)
-    pipeline.score_stage(proxy)
-    pipeline.train_stage(proxy, "learnability")
-    summary = pipeline.summary_stage(proxy, write_report=False)
-    learner_forward = summary["ledger"]["policies"]["learnability"]["costs"]["learner_training_per_step"] / (
-        3 * params.train.batch_size
-    )
-    row = summary["policies"]["learnability"]
+
+
+def _study_row(summary: dict, policy: str = "learnability") -> dict:
+    """One run of a study: the sizes involved and the ratios learnability measured against uniform."""
+    learner_forward = summary["ledger"]["policies"][policy]["learner_forward_flops_per_example"]
+    row = summary["policies"][policy]
     return {
-        "reference": model,
-        "reference_flops_over_learner": summary["reference"]["forward_flops_per_example"] / learner_forward,
+        "learner_forward_flops": learner_forward,
+        "scorer_flops_over_learner": summary["reference"]["forward_flops_per_example"] / learner_forward,
         "reference_test_metric": summary["reference"]["final_metric"],
-        **{k: row[k] for k in ("steps_to_target", *RATIOS)},
+        "target": summary["target"],
+        "steps_to_target": row["steps_to_target"],
+        "final_metric": row["final_metric"],
+        **{k: row[k] for k in RATIOS},
     }
+
+
+def scorer_study(params: Params) -> dict:
+    """The same learner, its reference and actor (one model, bench.scorers) from far smaller than it to its
+    own size: learnability against one uniform run per seed. The paper's table of scorer sizes."""
+    runs = []
+    for seed in range(params.seed, params.seed + params.bench.seeds):
+        base = _run_params(params, f"scorers/seed-{seed}/uniform", seed)
+        base = base.model_copy(update={"train": base.train.model_copy(update={"policies": ("uniform",)})})
+        pipeline.train_stage(base, "uniform")
+        for scorer in params.bench.scorers:
+            log.info("bench %s scorers: seed %d, reference and actor %s", params.objective, seed, scorer)
+            run = _run_params(params, f"scorers/seed-{seed}/{scorer}", seed)
+            run = run.model_copy(
+                update={
+                    "reference": run.reference.model_copy(update={"model": scorer}),
+                    "train": run.train.model_copy(update={"actor": scorer, "policies": ("uniform", "learnability")}),
+                }
+            )
+            _copy_uniform(base, run)
+            pipeline.reference_stage(run)
+            pipeline.score_stage(run)
+            pipeline.train_stage(run, "learnability")
+            runs.append({"scorer": scorer, "seed": seed, **_study_row(pipeline.summary_stage(run, write_report=False))})
+    return _study(params, "scorers", "scorer", params.bench.scorers, runs)
+
+
+def learner_study(params: Params) -> dict:
+    """One small scorer (reference.model, train.actor), learners of growing size (bench.learners): uniform and
+    learnability per learner and seed. The paper's claim: the saving grows with the learner."""
+    runs = []
+    for seed in range(params.seed, params.seed + params.bench.seeds):
+        for learner in params.bench.learners:
+            log.info("bench %s learners: seed %d, learner %s", params.objective, seed, learner)
+            run = _run_params(params, f"learners/seed-{seed}/{learner}", seed)
+            run = run.model_copy(
+                update={"train": run.train.model_copy(update={"model": learner, "policies": ("uniform", "learnability")})}
+            )
+            runs.append({"learner": learner, "seed": seed, **_study_row(run_seed(run))})
+    return _study(params, "learners", "learner", params.bench.learners, runs)
+
+
+def _study(params: Params, study: str, key: str, names: tuple[str, ...], runs: list[dict]) -> dict:
+    """Aggregate a study's runs per model over seeds; write its JSON, plot and report."""
+    rows = []
+    for name in names:
+        mine = [r for r in runs if r[key] == name]
+        rows.append(
+            {
+                key: name,
+                "learner_forward_flops": mine[0]["learner_forward_flops"],
+                "scorer_flops_over_learner": mine[0]["scorer_flops_over_learner"],
+                "reference_test_metric": spread([r["reference_test_metric"] for r in mine]),
+                **{k: spread([r[k] for r in mine]) for k in RATIOS},
+            }
+        )
+    result = {
+        "study": study,
+        "objective": params.objective,
+        "learner": params.train.model if study == "scorers" else None,
+        "scorer": params.reference.model if study == "learners" else None,
+        "actor_trains_on": params.train.actor_trains_on,
+        "amortise_over": params.bench.amortise_over,
+        "seeds": list(range(params.seed, params.seed + params.bench.seeds)),
+        "steps": params.train.steps,
+        "rows": rows,
+        "runs": runs,
+    }
+    paths = pipeline.Paths.of(params)
+    write_json(result, paths.bench / f"{params.objective}-{study}.json")
+    report.write_study_report(result, paths)
+    return result
+
+
+STUDIES = {"scorers": scorer_study, "learners": learner_study}
 
 
 def spread(values: list) -> dict:
@@ -80,14 +157,13 @@ def spread(values: list) -> dict:
 
 
 def bench(params: Params) -> dict:
-    """Run the seeds and the proxies; write <objective>.json and curves under Paths.bench, plots and the bench report."""
+    """Run the seeds; write <objective>.json and curves under Paths.bench, plots and the bench report."""
     objective = OBJECTIVES[params.objective]
     seeds = [_run_params(params, f"seed-{params.seed + i}", params.seed + i) for i in range(params.bench.seeds)]
     summaries = []
     for i, seed_params in enumerate(seeds):
         log.info("bench %s: seed %d of %d", params.objective, i + 1, len(seeds))
         summaries.append(run_seed(seed_params))
-    proxies = [run_proxy(params, seeds[0], model) for model in params.bench.proxies]
     result = {
         "objective": params.objective,
         "metric": summaries[0]["metric"],
@@ -96,6 +172,8 @@ def bench(params: Params) -> dict:
         "amortise_over": params.bench.amortise_over,
         "learner": params.train.model,
         "reference": params.reference.model,
+        "actor": params.train.actor,
+        "actor_trains_on": params.train.actor_trains_on,
         "policies": {
             p: {
                 **{k: spread([s["policies"][p][k] for s in summaries]) for k in RATIOS},
@@ -116,7 +194,6 @@ def bench(params: Params) -> dict:
                 p: spread([s["ledger"]["policies"][p]["step_time_over_ledger"] for s in summaries]) for p in params.bench.policies
             },
         },
-        "proxies": proxies,
     }
     paths = pipeline.Paths.of(params)
     write_json(result, paths.bench / f"{params.objective}.json")

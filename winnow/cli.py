@@ -109,7 +109,14 @@ def parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench",
         parents=[common],
-        help="policies side by side over seeds, the proxy study, reports/<dataset>/bench-<objective>.md",
+        help="policies side by side over seeds (or a scaling study), reports/<dataset>/bench-<objective>*.md",
+    )
+    bench.add_argument(
+        "--study",
+        choices=("policies", "scorers", "learners"),
+        default="policies",
+        help="policies (default): bench.policies over seeds; scorers: learnability with reference = actor of each size in "
+        "bench.scorers; learners: each learner in bench.learners, one small scorer",
     )
     bench.add_argument(
         "--memory", action="store_true", help="instead: peak memory of scoring and training on the default pool and a larger one"
@@ -188,8 +195,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "bench":
             from winnow.bench import bench as _  # noqa: F401  (fail fast on import errors)
 
-            print(report.bench_table(flows.bench_flow(**common)))
-            print(f"see {paths.bench_report}")
+            out = flows.bench_flow(**common, study=args.study)
+            if args.study == "policies":
+                print(report.bench_table(out))
+                print(f"see {paths.bench_report}")
+            else:
+                print(report.study_table(out))
+                print(f"see {paths.bench_report.with_name(f'bench-{params.objective}-{args.study}.md')}")
         elif args.command == "summary":
             print(report.table(flows.summary_flow(**common)))
         else:

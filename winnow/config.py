@@ -98,6 +98,7 @@ class OptimConfig(Section):
 
 
 class ReferenceConfig(OptimConfig):
+    model: str = "cnn-nano"
     steps: Positive = 1000
 
 
@@ -257,7 +258,7 @@ def _validate(raw: dict) -> Params:
 # params.yaml's `objectives:` section, for a params file that has none (tests check the two agree).
 DEFAULT_OBJECTIVES = {
     "contrastive": {
-        "reference": {"model": "clip-tiny", "lr": 0.001},
+        "reference": {"model": "clip-pico", "lr": 0.001},
         "train": {"model": "clip-tiny", "actor": "clip-pico", "lr": 0.001},
         "score": {"batch_size": 128},
         "bench": {"scorers": ["clip-pico", "clip-nano", "clip-tiny"], "learners": ["clip-nano", "clip-tiny", "clip-small"]},

@@ -164,6 +164,7 @@ def run_ledger(summary: dict, trained: dict[str, dict], reference: dict, score: 
                 amortise_over,
             ),
             "costs": cost.as_dict(),
+            "learner_forward_flops_per_example": trained[policy]["forward_flops_per_example"],
             "step_time_over_ledger": measured / predicted,
         }
     systems = {

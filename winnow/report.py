@@ -190,11 +190,14 @@ def _fmt(stat: dict) -> str:
 
 def bench_table(result: dict) -> str:
     noise = result["noise"]
-    lines = [f"{'policy':<16}{'step_ratio':>16}{'flop_ratio_full':>18}{'flop_ratio_amortised':>22}{NOISE_WORDS[noise]:>19}"]
+    lines = [
+        f"{'policy':<16}{'step_ratio':>16}{'flop_ratio_full':>18}{'flop_ratio_amortised':>22}{'time_ratio_full':>18}"
+        f"{'time_ratio_amortised':>22}{NOISE_WORDS[noise]:>19}"
+    ]
     for policy, row in result["policies"].items():
         lines.append(
             f"{policy:<16}{_fmt(row['step_ratio']):>16}{_fmt(row['flop_ratio_full']):>18}{_fmt(row['flop_ratio_amortised']):>22}"
-            f"{row[f'{noise}_fraction_selected']['mean']:>19.3f}"
+            f"{_fmt(row['time_ratio_full']):>18}{_fmt(row['time_ratio_amortised']):>22}{row[f'{noise}_fraction_selected']['mean']:>19.3f}"
         )
     return "\n".join(lines)
 
@@ -233,26 +236,8 @@ def plot_bench(curves: dict[str, list[dict]], targets: list[float], metric: str,
         plt.close(fig)
 
 
-def _best_proxy(result: dict) -> str:
-    """The cheapest-in-full proxy reference, said plainly: it is where compute-positivity comes from."""
-    rows = [r for r in result["proxies"] if r["flop_ratio_full"] is not None]
-    if not rows:
-        return ""
-    best = min(rows, key=lambda r: r["flop_ratio_full"])
-    state = (
-        "compute-positive even with the reference counted in full"
-        if best["flop_ratio_full"] < 1
-        else "still not compute-positive in full"
-    )
-    return (
-        f"With a cheaper reference, {best['reference']} ({best['reference_flops_over_learner']:.3f}x the learner's FLOPs per example), "
-        f"learnability reached the target at {best['step_ratio']:.2f}x the steps and {best['flop_ratio_full']:.2f}x uniform's FLOPs "
-        f"counted in full: {state} (seed {result['seeds'][0]}, proxy study below)."
-    )
-
-
 def write_bench_report(result: dict, curves: dict[str, list[dict]], metric: str, paths) -> Path:
-    """reports/<dataset>/bench-<objective>.md: the verdict, the ledger, the proxy study and the systems figures, each with its command."""
+    """reports/<dataset>/bench-<objective>.md: the verdict, the ledger and the systems figures, each with its command."""
     plots, path = paths.bench_plots, paths.bench_report
     plot_bench(curves, result["targets"], metric, plots)
     link = Path(os.path.relpath(plots, path.parent)).as_posix()
@@ -260,6 +245,7 @@ def write_bench_report(result: dict, curves: dict[str, list[dict]], metric: str,
     command = f"uv run winnow bench --objective {objective}"
     learn = result["policies"].get("learnability", {})
     full, amort = learn.get("flop_ratio_full", {}).get("mean"), learn.get("flop_ratio_amortised", {}).get("mean")
+    clock = learn.get("time_ratio_full", {}).get("mean")
 
     def verdict(value, what):
         if value is None:
@@ -269,33 +255,32 @@ def write_bench_report(result: dict, curves: dict[str, list[dict]], metric: str,
         )
 
     ledger_rows = "\n".join(
-        f"| {p} | {c['reference_training']:.3g} | {c['pool_scoring']:.3g} | {c['learner_scoring_per_step']:.3g} | {c['learner_training_per_step']:.3g} |"
+        f"| {p} | {c['reference_training']:.3g} | {c['pool_scoring']:.3g} | {c['actor_scoring_per_step']:.3g} | "
+        f"{c['actor_training_per_step']:.3g} | {c['learner_training_per_step']:.3g} |"
         for p, c in result["ledger_seed0"].items()
-    )
-    proxy_rows = "\n".join(
-        f"| {r['reference']} | {r['reference_flops_over_learner']:.3f} | {r['reference_test_metric']:.3f} | "
-        f"{_num(r['step_ratio'], 'never')} | {_num(r['flop_ratio_full'])} | {_num(r['flop_ratio_amortised'])} |"
-        for r in result["proxies"]
     )
     systems = result["systems"]
     step_time = ", ".join(f"{p} {_fmt(v)}" for p, v in systems["step_time_over_ledger"].items())
     text = f"""# winnow bench: {objective}
 
 **What was run.** A {result["learner"]} learner trained under each policy on the same pool, with
-{n} seeds ({", ".join(map(str, result["seeds"]))}); the reference is {result["reference"]}, trained on the curated set.
+{n} seeds ({", ".join(map(str, result["seeds"]))}); the reference is {result["reference"]}, trained on the curated set, and the
+actor (whose loss scores each super-batch for hard_learner and learnability) is {result["actor"]}, trained on the
+{result["actor_trains_on"].replace("_", "-")}.
 The target is the uniform run's final held-out {metric.replace("_", " ")} *in the same seed*; each ratio is
 measured within a seed, then averaged (mean ± standard deviation over seeds). Regenerate everything
 on this page with `{command}`.
 
 **Verdict.** With the reference's one-off cost (its training and the pool scoring) counted in full,
 {verdict(full, "with the reference counted in full")} Amortised over {result["amortise_over"]} runs that reuse the same
-reference and scores, {verdict(amort, f"amortised over {result['amortise_over']} runs")}
-{_best_proxy(result)}
+reference and scores, {verdict(amort, f"amortised over {result['amortise_over']} runs")} On the clock, reference training
+and pool scoring counted in full, learnability took {_num(clock, "(never reached)")}x uniform's seconds.
 
 ## Steps and FLOPs to reach uniform's final {metric.replace("_", " ")}
 
 step_ratio = steps to the target / uniform's steps; flop_ratio = FLOPs to the target / uniform's total
-FLOPs. The last column is the share of {result["noise"].replace("_", " ")} examples in the batches each policy trained on
+FLOPs; time_ratio = seconds to the target / uniform's training seconds, measured (evaluation excluded
+from both). The last column is the share of {result["noise"].replace("_", " ")} examples in the batches each policy trained on
 (the pool has {result[f"pool_{result['noise']}_fraction"]:.3f}).
 
 ```
@@ -309,22 +294,14 @@ FLOPs. The last column is the share of {result["noise"].replace("_", " ")} examp
 ## The ledger (seed {result["seeds"][0]}, FLOPs)
 
 Forward FLOPs per example measured with `torch.utils.flop_counter.FlopCounterMode`; a backward pass
-counts twice its forward. The first two lines are paid once per reference; the last two every step.
+counts twice its forward. The first two lines are paid once per reference; the last three every step.
 
-| policy | reference training | pool scoring | learner-side scoring / step | learner training / step |
-|---|---|---|---|---|
+| policy | reference training | pool scoring | actor scoring / step | actor training / step | learner training / step |
+|---|---|---|---|---|---|
 {ledger_rows}
 
-## Proxy study: how cheap can the reference be?
-
-The paper's central claim is that a much smaller model is a good enough proxy. Each row trains a
-cheaper reference, scores the pool with it and trains the learner with learnability (seed {result["seeds"][0]}),
-against the same uniform run.
-
-| reference | its FLOPs / learner's | its held-out metric | step_ratio | flop_ratio_full | flop_ratio_amortised |
-|---|---|---|---|---|---|
-| {result["reference"]} (default) | see ledger | - | {_fmt(learn["step_ratio"])} | {_fmt(learn["flop_ratio_full"])} | {_fmt(learn["flop_ratio_amortised"])} |
-{proxy_rows}
+How the saving moves with the size of the scorers and of the learner: `uv run winnow bench --study scorers`
+and `--study learners` (reports beside this one).
 
 ## Systems figures (each a ratio measured in one run)
 
@@ -336,6 +313,95 @@ against the same uniform run.
 
 All of it: `{command}`; the numbers are in `{(paths.bench / f"{objective}.json").as_posix()}`, the curves in
 `{(paths.bench / objective / "curves").as_posix()}/` (`dvc plots show` draws them).
+"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+STUDY_WORDS = {
+    "scorers": (
+        "scorer",
+        "Scorer size: one learner, its reference and actor (the same model) from far smaller than it to its own size.",
+        "reference and actor",
+    ),
+    "learners": ("learner", "Learner size: one small scorer (reference and actor), learners of growing size.", "learner"),
+}
+
+
+def study_table(result: dict) -> str:
+    key = STUDY_WORDS[result["study"]][0]
+    lines = [
+        f"| {key} | learner forward MFLOPs | scorer FLOPs / learner's | reference held-out | step_ratio | flop_ratio_full "
+        "| time_ratio_full | flop_ratio_amortised | time_ratio_amortised |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r[key]} | {r['learner_forward_flops'] / 1e6:.1f} | {r['scorer_flops_over_learner']:.3f} | "
+            f"{_fmt3(r['reference_test_metric'])} | {_fmt(r['step_ratio'])} | {_fmt(r['flop_ratio_full'])} | "
+            f"{_fmt(r['time_ratio_full'])} | {_fmt(r['flop_ratio_amortised'])} | {_fmt(r['time_ratio_amortised'])} |"
+        )
+    return "\n".join(lines)
+
+
+def _fmt3(stat: dict) -> str:
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f}" if stat["mean"] is not None else "-"
+
+
+def plot_study(result: dict, path: Path) -> None:
+    """step, FLOP and time ratios (mean ± std over seeds) against the size on the study's axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = STUDY_WORDS[result["study"]][0]
+    scorers = result["study"] == "scorers"
+    x = [r["scorer_flops_over_learner"] if scorers else r["learner_forward_flops"] / 1e6 for r in result["rows"]]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for ratio, label in (("step_ratio", "steps"), ("flop_ratio_full", "FLOPs, reference in full"), ("time_ratio_full", "seconds, reference in full")):
+        mean = [r[ratio]["mean"] if r[ratio]["mean"] is not None else np.nan for r in result["rows"]]
+        std = [r[ratio]["std"] if r[ratio]["std"] is not None else 0.0 for r in result["rows"]]
+        ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=label)
+    for xi, r in zip(x, result["rows"]):
+        ax.annotate(r[key], (xi, 0.02), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8, xycoords=("data", "axes fraction"))
+    ax.axhline(1.0, color="grey", ls="--", lw=1, label="uniform")
+    ax.set_xscale("log")
+    ax.set_xlabel("scorer FLOPs / learner FLOPs per example" if scorers else "learner forward MFLOPs per example")
+    ax.set_ylabel("learnability / uniform, to uniform's final metric")
+    ax.legend(frameon=False, fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_study_report(result: dict, paths) -> Path:
+    """reports/<dataset>/bench-<objective>-<study>.md: the study's table and plot, with the command."""
+    study, objective = result["study"], result["objective"]
+    path = paths.bench_report.with_name(f"bench-{objective}-{study}.md")
+    plot = paths.bench_plots / f"study_{study}.png"
+    plot_study(result, plot)
+    link = Path(os.path.relpath(plot, path.parent)).as_posix()
+    who = (
+        f"The learner is {result['learner']}" if study == "scorers" else f"The reference and the actor are {result['scorer']}"
+    )
+    text = f"""# winnow bench: {objective}, {study}
+
+{STUDY_WORDS[study][1]} {who}; the actor trains on the {result["actor_trains_on"].replace("_", "-")}.
+Each row: learnability against uniform on the same learner and seed, {result["steps"]} steps; seeds
+{", ".join(map(str, result["seeds"]))} (mean ± std over seeds; a count in brackets when some seeds never reached the target).
+Ratios are to uniform's final held-out metric: steps, FLOPs and measured seconds, the reference's
+training and the pool's scoring counted in full (and amortised over {result["amortise_over"]} runs in the last two columns).
+
+{study_table(result)}
+
+![ratios against size]({link})
+
+Regenerate: `uv run winnow bench --objective {objective} --study {study}`; the numbers, every run included,
+are in `{(paths.bench / f"{objective}-{study}.json").as_posix()}`.
 """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
