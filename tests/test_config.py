@@ -82,3 +82,17 @@ def test_the_names_params_accept_are_the_objectives_and_policies_that_exist():
 def test_a_malformed_objectives_section_is_named(objectives):
     with pytest.raises(ConfigError, match="objectives.contrastive"):
         params_from_dict({"objective": "contrastive", "objectives": objectives})
+
+
+def test_an_override_wins_over_the_objectives_own_section():
+    params = load_params("params.yaml", ["objective=contrastive", "reference.lr=0.003", "train.actor=clip-nano"])
+    assert params.reference.lr == 0.003 and params.train.actor == "clip-nano"  # not undone by objectives.contrastive
+    assert params.train.model == "clip-tiny"  # what the override leaves alone still comes from objectives.contrastive
+
+
+def test_an_actor_must_be_a_model_of_the_objective_and_read_the_learners_targets():
+    with pytest.raises(ConfigError, match=r"train.actor: 'clip-pico' is not a classification model.*or 'learner'"):
+        load_params("params.yaml", ["train.actor=clip-pico"])
+    with pytest.raises(ConfigError, match=r"train.actor: 'clip-pico' reads the targets differently from the learner 'clip-vit"):
+        load_params("params.yaml", ["objective=contrastive", "train.model=clip-vit-b-32", "bench.learners=[clip-vit-b-32]"])
+    assert load_params("params.yaml", ["train.actor=learner"]).train.actor == "learner"

@@ -78,6 +78,33 @@ def test_two_gloo_ranks_select_and_step_as_one_process_selecting_from_each_ranks
     assert [r["loss"] for r in ranks[0]["log"]] == pytest.approx([r["loss"] for r in log], abs=1e-4)
 
 
+def test_two_gloo_ranks_with_an_actor_select_by_its_loss_as_one_process_does(ddp_run):
+    out, pool, reference_loss = ddp_run
+    ranks = [torch.load(out / f"actor-rank{r}.pt", weights_only=False) for r in (0, 1)]
+    torch.manual_seed(0)
+    model = build_classifier("cnn-nano", 20)
+    torch.manual_seed(1)
+    actor = build_classifier("cnn-nano", 20)
+    kept = {}
+    train(
+        model,
+        pool,
+        TrainConfig(model="cnn-nano", steps=4, batch_size=16, warmup_steps=1),
+        seed=0,
+        policy="learnability",
+        keep_fraction=0.5,
+        reference_loss=reference_loss,
+        actor=actor,
+        groups=2,
+        on_batch=lambda step, ids: kept.update({step: ids.tolist()}),
+    )
+    for step in range(1, 5):  # each rank kept by the actor's loss on its own share, as the one process did
+        assert ranks[0]["kept"][step] + ranks[1]["kept"][step] == kept[step]
+    for rank in ranks:  # the actor's gradients are averaged over ranks too: one actor, as in one process
+        for name, w in actor.state_dict().items():
+            torch.testing.assert_close(rank["actor"][name], w, rtol=1e-4, atol=1e-5)
+
+
 def test_streamed_ranks_train_on_disjoint_examples_and_keep_identical_replicas(ddp_run):
     out, _, _ = ddp_run
     ranks = [torch.load(out / f"stream-rank{r}.pt", weights_only=False) for r in (0, 1)]

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from winnow import pipeline
 from winnow.config import load_params
 
@@ -93,27 +95,45 @@ def test_the_contrastive_pipeline_writes_a_summary_of_the_same_shape_with_zero_s
     )
 
 
-def test_the_bench_flow_reports_mean_and_spread_over_seeds_and_the_proxy_table(prefect_server, tiny):
+def test_the_bench_flow_reports_mean_and_spread_over_seeds(prefect_server, tiny):
     from flows.pipeline import bench_flow
 
     result = bench_flow(
         params_path=str(tiny),
-        overrides=["bench.seeds=2", "bench.proxies=[cnn-nano]", "reference.model=cnn-tiny", "train.model=cnn-tiny"],
+        overrides=["bench.seeds=2", "bench.policies=[uniform,learnability]", "train.model=cnn-tiny"],
     )
     paths = pipeline.Paths.of(load_params(tiny))
     on_disk = json.loads((paths.bench / "classification.json").read_text())
     assert on_disk["seeds"] == result["seeds"] == [0, 1]
-    for key in ("step_ratio", "flop_ratio_full", "flop_ratio_amortised"):
+    for key in ("step_ratio", "flop_ratio_full", "flop_ratio_amortised", "time_ratio_full", "time_ratio_amortised"):
         stat = on_disk["policies"]["learnability"][key]
         assert set(stat) == {"mean", "std", "reached", "runs", "values"} and stat["runs"] == 2
     uniform = on_disk["policies"]["uniform"]
     assert uniform["step_ratio"]["reached"] == 2  # uniform always reaches its own final value
-    assert (
-        on_disk["proxies"][0]["reference"] == "cnn-nano" and 0 < on_disk["proxies"][0]["reference_flops_over_learner"] < 0.5
-    )  # nano vs a tiny learner
+    assert on_disk["ledger_seed0"]["learnability"]["actor_scoring_per_step"] > 0  # the cnn-nano actor's forward, counted
     report = paths.bench_report.read_text()
     assert "compute-positive" in report and "uv run winnow bench --objective classification" in report
     assert (paths.bench_plots / "bench_flops.png").exists() and paths.bench_plots == Path("plots/data/bench/classification")
+
+
+def test_the_scorer_and_learner_studies_write_a_row_per_size_with_its_table_and_plot(prefect_server, tiny):
+    from flows.pipeline import bench_flow
+
+    common = ["bench.seeds=1", "bench.scorers=[cnn-nano,cnn-tiny]", "bench.learners=[cnn-nano,cnn-tiny]", "train.model=cnn-tiny"]
+    scorers = bench_flow(params_path=str(tiny), overrides=common, study="scorers")
+    assert [r["scorer"] for r in scorers["rows"]] == ["cnn-nano", "cnn-tiny"]
+    nano, tiny_scorer = scorers["rows"]
+    assert nano["scorer_flops_over_learner"] < 0.5 and tiny_scorer["scorer_flops_over_learner"] == pytest.approx(1.0)
+    assert nano["learner_forward_flops"] == tiny_scorer["learner_forward_flops"]  # one learner throughout
+    learners = bench_flow(params_path=str(tiny), overrides=common, study="learners")
+    assert [r["learner"] for r in learners["rows"]] == ["cnn-nano", "cnn-tiny"]
+    assert learners["rows"][0]["learner_forward_flops"] < learners["rows"][1]["learner_forward_flops"]
+    paths = pipeline.Paths.of(load_params(tiny))
+    for study in ("scorers", "learners"):
+        report = paths.bench_report.with_name(f"bench-classification-{study}.md").read_text()
+        assert f"uv run winnow bench --objective classification --study {study}" in report and "| time_ratio_full |" in report
+        assert (paths.bench_plots / f"study_{study}.png").exists()
+        assert json.loads((paths.bench / f"classification-{study}.json").read_text())["rows"]
 
 
 def _cli(*args, cwd):

@@ -120,8 +120,9 @@ def test_policies_without_an_online_loss_ignore_the_actor(pool):
     learner, actor = build_classifier("cnn-nano", 20), _actor()
     spy = Spy(learner, actor)
     cfg = TrainConfig(model="cnn-nano", steps=2, batch_size=16, warmup_steps=1)
-    train(learner, pool, cfg, seed=0, policy="easy_reference", keep_fraction=0.5, reference_loss=torch.zeros(int(pool.ids.max()) + 1),
-          actor=actor, loss_fn=spy)  # fmt: skip
+    reference_loss = torch.zeros(int(pool.ids.max()) + 1)
+    train(learner, pool, cfg, seed=0, policy="easy_reference", keep_fraction=0.5, reference_loss=reference_loss, actor=actor,
+          loss_fn=spy)  # fmt: skip
     assert spy.calls == [("learner", 16, True)] * 2  # no actor cost where the policy reads no online loss
 
 

@@ -266,10 +266,11 @@ DEFAULT_OBJECTIVES = {
 }
 
 
-def params_from_dict(raw: dict) -> Params:
+def params_from_dict(raw: dict, overrides: list[str] | tuple[str, ...] = ()) -> Params:
     """Validate raw params. `objectives.<objective>` holds sections applied over the shared ones
-    when that objective runs (CLIP needs other models and learning rates than the classifier).
-    A key left out takes its default, and the defaults are params.yaml's (tests/test_config.py)."""
+    when that objective runs (CLIP needs other models and learning rates than the classifier);
+    `overrides` ('a.b=value') apply last, so a --set wins over both. A key left out takes its
+    default, and the defaults are params.yaml's (tests/test_config.py)."""
     raw = dict(raw or {})
     per_objective = raw.pop("objectives", DEFAULT_OBJECTIVES) or {}
     if not isinstance(per_objective, dict):
@@ -288,6 +289,9 @@ def params_from_dict(raw: dict) -> Params:
                 raise ConfigError(f"objectives.{name}.{section} and {section} must be mappings of keys to values")
     for section, values in (per_objective.get(raw.get("objective", "classification")) or {}).items():
         raw[section] = {**(raw.get(section) or {}), **(values or {})}
+    for override in overrides:  # over the objective's sections too: `--set reference.lr=...` is never silently undone
+        if not override.startswith("objectives."):
+            apply_override(raw, override)
     if isinstance(raw.get("data"), dict) and "root" in raw["data"]:
         raw["data"] = _split_root(dict(raw["data"]))
     return _validate(raw)
@@ -319,10 +323,10 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: must be a mapping of keys to values, got a {type(raw).__name__}")
-    for override in overrides or []:
+    for override in overrides or []:  # first here, so that an override of `objective` or `objectives.*` takes effect
         apply_override(raw, override)
     try:
-        return params_from_dict(raw)
+        return params_from_dict(raw, overrides or [])
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
 

@@ -20,7 +20,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from winnow.losses import eval_mode
 from winnow.selection import POLICIES
 
-
 # What the summary shows per policy, beside steps: compute and wall-clock to the target, and their ratios to uniform.
 HEADLINE = (
     "flops_to_target",

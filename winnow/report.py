@@ -360,12 +360,24 @@ def plot_study(result: dict, path: Path) -> None:
     scorers = result["study"] == "scorers"
     x = [r["scorer_flops_over_learner"] if scorers else r["learner_forward_flops"] / 1e6 for r in result["rows"]]
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for ratio, label in (("step_ratio", "steps"), ("flop_ratio_full", "FLOPs, reference in full"), ("time_ratio_full", "seconds, reference in full")):
+    for ratio, label in (
+        ("step_ratio", "steps"),
+        ("flop_ratio_full", "FLOPs, reference in full"),
+        ("time_ratio_full", "seconds, reference in full"),
+    ):
         mean = [r[ratio]["mean"] if r[ratio]["mean"] is not None else np.nan for r in result["rows"]]
         std = [r[ratio]["std"] if r[ratio]["std"] is not None else 0.0 for r in result["rows"]]
         ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=label)
     for xi, r in zip(x, result["rows"]):
-        ax.annotate(r[key], (xi, 0.02), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8, xycoords=("data", "axes fraction"))
+        ax.annotate(
+            r[key],
+            (xi, 0.02),
+            textcoords="offset points",
+            xytext=(0, 4),
+            ha="center",
+            fontsize=8,
+            xycoords=("data", "axes fraction"),
+        )
     ax.axhline(1.0, color="grey", ls="--", lw=1, label="uniform")
     ax.set_xscale("log")
     ax.set_xlabel("scorer FLOPs / learner FLOPs per example" if scorers else "learner forward MFLOPs per example")
@@ -385,9 +397,7 @@ def write_study_report(result: dict, paths) -> Path:
     plot = paths.bench_plots / f"study_{study}.png"
     plot_study(result, plot)
     link = Path(os.path.relpath(plot, path.parent)).as_posix()
-    who = (
-        f"The learner is {result['learner']}" if study == "scorers" else f"The reference and the actor are {result['scorer']}"
-    )
+    who = f"The learner is {result['learner']}" if study == "scorers" else f"The reference and the actor are {result['scorer']}"
     text = f"""# winnow bench: {objective}, {study}
 
 {STUDY_WORDS[study][1]} {who}; the actor trains on the {result["actor_trains_on"].replace("_", "-")}.

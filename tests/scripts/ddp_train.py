@@ -1,7 +1,8 @@
 """Run under torchrun by tests/test_ddp.py: a few learnability steps with DDP, recording what each rank did.
 
 argv: pool folder, reference-loss file, output folder. Writes <out>/<mode>-rank<r>.pt for mode
-in_memory (the pool held whole) and stream (rank-sharded ShardStream).
+in_memory (the pool held whole), stream (rank-sharded ShardStream) and actor (the pool held whole,
+a cnn-nano actor scoring and training beside the learner).
 """
 
 import sys
@@ -24,9 +25,11 @@ reference_loss = torch.load(reference_path)
 cfg = TrainConfig(model="cnn-nano", steps=4, batch_size=16, warmup_steps=1)
 
 
-def run(mode: str, data) -> None:
+def run(mode: str, data, with_actor: bool = False) -> None:
     torch.manual_seed(0)
     model = build_classifier("cnn-nano", 20)
+    torch.manual_seed(1)
+    actor = build_classifier("cnn-nano", 20) if with_actor else None
     kept, grads = {}, []
 
     def on_step(step):
@@ -41,12 +44,17 @@ def run(mode: str, data) -> None:
         policy="learnability",
         keep_fraction=0.5,
         reference_loss=reference_loss,
+        actor=actor,
         on_batch=lambda step, ids: kept.update({step: ids.tolist()}),
         on_step=on_step,
     )["steps_log"]
-    torch.save({"kept": kept, "grads": grads, "weights": model.state_dict(), "log": log}, out / f"{mode}-rank{rank}.pt")
+    saved = {"kept": kept, "grads": grads, "weights": model.state_dict(), "log": log}
+    if actor is not None:
+        saved["actor"] = actor.state_dict()
+    torch.save(saved, out / f"{mode}-rank{rank}.pt")
 
 
 run("in_memory", load_split(pool_dir, 32, 20))
+run("actor", load_split(pool_dir, 32, 20), with_actor=True)
 decode = lambda path: objectives.decode_shard("classification", "cnn-nano", path, 32, 20)  # noqa: E731
 run("stream", ShardStream(pool_dir, decode, 200, seed=0, rank=rank, world=world))
