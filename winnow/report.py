@@ -170,10 +170,14 @@ Regenerate: `winnow pipeline` (everything) or `winnow summary` (this page, from 
     return path
 
 
+def _trains_on(setting: str) -> str:
+    return "kept batch" if setting == "kept" else "whole super-batch"
+
+
 def _actor_words(params) -> str:
     if params.train.actor == "learner":
         return "the learner's own loss (train.actor: learner)"
-    return f"the loss of a {params.train.actor} actor trained alongside on the {params.train.actor_trains_on.replace('_', '-')}"
+    return f"the loss of a {params.train.actor} actor trained alongside it on each {_trains_on(params.train.actor_trains_on)}"
 
 
 def _num(value: float | None, missing: str = "-", digits: int = 2) -> str:
@@ -266,7 +270,7 @@ def write_bench_report(result: dict, curves: dict[str, list[dict]], metric: str,
 **What was run.** A {result["learner"]} learner trained under each policy on the same pool, with
 {n} seeds ({", ".join(map(str, result["seeds"]))}); the reference is {result["reference"]}, trained on the curated set, and the
 actor (whose loss scores each super-batch for hard_learner and learnability) is {result["actor"]}, trained on the
-{result["actor_trains_on"].replace("_", "-")}.
+{_trains_on(result["actor_trains_on"])}.
 The target is the uniform run's final held-out {metric.replace("_", " ")} *in the same seed*; each ratio is
 measured within a seed, then averaged (mean ± standard deviation over seeds). Regenerate everything
 on this page with `{command}`.
@@ -400,7 +404,7 @@ def write_study_report(result: dict, paths) -> Path:
     who = f"The learner is {result['learner']}" if study == "scorers" else f"The reference and the actor are {result['scorer']}"
     text = f"""# winnow bench: {objective}, {study}
 
-{STUDY_WORDS[study][1]} {who}; the actor trains on the {result["actor_trains_on"].replace("_", "-")}.
+{STUDY_WORDS[study][1]} {who}; the actor trains on the {_trains_on(result["actor_trains_on"])}.
 Each row: learnability against uniform on the same learner and seed, {result["steps"]} steps; seeds
 {", ".join(map(str, result["seeds"]))} (mean ± std over seeds; a count in brackets when some seeds never reached the target).
 Ratios are to uniform's final held-out metric: steps, FLOPs and measured seconds, the reference's
