@@ -47,12 +47,13 @@ def ddp_run(tiny_data, tmp_path_factory):
     return out, pool, reference_loss
 
 
-def test_two_gloo_ranks_select_and_step_as_one_process_selecting_from_each_ranks_share(ddp_run):
-    out, pool, reference_loss = ddp_run
-    ranks = [torch.load(out / f"in_memory-rank{r}.pt", weights_only=False) for r in (0, 1)]
-
+def _one_process(pool, reference_loss, with_actor: bool = False):
+    """What tests/scripts/ddp_train.py runs on two ranks, in one process selecting per rank's share (groups=2):
+    the learner, the actor (or None), the kept ids and step-1 gradients per step, and the step log."""
     torch.manual_seed(0)
     model = build_classifier("cnn-nano", 20)
+    torch.manual_seed(1)
+    actor = build_classifier("cnn-nano", 20) if with_actor else None
     kept, grads = {}, []
     log = train(
         model,
@@ -62,10 +63,19 @@ def test_two_gloo_ranks_select_and_step_as_one_process_selecting_from_each_ranks
         policy="learnability",
         keep_fraction=0.5,
         reference_loss=reference_loss,
+        actor=actor,
         groups=2,
         on_batch=lambda step, ids: kept.update({step: ids.tolist()}),
         on_step=lambda step: grads.extend(p.grad.clone() for p in model.parameters()) if step == 1 else None,
     )["steps_log"]
+    return model, actor, kept, grads, log
+
+
+def test_two_gloo_ranks_select_and_step_as_one_process_selecting_from_each_ranks_share(ddp_run):
+    out, pool, reference_loss = ddp_run
+    ranks = [torch.load(out / f"in_memory-rank{r}.pt", weights_only=False) for r in (0, 1)]
+
+    model, _, kept, grads, log = _one_process(pool, reference_loss)
 
     for step in range(1, 5):  # rank 0 kept the first half of one process's choice, rank 1 the second
         assert ranks[0]["kept"][step] + ranks[1]["kept"][step] == kept[step]
@@ -81,23 +91,7 @@ def test_two_gloo_ranks_select_and_step_as_one_process_selecting_from_each_ranks
 def test_two_gloo_ranks_with_an_actor_select_by_its_loss_as_one_process_does(ddp_run):
     out, pool, reference_loss = ddp_run
     ranks = [torch.load(out / f"actor-rank{r}.pt", weights_only=False) for r in (0, 1)]
-    torch.manual_seed(0)
-    model = build_classifier("cnn-nano", 20)
-    torch.manual_seed(1)
-    actor = build_classifier("cnn-nano", 20)
-    kept = {}
-    train(
-        model,
-        pool,
-        TrainConfig(model="cnn-nano", steps=4, batch_size=16, warmup_steps=1),
-        seed=0,
-        policy="learnability",
-        keep_fraction=0.5,
-        reference_loss=reference_loss,
-        actor=actor,
-        groups=2,
-        on_batch=lambda step, ids: kept.update({step: ids.tolist()}),
-    )
+    _, actor, kept, _, _ = _one_process(pool, reference_loss, with_actor=True)
     for step in range(1, 5):  # each rank kept by the actor's loss on its own share, as the one process did
         assert ranks[0]["kept"][step] + ranks[1]["kept"][step] == kept[step]
     for rank in ranks:  # the actor's gradients are averaged over ranks too: one actor, as in one process
