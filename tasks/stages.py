@@ -181,10 +181,13 @@ def bench_task(params: Params, study: str = "policies") -> dict:
         get_run_logger().info("bench %s %s over seeds %s:\n%s", params.objective, study, out["seeds"], report.study_table(out))
         return out
     out = bench.bench(params)
-    rows = [
-        {"policy": p, **{k: v["mean"] for k, v in r.items()}, **{f"{k}_std": v["std"] for k, v in r.items()}}
-        for p, r in out["policies"].items()
-    ]
+    rows = []
+    for p, r in out["policies"].items():
+        stats = {
+            **{k: v for k, v in r.items() if k != "probe_accuracy"},
+            **{f"{t}_probe": v for t, v in r["probe_accuracy"].items()},
+        }
+        rows.append({"policy": p, **{k: v["mean"] for k, v in stats.items()}, **{f"{k}_std": v["std"] for k, v in stats.items()}})
     create_table_artifact(
         rows, key=f"bench-{params.objective}", description=f"winnow bench {params.objective}: mean over {len(out['seeds'])} seeds"
     )

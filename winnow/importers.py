@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import tarfile
 import zlib
@@ -409,9 +410,12 @@ def write_dataset(
     shard_size: int = SHARD_SIZE,
     source: str = "",
     provenance: dict | None = None,
+    evals: dict[str, tuple[Source, list[str]]] | None = None,
 ) -> Path:
     """Split (unless curated/test are given) and write the data contract under `dest`: into DEST.importing,
-    manifest last, then renamed into place over a previous import. `provenance` joins the manifest's "source"."""
+    manifest last, then renamed into place over a previous import. `provenance` joins the manifest's "source".
+    `evals`: transfer tasks, name -> (examples, their own class names), written to eval/<name>/ with a fold
+    column (a seeded 2/3 train, 1/3 test) for the linear probe."""
     pool_source, curated, test = _as_source(examples), _as_source(curated), _as_source(test)
     check_options(0 if curated else curated_fraction, 0 if test else test_fraction, shard_size)
     dest = Path(dest)
@@ -438,10 +442,14 @@ def write_dataset(
         "curated": curated or pool_source.select(order[n_test : n_test + n_curated]),
         "eval/test": test or pool_source.select(order[:n_test]),
     }
+    tasks = {"test": {"label": "label", "class_names": class_names}}
+    for name, (task, names) in (evals or {}).items():
+        splits[f"eval/{name}"] = with_folds(task, seed)
+        tasks[name] = {"label": "label", "class_names": names, "prompt_names": names, "probe": True}
     staging = _staging(target)
     try:
         for name, split in splits.items():
-            _write(staging / name, split, shard_size, len(class_names))
+            _write(staging / name, split, shard_size, len(tasks[name[5:]]["class_names"] if name[5:] in tasks else class_names))
     except Exception:  # a bad row: nothing half-written stays behind (a crash leaves DEST.importing, cleared next time)
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -452,7 +460,7 @@ def write_dataset(
         "schema_version": SCHEMA_VERSION,
         "image": {"format": "encoded"},
         "class_names": class_names,
-        "tasks": {"test": {"label": "label", "class_names": class_names}},
+        "tasks": tasks,
         "counts": {name: len(split.examples) for name, split in splits.items()},
         "source": {
             "path": str(source),
@@ -475,6 +483,18 @@ def write_dataset(
         shutil.rmtree(target)  # a previous import (check_dest said so) or an empty folder
     staging.rename(target)
     return dest
+
+
+def with_folds(task: Source, seed: int) -> Source:
+    """A transfer task's rows, each marked fold = train (a seeded 2/3) or test, for the linear probe."""
+    n = len(task.examples)
+    fold = np.full(n, "test", dtype=object)
+    fold[np.random.default_rng([seed, 1]).permutation(n)[: n * 2 // 3]] = "train"
+    column = pa.array(list(fold), pa.string())
+    if task.metadata is not None and "fold" in task.metadata.column_names:  # the probe's own folds win; theirs are kept
+        task.metadata = task.metadata.rename_columns(["source_fold" if c == "fold" else c for c in task.metadata.column_names])
+    metadata = task.metadata.append_column("fold", column) if task.metadata is not None else pa.table({"fold": column})
+    return Source(task.examples, metadata, task.path)
 
 
 def _as_source(rows: list[dict] | Source | None) -> Source | None:
@@ -564,10 +584,12 @@ def import_source(
     class_names: list[str] | None = None,
     columns: dict | None = None,
     noise_column: str | None = None,
+    evals: list[str] | dict[str, str] | None = None,
     **options,
 ) -> Path:
     """`winnow data import KIND SOURCE DEST`: read the source (and separate curated and test ones) and write the
-    contract. `columns` names the Parquet importer's image/label/caption columns; `options` go to write_dataset."""
+    contract. `columns` names the Parquet importer's image/label/caption columns; `evals` adds transfer tasks
+    (NAME=SOURCE, a source of the same kind each, labelled with its own classes); `options` go to write_dataset."""
     readers = {"webdataset": read_webdataset, "imagefolder": read_imagefolder, "parquet": read_parquet_table}
     if kind not in readers:
         raise DataError(f"unknown importer {kind!r}; use webdataset, imagefolder or parquet")
@@ -580,8 +602,9 @@ def import_source(
         0 if test_source else options.get("test_fraction", TEST_FRACTION),
         options.get("shard_size", SHARD_SIZE),
     )
+    evals = parse_evals(evals)
     dest = Path(dest)
-    _check_apart(dest, [p for p in (source, curated_source, test_source) if p])
+    _check_apart(dest, [p for p in (source, curated_source, test_source, *evals.values()) if p])
     check_dest(dest)
 
     named = {k: v for k, v in (columns or {}).items() if v}
@@ -597,10 +620,18 @@ def import_source(
     test = read(test_source, False) if test_source else None
     sources = [s for s in (pool, curated, test) if s]
     names = resolve_labels(sources, class_names)
+    tasks = {}
+    for name, path in evals.items():
+        task = read(path, False)
+        unlabelled = next((e for e in task.examples if e["label"] is None), None)
+        if unlabelled:
+            raise DataError(f"{unlabelled['source_key']}: has no label; every example of transfer task {name!r} needs one")
+        tasks[name] = (task, resolve_labels([task], None))
     provenance = {
         "kind": kind,
         "curated": str(curated_source or source),
         "test": str(test_source or source),
+        "evals": {name: str(path) for name, path in evals.items()},
         "noise_column": noise_column,
         "renamed_columns": {s.path: s.renamed for s in sources if s.renamed},
         "skipped": {s.path: s.skipped for s in sources if s.skipped},
@@ -608,7 +639,28 @@ def import_source(
     for src in sources:
         for what, count in src.skipped.items():
             log.info("%s: left out %d %s", src.path, count, what.replace("_", " "))
-    return write_dataset(pool, dest, names, curated=curated, test=test, source=str(source), provenance=provenance, **options)
+    return write_dataset(
+        pool, dest, names, curated=curated, test=test, source=str(source), provenance=provenance, evals=tasks, **options
+    )
+
+
+def parse_evals(evals: list[str] | dict[str, str] | None) -> dict[str, str]:
+    """--eval NAME=SOURCE (repeatable) -> {name: source}; a name is a folder under eval/, never 'test'."""
+    if isinstance(evals, dict):
+        evals = [f"{k}={v}" for k, v in evals.items()]
+    out: dict[str, str] = {}
+    for given in evals or []:
+        name, _, path = given.partition("=")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name) or not path:
+            raise DataError(
+                f"--eval {given!r}: give NAME=SOURCE, NAME in lower-case letters, digits, - and _ (it names eval/NAME/)"
+            )
+        if name == "test" or name in out:
+            raise DataError(f"--eval {given!r}: the task name {name!r} is {'eval/test' if name == 'test' else 'given twice'}")
+        if not Path(path).exists():
+            raise DataError(f"{path}: no such file or folder (--eval {name})")
+        out[name] = path
+    return out
 
 
 def _check_apart(dest: Path, sources: list) -> None:

@@ -55,7 +55,7 @@ class Objective:
         model: nn.Module,
         model_name: str,
         test: Split,
-        texture: Split | None,
+        transfer: dict[str, Split],
         tasks: dict,
         probe_steps: int,
         probe_lr: float,
@@ -78,8 +78,9 @@ class Objective:
         return kept
 
 
-def _probe(model, texture, probe_steps, probe_lr, seed) -> dict:
-    return {"texture_probe_accuracy": probe_task(model, texture, probe_steps, probe_lr, seed) if texture is not None else None}
+def _probe(model, transfer, probe_steps, probe_lr, seed) -> dict:
+    """<task>_probe_accuracy for every transfer task (eval/<task>/ with train and test folds)."""
+    return {f"{name}_probe_accuracy": probe_task(model, task, probe_steps, probe_lr, seed) for name, task in transfer.items()}
 
 
 class Classification(Objective):
@@ -97,8 +98,8 @@ class Classification(Objective):
     def target_metric(self, model_name, test, class_names):
         return lambda model: {"accuracy": accuracy(model, test)}
 
-    def evaluate_model(self, model, model_name, test, texture, tasks, probe_steps, probe_lr, seed):
-        return {**_probe(model, texture, probe_steps, probe_lr, seed), "test_accuracy": accuracy(model, test)}
+    def evaluate_model(self, model, model_name, test, transfer, tasks, probe_steps, probe_lr, seed):
+        return {**_probe(model, transfer, probe_steps, probe_lr, seed), "test_accuracy": accuracy(model, test)}
 
 
 class Contrastive(Objective):
@@ -125,18 +126,17 @@ class Contrastive(Objective):
             )
         }
 
-    def evaluate_model(self, model, model_name, test, texture, tasks, probe_steps, probe_lr, seed):
-        out = _probe(model, texture, probe_steps, probe_lr, seed)
+    def evaluate_model(self, model, model_name, test, transfer, tasks, probe_steps, probe_lr, seed):
+        out = _probe(model, transfer, probe_steps, probe_lr, seed)
         tokenizer = clip_tokenizer(model_name)
         image_features = encode(model, images=test.images)
         out["zero_shot_accuracy"] = zero_shot_accuracy(
             image_features, class_embeddings(model, tokenizer, tasks["test"]["class_names"], PROMPTS), test.labels
         )
-        if texture is not None:
-            out["texture_zero_shot_accuracy"] = zero_shot_accuracy(
-                encode(model, images=texture.images),
-                class_embeddings(model, tokenizer, tasks["texture"]["prompt_names"], PROMPTS),
-                texture.labels,
+        for name, task in transfer.items():  # zero-shot from the task's class names (or prompt names)
+            names = tasks[name].get("prompt_names") or tasks[name]["class_names"]
+            out[f"{name}_zero_shot_accuracy"] = zero_shot_accuracy(
+                encode(model, images=task.images), class_embeddings(model, tokenizer, names, PROMPTS), task.labels
             )
         out.update(retrieval_recall(image_features, encode(model, tokens=tokenizer([str(c) for c in test.columns["caption"]]))))
         return out

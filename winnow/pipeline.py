@@ -489,20 +489,21 @@ def train_stage(params: Params, policy: str) -> dict:
 
 
 def evaluate_stage(params: Params) -> dict:
-    """Transfer metrics of the reference and every learner: held-out (or zero-shot) accuracy,
-    the texture linear probe and, for CLIP, zero-shot texture and retrieval recall@1/5/10.
+    """Transfer metrics of the reference and every learner: held-out (or zero-shot) accuracy, a linear
+    probe on every transfer task (eval/<task>/: the generator's texture, or tasks imported with --eval)
+    and, for CLIP, zero-shot accuracy on each task and retrieval recall@1/5/10.
     Each checkpoint must have been trained on this run's inputs (its lineage key), never a stale one."""
     paths = Paths.of(params)
     tasks = read_manifest(params.data.root)["tasks"]
     test = split(params, "eval/test")
-    texture = split(params, "eval/texture") if "texture" in tasks else None  # imported data may have no transfer task
+    transfer = {name: split(params, f"eval/{name}") for name in sorted(tasks) if name != "test"}  # may be none
     models = [("reference", paths.reference, params.reference.model, lineage.stage_key("reference", params))]
     models += [(p, paths.learner(p), params.train.model, lineage.stage_key("train", params, p)) for p in params.train.policies]
     results = {}
     for name, path, model_name, inputs in models:
         model = model_from_checkpoint(path, pick_device(params.device), inputs)
         results[name] = OBJECTIVES[params.objective].evaluate_model(
-            model, model_name, test, texture, tasks, params.evaluate.probe_steps, params.evaluate.probe_lr, params.seed
+            model, model_name, test, transfer, tasks, params.evaluate.probe_steps, params.evaluate.probe_lr, params.seed
         )
     write_json(results, paths.metrics / "evaluate.json")
     return results

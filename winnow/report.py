@@ -51,7 +51,11 @@ def summarize(
             "step_ratio": reached / uniform_steps if reached is not None else None,
             f"{noise}_fraction_selected": mix.get(noise, 0.0) if pool_mix else None,
             "selected_mix": mix,
-            "texture_probe_accuracy": evaluated.get(policy, {}).get("texture_probe_accuracy"),
+            "probe_accuracy": {  # per transfer task, when evaluated
+                k.removesuffix("_probe_accuracy"): v
+                for k, v in evaluated.get(policy, {}).items()
+                if k.endswith("_probe_accuracy")
+            },
             "train_seconds": trained[policy]["seconds"],
         }
     return {
@@ -68,20 +72,21 @@ def summarize(
 def table(summary: dict) -> str:
     """The summary as a fixed-width table, for the terminal and the report."""
     noise = summary["noise"]
+    tasks = sorted({t for row in summary["policies"].values() for t in row.get("probe_accuracy", {})})
     lines = [
         f"target: uniform's final {summary['metric']} = {summary['target']:.4f} after {summary['uniform_steps']} steps; "
         f"pool {noise} rate {_num(summary[f'pool_{noise}_fraction'], 'unknown', 3)}",
         f"{'policy':<16}{'final':>10}{'steps to target':>17}{'step ratio':>12}{'FLOP ratio':>12}{'time ratio':>12}"
-        f"{NOISE_WORDS[noise]:>19}{'texture probe':>15}",
+        f"{NOISE_WORDS[noise]:>19}" + "".join(f"{t + ' probe':>15}" for t in tasks),
     ]
     for policy, row in summary["policies"].items():
         ratio = f"{row['step_ratio']:.2f}x" if row["step_ratio"] is not None else "never"
         steps = str(row["steps_to_target"]) if row["steps_to_target"] is not None else "-"
-        probe = f"{row['texture_probe_accuracy']:.3f}" if row["texture_probe_accuracy"] is not None else "-"
+        probes = "".join(f"{_num(row.get('probe_accuracy', {}).get(t), '-', 3):>15}" for t in tasks)
         flops, clock = _num(row.get("flop_ratio_full")), _num(row.get("time_ratio_full"))
         lines.append(
             f"{policy:<16}{row['final_metric']:>10.4f}{steps:>17}{ratio:>12}{flops:>12}{clock:>12}"
-            f"{_num(row[f'{noise}_fraction_selected'], '-', 3):>19}{probe:>15}"
+            f"{_num(row[f'{noise}_fraction_selected'], '-', 3):>19}{probes}"
         )
     lines.append(
         "FLOP ratio, time ratio: FLOPs and seconds to the target over uniform's whole run, "
@@ -184,6 +189,11 @@ def _num(value: float | None, missing: str = "-", digits: int = 2) -> str:
     return missing if value is None else f"{value:.{digits}f}"
 
 
+def _plain(stat: dict) -> str:
+    """mean ± std of a metric every run has (accuracy, probe), three decimals."""
+    return "-" if stat["mean"] is None else f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+
 def _fmt(stat: dict) -> str:
     """mean ± std over the seeds that reached the target, and how many did."""
     if stat["mean"] is None:
@@ -194,14 +204,17 @@ def _fmt(stat: dict) -> str:
 
 def bench_table(result: dict) -> str:
     noise = result["noise"]
+    tasks = sorted({t for row in result["policies"].values() for t in row.get("probe_accuracy", {})})
     lines = [
         f"{'policy':<16}{'step_ratio':>16}{'flop_ratio_full':>18}{'flop_ratio_amortised':>22}{'time_ratio_full':>18}"
-        f"{'time_ratio_amortised':>22}{NOISE_WORDS[noise]:>19}"
+        f"{'time_ratio_amortised':>22}{NOISE_WORDS[noise]:>19}{'final':>16}" + "".join(f"{t + ' probe':>18}" for t in tasks)
     ]
     for policy, row in result["policies"].items():
+        probes = "".join(f"{_plain(row['probe_accuracy'][t]):>18}" for t in tasks)
         lines.append(
             f"{policy:<16}{_fmt(row['step_ratio']):>16}{_fmt(row['flop_ratio_full']):>18}{_fmt(row['flop_ratio_amortised']):>22}"
             f"{_fmt(row['time_ratio_full']):>18}{_fmt(row['time_ratio_amortised']):>22}{row[f'{noise}_fraction_selected']['mean']:>19.3f}"
+            f"{_plain(row['final_metric']):>16}{probes}"
         )
     return "\n".join(lines)
 
@@ -246,7 +259,9 @@ def write_bench_report(result: dict, curves: dict[str, list[dict]], metric: str,
     plot_bench(curves, result["targets"], metric, plots)
     link = Path(os.path.relpath(plots, path.parent)).as_posix()
     objective, n = result["objective"], len(result["seeds"])
-    command = f"uv run winnow bench --objective {objective}"
+    command = f"uv run winnow bench --objective {objective}" + (
+        f" --set data.root={result['data']}" if result.get("data") not in (None, "data/synthetic") else ""
+    )
     learn = result["policies"].get("learnability", {})
     full, amort = learn.get("flop_ratio_full", {}).get("mean"), learn.get("flop_ratio_amortised", {}).get("mean")
     clock = learn.get("time_ratio_full", {}).get("mean")
@@ -285,7 +300,9 @@ and pool scoring counted in full, learnability took {_num(clock, "(never reached
 step_ratio = steps to the target / uniform's steps; flop_ratio = FLOPs to the target / uniform's total
 FLOPs; time_ratio = seconds to the target / uniform's training seconds, measured (evaluation excluded
 from both). The last column is the share of {result["noise"].replace("_", " ")} examples in the batches each policy trained on
-(the pool has {result[f"pool_{result['noise']}_fraction"]:.3f}).
+(the pool has {_num(result[f"pool_{result['noise']}_fraction"], "an unknown share", 3)}); final is the held-out
+{metric.replace("_", " ")} after every step, and each *task* probe the linear-probe accuracy of the final learner's
+frozen features on that transfer task (eval/*task*/), when the data has one.
 
 ```
 {bench_table(result)}

