@@ -148,19 +148,28 @@ def train_task(params: Params, policy: str) -> dict:
 def evaluate_task(params: Params) -> dict:
     out = pipeline.evaluate_stage(params)
     headline = OBJECTIVES[params.objective].headline
-    # texture_probe_accuracy is None where the data has no transfer task (a user's own data)
-    get_run_logger().info(
-        "evaluate: "
-        + ", ".join(f"{k} {v[headline]:.4f}/{report._num(v['texture_probe_accuracy'], '-', 3)}" for k, v in out.items())
-        + f" ({headline.replace('_', ' ')} / texture probe)"
-    )
+
+    def probes(metrics: dict) -> str:  # one linear probe per transfer task; none where the data has no such task
+        found = [
+            f"{k.removesuffix('_probe_accuracy')} probe {v:.3f}" for k, v in metrics.items() if k.endswith("_probe_accuracy")
+        ]
+        return f" ({', '.join(found)})" if found else ""
+
+    get_run_logger().info("evaluate: " + ", ".join(f"{k} {headline} {v[headline]:.4f}{probes(v)}" for k, v in out.items()))
     return out
 
 
 @task(name="summary", cache_policy=dvc_stage_policy("summary"), **STAGE)
 def summary_task(params: Params) -> dict:
     out = pipeline.summary_stage(params)
-    rows = [{"policy": p, **{k: v for k, v in r.items() if k != "selected_mix"}} for p, r in out["policies"].items()]
+    rows = [
+        {
+            "policy": p,
+            **{k: v for k, v in r.items() if k not in ("selected_mix", "probe_accuracy")},
+            **{f"{t}_probe": v for t, v in r.get("probe_accuracy", {}).items()},
+        }
+        for p, r in out["policies"].items()
+    ]
     create_table_artifact(
         rows, key=f"{params.objective}-summary", description=f"winnow {params.objective}: target {out['target']:.4f}"
     )

@@ -124,8 +124,8 @@ def test_confusable_targets_normalise_the_off_diagonal():
 
 
 def test_the_confusions_can_come_from_a_classifier_checkpoint(clean, tmp_path):
-    from winnow.corrupt import measured_confusion
     from models import build_classifier
+    from winnow.corrupt import measured_confusion
 
     torch.manual_seed(0)
     model = build_classifier("cnn-nano", 3, 16)

@@ -165,7 +165,7 @@ def test_the_stages_run_on_an_imported_dataset(tmp_path, monkeypatch):
     for policy in params.train.policies:
         pipeline.train_stage(params, policy)
     evaluated = pipeline.evaluate_stage(params)
-    assert evaluated["learnability"]["texture_probe_accuracy"] is None  # no transfer task in imported data
+    assert not [k for k in evaluated["learnability"] if k.endswith("_probe_accuracy")]  # imported with no transfer task
     summary = pipeline.summary_stage(params)
     assert summary["target"] == summary["policies"]["uniform"]["final_metric"]
     assert summary["pool_noisy_label_fraction"] is None  # unknown for imported data, not zero
@@ -487,20 +487,20 @@ def test_an_import_that_stops_half_way_leaves_no_folder_that_looks_complete(tmp_
 
     written = []
 
-    def crash_after_the_pool(folder, split, shard_size, num_classes):
+    def crash_after_one_shard(self, n):
         if written:
             raise KeyboardInterrupt
-        written.append(folder)
-        real_write(folder, split, shard_size, num_classes)
+        written.append(self.folder)
+        real_flush(self, n)
 
-    real_write = importers._write
-    monkeypatch.setattr(importers, "_write", crash_after_the_pool)
+    real_flush = importers.ShardWriter._flush
+    monkeypatch.setattr(importers.ShardWriter, "_flush", crash_after_one_shard)
     source = _parquet(tmp_path / "t.parquet")
     with pytest.raises(KeyboardInterrupt):
-        import_source("parquet", source, tmp_path / "out")
-    assert not (tmp_path / "out").exists() and not (tmp_path / "out.importing" / "manifest.json").exists()
-    monkeypatch.setattr(importers, "_write", real_write)
-    dest = import_source("parquet", source, tmp_path / "out")  # the half-written folder is cleared, not refused
+        import_source("parquet", source, tmp_path / "out", shard_size=2)
+    assert written and not (tmp_path / "out").exists() and not (tmp_path / "out.importing" / "manifest.json").exists()
+    monkeypatch.setattr(importers.ShardWriter, "_flush", real_flush)
+    dest = import_source("parquet", source, tmp_path / "out")  # a half-written folder is cleared, not refused
     assert read_manifest(dest)["counts"]["pool"] > 0 and not (tmp_path / "out.importing").exists()
 
 
@@ -591,4 +591,81 @@ def test_the_cli_names_each_bad_import_and_writes_nothing(tmp_path, capsys, case
     assert main(["data", "import", *map(str, args[:2]), str(tmp_path / "out"), *map(str, args[2:])]) == 2
     err = capsys.readouterr().err
     assert re.search(message, err) and err.startswith("winnow: error: ") and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+STREAMING = """
+import os, sys
+from winnow.importers import write_dataset
+
+def peak_mib():  # this process's peak resident set (VmHWM), MiB
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 1024
+
+def pool(n, size):  # a generator: the source exists only as it is read
+    for i in range(n):
+        yield {"image": os.urandom(size), "label": i % 2, "caption": None, "source_key": str(i)}
+
+held = [{"image": b"x", "label": i % 2, "caption": None, "source_key": f"h{i}"} for i in range(4)]
+before = peak_mib()
+write_dataset(pool(3200, 256 * 1024), sys.argv[1], ["a", "b"], curated=held, test=held, shard_size=100)
+print(before, peak_mib())
+"""
+
+
+def test_a_pool_far_bigger_than_the_memory_allowed_streams_through_the_import(tmp_path):
+    """800 MiB of images from a generator, imported in a fresh process whose peak memory may grow by at most
+    300 MiB: the rows go from the source to their shard and are let go, never gathered in a list. (What it
+    holds: one read batch of up to 32 MiB, one 25 MiB shard, and Arrow's and Parquet's buffers to write it.)"""
+    done = subprocess.run(
+        [sys.executable, "-c", STREAMING, str(tmp_path / "big")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, after = map(float, done.stdout.split())
+    assert after - before < 300, f"peak memory grew by {after - before:.0f} MiB importing 800 MiB"
+    manifest = read_manifest(tmp_path / "big")
+    assert manifest["counts"] == {"pool": 3200, "curated": 4, "eval/test": 4}
+    assert len(list((tmp_path / "big" / "pool").glob("part-*.parquet"))) == 32
+    assert pq.read_table(tmp_path / "big" / "pool", columns=["id"]).column("id").to_pylist() == list(range(3200))
+
+
+def test_a_generator_that_would_have_to_be_read_twice_is_an_error_not_a_silent_empty_split(tmp_path):
+    from winnow.importers import write_dataset
+
+    rows = ({"image": b"x", "label": 0, "caption": None, "source_key": str(i)} for i in range(10))
+    with pytest.raises(DataError, match="a generator can be read only once"):
+        write_dataset(rows, tmp_path / "out", ["a"], curated_fraction=0.2)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_eval_source_becomes_a_transfer_task_with_its_own_classes_and_probe_folds(tmp_path):
+    source = _parquet(tmp_path / "t.parquet", n=20)
+    other = _parquet(tmp_path / "other.parquet", n=12, label=pa.array(["z", "x", "y"] * 4))
+    dest = import_source("parquet", source, tmp_path / "out", evals=[f"shapes={other}"])
+    manifest = read_manifest(dest)
+    assert manifest["tasks"]["shapes"]["class_names"] == ["x", "y", "z"] and manifest["class_names"] == ["class 0", "class 1"]
+    assert manifest["counts"]["eval/shapes"] == 12 and manifest["source"]["evals"] == {"shapes": str(other)}
+    task = pq.read_table(dest / "eval/shapes")
+    assert task.column("fold").to_pylist().count("train") == 8  # a seeded 2/3 for the probe to fit, 1/3 to test
+    assert task.column("label").to_pylist() == [2, 0, 1] * 4
+
+
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        ("Shapes={other}", "NAME in lower-case letters"),
+        ("test={other}", "is eval/test"),
+        ("shapes=nowhere.parquet", r"nowhere\.parquet: no such file"),
+        ("shapes={unlabelled}", "every example of transfer task 'shapes' needs one"),
+    ],
+)
+def test_a_wrong_eval_task_is_an_error_naming_it(tmp_path, given, message):
+    source = _parquet(tmp_path / "t.parquet", n=20)
+    other = _parquet(tmp_path / "other.parquet", n=6)
+    unlabelled = _parquet(tmp_path / "unlabelled.parquet", n=6, label=pa.array([0, None, 1, 0, 1, 0], pa.int32()))
+    with pytest.raises(DataError, match=message):
+        import_source("parquet", source, tmp_path / "out", evals=[given.format(other=other, unlabelled=unlabelled)])
     assert not (tmp_path / "out").exists()

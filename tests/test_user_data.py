@@ -79,6 +79,15 @@ def sources(tmp_path_factory):
     pq.write_table(pa.concat_tables([pool, extra]), root / "noisy.parquet")
     pq.write_table(_table(60, rng), root / "clean.parquet")
     pq.write_table(_table(45, rng), root / "test.parquet")
+    shade = _table(30, rng)  # a transfer task with classes of its own: is the image dark or light?
+    dark = [bool(i % 2) for i in range(30)]
+    images = [
+        _png(np.asarray(Image.open(io.BytesIO(b))) // (4 if d else 1)) for b, d in zip(shade.column("jpg").to_pylist(), dark)
+    ]
+    shade = shade.set_column(0, "jpg", pa.array(images, pa.binary())).set_column(
+        1, "name", pa.array(["dark" if d else "light" for d in dark])
+    )
+    pq.write_table(shade, root / "shade.parquet")
     return root
 
 
@@ -106,6 +115,8 @@ def _import(sources: Path, dest: Path) -> None:
             ",".join(CLASSES),
             "--shard-size",
             "100",
+            "--eval",
+            f"shade={sources / 'shade.parquet'}",
         ]
     )
     assert code == 0
@@ -130,7 +141,12 @@ def test_an_imported_parquet_dataset_with_its_own_test_set_runs_through_winnow_p
     score = json.loads((paths.metrics / "score.json").read_text())
     assert score["unscorable"] >= 1  # the decompression bomb: skipped and counted, not a crash
     evaluated = json.loads((paths.metrics / "evaluate.json").read_text())
-    assert evaluated["uniform"]["texture_probe_accuracy"] is None  # no transfer task: reported as such, not a crash
+    for model in ("reference", *params.train.policies):  # the user's own transfer task, by probe (and zero-shot for CLIP)
+        assert 0 <= evaluated[model]["shade_probe_accuracy"] <= 1 and "texture_probe_accuracy" not in evaluated[model]
+        if objective == "contrastive":
+            assert 0 <= evaluated[model]["shade_zero_shot_accuracy"] <= 1
+    assert set(summary["policies"]["uniform"]["probe_accuracy"]) == {"shade"}
+    assert "shade probe" in paths.report.read_text()
 
 
 def test_a_sixteen_bit_png_keeps_its_grey_level(sources):

@@ -342,5 +342,118 @@ def memory_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # the fresh process of _measure
-    print(json.dumps(measure_stage(sys.argv[1], json.loads(sys.argv[2]), sys.argv[3])))
+# ---------------------------------------------------------------- import memory: does it grow with the source?
+
+IMPORT_KINDS = ("parquet", "webdataset", "imagefolder")
+
+
+def write_import_source(pool: Path, kind: str, dest: Path, copies: int) -> Path:
+    """The pool's shards written `copies` times over as a source a user would have: Parquet files of 5,000
+    rows, WebDataset tars of 5,000 keys (png, txt, cls, json), or an ImageFolder tree of PNG files. Written once
+    (a `complete` mark), reused after."""
+    import io
+    import tarfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from winnow.data import shard_files
+
+    if (dest / "complete").exists():
+        return dest
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    files = shard_files(pool)
+    for copy in range(copies):
+        for path in files:
+            table = pq.read_table(path, columns=["image", "label", "caption"])
+            stem = f"{copy:03d}-{path.stem}"
+            if kind == "parquet":
+                pq.write_table(
+                    table.append_column("copy", pa.array([copy] * table.num_rows, pa.int32())), dest / f"{stem}.parquet"
+                )
+                continue
+            images, labels, captions = (table.column(c).to_pylist() for c in ("image", "label", "caption"))
+            if kind == "imagefolder":
+                for i, (image, label) in enumerate(zip(images, labels)):
+                    folder = dest / f"class{label:02d}"
+                    folder.mkdir(exist_ok=True)
+                    (folder / f"{stem}-{i:05d}.png").write_bytes(image)
+                continue
+            with tarfile.open(dest / f"{stem}.tar", "w") as tar:
+                for i, (image, label, caption) in enumerate(zip(images, labels, captions)):
+                    for ext, data in (
+                        ("png", image),
+                        ("txt", (caption or "").encode()),
+                        ("cls", str(label).encode()),
+                        ("json", json.dumps({"copy": copy, "row": i}).encode()),
+                    ):
+                        info = tarfile.TarInfo(f"{stem}-{i:05d}.{ext}")
+                        info.size = len(data)
+                        tar.addfile(info, io.BytesIO(data))
+    (dest / "complete").touch()
+    return dest
+
+
+def measure_import(kind: str, source: str, dest: str) -> dict:
+    """`winnow data import KIND SOURCE DEST` in this process: its peak resident memory and seconds."""
+    from winnow.importers import import_source
+
+    started = time.perf_counter()
+    import_source(kind, source, dest, seed=0)
+    peak_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    return {"peak_rss_mib": peak_kib / 1024, "seconds": time.perf_counter() - started}
+
+
+def import_memory(params_path: str, overrides: list[str], scale: int = 10) -> dict:
+    """Peak memory of importing the default pool, and one `scale` times larger, from each kind of source, each
+    import alone in a fresh process. Sources and imports go under artifacts/memory/import/ (outside data.dvc).
+    Writes import_memory.json under Paths.bench."""
+    params = load_params(params_path, overrides)
+    pipeline.data_stage(params)
+    root = Path(params.artifacts) / "memory" / "import"
+    rows = []
+    for kind in IMPORT_KINDS:
+        for factor in (1, scale):
+            log.info("import memory bench: %s source, %dx the pool", kind, factor)
+            source = write_import_source(Path(params.data.root) / "pool", kind, root / f"{kind}-x{factor}", factor)
+            dest = root / f"imported-{kind}-x{factor}"
+            shutil.rmtree(dest, ignore_errors=True)
+            command = [sys.executable, "-m", "winnow.bench", "import", kind, str(source), str(dest)]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode:
+                raise RuntimeError(f"import memory bench: {kind} x{factor} failed:\n{done.stderr[-3000:]}")
+            measured = json.loads(done.stdout.strip().splitlines()[-1])
+            counts = pipeline.read_manifest(dest)["counts"]
+            source_mib = sum(p.stat().st_size for p in source.rglob("*") if p.is_file()) / 2**20
+            rows.append(
+                {
+                    "kind": kind,
+                    "examples": sum(counts.values()),
+                    "source_mib": round(source_mib, 1),
+                    **measured,
+                }
+            )
+            log.info(
+                "import memory bench: %s x%d: peak %.0f MiB (%.0f s)", kind, factor, measured["peak_rss_mib"], measured["seconds"]
+            )
+            shutil.rmtree(dest)
+    result = {"scale": scale, "rows": rows}
+    write_json(result, pipeline.Paths.of(params).bench / "import_memory.json")
+    return result
+
+
+def import_memory_table(result: dict) -> str:
+    lines = ["| source | examples | on disk (MiB) | peak RSS (MiB) | seconds |", "|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['kind']} | {r['examples']:,} | {r['source_mib']:.0f} | {r['peak_rss_mib']:.0f} | {r['seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # the fresh process of _measure and import_memory
+    if sys.argv[1] == "import":
+        print(json.dumps(measure_import(*sys.argv[2:5])))
+    else:
+        print(json.dumps(measure_stage(sys.argv[1], json.loads(sys.argv[2]), sys.argv[3])))

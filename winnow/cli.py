@@ -164,7 +164,14 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--memory", action="store_true", help="instead: peak memory of scoring and training on the default pool and a larger one"
     )
-    bench.add_argument("--scale", type=int, default=10, help="with --memory: how many times the default pool (default 10)")
+    bench.add_argument(
+        "--import-memory",
+        action="store_true",
+        help="instead: peak memory of `winnow data import` from each kind of source, the default pool and a larger one",
+    )
+    bench.add_argument(
+        "--scale", type=int, default=10, help="with --memory or --import-memory: how many times the default pool (default 10)"
+    )
     serve = sub.add_parser(
         "serve", parents=[common], help="serve the pipeline on a schedule (needs a Prefect server: PREFECT_API_URL)"
     )
@@ -230,6 +237,11 @@ def main(argv: list[str] | None = None) -> int:
             cron = args.cron or (None if args.interval else params.serve.cron)
             interval = args.interval or (None if args.cron else params.serve.interval_minutes)
             flows.serve(os.path.abspath(args.params), args.overrides, cron, interval)
+        elif args.command == "bench" and args.import_memory:
+            from winnow.bench import import_memory, import_memory_table
+
+            print(import_memory_table(import_memory(args.params, args.overrides, args.scale)))
+            print(f"see {paths.bench / 'import_memory.json'}")
         elif args.command == "bench" and args.memory:
             from winnow.bench import memory, memory_table
 

@@ -119,7 +119,12 @@ def corrupt_shard(
     labels = np.array(table.column("label").fill_null(-1).to_pylist(), dtype=np.int64)
     captions = table.column("caption").to_pylist() if "caption" in table.column_names else [None] * n
     new_images, new_labels, new_captions = list(images), labels.copy(), list(captions)
-    clean_labels, clean_captions = labels.copy(), list(captions)  # what the row's (final) image truly shows
+    # what the row's (final) image truly shows: the source's own record, where it was corrupted before
+    if "clean_label" in table.column_names:
+        clean_labels = np.array(table.column("clean_label").fill_null(-1).to_pylist(), dtype=np.int64)
+    else:
+        clean_labels = labels.copy()
+    clean_captions = table.column("clean_caption").to_pylist() if "clean_caption" in table.column_names else list(captions)
     before = table.column("pathology").to_pylist() if "pathology" in table.column_names else ["clean"] * n
     pathology = [kinds[d] if d else (before[i] or "clean") for i, d in enumerate(drawn)]
 
@@ -127,6 +132,8 @@ def corrupt_shard(
         return np.flatnonzero(drawn == kinds.index(kind))
 
     idx = rows("noisy_label")
+    for i in idx[labels[idx] < 0]:  # no label to make wrong
+        pathology[i] = before[i] or "clean"
     idx = idx[labels[idx] >= 0]
     shift = rng.integers(1, max(num_classes, 2), len(idx))
     uniform = (labels[idx] + shift) % num_classes
@@ -134,7 +141,7 @@ def corrupt_shard(
         use_matrix = rng.random(len(idx)) < confusable
         cumulative = np.cumsum(flips[labels[idx]], axis=1)
         drawn_class = (rng.random((len(idx), 1)) > cumulative).sum(1).clip(0, num_classes - 1)
-        new_labels[idx] = np.where(use_matrix, drawn_class, uniform)
+        new_labels[idx] = np.where(use_matrix & (drawn_class != labels[idx]), drawn_class, uniform)
     else:
         new_labels[idx] = uniform
 
@@ -154,7 +161,7 @@ def corrupt_shard(
             jitter = rng.integers(-3, 4, pixels.shape)
             new_images[i] = encode_png(np.clip(pixels.astype(np.int64) + jitter, 0, 255).astype(np.uint8))
             new_labels[i], new_captions[i] = labels[d], captions[d]
-            clean_labels[i], clean_captions[i] = labels[d], captions[d]
+            clean_labels[i], clean_captions[i] = clean_labels[d], clean_captions[d]
 
     for i in rows("blank"):
         pixels = _decode(images[i])
@@ -261,7 +268,7 @@ def corrupt_dataset(
             if (source / name).exists():
                 shutil.copytree(source / name, staging / name)
         (staging / "pool").mkdir()
-        for shard, path in enumerate(tqdm(files, desc="corrupt pool", unit="shard", leave=False)):
+        for shard, path in enumerate(tqdm(files, desc="corrupt pool", unit="shard", leave=False, disable=None)):
             table = read_shard(path)
             out, counts = corrupt_shard(table, np.random.default_rng([seed, shard]), rates, num_classes, confusable, flips)
             pq.write_table(out, staging / "pool" / path.name, compression="zstd")
@@ -273,7 +280,12 @@ def corrupt_dataset(
     content = {str(p.relative_to(staging)): file_sha256(p) for p in sorted(staging.rglob("*.parquet"))}
     manifest = dict(manifest)
     manifest.setdefault("source", {"path": str(source)})
+    generator = manifest.pop("generator", None)  # no longer the generator's output: `winnow data synth` must not own it
+    manifest.pop("pool_hash", None)
+    if "pool_pathologies" in manifest.get("counts", {}):
+        manifest["counts"] = {**manifest["counts"], "pool_pathologies": dict(sorted(totals.items()))}
     manifest["corrupted"] = {
+        "from_generator": generator,
         "from": str(source),
         "from_content_hash": manifest.get("content_hash"),
         "rates": rates,

@@ -1,11 +1,17 @@
-"""Importers: users' own shards into the data contract (pool/, curated/, eval/test/, manifest.json).
+"""Importers: users' own shards into the data contract (pool/, curated/, eval/, manifest.json).
 
 WebDataset tars as img2dataset writes them (jpg|png|webp + txt + json [+ cls]), an
 ImageFolder tree (root/<class>/<image>), or a Parquet table with image bytes. Images are
 copied as they are (encoded bytes); nothing is decoded here, so a bad image is found,
 skipped and counted where it is used. The curated set and the held-out test set are
 either sampled from the source (seeded, disjoint from the pool) or imported from a
-separate source of the same kind.
+separate source of the same kind; transfer tasks (--eval NAME=SOURCE) go to eval/NAME/.
+
+Imports stream. A source is read twice, a batch at a time: once without its images, to learn
+what the whole must agree on (how many rows, the labels and their classes, the metadata
+columns' types), then once to write it, every row going straight to its split's shard buffer.
+Memory holds one batch and one shard per split, whatever the source's size (plus one byte per
+row for the split plan); a pool far bigger than memory imports like a small one.
 
 Users' data is checked at the door: every bad input (a truncated tar, malformed json, a label
 that fits no class, an image column of text, a destination that holds other files) raises
@@ -32,12 +38,14 @@ import re
 import shutil
 import tarfile
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from winnow.data import file_sha256
 from winnow.errors import DataError
@@ -51,71 +59,160 @@ SCHEMA = pa.schema(
 )
 CONTRACT_COLUMNS = tuple(SCHEMA.names)
 CURATED_FRACTION, TEST_FRACTION, SHARD_SIZE = 0.1, 0.05, 5000
+BATCH_ROWS, BATCH_BYTES = 1000, 32 * 2**20  # rows read at a time: at most this many, of at most this many image bytes
 TAR_BLOCK = 512
 STAGING_MARK = ".winnow-importing"  # what makes DEST.importing ours to remove
+INT64 = (-(2**63), 2**63 - 1)
+
+Batch = tuple[list[dict], "pa.Table | None"]  # examples (image, label, caption, source_key) and their metadata rows
 
 
-@dataclass
 class Source:
-    """One source in memory: examples (image, label, caption, source_key) and their metadata, one row each."""
+    """One source as a stream of batches: `read(images=True)` reads it from the start each time it is called
+    (a list or a reader can be read again; a generator only once). Each batch is (examples, metadata), the
+    metadata a table of `schema` (None: no other columns) with one row per example."""
 
-    examples: list[dict]
-    metadata: pa.Table | None = None  # row i belongs to examples[i]; None when the source has no other columns
-    path: str = ""
-    classes: list[str] | None = None  # an ImageFolder's class folders
-    skipped: dict = field(default_factory=dict)  # what was left out on purpose, counted (e.g. keys with no image)
-    renamed: dict = field(default_factory=dict)  # source column -> its name in the shards
+    def __init__(
+        self,
+        examples: Iterable[dict] | None = None,
+        metadata: pa.Table | None = None,
+        path: str = "",
+        *,
+        read: Callable[..., Iterator[Batch]] | None = None,
+        schema: pa.Schema | None = None,
+        classes: list[str] | None = None,
+        skipped: dict | None = None,
+    ):
+        self.path = path
+        self.read = read or _batches_of(examples if examples is not None else [], metadata, path)
+        self.schema = schema if read is not None else (metadata.schema if metadata is not None else None)
+        self.classes = classes  # an ImageFolder's class folders
+        self.skipped = skipped or {}  # what was left out on purpose, counted (e.g. keys with no image)
+        self.renamed: dict = {}  # source column -> its name in the shards
 
-    def select(self, rows) -> "Source":
-        rows = np.asarray(rows, dtype=np.int64)
-        metadata = self.metadata.take(rows) if self.metadata is not None else None
-        return Source([self.examples[i] for i in rows], metadata, self.path)
+    def count(self) -> int:
+        return sum(len(examples) for examples, _ in self.read(images=False))
+
+    def mapped(self, fn: Callable[[Batch], Batch], schema: pa.Schema | None) -> "Source":
+        """The same source with `fn` applied to every batch as it is read."""
+        inner = self.read
+        out = Source(path=self.path, read=lambda images=True: (fn(b) for b in inner(images=images)), schema=schema)
+        out.path, out.classes, out.skipped, out.renamed = self.path, self.classes, self.skipped, self.renamed
+        return out
+
+
+def _batches_of(examples: Iterable[dict], metadata: pa.Table | None, path: str) -> Callable[..., Iterator[Batch]]:
+    if isinstance(examples, (list, tuple)):
+
+        def read(images: bool = True):
+            for start in range(0, len(examples), BATCH_ROWS):
+                yield (
+                    list(examples[start : start + BATCH_ROWS]),
+                    metadata.slice(start, BATCH_ROWS) if metadata is not None else None,
+                )
+
+        return read
+    iterator, used = iter(examples), []
+
+    def once(images: bool = True):
+        if used:
+            raise DataError(
+                f"{path or 'the pool'}: a generator can be read only once; give the curated and test sets separately "
+                "(nothing to sample), or pass a list"
+            )
+        used.append(True)
+        chunk, size = [], 0
+        for example in iterator:
+            chunk.append(example)
+            size += len(example.get("image") or b"")
+            if len(chunk) == BATCH_ROWS or size >= BATCH_BYTES:
+                yield chunk, None
+                chunk, size = [], 0
+        if chunk:
+            yield chunk, None
+
+    return once
 
 
 # ---------------------------------------------------------------- readers
 
 
 def read_webdataset(source: str | Path) -> Source:
-    """Examples of every *.tar under `source` (or one tar): members grouped by key, as img2dataset writes them.
-    The .txt (else the json's "caption") is the caption, the .cls (else the json's "label") the label; the
-    json's other fields are metadata. A key with no image (img2dataset's failed downloads) is counted, not kept."""
+    """Examples of every *.tar under `source` (or one tar): members grouped by key, keys in sorted order, as
+    img2dataset writes them. The .txt (else the json's "caption") is the caption, the .cls (else the json's
+    "label") the label; the json's other fields are metadata. A key with no image (img2dataset's failed
+    downloads) is counted, not kept. Only the tar's headers and its small members are held, never its images."""
     tars = _files(source, "*.tar", "tar shards")
-    examples, fields, without_image = [], [], 0
-    for tar_path in tars:
-        groups = _tar_members(tar_path)
-        for key in sorted(groups):
-            parts = groups[key]
-            image = next((parts[e] for e in ("jpg", "jpeg", "png", "webp") if e in parts), None)
-            if image is None:
-                without_image += 1
-                continue
-            meta = _json_member(tar_path, key, parts)
-            caption = parts["txt"].decode("utf-8", errors="replace") if "txt" in parts else meta.get("caption")
-            label = _cls_member(tar_path, key, parts["cls"]) if "cls" in parts else meta.get("label")
-            examples.append({"image": image, "label": label, "caption": caption, "source_key": f"{tar_path.name}/{key}"})
-            fields.append({k: v for k, v in meta.items() if k not in ("caption", "label")})
+    kinds: dict[str, set] = {}  # json field -> the kinds of its values, over the whole source
+    without_image = 0
+    for tar_path in tars:  # the scan: headers, and the json members for the metadata's column types
+        with _open_tar(tar_path) as archive:
+            for key, parts in _tar_index(tar_path, archive):
+                if not _image_member(parts):
+                    without_image += 1
+                    continue
+                meta = _json_member(tar_path, key, archive, parts)
+                for name, value in meta.items():
+                    if name not in ("caption", "label"):
+                        seen = kinds.setdefault(name, set())
+                        if value is not None:
+                            seen.add(_json_kind(value))
+    columns = {name: _column_kind(k) for name, k in kinds.items()}
+    schema = pa.schema([(name, _JSON_TYPES.get(kind, pa.string())) for name, kind in columns.items()]) if columns else None
+
+    def read(images: bool = True):
+        examples, fields, size = [], [], 0
+        for tar_path in tars:
+            with _open_tar(tar_path) as archive:
+                for key, parts in _tar_index(tar_path, archive):
+                    image = _image_member(parts)
+                    if image is None:
+                        continue
+                    meta = _json_member(tar_path, key, archive, parts)
+                    text = archive.extractfile(parts["txt"]).read() if "txt" in parts else None
+                    caption = text.decode("utf-8", errors="replace") if text is not None else meta.get("caption")
+                    label = _cls_member(tar_path, key, archive, parts["cls"]) if "cls" in parts else meta.get("label")
+                    data = archive.extractfile(image).read() if images else None
+                    examples.append({"image": data, "label": label, "caption": caption, "source_key": f"{tar_path.name}/{key}"})
+                    fields.append(meta)
+                    size += len(data or b"")
+                    if len(examples) == BATCH_ROWS or size >= BATCH_BYTES:
+                        yield examples, _json_table(fields, columns)
+                        examples, fields, size = [], [], 0
+        if examples:
+            yield examples, _json_table(fields, columns)
+
     return Source(
-        examples, _json_columns(fields), str(source), skipped={"keys_without_image": without_image} if without_image else {}
+        path=str(source),
+        read=read,
+        schema=schema,
+        skipped={"keys_without_image": without_image} if without_image else {},
     )
 
 
-def _tar_members(tar_path: Path) -> dict[str, dict[str, bytes]]:
-    """Every file member of one tar, grouped by key. Python's tarfile stops quietly where a tar was cut at a
-    member boundary, so the end-of-archive blocks after the last member are checked too: a short read is an error."""
-    groups: dict[str, dict[str, bytes]] = {}
+def _open_tar(tar_path: Path) -> tarfile.TarFile:
     try:
-        with tarfile.open(tar_path, "r:*") as archive:
-            members = archive.getmembers()
-            for member in members:
-                if not member.isfile():
-                    continue
-                key, _, ext = member.name.rpartition(".")
-                if ext.lower() in groups.setdefault(key, {}):
-                    raise DataError(f"{tar_path}: member {member.name} appears twice; write each key's files once")
-                groups[key][ext.lower()] = archive.extractfile(member).read()
-            end = max((m.offset_data + -(-m.size // TAR_BLOCK) * TAR_BLOCK for m in members), default=0)
-            archive.fileobj.seek(end)
-            complete = archive.fileobj.read(2 * TAR_BLOCK) == bytes(2 * TAR_BLOCK)
+        return tarfile.open(tar_path, "r:*")
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        raise DataError(f"{tar_path}: truncated or unreadable tar shard ({e}); re-download or re-write it") from e
+
+
+def _tar_index(tar_path: Path, archive: tarfile.TarFile) -> Iterator[tuple[str, dict[str, tarfile.TarInfo]]]:
+    """(key, {ext: member}) for every key of one tar, in sorted key order. Python's tarfile stops quietly where
+    a tar was cut at a member boundary, so the end-of-archive blocks after the last member are checked too."""
+    groups: dict[str, dict[str, tarfile.TarInfo]] = {}
+    try:
+        members = archive.getmembers()
+        for member in members:
+            if not member.isfile():
+                continue
+            key, _, ext = member.name.rpartition(".")
+            if ext.lower() in groups.setdefault(key, {}):
+                raise DataError(f"{tar_path}: member {member.name} appears twice; write each key's files once")
+            groups[key][ext.lower()] = member
+        end = max((m.offset_data + -(-m.size // TAR_BLOCK) * TAR_BLOCK for m in members), default=0)
+        archive.fileobj.seek(end)
+        complete = archive.fileobj.read(2 * TAR_BLOCK) == bytes(2 * TAR_BLOCK)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise DataError(f"{tar_path}: truncated or unreadable tar shard ({e}); re-download or re-write it") from e
     if not complete:
@@ -123,14 +220,19 @@ def _tar_members(tar_path: Path) -> dict[str, dict[str, bytes]]:
             f"{tar_path}: truncated tar shard: it stops after {len(members)} members without the end-of-archive "
             "blocks (cut short by an interrupted download or copy?); re-download or re-write it"
         )
-    return groups
+    for key in sorted(groups):
+        yield key, groups[key]
 
 
-def _json_member(tar_path: Path, key: str, parts: dict) -> dict:
+def _image_member(parts: dict) -> tarfile.TarInfo | None:
+    return next((parts[e] for e in ("jpg", "jpeg", "png", "webp") if e in parts), None)
+
+
+def _json_member(tar_path: Path, key: str, archive: tarfile.TarFile, parts: dict) -> dict:
     if "json" not in parts:
         return {}
     try:
-        meta = json.loads(parts["json"])
+        meta = json.loads(archive.extractfile(parts["json"]).read())
     except ValueError as e:  # JSONDecodeError and UnicodeDecodeError both
         raise DataError(f"{tar_path}: member {key}.json is not valid JSON ({e}); fix or remove that member") from e
     if not isinstance(meta, dict):
@@ -138,8 +240,8 @@ def _json_member(tar_path: Path, key: str, parts: dict) -> dict:
     return meta
 
 
-def _cls_member(tar_path: Path, key: str, data: bytes) -> int:
-    text = data.decode("utf-8", errors="replace").strip()
+def _cls_member(tar_path: Path, key: str, archive: tarfile.TarFile, member: tarfile.TarInfo) -> int:
+    text = archive.extractfile(member).read().decode("utf-8", errors="replace").strip()
     try:
         return int(text)
     except ValueError:
@@ -149,50 +251,67 @@ def _cls_member(tar_path: Path, key: str, data: bytes) -> int:
         ) from None
 
 
-def _json_columns(rows: list[dict]) -> pa.Table | None:
-    """Json fields as columns, null where an example lacks one. A scalar field keeps its type (ints mixed with
-    floats become floats); a field of mixed types, or a list or an object, is stored as its text."""
-    names = list(dict.fromkeys(k for row in rows for k in row))
-    columns = {}
-    for name in names:
-        values = [row.get(name) for row in rows]
-        kinds = {_json_kind(v) for v in values if v is not None}
-        kind = "float" if kinds == {"int", "float"} else kinds.pop() if len(kinds) == 1 else "text"
-        columns[name] = _json_array(values, kind)
-    return pa.table(columns) if columns else None
+_JSON_TYPES = {"bool": pa.bool_(), "int": pa.int64(), "float": pa.float64(), "str": pa.string()}
 
 
 def _json_kind(value) -> str:
     for kind, types in (("bool", bool), ("int", int), ("float", float), ("str", str)):
         if isinstance(value, types):
+            if kind == "int" and not INT64[0] <= value <= INT64[1]:
+                return "bigint"  # beyond int64: kept as its digits
             return kind
     return "text"
 
 
+def _column_kind(kinds: set) -> str:
+    """A json field's column type: its one kind (ints mixed with floats become floats), else text."""
+    if kinds == {"int", "float"}:
+        return "float"
+    return next(iter(kinds)) if len(kinds) == 1 and kinds != {"bigint"} else "text"
+
+
+def _json_table(rows: list[dict], columns: dict[str, str]) -> pa.Table | None:
+    """One batch's json fields as columns of the source's types (from the scan), null where a row lacks one."""
+    if not columns:
+        return None
+    return pa.table({name: _json_array([row.get(name) for row in rows], kind) for name, kind in columns.items()})
+
+
 def _json_array(values: list, kind: str) -> pa.Array:
-    types = {"bool": pa.bool_(), "int": pa.int64(), "float": pa.float64(), "str": pa.string()}
-    if kind in types:
-        try:
-            return pa.array([v if v is None or kind != "float" else float(v) for v in values], types[kind])
-        except (OverflowError, pa.ArrowInvalid):  # an int beyond int64: keep its digits
-            pass
+    if kind in _JSON_TYPES:
+        return pa.array([v if v is None or kind != "float" else float(v) for v in values], _JSON_TYPES[kind])
     return pa.array([v if v is None or isinstance(v, str) else json.dumps(v, sort_keys=True) for v in values], pa.string())
 
 
 def read_imagefolder(source: str | Path) -> Source:
-    """root/<class>/<image>: each image's label is its class folder's name; captions are empty."""
+    """root/<class>/<image>: each image's label is its class folder's name; captions are empty. The file list
+    is held (paths only); each image is read when its batch is."""
     source = Path(source)
     classes = sorted(p.name for p in source.iterdir() if p.is_dir()) if source.is_dir() else []
     if not classes:
         raise DataError(f"{source}: no class folders (an ImageFolder tree is root/<class>/<image>)")
-    examples, not_images = [], 0
+    entries, not_images = [], 0
     for name in classes:
         for path in sorted((source / name).iterdir()):
             if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-                examples.append({"image": path.read_bytes(), "label": name, "caption": None, "source_key": f"{name}/{path.name}"})
+                entries.append((name, path))
             else:
                 not_images += 1
-    return Source(examples, None, str(source), classes=classes, skipped={"entries_not_images": not_images} if not_images else {})
+
+    def read(images: bool = True):
+        batch, size = [], 0
+        for name, path in entries:
+            image = path.read_bytes() if images else None
+            batch.append({"image": image, "label": name, "caption": None, "source_key": f"{name}/{path.name}"})
+            size += len(image or b"")
+            if len(batch) == BATCH_ROWS or size >= BATCH_BYTES:
+                yield batch, None
+                batch, size = [], 0
+        if batch:
+            yield batch, None
+
+    skipped = {"entries_not_images": not_images} if not_images else {}
+    return Source(path=str(source), read=read, schema=None, classes=classes, skipped=skipped)
 
 
 def read_parquet_table(
@@ -200,47 +319,71 @@ def read_parquet_table(
 ) -> Source:
     """A Parquet file or folder of them with encoded image bytes. Label and caption columns are optional: by default
     'label' and 'caption' where every file has them; a column named explicitly must be in every file. Every other
-    column is metadata, with its Arrow type."""
-    tables = [(path, _read_parquet(path)) for path in _files(source, "*.parquet", "Parquet files")]
-    label_column = _column_in_use(tables, label_column, "label", "--label-column")
-    caption_column = _column_in_use(tables, caption_column, "caption", "--caption-column")
-    examples, rest = [], []
-    for path, table in tables:
-        if image_column not in table.column_names:
-            raise DataError(f"{path}: no column {image_column!r} (pass --image-column); columns are {table.column_names}")
-        images = _image_bytes(table.column(image_column), path, image_column)
-        labels = table.column(label_column).to_pylist() if label_column else [None] * table.num_rows
-        captions = table.column(caption_column).to_pylist() if caption_column else [None] * table.num_rows
-        for row in range(table.num_rows):
-            examples.append(
-                {"image": images[row], "label": labels[row], "caption": captions[row], "source_key": f"{path.name}/{row}"}
-            )
-        rest.append((path, table.drop_columns([c for c in (image_column, label_column, caption_column) if c])))
-    return Source(examples, _concat_metadata(rest), str(source))
+    column is metadata, with its Arrow type (null where a file lacks it). Read a batch at a time."""
+    schemas = [(path, _read_schema(path)) for path in _files(source, "*.parquet", "Parquet files")]
+    label_column = _column_in_use(schemas, label_column, "label", "--label-column")
+    caption_column = _column_in_use(schemas, caption_column, "caption", "--caption-column")
+    used = [c for c in (image_column, label_column, caption_column) if c]
+    for path, schema in schemas:
+        if image_column not in schema.names:
+            raise DataError(f"{path}: no column {image_column!r} (pass --image-column); columns are {schema.names}")
+    rest = _metadata_schema([(path, pa.schema([f for f in schema if f.name not in used])) for path, schema in schemas])
+
+    def read(images: bool = True):
+        for path, _ in schemas:
+            columns = [c for c in _read_schema(path).names if images or c != image_column]
+            offset = 0
+            try:
+                file = pq.ParquetFile(path)
+                batches = file.iter_batches(batch_size=_parquet_batch_rows(file), columns=columns)
+                for batch in batches:
+                    table = pa.Table.from_batches([batch])
+                    n = table.num_rows
+                    imgs = _image_bytes(table.column(image_column), path, image_column, offset) if images else [None] * n
+                    labels = table.column(label_column).to_pylist() if label_column else [None] * n
+                    captions = table.column(caption_column).to_pylist() if caption_column else [None] * n
+                    examples = [
+                        {"image": imgs[r], "label": labels[r], "caption": captions[r], "source_key": f"{path.name}/{offset + r}"}
+                        for r in range(n)
+                    ]
+                    yield examples, _conform(table.drop_columns([c for c in used if c in table.column_names]), rest)
+                    offset += n
+            except (pa.ArrowInvalid, OSError) as e:
+                raise DataError(f"{path}: not a readable Parquet file ({e})") from e
+
+    return Source(path=str(source), read=read, schema=rest)
 
 
-def _read_parquet(path: Path) -> pa.Table:
+def _parquet_batch_rows(file: pq.ParquetFile) -> int:
+    """Rows per batch so that a batch holds about BATCH_BYTES, from the file's own row-group sizes."""
+    meta = file.metadata
+    if not meta.num_rows or not meta.num_row_groups:
+        return BATCH_ROWS
+    per_row = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)) / meta.num_rows
+    return int(max(1, min(BATCH_ROWS, BATCH_BYTES // max(per_row, 1))))
+
+
+def _read_schema(path: Path) -> pa.Schema:
     try:
-        return pq.read_table(path)
+        return pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise DataError(f"{path}: not a readable Parquet file ({e})") from e
 
 
-def _column_in_use(tables: list, given: str | None, default: str, option: str) -> str | None:
+def _column_in_use(schemas: list, given: str | None, default: str, option: str) -> str | None:
     """The label or caption column: one named with `option` must be in every file; the default is used where
     every file has it (a column in some files only would leave the others' labels silently empty)."""
     name = given or default
-    lacking = [path for path, table in tables if name not in table.column_names]
-    if lacking and (given or len(lacking) < len(tables)):
-        columns = next(t.column_names for p, t in tables if p == lacking[0])
+    lacking = [(path, schema) for path, schema in schemas if name not in schema.names]
+    if lacking and (given or len(lacking) < len(schemas)):
         raise DataError(
-            f"{lacking[0]}: no column {name!r} ({option}), which {'you named' if given else 'other files have'}; "
-            f"columns are {columns}"
+            f"{lacking[0][0]}: no column {name!r} ({option}), which {'you named' if given else 'other files have'}; "
+            f"columns are {lacking[0][1].names}"
         )
     return None if lacking else name
 
 
-def _image_bytes(column: pa.ChunkedArray, path: Path, name: str) -> list:
+def _image_bytes(column: pa.ChunkedArray, path: Path, name: str, offset: int = 0) -> list:
     """Encoded image bytes per row (None kept: decoding later skips and counts it). A Hugging Face Image struct
     (bytes, path) gives its bytes; text, numbers or a bare path are errors naming the row."""
     values = column.to_pylist()
@@ -252,18 +395,19 @@ def _image_bytes(column: pa.ChunkedArray, path: Path, name: str) -> list:
             value = value["bytes"] if value["bytes"] is not None or not value.get("path") else value["path"]
         if value is not None and not isinstance(value, bytes):
             raise DataError(
-                f"{path}: row {row}: image column {name!r} holds {type(value).__name__} {str(value)[:40]!r}, not encoded "
-                "image bytes; point --image-column at a column of PNG/JPEG bytes (paths must be read into bytes first)"
+                f"{path}: row {offset + row}: image column {name!r} holds {type(value).__name__} {str(value)[:40]!r}, not "
+                "encoded image bytes; point --image-column at a column of PNG/JPEG bytes (paths must be read into bytes first)"
             )
         out.append(value)
     return out
 
 
-def _concat_metadata(parts: list[tuple[Path, pa.Table]]) -> pa.Table | None:
-    """The files' other columns as one table: null where a file lacks a column; one column with two types is an error."""
+def _metadata_schema(parts: list[tuple[Path, pa.Schema]]) -> pa.Schema | None:
+    """The files' other columns as one schema: one column with two types is an error (a column all null in a
+    file takes the others' type)."""
     seen: dict[str, tuple[pa.DataType, Path]] = {}
-    for path, table in parts:
-        for f in table.schema:
+    for path, schema in parts:
+        for f in schema:
             if pa.types.is_null(f.type):
                 continue
             first = seen.setdefault(f.name, (f.type, path))
@@ -272,8 +416,17 @@ def _concat_metadata(parts: list[tuple[Path, pa.Table]]) -> pa.Table | None:
                     f"{path}: column {f.name!r} is {f.type} here but {first[0]} in {first[1]}; write it with one type in "
                     "every file"
                 )
-    table = pa.concat_tables([t for _, t in parts], promote_options="default")
-    return table if table.num_columns else None
+    schema = pa.unify_schemas([s.remove_metadata() for _, s in parts], promote_options="default")
+    return schema if len(schema) else None
+
+
+def _conform(table: pa.Table, schema: pa.Schema | None) -> pa.Table | None:
+    """A batch's metadata in the source's schema: columns in its order, null where this file lacks one."""
+    if schema is None:
+        return None
+    n = table.num_rows
+    columns = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(n, f.type) for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _files(source: str | Path, pattern: str, what: str) -> list[Path]:
@@ -289,49 +442,69 @@ def _files(source: str | Path, pattern: str, what: str) -> list[Path]:
 # ---------------------------------------------------------------- labels, metadata
 
 
-def resolve_labels(sources: list[Source], given: list[str] | None) -> list[str]:
-    """Class names, and every example's label made an index into them (in place). Labels are all class indices
-    or all class names: indices must fit the given names, or without names be exactly 0..K-1 with every class
-    present (a stray 99 must not make 100 classes); names map to their place in the given (else sorted) names."""
+@dataclass
+class Scan:
+    """What a whole source must agree on, from one pass without its images."""
+
+    rows: int = 0
+    labels: dict = field(default_factory=dict)  # each distinct label value -> the first example that has it
+    unlabelled: str | None = None  # the first example with no label
+
+
+def scan(src: Source) -> Scan:
+    """Count the rows and collect the distinct labels (checking each), reading no images. Running the source's
+    mapped steps on the way also checks every noise flag and pathology value before anything is written."""
+    out = Scan()
+    for examples, _ in tqdm(src.read(images=False), desc=f"scan {Path(src.path).name}", unit="batch", leave=False, disable=None):
+        out.rows += len(examples)
+        for e in examples:
+            if e["label"] is None:
+                out.unlabelled = out.unlabelled or e["source_key"]
+            else:
+                out.labels.setdefault(_label_value(e), e["source_key"])
+    return out
+
+
+def resolve_labels(scans: list[Scan], classes: list[str] | None, given: list[str] | None) -> tuple[list[str], dict]:
+    """Class names, and the map from every label value to its index. Labels are all class indices or all
+    class names: indices must fit the given names, or without names be exactly 0..K-1 with every class
+    present (a stray 99 must not make 100 classes); names map to their place in the given (else sorted) names.
+    `classes`: an ImageFolder's class folders."""
     if given and len(set(given)) != len(given):
         raise DataError(f"--class-names lists a name twice: {given}")
-    labelled = [e for s in sources for e in s.examples if e["label"] is not None]
-    for e in labelled:
-        e["label"] = _label_value(e)
-    ints = next((e for e in labelled if isinstance(e["label"], int)), None)
-    strings = next((e for e in labelled if isinstance(e["label"], str)), None)
+    seen: dict = {}
+    for s in scans:
+        for value, key in s.labels.items():
+            seen.setdefault(value, key)
+    ints = next(((v, k) for v, k in seen.items() if isinstance(v, int)), None)
+    strings = next(((v, k) for v, k in seen.items() if isinstance(v, str)), None)
     if ints and strings:
         raise DataError(
-            f"{ints['source_key']} has label {ints['label']!r} (a class index) but {strings['source_key']} has "
-            f"{strings['label']!r} (a class name); use one kind of label throughout"
+            f"{ints[1]} has label {ints[0]!r} (a class index) but {strings[1]} has {strings[0]!r} (a class name); use one "
+            "kind of label throughout"
         )
-    folders = sorted({c for s in sources for c in s.classes or []}) or None
-    if strings or folders:
-        names = list(given or folders or sorted({e["label"] for e in labelled}))
+    if strings or classes:
+        names = list(given or classes or sorted(seen))
         index = {name: i for i, name in enumerate(names)}
-        for e in labelled:
-            if e["label"] not in index:
-                raise DataError(
-                    f"{e['source_key']}: label {e['label']!r} is not one of the class names {_short(names)}; add it to "
-                    "--class-names"
-                )
-            e["label"] = index[e["label"]]
-        return names
+        for value, key in seen.items():
+            if value not in index:
+                raise DataError(f"{key}: label {value!r} is not one of the class names {_short(names)}; add it to --class-names")
+        return names, index
     if given:
-        for e in labelled:
-            if not 0 <= e["label"] < len(given):
-                raise DataError(f"{e['source_key']}: label {e['label']} is outside the {len(given)} class names {_short(given)}")
-        return list(given)
-    seen = sorted({e["label"] for e in labelled})
-    bad = next((e for e in labelled if not 0 <= e["label"] < len(seen)), None)
+        for value, key in seen.items():
+            if not 0 <= value < len(given):
+                raise DataError(f"{key}: label {value} is outside the {len(given)} class names {_short(given)}")
+        return list(given), {v: v for v in seen}
+    values = sorted(seen)
+    bad = next(((v, seen[v]) for v in seen if not 0 <= v < len(values)), None)
     if bad:
-        missing = sorted(set(range(len(seen))) - set(seen))
+        missing = sorted(set(range(len(values))) - set(values))
         raise DataError(
-            f"{bad['source_key']}: label {bad['label']}: without --class-names the labels must be exactly 0..{len(seen) - 1} "
-            f"with every class present, but they are {_short(seen)} (missing {_short(missing)}); fix that label, or pass "
+            f"{bad[1]}: label {bad[0]}: without --class-names the labels must be exactly 0..{len(values) - 1} "
+            f"with every class present, but they are {_short(values)} (missing {_short(missing)}); fix that label, or pass "
             "--class-names with one name per class index"
         )
-    return [f"class {i}" for i in range(len(seen))]
+    return [f"class {i}" for i in range(len(values))], {v: v for v in seen}
 
 
 def _label_value(example: dict) -> int | str:
@@ -345,6 +518,16 @@ def _label_value(example: dict) -> int | str:
     return label
 
 
+def with_labels(src: Source, index: dict) -> Source:
+    """The source with every label replaced by its class index."""
+
+    def relabel(batch: Batch) -> Batch:
+        examples, metadata = batch
+        return [{**e, "label": None if e["label"] is None else index[_label_value(e)]} for e in examples], metadata
+
+    return src.mapped(relabel, src.schema)
+
+
 def _short(items: list, n: int = 10) -> str:
     return str(items) if len(items) <= n else f"[{', '.join(map(repr, items[:n]))}, ... {len(items)} in all]"
 
@@ -352,18 +535,23 @@ def _short(items: list, n: int = 10) -> str:
 def finish_metadata(src: Source, noise_column: str | None, required: bool) -> Source:
     """Rename source columns that would shadow a contract column, and set the pathology column: carried as it is
     (strings), or from --noise-column NAME[=KIND] (true -> KIND, false -> clean). `required`: the noise column
-    must be there (the pool's source; a separate curated or test source without it gets no pathology)."""
-    table = src.metadata
+    must be there (the pool's source; a separate curated or test source without it gets no pathology).
+    Column names are settled here; the values are checked as each batch is read (first by the scan)."""
+    schema = src.schema
+    renames: dict[str, str] = {}
+    names = list(schema.names) if schema is not None else []
     for name in CONTRACT_COLUMNS:
-        if table is not None and name in table.column_names:
+        if name in names:
             renamed = f"source_{name}"
-            if renamed in table.column_names:
+            if renamed in names:
                 raise DataError(
                     f"{src.path}: has columns {name!r} and {renamed!r}; {name!r} is a contract column, so rename one of them"
                 )
-            table = table.rename_columns([renamed if c == name else c for c in table.column_names])
-            src.renamed[name] = renamed
-    names = table.column_names if table is not None else []
+            renames[name] = renamed
+    if renames:
+        names = [renames.get(c, c) for c in names]
+        schema = pa.schema([f.with_name(renames.get(f.name, f.name)) for f in schema])
+    flag, kind, check_pathology = None, "", False
     if noise_column:
         column, _, kind = noise_column.partition("=")
         if "pathology" in names:
@@ -374,16 +562,33 @@ def finish_metadata(src: Source, noise_column: str | None, required: bool) -> So
             if required:
                 raise DataError(f"{src.path}: no column or json field {column!r} (--noise-column); the fields are {names}")
         else:
-            flags = [_noise_flag(v, e, column) for v, e in zip(table.column(column).to_pylist(), src.examples)]
+            flag = column
+            schema = schema.append(pa.field("pathology", pa.string()))
+    elif "pathology" in names:
+        check_pathology = True
+
+    def finish(batch: Batch) -> Batch:
+        examples, table = batch
+        if table is None:
+            return batch
+        if renames:
+            table = table.rename_columns([renames.get(c, c) for c in table.column_names])
+        if flag:
+            flags = [_noise_flag(v, e, flag) for v, e in zip(table.column(flag).to_pylist(), examples)]
             table = table.append_column(
                 "pathology", pa.array([(kind or "noisy_label") if f else "clean" for f in flags], pa.string())
             )
-    elif "pathology" in names:
-        for value, e in zip(table.column("pathology").to_pylist(), src.examples):
-            if not isinstance(value, str):
-                raise DataError(f"{e['source_key']}: pathology is {value!r}, not a string; fill it (e.g. 'clean') in every row")
-    src.metadata = table
-    return src
+        if check_pathology:
+            for value, e in zip(table.column("pathology").to_pylist(), examples):
+                if not isinstance(value, str):
+                    raise DataError(
+                        f"{e['source_key']}: pathology is {value!r}, not a string; fill it (e.g. 'clean') in every row"
+                    )
+        return examples, table
+
+    out = src.mapped(finish, schema)
+    out.renamed = renames
+    return out
 
 
 def _noise_flag(value, example: dict, column: str) -> bool:
@@ -394,11 +599,93 @@ def _noise_flag(value, example: dict, column: str) -> bool:
     )
 
 
+def with_folds(task: Source, rows: int, seed: int) -> Source:
+    """A transfer task's rows, each marked fold = train (a seeded 2/3) or test, for the linear probe. A source
+    column named fold is kept as source_fold."""
+    train = np.zeros(rows, dtype=bool)
+    train[np.random.default_rng([seed, 1]).permutation(rows)[: rows * 2 // 3]] = True
+    schema = task.schema
+    if schema is not None and "fold" in schema.names:
+        schema = pa.schema([f.with_name("source_fold") if f.name == "fold" else f for f in schema])
+    schema = (schema or pa.schema([])).append(pa.field("fold", pa.string()))
+    done = [0]
+
+    def fold(batch: Batch) -> Batch:
+        examples, table = batch
+        start, done[0] = done[0], done[0] + len(examples)
+        column = pa.array(np.where(train[start : done[0]], "train", "test").tolist(), pa.string())
+        if table is None:
+            return examples, pa.table({"fold": column})
+        table = table.rename_columns(["source_fold" if c == "fold" else c for c in table.column_names])
+        return examples, table.append_column("fold", column)
+
+    def read(images: bool = True):
+        done[0] = 0
+        yield from (fold(b) for b in task.read(images=images))
+
+    out = Source(path=task.path, read=read, schema=schema)
+    out.classes, out.skipped, out.renamed = task.classes, task.skipped, task.renamed
+    return out
+
+
 # ---------------------------------------------------------------- writing
 
 
+class ShardWriter:
+    """One split's part-*.parquet shards, written as rows arrive: at most one shard is held."""
+
+    def __init__(self, folder: Path, shard_size: int, num_classes: int, schema: pa.Schema | None):
+        self.folder, self.shard_size, self.num_classes, self.schema = folder, shard_size, num_classes, schema
+        folder.mkdir(parents=True)
+        self.rows: list[dict] = []
+        self.metadata: list[pa.Table] = []
+        self.written = self.shards = 0
+
+    def add(self, examples: list[dict], metadata: pa.Table | None) -> None:
+        self.rows.extend(examples)
+        if self.schema is not None and metadata is not None:
+            self.metadata.append(metadata)
+        while len(self.rows) >= self.shard_size:
+            self._flush(self.shard_size)
+
+    def close(self) -> int:
+        if self.rows or not self.shards:  # an empty split still has its one (empty) shard
+            self._flush(len(self.rows))
+        return self.written
+
+    def _flush(self, n: int) -> None:
+        chunk, self.rows = self.rows[:n], self.rows[n:]
+        for row in chunk:
+            if row["label"] is not None and not 0 <= int(row["label"]) < max(self.num_classes, 1):
+                raise DataError(f"{row['source_key']}: label {row['label']} is outside the {self.num_classes} class names")
+            if row["caption"] is not None and not isinstance(row["caption"], str):
+                raise DataError(f"{row['source_key']}: caption {row['caption']!r} is not text; captions are strings (or empty)")
+        table = pa.table(
+            {
+                "id": pa.array(np.arange(self.written, self.written + n, dtype=np.int64)),
+                "image": pa.array([r["image"] for r in chunk], pa.binary()),
+                "label": pa.array([None if r["label"] is None else int(r["label"]) for r in chunk], pa.int32()),
+                "caption": pa.array([r["caption"] for r in chunk], pa.string()),
+                "source_key": pa.array([r["source_key"] for r in chunk], pa.string()),
+            },
+            schema=SCHEMA,
+        )
+        if self.schema is not None:
+            held = pa.concat_tables(self.metadata) if self.metadata else self.schema.empty_table()
+            extra, rest = held.slice(0, n).combine_chunks(), held.slice(n)
+            self.metadata = [rest] if rest.num_rows else []
+            for i, f in enumerate(extra.schema):
+                table = table.append_column(f, extra.column(i))
+        pq.write_table(table, self.folder / f"part-{self.shards:05d}.parquet", compression="zstd")
+        self.written += n
+        self.shards += 1
+
+
+POOL, CURATED, TEST = 0, 1, 2
+
+
 def write_dataset(
-    examples: list[dict] | Source,
+    examples: list[dict] | Iterable[dict] | Source,
     dest: str | Path,
     class_names: list[str],
     *,
@@ -411,25 +698,33 @@ def write_dataset(
     source: str = "",
     provenance: dict | None = None,
     evals: dict[str, tuple[Source, list[str]]] | None = None,
+    num_rows: int | None = None,
 ) -> Path:
-    """Split (unless curated/test are given) and write the data contract under `dest`: into DEST.importing,
-    manifest last, then renamed into place over a previous import. `provenance` joins the manifest's "source".
-    `evals`: transfer tasks, name -> (examples, their own class names), written to eval/<name>/ with a fold
-    column (a seeded 2/3 train, 1/3 test) for the linear probe."""
+    """Split (unless curated/test are given) and write the data contract under `dest`, streaming: into
+    DEST.importing, manifest last, then renamed into place over a previous import. Labels are class indices.
+    `provenance` joins the manifest's "source". `evals`: transfer tasks, name -> (examples, their own class
+    names), written to eval/<name>/ with a fold column (a seeded 2/3 train, 1/3 test) for the linear probe.
+    `num_rows`: the pool source's length when already counted (sampling needs it; else it is counted)."""
     pool_source, curated, test = _as_source(examples), _as_source(curated), _as_source(test)
     check_options(0 if curated else curated_fraction, 0 if test else test_fraction, shard_size)
     dest = Path(dest)
     check_dest(dest)
     target = dest.resolve()  # so that DEST.importing sits beside it even for "." or "out/"
-    n = len(pool_source.examples)
-    order = np.random.default_rng(seed).permutation(n)
-    n_test = 0 if test else int(round(n * test_fraction))
-    n_curated = 0 if curated else int(round(n * curated_fraction))
-    pool = pool_source.select(sorted(order[n_test + n_curated :]))
-    if not pool.examples:
-        raise DataError(f"{source or dest}: nothing left for the pool after taking the curated and test sets")
+    sample = (not test and test_fraction > 0) or (not curated and curated_fraction > 0)
+    n = (num_rows if num_rows is not None else pool_source.count()) if sample else None
+    plan = None
+    if sample:  # each row's split: the pool, or one of the sampled sets (one byte per row)
+        order = np.random.default_rng(seed).permutation(n)
+        n_test = 0 if test else int(round(n * test_fraction))
+        n_curated = 0 if curated else int(round(n * curated_fraction))
+        plan = np.full(n, POOL, dtype=np.uint8)
+        plan[order[:n_test]] = TEST
+        plan[order[n_test : n_test + n_curated]] = CURATED
+        del order
+        if n_test + n_curated >= n:
+            raise DataError(f"{source or dest}: nothing left for the pool after taking the curated and test sets")
     if not test:
-        if n_test:
+        if sample and test_fraction > 0:
             log.warning(
                 "eval/test is sampled from %s, the same (possibly noisy) source as the pool: the target then rewards agreeing "
                 "with its wrong labels. Pass --test SOURCE, a separate clean held-out set.",
@@ -437,20 +732,45 @@ def write_dataset(
             )
         else:
             log.warning("eval/test is empty: pass --test SOURCE (a clean held-out set) or a --test-fraction above 0")
-    splits = {
-        "pool": pool,
-        "curated": curated or pool_source.select(order[n_test : n_test + n_curated]),
-        "eval/test": test or pool_source.select(order[:n_test]),
-    }
     tasks = {"test": {"label": "label", "class_names": class_names}}
+    task_sources = {}
     for name, (task, names) in (evals or {}).items():
-        splits[f"eval/{name}"] = with_folds(task, seed)
+        task_sources[f"eval/{name}"] = with_folds(task, task.count(), seed)
         tasks[name] = {"label": "label", "class_names": names, "prompt_names": names, "probe": True}
     staging = _staging(target)
     try:
-        for name, split in splits.items():
-            _write(staging / name, split, shard_size, len(tasks[name[5:]]["class_names"] if name[5:] in tasks else class_names))
-    except Exception:  # a bad row: nothing half-written stays behind (a crash leaves DEST.importing, cleared next time)
+        writers = {
+            "pool": ShardWriter(staging / "pool", shard_size, len(class_names), pool_source.schema),
+            "curated": ShardWriter(staging / "curated", shard_size, len(class_names), (curated or pool_source).schema),
+            "eval/test": ShardWriter(staging / "eval/test", shard_size, len(class_names), (test or pool_source).schema),
+        }
+        routes = {POOL: writers["pool"], CURATED: writers["curated"], TEST: writers["eval/test"]}
+        done = 0
+        for batch_examples, metadata in tqdm(pool_source.read(), desc="import pool", unit="batch", leave=False, disable=None):
+            if plan is None:
+                writers["pool"].add(batch_examples, metadata)
+            else:
+                where = plan[done : done + len(batch_examples)]
+                for split, writer in routes.items():
+                    rows = np.flatnonzero(where == split)
+                    if len(rows):
+                        writer.add([batch_examples[i] for i in rows], metadata.take(rows) if metadata is not None else None)
+            done += len(batch_examples)
+        if plan is not None and done != len(plan):
+            raise DataError(f"{source or dest}: the source changed while it was read ({len(plan)} rows, then {done})")
+        if not done:
+            raise DataError(f"{source or dest}: no examples in the pool")
+        for name, separate in (("curated", curated), ("eval/test", test)):
+            for batch_examples, metadata in separate.read() if separate else ():
+                writers[name].add(batch_examples, metadata)
+        for name, task in task_sources.items():
+            writers[name] = ShardWriter(staging / name, shard_size, len(tasks[name[5:]]["class_names"]), task.schema)
+            for batch_examples, metadata in task.read():
+                writers[name].add(batch_examples, metadata)
+        counts = {name: writer.close() for name, writer in writers.items()}
+        if not counts["pool"]:
+            raise DataError(f"{source or dest}: nothing left for the pool after taking the curated and test sets")
+    except BaseException:  # a bad row, or an interrupt: nothing half-written stays behind
         shutil.rmtree(staging, ignore_errors=True)
         raise
     content = {str(p.relative_to(staging)): file_sha256(p) for p in sorted(staging.rglob("*.parquet"))}
@@ -461,7 +781,7 @@ def write_dataset(
         "image": {"format": "encoded"},
         "class_names": class_names,
         "tasks": tasks,
-        "counts": {name: len(split.examples) for name, split in splits.items()},
+        "counts": counts,
         "source": {
             "path": str(source),
             "seed": seed,
@@ -471,7 +791,7 @@ def write_dataset(
             "curated": {"path": str(source) if not curated else curated_path, "sampled": not curated},
             "test": {"path": str(source) if not test else test_path, "sampled": not test},
             "metadata_columns": {
-                name: split.metadata.column_names if split.metadata is not None else [] for name, split in splits.items()
+                name: writer.schema.names if writer.schema is not None else [] for name, writer in writers.items()
             },
         },
         "files": content,
@@ -485,20 +805,8 @@ def write_dataset(
     return dest
 
 
-def with_folds(task: Source, seed: int) -> Source:
-    """A transfer task's rows, each marked fold = train (a seeded 2/3) or test, for the linear probe."""
-    n = len(task.examples)
-    fold = np.full(n, "test", dtype=object)
-    fold[np.random.default_rng([seed, 1]).permutation(n)[: n * 2 // 3]] = "train"
-    column = pa.array(list(fold), pa.string())
-    if task.metadata is not None and "fold" in task.metadata.column_names:  # the probe's own folds win; theirs are kept
-        task.metadata = task.metadata.rename_columns(["source_fold" if c == "fold" else c for c in task.metadata.column_names])
-    metadata = task.metadata.append_column("fold", column) if task.metadata is not None else pa.table({"fold": column})
-    return Source(task.examples, metadata, task.path)
-
-
-def _as_source(rows: list[dict] | Source | None) -> Source | None:
-    return rows if rows is None or isinstance(rows, Source) else Source(list(rows))
+def _as_source(rows: list[dict] | Iterable[dict] | Source | None) -> Source | None:
+    return rows if rows is None or isinstance(rows, Source) else Source(rows if isinstance(rows, (list, tuple)) else iter(rows))
 
 
 def check_options(curated_fraction: float, test_fraction: float, shard_size: int) -> None:
@@ -544,33 +852,6 @@ def _staging(dest: Path) -> Path:
     return staging
 
 
-def _write(folder: Path, split: Source, shard_size: int, num_classes: int) -> None:
-    folder.mkdir(parents=True)
-    rows, metadata = split.examples, split.metadata
-    for shard, start in enumerate(range(0, max(len(rows), 1), shard_size)):
-        chunk = rows[start : start + shard_size]
-        for row in chunk:
-            if row["label"] is not None and not 0 <= int(row["label"]) < max(num_classes, 1):
-                raise DataError(f"{row['source_key']}: label {row['label']} is outside the {num_classes} class names")
-            if row["caption"] is not None and not isinstance(row["caption"], str):
-                raise DataError(f"{row['source_key']}: caption {row['caption']!r} is not text; captions are strings (or empty)")
-        table = pa.table(
-            {
-                "id": pa.array(np.arange(start, start + len(chunk), dtype=np.int64)),
-                "image": pa.array([r["image"] for r in chunk], pa.binary()),
-                "label": pa.array([None if r["label"] is None else int(r["label"]) for r in chunk], pa.int32()),
-                "caption": pa.array([r["caption"] for r in chunk], pa.string()),
-                "source_key": pa.array([r["source_key"] for r in chunk], pa.string()),
-            },
-            schema=SCHEMA,
-        )
-        if metadata is not None:
-            extra = metadata.slice(start, len(chunk))
-            for i, f in enumerate(extra.schema):
-                table = table.append_column(f, extra.column(i))
-        pq.write_table(table, folder / f"part-{shard:05d}.parquet", compression="zstd")
-
-
 # ---------------------------------------------------------------- the command
 
 
@@ -587,9 +868,10 @@ def import_source(
     evals: list[str] | dict[str, str] | None = None,
     **options,
 ) -> Path:
-    """`winnow data import KIND SOURCE DEST`: read the source (and separate curated and test ones) and write the
-    contract. `columns` names the Parquet importer's image/label/caption columns; `evals` adds transfer tasks
-    (NAME=SOURCE, a source of the same kind each, labelled with its own classes); `options` go to write_dataset."""
+    """`winnow data import KIND SOURCE DEST`: scan the source (and separate curated, test and transfer ones),
+    then stream it into the contract. `columns` names the Parquet importer's image/label/caption columns;
+    `evals` adds transfer tasks (NAME=SOURCE, a source of the same kind each, labelled with its own classes);
+    `options` go to write_dataset."""
     readers = {"webdataset": read_webdataset, "imagefolder": read_imagefolder, "parquet": read_parquet_table}
     if kind not in readers:
         raise DataError(f"unknown importer {kind!r}; use webdataset, imagefolder or parquet")
@@ -609,24 +891,26 @@ def import_source(
 
     named = {k: v for k, v in (columns or {}).items() if v}
 
-    def read(path, required):
-        src = readers[kind](path, **named)
-        if not src.examples:
+    def read(path, required) -> tuple[Source, Scan]:
+        src = finish_metadata(readers[kind](path, **named), noise_column, required)
+        counted = scan(src)
+        if not counted.rows:
             raise DataError(f"{path}: no examples with an image")
-        return finish_metadata(src, noise_column, required)
+        return src, counted
 
-    pool = read(source, True)
-    curated = read(curated_source, False) if curated_source else None
-    test = read(test_source, False) if test_source else None
+    pool, pool_scan = read(source, True)
+    curated, curated_scan = read(curated_source, False) if curated_source else (None, None)
+    test, test_scan = read(test_source, False) if test_source else (None, None)
     sources = [s for s in (pool, curated, test) if s]
-    names = resolve_labels(sources, class_names)
+    folders = sorted({c for s in sources for c in s.classes or []}) or None
+    names, index = resolve_labels([s for s in (pool_scan, curated_scan, test_scan) if s], folders, class_names)
     tasks = {}
     for name, path in evals.items():
-        task = read(path, False)
-        unlabelled = next((e for e in task.examples if e["label"] is None), None)
-        if unlabelled:
-            raise DataError(f"{unlabelled['source_key']}: has no label; every example of transfer task {name!r} needs one")
-        tasks[name] = (task, resolve_labels([task], None))
+        task, task_scan = read(path, False)
+        if task_scan.unlabelled:
+            raise DataError(f"{task_scan.unlabelled}: has no label; every example of transfer task {name!r} needs one")
+        task_names, task_index = resolve_labels([task_scan], task.classes, None)
+        tasks[name] = (with_labels(task, task_index), task_names)
     provenance = {
         "kind": kind,
         "curated": str(curated_source or source),
@@ -640,7 +924,16 @@ def import_source(
         for what, count in src.skipped.items():
             log.info("%s: left out %d %s", src.path, count, what.replace("_", " "))
     return write_dataset(
-        pool, dest, names, curated=curated, test=test, source=str(source), provenance=provenance, evals=tasks, **options
+        with_labels(pool, index),
+        dest,
+        names,
+        curated=with_labels(curated, index) if curated else None,
+        test=with_labels(test, index) if test else None,
+        source=str(source),
+        provenance=provenance,
+        evals=tasks,
+        num_rows=pool_scan.rows,
+        **options,
     )
 
 
