@@ -90,6 +90,19 @@ def test_each_pathology_lands_at_its_rate_and_is_recorded_with_what_the_row_was(
     assert sum(manifest["corrupted"]["pool_pathologies"].values()) == N
 
 
+def test_noise_on_noise_is_measured_against_the_truth_and_copies_only_clean_images(clean, tmp_path):
+    once = corrupt_dataset(clean, tmp_path / "once", {"noisy_label": 0.3, "blank": 0.1}, seed=0)
+    twice = corrupt_dataset(once, tmp_path / "twice", {"noisy_label": 0.3, "duplicate": 0.2}, seed=1)
+    first, pool, truth = _pool(once), _pool(twice), _pool(clean)["label"]
+    assert (pool["clean_label"] == truth).sum() >= N - (pool["pathology"] == "duplicate").sum()  # the truth carried over
+    noisy = pool["pathology"] == "noisy_label"
+    assert (pool["label"][noisy] != truth[noisy]).all()  # a second flip never lands back on the true class
+    duplicates = np.flatnonzero(pool["pathology"] == "duplicate")
+    assert (pool["label"][duplicates] == pool["clean_label"][duplicates]).all()  # copies of clean rows, never of noisy ones
+    kept = (pool["pathology"] == first["pathology"]) & (first["pathology"] != "clean")
+    assert kept.sum() > 0.3 * N * 0.4  # rows not drawn again keep their first pathology
+
+
 def test_the_same_seed_writes_the_same_bytes_and_another_seed_does_not(clean, tmp_path):
     hashes = [
         json.loads((corrupt_dataset(clean, tmp_path / f"run{i}", RATES, seed=s) / "manifest.json").read_text())["content_hash"]

@@ -487,19 +487,19 @@ def test_an_import_that_stops_half_way_leaves_no_folder_that_looks_complete(tmp_
 
     written = []
 
-    def crash_after_one_shard(self, n):
+    def crash_after_one_shard(self, n, end_of_shard):
         if written:
             raise KeyboardInterrupt
         written.append(self.folder)
-        real_flush(self, n)
+        real_write(self, n, end_of_shard)
 
-    real_flush = importers.ShardWriter._flush
-    monkeypatch.setattr(importers.ShardWriter, "_flush", crash_after_one_shard)
+    real_write = importers.ShardWriter._write
+    monkeypatch.setattr(importers.ShardWriter, "_write", crash_after_one_shard)
     source = _parquet(tmp_path / "t.parquet")
     with pytest.raises(KeyboardInterrupt):
         import_source("parquet", source, tmp_path / "out", shard_size=2)
     assert written and not (tmp_path / "out").exists() and not (tmp_path / "out.importing" / "manifest.json").exists()
-    monkeypatch.setattr(importers.ShardWriter, "_flush", real_flush)
+    monkeypatch.setattr(importers.ShardWriter, "_write", real_write)
     dest = import_source("parquet", source, tmp_path / "out")  # a half-written folder is cleared, not refused
     assert read_manifest(dest)["counts"]["pool"] > 0 and not (tmp_path / "out.importing").exists()
 
@@ -607,15 +607,16 @@ def pool(n, size):  # a generator: the source exists only as it is read
 
 held = [{"image": b"x", "label": i % 2, "caption": None, "source_key": f"h{i}"} for i in range(4)]
 before = peak_mib()
-write_dataset(pool(3200, 256 * 1024), sys.argv[1], ["a", "b"], curated=held, test=held, shard_size=100)
+write_dataset(pool(3200, 256 * 1024), sys.argv[1], ["a", "b"], curated=held, test=held)
 print(before, peak_mib())
 """
 
 
 def test_a_pool_far_bigger_than_the_memory_allowed_streams_through_the_import(tmp_path):
     """800 MiB of images from a generator, imported in a fresh process whose peak memory may grow by at most
-    300 MiB: the rows go from the source to their shard and are let go, never gathered in a list. (What it
-    holds: one read batch of up to 32 MiB, one 25 MiB shard, and Arrow's and Parquet's buffers to write it.)"""
+    300 MiB: the rows go from the source to their shard and are let go, never gathered in a list, and the one
+    800 MiB shard is written in row groups. (What it holds: one read batch and one row group, up to 32 MiB of
+    images each, and Arrow's and Parquet's buffers to write them.)"""
     done = subprocess.run(
         [sys.executable, "-c", STREAMING, str(tmp_path / "big")],
         capture_output=True,
@@ -628,7 +629,7 @@ def test_a_pool_far_bigger_than_the_memory_allowed_streams_through_the_import(tm
     assert after - before < 300, f"peak memory grew by {after - before:.0f} MiB importing 800 MiB"
     manifest = read_manifest(tmp_path / "big")
     assert manifest["counts"] == {"pool": 3200, "curated": 4, "eval/test": 4}
-    assert len(list((tmp_path / "big" / "pool").glob("part-*.parquet"))) == 32
+    assert pq.ParquetFile(tmp_path / "big" / "pool" / "part-00000.parquet").metadata.num_row_groups >= 20
     assert pq.read_table(tmp_path / "big" / "pool", columns=["id"]).column("id").to_pylist() == list(range(3200))
 
 
@@ -669,3 +670,32 @@ def test_a_wrong_eval_task_is_an_error_naming_it(tmp_path, given, message):
     with pytest.raises(DataError, match=message):
         import_source("parquet", source, tmp_path / "out", evals=[given.format(other=other, unlabelled=unlabelled)])
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind", ["parquet", "webdataset"])
+def test_metadata_stays_with_its_row_across_batches_shards_and_files_of_other_columns(tmp_path, monkeypatch, kind):
+    from winnow import importers
+
+    monkeypatch.setattr(importers, "BATCH_ROWS", 3)  # many batches, shards and files, each boundary in a new place
+    (tmp_path / "src").mkdir()
+    for f, n in (("a", 11), ("b", 7)):
+        fields = [{"url": f"{f}-{i}", **({"score": i / 2} if f == "a" else {"note": f"n{i}"})} for i in range(n)]
+        if kind == "parquet":
+            columns = {k: [row[k] for row in fields] for k in fields[0]}
+            _parquet(tmp_path / "src" / f"{f}.parquet", n=n, label=pa.array(["x", "y"] * (n // 2) + ["x"] * (n % 2)), **columns)
+            continue
+        with tarfile.open(tmp_path / "src" / f"{f}.tar", "w") as tar:
+            for i, row in enumerate(fields):
+                _add(tar, f"{i:04d}.jpg", _jpeg((i, 0, 0)))
+                _add(tar, f"{i:04d}.json", json.dumps({**row, "label": "xy"[i % 2]}).encode())
+    dest = import_source(kind, tmp_path / "src", tmp_path / "out", shard_size=4, curated_fraction=0.2, test_fraction=0.2)
+    rows = _all_rows(dest)
+    assert len(rows) == 18
+    for row in rows:  # the metadata of a row is that row's: its url names the same file and row as its source_key
+        name, _, index = row["source_key"].partition("/")
+        f, i = name[0], int(index.split(".")[0])
+        assert row["url"] == f"{f}-{i}" and row["label"] == i % 2
+        assert (row["score"] == i / 2 if f == "a" else row["score"] is None) and (
+            row["note"] == f"n{i}" if f == "b" else row["note"] is None
+        )
+    assert pq.read_schema(next((dest / "pool").glob("*.parquet"))).field("score").type == pa.float64()

@@ -163,7 +163,8 @@ def bench(params: Params) -> dict:
     """Run the seeds; write <objective>.json and curves under Paths.bench, plots and the bench report."""
     objective = OBJECTIVES[params.objective]
     seeds = [_run_params(params, f"seed-{params.seed + i}", params.seed + i) for i in range(params.bench.seeds)]
-    tasks = sorted(t for t in pipeline.read_manifest(params.data.root)["tasks"] if t != "test")  # transfer tasks, if any
+    manifest_tasks = pipeline.read_manifest(params.data.root)["tasks"]
+    tasks = sorted(t for t, task in manifest_tasks.items() if task.get("probe"))  # transfer tasks, if any
     summaries = []
     for i, seed_params in enumerate(seeds):
         log.info("bench %s: seed %d of %d", params.objective, i + 1, len(seeds))

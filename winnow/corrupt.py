@@ -32,6 +32,7 @@ from winnow.synth import corrupt as half_decoded
 from winnow.synth import encode_png, render_blank
 
 KINDS = ("noisy_label", "duplicate", "blank", "corrupt", "undecodable", "mismatched_caption")
+LABEL_UNKNOWN = {"noisy_label", "blank", "off_distribution", "undecodable"}  # earlier pathologies that break the label
 DONORS_PER_SHARD = 20  # near-duplicates copy one of this many images of their shard: a few images, repeated
 
 
@@ -119,44 +120,47 @@ def corrupt_shard(
     labels = np.array(table.column("label").fill_null(-1).to_pylist(), dtype=np.int64)
     captions = table.column("caption").to_pylist() if "caption" in table.column_names else [None] * n
     new_images, new_labels, new_captions = list(images), labels.copy(), list(captions)
-    # what the row's (final) image truly shows: the source's own record, where it was corrupted before
+    before = table.column("pathology").to_pylist() if "pathology" in table.column_names else ["clean"] * n
+    before = [b or "clean" for b in before]
+    # what each row's image truly shows: the source's own record where it was corrupted before; else its label,
+    # unless an earlier pathology says the label is wrong (-1: unknown)
     if "clean_label" in table.column_names:
         clean_labels = np.array(table.column("clean_label").fill_null(-1).to_pylist(), dtype=np.int64)
     else:
-        clean_labels = labels.copy()
+        clean_labels = np.where([b in LABEL_UNKNOWN for b in before], -1, labels)
     clean_captions = table.column("clean_caption").to_pylist() if "clean_caption" in table.column_names else list(captions)
-    before = table.column("pathology").to_pylist() if "pathology" in table.column_names else ["clean"] * n
-    pathology = [kinds[d] if d else (before[i] or "clean") for i, d in enumerate(drawn)]
+    pathology = [kinds[d] if d else before[i] for i, d in enumerate(drawn)]
 
     def rows(kind):
         return np.flatnonzero(drawn == kinds.index(kind))
 
     idx = rows("noisy_label")
     for i in idx[labels[idx] < 0]:  # no label to make wrong
-        pathology[i] = before[i] or "clean"
+        pathology[i] = before[i]
     idx = idx[labels[idx] >= 0]
+    truth = np.where(clean_labels[idx] >= 0, clean_labels[idx], labels[idx])  # wrong relative to the truth, where known
     shift = rng.integers(1, max(num_classes, 2), len(idx))
-    uniform = (labels[idx] + shift) % num_classes
+    uniform = (truth + shift) % num_classes
     if flips is not None and len(idx):
         use_matrix = rng.random(len(idx)) < confusable
-        cumulative = np.cumsum(flips[labels[idx]], axis=1)
+        cumulative = np.cumsum(flips[truth], axis=1)
         drawn_class = (rng.random((len(idx), 1)) > cumulative).sum(1).clip(0, num_classes - 1)
-        new_labels[idx] = np.where(use_matrix & (drawn_class != labels[idx]), drawn_class, uniform)
+        new_labels[idx] = np.where(use_matrix & (drawn_class != truth), drawn_class, uniform)
     else:
         new_labels[idx] = uniform
 
     idx = rows("duplicate")
     if len(idx):
-        clean = np.flatnonzero(drawn == 0)
+        clean = np.flatnonzero((drawn == 0) & (np.array(before) == "clean"))  # copies of clean images only
         donors = rng.choice(clean, size=min(DONORS_PER_SHARD, len(clean)), replace=False) if len(clean) else np.array([], int)
         for i in idx:
             if not len(donors):
-                pathology[i] = before[i] or "clean"
+                pathology[i] = before[i]
                 continue
             d = int(donors[rng.integers(0, len(donors))])
             pixels = _decode(images[d])
             if pixels is None:
-                pathology[i] = before[i] or "clean"
+                pathology[i] = before[i]
                 continue
             jitter = rng.integers(-3, 4, pixels.shape)
             new_images[i] = encode_png(np.clip(pixels.astype(np.int64) + jitter, 0, 255).astype(np.uint8))
@@ -172,12 +176,14 @@ def corrupt_shard(
     for i in rows("corrupt"):
         pixels = _decode(images[i])
         if pixels is None:
-            pathology[i] = before[i] or "clean"
+            pathology[i] = before[i]
             continue
         new_images[i] = encode_png(half_decoded(rng, pixels[None])[0])
 
     for i in rows("undecodable"):  # a download cut short: the first bytes of the file only
-        if images[i] is not None:
+        if images[i] is None:
+            pathology[i] = before[i]  # nothing left to cut short
+        else:
             new_images[i] = images[i][: max(1, len(images[i]) // 8)]
 
     idx = rows("mismatched_caption")
@@ -188,7 +194,7 @@ def corrupt_shard(
             others = candidates[(labels[candidates] != labels[i]) | (labels[i] < 0)] if len(candidates) else candidates
             others = others[others != i]
             if not has_caption[i] or not len(others):
-                pathology[i] = before[i] or "clean"
+                pathology[i] = before[i]
                 continue
             new_captions[i] = captions[int(others[rng.integers(0, len(others))])]
 
@@ -294,6 +300,10 @@ def corrupt_dataset(
         "seed": seed,
         "pool_pathologies": dict(sorted(totals.items())),
     }
+    columns = manifest.get("source", {}).get("metadata_columns")
+    if isinstance(columns, dict) and "pool" in columns:  # the pool's record of what the shards carry
+        added = [c for c in ("pathology", "clean_label", "clean_caption") if c not in columns["pool"]]
+        manifest["source"] = {**manifest["source"], "metadata_columns": {**columns, "pool": columns["pool"] + added}}
     manifest["files"] = content
     manifest["content_hash"] = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

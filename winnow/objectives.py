@@ -133,8 +133,10 @@ class Contrastive(Objective):
         out["zero_shot_accuracy"] = zero_shot_accuracy(
             image_features, class_embeddings(model, tokenizer, tasks["test"]["class_names"], PROMPTS), test.labels
         )
-        for name, task in transfer.items():  # zero-shot from the task's class names (or prompt names)
-            names = tasks[name].get("prompt_names") or tasks[name]["class_names"]
+        for name, task in transfer.items():  # zero-shot from the task's prompt names ("class 3" says nothing: none)
+            names = tasks[name].get("prompt_names")
+            if not names:
+                continue
             out[f"{name}_zero_shot_accuracy"] = zero_shot_accuracy(
                 encode(model, images=task.images), class_embeddings(model, tokenizer, names, PROMPTS), task.labels
             )

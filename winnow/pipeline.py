@@ -114,7 +114,7 @@ class Paths:
         return self.reports_root / self.dataset / f"bench-{self.objective}.md"
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)
 def _split(folder: str, size: int, num_classes: int | None, stamp: tuple):
     return load_split(folder, size, num_classes)
 
@@ -496,7 +496,7 @@ def evaluate_stage(params: Params) -> dict:
     paths = Paths.of(params)
     tasks = read_manifest(params.data.root)["tasks"]
     test = split(params, "eval/test")
-    transfer = {name: split(params, f"eval/{name}") for name in sorted(tasks) if name != "test"}  # may be none
+    transfer = {name: split(params, f"eval/{name}") for name in sorted(tasks) if tasks[name].get("probe")}  # may be none
     models = [("reference", paths.reference, params.reference.model, lineage.stage_key("reference", params))]
     models += [(p, paths.learner(p), params.train.model, lineage.stage_key("train", params, p)) for p in params.train.policies]
     results = {}
