@@ -117,6 +117,7 @@ def test_wrong_labels_go_to_the_confusable_class_in_the_share_asked(clean, tmp_p
     out = corrupt_dataset(
         clean, tmp_path / "confused", {"noisy_label": 0.4}, confusable=1.0, confusion=tmp_path / "confusion.npy", seed=0
     )
+    assert json.loads((out / "manifest.json").read_text())["corrupted"]["confusion_matrix"] == matrix.tolist()  # rerunnable
     pool = _pool(out)
     noisy = pool["pathology"] == "noisy_label"
     pairs = {(int(a), int(b)) for a, b in zip(pool["clean_label"][noisy], pool["label"][noisy])}

@@ -263,7 +263,8 @@ def corrupt_dataset(
         )
     if rates.get("mismatched_caption") and not any(_has_captions(path) for path in files):
         raise DataError(f"{source / 'pool'}: has no captions, so --mismatched-caption has nothing to mismatch")
-    flips = confusable_targets(read_confusion(confusion, source, num_classes)) if confusion is not None else None
+    matrix = read_confusion(confusion, source, num_classes) if confusion is not None else None
+    flips = confusable_targets(matrix) if matrix is not None else None
     _check_apart(dest, [source])
     check_dest(dest)
     target = dest.resolve()
@@ -297,6 +298,7 @@ def corrupt_dataset(
         "rates": rates,
         "confusable": confusable,
         "confusion": str(confusion) if confusion is not None else None,
+        "confusion_matrix": matrix.tolist() if matrix is not None else None,  # what the flips were drawn from
         "seed": seed,
         "pool_pathologies": dict(sorted(totals.items())),
     }
