@@ -251,18 +251,27 @@ def measure_stage(params_path: str, overrides: list[str], what: str) -> dict:
         pipeline.score_stage(params)
     else:
         pipeline.train_stage(params, what)
-    # VmHWM: this address space's peak resident set. (ru_maxrss would carry the parent's peak over fork and exec.)
+    return _peak(started)
+
+
+def _peak(started: float) -> dict:
+    """This process's peak resident memory so far and the seconds since `started`. VmHWM: this address
+    space's peak resident set (ru_maxrss would carry the parent's peak over fork and exec)."""
     peak_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
     return {"peak_rss_mib": peak_kib / 1024, "seconds": time.perf_counter() - started}
 
 
-def _measure(params_path: str, overrides: list[str], what: str) -> dict:
-    """Peak resident memory (VmHWM, Linux) of one stage run alone in a fresh process."""
-    command = [sys.executable, "-m", "winnow.bench", params_path, json.dumps(overrides), what]
-    done = subprocess.run(command, capture_output=True, text=True)
+def _fresh_process(args: list[str], what: str) -> dict:
+    """Run `python -m winnow.bench ARGS` alone in a fresh process; what it measured (its last line, JSON)."""
+    done = subprocess.run([sys.executable, "-m", "winnow.bench", *args], capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"memory bench: {what} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _measure(params_path: str, overrides: list[str], what: str) -> dict:
+    """Peak resident memory (VmHWM, Linux) of one stage run alone in a fresh process."""
+    return _fresh_process([params_path, json.dumps(overrides), what], what)
 
 
 def memory(params_path: str, overrides: list[str], scale: int = 10, steps: int = 300) -> dict:
@@ -402,8 +411,7 @@ def measure_import(kind: str, source: str, dest: str) -> dict:
 
     started = time.perf_counter()
     import_source(kind, source, dest, seed=0)
-    peak_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-    return {"peak_rss_mib": peak_kib / 1024, "seconds": time.perf_counter() - started}
+    return _peak(started)
 
 
 def import_memory(params_path: str, overrides: list[str], scale: int = 10) -> dict:
@@ -420,11 +428,7 @@ def import_memory(params_path: str, overrides: list[str], scale: int = 10) -> di
             source = write_import_source(Path(params.data.root) / "pool", kind, root / f"{kind}-x{factor}", factor)
             dest = root / f"imported-{kind}-x{factor}"
             shutil.rmtree(dest, ignore_errors=True)
-            command = [sys.executable, "-m", "winnow.bench", "import", kind, str(source), str(dest)]
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode:
-                raise RuntimeError(f"import memory bench: {kind} x{factor} failed:\n{done.stderr[-3000:]}")
-            measured = json.loads(done.stdout.strip().splitlines()[-1])
+            measured = _fresh_process(["import", kind, str(source), str(dest)], f"import {kind} x{factor}")
             counts = pipeline.read_manifest(dest)["counts"]
             source_mib = sum(p.stat().st_size for p in source.rglob("*") if p.is_file()) / 2**20
             rows.append(

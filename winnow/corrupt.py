@@ -15,7 +15,6 @@ written to DEST.importing and renamed into place, manifest last, like an import.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -25,9 +24,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from winnow.data import decode_image, file_sha256, read_manifest, read_shard, shard_files
+from winnow.data import decode_image, read_manifest, read_shard, shard_files
 from winnow.errors import DataError
-from winnow.importers import STAGING_MARK, _check_apart, _staging, check_dest
+from winnow.importers import _check_apart, _staging, check_dest, publish
 from winnow.synth import corrupt as half_decoded
 from winnow.synth import encode_png, render_blank
 
@@ -284,7 +283,6 @@ def corrupt_dataset(
     except Exception:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    content = {str(p.relative_to(staging)): file_sha256(p) for p in sorted(staging.rglob("*.parquet"))}
     manifest = dict(manifest)
     manifest.setdefault("source", {"path": str(source)})
     generator = manifest.pop("generator", None)  # no longer the generator's output: `winnow data synth` must not own it
@@ -306,11 +304,5 @@ def corrupt_dataset(
     if isinstance(columns, dict) and "pool" in columns:  # the pool's record of what the shards carry
         added = [c for c in ("pathology", "clean_label", "clean_caption") if c not in columns["pool"]]
         manifest["source"] = {**manifest["source"], "metadata_columns": {**columns, "pool": columns["pool"] + added}}
-    manifest["files"] = content
-    manifest["content_hash"] = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    (staging / STAGING_MARK).unlink()
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)
+    publish(staging, target, manifest)
     return dest

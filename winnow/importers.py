@@ -728,13 +728,13 @@ def write_dataset(
     shard_size: int = SHARD_SIZE,
     source: str = "",
     provenance: dict | None = None,
-    evals: dict[str, tuple[Source, list[str]]] | None = None,
+    evals: dict[str, tuple[Source, list[str], int]] | None = None,
     num_rows: int | None = None,
 ) -> Path:
     """Split (unless curated/test are given) and write the data contract under `dest`, streaming: into
     DEST.importing, manifest last, then renamed into place over a previous import. Labels are class indices.
     `provenance` joins the manifest's "source". `evals`: transfer tasks, name -> (examples, their own class
-    names), written to eval/<name>/ with a fold column (a seeded 2/3 train, 1/3 test) for the linear probe.
+    names, how many), written to eval/<name>/ with a fold column (a seeded 2/3 train, 1/3 test) for the linear probe.
     `num_rows`: the pool source's length when already counted (sampling needs it; else it is counted)."""
     pool_source, curated, test = _as_source(examples), _as_source(curated), _as_source(test)
     check_options(0 if curated else curated_fraction, 0 if test else test_fraction, shard_size)
@@ -765,8 +765,8 @@ def write_dataset(
             log.warning("eval/test is empty: pass --test SOURCE (a clean held-out set) or a --test-fraction above 0")
     tasks = {"test": {"label": "label", "class_names": class_names}}
     task_sources = {}
-    for name, (task, names) in (evals or {}).items():
-        task_sources[f"eval/{name}"] = with_folds(task, task.count(), seed)
+    for name, (task, names, rows) in (evals or {}).items():
+        task_sources[f"eval/{name}"] = with_folds(task, rows, seed)
         tasks[name] = {"label": "label", "class_names": names, "probe": True}
         if names != [f"class {i}" for i in range(len(names))]:  # named classes: CLIP can be prompted with them
             tasks[name]["prompt_names"] = names
@@ -809,7 +809,6 @@ def write_dataset(
             writer.abort()
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    content = {str(p.relative_to(staging)): file_sha256(p) for p in sorted(staging.rglob("*.parquet"))}
     provenance = dict(provenance or {})
     curated_path, test_path = provenance.pop("curated", None), provenance.pop("test", None)
     manifest = {
@@ -830,15 +829,25 @@ def write_dataset(
                 name: writer.schema.names if writer.schema is not None else [] for name, writer in writers.items()
             },
         },
+    }
+    publish(staging, target, manifest)
+    return dest
+
+
+def publish(staging: Path, target: Path, manifest: dict) -> None:
+    """Finish a dataset written into `staging`: its shards' hashes and content hash into the manifest, the
+    manifest written last, then the folder renamed over `target` (a previous import, or an empty folder)."""
+    content = {str(p.relative_to(staging)): file_sha256(p) for p in sorted(staging.rglob("*.parquet"))}
+    manifest = {
+        **manifest,
         "files": content,
         "content_hash": hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest(),
     }
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     (staging / STAGING_MARK).unlink()
     if target.exists():
-        shutil.rmtree(target)  # a previous import (check_dest said so) or an empty folder
+        shutil.rmtree(target)
     staging.rename(target)
-    return dest
 
 
 def _as_source(rows: list[dict] | Iterable[dict] | Source | None) -> Source | None:
@@ -946,7 +955,7 @@ def import_source(
         if task_scan.unlabelled:
             raise DataError(f"{task_scan.unlabelled}: has no label; every example of transfer task {name!r} needs one")
         task_names, task_index = resolve_labels([task_scan], task.classes, None)
-        tasks[name] = (with_labels(task, task_index), task_names)
+        tasks[name] = (with_labels(task, task_index), task_names, task_scan.rows)  # counted once, by the scan
     provenance = {
         "kind": kind,
         "curated": str(curated_source or source),
