@@ -71,13 +71,14 @@ class ViTClassifier(nn.Module):
 
 
 def build_classifier(name: str, num_classes: int, image_size: int = 32) -> nn.Module:
-    """Build a named classifier with fresh weights (nothing is ever downloaded)."""
+    """Build a named classifier with fresh weights (nothing is ever downloaded), for images of
+    image_size pixels (model.input_size: larger images are resized down to it, data.to_input)."""
     if name not in CLASSIFIERS:
         raise KeyError(f"unknown model {name!r}; choose one of {sorted(CLASSIFIERS)}")
     family, cfg = CLASSIFIERS[name]
-    if family == "cnn":
-        return ConvNet(num_classes, **cfg)
-    return ViTClassifier(num_classes, image_size=image_size, **cfg)
+    model = ConvNet(num_classes, **cfg) if family == "cnn" else ViTClassifier(num_classes, image_size=image_size, **cfg)
+    model.input_size = image_size
+    return model
 
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -103,16 +104,19 @@ def _register_configs() -> None:
         open_clip.add_model_config(CONFIG_DIR)
 
 
-def build_clip(name: str) -> nn.Module:
-    """An open_clip CLIP model with fresh weights (pretrained=None: nothing is downloaded)."""
+def build_clip(name: str, image_size: int | None = None) -> nn.Module:
+    """An open_clip CLIP model with fresh weights (pretrained=None: nothing is downloaded). With
+    image_size, its vision tower is built for images of that size (fewer patches at a lower one:
+    how a scorer runs at low resolution); model.input_size records it (data.to_input)."""
     import open_clip
 
     if name not in CLIPS:
         raise KeyError(f"unknown CLIP model {name!r}; choose one of {sorted(CLIPS)}")
     _register_configs()
     config, train_token_embedding = CLIPS[name]
-    model = open_clip.create_model(config, pretrained=None)
+    model = open_clip.create_model(config, pretrained=None, force_image_size=image_size)
     model.token_embedding.weight.requires_grad_(train_token_embedding)
+    model.input_size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
     return model
 
 

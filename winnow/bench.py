@@ -22,6 +22,7 @@ from pathlib import Path
 
 from winnow import pipeline, report
 from winnow.config import Params, load_params
+from winnow.errors import ConfigError
 from winnow.files import write_csv, write_json
 from winnow.objectives import OBJECTIVES
 
@@ -112,24 +113,28 @@ def learner_study(params: Params) -> dict:
     return _study(params, "learners", "learner", params.bench.learners, runs)
 
 
-def _study(params: Params, study: str, key: str, names: tuple[str, ...], runs: list[dict]) -> dict:
-    """Aggregate a study's runs per model over seeds; write its JSON, plot and report."""
+def _study(params: Params, study: str, key: str, names: tuple[str, ...], runs: list[dict], extra: dict | None = None) -> dict:
+    """Aggregate a study's runs per model (or arm) over seeds; write its JSON, plot and report."""
     rows = []
+    noise = f"{OBJECTIVES[params.objective].noise}_fraction_selected"
     for name in names:
         mine = [r for r in runs if r[key] == name]
         rows.append(
             {
                 key: name,
+                **{k: mine[0][k] for k in ("selection", "keep_fraction", "score_resolution") if k in mine[0]},
                 "learner_forward_flops": mine[0]["learner_forward_flops"],
                 "scorer_flops_over_learner": mine[0]["scorer_flops_over_learner"],
                 "reference_test_metric": spread([r["reference_test_metric"] for r in mine]),
+                "final_metric": spread([r["final_metric"] for r in mine]),
+                **({noise: spread([r[noise] for r in mine])} if noise in mine[0] else {}),
                 **{k: spread([r[k] for r in mine]) for k in RATIOS},
             }
         )
     result = {
         "study": study,
         "objective": params.objective,
-        "learner": params.train.model if study == "scorers" else None,
+        "learner": params.train.model if study in ("scorers", "jest") else None,
         "scorer": params.reference.model if study == "learners" else None,
         "actor_trains_on": params.train.actor_trains_on,
         "amortise_over": params.bench.amortise_over,
@@ -137,6 +142,7 @@ def _study(params: Params, study: str, key: str, names: tuple[str, ...], runs: l
         "steps": params.train.steps,
         "rows": rows,
         "runs": runs,
+        **(extra or {}),
     }
     paths = pipeline.Paths.of(params)
     write_json(result, paths.bench / f"{params.objective}-{study}.json")
@@ -144,7 +150,100 @@ def _study(params: Params, study: str, key: str, names: tuple[str, ...], runs: l
     return result
 
 
-STUDIES = {"scorers": scorer_study, "learners": learner_study}
+def _share_reference(source: Params, run: Params) -> None:
+    """Give a run the trained reference and the scored store of another run on the same data and seed
+    (not retrained, not rescored): its checkpoint, scorer, store and their measured figures."""
+    src, dst = pipeline.Paths.of(source), pipeline.Paths.of(run)
+    scorer_id = json.loads(src.scorer.read_text())["scorer_id"]
+    files = [
+        (src.reference, dst.reference),
+        (src.scorer, dst.scorer),
+        (src.artifacts_root / src.dataset / "dataset.json", dst.artifacts_root / dst.dataset / "dataset.json"),
+        (src.store, dst.store),
+        (src.scoring_record(scorer_id), dst.scoring_record(scorer_id)),
+        (src.metrics / "reference.json", dst.metrics / "reference.json"),
+        (src.metrics / "score.json", dst.metrics / "score.json"),
+    ]
+    for a, b in files:
+        b.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(a, b)
+
+
+def jest_arms(params: Params) -> list[tuple[str, dict]]:
+    """The --study jest runs besides uniform: per-example learnability as configured, then JEST at each of
+    bench.keep_fractions, at full resolution and with the reference and the actor at bench.low_resolution."""
+    arms = [("learnability", {})]
+    for resolution in (None, params.bench.low_resolution):
+        for keep in params.bench.keep_fractions:
+            name = f"jest-{keep:g}" + (f"-{resolution}px" if resolution else "")
+            arms.append((name, {"selection": "jest", "keep_fraction": keep, "score_resolution": resolution}))
+    return arms
+
+
+def jest_study(params: Params) -> dict:
+    """Uniform, per-example learnability and JEST (selection jest) at each keep fraction, with and without
+    low-resolution scoring, over seeds: one uniform run and one reference per resolution per seed, shared
+    by every arm of that seed. Contrastive only (JEST's joint term is the contrastive loss's)."""
+    if not OBJECTIVES[params.objective].joint:
+        raise ConfigError(f"--study jest: JEST selects batches for the contrastive objective, not {params.objective}")
+    arms, runs, curves = jest_arms(params), [], {}
+    for seed in range(params.seed, params.seed + params.bench.seeds):
+        base = _run_params(params, f"jest/seed-{seed}/full", seed)
+        base = base.model_copy(update={"train": base.train.model_copy(update={"policies": ("uniform",)})})
+        pipeline.reference_stage(base)
+        pipeline.score_stage(base)
+        pipeline.train_stage(base, "uniform")
+        low = _run_params(params, f"jest/seed-{seed}/low-res", seed)
+        low = low.model_copy(update={"score": low.score.model_copy(update={"resolution": params.bench.low_resolution})})
+        for name, changes in arms:
+            log.info("bench %s jest: seed %d, %s", params.objective, seed, name)
+            run = _run_params(params, f"jest/seed-{seed}/{name}", seed)
+            run = run.model_copy(
+                update={
+                    "train": run.train.model_copy(update={**changes, "policies": ("uniform", "learnability")}),
+                    "score": run.score.model_copy(update={"resolution": changes.get("score_resolution")}),
+                }
+            )
+            source = low if changes.get("score_resolution") else base
+            if source is low and not pipeline.Paths.of(low).scorer.exists():
+                pipeline.reference_stage(low)
+                pipeline.score_stage(low)
+            _copy_uniform(base, run)
+            _share_reference(source, run)
+            pipeline.train_stage(run, "learnability")
+            summary = pipeline.summary_stage(run, write_report=False)
+            row = summary["policies"]["learnability"]
+            runs.append(
+                {
+                    "arm": name,
+                    "seed": seed,
+                    "selection": run.train.selection,
+                    "keep_fraction": run.train.keep_fraction,
+                    "score_resolution": run.train.score_resolution or run.data.image_size,
+                    f"{OBJECTIVES[params.objective].noise}_fraction_selected": row[
+                        f"{OBJECTIVES[params.objective].noise}_fraction_selected"
+                    ],
+                    "uniform_final_metric": summary["policies"]["uniform"]["final_metric"],
+                    **_study_row(summary),
+                }
+            )
+            for policy, key in (("uniform", "uniform"), ("learnability", name)):
+                curve = report.read_csv(pipeline.Paths.of(run).metrics / "curves" / f"{policy}.csv")
+                curves.setdefault(key, {})[seed] = curve
+    metric = OBJECTIVES[params.objective].metric
+    mean_curves = {  # the target metric per step, mean over seeds, for the plot
+        arm: [
+            {"step": int(rows[0]["step"]), metric: statistics.mean(float(r[metric]) for r in rows)}
+            for rows in zip(*by_seed.values())
+        ]
+        for arm, by_seed in curves.items()
+    }
+    uniform_final = spread([r["uniform_final_metric"] for r in runs if r["arm"] == arms[0][0]])  # once per seed
+    extra = {"metric": metric, "uniform_final_metric": uniform_final}
+    return _study(params, "jest", "arm", tuple(name for name, _ in arms), runs, {**extra, "curves": mean_curves})
+
+
+STUDIES = {"scorers": scorer_study, "learners": learner_study, "jest": jest_study}
 
 
 def spread(values: list) -> dict:

@@ -156,10 +156,11 @@ def parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--study",
-        choices=("policies", "scorers", "learners"),
+        choices=("policies", "scorers", "learners", "jest"),
         default="policies",
         help="policies (default): bench.policies over seeds; scorers: learnability with reference = actor of each size in "
-        "bench.scorers; learners: each learner in bench.learners, one small scorer",
+        "bench.scorers; learners: each learner in bench.learners, one small scorer; jest (contrastive): uniform, per-example "
+        "learnability and JEST at each of bench.keep_fractions, at full and at bench.low_resolution scoring",
     )
     bench.add_argument(
         "--memory", action="store_true", help="instead: peak memory of scoring and training on the default pool and a larger one"

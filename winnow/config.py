@@ -19,7 +19,7 @@ from winnow.errors import ConfigError
 from winnow.selection import POLICIES as SELECTION_POLICIES
 
 POLICY_NAMES = tuple(SELECTION_POLICIES)  # what each policy does is winnow.selection.POLICIES
-SELECTIONS = ("topk", "softmax")
+SELECTIONS = ("topk", "softmax", "jest")  # jest: joint selection in chunks, contrastive only (winnow.selection)
 ACTOR_DATA = ("kept", "super_batch")  # what the actor trains on each step (winnow.training.ACTOR_DATA)
 PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: it needs loss scaling, and bf16 runs wherever fp16 would on current GPUs
 OBJECTIVE_NAMES = ("classification", "contrastive")  # for the CLI without loading models; behaviour: winnow.objectives
@@ -102,8 +102,12 @@ class ReferenceConfig(OptimConfig):
     steps: Positive = 1000
 
 
+Resolution = Annotated[int, Field(ge=8)]
+
+
 class ScoreConfig(Section):
     batch_size: Positive = 128
+    resolution: Resolution | None = None  # the reference trains on and scores images resized to this size (null: data.image_size)
     dask_workers: int = Field(0, ge=0)  # > 0: score shards in parallel on a local Dask cluster of this many worker processes
     dask_address: str | None = None  # or on a running Dask cluster (tcp://scheduler:8786); workers must see data/ and artifacts/
 
@@ -121,6 +125,8 @@ class TrainConfig(OptimConfig):
     keep_fraction: float = Field(0.5, gt=0.0, le=1.0)  # rho: keep batch_size of a super-batch of batch_size / rho
     selection: Literal[SELECTIONS] = "topk"  # type: ignore[valid-type]
     temperature: float = Field(1.0, gt=0.0)
+    jest_chunks: Positive = 4  # selection jest: the batch is drawn in this many chunks, each conditioned on the ones before
+    score_resolution: Resolution | None = None  # the actor trains on and scores images resized to this size (null: full size)
     eval_every: Positive = 100
     checkpoint_every: Positive = 250
     shuffle_buffer: Positive = 50000  # examples held decoded; a larger pool streams through a buffer of this size
@@ -142,6 +148,11 @@ class TrainConfig(OptimConfig):
                 f"batch_size ({self.batch_size}) and the super-batch ({self.super_batch_size}) must divide evenly "
                 f"over nproc_per_node ({self.nproc_per_node}) ranks"
             )
+        if self.selection == "jest" and self.jest_chunks > self.batch_size // self.nproc_per_node:
+            raise ValueError(
+                f"jest_chunks ({self.jest_chunks}) cannot exceed the examples each rank keeps per step "
+                f"({self.batch_size // self.nproc_per_node})"
+            )
         if self.shuffle_buffer < self.super_batch_size:
             raise ValueError(f"shuffle_buffer ({self.shuffle_buffer}) must hold at least a super-batch ({self.super_batch_size})")
         return self
@@ -160,6 +171,8 @@ class BenchConfig(Section):
     amortise_over: int = Field(10, ge=1)  # runs that share one reference and its scores
     scorers: tuple[str, ...] = ("cnn-nano", "cnn-tiny", "cnn-small")  # reference = actor, for the train.model learner
     learners: tuple[str, ...] = ("cnn-tiny", "cnn-small", "cnn-medium")  # learners, each scored by reference.model/train.actor
+    keep_fractions: tuple[Annotated[float, Field(gt=0.0, le=1.0)], ...] = (0.5, 0.2, 0.1)  # --study jest: JEST at each
+    low_resolution: Resolution = 16  # --study jest: and again with the reference and the actor scoring at this size
 
     @model_validator(mode="after")
     def _has_baseline(self):
@@ -212,6 +225,17 @@ class Params(Section):
         from winnow.objectives import OBJECTIVES as BEHAVIOURS  # models and open_clip load here, not on import
 
         objective = BEHAVIOURS[self.objective]
+        if self.train.selection == "jest" and not objective.joint:
+            raise ValueError(
+                f"train.selection: 'jest' selects batches jointly because a contrastive loss depends on which pairs share "
+                f"a batch; the {self.objective} loss of an example does not (no joint term), so use 'topk' or 'softmax'"
+            )
+        for key, size in (("score.resolution", self.score.resolution), ("train.score_resolution", self.train.score_resolution)):
+            if size is not None and size > self.data.image_size:
+                raise ValueError(
+                    f"{key} ({size}) must not exceed data.image_size ({self.data.image_size}): scorers run at "
+                    "a lower resolution than the learner, never a higher one"
+                )
         models = [("reference.model", self.reference.model), ("train.model", self.train.model)]
         models += [("train.actor", self.train.actor)] if self.train.actor != "learner" else []
         models += [(f"bench.scorers[{i}]", m) for i, m in enumerate(self.bench.scorers)]

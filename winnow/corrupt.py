@@ -91,7 +91,8 @@ def measured_confusion(checkpoint: Path, source: Path, num_classes: int) -> np.n
     test = load_split(source / "eval/test", meta["image_size"], num_classes, metadata=())
     labelled = test.labels >= 0
     with torch.no_grad():
-        predicted = torch.cat([model(to_input(test.images[i : i + 500])).argmax(1) for i in range(0, len(test), 500)]).numpy()
+        batches = [model(to_input(test.images[i : i + 500], model)).argmax(1) for i in range(0, len(test), 500)]
+        predicted = torch.cat(batches).numpy()
     matrix = np.zeros((num_classes, num_classes))
     np.add.at(matrix, (test.labels[labelled], predicted[labelled]), 1)
     return matrix

@@ -202,6 +202,12 @@ def split_hash(folder: str | Path) -> str:
     return h.hexdigest()
 
 
-def to_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N,3,H,W) -> float in roughly [-2, 2], what every model here takes."""
-    return (images.float() / 255.0 - 0.5) / 0.25
+def to_input(images: torch.Tensor, model: torch.nn.Module | None = None) -> torch.Tensor:
+    """uint8 (N,3,H,W) -> float in roughly [-2, 2], what every model here takes; resized down (area
+    average) to the model's input_size when it runs at a lower resolution than the data (a scorer
+    at train.score_resolution or score.resolution)."""
+    x = (images.float() / 255.0 - 0.5) / 0.25
+    size = getattr(getattr(model, "module", model), "input_size", None)  # through a DDP wrapper too
+    if size is not None and x.shape[-1] != size:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="area")
+    return x

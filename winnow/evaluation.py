@@ -17,7 +17,7 @@ def accuracy(model: nn.Module, data: Split, batch_size: int = 250) -> float:
     correct = 0
     with eval_mode(model):
         for i in range(0, len(data), batch_size):
-            logits = model(to_input(data.images[i : i + batch_size].to(device)))
+            logits = model(to_input(data.images[i : i + batch_size].to(device), model))
             correct += (logits.argmax(1).cpu() == torch.as_tensor(data.labels[i : i + batch_size])).sum().item()
     return correct / max(1, len(data))
 
@@ -27,9 +27,8 @@ def features(model: nn.Module, images: torch.Tensor, batch_size: int = 250) -> t
     device = next(model.parameters()).device
     embed = getattr(model, "encode_image", None) or model.embed  # CLIP towers, or a classifier's penultimate layer
     with eval_mode(model):
-        return torch.cat(
-            [embed(to_input(images[i : i + batch_size].to(device))).float().cpu() for i in range(0, len(images), batch_size)]
-        )
+        batches = (images[i : i + batch_size].to(device) for i in range(0, len(images), batch_size))
+        return torch.cat([embed(to_input(batch, model)).float().cpu() for batch in batches])
 
 
 def linear_probe(
@@ -77,7 +76,7 @@ def encode(
     with eval_mode(model):
         if images is not None:
             out = [
-                model.encode_image(to_input(images[i : i + batch_size].to(device)), normalize=True)
+                model.encode_image(to_input(images[i : i + batch_size].to(device), model), normalize=True)
                 for i in range(0, len(images), batch_size)
             ]
         else:

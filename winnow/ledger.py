@@ -4,8 +4,10 @@ Forward FLOPs per example are measured with torch.utils.flop_counter.FlopCounter
 on a real batch of the size the model runs at (a contrastive loss grows with its
 batch); a backward pass counts as twice its forward. Five lines: reference training,
 pool scoring (one-off), and per step the actor's forward over the super-batch, the actor's
-training and the learner's training. Beside the FLOPs, the seconds each stage measured:
-users pay for hours, so every FLOP ratio has its wall-clock twin.
+training and the learner's training (and for JEST a sixth, the reference's super-batch logits
+from its stored embeddings). A scorer at a lower resolution is measured at that resolution.
+Beside the FLOPs, the seconds each stage measured: users pay for hours, so every FLOP ratio
+has its wall-clock twin.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class Costs:
     actor_scoring_per_step: float  # super-batch x actor forward (the learner's own when train.actor is learner)
     actor_training_per_step: float  # what the actor trains on x 3 actor forward (none when the learner scores itself)
     learner_training_per_step: float  # batch x 3 learner forward
+    reference_logits_per_step: float = 0.0  # JEST: the reference's super-batch logits, from its stored embeddings
 
     @property
     def one_off(self) -> float:
@@ -55,7 +58,12 @@ class Costs:
 
     @property
     def per_step(self) -> float:
-        return self.actor_scoring_per_step + self.actor_training_per_step + self.learner_training_per_step
+        return (
+            self.actor_scoring_per_step
+            + self.actor_training_per_step
+            + self.learner_training_per_step
+            + self.reference_logits_per_step
+        )
 
     def at_step(self, step: int, amortise_over: int = 1) -> float:
         """Total FLOPs after `step` learner steps, the reference's one-off cost split over `amortise_over` runs."""
@@ -79,10 +87,13 @@ def policy_costs(
     actor_super_forward: float = 0.0,
     actor_forward: float = 0.0,
     actor_trained_per_step: int = 0,
+    reference_logits: float = 0.0,
 ) -> Costs:
     """The ledger lines for one policy. Forward FLOPs are per example; `actor_super_forward` at super-batch
     size, `actor_forward` at the size it trains on (actor_trained_per_step examples; 0 when the learner
-    scores itself, whose training is already the learner's line)."""
+    scores itself, whose training is already the learner's line). `reference_logits`: JEST's FLOPs per step
+    to form the reference's logits over the super-batch from its stored embeddings. Every forward is measured
+    at the resolution the model runs at (a scorer at score_resolution costs what it costs there)."""
     rule = POLICIES[policy]
     return Costs(
         reference_training=3.0 * reference_forward * reference_batch * reference_steps if rule.reference_loss else 0.0,
@@ -90,6 +101,7 @@ def policy_costs(
         actor_scoring_per_step=actor_super_forward * super_batch if rule.actor_loss else 0.0,
         actor_training_per_step=3.0 * actor_forward * actor_trained_per_step if rule.actor_loss else 0.0,
         learner_training_per_step=3.0 * learner_forward * batch,
+        reference_logits_per_step=reference_logits if rule.reference_loss else 0.0,
     )
 
 
@@ -146,6 +158,7 @@ def run_ledger(summary: dict, trained: dict[str, dict], reference: dict, score: 
             actor_super_forward=info.get("actor_super_batch_forward_flops_per_example", 0.0),
             actor_forward=info.get("actor_forward_flops_per_example", 0.0),
             actor_trained_per_step=info.get("actor_trained_per_step", 0),
+            reference_logits=info.get("reference_logits_flops_per_step", 0.0),
         )
     uniform, steps = costs["uniform"], summary["uniform_steps"]
     one_off_seconds = reference["seconds"] + score["seconds"]

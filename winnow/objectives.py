@@ -35,6 +35,7 @@ class Objective:
     headline: str  # the key of evaluate_model's main held-out metric
     models: tuple[str, ...]  # model names it can build (params are checked against them)
     loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # per-example losses (N,)
+    joint: bool = False  # an example's loss depends on the rest of its batch (contrastive): JEST selection applies
 
     def build_model(self, name: str, num_classes: int, image_size: int) -> nn.Module:
         raise NotImplementedError
@@ -107,7 +108,7 @@ class Contrastive(Objective):
     zero-shot accuracy from class-name prompts."""
 
     def build_model(self, name, num_classes, image_size):
-        return build_clip(name)
+        return build_clip(name, image_size)
 
     def unusable(self, split):
         return np.array([c is None or not str(c).strip() for c in split.columns["caption"]], dtype=bool), "empty caption"
@@ -149,7 +150,13 @@ OBJECTIVES: dict[str, Objective] = {
     for o in (
         Classification("classification", "accuracy", "noisy_label", "test_accuracy", tuple(CLASSIFIERS), per_example_loss),
         Contrastive(
-            "contrastive", "zero_shot_accuracy", "mismatched_caption", "zero_shot_accuracy", tuple(CLIPS), per_example_contrastive
+            "contrastive",
+            "zero_shot_accuracy",
+            "mismatched_caption",
+            "zero_shot_accuracy",
+            tuple(CLIPS),
+            per_example_contrastive,
+            joint=True,
         ),
     )
 }

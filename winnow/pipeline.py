@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from winnow import ledger, lineage, objectives, report, scoring, store
 from winnow.config import Params
@@ -28,7 +30,7 @@ from winnow.objectives import OBJECTIVES
 from winnow.selection import POLICIES
 from winnow.stream import InMemory, ShardStream, shard_rows
 from winnow.synth import PATHOLOGIES, generator_params, synthesize
-from winnow.training import load_checkpoint, state_hash, train
+from winnow.training import load_checkpoint, reference_logits, state_hash, train
 
 log = logging.getLogger("winnow")
 
@@ -208,7 +210,8 @@ def reference_stage(params: Params) -> dict:
     curated, test = split(params, "curated"), split(params, "eval/test")
     objective = OBJECTIVES[params.objective]
     torch.manual_seed(params.seed)
-    model = objective.build_model(cfg.model, num_classes(params), params.data.image_size).to(pick_device(params.device))
+    resolution = params.score.resolution or params.data.image_size  # a scorer learns at the resolution it scores at
+    model = objective.build_model(cfg.model, num_classes(params), resolution).to(pick_device(params.device))
     targets = objective.targets(cfg.model, curated)
     out = train(
         model,
@@ -221,13 +224,14 @@ def reference_stage(params: Params) -> dict:
         eval_every=max(1, cfg.steps // 10),
         checkpoint_path=paths.reference,
         checkpoint_every=max(1, cfg.steps // 4),
-        meta=_meta(cfg.model, params),
+        meta=_meta(cfg.model, params, resolution),
         precision=params.precision,
         desc="reference",
         inputs=lineage.stage_key("reference", params),
     )
     metrics = {
         "model": cfg.model,
+        "resolution": resolution,
         "steps": cfg.steps,
         "batch_size": cfg.batch_size,
         "train_examples": len(curated),
@@ -257,6 +261,16 @@ def score_plan(params: Params) -> dict:
     write_json(result, paths.scorer)
     with store.connect(paths.store) as con:
         existing = store.find_scorer(con, scorer_id)
+        if (
+            existing is not None
+            and existing["completed_at"] is not None
+            and OBJECTIVES[params.objective].joint
+            and not store.has_embeddings(con, scorer_id)
+        ):
+            log.warning("scorer %s was stored without embeddings (before JEST); scoring it again", scorer_id)
+            store.drop_scorer(con, scorer_id)
+            shutil.rmtree(paths.score_shards(scorer_id), ignore_errors=True)
+            existing = None
         if existing is not None and existing["completed_at"] is not None:
             # the figures measured when it was scored: kept beside its shards (DVC removes score.json before a rerun)
             for previous in (paths.scoring_record(scorer_id), paths.metrics / "score.json"):
@@ -410,6 +424,16 @@ def reference_losses(params: Params) -> np.ndarray:
     return losses
 
 
+def reference_embeddings(params: Params) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """JEST's reference: each pool pair's stored image and text features (by example id) and the reference's
+    logit scale, after the same checks as reference_losses."""
+    reference_losses(params)  # the scorer is this pool's and this reference's, and complete
+    paths = Paths.of(params)
+    image, text = store.load_embeddings(paths.store, read_json(paths.scorer, "run `winnow score`")["scorer_id"])
+    scale = float(reference_model(params).logit_scale.detach().exp().cpu())
+    return torch.from_numpy(image), torch.from_numpy(text), scale
+
+
 def train_stage(params: Params, policy: str) -> dict:
     """Train the learner with one selection policy; checkpoint, per-step log and eval curve.
     Under torchrun every rank runs this and rank 0 writes the outputs (tasks/launch.py starts the
@@ -417,7 +441,9 @@ def train_stage(params: Params, policy: str) -> dict:
     paths, cfg = claim_outputs(params), params.train
     rank, world = init_distributed()
     test = split(params, "eval/test")
-    reference_loss = torch.from_numpy(reference_losses(params)) if POLICIES[policy].reference_loss else None
+    jest = POLICIES[policy].selects and cfg.selection == "jest"
+    reference_loss = torch.from_numpy(reference_losses(params)) if POLICIES[policy].reference_loss and not jest else None
+    embeddings = reference_embeddings(params) if POLICIES[policy].reference_loss and jest else None
     sampler = pool_sampler(params, cfg.model, params.seed + 1, rank, world)
     torch.manual_seed(params.seed + 1)
     objective, device = OBJECTIVES[params.objective], pick_device(params.device)
@@ -434,6 +460,11 @@ def train_stage(params: Params, policy: str) -> dict:
             flops["actor_forward_flops_per_example"] = _flops(
                 actor, objective.loss, first.images, first.targets, actor_info["actor_trained_per_step"]
             )
+    if embeddings is not None:  # JEST's per-step reference logits, from the stored features
+        image, text = embeddings[0][: cfg.super_batch_size], embeddings[1][: cfg.super_batch_size]
+        with FlopCounterMode(display=False) as counter:
+            reference_logits(image, text, embeddings[2])
+        flops["reference_logits_flops_per_step"] = float(counter.get_total_flops())
     out = train(
         model,
         sampler,
@@ -443,7 +474,9 @@ def train_stage(params: Params, policy: str) -> dict:
         keep_fraction=cfg.keep_fraction,
         selection=cfg.selection,
         temperature=cfg.temperature,
+        jest_chunks=cfg.jest_chunks,
         reference_loss=reference_loss,
+        reference_embeddings=embeddings,
         actor=actor,
         actor_trains_on=cfg.actor_trains_on,
         loss_fn=objective.loss,
@@ -451,7 +484,7 @@ def train_stage(params: Params, policy: str) -> dict:
         eval_every=cfg.eval_every,
         checkpoint_path=paths.learner(policy),
         checkpoint_every=cfg.checkpoint_every,
-        meta=_meta(cfg.model, params),
+        meta=_meta(cfg.model, params, params.data.image_size),
         precision=params.precision,
         desc=policy,
         inputs=lineage.stage_key("train", params, policy),
@@ -471,6 +504,7 @@ def train_stage(params: Params, policy: str) -> dict:
         "clock": out["clock"],
         "batch_size": cfg.batch_size,
         "super_batch_size": cfg.super_batch_size,
+        "selection": cfg.selection if POLICIES[policy].selects else None,
         **actor_info,
         "selected_mix": selected,
         "pool_size": sampler.size,
@@ -548,9 +582,15 @@ def _actor(params: Params, policy: str, device) -> tuple[torch.nn.Module | None,
     if cfg.actor == "learner":
         return None, {"actor": "learner", "actor_trained_per_step": 0}
     torch.manual_seed(params.seed + 2)  # its own initialisation, whatever the learner's
-    actor = OBJECTIVES[params.objective].build_model(cfg.actor, num_classes(params), params.data.image_size).to(device)
+    resolution = cfg.score_resolution or params.data.image_size  # it scores, and so learns, at this resolution
+    actor = OBJECTIVES[params.objective].build_model(cfg.actor, num_classes(params), resolution).to(device)
     trained = cfg.batch_size if cfg.actor_trains_on == "kept" else cfg.super_batch_size
-    return actor, {"actor": cfg.actor, "actor_trains_on": cfg.actor_trains_on, "actor_trained_per_step": trained}
+    return actor, {
+        "actor": cfg.actor,
+        "actor_resolution": resolution,
+        "actor_trains_on": cfg.actor_trains_on,
+        "actor_trained_per_step": trained,
+    }
 
 
 def _flops(model, loss_fn, images, targets, batch_size: int) -> float:
@@ -563,11 +603,11 @@ def _target_metric(params: Params, model_name: str, test):
     return OBJECTIVES[params.objective].target_metric(model_name, test, class_names)
 
 
-def _meta(model_name: str, params: Params) -> dict:
+def _meta(model_name: str, params: Params, image_size: int) -> dict:
     return {
         "model_name": model_name,
         "num_classes": num_classes(params),
-        "image_size": params.data.image_size,
+        "image_size": image_size,  # the resolution it was built for (a scorer's may be lower than the data's)
         "objective": params.objective,
     }
 

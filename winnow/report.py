@@ -275,7 +275,8 @@ def write_bench_report(result: dict, curves: dict[str, list[dict]], metric: str,
 
     ledger_rows = "\n".join(
         f"| {p} | {c['reference_training']:.3g} | {c['pool_scoring']:.3g} | {c['actor_scoring_per_step']:.3g} | "
-        f"{c['actor_training_per_step']:.3g} | {c['learner_training_per_step']:.3g} |"
+        f"{c['actor_training_per_step']:.3g} | {c['learner_training_per_step']:.3g} | "
+        f"{c.get('reference_logits_per_step', 0.0):.3g} |"
         for p, c in result["ledger_seed0"].items()
     )
     systems = result["systems"]
@@ -315,10 +316,11 @@ frozen features on that transfer task (eval/*task*/), when the data has one.
 ## The ledger (seed {result["seeds"][0]}, FLOPs)
 
 Forward FLOPs per example measured with `torch.utils.flop_counter.FlopCounterMode`; a backward pass
-counts twice its forward. The first two lines are paid once per reference; the last three every step.
+counts twice its forward. The first two lines are paid once per reference; the others every step
+(the last, JEST's reference logits from stored embeddings, is zero for per-example selection).
 
-| policy | reference training | pool scoring | actor scoring / step | actor training / step | learner training / step |
-|---|---|---|---|---|---|
+| policy | reference training | pool scoring | actor scoring / step | actor training / step | learner training / step | reference logits / step |
+|---|---|---|---|---|---|---|
 {ledger_rows}
 
 How the saving moves with the size of the scorers and of the learner: `uv run winnow bench --study scorers`
@@ -351,6 +353,8 @@ STUDY_WORDS = {
 
 
 def study_table(result: dict) -> str:
+    if result["study"] == "jest":
+        return jest_table(result)
     key = STUDY_WORDS[result["study"]][0]
     lines = [
         f"| {key} | learner forward MFLOPs | scorer FLOPs / learner's | reference held-out | step_ratio | flop_ratio_full "
@@ -411,11 +415,55 @@ def plot_study(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def jest_table(result: dict) -> str:
+    """--study jest: one row per arm (per-example learnability, JEST at each keep fraction and resolution)."""
+    noise = next((k for k in result["rows"][0] if k.endswith("_fraction_selected")), None)
+    lines = [
+        "| arm | selection | keep | scoring px | step_ratio | flop_ratio_full | time_ratio_full | flop_ratio_amortised "
+        f"| final {result['metric']} | {noise.removesuffix('_fraction_selected').replace('_', ' ') + ' kept' if noise else ''} |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['arm']} | {r['selection']} | {r['keep_fraction']:g} | {r['score_resolution']} | {_fmt(r['step_ratio'])} | "
+            f"{_fmt(r['flop_ratio_full'])} | {_fmt(r['time_ratio_full'])} | {_fmt(r['flop_ratio_amortised'])} | "
+            f"{_fmt3(r['final_metric'])} | {_fmt3(r[noise]) if noise else '-'} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_jest(result: dict, path: Path) -> None:
+    """The target metric against learner steps per arm (mean over seeds), uniform's final value dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = result["metric"]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for arm, rows in result["curves"].items():
+        style = dict(color="black", lw=2) if arm == "uniform" else dict(ls=":" if arm.endswith("px") else "-")
+        ax.plot([r["step"] for r in rows], [r[metric] for r in rows], label=arm, **style)
+    target = result["uniform_final_metric"]["mean"]
+    if target is not None:
+        ax.axhline(target, color="grey", ls="--", lw=1)
+    ax.set_xlabel("learner step")
+    ax.set_ylabel(f"{metric} (mean over seeds)")
+    ax.set_title("JEST against per-example learnability and uniform")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_study_report(result: dict, paths) -> Path:
     """reports/<dataset>/bench-<objective>-<study>.md: the study's table and plot, with the command."""
     study, objective = result["study"], result["objective"]
     path = paths.bench_report.with_name(f"bench-{objective}-{study}.md")
     plot = paths.bench_plots / f"study_{study}.png"
+    if study == "jest":
+        return _write_jest_report(result, paths, path, plot)
     plot_study(result, plot)
     link = Path(os.path.relpath(plot, path.parent)).as_posix()
     who = f"The learner is {result['learner']}" if study == "scorers" else f"The reference and the actor are {result['scorer']}"
@@ -433,6 +481,32 @@ training and the pool's scoring counted in full (and amortised over {result["amo
 
 Regenerate: `uv run winnow bench --objective {objective} --study {study}`; the numbers, every run included,
 are in `{(paths.bench / f"{objective}-{study}.json").as_posix()}`.
+"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _write_jest_report(result: dict, paths, path: Path, plot: Path) -> Path:
+    plot_jest(result, plot)
+    link = Path(os.path.relpath(plot, path.parent)).as_posix()
+    text = f"""# winnow bench: {result["objective"]}, JEST
+
+Joint example selection (JEST, `train.selection: jest`) against per-example learnability and uniform, on a
+{result["learner"]} learner, seeds {", ".join(map(str, result["seeds"]))}, {result["steps"]} steps each. Each row is
+learnability (per example, or JEST's joint batches) against uniform in the same seed; the ratios are to
+uniform's final {result["metric"]} ({_fmt3(result["uniform_final_metric"])}): steps, FLOPs and measured seconds,
+the reference's training and the pool's scoring counted in full (FLOPs also amortised over
+{result["amortise_over"]} runs). "scoring px": the resolution the reference and the actor learn and score at
+(the learner always trains at full size); a lower one is counted at the FLOPs it costs. Mean ± std over
+seeds; a count in brackets when some seeds never reached the target.
+
+{jest_table(result)}
+
+![target metric per learner step]({link})
+
+Regenerate: `uv run winnow bench --objective {result["objective"]} --study jest`; the numbers, every run
+included, are in `{(paths.bench / f"{result['objective']}-jest.json").as_posix()}`.
 """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

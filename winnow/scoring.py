@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from torch import nn
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from winnow import objectives, store
 from winnow.data import shard_files
 from winnow.files import atomic_path
-from winnow.losses import score_examples
+from winnow.losses import embed_examples, score_examples
 
 log = logging.getLogger("winnow")
 
@@ -41,13 +42,27 @@ def score_shard(
     """Loss of every row of one pool shard. Rows it cannot score (undecodable image, empty
     caption, no label) get loss NULL and the reason as status: skipped and counted, not lost."""
     split, targets = objectives.decode_shard(objective, model_name, shard, size, num_classes, ("caption",))
-    losses = score_examples(model, split.images, targets, batch_size, objectives.OBJECTIVES[objective].loss).numpy()
-    rows = {"example_id": list(split.ids), "loss": list(losses), "status": ["ok"] * len(split)}
-    for s in split.skipped:
-        rows["example_id"].append(s["id"])
-        rows["loss"].append(None)
-        rows["status"].append(s["reason"])
-    return pa.table(rows, schema=SCORE_SCHEMA).sort_by("example_id")
+    skipped = [s["id"] for s in split.skipped]
+    columns = {
+        "example_id": pa.array(np.concatenate([split.ids, np.asarray(skipped, dtype=np.int64)]), pa.int64()),
+        "status": pa.array(["ok"] * len(split) + [s["reason"] for s in split.skipped], pa.string()),
+    }
+    schema = SCORE_SCHEMA
+    if objectives.OBJECTIVES[objective].joint:  # JEST rebuilds the reference's logits of any super-batch from these
+        losses, image, text = (t.numpy() for t in embed_examples(model, split.images, targets, batch_size))
+        for name, features in (("image_embedding", image), ("text_embedding", text)):
+            dim = features.shape[1] if len(features) else int(getattr(model.visual, "output_dim", 1))
+            padded = np.concatenate([features.reshape(-1, dim), np.full((len(skipped), dim), np.nan, np.float32)])
+            columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(padded.ravel(), pa.float32()), dim)
+            schema = schema.append(pa.field(name, columns[name].type))
+    else:
+        losses = score_examples(model, split.images, targets, batch_size, objectives.OBJECTIVES[objective].loss).numpy()
+    columns["loss"] = pa.array(
+        np.concatenate([losses, np.full(len(skipped), np.nan, np.float32)]),
+        pa.float32(),
+        mask=np.arange(len(split) + len(skipped)) >= len(split),
+    )
+    return pa.table({f.name: columns[f.name] for f in schema}, schema=schema).sort_by("example_id")
 
 
 def write_shard_scores(

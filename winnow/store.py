@@ -1,9 +1,11 @@
 """The score store: artifacts/scores.duckdb (docs/DESIGN.md, Score store).
 
 `scorers` has one row per (model hash, dataset hash, objective); `scores` one row
-per (scorer_id, example_id). Shards are ingested one transaction each, recorded in
-`ingested`, so a crash mid-ingest leaves either all or none of a shard's rows and
-a rerun ingests only what is missing. The primary key makes a duplicate impossible.
+per (scorer_id, example_id); `embeddings`, for a contrastive scorer, each scored pair's
+image and text features (JEST rebuilds the reference's logits of any super-batch from
+them). Shards are ingested one transaction each, recorded in `ingested`, so a crash
+mid-ingest leaves either all or none of a shard's rows and a rerun ingests only what
+is missing. The primary key makes a duplicate impossible.
 
 DuckDB allows one writer process per file: `connect` waits for the lock up to
 `wait_s` seconds (so two runs serialise), then raises StoreBusy naming the file.
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pyarrow.parquet as pq
 
 from winnow.errors import MissingInput, StaleInput, StoreBusy, StoreError
 
@@ -41,6 +44,13 @@ CREATE TABLE IF NOT EXISTS scores (
     example_id BIGINT NOT NULL,
     loss FLOAT,            -- NULL where the example could not be scored (undecodable image)
     status VARCHAR NOT NULL,
+    PRIMARY KEY (scorer_id, example_id)
+);
+CREATE TABLE IF NOT EXISTS embeddings (  -- contrastive scorers: each pair's normalised features (JEST)
+    scorer_id VARCHAR NOT NULL,
+    example_id BIGINT NOT NULL,
+    image FLOAT[] NOT NULL,
+    text FLOAT[] NOT NULL,
     PRIMARY KEY (scorer_id, example_id)
 );
 CREATE TABLE IF NOT EXISTS ingested (
@@ -118,12 +128,31 @@ def ingest_shard(con, scorer_id: str, shard: str, parquet_path: Path) -> int:
             [scorer_id, str(parquet_path)],
         )
         after = con.execute("SELECT count(*) FROM scores WHERE scorer_id = ?", [scorer_id]).fetchone()[0]
+        if "image_embedding" in pq.read_schema(parquet_path).names:
+            con.execute(
+                "INSERT INTO embeddings SELECT ?, example_id, CAST(image_embedding AS FLOAT[]), CAST(text_embedding AS FLOAT[]) "
+                "FROM read_parquet(?) WHERE loss IS NOT NULL",
+                [scorer_id, str(parquet_path)],
+            )
         con.execute("INSERT INTO ingested (scorer_id, shard, num_rows) VALUES (?, ?, ?)", [scorer_id, shard, after - before])
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
     return after - before
+
+
+def has_embeddings(con, scorer_id: str) -> bool:
+    return con.execute("SELECT count(*) FROM embeddings WHERE scorer_id = ?", [scorer_id]).fetchall()[0][0] > 0
+
+
+def drop_scorer(con, scorer_id: str) -> None:
+    """Forget one scorer (its rows in every table), in one transaction: for a scorer written before the
+    store held what this objective needs, which is then scored again."""
+    con.execute("BEGIN TRANSACTION")
+    for table in ("scores", "embeddings", "ingested", "scorers"):
+        con.execute(f"DELETE FROM {table} WHERE scorer_id = ?", [scorer_id])
+    con.execute("COMMIT")
 
 
 def unscorable(con, scorer_id: str) -> int:
@@ -152,3 +181,22 @@ def load_losses(path: str | Path, scorer_id: str) -> np.ndarray:
     by_id = np.full(int(example_id.max()) + 1 if len(example_id) else 0, np.nan, dtype=np.float32)
     by_id[example_id] = table.column("loss").to_numpy(zero_copy_only=False).astype(np.float32)
     return by_id
+
+
+def load_embeddings(path: str | Path, scorer_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """A contrastive scorer's image and text features as two float32 (ids, dim) arrays indexed by
+    example id (NaN where unscored), loaded once like the losses."""
+    with connect(path, read_only=True) as con:
+        if not has_embeddings(con, scorer_id):
+            raise StaleInput(f"{path}: scorer {scorer_id} stored no embeddings (not a contrastive scorer); rerun `winnow score`")
+        table = con.sql(f"SELECT example_id, image, text FROM embeddings WHERE scorer_id = '{scorer_id}'").to_arrow_table()
+        n = con.execute("SELECT max(example_id) + 1 FROM scores WHERE scorer_id = ?", [scorer_id]).fetchall()[0][0]
+    example_id = table.column("example_id").to_numpy()
+    out = []
+    for name in ("image", "text"):
+        column = table.column(name).combine_chunks()
+        values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(example_id), -1)
+        by_id = np.full((n, values.shape[1]), np.nan, dtype=np.float32)
+        by_id[example_id] = values
+        out.append(by_id)
+    return out[0], out[1]

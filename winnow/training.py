@@ -30,8 +30,8 @@ from winnow.data import Split
 from winnow.devices import autocast, rank_and_world
 from winnow.errors import CheckpointError, DataError, MissingInput, StaleInput, TrainingDiverged
 from winnow.files import atomic_path
-from winnow.losses import per_example_loss
-from winnow.selection import POLICIES, select_per_group
+from winnow.losses import contrastive_logits, per_example_loss
+from winnow.selection import POLICIES, jest_select_per_group, select_per_group
 from winnow.stream import Draw, InMemory, ShardStream
 
 log = logging.getLogger("winnow")
@@ -106,6 +106,11 @@ class Online:
         with torch.no_grad(), autocast(batch.images.device, precision):
             return loss_fn(self.model, batch.images, batch.targets).float().cpu()
 
+    def logits(self, batch: Draw, precision: str) -> torch.Tensor:
+        """The (N, N) image-text logits of a contrastive batch, no gradient (how the actor scores for JEST)."""
+        with torch.no_grad(), autocast(batch.images.device, precision):
+            return contrastive_logits(self.model, batch.images, batch.targets).float().cpu()
+
     def step(self, batch: Draw, loss_fn: Callable, lr: float, precision: str, what: str, step: int) -> float:
         """One optimiser step on the batch's mean loss; returns that loss."""
         for group in self.optimizer.param_groups:
@@ -133,7 +138,9 @@ def train(
     keep_fraction: float = 1.0,
     selection: str = "topk",
     temperature: float = 1.0,
+    jest_chunks: int = 1,
     reference_loss: torch.Tensor | None = None,
+    reference_embeddings: tuple[torch.Tensor, torch.Tensor, float] | None = None,
     actor: nn.Module | None = None,
     actor_trains_on: str = "kept",
     targets: torch.Tensor | None = None,
@@ -153,16 +160,18 @@ def train(
 ) -> dict:
     """Train `model` for opt.steps steps on super-batches from `data`; returns the checkpoint dict (with the logs).
 
-    `data` is a sampler (winnow.stream), or a Split to hold in memory with its targets (labels, or
-    caption tokens for CLIP; default data.labels) and pathology indexed by row. reference_loss is
-    indexed by example id. `actor` is the small online model whose loss scores the super-batch for
-    policies that read an online loss; it trains alongside the learner with its own optimiser (same
-    schedule) on the kept batch or the whole super-batch (`actor_trains_on`). None: the learner
-    scores itself. loss_fn(model, images, targets) gives per-example losses. `meta` (model
-    name, classes...) is stored in the checkpoint so that later stages can rebuild the model from it.
-    pathology is counted in each kept batch for the log, never read by selection. on_batch(step, ids)
-    sees the example ids each step trained on (audits, tests). `inputs` identifies what the run
-    reads (its stage's lineage key: data, params, code); it is stored in the checkpoint, and a
+    `data` is a sampler (winnow.stream), or a Split to hold in memory with its targets (labels, or caption
+    tokens for CLIP; default data.labels) and pathology indexed by row. reference_loss is indexed by example
+    id. selection "jest" (contrastive) keeps the batch jointly in `jest_chunks` chunks
+    (selection.jest_select) from the actor's logits over the super-batch and the reference's, rebuilt from
+    `reference_embeddings` (image and text features indexed by example id, and the logit scale). `actor` is
+    the small online model whose loss scores the super-batch for policies that read an online loss; it
+    trains alongside the learner with its own optimiser (same schedule) on the kept batch or the whole
+    super-batch (`actor_trains_on`). None: the learner scores itself. loss_fn(model, images, targets) gives
+    per-example losses. `meta` (model name, classes...) is stored in the checkpoint so that later stages can
+    rebuild the model from it. pathology is counted in each kept batch for the log, never read by selection.
+    on_batch(step, ids) sees the example ids each step trained on (audits, tests). `inputs` identifies what
+    the run reads (its stage's lineage key: data, params, code); it is stored in the checkpoint, and a
     checkpoint with other inputs is never resumed from.
 
     Under torchrun (a process group is initialised) the learner and the actor are wrapped in DDP;
@@ -181,8 +190,10 @@ def train(
         else InMemory(data, torch.as_tensor(data.labels) if targets is None else targets, seed, pathology, rank, world)
     )
     _check_sizes(batch, super_batch, sampler.size, world, desc)
-    if rule.reference_loss and reference_loss is None:
-        raise ValueError(f"policy {policy!r} needs reference losses for every training example")
+    jest = rule.selects and selection == "jest"
+    if rule.reference_loss and (reference_embeddings if jest else reference_loss) is None:
+        what = "embeddings (selection jest)" if jest else "losses"
+        raise ValueError(f"policy {policy!r} needs reference {what} for every training example")
     if actor_trains_on not in ACTOR_DATA:
         raise ValueError(f"actor_trains_on must be one of {ACTOR_DATA}, got {actor_trains_on!r}")
     actor = actor if rule.actor_loss else None  # only policies that read an online loss pay for an actor
@@ -193,6 +204,7 @@ def train(
             "keep_fraction": keep_fraction,
             "selection": selection,
             "temperature": temperature,
+            **({"jest_chunks": jest_chunks} if jest else {}),
             "seed": seed,
             "n": sampler.size,
             "sampler": type(sampler).__name__,
@@ -254,7 +266,12 @@ def train(
         drawn = sampler.draw(super_batch)
         drawn = Draw(drawn.ids, drawn.images.to(device), drawn.targets.to(device), drawn.pathology)
         kept = drawn
-        if rule.selects:
+        if jest:
+            scored = (online or learner).logits(drawn, precision) if rule.actor_loss else None
+            reference = _reference_logits(reference_embeddings, drawn.ids, desc) if rule.reference_loss else None
+            keep = jest_select_per_group(rule, scored, reference, batch // world, groups, jest_chunks, temperature, torch_gen)
+            kept = _kept(drawn, keep)
+        elif rule.selects:
             scored = (online or learner).losses(drawn, loss_fn, precision) if rule.actor_loss else None
             kept = _select(rule, drawn, scored, reference_loss, batch // world, groups, selection, temperature, torch_gen, desc)
 
@@ -353,11 +370,32 @@ def _select(
             f"{desc}: no reference loss for example id {drawn.ids[torch.isnan(ref).numpy()][0]}; "
             "rerun `winnow score` on this pool"
         )
-    keep = select_per_group(rule.scores(online_loss, ref), k, groups, method, temperature, generator)
+    return _kept(drawn, select_per_group(rule.scores(online_loss, ref), k, groups, method, temperature, generator))
+
+
+def _kept(drawn: Draw, keep: torch.Tensor) -> Draw:
+    """The rows `keep` (indices into the super-batch) of a draw."""
     rows, index = keep.numpy(), keep.to(drawn.images.device)
     return Draw(
         drawn.ids[rows], drawn.images[index], drawn.targets[index], drawn.pathology[rows] if drawn.pathology is not None else None
     )
+
+
+def reference_logits(image: torch.Tensor, text: torch.Tensor, scale: float) -> torch.Tensor:
+    """The reference's (N, N) logits of a super-batch from its stored features: no reference forward per step."""
+    return scale * image @ text.T
+
+
+def _reference_logits(embeddings: tuple[torch.Tensor, torch.Tensor, float], ids: np.ndarray, desc: str) -> torch.Tensor:
+    image, text, scale = embeddings
+    index = torch.from_numpy(ids)
+    image, text = image[index], text[index]
+    if torch.isnan(image).any():
+        raise StaleInput(
+            f"{desc}: no reference embedding for example id {ids[torch.isnan(image).any(1).numpy()][0]}; "
+            "rerun `winnow score` on this pool"
+        )
+    return reference_logits(image, text, scale)
 
 
 def _log_row(step: int, lr: float, loss: float, actor_loss: float | None, kept: Draw, kinds, world: int) -> dict:
