@@ -6,7 +6,8 @@ store under artifacts/<dataset>/bench/<objective>/; the data is shared and never
 
 The studies are the paper's two results: how the saving moves with the size of the scoring
 models (reference = actor, one learner), and how it moves with the size of the learner (one
-small scorer).
+small scorer); and JEST's: joint batch selection at falling keep fractions, with and without
+low-resolution scorers, against per-example learnability (contrastive).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from winnow import pipeline, report
+from winnow import lineage, pipeline, report
 from winnow.config import Params, load_params
 from winnow.errors import ConfigError
 from winnow.files import write_csv, write_json
@@ -38,10 +39,18 @@ def _run_params(params: Params, name: str, seed: int, **changes) -> Params:
     return params.model_copy(update={**update, **changes})
 
 
+def _reference(params: Params) -> None:
+    """Train the reference unless a finished one from these very inputs is already there. (Rerunning the
+    stage on a finished checkpoint saves it again, with new bytes, and every stage keyed on them would then
+    count as stale: a resumed bench would retrain all it had done.)"""
+    if not lineage.outputs_intact("reference", params):
+        pipeline.reference_stage(params)
+
+
 def run_seed(params: Params, transfer: bool = False) -> dict:
     """reference -> score -> train (bench policies) [-> evaluate, with `transfer`] -> summary, for one seed.
     Resumes what exists."""
-    pipeline.reference_stage(params)
+    _reference(params)
     pipeline.score_stage(params)
     for policy in params.train.policies:
         pipeline.train_stage(params, policy)
@@ -91,7 +100,7 @@ def scorer_study(params: Params) -> dict:
                 }
             )
             _copy_uniform(base, run)
-            pipeline.reference_stage(run)
+            _reference(run)
             pipeline.score_stage(run)
             pipeline.train_stage(run, "learnability")
             runs.append({"scorer": scorer, "seed": seed, **_study_row(pipeline.summary_stage(run, write_report=False))})
@@ -190,7 +199,7 @@ def jest_study(params: Params) -> dict:
     for seed in range(params.seed, params.seed + params.bench.seeds):
         base = _run_params(params, f"jest/seed-{seed}/full", seed)
         base = base.model_copy(update={"train": base.train.model_copy(update={"policies": ("uniform",)})})
-        pipeline.reference_stage(base)
+        _reference(base)
         pipeline.score_stage(base)
         pipeline.train_stage(base, "uniform")
         low = _run_params(params, f"jest/seed-{seed}/low-res", seed)
@@ -206,7 +215,7 @@ def jest_study(params: Params) -> dict:
             )
             source = low if changes.get("score_resolution") else base
             if source is low and not pipeline.Paths.of(low).scorer.exists():
-                pipeline.reference_stage(low)
+                _reference(low)
                 pipeline.score_stage(low)
             _copy_uniform(base, run)
             _share_reference(source, run)
