@@ -28,10 +28,14 @@ def test_the_committed_params_file_is_valid():
         ({"data": {"pathologies": {"noisy_label": 1.2}}}, "data.pathologies.noisy_label"),
         ({"data": {"pathologies": {"noisy_label": 0.6, "duplicate": 0.5}}}, "data.pathologies"),
         ({"train": {"selection": "greedy"}}, "train.selection"),
+        ({"train": {"selection": "jest"}}, "train.selection: 'jest' selects batches jointly"),
+        ({"objective": "contrastive", "train": {"selection": "jest", "jest_chunks": 65}}, "jest_chunks (65)"),
+        ({"train": {"score_resolution": 48}}, "train.score_resolution (48) must not exceed data.image_size (32)"),
+        ({"score": {"resolution": 4}}, "score.resolution"),
     ],
 )
 def test_a_wrong_key_or_value_is_an_error_naming_it(raw, names):
-    with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=names.replace(".", r"\.").replace("(", r"\(").replace(")", r"\)")):
         params_from_dict(raw)
 
 

@@ -78,3 +78,31 @@ def test_time_ratios_count_the_seconds_to_the_target_with_the_one_off_in_full_or
     assert time_ratios(20.0, None, 82.0, 10)["time_ratio_full"] is None
     with pytest.raises(ValueError, match="no entry at step 150"):
         seconds_at(clock, 150)
+
+
+@pytest.mark.parametrize("name", ["cnn-nano", "clip-pico"])
+def test_a_scorer_at_a_lower_resolution_is_counted_at_the_flops_it_spends_there(name):
+    """train.score_resolution / score.resolution: the scorer sees the learner's images resized down, and the
+    ledger measures its forward as it runs, not at the learner's size."""
+    from models import CLIPS, build_classifier, build_clip, clip_tokenizer
+    from winnow.losses import per_example_contrastive, per_example_loss
+
+    clip = name in CLIPS
+    build = (lambda size: build_clip(name, size)) if clip else (lambda size: build_classifier(name, 10, size))
+    loss = per_example_contrastive if clip else per_example_loss
+    targets = clip_tokenizer(name)(["a photo"] * 16) if clip else torch.zeros(16, dtype=torch.long)
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    full, low = build(32), build(16)
+    at_full = forward_flops_per_example(full, loss, images, targets)
+    at_low = forward_flops_per_example(low, loss, images, targets)
+    already_small = forward_flops_per_example(low, loss, images[:, :, ::2, ::2].contiguous(), targets)
+    assert at_low == already_small  # it ran at 16 px on 32 px images
+    assert at_low < at_full * (0.6 if clip else 0.3)  # a quarter of the pixels (CLIP: the text tower is unchanged)
+    costs = policy_costs("learnability", **KW, actor_super_forward=at_low, actor_forward=at_low, actor_trained_per_step=8)
+    assert costs.actor_scoring_per_step == at_low * 16 and costs.actor_training_per_step == 3 * at_low * 8
+
+
+def test_jests_reference_logits_are_a_line_of_their_own_paid_only_by_policies_that_read_the_reference():
+    learn = policy_costs("learnability", **KW, actor_super_forward=5.0, reference_logits=123.0)
+    assert learn.reference_logits_per_step == 123.0 and learn.per_step == 3 * 40 * 8 + 5 * 16 + 123.0
+    assert policy_costs("hard_learner", **KW, actor_super_forward=5.0, reference_logits=123.0).reference_logits_per_step == 0

@@ -1,5 +1,6 @@
 """The score store: every pool example scored exactly once, across crashes, reruns and reuse."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -8,12 +9,15 @@ import time
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from winnow import pipeline, store
 from winnow.config import load_params
+from winnow.selection import pair_losses
 
 
 def _counts(db, scorer_id):
@@ -56,6 +60,7 @@ import os, signal, sys
 sys.path.insert(0, {root!r})
 from winnow import pipeline
 from winnow.config import load_params
+from winnow.selection import pair_losses
 done = []
 def on_shard(path):
     done.append(path)
@@ -125,3 +130,43 @@ def test_a_second_writer_waits_for_the_lock_then_fails_with_a_clear_message(tmp_
         holder.wait()
     with store.connect(db) as con:  # lock released: the store opens and is intact
         assert con.execute("SELECT count(*) FROM scorers").fetchone() == (0,)
+
+
+@pytest.fixture
+def clip_referenced(tiny):
+    """A tiny dataset and a trained CLIP reference that learns and scores at 16 px (score.resolution)."""
+    params = load_params(tiny, ["objective=contrastive", "score.resolution=16"])
+    pipeline.data_stage(params)
+    pipeline.reference_stage(params)
+    return params
+
+
+def test_a_contrastive_scorer_stores_each_scored_pairs_features_beside_its_loss(clip_referenced):
+    out = pipeline.score_stage(clip_referenced)
+    paths = pipeline.Paths.of(clip_referenced)
+    losses = store.load_losses(paths.store, out["scorer_id"])
+    image, text = store.load_embeddings(paths.store, out["scorer_id"])
+    scored = ~np.isnan(losses)
+    assert image.shape[0] == text.shape[0] == len(losses) and scored.sum() == len(losses) - out["unscorable"]
+    assert np.isnan(image[~scored]).all() and not np.isnan(image[scored]).any()  # unscored pairs have no features
+    assert np.allclose(np.linalg.norm(image[scored], axis=1), 1, atol=1e-4)  # normalised, as CLIP's logits use them
+    # the stored features give back the stored losses: each shard's pairs, in scoring batches of score.batch_size
+    reference = pipeline.reference_model(clip_referenced)
+    assert reference.input_size == 16 and json.loads((paths.metrics / "reference.json").read_text())["resolution"] == 16
+    first = pipeline.split(clip_referenced, "pool").ids[: clip_referenced.score.batch_size]
+    scale = reference.logit_scale.exp().item()
+    rebuilt = pair_losses(torch.from_numpy(scale * image[first] @ text[first].T))
+    assert np.allclose(rebuilt.numpy(), losses[first], atol=1e-4)
+
+
+def test_a_contrastive_scorer_stored_before_embeddings_is_scored_again_once(clip_referenced):
+    first = pipeline.score_stage(clip_referenced)
+    paths = pipeline.Paths.of(clip_referenced)
+    with store.connect(paths.store) as con:  # as a store written before JEST holds it
+        con.execute("DELETE FROM embeddings WHERE scorer_id = ?", [first["scorer_id"]])
+    again = pipeline.score_stage(clip_referenced)
+    assert not again["reused"] and again["scorer_id"] == first["scorer_id"]
+    assert _counts(paths.store, first["scorer_id"]) == (clip_referenced.data.num_pool,) * 2  # no row twice
+    assert pipeline.score_stage(clip_referenced)["reused"]
+    image, _ = store.load_embeddings(paths.store, first["scorer_id"])
+    assert (~np.isnan(image[:, 0])).sum() == clip_referenced.data.num_pool - again["unscorable"]

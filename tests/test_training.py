@@ -204,3 +204,69 @@ def test_a_batch_larger_than_the_data_names_the_batch_not_a_super_batch(tiny_dat
             seed=0,
             desc="reference",
         )
+
+
+@pytest.mark.parametrize("policy", ["uniform", "easy_reference", "hard_learner", "learnability"])
+def test_every_policy_trains_at_a_keep_fraction_of_one_tenth(pool, policy):
+    cfg = TrainConfig(model="cnn-nano", steps=2, batch_size=16, warmup_steps=1)
+    reference_loss = torch.rand(int(pool.ids.max()) + 1, generator=torch.Generator().manual_seed(0))
+    kept = []
+    torch.manual_seed(0)
+    train(build_classifier("cnn-nano", 20), pool, cfg, seed=0, policy=policy, keep_fraction=0.1,
+          reference_loss=reference_loss, actor=_actor(), on_batch=lambda step, ids: kept.append(ids))  # fmt: skip
+    assert [len(set(ids.tolist())) for ids in kept] == [16, 16]  # 16 distinct of a super-batch of 160
+
+
+def _clip_pool(tiny_data):
+    from winnow.objectives import OBJECTIVES
+
+    split = OBJECTIVES["contrastive"].usable(load_split(f"{tiny_data.data.root}/pool", 32, 20))
+    return split, OBJECTIVES["contrastive"].targets("clip-pico", split)
+
+
+def _jest_run(split, tokens, path, steps, on_step=None, kept=None):
+    from models import build_clip
+    from winnow.losses import per_example_contrastive
+
+    n = int(split.ids.max()) + 1
+    gen = torch.Generator().manual_seed(0)
+    image, text = (torch.nn.functional.normalize(torch.randn(n, 32, generator=gen), dim=1) for _ in range(2))
+    torch.manual_seed(0)
+    learner = build_clip("clip-pico")
+    torch.manual_seed(1)
+    actor = build_clip("clip-pico", 16)  # the actor at train.score_resolution 16, the learner at 32
+    cfg = TrainConfig(model="clip-pico", steps=steps, batch_size=16, warmup_steps=1)
+    train(learner, split, cfg, seed=0, policy="learnability", keep_fraction=0.25, selection="jest", jest_chunks=4,
+          reference_embeddings=(image, text, 10.0), actor=actor, targets=tokens, loss_fn=per_example_contrastive,
+          checkpoint_path=path, checkpoint_every=2, on_step=on_step,
+          on_batch=(lambda step, ids: kept.append(ids)) if kept is not None else None)  # fmt: skip
+    return learner, actor
+
+
+def test_a_jest_run_keeps_distinct_pairs_and_a_crashed_one_resumes_to_the_same_weights(tiny_data, tmp_path):
+    split, tokens = _clip_pool(tiny_data)
+    kept = []
+    straight, straight_actor = _jest_run(split, tokens, tmp_path / "a.pt", 5, kept=kept)
+    assert [len(set(ids.tolist())) for ids in kept] == [16] * 5
+
+    def crash(step):
+        if step == 3:
+            raise Crash
+
+    with pytest.raises(Crash):
+        _jest_run(split, tokens, tmp_path / "b.pt", 5, on_step=crash)
+    resumed, resumed_actor = _jest_run(split, tokens, tmp_path / "b.pt", 5)
+    for a, b in zip([*straight.state_dict().values(), *straight_actor.state_dict().values()],
+                    [*resumed.state_dict().values(), *resumed_actor.state_dict().values()]):  # fmt: skip
+        assert torch.equal(a, b)
+
+
+def test_jest_refuses_to_run_without_the_references_embeddings(tiny_data):
+    from models import build_clip
+    from winnow.losses import per_example_contrastive
+
+    split, tokens = _clip_pool(tiny_data)
+    cfg = TrainConfig(model="clip-pico", steps=1, batch_size=16)
+    with pytest.raises(ValueError, match="needs reference embeddings"):
+        train(build_clip("clip-pico"), split, cfg, seed=0, policy="learnability", keep_fraction=0.5, selection="jest",
+              reference_loss=torch.zeros(10), targets=tokens, loss_fn=per_example_contrastive)  # fmt: skip

@@ -149,6 +149,33 @@ def test_an_imported_parquet_dataset_with_its_own_test_set_runs_through_winnow_p
     assert "shade probe" in paths.report.read_text()
 
 
+def test_jest_with_low_resolution_scorers_runs_through_winnow_pipeline_on_imported_data(prefect_server, tiny, sources, capsys):
+    """train.selection: jest on a user's image-text pairs, the reference and the actor at 16 px, the learner at 32."""
+    mine = tiny.parent / "mine"
+    _import(sources, mine)
+    jest = ["train.selection=jest", "train.keep_fraction=0.25", "train.score_resolution=16", "score.resolution=16"]
+    sets = [arg for setting in [f"data.root={mine}", *jest] for arg in ("--set", setting)]
+    assert main(["pipeline", "--params", str(tiny), *sets, "--objective", "contrastive"]) == 0
+    params = load_params(tiny, [f"data.root={mine}", "objective=contrastive", *jest])
+    paths = pipeline.Paths.of(params)
+    summary = json.loads((paths.metrics / "summary.json").read_text())
+    assert set(summary["policies"]) == set(params.train.policies) and summary["target"] > 0
+    learnability = json.loads((paths.metrics / "train" / "learnability.json").read_text())
+    assert learnability["selection"] == "jest" and learnability["actor_resolution"] == 16
+    assert learnability["super_batch_size"] == 4 * learnability["batch_size"]
+    costs = summary["ledger"]["policies"]["learnability"]["costs"]
+    assert costs["reference_logits_per_step"] > 0  # the reference's logits, from its stored features
+    assert summary["ledger"]["policies"]["hard_learner"]["costs"]["reference_logits_per_step"] == 0
+    assert json.loads((paths.metrics / "reference.json").read_text())["resolution"] == 16
+    evaluated = json.loads((paths.metrics / "evaluate.json").read_text())
+    assert 0 <= evaluated["reference"]["zero_shot_accuracy"] <= 1  # the 16 px reference is evaluated at 16 px
+
+
+def test_jest_on_the_classification_objective_is_refused_with_the_reason(tiny, capsys):
+    err = _fails(capsys, "pipeline", "--params", str(tiny), "--set", "train.selection=jest")
+    assert "train.selection: 'jest'" in err and "no joint term" in err and "'topk' or 'softmax'" in err
+
+
 def test_a_sixteen_bit_png_keeps_its_grey_level(sources):
     table = pq.read_table(sources / "noisy.parquet")
     from winnow.data import decode_image
