@@ -270,3 +270,12 @@ def test_jest_refuses_to_run_without_the_references_embeddings(tiny_data):
     with pytest.raises(ValueError, match="needs reference embeddings"):
         train(build_clip("clip-pico"), split, cfg, seed=0, policy="learnability", keep_fraction=0.5, selection="jest",
               reference_loss=torch.zeros(10), targets=tokens, loss_fn=per_example_contrastive)  # fmt: skip
+
+
+def test_a_finished_run_run_again_leaves_its_checkpoint_byte_for_byte(pool, tmp_path):
+    """Every later stage is keyed on the checkpoint's bytes: rerunning a finished stage must not make it stale."""
+    cfg = TrainConfig(model="cnn-nano", steps=3, batch_size=16, warmup_steps=1)
+    _run(pool, cfg, tmp_path / "run.pt")
+    first = (tmp_path / "run.pt").read_bytes()
+    _run(pool, cfg, tmp_path / "run.pt")  # resumes at its last step and saves again
+    assert (tmp_path / "run.pt").read_bytes() == first

@@ -220,6 +220,7 @@ def train(
     online = Online(actor, opt, world) if actor is not None else None
     torch_gen = torch.Generator().manual_seed(seed + 7919 * rank)  # selection's own random stream (softmax sampling)
     state = _resume(checkpoint_path, fingerprint, learner, online, sampler, torch_gen, desc, rank, opt.steps)
+    finished_before = state.step >= opt.steps
 
     def checkpoint():
         samplers, generators = _gathered(sampler.state(), world), _gathered(torch_gen.get_state(), world)
@@ -302,7 +303,8 @@ def train(
         if on_step is not None:
             on_step(step)
     bar.close()
-    checkpoint()
+    if not finished_before:  # a run that was already finished is left as it was: later stages are keyed on its bytes
+        checkpoint()
     out = {"model": model.state_dict(), **dataclasses.asdict(state), "complete": True}
     if actor is not None:
         out["actor"] = actor.state_dict()
