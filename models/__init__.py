@@ -130,6 +130,18 @@ def clip_context_length(name: str) -> int:
     return open_clip.get_model_config(CLIPS[name][0])["text_cfg"]["context_length"]
 
 
+def patch_size(name: str) -> int | None:
+    """A ViT's patch size (its input must be a multiple of it), None for a CNN (any size)."""
+    if name in CLASSIFIERS:
+        return CLASSIFIERS[name][1].get("patch_size")
+    if name in CLIPS:
+        import open_clip
+
+        _register_configs()
+        return open_clip.get_model_config(CLIPS[name][0])["vision_cfg"].get("patch_size")
+    raise KeyError(f"unknown model {name!r}")
+
+
 def clip_tokenizer(name: str):
     """open_clip's tokenizer for the model's context length (works offline)."""
     import open_clip

@@ -32,6 +32,8 @@ def test_the_committed_params_file_is_valid():
         ({"objective": "contrastive", "train": {"selection": "jest", "jest_chunks": 65}}, "jest_chunks (65)"),
         ({"train": {"score_resolution": 48}}, "train.score_resolution (48) must not exceed data.image_size (32)"),
         ({"score": {"resolution": 4}}, "score.resolution"),
+        ({"objective": "contrastive", "score": {"resolution": 12}}, "score.resolution (12) must be a multiple of clip-pico's"),
+        ({"train": {"actor": "learner", "score_resolution": 16}}, "train.score_resolution sets the actor's resolution"),
     ],
 )
 def test_a_wrong_key_or_value_is_an_error_naming_it(raw, names):

@@ -17,6 +17,7 @@ import torch
 
 from winnow import pipeline, store
 from winnow.config import load_params
+from winnow.errors import StaleInput
 from winnow.selection import pair_losses
 
 
@@ -60,6 +61,7 @@ import os, signal, sys
 sys.path.insert(0, {root!r})
 from winnow import pipeline
 from winnow.config import load_params
+from winnow.errors import StaleInput
 from winnow.selection import pair_losses
 done = []
 def on_shard(path):
@@ -147,6 +149,7 @@ def test_a_contrastive_scorer_stores_each_scored_pairs_features_beside_its_loss(
     losses = store.load_losses(paths.store, out["scorer_id"])
     image, text = store.load_embeddings(paths.store, out["scorer_id"])
     scored = ~np.isnan(losses)
+    assert out["unscorable"] > 0  # the pool's undecodable images: no loss, and no features
     assert image.shape[0] == text.shape[0] == len(losses) and scored.sum() == len(losses) - out["unscorable"]
     assert np.isnan(image[~scored]).all() and not np.isnan(image[scored]).any()  # unscored pairs have no features
     assert np.allclose(np.linalg.norm(image[scored], axis=1), 1, atol=1e-4)  # normalised, as CLIP's logits use them
@@ -159,11 +162,16 @@ def test_a_contrastive_scorer_stores_each_scored_pairs_features_beside_its_loss(
     assert np.allclose(rebuilt.numpy(), losses[first], atol=1e-4)
 
 
-def test_a_contrastive_scorer_stored_before_embeddings_is_scored_again_once(clip_referenced):
+@pytest.mark.parametrize("kept", ["none", "some"])
+def test_a_contrastive_scorer_stored_before_embeddings_is_scored_again_once(clip_referenced, kept):
+    """A store written before JEST has no features for its scorer ("none"); one whose scoring was cut short
+    under the old code and finished under the new has them for some shards only ("some")."""
     first = pipeline.score_stage(clip_referenced)
     paths = pipeline.Paths.of(clip_referenced)
-    with store.connect(paths.store) as con:  # as a store written before JEST holds it
-        con.execute("DELETE FROM embeddings WHERE scorer_id = ?", [first["scorer_id"]])
+    with store.connect(paths.store) as con:
+        con.execute("DELETE FROM embeddings WHERE scorer_id = ? AND (? = 'none' OR example_id < 300)", [first["scorer_id"], kept])
+    with pytest.raises(StaleInput, match="lacks features for some scored pairs"):
+        store.load_embeddings(paths.store, first["scorer_id"])
     again = pipeline.score_stage(clip_referenced)
     assert not again["reused"] and again["scorer_id"] == first["scorer_id"]
     assert _counts(paths.store, first["scorer_id"]) == (clip_referenced.data.num_pool,) * 2  # no row twice

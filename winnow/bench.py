@@ -181,7 +181,8 @@ def _share_reference(source: Params, run: Params) -> None:
 def jest_arms(params: Params) -> list[tuple[str, dict]]:
     """The --study jest runs besides uniform: per-example learnability as configured, then JEST at each of
     bench.keep_fractions, at full resolution and with the reference and the actor at bench.low_resolution."""
-    arms = [("learnability", {})]
+    per_example = "softmax" if params.train.selection == "softmax" else "topk"
+    arms = [("learnability", {"selection": per_example, "score_resolution": None})]
     for resolution in (None, params.bench.low_resolution):
         for keep in params.bench.keep_fractions:
             name = f"jest-{keep:g}" + (f"-{resolution}px" if resolution else "")
@@ -197,13 +198,19 @@ def jest_study(params: Params) -> dict:
         raise ConfigError(f"--study jest: JEST selects batches for the contrastive objective, not {params.objective}")
     arms, runs, curves = jest_arms(params), [], {}
     for seed in range(params.seed, params.seed + params.bench.seeds):
-        base = _run_params(params, f"jest/seed-{seed}/full", seed)
-        base = base.model_copy(update={"train": base.train.model_copy(update={"policies": ("uniform",)})})
-        _reference(base)
-        pipeline.score_stage(base)
-        pipeline.train_stage(base, "uniform")
-        low = _run_params(params, f"jest/seed-{seed}/low-res", seed)
+        base = _run_params(params, f"jest/seed-{seed}/full", seed)  # uniform, and the full-size reference
+        base = base.model_copy(
+            update={
+                "train": base.train.model_copy(update={"policies": ("uniform",), "score_resolution": None}),
+                "score": base.score.model_copy(update={"resolution": None}),
+            }
+        )
+        low = _run_params(params, f"jest/seed-{seed}/low-res", seed)  # the reference at bench.low_resolution
         low = low.model_copy(update={"score": low.score.model_copy(update={"resolution": params.bench.low_resolution})})
+        for reference in (base, low):  # each resumes, or is checked against its inputs, once per seed
+            _reference(reference)
+            pipeline.score_stage(reference)
+        pipeline.train_stage(base, "uniform")
         for name, changes in arms:
             log.info("bench %s jest: seed %d, %s", params.objective, seed, name)
             run = _run_params(params, f"jest/seed-{seed}/{name}", seed)
@@ -214,9 +221,6 @@ def jest_study(params: Params) -> dict:
                 }
             )
             source = low if changes.get("score_resolution") else base
-            if source is low and not pipeline.Paths.of(low).scorer.exists():
-                _reference(low)
-                pipeline.score_stage(low)
             _copy_uniform(base, run)
             _share_reference(source, run)
             pipeline.train_stage(run, "learnability")

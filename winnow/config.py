@@ -222,6 +222,7 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _models_of_the_objective(self):
+        from models import patch_size
         from winnow.objectives import OBJECTIVES as BEHAVIOURS  # models and open_clip load here, not on import
 
         objective = BEHAVIOURS[self.objective]
@@ -230,7 +231,16 @@ class Params(Section):
                 f"train.selection: 'jest' selects batches jointly because a contrastive loss depends on which pairs share "
                 f"a batch; the {self.objective} loss of an example does not (no joint term), so use 'topk' or 'softmax'"
             )
+        if self.train.score_resolution is not None and self.train.actor == "learner":
+            raise ValueError(
+                "train.score_resolution sets the actor's resolution, and train.actor is 'learner' (the learner scores itself "
+                "at full size); set a train.actor or leave train.score_resolution null"
+            )
         for key, size in (("score.resolution", self.score.resolution), ("train.score_resolution", self.train.score_resolution)):
+            scorer = self.reference.model if key == "score.resolution" else self.train.actor
+            patch = patch_size(scorer) if size is not None and scorer in objective.models else None
+            if patch and size % patch:
+                raise ValueError(f"{key} ({size}) must be a multiple of {scorer}'s patch size ({patch})")
             if size is not None and size > self.data.image_size:
                 raise ValueError(
                     f"{key} ({size}) must not exceed data.image_size ({self.data.image_size}): scorers run at "

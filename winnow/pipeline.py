@@ -261,15 +261,11 @@ def score_plan(params: Params) -> dict:
     write_json(result, paths.scorer)
     with store.connect(paths.store) as con:
         existing = store.find_scorer(con, scorer_id)
-        if (
-            existing is not None
-            and existing["completed_at"] is not None
-            and OBJECTIVES[params.objective].joint
-            and not store.has_embeddings(con, scorer_id)
-        ):
+        if existing is not None and OBJECTIVES[params.objective].joint and not store.embeddings_complete(con, scorer_id):
+            # scored (in full or in part) before the store held features: its shard files and rows are redone
             log.warning("scorer %s was stored without embeddings (before JEST); scoring it again", scorer_id)
+            shutil.rmtree(paths.score_shards(scorer_id), ignore_errors=True)  # first: a crash in between rescores no less
             store.drop_scorer(con, scorer_id)
-            shutil.rmtree(paths.score_shards(scorer_id), ignore_errors=True)
             existing = None
         if existing is not None and existing["completed_at"] is not None:
             # the figures measured when it was scored: kept beside its shards (DVC removes score.json before a rerun)
@@ -460,11 +456,11 @@ def train_stage(params: Params, policy: str) -> dict:
             flops["actor_forward_flops_per_example"] = _flops(
                 actor, objective.loss, first.images, first.targets, actor_info["actor_trained_per_step"]
             )
-    if embeddings is not None:  # JEST's per-step reference logits, from the stored features
-        image, text = embeddings[0][: cfg.super_batch_size], embeddings[1][: cfg.super_batch_size]
+    if embeddings is not None:  # JEST's per-step reference logits, from the stored features: each rank its own share's
+        share = cfg.super_batch_size // world
         with FlopCounterMode(display=False) as counter:
-            reference_logits(image, text, embeddings[2])
-        flops["reference_logits_flops_per_step"] = float(counter.get_total_flops())
+            reference_logits(embeddings[0][:share], embeddings[1][:share], embeddings[2])
+        flops["reference_logits_flops_per_step"] = float(counter.get_total_flops()) * world
     out = train(
         model,
         sampler,

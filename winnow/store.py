@@ -142,8 +142,13 @@ def ingest_shard(con, scorer_id: str, shard: str, parquet_path: Path) -> int:
     return after - before
 
 
-def has_embeddings(con, scorer_id: str) -> bool:
-    return con.execute("SELECT count(*) FROM embeddings WHERE scorer_id = ?", [scorer_id]).fetchall()[0][0] > 0
+def embeddings_complete(con, scorer_id: str) -> bool:
+    """Every pair the scorer scored has its features (a contrastive scorer written before they were stored has none)."""
+    query = (
+        "SELECT (SELECT count(*) FROM embeddings WHERE scorer_id = ?) "
+        "= (SELECT count(*) FROM scores WHERE scorer_id = ? AND loss IS NOT NULL)"
+    )
+    return bool(con.execute(query, [scorer_id, scorer_id]).fetchall()[0][0])
 
 
 def drop_scorer(con, scorer_id: str) -> None:
@@ -187,8 +192,8 @@ def load_embeddings(path: str | Path, scorer_id: str) -> tuple[np.ndarray, np.nd
     """A contrastive scorer's image and text features as two float32 (ids, dim) arrays indexed by
     example id (NaN where unscored), loaded once like the losses."""
     with connect(path, read_only=True) as con:
-        if not has_embeddings(con, scorer_id):
-            raise StaleInput(f"{path}: scorer {scorer_id} stored no embeddings (not a contrastive scorer); rerun `winnow score`")
+        if not embeddings_complete(con, scorer_id):
+            raise StaleInput(f"{path}: scorer {scorer_id} lacks features for some scored pairs; rerun `winnow score`")
         table = con.sql(f"SELECT example_id, image, text FROM embeddings WHERE scorer_id = '{scorer_id}'").to_arrow_table()
         n = con.execute("SELECT max(example_id) + 1 FROM scores WHERE scorer_id = ?", [scorer_id]).fetchall()[0][0]
     example_id = table.column("example_id").to_numpy()
