@@ -156,7 +156,7 @@ def write_report(summary: dict, curves: dict[str, list[dict]], paths, params) ->
     text = f"""# winnow run: {params.objective}
 
 Dataset `{params.data.root}`. The learner ({params.train.model}, {params.objective}) trained {params.train.steps} steps of batch {params.train.batch_size} under each policy,
-keeping {params.train.keep_fraction:.0%} of each super-batch of {params.train.super_batch_size} {_selection_words(params)}, scored by {_actor_words(params)}. The reference ({params.reference.model},
+keeping {params.train.keep_fraction:.0%} of each super-batch of {params.train.super_batch_size} {_selection_words(params)}, scored by {_actor_words(params)}. The reference ({params.reference.model},{f" at {params.score.resolution} px," if params.score.resolution else ""}
 {ref.get("final_metric", float("nan")):.3f} held-out {ref.get("test_metric", "accuracy").replace("_", " ")}) learned from {ref.get("train_examples", "?")} curated examples.
 Target: uniform's final held-out {metric.replace("_", " ")}. step ratio = steps to reach it / uniform's {params.train.steps} steps.
 
@@ -187,7 +187,7 @@ def _actor_words(params) -> str:
 
 
 def _selection_words(params) -> str:
-    """How a policy keeps its batch, and at what resolution the reference scored, in words."""
+    """How a policy keeps its batch, in words."""
     cfg = params.train
     how = {
         "topk": "(the top scores)",
@@ -195,7 +195,7 @@ def _selection_words(params) -> str:
         "jest": f"(jointly, JEST: in {cfg.jest_chunks} chunks, each later one by the scores conditioned on those chosen, "
         f"sampled at temperature {cfg.temperature:g})",
     }[cfg.selection]
-    return how + (f"; the reference learned and scored at {params.score.resolution} px" if params.score.resolution else "")
+    return how
 
 
 def _num(value: float | None, missing: str = "-", digits: int = 2) -> str:
