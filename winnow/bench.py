@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from winnow import lineage, pipeline, report
+from winnow import pipeline, report
 from winnow.config import Params, load_params
 from winnow.errors import ConfigError
 from winnow.files import write_csv, write_json
@@ -39,18 +39,10 @@ def _run_params(params: Params, name: str, seed: int, **changes) -> Params:
     return params.model_copy(update={**update, **changes})
 
 
-def _reference(params: Params) -> None:
-    """Train the reference unless a finished one from these very inputs is already there. (Rerunning the
-    stage on a finished checkpoint saves it again, with new bytes, and every stage keyed on them would then
-    count as stale: a resumed bench would retrain all it had done.)"""
-    if not lineage.outputs_intact("reference", params):
-        pipeline.reference_stage(params)
-
-
 def run_seed(params: Params, transfer: bool = False) -> dict:
     """reference -> score -> train (bench policies) [-> evaluate, with `transfer`] -> summary, for one seed.
     Resumes what exists."""
-    _reference(params)
+    pipeline.reference_stage(params)
     pipeline.score_stage(params)
     for policy in params.train.policies:
         pipeline.train_stage(params, policy)
@@ -100,7 +92,7 @@ def scorer_study(params: Params) -> dict:
                 }
             )
             _copy_uniform(base, run)
-            _reference(run)
+            pipeline.reference_stage(run)
             pipeline.score_stage(run)
             pipeline.train_stage(run, "learnability")
             runs.append({"scorer": scorer, "seed": seed, **_study_row(pipeline.summary_stage(run, write_report=False))})
@@ -208,7 +200,7 @@ def jest_study(params: Params) -> dict:
         low = _run_params(params, f"jest/seed-{seed}/low-res", seed)  # the reference at bench.low_resolution
         low = low.model_copy(update={"score": low.score.model_copy(update={"resolution": params.bench.low_resolution})})
         for reference in (base, low):  # each resumes, or is checked against its inputs, once per seed
-            _reference(reference)
+            pipeline.reference_stage(reference)
             pipeline.score_stage(reference)
         pipeline.train_stage(base, "uniform")
         for name, changes in arms:
