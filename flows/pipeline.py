@@ -13,6 +13,7 @@ from prefect import flow, unmapped
 from tasks.caching import cached
 from tasks.stages import (
     bench_task,
+    curate_task,
     data_task,
     evaluate_task,
     reference_task,
@@ -82,6 +83,12 @@ def train_flow(policy: str, params_path: str = "params.yaml", overrides: list[st
     return cached(train_task, "train", params, policy)(params, policy)
 
 
+@flow(name="curate")
+def curate_flow(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
+    params = load_params(params_path, overrides)
+    return cached(curate_task, "curate", params)(params)
+
+
 @flow(name="evaluate")
 def evaluate_flow(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
     params = load_params(params_path, overrides)
@@ -96,7 +103,7 @@ def summary_flow(params_path: str = "params.yaml", overrides: list[str] | None =
 
 @flow(name="pipeline")
 def pipeline_flow(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
-    """data -> reference -> score -> train (every policy) -> evaluate -> summary.
+    """data -> reference -> score -> train (every policy) -> curate -> evaluate -> summary.
 
     Each stage is a cache hit when what it reads is unchanged and its outputs are there."""
     params = load_params(params_path, overrides)
@@ -105,6 +112,7 @@ def pipeline_flow(params_path: str = "params.yaml", overrides: list[str] | None 
     _score(params, params_path, overrides)
     for policy in params.train.policies:
         cached(train_task, "train", params, policy)(params, policy)
+    cached(curate_task, "curate", params)(params)
     cached(evaluate_task, "evaluate", params)(params)
     return cached(summary_task, "summary", params)(params)
 
@@ -118,7 +126,13 @@ def bench_flow(params_path: str = "params.yaml", overrides: list[str] | None = N
     return bench_task(params, study)
 
 
-STAGE_FLOWS = {"reference": reference_flow, "score": score_flow, "evaluate": evaluate_flow, "summary": summary_flow}
+STAGE_FLOWS = {
+    "reference": reference_flow,
+    "score": score_flow,
+    "curate": curate_flow,
+    "evaluate": evaluate_flow,
+    "summary": summary_flow,
+}
 
 
 def serve(params_path: str, overrides: list[str], cron: str | None, interval_minutes: float | None) -> None:

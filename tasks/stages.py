@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import launch
 from tasks.caching import dvc_stage_policy
-from winnow import bench, pipeline, report
+from winnow import bench, curate, pipeline, report
 from winnow.config import Params
 from winnow.devices import under_torchrun
 from winnow.errors import StoreBusy, WinnowError
@@ -141,6 +141,24 @@ def train_task(params: Params, policy: str) -> dict:
         "unknown" if noise is None else f"{noise:.3f}",
         out["seconds"],
     )
+    return out
+
+
+@task(name="curate", cache_policy=dvc_stage_policy("curate"), **STAGE)
+def curate_task(params: Params) -> dict:
+    out = curate.curate_stage(params)
+    noise = out["pathology"].get(OBJECTIVES[params.objective].noise)
+    get_run_logger().info(
+        "curate: rule %s kept %d of %d pool examples (%.1f%%)%s, written to %s (%.0f s)",
+        out["rule"],
+        out["kept_rows"],
+        out["pool_rows"],
+        100 * out["kept_fraction"],
+        f"; {noise['kept']} of {noise['pool']} {OBJECTIVES[params.objective].noise.replace('_', ' ')} kept" if noise else "",
+        out["dest"],
+        out["seconds"],
+    )
+    create_markdown_artifact(pipeline.Paths.of(params).curate_report.read_text(), key=f"{params.objective}-curate")
     return out
 
 

@@ -136,6 +136,23 @@ def test_the_scorer_and_learner_studies_write_a_row_per_size_with_its_table_and_
         assert json.loads((paths.bench / f"classification-{study}.json").read_text())["rows"]
 
 
+def test_the_curate_study_puts_curated_pools_the_peer_and_another_learner_beside_online_selection(prefect_server, tiny):
+    from flows.pipeline import bench_flow
+
+    sets = ["bench.seeds=1", "bench.curate_fractions=[0.5]", "bench.peer_rule=cleanlab", "bench.transfer_learner=cnn-tiny"]
+    result = bench_flow(params_path=str(tiny), overrides=sets, study="curate")
+    arms = [r["arm"] for r in result["rows"]]
+    assert arms == ["online learnability", "easy_reference-0.5", "cleanlab", "cnn-tiny: easy_reference-0.5"]
+    half = result["rows"][1]
+    assert half["kept_rows"]["mean"] == 600 and half["step_ratio"]["runs"] == 1
+    run = next(r for r in result["runs"] if r["arm"] == "cleanlab")
+    assert run["one_off_flops"] > next(r for r in result["runs"] if r["arm"] == "easy_reference-0.5")["one_off_flops"]
+    paths = pipeline.Paths.of(load_params(tiny))
+    report = paths.bench_report.with_name("bench-classification-curate.md").read_text()
+    assert "uv run winnow bench --objective classification --study curate" in report and "| cleanlab |" in report
+    assert not paths.curate_report.exists()  # the bench's curations keep their reports beside their artifacts
+
+
 def _cli(*args, cwd):
     return subprocess.run(
         [sys.executable, "-m", "winnow.cli", *args],
@@ -168,4 +185,4 @@ def test_dvc_yaml_declares_the_chain_of_stages_with_one_train_stage_per_policy()
     )
     assert out.returncode == 0, out.stderr
     policies = load_params(REPO / "params.yaml").train.policies
-    assert out.stdout.split() == ["reference", "score", *[f"train@{p}" for p in policies], "evaluate", "summary"]
+    assert out.stdout.split() == ["reference", "score", *[f"train@{p}" for p in policies], "curate", "evaluate", "summary"]

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import TINY
 
-from winnow import lineage, pipeline
+from winnow import curate, lineage, pipeline
 from winnow.config import params_from_dict
 from winnow.errors import StaleInput
 
@@ -76,6 +76,7 @@ def test_dvc_yaml_lists_every_file_of_code_each_stage_runs(tmp_path, monkeypatch
         ("train", pipeline.train_stage, (params, policy))
         for policy in ("uniform", "learnability", "easy_reference", "hard_learner")
     ]
+    runs += [("curate", curate.curate_stage, (params,))]
     runs += [("evaluate", pipeline.evaluate_stage, (params,)), ("summary", pipeline.summary_stage, (params,))]
     for stage, fn, args in runs:
         missing = _covered(_code_run_by(fn, *args), _listed(stage))

@@ -18,6 +18,7 @@ from PIL import Image
 from winnow import pipeline
 from winnow.cli import main
 from winnow.config import load_params
+from winnow.data import read_manifest
 
 CLASSES = ("red", "green", "blue")
 
@@ -147,6 +148,33 @@ def test_an_imported_parquet_dataset_with_its_own_test_set_runs_through_winnow_p
             assert 0 <= evaluated[model]["shade_zero_shot_accuracy"] <= 1
     assert set(summary["policies"]["uniform"]["probe_accuracy"]) == {"shade"}
     assert "shade probe" in paths.report.read_text()
+    # the pipeline curated the user's pool too: a dataset of its own, which plain uniform training reads
+    kept = np.load(paths.curated / "kept_ids.npy")
+    assert "What curation kept" in paths.report.read_text() and len(kept) == summary["curate"]["kept_rows"]
+    rule = "cleanlab" if objective == "classification" else "clip_score"
+    assert (
+        main(
+            [
+                "curate",
+                "--params",
+                str(tiny),
+                "--set",
+                f"data.root={mine}",
+                "--set",
+                f"curate.rule={rule}",
+                "--objective",
+                objective,
+            ]
+        )
+        == 0
+    )
+    assert f"--set data.root={paths.curated}" in capsys.readouterr().out
+    assert read_manifest(paths.curated)["curation"]["rule"] == rule
+    sets = ["--set", f"data.root={paths.curated}", "--objective", objective]
+    assert main(["train", "--policy", "uniform", "--params", str(tiny), *sets]) == 0
+    curated = pipeline.Paths.of(load_params(tiny, [f"data.root={paths.curated}", f"objective={objective}"]))
+    trained = json.loads((curated.metrics / "train" / "uniform.json").read_text())
+    assert trained["pool_size"] + trained["pool_skipped"] == len(np.load(paths.curated / "kept_ids.npy"))
 
 
 def test_jest_with_low_resolution_scorers_runs_through_winnow_pipeline_on_imported_data(prefect_server, tiny, sources, capsys):

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from winnow import pipeline, report
+from winnow import curate, ledger, pipeline, report
 from winnow.config import Params, load_params
 from winnow.errors import ConfigError
 from winnow.files import write_csv, write_json
@@ -248,7 +248,187 @@ def jest_study(params: Params) -> dict:
     return _study(params, "jest", "arm", tuple(name for name, _ in arms), runs, {**extra, "curves": mean_curves})
 
 
-STUDIES = {"scorers": scorer_study, "learners": learner_study, "jest": jest_study}
+def _elsewhere(params: Params) -> Params:
+    """A bench run's params with its plots and reports beside its artifacts (the committed ones are the defaults')."""
+    return params.model_copy(update={"plots": f"{params.artifacts}/plots", "reports": f"{params.artifacts}/reports"})
+
+
+def _arm_row(arm: dict, trained: dict, curve: list[dict], target: float, metric: str, uniform: dict, paid: dict, amortise: int):
+    """One curated-pool run against uniform on the full pool (same learner, same seed): steps, FLOPs and seconds to
+    uniform's final metric, what curation paid (`paid`: one-off FLOPs and seconds) counted in full and amortised."""
+    steps = report.steps_to_target(curve, target, metric)
+    costs = ledger.Costs(
+        reference_training=paid["reference_training_flops"],
+        pool_scoring=paid["scoring_flops"],
+        actor_scoring_per_step=0.0,
+        actor_training_per_step=0.0,
+        learner_training_per_step=3.0 * trained["forward_flops_per_example"] * trained["batch_size"],
+    )
+    base = ledger.Costs(0.0, 0.0, 0.0, 0.0, 3.0 * uniform["forward_flops_per_example"] * uniform["batch_size"])
+    noise = trained["selected_mix"]
+    return {
+        **arm,
+        "learner_forward_flops": trained["forward_flops_per_example"],
+        "pool_size": trained["pool_size"],
+        "target": target,
+        "steps_to_target": steps,
+        "step_ratio": steps / uniform["steps"] if steps is not None else None,
+        "final_metric": curve[-1][metric],
+        "selected_mix": noise,
+        **ledger.flop_ratios(costs, steps, base, uniform["steps"], amortise),
+        **ledger.time_ratios(paid["seconds"], ledger.seconds_at(trained["clock"], steps), uniform["seconds"], amortise),
+        "one_off_flops": costs.one_off,
+        "one_off_seconds": paid["seconds"],
+    }
+
+
+def curate_study(params: Params) -> dict:
+    """Curate once, then train plainly: uniform on the full pool, uniform on the pool curated by curate.rule at each
+    of bench.curate_fractions and by bench.peer_rule (cleanlab, or DataComp's CLIP score), and online learnability,
+    per seed; then bench.transfer_learner (another family) on the full pool and on the pool curated at
+    curate.fraction, scored by the same small reference. Every curated run pays the reference's training, the
+    pool's scoring and any pass curation made over the pool (cleanlab's probabilities)."""
+    objective = OBJECTIVES[params.objective]
+    metric, noise = objective.metric, objective.noise
+    runs, curves = [], {}
+    arms = [(f"{params.curate.rule}-{f:g}", params.curate.rule, f) for f in params.bench.curate_fractions]
+    peer = params.bench.peer_rule
+    if peer:
+        arms.append((peer if peer == "cleanlab" else f"{peer}-{params.bench.peer_fraction:g}", peer, params.bench.peer_fraction))
+    transfer_arm = f"{params.curate.rule}-{params.curate.fraction:g}"
+    for seed in range(params.seed, params.seed + params.bench.seeds):
+        log.info("bench %s curate: seed %d, full pool (uniform, online learnability)", params.objective, seed)
+        base = _elsewhere(_run_params(params, f"curate/seed-{seed}/full", seed))
+        base = base.model_copy(update={"train": base.train.model_copy(update={"policies": ("uniform", "learnability")})})
+        summary = run_seed(base)
+        paths = pipeline.Paths.of(base)
+        reference, score = summary["reference"], pipeline.read_json(paths.metrics / "score.json", "run `winnow score`")
+        uniform = pipeline.read_json(paths.metrics / "train" / "uniform.json", "train uniform")
+        target = summary["policies"]["uniform"]["final_metric"]
+        pool_size = score["num_examples"] - score.get("unscorable", 0)
+        reference_paid = {
+            "reference_training_flops": 3.0
+            * reference["forward_flops_per_example"]
+            * reference["batch_size"]
+            * reference["steps"],
+            "scoring_flops": reference["score_forward_flops_per_example"] * pool_size,
+            "seconds": reference["seconds"] + score["seconds"],
+        }
+        online = summary["policies"]["learnability"]
+        runs.append(
+            {
+                "arm": "online learnability",
+                "learner": params.train.model,
+                "rule": "learnability (online)",
+                "fraction": params.train.keep_fraction,
+                "seed": seed,
+                "pool_size": uniform["pool_size"],
+                "target": target,
+                "steps_to_target": online["steps_to_target"],
+                "final_metric": online["final_metric"],
+                "selected_mix": pipeline.read_json(paths.metrics / "train" / "learnability.json", "train")["selected_mix"],
+                **{k: online[k] for k in RATIOS},
+            }
+        )
+        curves.setdefault("uniform, full pool", {})[seed] = report.read_csv(paths.metrics / "curves" / "uniform.csv")
+        curves.setdefault("online learnability", {})[seed] = report.read_csv(paths.metrics / "curves" / "learnability.csv")
+        curated = {}
+        for name, rule, fraction in arms:
+            log.info("bench %s curate: seed %d, %s", params.objective, seed, name)
+            dest = Path(base.artifacts) / "curated" / name
+            how = base.model_copy(update={"curate": base.curate.model_copy(update={"rule": rule, "fraction": fraction})})
+            record = curate.curate_stage(how, dest)
+            curated[name] = (dest, record)
+            paid = {
+                **reference_paid,
+                "scoring_flops": reference_paid["scoring_flops"] + record.get("pass_flops", 0.0),
+                "seconds": reference_paid["seconds"] + record["seconds"],
+            }
+            run = _train_on(params, f"curate/seed-{seed}/{name}", seed, dest, params.train.model)
+            trained, curve = pipeline.train_stage(run, "uniform"), _curve(run)
+            arm = {"arm": name, "learner": params.train.model, "rule": rule, "fraction": record["fraction"], "seed": seed}
+            runs.append({**_arm_row(arm, trained, curve, target, metric, uniform, paid, params.bench.amortise_over)})
+            runs[-1]["kept_rows"] = record["kept_rows"]
+            curves.setdefault(name, {})[seed] = curve
+        # another learner family on the same curated pool, scored by the same small reference
+        learner = params.bench.transfer_learner
+        if learner is None:
+            continue
+        log.info("bench %s curate: seed %d, %s on the full and the curated pool", params.objective, seed, learner)
+        full = _train_on(params, f"curate/seed-{seed}/{learner}-full", seed, Path(params.data.root), learner)
+        full_trained, full_curve = pipeline.train_stage(full, "uniform"), _curve(full)
+        if transfer_arm not in curated:
+            dest = Path(base.artifacts) / "curated" / transfer_arm
+            curated[transfer_arm] = (dest, curate.curate_stage(base, dest))
+        dest, record = curated[transfer_arm]
+        paid = {**reference_paid, "seconds": reference_paid["seconds"] + record["seconds"]}
+        run = _train_on(params, f"curate/seed-{seed}/{learner}-{transfer_arm}", seed, dest, learner)
+        trained, curve = pipeline.train_stage(run, "uniform"), _curve(run)
+        arm = {"arm": f"{learner}: {transfer_arm}", "learner": learner, "rule": params.curate.rule, "seed": seed}
+        arm["fraction"] = params.curate.fraction
+        target_t = full_curve[-1][metric]
+        runs.append(_arm_row(arm, trained, curve, target_t, metric, full_trained, paid, params.bench.amortise_over))
+        runs[-1]["kept_rows"] = record["kept_rows"]
+        curves.setdefault(f"{learner}, full pool", {})[seed] = full_curve
+        curves.setdefault(f"{learner}: {transfer_arm}", {})[seed] = curve
+    names = tuple(dict.fromkeys(r["arm"] for r in runs))
+    rows = []
+    for name in names:
+        mine = [r for r in runs if r["arm"] == name]
+        rows.append(
+            {
+                **{k: mine[0][k] for k in ("arm", "learner", "rule", "fraction")},
+                "kept_rows": spread([r.get("kept_rows", r["pool_size"]) for r in mine]),
+                "target": spread([r["target"] for r in mine]),
+                "final_metric": spread([r["final_metric"] for r in mine]),
+                f"{noise}_fraction_selected": spread([r["selected_mix"].get(noise) for r in mine]),
+                **{k: spread([r[k] for r in mine]) for k in RATIOS},
+            }
+        )
+    mean_curves = {
+        arm: [
+            {"step": int(rows_[0]["step"]), metric: statistics.mean(float(r[metric]) for r in rows_)}
+            for rows_ in zip(*by_seed.values())
+        ]
+        for arm, by_seed in curves.items()
+    }
+    result = {
+        "study": "curate",
+        "objective": params.objective,
+        "learner": params.train.model,
+        "transfer_learner": params.bench.transfer_learner,
+        "reference": params.reference.model,
+        "rule": params.curate.rule,
+        "peer_rule": params.bench.peer_rule,
+        "metric": metric,
+        "noise": noise,
+        "amortise_over": params.bench.amortise_over,
+        "seeds": list(range(params.seed, params.seed + params.bench.seeds)),
+        "steps": params.train.steps,
+        "rows": rows,
+        "runs": runs,
+        "curves": mean_curves,
+    }
+    paths = pipeline.Paths.of(params)
+    write_json(result, paths.bench / f"{params.objective}-curate.json")
+    report.write_study_report(result, paths)
+    return result
+
+
+def _train_on(params: Params, name: str, seed: int, root: Path, learner: str) -> Params:
+    """A bench run training `learner` uniformly on the dataset at `root` (a curated pool, or the full one)."""
+    run = _elsewhere(_run_params(params, name, seed))
+    data = run.data.model_copy(update={"dir": str(root.parent), "name": root.name})
+    return run.model_copy(
+        update={"data": data, "train": run.train.model_copy(update={"model": learner, "policies": ("uniform",)})}
+    )
+
+
+def _curve(params: Params) -> list[dict]:
+    return report.read_csv(pipeline.Paths.of(params).metrics / "curves" / "uniform.csv")
+
+
+STUDIES = {"scorers": scorer_study, "learners": learner_study, "jest": jest_study, "curate": curate_study}
 
 
 def spread(values: list) -> dict:

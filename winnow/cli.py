@@ -146,6 +146,11 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("score", parents=[common], help="score the pool with the reference into artifacts/scores.duckdb")
     train = sub.add_parser("train", parents=[common], help="train the learner with one selection policy")
     train.add_argument("--policy", required=True, choices=POLICY_NAMES)
+    sub.add_parser(
+        "curate",
+        parents=[common],
+        help="keep a fraction of the pool by curate.rule, written as a dataset (artifacts/curated/<dataset>-<objective>)",
+    )
     sub.add_parser("evaluate", parents=[common], help="held-out accuracy and transfer linear probe of every model")
     sub.add_parser("summary", parents=[common], help="summary.json, the table, plots and reports/<dataset>/<objective>.md")
     sub.add_parser("pipeline", parents=[common], help="every stage, data to summary, as one Prefect flow")
@@ -156,12 +161,15 @@ def parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--study",
-        choices=("policies", "scorers", "learners", "jest"),
+        choices=("policies", "scorers", "learners", "jest", "curate"),
         default="policies",
         help="policies (default): bench.policies over seeds; scorers: learnability with reference = actor of each size in "
         "bench.scorers; learners: each learner in bench.learners, one small scorer; jest (contrastive): uniform, per-example "
-        "learnability and JEST at each of bench.keep_fractions, at full and at bench.low_resolution scoring",
+        "learnability and JEST at each of bench.keep_fractions, at full and at bench.low_resolution scoring; curate: uniform on "
+        "the full pool, on the pool curated by curate.rule at each of bench.curate_fractions and by bench.peer_rule, and "
+        "online learnability; and bench.transfer_learner on the full and the curated pool",
     )
+    bench.add_argument("--curate", action="store_true", help="the same as --study curate")
     bench.add_argument(
         "--memory", action="store_true", help="instead: peak memory of scoring and training on the default pool and a larger one"
     )
@@ -251,15 +259,21 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "bench":
             from winnow.bench import bench as _  # noqa: F401  (fail fast on import errors)
 
-            out = flows.bench_flow(**common, study=args.study)
-            if args.study == "policies":
+            study = "curate" if args.curate else args.study
+            out = flows.bench_flow(**common, study=study)
+            if study == "policies":
                 print(report.bench_table(out))
                 print(f"see {paths.bench_report}")
             else:
                 print(report.study_table(out))
-                print(f"see {paths.bench_report.with_name(f'bench-{params.objective}-{args.study}.md')}")
+                print(f"see {paths.bench_report.with_name(f'bench-{params.objective}-{study}.md')}")
         elif args.command == "summary":
             print(report.table(flows.summary_flow(**common)))
+        elif args.command == "curate":
+            out = flows.curate_flow(**common)
+            print(report.curate_table(out))
+            print(f"kept {out['kept_rows']:,} of {out['pool_rows']:,}; see {paths.curate_report}")
+            print(f"train on it: --set data.root={out['dest']}")
         else:
             getattr(flows, f"{args.command}_flow")(**common)
     except WinnowError as e:  # a wrong input, named in the message; anything else is a bug and keeps its traceback

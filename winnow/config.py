@@ -22,6 +22,7 @@ POLICY_NAMES = tuple(SELECTION_POLICIES)  # what each policy does is winnow.sele
 SELECTIONS = ("topk", "softmax", "jest")  # jest: joint selection in chunks, contrastive only (winnow.selection)
 ACTOR_DATA = ("kept", "super_batch")  # what the actor trains on each step (winnow.training.ACTOR_DATA)
 PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: it needs loss scaling, and bf16 runs wherever fp16 would on current GPUs
+CURATE_RULES = ("easy_reference", "learnability", "clip_score", "cleanlab")  # winnow.curate
 OBJECTIVE_NAMES = ("classification", "contrastive")  # for the CLI without loading models; behaviour: winnow.objectives
 
 Policy = Literal[POLICY_NAMES]  # type: ignore[valid-type]
@@ -173,11 +174,32 @@ class BenchConfig(Section):
     learners: tuple[str, ...] = ("cnn-tiny", "cnn-small", "cnn-medium")  # learners, each scored by reference.model/train.actor
     keep_fractions: tuple[Annotated[float, Field(gt=0.0, le=1.0)], ...] = (0.5, 0.2, 0.1)  # --study jest: JEST at each
     low_resolution: Resolution = 16  # --study jest: and again with the reference and the actor scoring at this size
+    curate_fractions: tuple[Annotated[float, Field(gt=0.0, le=1.0)], ...] = (0.5, 0.3)  # --study curate: curate.rule at each
+    # --study curate: the filter a user would pick instead (null: none), keeping peer_fraction (cleanlab decides its own)
+    peer_rule: Literal[CURATE_RULES] | None = None  # type: ignore[valid-type]
+    peer_fraction: float = Field(0.3, gt=0.0, le=1.0)
+    transfer_learner: str | None = None  # --study curate: another family trained on the same curated pool (null: none)
 
     @model_validator(mode="after")
     def _has_baseline(self):
         if "uniform" not in self.policies:
             raise ValueError("policies must include 'uniform'")
+        return self
+
+
+class CurateConfig(Section):
+    """`winnow curate`: keep a fraction of the pool by a rule, written as a dataset (winnow.curate)."""
+
+    rule: Literal[CURATE_RULES] = "easy_reference"  # type: ignore[valid-type]
+    fraction: float = Field(0.5, gt=0.0, le=1.0)  # of the pool's rows kept (cleanlab decides its own)
+    balance: bool = False  # keep `fraction` of each class, so a hard class is not drained first
+    policy: Policy = "learnability"  # rule learnability: the train stage whose finished checkpoint scores the pool
+    scorer: Literal["actor", "learner"] = "actor"  # ... with its actor (small) or its learner
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.rule == "cleanlab" and self.balance:
+            raise ValueError("balance: cleanlab decides per class what it flags; set balance: false with rule cleanlab")
         return self
 
 
@@ -211,6 +233,7 @@ class Params(Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     bench: BenchConfig = BenchConfig()
+    curate: CurateConfig = CurateConfig()
     serve: ServeConfig = ServeConfig()
 
     @field_validator("device")
@@ -246,10 +269,27 @@ class Params(Section):
                     f"{key} ({size}) must not exceed data.image_size ({self.data.image_size}): scorers run at "
                     "a lower resolution than the learner, never a higher one"
                 )
+        for key, rule in (("curate.rule", self.curate.rule), ("bench.peer_rule", self.bench.peer_rule)):
+            needs = {"clip_score": "contrastive", "cleanlab": "classification"}.get(rule)
+            if needs and needs != self.objective:
+                what = "ranks image-text pairs by similarity" if rule == "clip_score" else "finds wrong labels"
+                raise ValueError(f"{key}: {rule!r} {what}; it needs the {needs} objective, not {self.objective}")
+        if self.curate.rule == "learnability":
+            policy = SELECTION_POLICIES[self.curate.policy]
+            if self.curate.policy not in self.train.policies:
+                raise ValueError(
+                    f"curate.policy: {self.curate.policy!r} is not in train.policies, so no checkpoint of it is trained"
+                )
+            if self.curate.scorer == "actor" and (not policy.actor_loss or self.train.actor == "learner"):
+                raise ValueError(
+                    f"curate.scorer: 'actor', and the {self.curate.policy!r} run trains no actor of its own; "
+                    "set curate.scorer: learner, or curate.policy to a policy with an online loss"
+                )
         models = [("reference.model", self.reference.model), ("train.model", self.train.model)]
         models += [("train.actor", self.train.actor)] if self.train.actor != "learner" else []
         models += [(f"bench.scorers[{i}]", m) for i, m in enumerate(self.bench.scorers)]
         models += [(f"bench.learners[{i}]", m) for i, m in enumerate(self.bench.learners)]
+        models += [("bench.transfer_learner", self.bench.transfer_learner)] if self.bench.transfer_learner else []
         for key, model in models:
             if model not in objective.models:
                 also = " or 'learner' (the learner scores itself)" if key == "train.actor" else ""
@@ -291,12 +331,18 @@ def _validate(raw: dict) -> Params:
 
 # params.yaml's `objectives:` section, for a params file that has none (tests check the two agree).
 DEFAULT_OBJECTIVES = {
+    "classification": {"bench": {"peer_rule": "cleanlab", "transfer_learner": "vit-tiny"}},
     "contrastive": {
         "reference": {"model": "clip-pico", "lr": 0.001},
         "train": {"model": "clip-tiny", "actor": "clip-pico", "lr": 0.001},
         "score": {"batch_size": 128},
-        "bench": {"scorers": ["clip-pico", "clip-nano", "clip-tiny"], "learners": ["clip-nano", "clip-tiny", "clip-small"]},
-    }
+        "bench": {
+            "scorers": ["clip-pico", "clip-nano", "clip-tiny"],
+            "learners": ["clip-nano", "clip-tiny", "clip-small"],
+            "peer_rule": "clip_score",
+            "transfer_learner": "clip-small",
+        },
+    },
 }
 
 
@@ -315,9 +361,10 @@ def params_from_dict(raw: dict, overrides: list[str] | tuple[str, ...] = ()) -> 
         if not isinstance(sections or {}, dict):
             raise ConfigError(f"objectives.{name} must be a mapping of sections, got {sections!r}")
         for section, values in (sections or {}).items():
-            if section not in ("reference", "score", "train", "evaluate", "bench"):
+            if section not in ("reference", "score", "train", "evaluate", "bench", "curate"):
                 raise ConfigError(
-                    f"objectives.{name}.{section}: only reference, score, train, evaluate and bench can differ per objective"
+                    f"objectives.{name}.{section}: only reference, score, train, evaluate, bench and curate "
+                    "can differ per objective"
                 )
             if not isinstance(values or {}, dict) or not isinstance(raw.get(section) or {}, dict):
                 raise ConfigError(f"objectives.{name}.{section} and {section} must be mappings of keys to values")

@@ -103,6 +103,19 @@ class Paths:
         return self.artifacts / "learners" / f"{policy}.pt"
 
     @property
+    def curated(self) -> Path:
+        """`winnow curate`'s dataset, a data root of its own (so its runs are named <dataset>-<objective>)."""
+        return self.artifacts_root / "curated" / f"{self.dataset}-{self.objective}"
+
+    @property
+    def curate_plots(self) -> Path:
+        return self.plots_root / self.dataset / f"{self.objective}-curate"
+
+    @property
+    def curate_report(self) -> Path:
+        return self.reports_root / self.dataset / f"curate-{self.objective}.md"
+
+    @property
     def bench(self) -> Path:
         """`winnow bench` results: <objective>.json, <objective>/curves/, memory.json."""
         return self.metrics_root / self.dataset / "bench"
@@ -563,6 +576,10 @@ def summary_stage(params: Params, write_report: bool = True) -> dict:
     summary["ledger"] = ledger.run_ledger(summary, trained, summary["reference"], score, params.bench.amortise_over)
     for policy, row in summary["ledger"]["policies"].items():
         summary["policies"][policy].update({k: row[k] for k in ledger.HEADLINE})
+    curated = paths.metrics / "curate.json"  # what `winnow curate` kept, when it ran: the report shows it
+    if curated.exists():
+        record = json.loads(curated.read_text())
+        summary["curate"] = {k: record[k] for k in ("rule", "fraction", "balance", "kept_rows", "pool_rows", "pathology", "dest")}
     write_json(summary, paths.metrics / "summary.json")
     if write_report:
         report.write_report(summary, curves, paths, params)

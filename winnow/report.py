@@ -168,11 +168,35 @@ Target: uniform's final held-out {metric.replace("_", " ")}. step ratio = steps 
 
 {f"![what each policy selected]({link}/selected_mix.png)" if summary["pool_mix"] else "(The data records no pathology, so what each policy selected cannot be broken down.)"}
 
+{_curate_section(summary, paths, path)}
 Regenerate: `winnow pipeline` (everything) or `winnow summary` (this page, from the metrics on disk).
 """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+def _curate_section(summary: dict, paths, report_path: Path) -> str:
+    """The run report's look at the data: what `winnow curate` kept and refused, when it ran."""
+    record = summary.get("curate")
+    if not record:
+        return ""
+    link = Path(os.path.relpath(paths.curate_plots, report_path.parent)).as_posix()
+    curate_report = Path(os.path.relpath(paths.curate_report, report_path.parent)).as_posix()
+    noise = record["pathology"].get(summary["noise"])
+    how = f"{record['fraction']:.0%} of the pool" if record["fraction"] is not None else "what cleanlab keeps"
+    noisy = (
+        f", {noise['kept']:,} of its {noise['pool']:,} {summary['noise'].replace('_', ' ')} examples among them" if noise else ""
+    )
+    return f"""## What curation kept
+
+`winnow curate` (rule `{record["rule"]}`, {how}) kept {record["kept_rows"]:,} of {record["pool_rows"]:,} pool examples{noisy}
+([curate report]({curate_report}); the curated dataset: `{record["dest"]}`). A random sample of each side:
+
+![kept examples]({link}/kept.png)
+
+![dropped examples]({link}/dropped.png)
+"""
 
 
 def _trains_on(setting: str) -> str:
@@ -368,6 +392,8 @@ STUDY_WORDS = {
 def study_table(result: dict) -> str:
     if result["study"] == "jest":
         return jest_table(result)
+    if result["study"] == "curate":
+        return curate_study_table(result)
     key = STUDY_WORDS[result["study"]][0]
     lines = [
         f"| {key} | learner forward MFLOPs | scorer FLOPs / learner's | reference held-out | step_ratio | flop_ratio_full "
@@ -445,7 +471,7 @@ def jest_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_jest(result: dict, path: Path) -> None:
+def plot_jest(result: dict, path: Path, title: str = "JEST against per-example learnability and uniform") -> None:
     """The target metric against learner steps per arm (mean over seeds), uniform's final value dashed."""
     import matplotlib
 
@@ -455,14 +481,15 @@ def plot_jest(result: dict, path: Path) -> None:
     metric = result["metric"]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for arm, rows in result["curves"].items():
-        style = dict(color="black", lw=2) if arm == "uniform" else dict(ls=":" if arm.endswith("px") else "-")
+        dotted = arm.endswith("px") or ":" in arm or "full pool" in arm and arm != "uniform, full pool"  # another learner
+        style = dict(color="black", lw=2) if arm.startswith("uniform") else dict(ls=":" if dotted else "-")
         ax.plot([r["step"] for r in rows], [r[metric] for r in rows], label=arm, **style)
-    target = result["uniform_final_metric"]["mean"]
+    target = result["uniform_final_metric"]["mean"] if "uniform_final_metric" in result else None
     if target is not None:
         ax.axhline(target, color="grey", ls="--", lw=1)
     ax.set_xlabel("learner step")
     ax.set_ylabel(f"{metric} (mean over seeds)")
-    ax.set_title("JEST against per-example learnability and uniform")
+    ax.set_title(title)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -477,6 +504,8 @@ def write_study_report(result: dict, paths) -> Path:
     plot = paths.bench_plots / f"study_{study}.png"
     if study == "jest":
         return _write_jest_report(result, paths, path, plot)
+    if study == "curate":
+        return _write_curate_study_report(result, paths, path, plot)
     plot_study(result, plot)
     link = Path(os.path.relpath(plot, path.parent)).as_posix()
     who = f"The learner is {result['learner']}" if study == "scorers" else f"The reference and the actor are {result['scorer']}"
@@ -520,6 +549,147 @@ seeds; a count in brackets when some seeds never reached the target.
 
 Regenerate: `uv run winnow bench --objective {result["objective"]} --study jest`; the numbers, every run
 included, are in `{(paths.bench / f"{result['objective']}-jest.json").as_posix()}`.
+"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def curate_study_table(result: dict) -> str:
+    """--study curate: one row per arm, each against uniform on the full pool with the same learner and seed."""
+    noise = f"{result['noise']}_fraction_selected"
+    lines = [
+        f"| arm | learner | kept rows | step_ratio | flop_ratio_full | time_ratio_full | flop_ratio_amortised | "
+        f"time_ratio_amortised | final {result['metric']} | uniform's final (target) | {result['noise'].replace('_', ' ')} in batches |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['arm']} | {r['learner']} | {r['kept_rows']['mean']:,.0f} | {_fmt(r['step_ratio'])} | {_fmt(r['flop_ratio_full'])} | "
+            f"{_fmt(r['time_ratio_full'])} | {_fmt(r['flop_ratio_amortised'])} | {_fmt(r['time_ratio_amortised'])} | "
+            f"{_fmt3(r['final_metric'])} | {_fmt3(r['target'])} | {_fmt3(r[noise]) if r[noise]['mean'] is not None else '-'} |"
+        )
+    return "\n".join(lines)
+
+
+def _write_curate_study_report(result: dict, paths, path: Path, plot: Path) -> Path:
+    plot_jest(result, plot, "curated pools against the full pool and online learnability")
+    link = Path(os.path.relpath(plot, path.parent)).as_posix()
+    peer = {
+        "cleanlab": "cleanlab's `find_label_issues` on the reference's predicted probabilities for the pool (out of sample: "
+        "it learned from the curated set only), then uniform training on what it does not flag",
+        "clip_score": "DataComp's CLIP-score filter: the pairs with the highest image-text similarity under the reference, "
+        "then uniform training",
+    }.get(result["peer_rule"], result["peer_rule"])
+    peer_words = f"; the peer a user would pick instead is {peer} (row `{result['peer_rule']}`)" if result["peer_rule"] else ""
+    transfer = result["transfer_learner"]
+    transfer_words = (
+        f", and {transfer}, another learner family, on the full pool and on the same curated pool (rows naming it; its "
+        "target is its own uniform run on the full pool)"
+        if transfer
+        else ""
+    )
+    text = f"""# winnow bench: {result["objective"]}, curate
+
+Curate once, then train plainly. Per seed ({", ".join(map(str, result["seeds"]))}): the {result["reference"]} reference learns
+from the curated set and scores the pool once; `winnow curate` keeps a fraction of the pool by rule `{result["rule"]}`
+(rows `{result["rule"]}-<fraction>`){peer_words}; the {result["learner"]} learner then trains {result["steps"]} steps,
+uniformly, on each curated pool. Beside them: online learnability on the full pool (the paper's method){transfer_words}.
+
+Every ratio is to uniform on the full pool, same learner and seed, to reach its final {result["metric"]}: steps,
+FLOPs and measured seconds. A curated run pays the reference's training, the pool's scoring and any further pass
+over the pool (cleanlab's probabilities) and curation's own seconds, in full (and amortised over
+{result["amortise_over"]} runs in the `amortised` columns). Mean ± std over seeds; a count in brackets when some
+seeds never reached the target.
+
+{curate_study_table(result)}
+
+![target metric per learner step]({link})
+
+Regenerate: `uv run winnow bench --objective {result["objective"]} --study curate`; the numbers, every run
+included, are in `{(paths.bench / f"{result['objective']}-curate.json").as_posix()}`.
+"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+# ---------------------------------------------------------------- curate: what was kept, and what was refused
+
+
+def plot_examples(rows: list[tuple], path: Path, title: str, columns: int = 8) -> None:
+    """An image grid: each tile an example, captioned with its label or caption, score and pathology."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_rows = max(1, -(-len(rows) // columns))
+    fig, axes = plt.subplots(n_rows, columns, figsize=(columns * 1.45, n_rows * 2.05), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (image, text, score, pathology) in zip(axes.ravel(), rows):
+        ax.imshow(image, interpolation="nearest")
+        text = text if len(text) <= 22 else text[:21] + "…"
+        kind = "" if pathology in (None, "clean") else f"\n[{pathology}]"
+        ax.set_title(f"{text}\n{score:.2f}{kind}", fontsize=6.5, color="firebrick" if kind else "black")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def curate_table(record: dict) -> str:
+    """Per pathology (where the data records it) and per class: pool rows, rows kept, share kept."""
+    lines = ["| pathology | pool | kept | share kept |", "|---|---|---|---|"]
+    for kind, row in record["pathology"].items():
+        lines.append(f"| {kind} | {row['pool']:,} | {row['kept']:,} | {row['kept_share']:.2f} |")
+    if not record["pathology"]:
+        lines = ["(The data records no pathology.)"]
+    lines += ["", "| class | pool | kept | share kept |", "|---|---|---|---|"]
+    for name, row in record["classes"].items():
+        lines.append(f"| {name} | {row['pool']:,} | {row['kept']:,} | {_num(row['kept_share'])} |")
+    return "\n".join(lines)
+
+
+CURATE_RULES = {
+    "easy_reference": "the reference's lowest losses (score: minus the reference's loss)",
+    "learnability": "the highest learnability (score: the checkpoint's loss minus the reference's)",
+    "clip_score": "DataComp's CLIP-score filter (score: the reference's image-text cosine similarity)",
+    "cleanlab": "what cleanlab's find_label_issues does not flag on the reference's predicted probabilities "
+    "(score: the reference's probability of the given label)",
+}
+
+
+def write_curate_report(record: dict, examples: dict[str, list[tuple]], paths) -> Path:
+    """reports/<dataset>/curate-<objective>.md: what was kept, by class and pathology, and two image grids."""
+    plots, path = paths.curate_plots, paths.curate_report
+    link = Path(os.path.relpath(plots, path.parent)).as_posix()
+    for side in ("kept", "dropped"):
+        plot_examples(examples[side], plots / f"{side}.png", f"{side} (a random sample; score above, pathology in red)")
+    fraction = f"{record['fraction']:.0%} of the pool" if record["fraction"] is not None else "what cleanlab keeps"
+    balanced = ", the same fraction of each class" if record["balance"] else ""
+    checkpoint = (
+        f" The checkpoint: the {record['checkpoint_scorer']} ({record['checkpoint_model']}) of `{record['checkpoint']}`."
+        if "checkpoint" in record
+        else ""
+    )
+    text = f"""# winnow curate: {record["objective"]}
+
+Source `{record["source"]}`: {record["pool_rows"]:,} pool examples scored by {record["reference_model"]} (scorer `{record["scorer_id"]}` in the store).
+Rule `{record["rule"]}`: keep {fraction}{balanced}, ranked by {CURATE_RULES[record["rule"]]}.{checkpoint}
+Kept {record["kept_rows"]:,} ({record["kept_fraction"]:.1%}), written to `{record["dest"]}` in the data contract
+(ids renumbered from 0, the pool id in `source_id`; `kept_ids.npy` lists the pool ids kept, sorted).
+Train on it with `--set data.root={record["dest"]}`.
+
+{curate_table(record)}
+
+![kept examples]({link}/kept.png)
+
+![dropped examples]({link}/dropped.png)
+
+Regenerate: `winnow curate` ({record["seconds"]:.0f} s here).
 """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
