@@ -41,13 +41,14 @@ TINY = {
 
 def run_stages(params) -> dict:
     """Every stage in order, as `winnow pipeline` runs them but without Prefect; returns the summary."""
-    from winnow import pipeline
+    from winnow import curate, pipeline
 
     pipeline.data_stage(params)
     pipeline.reference_stage(params)
     pipeline.score_stage(params)
     for policy in params.train.policies:
         pipeline.train_stage(params, policy)
+    curate.curate_stage(params)
     pipeline.evaluate_stage(params)
     return pipeline.summary_stage(params)
 

@@ -108,6 +108,10 @@ def test_learnability_ranks_by_the_checkpoints_actor_loss_minus_the_reference_lo
     assert len(set(kept) ^ set(expected)) <= 2  # float32 ties at the cut aside, the same examples
     manifest = read_manifest(tmp_path / "learn")
     assert manifest["curation"]["checkpoint_scorer"] == "actor" and manifest["curation"]["checkpoint"].endswith("learnability.pt")
+    first = json.loads((tmp_path / "learn" / "curation.json").read_text())
+    again = curate.curate_stage(_params(scored, rule="learnability", fraction=0.2), tmp_path / "learn-again")
+    assert again["pass_rows"] == first["pass_rows"] > 0  # the pass, reused from disk, is still paid in full
+    assert again["pass_flops"] == first["pass_flops"] > 0
 
 
 def test_cleanlab_keeps_what_find_label_issues_does_not_flag_and_drops_wrong_labels(scored, tmp_path):
@@ -229,3 +233,21 @@ def test_clip_score_keeps_the_pairs_most_similar_under_the_reference(tmp_path):
     assert "DataComp's CLIP-score filter" in report and "![dropped examples]" in report
     assert (pipeline.Paths.of(params).curate_plots / "dropped.png").stat().st_size > 10_000
     shutil.rmtree(tmp_path / "artifacts")
+
+
+def test_curating_a_curated_pool_keeps_every_earlier_source_id(scored, tmp_path):
+    once, twice = tmp_path / "once", tmp_path / "twice"
+    curate.curate_stage(_params(scored, fraction=0.5), once)
+    first = np.load(once / "kept_ids.npy")
+    provenance = {"rule": "easy_reference", "fraction": 0.01}
+    curate.write_curated(once, twice, np.array([0, 2, 5]), provenance)
+    table = pq.read_table(sorted((twice / "pool").glob("part-*.parquet"))[0])
+    assert table.column("id").to_pylist() == [0, 1, 2]
+    assert table.column("source_id").to_pylist() == [0, 2, 5]  # ids of the pool it was curated from
+    assert table.column("source_source_id").to_pylist() == first[[0, 2, 5]].tolist()  # ... and of the one before
+
+
+def test_a_rule_that_keeps_nothing_is_an_error_not_an_empty_dataset(scored, tmp_path):
+    with pytest.raises(DataError, match="rule easy_reference kept no example.*raise curate.fraction"):
+        curate.write_curated(scored / "data", tmp_path / "none", np.zeros(0, np.int64), {"rule": "easy_reference"})
+    assert not (tmp_path / "none").exists()

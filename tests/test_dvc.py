@@ -78,6 +78,7 @@ def test_dvc_push_then_pull_on_a_fresh_clone_leaves_nothing_to_recompute(tmp_pat
         paths.reference,
         paths.scorer,
         paths.store,
+        paths.curated / "kept_ids.npy",
         paths.learner("uniform"),
         paths.learner("learnability"),
         paths.metrics / "summary.json",

@@ -291,15 +291,18 @@ def curate_study(params: Params) -> dict:
     objective = OBJECTIVES[params.objective]
     metric, noise = objective.metric, objective.noise
     runs, curves = [], {}
-    arms = [(f"{params.curate.rule}-{f:g}", params.curate.rule, f) for f in params.bench.curate_fractions]
+    rule = params.curate.rule
+    fractions = params.bench.curate_fractions if rule != "cleanlab" else (params.curate.fraction,)  # cleanlab decides its own
+    arms = [(rule if rule == "cleanlab" else f"{rule}-{f:g}", rule, f) for f in fractions]
     peer = params.bench.peer_rule
-    if peer:
+    if peer and peer != rule:
         arms.append((peer if peer == "cleanlab" else f"{peer}-{params.bench.peer_fraction:g}", peer, params.bench.peer_fraction))
-    transfer_arm = f"{params.curate.rule}-{params.curate.fraction:g}"
+    transfer_arm = arms[0][0] if rule == "cleanlab" else f"{rule}-{params.curate.fraction:g}"
     for seed in range(params.seed, params.seed + params.bench.seeds):
         log.info("bench %s curate: seed %d, full pool (uniform, online learnability)", params.objective, seed)
         base = _elsewhere(_run_params(params, f"curate/seed-{seed}/full", seed))
-        base = base.model_copy(update={"train": base.train.model_copy(update={"policies": ("uniform", "learnability")})})
+        policies = tuple(dict.fromkeys(("uniform", "learnability", *((params.curate.policy,) if rule == "learnability" else ()))))
+        base = base.model_copy(update={"train": base.train.model_copy(update={"policies": policies})})
         summary = run_seed(base)
         paths = pipeline.Paths.of(base)
         reference, score = summary["reference"], pipeline.read_json(paths.metrics / "score.json", "run `winnow score`")
@@ -332,21 +335,29 @@ def curate_study(params: Params) -> dict:
         )
         curves.setdefault("uniform, full pool", {})[seed] = report.read_csv(paths.metrics / "curves" / "uniform.csv")
         curves.setdefault("online learnability", {})[seed] = report.read_csv(paths.metrics / "curves" / "learnability.csv")
+        checkpoint_paid = {"flops": 0.0, "seconds": 0.0}  # rule learnability scores with a finished run: it pays that run
+        if rule == "learnability":
+            costs = summary["ledger"]["policies"][params.curate.policy]["costs"]
+            checkpoint_paid["flops"] = costs["per_step"] * params.train.steps  # its own reference is the one counted below
+            checkpoint_paid["seconds"] = pipeline.read_json(paths.metrics / "train" / f"{params.curate.policy}.json", "")[
+                "seconds"
+            ]
         curated = {}
-        for name, rule, fraction in arms:
+        for name, arm_rule, fraction in arms:
             log.info("bench %s curate: seed %d, %s", params.objective, seed, name)
             dest = Path(base.artifacts) / "curated" / name
-            how = base.model_copy(update={"curate": base.curate.model_copy(update={"rule": rule, "fraction": fraction})})
-            record = curate.curate_stage(how, dest)
-            curated[name] = (dest, record)
+            change = {"rule": arm_rule, "fraction": fraction, "balance": params.curate.balance and arm_rule != "cleanlab"}
+            record = curate.curate_stage(base.model_copy(update={"curate": base.curate.model_copy(update=change)}), dest)
+            mine = checkpoint_paid if arm_rule == "learnability" else {"flops": 0.0, "seconds": 0.0}
             paid = {
                 **reference_paid,
-                "scoring_flops": reference_paid["scoring_flops"] + record.get("pass_flops", 0.0),
-                "seconds": reference_paid["seconds"] + record["seconds"],
+                "scoring_flops": reference_paid["scoring_flops"] + record.get("pass_flops", 0.0) + mine["flops"],
+                "seconds": reference_paid["seconds"] + record["seconds"] + mine["seconds"],
             }
+            curated[name] = (dest, record, paid)
             run = _train_on(params, f"curate/seed-{seed}/{name}", seed, dest, params.train.model)
             trained, curve = pipeline.train_stage(run, "uniform"), _curve(run)
-            arm = {"arm": name, "learner": params.train.model, "rule": rule, "fraction": record["fraction"], "seed": seed}
+            arm = {"arm": name, "learner": params.train.model, "rule": arm_rule, "fraction": record["fraction"], "seed": seed}
             runs.append({**_arm_row(arm, trained, curve, target, metric, uniform, paid, params.bench.amortise_over)})
             runs[-1]["kept_rows"] = record["kept_rows"]
             curves.setdefault(name, {})[seed] = curve
@@ -359,12 +370,18 @@ def curate_study(params: Params) -> dict:
         full_trained, full_curve = pipeline.train_stage(full, "uniform"), _curve(full)
         if transfer_arm not in curated:
             dest = Path(base.artifacts) / "curated" / transfer_arm
-            curated[transfer_arm] = (dest, curate.curate_stage(base, dest))
-        dest, record = curated[transfer_arm]
-        paid = {**reference_paid, "seconds": reference_paid["seconds"] + record["seconds"]}
+            record = curate.curate_stage(base, dest)
+            mine = checkpoint_paid if rule == "learnability" else {"flops": 0.0, "seconds": 0.0}
+            paid = {
+                **reference_paid,
+                "scoring_flops": reference_paid["scoring_flops"] + record.get("pass_flops", 0.0) + mine["flops"],
+                "seconds": reference_paid["seconds"] + record["seconds"] + mine["seconds"],
+            }
+            curated[transfer_arm] = (dest, record, paid)
+        dest, record, paid = curated[transfer_arm]
         run = _train_on(params, f"curate/seed-{seed}/{learner}-{transfer_arm}", seed, dest, learner)
         trained, curve = pipeline.train_stage(run, "uniform"), _curve(run)
-        arm = {"arm": f"{learner}: {transfer_arm}", "learner": learner, "rule": params.curate.rule, "seed": seed}
+        arm = {"arm": f"{learner}: {transfer_arm}", "learner": learner, "rule": rule, "seed": seed}
         arm["fraction"] = params.curate.fraction
         target_t = full_curve[-1][metric]
         runs.append(_arm_row(arm, trained, curve, target_t, metric, full_trained, paid, params.bench.amortise_over))

@@ -278,7 +278,8 @@ class Params(Section):
             policy = SELECTION_POLICIES[self.curate.policy]
             if self.curate.policy not in self.train.policies:
                 raise ValueError(
-                    f"curate.policy: {self.curate.policy!r} is not in train.policies, so no checkpoint of it is trained"
+                    f"curate.policy: {self.curate.policy!r} is not in train.policies, so no checkpoint of it is trained; "
+                    "add it to train.policies or set curate.policy to one that is"
                 )
             if self.curate.scorer == "actor" and (not policy.actor_loss or self.train.actor == "learner"):
                 raise ValueError(

@@ -38,8 +38,8 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from winnow.data import read_manifest, shard_files, value_counts
-from winnow.errors import ConfigError, DataError
+from winnow.data import file_sha256, read_manifest, shard_files, split_hash, value_counts
+from winnow.errors import DataError
 from winnow.files import atomic_path, write_json
 
 log = logging.getLogger("winnow")
@@ -161,11 +161,46 @@ def summarize(kept: np.ndarray, labels: np.ndarray, pathology: np.ndarray, class
 # ---------------------------------------------------------------- writing the curated dataset
 
 
-def plan_digest(kept: np.ndarray, provenance: dict) -> str:
-    """What a curated dataset is: its kept ids and how they were chosen. A rerun with another digest starts over."""
+def plan_digest(kept: np.ndarray, provenance: dict, source: Path) -> str:
+    """What a curated dataset is: its kept ids, how they were chosen, the layout's version and the contents of
+    the source's curated and eval sets it copies. A rerun with another digest starts over."""
+    from winnow.lineage import digest_path
+
     h = hashlib.sha256(np.ascontiguousarray(kept, dtype=np.int64).tobytes())
-    h.update(json.dumps(provenance, sort_keys=True, default=str).encode())
+    copied = {folder: digest_path(source / folder) for folder in ("curated", "eval")}
+    h.update(json.dumps({"provenance": provenance, "format": FORMAT, "copied": copied}, sort_keys=True, default=str).encode())
     return h.hexdigest()
+
+
+def _ours(dest: Path) -> bool:
+    """Whether a folder is a curated dataset (finished or not), so curate may replace it."""
+    if (dest / "curation-plan.json").exists():
+        return True
+    try:
+        return "curation" in read_manifest(dest)
+    except DataError:
+        return False
+
+
+def _remove(dest: Path) -> None:
+    """Move a folder aside, then delete it: a crash in between leaves no half-deleted dataset at `dest`."""
+    trash = dest.with_name(f"{dest.name}.removing")
+    shutil.rmtree(trash, ignore_errors=True)
+    dest.rename(trash)
+    shutil.rmtree(trash)
+
+
+def _source_column(table: pa.Table) -> pa.Table:
+    """Where this pool's ids go: `source_id`, after moving a column of that name (a user's own ids, or an earlier
+    curation's) to `source_` + its name, so nothing is lost when a curated pool is curated again."""
+    name = "source_id"
+    while name in table.column_names:
+        name = f"source_{name}"
+    while name != "source_id":
+        older = name.removeprefix("source_")
+        table = table.rename_columns([name if c == older else c for c in table.column_names])
+        name = older
+    return table
 
 
 def write_curated(source: Path, dest: Path, kept: np.ndarray, provenance: dict, on_shard=None) -> dict:
@@ -173,18 +208,22 @@ def write_curated(source: Path, dest: Path, kept: np.ndarray, provenance: dict, 
     `kept` (sorted): pool shards named as the source's (one per source shard that keeps a row), ids
     renumbered 0..len(kept)-1 in source-id order and the source id in `source_id`; kept_ids.npy; the
     source's curated/ and eval/; the manifest last. Resumes: a shard already written is kept when the
-    plan (kept ids and provenance) is the same, and everything is redone when it is not."""
+    plan (kept ids, provenance, what is copied) is the same, and everything is redone when it is not.
+    A folder that is not a curated dataset is never touched."""
     source, dest = Path(source), Path(dest)
     kept = np.asarray(kept, dtype=np.int64)
-    if len(kept) and (np.any(np.diff(kept) <= 0)):
+    if not len(kept):
+        raise DataError(f"curate: rule {provenance['rule']} kept no example of {source / 'pool'}; raise curate.fraction")
+    if np.any(np.diff(kept) <= 0):
         raise ValueError("kept ids must be sorted and unique")
-    digest = plan_digest(kept, provenance)
+    digest = plan_digest(kept, provenance, source)
     plan_path = dest / "curation-plan.json"
-    if dest.exists() and not (plan_path.exists() and json.loads(plan_path.read_text()).get("digest") == digest):
-        if any(dest.iterdir()) and not (plan_path.exists() or (dest / "manifest.json").exists()):
+    if dest.exists() and any(dest.iterdir()):
+        if not _ours(dest):
             raise DataError(f"{dest}: exists and is not a curated dataset; choose an empty or new folder")
-        log.info("curate: %s holds another curation; writing it anew", dest)
-        shutil.rmtree(dest)
+        if json.loads(plan_path.read_text()).get("digest") != digest if plan_path.exists() else True:
+            log.info("curate: %s holds another curation; writing it anew", dest)
+            _remove(dest)
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "manifest.json").unlink(missing_ok=True)  # written last: none means unfinished
     write_json({"digest": digest}, plan_path)
@@ -197,11 +236,10 @@ def write_curated(source: Path, dest: Path, kept: np.ndarray, provenance: dict, 
         mask = np.isin(ids, kept)
         if out.exists() or not mask.any():
             continue
-        table = pq.read_table(path).filter(pa.array(mask))
+        table = _source_column(pq.read_table(path).filter(pa.array(mask)))
         source_ids = table.column("id").to_numpy()
-        table = table.set_column(
-            table.schema.get_field_index("id"), "id", pa.array(np.searchsorted(kept, source_ids), pa.int64())
-        )
+        renumbered = pa.array(np.searchsorted(kept, source_ids), pa.int64())
+        table = table.set_column(table.schema.get_field_index("id"), "id", renumbered)
         table = table.append_column("source_id", pa.array(source_ids, pa.int64()))
         with atomic_path(out) as tmp:
             pq.write_table(table, tmp)
@@ -216,19 +254,27 @@ def write_curated(source: Path, dest: Path, kept: np.ndarray, provenance: dict, 
             tmp.rename(dest / folder)
     manifest = read_manifest(source)
     generator = manifest.pop("generator", None)  # a curated pool is not the generator's: data synth must never touch it
+    manifest.pop("pool_hash", None)
+    files = {
+        p.relative_to(dest).as_posix(): file_sha256(p)
+        for p in sorted(dest.rglob("part-*.parquet"))
+        if p.relative_to(dest).parts[0] in ("pool", "curated", "eval")
+    }
+    manifest.update(files=files, content_hash=hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest())
     manifest["counts"] = {**manifest.get("counts", {}), "pool": int(len(kept))}
     if "pool_pathologies" in manifest["counts"]:
-        kinds = value_counts(dest / "pool", "pathology") if len(kept) else {}
+        kinds = value_counts(dest / "pool", "pathology")
         manifest["counts"]["pool_pathologies"] = {str(k): v for k, v in sorted(kinds.items())}
     manifest["curation"] = {
         "format": FORMAT,
         **provenance,
         "kept": int(len(kept)),
         "kept_ids_sha256": hashlib.sha256(np.ascontiguousarray(kept).tobytes()).hexdigest(),
+        "source_content_hash": read_manifest(source).get("content_hash"),
         **({"source_generator": generator} if generator else {}),
     }
     write_json(manifest, dest / "manifest.json")
-    return {"shards_written": written, "write_seconds": time.perf_counter() - started}
+    return {"shards_written": written, "write_seconds": time.perf_counter() - started, "digest": digest}
 
 
 def check_curated(dest: Path) -> None:
@@ -242,15 +288,6 @@ def check_curated(dest: Path) -> None:
         raise DataError(f"{dest}: the pool's source_id column and kept_ids.npy disagree; rerun `winnow curate`")
     if not np.array_equal(ids, np.searchsorted(kept, sources)):
         raise DataError(f"{dest}: pool ids are not the kept ids renumbered 0..{len(kept) - 1}; rerun `winnow curate`")
-
-
-def validate(rule: str, objective: str) -> None:
-    if rule not in RULES:
-        raise ConfigError(f"curate.rule: {rule!r}; choose one of {list(RULES)}")
-    if rule == "clip_score" and objective != "contrastive":
-        raise ConfigError("curate.rule: clip_score ranks image-text pairs; it needs the contrastive objective")
-    if rule == "cleanlab" and objective != "classification":
-        raise ConfigError("curate.rule: cleanlab finds label errors; it needs the classification objective")
 
 
 def model_outputs(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -318,18 +355,24 @@ def curate_stage(params, dest: str | Path | None = None, on_shard=None) -> dict:
         shown = rule_scores(cfg.rule, reference_loss, model_loss, similarity)
         kept = keep_top(shown, cfg.fraction, labels if cfg.balance else None)
     log.info("curate: %s keeps %d of %d pool examples", cfg.rule, len(kept), len(labels))
-    written = write_curated(paths.data, dest, kept, provenance, on_shard)
-    check_curated(dest)
     class_names = read_manifest(paths.data)["class_names"]
-    record = {
-        **provenance,
-        "dest": str(dest),
-        **summarize(kept, labels, meta["pathology"], class_names),
-        **written,
-        **extra,
-        "seconds": time.perf_counter() - started,
-    }
-    write_json(record, dest / "curation.json")
+    finished = _finished(dest, plan_digest(kept, provenance, paths.data))
+    if finished is not None:  # the same curation, complete: its record (and the seconds it measured) stands
+        log.info("curate: %s already holds this curation; reused", dest)
+        record = finished
+    else:
+        written = write_curated(paths.data, dest, kept, provenance, on_shard)
+        check_curated(dest)
+        record = {
+            **provenance,
+            "dest": str(dest),
+            **summarize(kept, labels, meta["pathology"], class_names),
+            **written,
+            **extra,
+            "seconds": time.perf_counter() - started + extra.get("pass_seconds", 0.0) - extra.get("pass_seconds_now", 0.0),
+        }
+        record.pop("pass_seconds_now", None)
+        write_json(record, dest / "curation.json")
     write_json(record, paths.metrics / "curate.json")
     from winnow import report
 
@@ -338,20 +381,31 @@ def curate_stage(params, dest: str | Path | None = None, on_shard=None) -> dict:
     return record
 
 
+def _finished(dest: Path, digest: str) -> dict | None:
+    """The record of a finished curation of exactly this plan at `dest`, or None."""
+    record = dest / "curation.json"
+    if not (dest / "manifest.json").exists() or not record.exists():
+        return None
+    done = json.loads(record.read_text())
+    return done if done.get("digest") == digest else None
+
+
 def _checkpoint_scorer(params):
     """The finished model of the curate.policy train run that scores the pool for rule learnability: its actor
     or its learner, trained on exactly this run's inputs (else stale)."""
     from winnow import lineage, pipeline
     from winnow.devices import pick_device
-    from winnow.errors import CheckpointError, StaleInput
+    from winnow.errors import CheckpointError, MissingInput, StaleInput
     from winnow.objectives import OBJECTIVES
     from winnow.training import load_checkpoint
 
     cfg, paths = params.curate, pipeline.Paths.of(params)
     path, inputs = paths.learner(cfg.policy), lineage.stage_key("train", params, cfg.policy)
     device = pick_device(params.device)
-    if cfg.scorer == "learner":
+    if cfg.scorer == "learner" and path.exists():
         return pipeline.model_from_checkpoint(path, device, inputs), params.train.model, path
+    if not path.exists():
+        raise MissingInput(f"{path}: no checkpoint to curate with; run `winnow train --policy {cfg.policy}` first")
     ckpt = load_checkpoint(path)
     if not ckpt.get("complete") or ckpt.get("inputs") != inputs:
         raise StaleInput(
@@ -374,9 +428,13 @@ def _pool_pass(params, model, model_name: str, what: str) -> tuple[np.ndarray, d
     from winnow.training import state_hash
 
     paths = pipeline.Paths.of(params)
-    folder = paths.artifacts / "curate" / f"{what}-{state_hash(model)[:16]}"
     size, classes, batch = params.data.image_size, pipeline.num_classes(params), params.score.batch_size
-    started, flops_per_example, rows = time.perf_counter(), None, 0
+    key = [what, state_hash(model), split_hash(paths.data / "pool"), params.objective, model_name, size, batch, params.precision]
+    folder = paths.artifacts / "curate" / f"{what}-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]}"
+    cost_path = folder / "cost.json"  # what the whole pass cost, over every run that wrote part of it
+    cost = json.loads(cost_path.read_text()) if cost_path.exists() else {"flops_per_example": None, "rows": 0, "seconds": 0.0}
+    cost["now"] = 0.0  # this call's seconds
+    started, flops_per_example, rows = time.perf_counter(), cost["flops_per_example"], 0
     for shard in tqdm(shard_files(paths.data / "pool"), desc=f"curate {what}", unit="shard", leave=False, disable=None):
         out = folder / shard.name
         if out.exists():
@@ -389,7 +447,10 @@ def _pool_pass(params, model, model_name: str, what: str) -> tuple[np.ndarray, d
             flops_per_example = ledger.forward_flops_per_example(model, loss, split.images[:batch], targets[:batch])
         with autocast(next(model.parameters()).device, params.precision):
             if what == "loss":
-                rows += scoring.write_shard_scores(model, shard, folder, size, classes, batch, params.objective, model_name)
+                done = scoring.write_shard_scores(model, shard, folder, size, classes, batch, params.objective, model_name)
+                rows += done
+                _add_cost(cost_path, cost, flops_per_example, done, started)
+                started = time.perf_counter()
                 continue
             probs = model_outputs(model, split.images, batch).numpy()
         table = pa.table(
@@ -401,6 +462,8 @@ def _pool_pass(params, model, model_name: str, what: str) -> tuple[np.ndarray, d
         with atomic_path(out) as tmp:
             pq.write_table(table, tmp)
         rows += len(split)
+        _add_cost(cost_path, cost, flops_per_example, len(split), started)
+        started = time.perf_counter()
     n = sum(pq.read_metadata(p).num_rows for p in shard_files(paths.data / "pool"))
     values = np.full((n, classes) if what == "probs" else n, np.nan, dtype=np.float32)
     for path in sorted(folder.glob("part-*.parquet")):
@@ -410,10 +473,18 @@ def _pool_pass(params, model, model_name: str, what: str) -> tuple[np.ndarray, d
             values[ids] = table.column("probs").combine_chunks().flatten().to_numpy().reshape(len(ids), classes)
         else:
             values[ids] = table.column("loss").to_numpy(zero_copy_only=False)
-    cost = {"pass": what, "pass_rows": rows, "pass_seconds": time.perf_counter() - started}
-    if flops_per_example is not None:
-        cost["pass_flops"] = flops_per_example * rows
-    return values, cost
+    paid = {"pass": what, "pass_rows": cost["rows"], "pass_seconds": cost["seconds"], "pass_seconds_now": cost["now"]}
+    if cost["flops_per_example"] is not None:
+        paid["pass_flops"] = cost["flops_per_example"] * cost["rows"]
+    return values, paid
+
+
+def _add_cost(path: Path, cost: dict, flops_per_example: float | None, rows: int, started: float) -> None:
+    """Count one more shard of a pool pass (its rows and seconds) in the pass's cost.json."""
+    seconds = time.perf_counter() - started
+    cost.update(flops_per_example=flops_per_example, rows=cost["rows"] + rows, seconds=cost["seconds"] + seconds)
+    cost["now"] = cost.get("now", 0.0) + seconds
+    write_json({k: v for k, v in cost.items() if k != "now"}, path)
 
 
 def _grid_examples(
