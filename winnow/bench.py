@@ -145,10 +145,7 @@ def _study(params: Params, study: str, key: str, names: tuple[str, ...], runs: l
         "runs": runs,
         **(extra or {}),
     }
-    paths = pipeline.Paths.of(params)
-    write_json(result, paths.bench / f"{params.objective}-{study}.json")
-    report.write_study_report(result, paths)
-    return result
+    return _write_study(params, result)
 
 
 def _share_reference(source: Params, run: Params) -> None:
@@ -236,13 +233,7 @@ def jest_study(params: Params) -> dict:
                 curve = report.read_csv(pipeline.Paths.of(run).metrics / "curves" / f"{policy}.csv")
                 curves.setdefault(key, {})[seed] = curve
     metric = OBJECTIVES[params.objective].metric
-    mean_curves = {  # the target metric per step, mean over seeds, for the plot
-        arm: [
-            {"step": int(rows[0]["step"]), metric: statistics.mean(float(r[metric]) for r in rows)}
-            for rows in zip(*by_seed.values())
-        ]
-        for arm, by_seed in curves.items()
-    }
+    mean_curves = _mean_over_seeds(curves, metric)
     uniform_final = spread([r["uniform_final_metric"] for r in runs if r["arm"] == arms[0][0]])  # once per seed
     extra = {"metric": metric, "uniform_final_metric": uniform_final}
     return _study(params, "jest", "arm", tuple(name for name, _ in arms), runs, {**extra, "curves": mean_curves})
@@ -345,16 +336,10 @@ def curate_study(params: Params) -> dict:
         curated = {}
         for name, arm_rule, fraction in arms:
             log.info("bench %s curate: seed %d, %s", params.objective, seed, name)
-            dest = Path(base.artifacts) / "curated" / name
             change = {"rule": arm_rule, "fraction": fraction, "balance": params.curate.balance and arm_rule != "cleanlab"}
-            record = curate.curate_stage(base.model_copy(update={"curate": base.curate.model_copy(update=change)}), dest)
-            mine = checkpoint_paid if arm_rule == "learnability" else {"flops": 0.0, "seconds": 0.0}
-            paid = {
-                **reference_paid,
-                "scoring_flops": reference_paid["scoring_flops"] + record.get("pass_flops", 0.0) + mine["flops"],
-                "seconds": reference_paid["seconds"] + record["seconds"] + mine["seconds"],
-            }
-            curated[name] = (dest, record, paid)
+            dest = Path(base.artifacts) / "curated" / name
+            curated[name] = _curate_arm(base, dest, change, reference_paid, checkpoint_paid)
+            dest, record, paid = curated[name]
             run = _train_on(params, f"curate/seed-{seed}/{name}", seed, dest, params.train.model)
             trained, curve = pipeline.train_stage(run, "uniform"), _curve(run)
             arm = {"arm": name, "learner": params.train.model, "rule": arm_rule, "fraction": record["fraction"], "seed": seed}
@@ -368,16 +353,9 @@ def curate_study(params: Params) -> dict:
         log.info("bench %s curate: seed %d, %s on the full and the curated pool", params.objective, seed, learner)
         full = _train_on(params, f"curate/seed-{seed}/{learner}-full", seed, Path(params.data.root), learner)
         full_trained, full_curve = pipeline.train_stage(full, "uniform"), _curve(full)
-        if transfer_arm not in curated:
+        if transfer_arm not in curated:  # the configured curation (curate.rule at curate.fraction)
             dest = Path(base.artifacts) / "curated" / transfer_arm
-            record = curate.curate_stage(base, dest)
-            mine = checkpoint_paid if rule == "learnability" else {"flops": 0.0, "seconds": 0.0}
-            paid = {
-                **reference_paid,
-                "scoring_flops": reference_paid["scoring_flops"] + record.get("pass_flops", 0.0) + mine["flops"],
-                "seconds": reference_paid["seconds"] + record["seconds"] + mine["seconds"],
-            }
-            curated[transfer_arm] = (dest, record, paid)
+            curated[transfer_arm] = _curate_arm(base, dest, {}, reference_paid, checkpoint_paid)
         dest, record, paid = curated[transfer_arm]
         run = _train_on(params, f"curate/seed-{seed}/{learner}-{transfer_arm}", seed, dest, learner)
         trained, curve = pipeline.train_stage(run, "uniform"), _curve(run)
@@ -402,13 +380,7 @@ def curate_study(params: Params) -> dict:
                 **{k: spread([r[k] for r in mine]) for k in RATIOS},
             }
         )
-    mean_curves = {
-        arm: [
-            {"step": int(rows_[0]["step"]), metric: statistics.mean(float(r[metric]) for r in rows_)}
-            for rows_ in zip(*by_seed.values())
-        ]
-        for arm, by_seed in curves.items()
-    }
+    mean_curves = _mean_over_seeds(curves, metric)
     result = {
         "study": "curate",
         "objective": params.objective,
@@ -426,10 +398,40 @@ def curate_study(params: Params) -> dict:
         "runs": runs,
         "curves": mean_curves,
     }
+    return _write_study(params, result)
+
+
+def _write_study(params: Params, result: dict) -> dict:
+    """A study's numbers (<objective>-<study>.json under Paths.bench) and its report."""
     paths = pipeline.Paths.of(params)
-    write_json(result, paths.bench / f"{params.objective}-curate.json")
+    write_json(result, paths.bench / f"{params.objective}-{result['study']}.json")
     report.write_study_report(result, paths)
     return result
+
+
+def _mean_over_seeds(curves: dict[str, dict[int, list[dict]]], metric: str) -> dict[str, list[dict]]:
+    """Per arm, the target metric at each evaluation step, mean over seeds (for the plot)."""
+    return {
+        arm: [
+            {"step": int(rows[0]["step"]), metric: statistics.mean(float(r[metric]) for r in rows)}
+            for rows in zip(*by_seed.values())
+        ]
+        for arm, by_seed in curves.items()
+    }
+
+
+def _curate_arm(base: Params, dest: Path, change: dict, reference_paid: dict, checkpoint_paid: dict):
+    """Curate the base run's pool into `dest` with `change` to its curate params; the curated dataset's record and
+    what it paid: the reference and the pool's scoring, any further pass over the pool, curation's seconds and, for
+    rule learnability, the checkpoint's run."""
+    record = curate.curate_stage(base.model_copy(update={"curate": base.curate.model_copy(update=change)}), dest)
+    mine = checkpoint_paid if record["rule"] == "learnability" else {"flops": 0.0, "seconds": 0.0}
+    paid = {
+        **reference_paid,
+        "scoring_flops": reference_paid["scoring_flops"] + record.get("pass_flops", 0.0) + mine["flops"],
+        "seconds": reference_paid["seconds"] + record["seconds"] + mine["seconds"],
+    }
+    return dest, record, paid
 
 
 def _train_on(params: Params, name: str, seed: int, root: Path, learner: str) -> Params:
