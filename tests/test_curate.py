@@ -122,7 +122,7 @@ def test_cleanlab_keeps_what_find_label_issues_does_not_flag_and_drops_wrong_lab
     model = pipeline.reference_model(params)
     pool = load_split(scored / "data" / "pool", 32, 20)
     probs = curate.model_outputs(model, pool.images, 128).numpy()
-    flagged = find_label_issues(pool.labels, probs.astype(np.float64))
+    flagged = find_label_issues(pool.labels, probs.astype(np.float64), n_jobs=1)  # no fork from this threaded process
     assert np.load(tmp_path / "clean" / "kept_ids.npy").tolist() == sorted(pool.ids[~flagged].tolist())
     assert out["fraction"] is None and out["pass"] == "probs" and out["pass_flops"] > 0  # its extra pass, counted
     noisy = out["pathology"]["noisy_label"]["kept_share"]
@@ -233,6 +233,21 @@ def test_clip_score_keeps_the_pairs_most_similar_under_the_reference(tmp_path):
     assert "DataComp's CLIP-score filter" in report and "![dropped examples]" in report
     assert (pipeline.Paths.of(params).curate_plots / "dropped.png").stat().st_size > 10_000
     shutil.rmtree(tmp_path / "artifacts")
+
+
+def test_cleanlab_never_forks_a_process_pool_from_a_threaded_process(scored, tmp_path, monkeypatch):
+    """A fork of a process that runs torch's and Prefect's threads can deadlock a worker on a lock held at
+    fork time (the suite once hung there for 15 minutes): the cleanlab rule must run in this process."""
+    import multiprocessing
+    import multiprocessing.pool
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a multiprocessing pool was opened")
+
+    monkeypatch.setattr(multiprocessing, "Pool", refuse)
+    monkeypatch.setattr(multiprocessing.pool, "Pool", refuse)
+    out = curate.curate_stage(_params(scored, rule="cleanlab"), tmp_path / "clean")
+    assert out["kept_rows"] > 0
 
 
 def test_curating_a_curated_pool_keeps_every_earlier_source_id(scored, tmp_path):

@@ -95,7 +95,9 @@ def cleanlab_keep(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     scored = np.flatnonzero(~np.isnan(probs).any(axis=1) & (labels >= 0))
     if not len(scored):
         return np.zeros(0, dtype=np.int64)
-    issues = find_label_issues(labels[scored], probs[scored].astype(np.float64))
+    # n_jobs=1: cleanlab's default opens a fork-based multiprocessing pool, and forking a process that
+    # already runs torch and Prefect threads can deadlock a worker on a lock held at fork time (seen hanging)
+    issues = find_label_issues(labels[scored], probs[scored].astype(np.float64), n_jobs=1)
     return np.sort(scored[~issues])
 
 
