@@ -14,13 +14,13 @@ from pathlib import Path
 
 from prefect.cache_policies import NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
 
-from winnow import lineage
 from winnow.config import Params
+from winnow.stages import lineage
 
 
 def stage_key(stage: str, params: Params, item: str | None = None) -> str:
     if stage == "data":  # not a DVC stage (data.dvc tracks its output): it follows from its params and code
-        from winnow.synth import generator_params
+        from winnow.datasets.synth import generator_params
 
         content = {"stage": stage, "generator": generator_params(params.data), "root": params.data.root}
         return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()

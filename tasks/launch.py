@@ -11,9 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from winnow import pipeline
 from winnow.config import Params, to_dict
 from winnow.errors import WinnowError
+from winnow.stages import pipeline
 
 log = logging.getLogger("winnow")
 

@@ -12,11 +12,14 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import launch
 from tasks.caching import dvc_stage_policy
-from winnow import bench, curate, pipeline, report
 from winnow.config import Params
-from winnow.devices import under_torchrun
+from winnow.curation import curate
 from winnow.errors import StoreBusy, WinnowError
-from winnow.objectives import OBJECTIVES
+from winnow.method.devices import under_torchrun
+from winnow.method.objectives import OBJECTIVES
+from winnow.reports import report
+from winnow.stages import pipeline
+from winnow.studies import bench
 
 
 def transient(task, task_run, state) -> bool:

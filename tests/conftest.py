@@ -41,7 +41,8 @@ TINY = {
 
 def run_stages(params) -> dict:
     """Every stage in order, as `winnow pipeline` runs them but without Prefect; returns the summary."""
-    from winnow import curate, pipeline
+    from winnow.curation import curate
+    from winnow.stages import pipeline
 
     pipeline.data_stage(params)
     pipeline.reference_stage(params)
@@ -72,7 +73,7 @@ def tiny(tmp_path, monkeypatch):
 def tiny_data(tmp_path_factory):
     """One synthesized tiny dataset, shared read-only by the method's tests."""
     from winnow.config import params_from_dict
-    from winnow.synth import synthesize
+    from winnow.datasets.synth import synthesize
 
     root = tmp_path_factory.mktemp("tiny_data") / "data"
     params = params_from_dict({**TINY, "data": {**TINY["data"], "root": str(root)}})

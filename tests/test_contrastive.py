@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
 from models import CLIPS, build_clip, clip_tokenizer
-from winnow.data import Split
-from winnow.evaluation import retrieval_recall, zero_shot_accuracy
-from winnow.losses import contrastive_losses, per_example_contrastive
-from winnow.objectives import OBJECTIVES
+from winnow.datasets.contract import Split
+from winnow.method.evaluation import retrieval_recall, zero_shot_accuracy
+from winnow.method.losses import contrastive_losses, per_example_contrastive
+from winnow.method.objectives import OBJECTIVES
 
 
 def test_the_mean_of_per_pair_losses_is_open_clips_clip_loss():
@@ -38,7 +38,7 @@ def test_the_per_pair_loss_of_a_real_clip_model_matches_clip_loss_on_its_feature
     tokens = clip_tokenizer("clip-tiny")([f"a red circle number {i}" for i in range(8)])
     with torch.no_grad():
         per_pair = per_example_contrastive(model, images, tokens)
-        from winnow.data import to_input
+        from winnow.datasets.contract import to_input
 
         image, text = model.encode_image(to_input(images), normalize=True), model.encode_text(tokens, normalize=True)
         assert torch.allclose(per_pair.mean(), ClipLoss()(image, text, model.logit_scale.exp()), atol=1e-5)

@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 
 from winnow.cli import main
-from winnow.corrupt import confusable_targets, corrupt_dataset
-from winnow.data import decode_image
+from winnow.datasets.contract import decode_image
+from winnow.datasets.corrupt import confusable_targets, corrupt_dataset
 from winnow.errors import DataError
-from winnow.importers import Source, write_dataset
+from winnow.importers.importing import Source, write_dataset
 
 N, CLASSES = 1200, ["red", "green", "blue"]
 RATES = {"noisy_label": 0.25, "duplicate": 0.1, "blank": 0.05, "corrupt": 0.05, "undecodable": 0.03, "mismatched_caption": 0.1}
@@ -139,7 +139,7 @@ def test_confusable_targets_normalise_the_off_diagonal():
 
 def test_the_confusions_can_come_from_a_classifier_checkpoint(clean, tmp_path):
     from models import build_classifier
-    from winnow.corrupt import measured_confusion
+    from winnow.datasets.corrupt import measured_confusion
 
     torch.manual_seed(0)
     model = build_classifier("cnn-nano", 3, 16)
@@ -189,7 +189,7 @@ def _wheel(path, payload: bytes):
 
 
 def test_mnist_is_read_from_the_wheel_as_arrays_and_written_as_parquet_sources(tmp_path):
-    from winnow.mnist import read_wheel, write_sources
+    from winnow.datasets.mnist import read_wheel, write_sources
 
     rng = np.random.default_rng(0)
     parts = tuple((rng.random((n, 784)).astype(np.float32), rng.integers(0, 10, n)) for n in (40, 20, 12))
@@ -206,7 +206,7 @@ def test_mnist_is_read_from_the_wheel_as_arrays_and_written_as_parquet_sources(t
 
 
 def test_a_pickle_that_asks_for_anything_but_numpy_arrays_is_refused(tmp_path):
-    from winnow.mnist import read_wheel
+    from winnow.datasets.mnist import read_wheel
 
     class Evil:
         def __reduce__(self):

@@ -12,10 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import TINY
 
-from winnow import curate, pipeline, scoring
 from winnow.config import params_from_dict
-from winnow.data import load_split, read_manifest
+from winnow.curation import curate
+from winnow.datasets.contract import load_split, read_manifest
 from winnow.errors import ConfigError, DataError
+from winnow.scores import scoring
+from winnow.stages import pipeline
 
 
 def _params(root: Path, objective: str = "classification", **curate_cfg):

@@ -4,8 +4,9 @@ import shutil
 
 import numpy as np
 
-from winnow import pipeline, store
 from winnow.config import load_params
+from winnow.scores import store
+from winnow.stages import pipeline
 
 
 def _scores(params, scorer_id):

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from winnow.data import DataError, load_split
+from winnow.datasets.contract import DataError, load_split
 
 
 def _png(colour=(255, 0, 0)):

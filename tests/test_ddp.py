@@ -10,8 +10,8 @@ import torch
 
 from models import build_classifier
 from winnow.config import TrainConfig
-from winnow.data import load_split
-from winnow.training import train
+from winnow.datasets.contract import load_split
+from winnow.method.training import train
 
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_train.py"
 
@@ -111,9 +111,9 @@ def test_streamed_ranks_train_on_disjoint_examples_and_keep_identical_replicas(d
 
 def test_the_train_flow_launches_the_stage_as_ddp_ranks_when_asked(prefect_server, tiny):
     from flows.pipeline import train_flow
-    from winnow import pipeline
     from winnow.config import load_params
-    from winnow.training import load_checkpoint
+    from winnow.method.training import load_checkpoint
+    from winnow.stages import pipeline
 
     overrides = ["train.nproc_per_node=2", "train.steps=12"]
     params = load_params(tiny, overrides)

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from winnow import pipeline
 from winnow.config import ConfigError, load_params
-from winnow.devices import autocast_dtype, pick_device
+from winnow.method.devices import autocast_dtype, pick_device
+from winnow.stages import pipeline
 
 
 def test_auto_means_cuda_with_bf16_when_present_and_cpu_with_fp32_otherwise():

@@ -10,8 +10,8 @@ from pathlib import Path
 import yaml
 from conftest import TINY, run_stages
 
-from winnow import pipeline
 from winnow.config import load_params
+from winnow.stages import pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from winnow import pipeline
 from winnow.config import load_params
+from winnow.stages import pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from winnow.data import DataError, load_split, read_manifest
-from winnow.importers import import_source
+from winnow.datasets.contract import DataError, load_split, read_manifest
+from winnow.importers.importing import import_source
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,8 +132,8 @@ def test_a_wrong_image_column_or_a_label_beyond_the_class_names_is_named(tmp_pat
 
 
 def test_the_stages_run_on_an_imported_dataset(tmp_path, monkeypatch):
-    from winnow import pipeline
     from winnow.config import params_from_dict
+    from winnow.stages import pipeline
 
     rng = np.random.default_rng(0)
     for label, name in enumerate(("dark", "light")):
@@ -412,7 +412,7 @@ def test_a_pathology_column_is_carried_for_the_report(tmp_path):
         test_fraction=0.25,
     )
     assert {r["source_key"]: r["pathology"] for r in _all_rows(dest)} == {f"t.parquet/{i}": kinds[i] for i in range(12)}
-    from winnow.data import value_counts
+    from winnow.datasets.contract import value_counts
 
     assert sum(value_counts(dest / "pool", "pathology").values()) == 6
 
@@ -483,7 +483,7 @@ def test_a_reimport_replaces_the_previous_import_with_no_stale_shards(tmp_path):
 
 
 def test_an_import_that_stops_half_way_leaves_no_folder_that_looks_complete(tmp_path, monkeypatch):
-    from winnow import importers
+    from winnow.importers import importing as importers
 
     written = []
 
@@ -596,7 +596,7 @@ def test_the_cli_names_each_bad_import_and_writes_nothing(tmp_path, capsys, case
 
 STREAMING = """
 import os, sys
-from winnow.importers import write_dataset
+from winnow.importers.importing import write_dataset
 
 def peak_mib():  # this process's peak resident set (VmHWM), MiB
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 1024
@@ -634,7 +634,7 @@ def test_a_pool_far_bigger_than_the_memory_allowed_streams_through_the_import(tm
 
 
 def test_a_generator_that_would_have_to_be_read_twice_is_an_error_not_a_silent_empty_split(tmp_path):
-    from winnow.importers import write_dataset
+    from winnow.importers.importing import write_dataset
 
     rows = ({"image": b"x", "label": 0, "caption": None, "source_key": str(i)} for i in range(10))
     with pytest.raises(DataError, match="a generator can be read only once"):
@@ -674,7 +674,7 @@ def test_a_wrong_eval_task_is_an_error_naming_it(tmp_path, given, message):
 
 @pytest.mark.parametrize("kind", ["parquet", "webdataset"])
 def test_metadata_stays_with_its_row_across_batches_shards_and_files_of_other_columns(tmp_path, monkeypatch, kind):
-    from winnow import importers
+    from winnow.importers import importing as importers
 
     monkeypatch.setattr(importers, "BATCH_ROWS", 3)  # many batches, shards and files, each boundary in a new place
     (tmp_path / "src").mkdir()

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from winnow.ledger import Costs, flop_ratios, forward_flops_per_example, policy_costs, seconds_at, time_ratios
+from winnow.method.ledger import Costs, flop_ratios, forward_flops_per_example, policy_costs, seconds_at, time_ratios
 
 
 def test_forward_flops_are_measured_not_estimated():
@@ -85,7 +85,7 @@ def test_a_scorer_at_a_lower_resolution_is_counted_at_the_flops_it_spends_there(
     """train.score_resolution / score.resolution: the scorer sees the learner's images resized down, and the
     ledger measures its forward as it runs, not at the learner's size."""
     from models import CLIPS, build_classifier, build_clip, clip_tokenizer
-    from winnow.losses import per_example_contrastive, per_example_loss
+    from winnow.method.losses import per_example_contrastive, per_example_loss
 
     clip = name in CLIPS
     build = (lambda size: build_clip(name, size)) if clip else (lambda size: build_classifier(name, 10, size))

@@ -14,13 +14,14 @@ import pytest
 import yaml
 from conftest import TINY
 
-from winnow import curate, lineage, pipeline
 from winnow.config import params_from_dict
+from winnow.curation import curate
 from winnow.errors import StaleInput
+from winnow.stages import lineage, pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 # Bookkeeping that shapes no output: hashing the inputs themselves.
-NOT_A_DEPENDENCY = {"winnow/lineage.py"}
+NOT_A_DEPENDENCY = {"winnow/stages/lineage.py"}
 
 
 def _params(tmp_path, objective="classification", **data):
@@ -96,7 +97,7 @@ def test_editing_the_code_a_stage_runs_changes_its_key(tmp_path, monkeypatch):
         stage: lineage.stage_key(stage, params, "uniform" if stage == "train" else None)
         for stage in ("reference", "train", "summary")
     }
-    with open(repo / "winnow" / "losses.py", "a") as f:
+    with open(repo / "winnow" / "method" / "losses.py", "a") as f:
         f.write("\n# an edit\n")
     after = {stage: lineage.stage_key(stage, params, "uniform" if stage == "train" else None) for stage in before}
     assert after["reference"] != before["reference"] and after["train"] != before["train"]

@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from models import CLASSIFIERS, build_classifier
-from winnow.data import to_input
-from winnow.losses import per_example_loss, score_examples
+from winnow.datasets.contract import to_input
+from winnow.method.losses import per_example_loss, score_examples
 
 
 def test_per_example_losses_average_to_the_batch_cross_entropy():

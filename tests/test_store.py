@@ -15,10 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from winnow import pipeline, store
 from winnow.config import load_params
 from winnow.errors import StaleInput
-from winnow.selection import pair_losses
+from winnow.method.selection import pair_losses
+from winnow.scores import store
+from winnow.stages import pipeline
 
 
 def _counts(db, scorer_id):
@@ -59,10 +60,10 @@ def referenced(tiny):
 KILL_AFTER_TWO_SHARDS = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
-from winnow import pipeline
+from winnow.stages import pipeline
 from winnow.config import load_params
 from winnow.errors import StaleInput
-from winnow.selection import pair_losses
+from winnow.method.selection import pair_losses
 done = []
 def on_shard(path):
     done.append(path)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from winnow import objectives
-from winnow.data import load_split
-from winnow.stream import InMemory, ShardStream
+from winnow.datasets.contract import load_split
+from winnow.datasets.stream import InMemory, ShardStream
+from winnow.method import objectives
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_the_in_memory_sampler_gives_each_rank_its_slice_of_one_global_super_bat
 def test_training_on_a_stream_killed_half_way_resumes_to_the_same_weights(tiny_data, pool, tmp_path):
     from models import build_classifier
     from winnow.config import TrainConfig
-    from winnow.training import train
+    from winnow.method.training import train
 
     class Crash(Exception):
         pass
@@ -122,8 +122,8 @@ def test_training_on_a_stream_killed_half_way_resumes_to_the_same_weights(tiny_d
 
 
 def test_the_train_stage_streams_a_pool_larger_than_the_shuffle_buffer(tiny, tiny_data):
-    from winnow import pipeline
     from winnow.config import load_params
+    from winnow.stages import pipeline
 
     params = load_params(tiny, ["train.shuffle_buffer=256", f"data.root={tiny_data.data.root}", "train.steps=12"])
     assert isinstance(pipeline.pool_sampler(params, "cnn-nano", 0), ShardStream)

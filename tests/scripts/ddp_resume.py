@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 
 from models import build_classifier
-from winnow import objectives
 from winnow.config import TrainConfig
-from winnow.devices import init_distributed
-from winnow.stream import ShardStream, shard_rows
-from winnow.training import train
+from winnow.datasets.stream import ShardStream, shard_rows
+from winnow.method import objectives
+from winnow.method.devices import init_distributed
+from winnow.method.training import train
 
 pool_dir, checkpoint, out, crash_at = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
 rank, world = init_distributed()

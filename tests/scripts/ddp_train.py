@@ -11,12 +11,12 @@ from pathlib import Path
 import torch
 
 from models import build_classifier
-from winnow import objectives
 from winnow.config import TrainConfig
-from winnow.data import load_split
-from winnow.devices import init_distributed
-from winnow.stream import ShardStream
-from winnow.training import train
+from winnow.datasets.contract import load_split
+from winnow.datasets.stream import ShardStream
+from winnow.method import objectives
+from winnow.method.devices import init_distributed
+from winnow.method.training import train
 
 pool_dir, reference_path, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 rank, world = init_distributed()

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from winnow.data import Split, shard_files, value_counts
+from winnow.datasets.contract import Split, shard_files, value_counts
 from winnow.errors import ConfigError, DataError
 
 

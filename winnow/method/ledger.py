@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from winnow.losses import eval_mode
-from winnow.selection import POLICIES
+from winnow.method.losses import eval_mode
+from winnow.method.selection import POLICIES
 
 # What the summary shows per policy, beside steps: compute and wall-clock to the target, and their ratios to uniform.
 HEADLINE = (

@@ -25,7 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from winnow.config import DataConfig
-from winnow.data import file_sha256, generated, read_manifest
+from winnow.datasets.contract import file_sha256, generated, read_manifest
 from winnow.errors import DataError
 
 SCHEMA_VERSION = 1

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from models import CLASSIFIERS, CLIPS, build_classifier, build_clip, clip_context_length, clip_tokenizer
-from winnow.data import Split, decode_table, read_shard
-from winnow.evaluation import accuracy, class_embeddings, encode, probe_task, retrieval_recall, zero_shot_accuracy
-from winnow.losses import per_example_contrastive, per_example_loss
+from winnow.datasets.contract import Split, decode_table, read_shard
+from winnow.method.evaluation import accuracy, class_embeddings, encode, probe_task, retrieval_recall, zero_shot_accuracy
+from winnow.method.losses import per_example_contrastive, per_example_loss
 
 # Zero-shot prompts: several templates, averaged per class (as CLIP does).
 PROMPTS = ("a photo of a {}.", "a {}.", "there is a {}.", "a small {}.", "a large {}.")

@@ -20,10 +20,11 @@ import pyarrow.parquet as pq
 from torch import nn
 from tqdm import tqdm
 
-from winnow import objectives, store
-from winnow.data import shard_files
+from winnow.datasets.contract import shard_files
 from winnow.files import atomic_path
-from winnow.losses import embed_examples, score_examples
+from winnow.method import objectives
+from winnow.method.losses import embed_examples, score_examples
+from winnow.scores import store
 
 log = logging.getLogger("winnow")
 

@@ -20,17 +20,20 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from winnow import ledger, lineage, objectives, report, scoring, store
 from winnow.config import Params
-from winnow.data import generated, load_split, read_manifest, shard_files, split_hash, value_counts
-from winnow.devices import autocast, init_distributed, pick_device
+from winnow.datasets.contract import generated, load_split, read_manifest, shard_files, split_hash, value_counts
+from winnow.datasets.stream import InMemory, ShardStream, shard_rows
+from winnow.datasets.synth import PATHOLOGIES, generator_params, synthesize
 from winnow.errors import CheckpointError, DataError, MissingInput, StaleInput, StoreError
 from winnow.files import write_csv, write_json
-from winnow.objectives import OBJECTIVES
-from winnow.selection import POLICIES
-from winnow.stream import InMemory, ShardStream, shard_rows
-from winnow.synth import PATHOLOGIES, generator_params, synthesize
-from winnow.training import load_checkpoint, reference_logits, state_hash, train
+from winnow.method import ledger, objectives
+from winnow.method.devices import autocast, init_distributed, pick_device
+from winnow.method.objectives import OBJECTIVES
+from winnow.method.selection import POLICIES
+from winnow.method.training import load_checkpoint, reference_logits, state_hash, train
+from winnow.reports import report
+from winnow.scores import scoring, store
+from winnow.stages import lineage
 
 log = logging.getLogger("winnow")
 

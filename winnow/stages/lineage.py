@@ -21,9 +21,9 @@ from pathlib import Path
 import yaml
 
 from winnow.config import Params, to_dict
-from winnow.data import file_sha256
+from winnow.datasets.contract import file_sha256
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DVC_YAML = REPO / "dvc.yaml"
 _file_digests: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256, so a pipeline hashes each file once
 
@@ -112,7 +112,7 @@ def output_intact(path: Path, inputs: str) -> bool:
     inputs (its stage key). A file cut short (a crash mid-write, a bad copy), or one that another run
     left at the same path, is not, so its stage recomputes."""
     from winnow.errors import WinnowError
-    from winnow.training import load_checkpoint
+    from winnow.method.training import load_checkpoint
 
     if path.is_dir():
         return any(path.iterdir())

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from winnow.data import to_input
+from winnow.datasets.contract import to_input
 
 
 @contextlib.contextmanager

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from winnow.data import file_sha256, read_manifest, shard_files, split_hash, value_counts
+from winnow.datasets.contract import file_sha256, read_manifest, shard_files, split_hash, value_counts
 from winnow.errors import DataError
 from winnow.files import atomic_path, write_json
 
@@ -166,7 +166,7 @@ def summarize(kept: np.ndarray, labels: np.ndarray, pathology: np.ndarray, class
 def plan_digest(kept: np.ndarray, provenance: dict, source: Path) -> str:
     """What a curated dataset is: its kept ids, how they were chosen, the layout's version and the contents of
     the source's curated and eval sets it copies. A rerun with another digest starts over."""
-    from winnow.lineage import digest_path
+    from winnow.stages.lineage import digest_path
 
     h = hashlib.sha256(np.ascontiguousarray(kept, dtype=np.int64).tobytes())
     copied = {folder: digest_path(source / folder) for folder in ("curated", "eval")}
@@ -294,8 +294,8 @@ def check_curated(dest: Path) -> None:
 
 def model_outputs(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     """A classifier's softmax probabilities, no gradient, in batches."""
-    from winnow.data import to_input
-    from winnow.losses import eval_mode
+    from winnow.datasets.contract import to_input
+    from winnow.method.losses import eval_mode
 
     device = next(model.parameters()).device
     with eval_mode(model):
@@ -313,9 +313,10 @@ def curate_stage(params, dest: str | Path | None = None, on_shard=None) -> dict:
     """`winnow curate`: rank the pool by params.curate.rule from this run's scorer in the store (checked
     against this pool and reference), keep its fraction, write the curated dataset (Paths.curated unless
     `dest`), metrics/<dataset>/<objective>/curate.json and the curate report with its image grids."""
-    from winnow import pipeline, store
-    from winnow.objectives import OBJECTIVES
-    from winnow.training import state_hash
+    from winnow.method.objectives import OBJECTIVES
+    from winnow.method.training import state_hash
+    from winnow.scores import store
+    from winnow.stages import pipeline
 
     cfg, started = params.curate, time.perf_counter()
     paths = pipeline.claim_outputs(params)
@@ -376,7 +377,7 @@ def curate_stage(params, dest: str | Path | None = None, on_shard=None) -> dict:
         record.pop("pass_seconds_now", None)
         write_json(record, dest / "curation.json")
     write_json(record, paths.metrics / "curate.json")
-    from winnow import report
+    from winnow.reports import report
 
     captions = OBJECTIVES[params.objective].joint  # what the objective learns from: the caption, or the label
     report.write_curate_report(record, _grid_examples(pool_dir, kept, shown, meta, class_names, captions, params.seed), paths)
@@ -395,11 +396,11 @@ def _finished(dest: Path, digest: str) -> dict | None:
 def _checkpoint_scorer(params):
     """The finished model of the curate.policy train run that scores the pool for rule learnability: its actor
     or its learner, trained on exactly this run's inputs (else stale)."""
-    from winnow import lineage, pipeline
-    from winnow.devices import pick_device
     from winnow.errors import CheckpointError, MissingInput, StaleInput
-    from winnow.objectives import OBJECTIVES
-    from winnow.training import load_checkpoint
+    from winnow.method.devices import pick_device
+    from winnow.method.objectives import OBJECTIVES
+    from winnow.method.training import load_checkpoint
+    from winnow.stages import lineage, pipeline
 
     cfg, paths = params.curate, pipeline.Paths.of(params)
     path, inputs = paths.learner(cfg.policy), lineage.stage_key("train", params, cfg.policy)
@@ -425,9 +426,11 @@ def _pool_pass(params, model, model_name: str, what: str) -> tuple[np.ndarray, d
     """One forward pass of `model` over the pool, shard by shard into artifacts/.../curate/<what>-<model hash>/
     (each shard's file whole or absent, so a killed pass resumes): per example id its loss ("loss") or its
     softmax probabilities ("probs"), NaN where unscorable. Returns them and the pass's measured cost."""
-    from winnow import ledger, objectives, pipeline, scoring
-    from winnow.devices import autocast
-    from winnow.training import state_hash
+    from winnow.method import ledger, objectives
+    from winnow.method.devices import autocast
+    from winnow.method.training import state_hash
+    from winnow.scores import scoring
+    from winnow.stages import pipeline
 
     paths = pipeline.Paths.of(params)
     size, classes, batch = params.data.image_size, pipeline.num_classes(params), params.score.batch_size
@@ -494,7 +497,7 @@ def _grid_examples(
 ):
     """A random sample of kept and of dropped examples (seeded), decoded for the report's image grids:
     per side a list of (image, label or caption, score, pathology)."""
-    from winnow.data import decode_image
+    from winnow.datasets.contract import decode_image
 
     rng = np.random.default_rng(seed)
     dropped = np.setdiff1d(np.flatnonzero(~np.isnan(scores)), kept)

@@ -21,11 +21,14 @@ import sys
 import time
 from pathlib import Path
 
-from winnow import curate, ledger, pipeline, report
 from winnow.config import Params, load_params
+from winnow.curation import curate
 from winnow.errors import ConfigError
 from winnow.files import write_csv, write_json
-from winnow.objectives import OBJECTIVES
+from winnow.method import ledger
+from winnow.method.objectives import OBJECTIVES
+from winnow.reports import report
+from winnow.stages import pipeline
 
 log = logging.getLogger("winnow")
 RATIOS = ("step_ratio", "flop_ratio_full", "flop_ratio_amortised", "time_ratio_full", "time_ratio_amortised")
@@ -566,7 +569,7 @@ def _peak(started: float) -> dict:
 
 def _fresh_process(args: list[str], what: str) -> dict:
     """Run `python -m winnow.bench ARGS` alone in a fresh process; what it measured (its last line, JSON)."""
-    done = subprocess.run([sys.executable, "-m", "winnow.bench", *args], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "winnow.studies.bench", *args], capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"memory bench: {what} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -670,7 +673,7 @@ def write_import_source(pool: Path, kind: str, dest: Path, copies: int) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from winnow.data import shard_files
+    from winnow.datasets.contract import shard_files
 
     if (dest / "complete").exists():
         return dest
@@ -710,7 +713,7 @@ def write_import_source(pool: Path, kind: str, dest: Path, copies: int) -> Path:
 
 def measure_import(kind: str, source: str, dest: str) -> dict:
     """`winnow data import KIND SOURCE DEST` in this process: its peak resident memory and seconds."""
-    from winnow.importers import import_source
+    from winnow.importers.importing import import_source
 
     started = time.perf_counter()
     import_source(kind, source, dest, seed=0)

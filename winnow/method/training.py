@@ -26,13 +26,13 @@ from torch import nn
 from tqdm import tqdm
 
 from winnow.config import OptimConfig
-from winnow.data import Split
-from winnow.devices import autocast, rank_and_world
+from winnow.datasets.contract import Split
+from winnow.datasets.stream import Draw, InMemory, ShardStream
 from winnow.errors import CheckpointError, DataError, MissingInput, StaleInput, TrainingDiverged
 from winnow.files import atomic_path
-from winnow.losses import contrastive_logits, per_example_loss
-from winnow.selection import POLICIES, jest_select_per_group, select_per_group
-from winnow.stream import Draw, InMemory, ShardStream
+from winnow.method.devices import autocast, rank_and_world
+from winnow.method.losses import contrastive_logits, per_example_loss
+from winnow.method.selection import POLICIES, jest_select_per_group, select_per_group
 
 log = logging.getLogger("winnow")
 

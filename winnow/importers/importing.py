@@ -47,9 +47,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from winnow.data import file_sha256
+from winnow.datasets.contract import file_sha256
+from winnow.datasets.synth import SCHEMA_VERSION
 from winnow.errors import DataError
-from winnow.synth import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 

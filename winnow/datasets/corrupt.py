@@ -24,11 +24,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from winnow.data import decode_image, read_manifest, read_shard, shard_files
+from winnow.datasets.contract import decode_image, read_manifest, read_shard, shard_files
+from winnow.datasets.synth import corrupt as half_decoded
+from winnow.datasets.synth import encode_png, render_blank
 from winnow.errors import DataError
-from winnow.importers import _check_apart, _staging, check_dest, publish
-from winnow.synth import corrupt as half_decoded
-from winnow.synth import encode_png, render_blank
+from winnow.importers.importing import _check_apart, _staging, check_dest, publish
 
 KINDS = ("noisy_label", "duplicate", "blank", "corrupt", "undecodable", "mismatched_caption")
 LABEL_UNKNOWN = {"noisy_label", "blank", "off_distribution", "undecodable"}  # earlier pathologies that break the label
@@ -78,8 +78,8 @@ def measured_confusion(checkpoint: Path, source: Path, num_classes: int) -> np.n
     """Counts of (true class, predicted class) of a classifier checkpoint on SOURCE's eval/test."""
     import torch
 
-    from winnow.data import load_split, to_input
-    from winnow.pipeline import load_checkpoint, model_from_checkpoint
+    from winnow.datasets.contract import load_split, to_input
+    from winnow.stages.pipeline import load_checkpoint, model_from_checkpoint
 
     meta = load_checkpoint(checkpoint).get("meta", {})
     if meta.get("objective") != "classification" or meta.get("num_classes") != num_classes:

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from winnow.data import Split, to_input
-from winnow.losses import eval_mode
+from winnow.datasets.contract import Split, to_input
+from winnow.method.losses import eval_mode
 
 
 def accuracy(model: nn.Module, data: Split, batch_size: int = 250) -> float:
