@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
-from winnow.config import Params, to_dict
+from winnow.config import Params, write_params
 from winnow.errors import WinnowError
-from winnow.stages import pipeline
+from winnow.stages.inputs import read_json
+from winnow.stages.paths import Paths
 
 log = logging.getLogger("winnow")
 
@@ -25,7 +23,7 @@ def train_distributed(params: Params, policy: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         params_file = Path(tmp) / "params.yaml"
         # the resolved params: objectives: {} so that no per-objective section is applied twice
-        params_file.write_text(yaml.safe_dump({**json.loads(json.dumps(to_dict(params))), "objectives": {}}))
+        write_params(params, params_file)
         command = [
             sys.executable,
             "-m",
@@ -50,6 +48,4 @@ def train_distributed(params: Params, policy: str) -> dict:
             raise WinnowError(f"train {policy} ({ranks} ranks): {said[-1].removeprefix('winnow: error: ')}")
         tail = done.stderr[-3000:]
         raise RuntimeError(f"train {policy}: torchrun with {ranks} ranks failed (exit {done.returncode}):\n{tail}")
-    return pipeline.read_json(
-        pipeline.Paths.of(params).metrics / "train" / f"{policy}.json", "torchrun finished without writing it"
-    )
+    return read_json(Paths.of(params).metrics / "train" / f"{policy}.json", "torchrun finished without writing it")

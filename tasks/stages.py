@@ -13,13 +13,19 @@ from prefect.cache_policies import NO_CACHE
 from tasks import launch
 from tasks.caching import dvc_stage_policy
 from winnow.config import Params
-from winnow.curation import curate
 from winnow.errors import StoreBusy, WinnowError
 from winnow.method.devices import under_torchrun
 from winnow.method.objectives import OBJECTIVES
-from winnow.reports import report
-from winnow.stages import pipeline
-from winnow.studies import bench
+from winnow.reports.tables import table
+from winnow.stages.curate import curate_stage
+from winnow.stages.data import data_stage
+from winnow.stages.evaluate import evaluate_stage
+from winnow.stages.paths import Paths
+from winnow.stages.reference import reference_stage
+from winnow.stages.score import score_finish, score_one_shard, score_plan, score_stage
+from winnow.stages.summary import summary_stage
+from winnow.stages.train import train_stage
+from winnow.studies import STUDIES
 
 
 def transient(task, task_run, state) -> bool:
@@ -35,7 +41,7 @@ STAGE = dict(retries=1, retry_delay_seconds=5, retry_condition_fn=transient, per
 
 @task(name="data", cache_policy=dvc_stage_policy("data"), **STAGE)
 def data_task(params: Params, force: bool = False) -> dict:
-    out = pipeline.data_stage(params, force)
+    out = data_stage(params, force)
     what = "generated" if out["generated"] else "already present"
     pool = (out["counts"] or {}).get("pool", "?")  # a hand-written manifest may not count its examples
     get_run_logger().info("data: %s at %s (%s pool examples)", what, out["root"], pool)
@@ -44,7 +50,7 @@ def data_task(params: Params, force: bool = False) -> dict:
 
 @task(name="reference", cache_policy=dvc_stage_policy("reference"), **STAGE)
 def reference_task(params: Params) -> dict:
-    out = pipeline.reference_stage(params)
+    out = reference_stage(params)
     get_run_logger().info(
         "reference: %s, %d steps on %d curated examples, held-out %s %.4f (%.0f s)",
         out["model"],
@@ -59,7 +65,7 @@ def reference_task(params: Params) -> dict:
 
 @task(name="score", cache_policy=dvc_stage_policy("score"), **STAGE)
 def score_task(params: Params) -> dict:
-    out = pipeline.score_stage(params)
+    out = score_stage(params)
     if out["reused"]:
         get_run_logger().info(
             "score: scorer %s already complete in the store (%d examples); reused", out["scorer_id"], out["num_examples"]
@@ -80,7 +86,7 @@ def score_task(params: Params) -> dict:
 
 @task(name="score-plan", cache_policy=NO_CACHE, **STAGE)
 def score_plan_task(params: Params) -> dict:
-    out = pipeline.score_plan(params)
+    out = score_plan(params)
     what = "already complete in the store; reused" if out["reused"] else f"{len(out['todo'])} shards to score"
     get_run_logger().info("score: scorer %s, %s", out["scorer_id"], what)
     return out
@@ -97,7 +103,7 @@ def score_shard_task(params: Params, scorer_id: str, shard: str) -> dict:
     except (ImportError, ValueError):  # not on a Dask worker
         pass
     started = time.perf_counter()
-    rows = pipeline.score_one_shard(params, scorer_id, shard)
+    rows = score_one_shard(params, scorer_id, shard)
     return {
         "shard": shard,
         "rows": rows,
@@ -115,7 +121,7 @@ def score_finish_task(params: Params, plan: dict, shards: list[dict], seconds: f
         "seconds": seconds,
         "workers": sorted({s["worker"] for s in shards}),
     }
-    out = pipeline.score_finish(params, plan, counts)
+    out = score_finish(params, plan, counts)
     get_run_logger().info(
         "score: %d examples scored in %d shards over %d workers (%.0f s), %d ingested, %d unscorable",
         out["rows_scored"],
@@ -131,7 +137,7 @@ def score_finish_task(params: Params, plan: dict, shards: list[dict], seconds: f
 @task(name="train", task_run_name="train-{policy}", cache_policy=dvc_stage_policy("train"), **STAGE)
 def train_task(params: Params, policy: str) -> dict:
     distributed = params.train.nproc_per_node > 1 and not under_torchrun()
-    out = launch.train_distributed(params, policy) if distributed else pipeline.train_stage(params, policy)
+    out = launch.train_distributed(params, policy) if distributed else train_stage(params, policy)
     objective = OBJECTIVES[params.objective]
     noise = out["selected_mix"].get(objective.noise)
     get_run_logger().info(
@@ -149,7 +155,7 @@ def train_task(params: Params, policy: str) -> dict:
 
 @task(name="curate", cache_policy=dvc_stage_policy("curate"), **STAGE)
 def curate_task(params: Params) -> dict:
-    out = curate.curate_stage(params)
+    out = curate_stage(params)
     noise = out["pathology"].get(OBJECTIVES[params.objective].noise)
     get_run_logger().info(
         "curate: rule %s kept %d of %d pool examples (%.1f%%)%s, written to %s (%.0f s)",
@@ -161,13 +167,13 @@ def curate_task(params: Params) -> dict:
         out["dest"],
         out["seconds"],
     )
-    create_markdown_artifact(pipeline.Paths.of(params).curate_report.read_text(), key=f"{params.objective}-curate")
+    create_markdown_artifact(Paths.of(params).curate_report.read_text(), key=f"{params.objective}-curate")
     return out
 
 
 @task(name="evaluate", cache_policy=dvc_stage_policy("evaluate"), **STAGE)
 def evaluate_task(params: Params) -> dict:
-    out = pipeline.evaluate_stage(params)
+    out = evaluate_stage(params)
     headline = OBJECTIVES[params.objective].headline
 
     def probes(metrics: dict) -> str:  # one linear probe per transfer task; none where the data has no such task
@@ -182,7 +188,7 @@ def evaluate_task(params: Params) -> dict:
 
 @task(name="summary", cache_policy=dvc_stage_policy("summary"), **STAGE)
 def summary_task(params: Params) -> dict:
-    out = pipeline.summary_stage(params)
+    out = summary_stage(params)
     rows = [
         {
             "policy": p,
@@ -194,33 +200,15 @@ def summary_task(params: Params) -> dict:
     create_table_artifact(
         rows, key=f"{params.objective}-summary", description=f"winnow {params.objective}: target {out['target']:.4f}"
     )
-    create_markdown_artifact(f"```\n{report.table(out)}\n```", key=f"{params.objective}-report")
-    get_run_logger().info("summary:\n%s", report.table(out))
+    create_markdown_artifact(f"```\n{table(out)}\n```", key=f"{params.objective}-report")
+    get_run_logger().info("summary:\n%s", table(out))
     return out
 
 
 @task(name="bench", cache_policy=NO_CACHE)
 def bench_task(params: Params, study: str = "policies") -> dict:
-    if study != "policies":
-        out = bench.STUDIES[study](params)
-        create_table_artifact(
-            [{k: v["mean"] if isinstance(v, dict) else v for k, v in row.items()} for row in out["rows"]],
-            key=f"bench-{params.objective}-{study}",
-            description=f"winnow bench {params.objective} {study}: mean over {len(out['seeds'])} seeds",
-        )
-        get_run_logger().info("bench %s %s over seeds %s:\n%s", params.objective, study, out["seeds"], report.study_table(out))
-        return out
-    out = bench.bench(params)
-    rows = []
-    for p, r in out["policies"].items():
-        stats = {
-            **{k: v for k, v in r.items() if k != "probe_accuracy"},
-            **{f"{t}_probe": v for t, v in r["probe_accuracy"].items()},
-        }
-        rows.append({"policy": p, **{k: v["mean"] for k, v in stats.items()}, **{f"{k}_std": v["std"] for k, v in stats.items()}})
-    create_table_artifact(
-        rows, key=f"bench-{params.objective}", description=f"winnow bench {params.objective}: mean over {len(out['seeds'])} seeds"
-    )
-    create_markdown_artifact(pipeline.Paths.of(params).bench_report.read_text(), key=f"bench-{params.objective}-report")
-    get_run_logger().info("bench %s over seeds %s:\n%s", params.objective, out["seeds"], report.bench_table(out))
+    out = STUDIES[study].run(params)
+    shown = STUDIES[study].table(out)
+    create_markdown_artifact(f"```\n{shown}\n```", key=f"bench-{params.objective}-{study}".replace("_", "-"))
+    get_run_logger().info("bench %s %s:\n%s", params.objective, study, shown)
     return out

@@ -41,17 +41,22 @@ TINY = {
 
 def run_stages(params) -> dict:
     """Every stage in order, as `winnow pipeline` runs them but without Prefect; returns the summary."""
-    from winnow.curation import curate
-    from winnow.stages import pipeline
+    from winnow.stages.curate import curate_stage
+    from winnow.stages.data import data_stage
+    from winnow.stages.evaluate import evaluate_stage
+    from winnow.stages.reference import reference_stage
+    from winnow.stages.score import score_stage
+    from winnow.stages.summary import summary_stage
+    from winnow.stages.train import train_stage
 
-    pipeline.data_stage(params)
-    pipeline.reference_stage(params)
-    pipeline.score_stage(params)
+    data_stage(params)
+    reference_stage(params)
+    score_stage(params)
     for policy in params.train.policies:
-        pipeline.train_stage(params, policy)
-    curate.curate_stage(params)
-    pipeline.evaluate_stage(params)
-    return pipeline.summary_stage(params)
+        train_stage(params, policy)
+    curate_stage(params)
+    evaluate_stage(params)
+    return summary_stage(params)
 
 
 @pytest.fixture

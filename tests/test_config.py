@@ -79,7 +79,7 @@ def test_data_root_is_shorthand_for_the_folder_and_the_dataset_name():
 def test_the_names_params_accept_are_the_objectives_and_policies_that_exist():
     from winnow import config
     from winnow.method.objectives import OBJECTIVES
-    from winnow.method.selection import POLICIES
+    from winnow.method.policies import POLICIES
 
     assert config.OBJECTIVE_NAMES == tuple(OBJECTIVES) and config.POLICY_NAMES == tuple(POLICIES)
 

@@ -18,7 +18,8 @@ from winnow.cli import main
 from winnow.datasets.contract import decode_image
 from winnow.datasets.corrupt import confusable_targets, corrupt_dataset
 from winnow.errors import DataError
-from winnow.importers.importing import Source, write_dataset
+from winnow.importers.source import Source
+from winnow.importers.writer import write_dataset
 
 N, CLASSES = 1200, ["red", "green", "blue"]
 RATES = {"noisy_label": 0.25, "duplicate": 0.1, "blank": 0.05, "corrupt": 0.05, "undecodable": 0.03, "mismatched_caption": 0.1}

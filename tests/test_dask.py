@@ -6,11 +6,14 @@ import numpy as np
 
 from winnow.config import load_params
 from winnow.scores import store
-from winnow.stages import pipeline
+from winnow.stages.data import data_stage
+from winnow.stages.paths import Paths
+from winnow.stages.reference import reference_stage
+from winnow.stages.score import score_stage
 
 
 def _scores(params, scorer_id):
-    with store.connect(pipeline.Paths.of(params).store, read_only=True) as con:
+    with store.connect(Paths.of(params).store, read_only=True) as con:
         return (
             con.sql(f"SELECT example_id, loss, status FROM scores WHERE scorer_id = '{scorer_id}' ORDER BY example_id")
             .to_arrow_table()
@@ -22,9 +25,9 @@ def test_scoring_on_a_two_worker_dask_cluster_gives_the_same_scores_as_one_proce
     from flows.pipeline import score_flow
 
     one = load_params(tiny)
-    pipeline.data_stage(one)
-    pipeline.reference_stage(one)
-    local = pipeline.score_stage(one)
+    data_stage(one)
+    reference_stage(one)
+    local = score_stage(one)
 
     on_dask = [
         "artifacts=" + str(tmp_path / "dask_artifacts"),
@@ -32,7 +35,7 @@ def test_scoring_on_a_two_worker_dask_cluster_gives_the_same_scores_as_one_proce
         "score.dask_workers=2",
     ]
     dask = load_params(tiny, on_dask)
-    shutil.copytree(pipeline.Paths.of(one).reference.parent, pipeline.Paths.of(dask).reference.parent)  # the same reference
+    shutil.copytree(Paths.of(one).reference.parent, Paths.of(dask).reference.parent)  # the same reference
     out = score_flow(str(tiny), on_dask)
 
     assert out["scorer_id"] == local["scorer_id"] and not out["reused"]

@@ -11,7 +11,8 @@ import torch
 from models import build_classifier
 from winnow.config import TrainConfig
 from winnow.datasets.contract import load_split
-from winnow.method.training import train
+from winnow.method.selection import Selector
+from winnow.method.training import Actor, train
 
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_train.py"
 
@@ -55,18 +56,20 @@ def _one_process(pool, reference_loss, with_actor: bool = False):
     torch.manual_seed(1)
     actor = build_classifier("cnn-nano", 20) if with_actor else None
     kept, grads = {}, []
+
+    def on_step(step, ids):
+        kept[step] = ids.tolist()
+        if step == 1:
+            grads.extend(p.grad.clone() for p in model.parameters())
+
     log = train(
         model,
         pool,
         TrainConfig(model="cnn-nano", steps=4, batch_size=16, warmup_steps=1),
         seed=0,
-        policy="learnability",
-        keep_fraction=0.5,
-        reference_loss=reference_loss,
-        actor=actor,
-        groups=2,
-        on_batch=lambda step, ids: kept.update({step: ids.tolist()}),
-        on_step=lambda step: grads.extend(p.grad.clone() for p in model.parameters()) if step == 1 else None,
+        selector=Selector("learnability", keep_fraction=0.5, reference_loss=reference_loss, groups=2),
+        actor=Actor(actor) if actor is not None else None,
+        on_step=on_step,
     )["steps_log"]
     return model, actor, kept, grads, log
 
@@ -112,15 +115,16 @@ def test_streamed_ranks_train_on_disjoint_examples_and_keep_identical_replicas(d
 def test_the_train_flow_launches_the_stage_as_ddp_ranks_when_asked(prefect_server, tiny):
     from flows.pipeline import train_flow
     from winnow.config import load_params
-    from winnow.method.training import load_checkpoint
-    from winnow.stages import pipeline
+    from winnow.method.checkpoints import load_checkpoint
+    from winnow.stages.data import data_stage
+    from winnow.stages.paths import Paths
 
     overrides = ["train.nproc_per_node=2", "train.steps=12"]
     params = load_params(tiny, overrides)
-    pipeline.data_stage(params)
+    data_stage(params)
     out = train_flow(policy="uniform", params_path=str(tiny), overrides=overrides)
     assert out["world_size"] == 2 and out["steps"] == 12
-    ckpt = load_checkpoint(pipeline.Paths.of(params).learner("uniform"))
+    ckpt = load_checkpoint(Paths.of(params).learner("uniform"))
     assert ckpt["complete"] and len(ckpt["sampler"]) == 2  # every rank's sampler state, for a resume
 
 

@@ -5,7 +5,14 @@ import torch
 
 from winnow.config import ConfigError, load_params
 from winnow.method.devices import autocast_dtype, pick_device
-from winnow.stages import pipeline
+from winnow.stages.data import data_stage
+from winnow.stages.evaluate import evaluate_stage
+from winnow.stages.inputs import model_from_checkpoint
+from winnow.stages.paths import Paths
+from winnow.stages.reference import reference_stage
+from winnow.stages.score import score_stage
+from winnow.stages.summary import summary_stage
+from winnow.stages.train import train_stage
 
 
 def test_auto_means_cuda_with_bf16_when_present_and_cpu_with_fp32_otherwise():
@@ -37,10 +44,10 @@ def _stages(params, seen: set | None = None):
 
     hook = torch.nn.modules.module.register_module_forward_hook(record)
     try:
-        pipeline.data_stage(params)
-        pipeline.reference_stage(params)
-        score = pipeline.score_stage(params)
-        train = pipeline.train_stage(params, "learnability")
+        data_stage(params)
+        reference_stage(params)
+        score = score_stage(params)
+        train = train_stage(params, "learnability")
     finally:
         hook.remove()
     return score, train
@@ -52,7 +59,7 @@ def test_the_stages_run_in_bf16_autocast_and_keep_float32_weights_and_scores(tin
     score, train = _stages(params, seen)
     assert ("cpu", torch.bfloat16) in seen  # the forward passes really ran in bf16
     assert train["steps"] == 10 and 0.0 <= train["final_metric"] <= 1.0
-    model = pipeline.model_from_checkpoint(pipeline.Paths.of(params).learner("learnability"))
+    model = model_from_checkpoint(Paths.of(params).learner("learnability"))
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert score["num_examples"] == params.data.num_pool
 
@@ -62,9 +69,9 @@ def test_on_a_gpu_the_whole_chain_runs_on_cuda_in_bf16(tiny):
     params = load_params(tiny, ["device=cuda", "train.policies=[uniform, learnability]"])
     seen = set()
     _stages(params, seen)
-    pipeline.train_stage(params, "uniform")
-    pipeline.evaluate_stage(params)
-    summary = pipeline.summary_stage(params, write_report=False)
+    train_stage(params, "uniform")
+    evaluate_stage(params)
+    summary = summary_stage(params, write_report=False)
     assert ("cuda", torch.bfloat16) in seen and not any(
         device == "cpu" for device, _ in seen
     )  # every forward on the GPU, in bf16

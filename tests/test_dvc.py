@@ -11,7 +11,7 @@ import yaml
 from conftest import TINY, run_stages
 
 from winnow.config import load_params
-from winnow.stages import pipeline
+from winnow.stages.paths import Paths
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {
@@ -73,7 +73,7 @@ def test_dvc_push_then_pull_on_a_fresh_clone_leaves_nothing_to_recompute(tmp_pat
 
     _run("git", "clone", "-q", str(project), str(clone), cwd=tmp_path)
     _dvc("pull", "-q", cwd=clone)
-    paths = pipeline.Paths.of(params)
+    paths = Paths.of(params)
     for out in (
         paths.reference,
         paths.scorer,

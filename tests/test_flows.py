@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from winnow.config import load_params
-from winnow.stages import pipeline
+from winnow.stages.inputs import model_from_checkpoint
+from winnow.stages.paths import Paths
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,7 +19,7 @@ def test_pipeline_flow_runs_every_stage_and_writes_the_summary(prefect_server, t
 
     summary = pipeline_flow(params_path=str(tiny))
     params = load_params(tiny)
-    metrics = pipeline.Paths.of(params).metrics
+    metrics = Paths.of(params).metrics
     on_disk = json.loads((metrics / "summary.json").read_text())
     assert on_disk["target"] == summary["target"] == on_disk["policies"]["uniform"]["final_metric"]
     for policy in params.train.policies:
@@ -73,10 +74,10 @@ def test_a_corrupt_output_is_recomputed_not_returned_from_the_cache(prefect_serv
     from flows.pipeline import pipeline_flow, train_flow
 
     pipeline_flow(params_path=str(tiny))
-    learner = pipeline.Paths.of(load_params(tiny)).learner("uniform")
+    learner = Paths.of(load_params(tiny)).learner("uniform")
     learner.write_bytes(learner.read_bytes()[: learner.stat().st_size // 2])  # cut in half, as a crash or a bad copy would
     assert train_flow(policy="uniform", params_path=str(tiny))["steps"] == 30
-    pipeline.model_from_checkpoint(learner)  # whole again: it loads and is complete
+    model_from_checkpoint(learner)  # whole again: it loads and is complete
 
 
 def test_the_contrastive_pipeline_writes_a_summary_of_the_same_shape_with_zero_shot_as_target(prefect_server, tiny):
@@ -84,7 +85,7 @@ def test_the_contrastive_pipeline_writes_a_summary_of_the_same_shape_with_zero_s
 
     summary = pipeline_flow(params_path=str(tiny), overrides=["objective=contrastive"])
     assert summary["metric"] == "test_zero_shot_accuracy" and summary["noise"] == "mismatched_caption"
-    contrastive = pipeline.Paths.of(load_params(tiny, ["objective=contrastive"])).metrics
+    contrastive = Paths.of(load_params(tiny, ["objective=contrastive"])).metrics
     on_disk = json.loads((contrastive / "summary.json").read_text())
     for row in on_disk["policies"].values():
         assert set(row) >= {"final_metric", "steps_to_target", "step_ratio", "mismatched_caption_fraction_selected"}
@@ -102,7 +103,7 @@ def test_the_bench_flow_reports_mean_and_spread_over_seeds(prefect_server, tiny)
         params_path=str(tiny),
         overrides=["bench.seeds=2", "bench.policies=[uniform,learnability]", "train.model=cnn-tiny"],
     )
-    paths = pipeline.Paths.of(load_params(tiny))
+    paths = Paths.of(load_params(tiny))
     on_disk = json.loads((paths.bench / "classification.json").read_text())
     assert on_disk["seeds"] == result["seeds"] == [0, 1]
     for key in ("step_ratio", "flop_ratio_full", "flop_ratio_amortised", "time_ratio_full", "time_ratio_amortised"):
@@ -128,7 +129,7 @@ def test_the_scorer_and_learner_studies_write_a_row_per_size_with_its_table_and_
     learners = bench_flow(params_path=str(tiny), overrides=common, study="learners")
     assert [r["learner"] for r in learners["rows"]] == ["cnn-nano", "cnn-tiny"]
     assert learners["rows"][0]["learner_forward_flops"] < learners["rows"][1]["learner_forward_flops"]
-    paths = pipeline.Paths.of(load_params(tiny))
+    paths = Paths.of(load_params(tiny))
     for study in ("scorers", "learners"):
         report = paths.bench_report.with_name(f"bench-classification-{study}.md").read_text()
         assert f"uv run winnow bench --objective classification --study {study}" in report and "| time_ratio_full |" in report
@@ -147,7 +148,7 @@ def test_the_curate_study_puts_curated_pools_the_peer_and_another_learner_beside
     assert half["kept_rows"]["mean"] == 600 and half["step_ratio"]["runs"] == 1
     run = next(r for r in result["runs"] if r["arm"] == "cleanlab")
     assert run["one_off_flops"] > next(r for r in result["runs"] if r["arm"] == "easy_reference-0.5")["one_off_flops"]
-    paths = pipeline.Paths.of(load_params(tiny))
+    paths = Paths.of(load_params(tiny))
     report = paths.bench_report.with_name("bench-classification-curate.md").read_text()
     assert "uv run winnow bench --objective classification --study curate" in report and "| cleanlab |" in report
     assert not paths.curate_report.exists()  # the bench's curations keep their reports beside their artifacts

@@ -133,7 +133,12 @@ def test_a_wrong_image_column_or_a_label_beyond_the_class_names_is_named(tmp_pat
 
 def test_the_stages_run_on_an_imported_dataset(tmp_path, monkeypatch):
     from winnow.config import params_from_dict
-    from winnow.stages import pipeline
+    from winnow.stages.data import data_stage
+    from winnow.stages.evaluate import evaluate_stage
+    from winnow.stages.reference import reference_stage
+    from winnow.stages.score import score_stage
+    from winnow.stages.summary import summary_stage
+    from winnow.stages.train import train_stage
 
     rng = np.random.default_rng(0)
     for label, name in enumerate(("dark", "light")):
@@ -159,14 +164,14 @@ def test_the_stages_run_on_an_imported_dataset(tmp_path, monkeypatch):
             },
         }
     )
-    assert not pipeline.data_stage(params)["generated"]  # imported data is never overwritten by the generator
-    pipeline.reference_stage(params)
-    assert pipeline.score_stage(params)["num_examples"] == 60
+    assert not data_stage(params)["generated"]  # imported data is never overwritten by the generator
+    reference_stage(params)
+    assert score_stage(params)["num_examples"] == 60
     for policy in params.train.policies:
-        pipeline.train_stage(params, policy)
-    evaluated = pipeline.evaluate_stage(params)
+        train_stage(params, policy)
+    evaluated = evaluate_stage(params)
     assert not [k for k in evaluated["learnability"] if k.endswith("_probe_accuracy")]  # imported with no transfer task
-    summary = pipeline.summary_stage(params)
+    summary = summary_stage(params)
     assert summary["target"] == summary["policies"]["uniform"]["final_metric"]
     assert summary["pool_noisy_label_fraction"] is None  # unknown for imported data, not zero
 
@@ -483,7 +488,7 @@ def test_a_reimport_replaces_the_previous_import_with_no_stale_shards(tmp_path):
 
 
 def test_an_import_that_stops_half_way_leaves_no_folder_that_looks_complete(tmp_path, monkeypatch):
-    from winnow.importers import importing as importers
+    from winnow.importers.writer import ShardWriter
 
     written = []
 
@@ -493,13 +498,13 @@ def test_an_import_that_stops_half_way_leaves_no_folder_that_looks_complete(tmp_
         written.append(self.folder)
         real_write(self, n, end_of_shard)
 
-    real_write = importers.ShardWriter._write
-    monkeypatch.setattr(importers.ShardWriter, "_write", crash_after_one_shard)
+    real_write = ShardWriter._write
+    monkeypatch.setattr(ShardWriter, "_write", crash_after_one_shard)
     source = _parquet(tmp_path / "t.parquet")
     with pytest.raises(KeyboardInterrupt):
         import_source("parquet", source, tmp_path / "out", shard_size=2)
     assert written and not (tmp_path / "out").exists() and not (tmp_path / "out.importing" / "manifest.json").exists()
-    monkeypatch.setattr(importers.ShardWriter, "_write", real_write)
+    monkeypatch.setattr(ShardWriter, "_write", real_write)
     dest = import_source("parquet", source, tmp_path / "out")  # a half-written folder is cleared, not refused
     assert read_manifest(dest)["counts"]["pool"] > 0 and not (tmp_path / "out.importing").exists()
 
@@ -596,7 +601,7 @@ def test_the_cli_names_each_bad_import_and_writes_nothing(tmp_path, capsys, case
 
 STREAMING = """
 import os, sys
-from winnow.importers.importing import write_dataset
+from winnow.importers.writer import write_dataset
 
 def peak_mib():  # this process's peak resident set (VmHWM), MiB
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 1024
@@ -634,7 +639,7 @@ def test_a_pool_far_bigger_than_the_memory_allowed_streams_through_the_import(tm
 
 
 def test_a_generator_that_would_have_to_be_read_twice_is_an_error_not_a_silent_empty_split(tmp_path):
-    from winnow.importers.importing import write_dataset
+    from winnow.importers.writer import write_dataset
 
     rows = ({"image": b"x", "label": 0, "caption": None, "source_key": str(i)} for i in range(10))
     with pytest.raises(DataError, match="a generator can be read only once"):
@@ -674,9 +679,9 @@ def test_a_wrong_eval_task_is_an_error_naming_it(tmp_path, given, message):
 
 @pytest.mark.parametrize("kind", ["parquet", "webdataset"])
 def test_metadata_stays_with_its_row_across_batches_shards_and_files_of_other_columns(tmp_path, monkeypatch, kind):
-    from winnow.importers import importing as importers
+    from winnow.importers.source import BATCH
 
-    monkeypatch.setattr(importers, "BATCH_ROWS", 3)  # many batches, shards and files, each boundary in a new place
+    monkeypatch.setattr(BATCH, "rows", 3)  # many batches, shards and files, each boundary in a new place
     (tmp_path / "src").mkdir()
     for f, n in (("a", 11), ("b", 7)):
         fields = [{"url": f"{f}-{i}", **({"score": i / 2} if f == "a" else {"note": f"n{i}"})} for i in range(n)]

@@ -15,9 +15,16 @@ import yaml
 from conftest import TINY
 
 from winnow.config import params_from_dict
-from winnow.curation import curate
 from winnow.errors import StaleInput
-from winnow.stages import lineage, pipeline
+from winnow.stages import lineage
+from winnow.stages.curate import curate_stage
+from winnow.stages.data import data_stage
+from winnow.stages.evaluate import evaluate_stage
+from winnow.stages.inputs import claim_outputs
+from winnow.stages.reference import reference_stage
+from winnow.stages.score import score_stage
+from winnow.stages.summary import summary_stage
+from winnow.stages.train import train_stage
 
 REPO = Path(__file__).resolve().parents[1]
 # Bookkeeping that shapes no output: hashing the inputs themselves.
@@ -71,37 +78,58 @@ def _covered(files: set[str], listed: set[str]) -> set[str]:
 def test_dvc_yaml_lists_every_file_of_code_each_stage_runs(tmp_path, monkeypatch, objective):
     monkeypatch.chdir(tmp_path)
     params = _params(tmp_path, objective)
-    pipeline.data_stage(params)
-    runs = [("reference", pipeline.reference_stage, (params,)), ("score", pipeline.score_stage, (params,))]
-    runs += [
-        ("train", pipeline.train_stage, (params, policy))
-        for policy in ("uniform", "learnability", "easy_reference", "hard_learner")
-    ]
-    runs += [("curate", curate.curate_stage, (params,))]
-    runs += [("evaluate", pipeline.evaluate_stage, (params,)), ("summary", pipeline.summary_stage, (params,))]
+    data_stage(params)
+    runs = [("reference", reference_stage, (params,)), ("score", score_stage, (params,))]
+    runs += [("train", train_stage, (params, policy)) for policy in ("uniform", "learnability", "easy_reference", "hard_learner")]
+    runs += [("curate", curate_stage, (params,))]
+    runs += [("evaluate", evaluate_stage, (params,)), ("summary", summary_stage, (params,))]
     for stage, fn, args in runs:
         missing = _covered(_code_run_by(fn, *args), _listed(stage))
         assert not missing, f"dvc.yaml stage {stage!r} runs {sorted(missing)} but does not list it as a dependency"
 
 
-def test_editing_the_code_a_stage_runs_changes_its_key(tmp_path, monkeypatch):
-    """The loss is code the learner's results depend on: editing it reruns train (and DVC would too)."""
+def _keys(params, stages) -> dict[str, str]:
+    return {stage: lineage.stage_key(stage, params, "uniform" if stage == "train" else None) for stage in stages}
+
+
+@pytest.fixture
+def repo_copy(tmp_path, monkeypatch):
+    """The code and dvc.yaml copied aside, with lineage reading them there, so a test can edit them."""
     repo = tmp_path / "repo"
     for name in ("winnow", "models"):
         shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
     monkeypatch.setattr(lineage, "REPO", repo)
     monkeypatch.setattr(lineage, "DVC_YAML", repo / "dvc.yaml")
+    return repo
+
+
+def test_editing_the_code_a_stage_runs_changes_its_key(tmp_path, repo_copy):
+    """The loss is code the learner's results depend on: editing it reruns train (and DVC would too)."""
     params = _params(tmp_path)
-    before = {
-        stage: lineage.stage_key(stage, params, "uniform" if stage == "train" else None)
-        for stage in ("reference", "train", "summary")
-    }
-    with open(repo / "winnow" / "method" / "losses.py", "a") as f:
+    before = _keys(params, ("reference", "train", "summary"))
+    with open(repo_copy / "winnow" / "method" / "losses.py", "a") as f:
         f.write("\n# an edit\n")
-    after = {stage: lineage.stage_key(stage, params, "uniform" if stage == "train" else None) for stage in before}
+    after = _keys(params, before)
     assert after["reference"] != before["reference"] and after["train"] != before["train"]
     assert after["summary"] == before["summary"]  # the summary does not run the loss
+
+
+CHAIN = ("reference", "score", "train", "curate", "evaluate", "summary")
+
+
+@pytest.mark.parametrize("edited", CHAIN)
+def test_editing_one_stages_file_reruns_that_stage_and_leaves_every_upstream_key_unchanged(tmp_path, repo_copy, edited):
+    """Each stage is a file of its own: an edit to the summary reruns the summary only, not the reference and
+    everything after it (as it did when every stage lived in one module)."""
+    params = _params(tmp_path)
+    before = _keys(params, CHAIN)
+    with open(repo_copy / "winnow" / "stages" / f"{edited}.py", "a") as f:
+        f.write("\n# an edit\n")
+    after = _keys(params, CHAIN)
+    upstream = CHAIN[: CHAIN.index(edited)]
+    assert {s: after[s] for s in upstream} == {s: before[s] for s in upstream}
+    assert after[edited] != before[edited]
 
 
 def test_the_key_of_each_stage_holds_its_params_but_not_unrelated_ones(tmp_path):
@@ -133,35 +161,35 @@ def scored(tmp_path, monkeypatch):
     """Tiny data with a trained reference and its scores in the store: what train reads."""
     monkeypatch.chdir(tmp_path)
     params = _params(tmp_path)
-    pipeline.data_stage(params)
-    pipeline.reference_stage(params)
-    pipeline.score_stage(params)
+    data_stage(params)
+    reference_stage(params)
+    score_stage(params)
     return params
 
 
 def test_a_learner_trained_on_other_data_is_retrained_not_returned(tmp_path, scored):
     params = scored
-    first = pipeline.train_stage(params, "uniform")
-    again = pipeline.train_stage(params, "uniform")  # nothing changed: the finished checkpoint is reused
+    first = train_stage(params, "uniform")
+    again = train_stage(params, "uniform")  # nothing changed: the finished checkpoint is reused
     assert again["seconds"] == first["seconds"]
 
     _rewrite_labels(sorted((tmp_path / "data" / "pool").glob("part-*.parquet"))[0], 100)
-    retrained = pipeline.train_stage(params, "uniform")
+    retrained = train_stage(params, "uniform")
     assert retrained["seconds"] != first["seconds"]  # a fresh run: the old checkpoint was made from other labels
     with pytest.raises(StaleInput, match="scored another pool.*rerun `winnow score`"):
-        pipeline.train_stage(params, "learnability")  # the store's losses belong to the old pool
-    pipeline.score_stage(params)  # a new scorer for the new pool
-    assert pipeline.train_stage(params, "learnability")["steps"] == params.train.steps
+        train_stage(params, "learnability")  # the store's losses belong to the old pool
+    score_stage(params)  # a new scorer for the new pool
+    assert train_stage(params, "learnability")["steps"] == params.train.steps
 
 
 def test_a_new_data_seed_retrains_the_reference(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     params = _params(tmp_path)
-    pipeline.data_stage(params)
-    first = pipeline.reference_stage(params)
+    data_stage(params)
+    first = reference_stage(params)
     reseeded = _params(tmp_path, seed=1)
-    assert pipeline.data_stage(reseeded)["generated"]
-    assert pipeline.reference_stage(reseeded)["model_hash"] != first["model_hash"]
+    assert data_stage(reseeded)["generated"]
+    assert reference_stage(reseeded)["model_hash"] != first["model_hash"]
 
 
 def test_a_shard_added_after_scoring_is_caught_before_training(tmp_path, scored):
@@ -171,15 +199,15 @@ def test_a_shard_added_after_scoring_is_caught_before_training(tmp_path, scored)
     ids = np.arange(params.data.num_pool, params.data.num_pool + extra.num_rows, dtype=np.int64)
     pq.write_table(extra.set_column(0, "id", pa.array(ids)), pool / "part-99999.parquet")
     with pytest.raises(StaleInput, match="scored another pool"):
-        pipeline.train_stage(params, "learnability")
+        train_stage(params, "learnability")
 
 
 def test_two_folders_with_one_dataset_name_cannot_share_outputs(tmp_path):
     from winnow.errors import DataError
 
-    pipeline.claim_outputs(_params(tmp_path))  # tmp/data, name "data"
+    claim_outputs(_params(tmp_path))  # tmp/data, name "data"
     other = params_from_dict(
         {**TINY, "data": {**TINY["data"], "root": str(tmp_path / "elsewhere" / "data")}, "artifacts": str(tmp_path / "a")}
     )
     with pytest.raises(DataError, match="data.name 'data' already holds the outputs of"):
-        pipeline.claim_outputs(other)
+        claim_outputs(other)

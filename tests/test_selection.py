@@ -4,8 +4,10 @@ JEST's chunked joint sampler draws each chunk from exactly the conditional score
 import pytest
 import torch
 
+from winnow.method.jest import conditional_losses, jest_select, jest_select_per_group, pair_losses
 from winnow.method.losses import contrastive_losses
-from winnow.method.selection import POLICIES, conditional_losses, jest_select, jest_select_per_group, pair_losses, select
+from winnow.method.policies import POLICIES
+from winnow.method.sampling import select
 
 
 def test_learnability_is_learner_loss_minus_reference_loss():

@@ -17,9 +17,13 @@ import torch
 
 from winnow.config import load_params
 from winnow.errors import StaleInput
-from winnow.method.selection import pair_losses
+from winnow.method.jest import pair_losses
 from winnow.scores import store
-from winnow.stages import pipeline
+from winnow.stages.data import data_stage
+from winnow.stages.inputs import reference_model, run_split
+from winnow.stages.paths import Paths
+from winnow.stages.reference import reference_stage
+from winnow.stages.score import score_stage
 
 
 def _counts(db, scorer_id):
@@ -52,24 +56,28 @@ def test_ingesting_a_shard_twice_adds_no_rows(tmp_path):
 def referenced(tiny):
     """A tiny dataset and a trained reference checkpoint."""
     params = load_params(tiny)
-    pipeline.data_stage(params)
-    pipeline.reference_stage(params)
+    data_stage(params)
+    reference_stage(params)
     return params
 
 
 KILL_AFTER_TWO_SHARDS = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
-from winnow.stages import pipeline
+from winnow.stages.data import data_stage
+from winnow.stages.inputs import reference_model, run_split
+from winnow.stages.paths import Paths
+from winnow.stages.reference import reference_stage
+from winnow.stages.score import score_stage
 from winnow.config import load_params
 from winnow.errors import StaleInput
-from winnow.method.selection import pair_losses
+from winnow.method.jest import pair_losses
 done = []
 def on_shard(path):
     done.append(path)
     if len(done) == 2:
         os.kill(os.getpid(), signal.SIGKILL)
-pipeline.score_stage(load_params({params!r}), on_shard=on_shard)
+score_stage(load_params({params!r}), on_shard=on_shard)
 """
 
 
@@ -78,31 +86,31 @@ def test_a_scoring_run_killed_half_way_resumes_and_scores_every_example_exactly_
     code = textwrap.dedent(KILL_AFTER_TWO_SHARDS.format(root=root, params=str(tiny)))
     killed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tiny.parent)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    paths = pipeline.Paths.of(referenced)
+    paths = Paths.of(referenced)
     assert len(list(paths.artifacts_root.glob("score_shards/*/part-*.parquet"))) == 2  # the crash left two of four shards
 
-    out = pipeline.score_stage(referenced)
+    out = score_stage(referenced)
     assert out["shards_scored"] == 2 and not out["reused"]  # only what was missing
     assert _counts(paths.store, out["scorer_id"]) == (referenced.data.num_pool, referenced.data.num_pool)
 
 
 def test_a_scorer_already_in_the_store_is_reused_not_recomputed(referenced):
-    first = pipeline.score_stage(referenced)
-    second = pipeline.score_stage(referenced)
+    first = score_stage(referenced)
+    second = score_stage(referenced)
     assert not first["reused"] and second["reused"]
     assert second["scorer_id"] == first["scorer_id"] and second["num_examples"] == referenced.data.num_pool
-    assert _counts(pipeline.Paths.of(referenced).store, first["scorer_id"])[0] == referenced.data.num_pool
-    (pipeline.Paths.of(referenced).metrics / "score.json").unlink()  # as `dvc repro` removes it before rerunning score
-    third = pipeline.score_stage(referenced)  # reused, and still reports what scoring measured (the ledger needs it)
+    assert _counts(Paths.of(referenced).store, first["scorer_id"])[0] == referenced.data.num_pool
+    (Paths.of(referenced).metrics / "score.json").unlink()  # as `dvc repro` removes it before rerunning score
+    third = score_stage(referenced)  # reused, and still reports what scoring measured (the ledger needs it)
     assert third["reused"] and {k: third[k] for k in ("unscorable", "rows_scored", "scoring_rows_per_s")} == {
         k: first[k] for k in ("unscorable", "rows_scored", "scoring_rows_per_s")
     }
 
 
 def test_scores_load_into_an_array_indexed_by_example_id(referenced):
-    out = pipeline.score_stage(referenced)
-    pool = pipeline.split(referenced, "pool")
-    by_id = store.load_losses(pipeline.Paths.of(referenced).store, out["scorer_id"])
+    out = score_stage(referenced)
+    pool = run_split(referenced, "pool")
+    by_id = store.load_losses(Paths.of(referenced).store, out["scorer_id"])
     losses = by_id[pool.ids]
     assert losses.shape == (len(pool),) and (losses > 0).all()
     clean = pool.columns["pathology"] == "clean"
@@ -139,14 +147,14 @@ def test_a_second_writer_waits_for_the_lock_then_fails_with_a_clear_message(tmp_
 def clip_referenced(tiny):
     """A tiny dataset and a trained CLIP reference that learns and scores at 16 px (score.resolution)."""
     params = load_params(tiny, ["objective=contrastive", "score.resolution=16"])
-    pipeline.data_stage(params)
-    pipeline.reference_stage(params)
+    data_stage(params)
+    reference_stage(params)
     return params
 
 
 def test_a_contrastive_scorer_stores_each_scored_pairs_features_beside_its_loss(clip_referenced):
-    out = pipeline.score_stage(clip_referenced)
-    paths = pipeline.Paths.of(clip_referenced)
+    out = score_stage(clip_referenced)
+    paths = Paths.of(clip_referenced)
     losses = store.load_losses(paths.store, out["scorer_id"])
     image, text = store.load_embeddings(paths.store, out["scorer_id"])
     scored = ~np.isnan(losses)
@@ -155,9 +163,9 @@ def test_a_contrastive_scorer_stores_each_scored_pairs_features_beside_its_loss(
     assert np.isnan(image[~scored]).all() and not np.isnan(image[scored]).any()  # unscored pairs have no features
     assert np.allclose(np.linalg.norm(image[scored], axis=1), 1, atol=1e-4)  # normalised, as CLIP's logits use them
     # the stored features give back the stored losses: each shard's pairs, in scoring batches of score.batch_size
-    reference = pipeline.reference_model(clip_referenced)
+    reference = reference_model(clip_referenced)
     assert reference.input_size == 16 and json.loads((paths.metrics / "reference.json").read_text())["resolution"] == 16
-    first = pipeline.split(clip_referenced, "pool").ids[: clip_referenced.score.batch_size]
+    first = run_split(clip_referenced, "pool").ids[: clip_referenced.score.batch_size]
     scale = reference.logit_scale.exp().item()
     rebuilt = pair_losses(torch.from_numpy(scale * image[first] @ text[first].T))
     assert np.allclose(rebuilt.numpy(), losses[first], atol=1e-4)
@@ -167,15 +175,15 @@ def test_a_contrastive_scorer_stores_each_scored_pairs_features_beside_its_loss(
 def test_a_contrastive_scorer_stored_before_embeddings_is_scored_again_once(clip_referenced, kept):
     """A store written before JEST has no features for its scorer ("none"); one whose scoring was cut short
     under the old code and finished under the new has them for some shards only ("some")."""
-    first = pipeline.score_stage(clip_referenced)
-    paths = pipeline.Paths.of(clip_referenced)
+    first = score_stage(clip_referenced)
+    paths = Paths.of(clip_referenced)
     with store.connect(paths.store) as con:
         con.execute("DELETE FROM embeddings WHERE scorer_id = ? AND (? = 'none' OR example_id < 300)", [first["scorer_id"], kept])
     with pytest.raises(StaleInput, match="lacks features for some scored pairs"):
         store.load_embeddings(paths.store, first["scorer_id"])
-    again = pipeline.score_stage(clip_referenced)
+    again = score_stage(clip_referenced)
     assert not again["reused"] and again["scorer_id"] == first["scorer_id"]
     assert _counts(paths.store, first["scorer_id"]) == (clip_referenced.data.num_pool,) * 2  # no row twice
-    assert pipeline.score_stage(clip_referenced)["reused"]
+    assert score_stage(clip_referenced)["reused"]
     image, _ = store.load_embeddings(paths.store, first["scorer_id"])
     assert (~np.isnan(image[:, 0])).sum() == clip_referenced.data.num_pool - again["unscorable"]

@@ -82,6 +82,8 @@ def test_the_in_memory_sampler_gives_each_rank_its_slice_of_one_global_super_bat
 def test_training_on_a_stream_killed_half_way_resumes_to_the_same_weights(tiny_data, pool, tmp_path):
     from models import build_classifier
     from winnow.config import TrainConfig
+    from winnow.method.checkpoints import CheckpointPlan
+    from winnow.method.selection import Selector
     from winnow.method.training import train
 
     class Crash(Exception):
@@ -98,16 +100,13 @@ def test_training_on_a_stream_killed_half_way_resumes_to_the_same_weights(tiny_d
             _stream(tiny_data, buffer=100),
             cfg,
             seed=0,
-            policy="learnability",
-            keep_fraction=0.5,
-            reference_loss=reference_loss,
-            checkpoint_path=path,
-            checkpoint_every=5,
+            selector=Selector("learnability", keep_fraction=0.5, reference_loss=reference_loss),
+            checkpoint=CheckpointPlan(path, every=5),
             on_step=on_step,
         )
         return model, out
 
-    def crash(step):
+    def crash(step, ids):
         if step == 8:
             raise Crash
 
@@ -123,13 +122,13 @@ def test_training_on_a_stream_killed_half_way_resumes_to_the_same_weights(tiny_d
 
 def test_the_train_stage_streams_a_pool_larger_than_the_shuffle_buffer(tiny, tiny_data):
     from winnow.config import load_params
-    from winnow.stages import pipeline
+    from winnow.stages.train import pool_sampler, train_stage
 
     params = load_params(tiny, ["train.shuffle_buffer=256", f"data.root={tiny_data.data.root}", "train.steps=12"])
-    assert isinstance(pipeline.pool_sampler(params, "cnn-nano", 0), ShardStream)
-    out = pipeline.train_stage(params, "uniform")
+    assert isinstance(pool_sampler(params, "cnn-nano", 0), ShardStream)
+    out = train_stage(params, "uniform")
     assert out["pool_streamed"] and out["shuffle_buffer"] == 256 and out["pool_size"] == params.data.num_pool
-    assert isinstance(pipeline.pool_sampler(load_params(tiny, [f"data.root={tiny_data.data.root}"]), "cnn-nano", 0), InMemory)
+    assert isinstance(pool_sampler(load_params(tiny, [f"data.root={tiny_data.data.root}"]), "cnn-nano", 0), InMemory)
 
 
 def test_a_contrastive_stream_yields_caption_tokens_as_targets(tiny_data):

@@ -7,33 +7,34 @@ import torch
 from models import build_classifier
 from winnow.config import TrainConfig
 from winnow.datasets.contract import load_split
+from winnow.datasets.stream import InMemory
+from winnow.method.checkpoints import CheckpointPlan
 from winnow.method.losses import per_example_loss
-from winnow.method.training import train
+from winnow.method.selection import Selector
+from winnow.method.training import Actor, train
 
 
 class Crash(Exception):
     pass
 
 
-def _run(pool, cfg, path=None, on_step=None, policy="uniform", reference_loss=None, actor=None, **kw):
-    from winnow.method.training import train
+def _in_memory(pool, seed=0):
+    """The pool drawn in memory with its labels, its pathology counted in each kept batch."""
+    return InMemory(pool, torch.as_tensor(pool.labels), seed, pool.columns["pathology"])
 
+
+def _run(pool, cfg, path=None, on_step=None, policy="uniform", reference_loss=None, actor=None):
     torch.manual_seed(0)
     model = build_classifier("cnn-nano", 20)
     out = train(
         model,
-        pool,
+        _in_memory(pool),
         cfg,
         seed=0,
-        policy=policy,
-        keep_fraction=0.5,
-        reference_loss=reference_loss,
-        checkpoint_path=path,
-        checkpoint_every=5,
-        pathology=pool.columns["pathology"],
+        selector=Selector(policy, keep_fraction=0.5, reference_loss=reference_loss),
+        actor=Actor(actor) if actor is not None else None,
+        checkpoint=CheckpointPlan(path, every=5),
         on_step=on_step,
-        actor=actor,
-        **kw,
     )
     return model, out
 
@@ -53,7 +54,7 @@ def test_a_crashed_run_resumes_from_its_checkpoint_and_ends_with_the_same_weight
     reference_loss = torch.rand(int(pool.ids.max()) + 1, generator=torch.Generator().manual_seed(0))  # indexed by example id
     straight, _ = _run(pool, cfg, tmp_path / "a.pt", policy="learnability", reference_loss=reference_loss)
 
-    def crash(step):
+    def crash(step, ids):
         if step == 8:
             raise Crash
 
@@ -73,7 +74,7 @@ def test_a_crashed_run_with_an_actor_resumes_to_the_same_learner_and_actor_weigh
     straight_actor = _actor()
     straight, _ = _run(pool, cfg, tmp_path / "a.pt", actor=straight_actor, **kw)
 
-    def crash(step):
+    def crash(step, ids):
         if step == 8:
             raise Crash
 
@@ -108,8 +109,8 @@ def test_the_actor_scores_each_super_batch_and_trains_beside_the_learner(pool, t
     spy = Spy(learner, actor)
     cfg = TrainConfig(model="cnn-nano", steps=3, batch_size=16, warmup_steps=1)
     reference_loss = torch.zeros(int(pool.ids.max()) + 1)
-    train(learner, pool, cfg, seed=0, policy="learnability", keep_fraction=0.5, reference_loss=reference_loss, actor=actor,
-          actor_trains_on=trains_on, loss_fn=spy)  # fmt: skip
+    selector = Selector("learnability", keep_fraction=0.5, reference_loss=reference_loss)
+    train(learner, pool, cfg, seed=0, selector=selector, actor=Actor(actor, trains_on), loss_fn=spy)
     per_step = [("actor", 32, False), ("learner", 16, True), ("actor", actor_batch, True)]
     assert spy.calls == per_step * 3  # the learner never scores: the actor does, then both train
     assert any(not torch.equal(a, b) for a, b in zip(before, actor.parameters()))
@@ -121,8 +122,8 @@ def test_policies_without_an_online_loss_ignore_the_actor(pool):
     spy = Spy(learner, actor)
     cfg = TrainConfig(model="cnn-nano", steps=2, batch_size=16, warmup_steps=1)
     reference_loss = torch.zeros(int(pool.ids.max()) + 1)
-    train(learner, pool, cfg, seed=0, policy="easy_reference", keep_fraction=0.5, reference_loss=reference_loss, actor=actor,
-          loss_fn=spy)  # fmt: skip
+    selector = Selector("easy_reference", keep_fraction=0.5, reference_loss=reference_loss)
+    train(learner, pool, cfg, seed=0, selector=selector, actor=Actor(actor), loss_fn=spy)
     assert spy.calls == [("learner", 16, True)] * 2  # no actor cost where the policy reads no online loss
 
 
@@ -148,14 +149,18 @@ import torch
 from models import build_classifier
 from winnow.config import TrainConfig
 from winnow.datasets.contract import load_split
+from winnow.datasets.stream import InMemory
+from winnow.method.checkpoints import CheckpointPlan
+from winnow.method.selection import Selector
 from winnow.method.training import train
 pool = load_split({pool!r}, 32, 20)
-def kill(step):
+def kill(step, ids):
     if step == 8:
         os.kill(os.getpid(), signal.SIGKILL)
 torch.manual_seed(0)
-train(build_classifier("cnn-nano", 20), pool, TrainConfig(model="cnn-nano", steps=12, batch_size=16, warmup_steps=2), seed=0,
-      checkpoint_path={ckpt!r}, checkpoint_every=5, on_step=kill)
+train(build_classifier("cnn-nano", 20), InMemory(pool, torch.as_tensor(pool.labels), 0, pool.columns["pathology"]),
+      TrainConfig(model="cnn-nano", steps=12, batch_size=16, warmup_steps=2), seed=0,
+      selector=Selector("uniform", keep_fraction=0.5), checkpoint=CheckpointPlan({ckpt!r}, every=5), on_step=kill)
 """
 
 
@@ -183,8 +188,6 @@ def test_a_training_run_killed_with_sigkill_resumes_from_its_checkpoint_to_the_s
 
 
 def test_a_nan_loss_stops_training_with_the_step_and_what_to_do(pool):
-    from winnow.method.training import train
-
     model = build_classifier("cnn-nano", 20)
     nan_loss = lambda m, x, y: m(x.float()).sum(1) * float("nan")  # noqa: E731
     with pytest.raises(FloatingPointError, match=r"loss is nan at step 0.*lower the learning rate"):
@@ -202,7 +205,7 @@ def test_a_batch_larger_than_the_data_names_the_batch_not_a_super_batch(tiny_dat
             curated,
             TrainConfig(model="cnn-nano", steps=2, batch_size=32),
             seed=0,
-            desc="reference",
+            name="reference",
         )
 
 
@@ -212,8 +215,9 @@ def test_every_policy_trains_at_a_keep_fraction_of_one_tenth(pool, policy):
     reference_loss = torch.rand(int(pool.ids.max()) + 1, generator=torch.Generator().manual_seed(0))
     kept = []
     torch.manual_seed(0)
-    train(build_classifier("cnn-nano", 20), pool, cfg, seed=0, policy=policy, keep_fraction=0.1,
-          reference_loss=reference_loss, actor=_actor(), on_batch=lambda step, ids: kept.append(ids))  # fmt: skip
+    selector = Selector(policy, keep_fraction=0.1, reference_loss=reference_loss)
+    train(build_classifier("cnn-nano", 20), pool, cfg, seed=0, selector=selector, actor=Actor(_actor()),
+          on_step=lambda step, ids: kept.append(ids))  # fmt: skip
     assert [len(set(ids.tolist())) for ids in kept] == [16, 16]  # 16 distinct of a super-batch of 160
 
 
@@ -236,10 +240,16 @@ def _jest_run(split, tokens, path, steps, on_step=None, kept=None):
     torch.manual_seed(1)
     actor = build_clip("clip-pico", 16)  # the actor at train.score_resolution 16, the learner at 32
     cfg = TrainConfig(model="clip-pico", steps=steps, batch_size=16, warmup_steps=1)
-    train(learner, split, cfg, seed=0, policy="learnability", keep_fraction=0.25, selection="jest", jest_chunks=4,
-          reference_embeddings=(image, text, 10.0), actor=actor, targets=tokens, loss_fn=per_example_contrastive,
-          checkpoint_path=path, checkpoint_every=2, on_step=on_step,
-          on_batch=(lambda step, ids: kept.append(ids)) if kept is not None else None)  # fmt: skip
+    selector = Selector("learnability", keep_fraction=0.25, method="jest", chunks=4, reference_embeddings=(image, text, 10.0))
+
+    def each_step(step, ids):
+        if kept is not None:
+            kept.append(ids)
+        if on_step is not None:
+            on_step(step, ids)
+
+    train(learner, InMemory(split, tokens, 0), cfg, seed=0, selector=selector, actor=Actor(actor),
+          loss_fn=per_example_contrastive, checkpoint=CheckpointPlan(path, every=2), on_step=each_step)  # fmt: skip
     return learner, actor
 
 
@@ -249,7 +259,7 @@ def test_a_jest_run_keeps_distinct_pairs_and_a_crashed_one_resumes_to_the_same_w
     straight, straight_actor = _jest_run(split, tokens, tmp_path / "a.pt", 5, kept=kept)
     assert [len(set(ids.tolist())) for ids in kept] == [16] * 5
 
-    def crash(step):
+    def crash(step, ids):
         if step == 3:
             raise Crash
 
@@ -262,14 +272,9 @@ def test_a_jest_run_keeps_distinct_pairs_and_a_crashed_one_resumes_to_the_same_w
 
 
 def test_jest_refuses_to_run_without_the_references_embeddings(tiny_data):
-    from models import build_clip
-    from winnow.method.losses import per_example_contrastive
 
-    split, tokens = _clip_pool(tiny_data)
-    cfg = TrainConfig(model="clip-pico", steps=1, batch_size=16)
     with pytest.raises(ValueError, match="needs reference embeddings"):
-        train(build_clip("clip-pico"), split, cfg, seed=0, policy="learnability", keep_fraction=0.5, selection="jest",
-              reference_loss=torch.zeros(10), targets=tokens, loss_fn=per_example_contrastive)  # fmt: skip
+        Selector("learnability", keep_fraction=0.5, method="jest", reference_loss=torch.zeros(10))
 
 
 def test_a_finished_run_run_again_leaves_its_checkpoint_byte_for_byte(pool, tmp_path):

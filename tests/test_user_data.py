@@ -18,7 +18,8 @@ from PIL import Image
 from winnow.cli import main
 from winnow.config import load_params
 from winnow.datasets.contract import read_manifest
-from winnow.stages import pipeline
+from winnow.stages.paths import Paths
+from winnow.stages.reference import reference_stage
 
 CLASSES = ("red", "green", "blue")
 
@@ -132,7 +133,7 @@ def test_an_imported_parquet_dataset_with_its_own_test_set_runs_through_winnow_p
     assert main(["pipeline", "--params", str(tiny), "--set", f"data.root={mine}", "--objective", objective]) == 0
     assert "pipeline finished" in capsys.readouterr().out
     params = load_params(tiny, [f"data.root={mine}", f"objective={objective}"])
-    paths = pipeline.Paths.of(params)
+    paths = Paths.of(params)
     summary = json.loads((paths.metrics / "summary.json").read_text())
     assert paths.metrics == tiny.parent / "metrics" / "mine" / objective  # under the dataset's own name
     assert set(summary["policies"]) == set(params.train.policies) and summary["target"] > 0
@@ -172,7 +173,7 @@ def test_an_imported_parquet_dataset_with_its_own_test_set_runs_through_winnow_p
     assert read_manifest(paths.curated)["curation"]["rule"] == rule
     sets = ["--set", f"data.root={paths.curated}", "--objective", objective]
     assert main(["train", "--policy", "uniform", "--params", str(tiny), *sets]) == 0
-    curated = pipeline.Paths.of(load_params(tiny, [f"data.root={paths.curated}", f"objective={objective}"]))
+    curated = Paths.of(load_params(tiny, [f"data.root={paths.curated}", f"objective={objective}"]))
     trained = json.loads((curated.metrics / "train" / "uniform.json").read_text())
     assert trained["pool_size"] + trained["pool_skipped"] == len(np.load(paths.curated / "kept_ids.npy"))
 
@@ -185,7 +186,7 @@ def test_jest_with_low_resolution_scorers_runs_through_winnow_pipeline_on_import
     sets = [arg for setting in [f"data.root={mine}", *jest] for arg in ("--set", setting)]
     assert main(["pipeline", "--params", str(tiny), *sets, "--objective", "contrastive"]) == 0
     params = load_params(tiny, [f"data.root={mine}", "objective=contrastive", *jest])
-    paths = pipeline.Paths.of(params)
+    paths = Paths.of(params)
     summary = json.loads((paths.metrics / "summary.json").read_text())
     assert set(summary["policies"]) == set(params.train.policies) and summary["target"] > 0
     learnability = json.loads((paths.metrics / "train" / "learnability.json").read_text())
@@ -238,7 +239,7 @@ def imported(tiny, sources):
     mine = tiny.parent / "mine"
     _import(sources, mine)
     params = load_params(tiny, [f"data.root={mine}"])
-    pipeline.reference_stage(params)
+    reference_stage(params)
     return mine, params
 
 
@@ -267,7 +268,7 @@ def test_string_labels_in_the_shards_are_named(prefect_server, tiny, imported, c
 
 def test_a_truncated_checkpoint_and_a_corrupt_store_are_named(prefect_server, tiny, imported, capsys):
     mine, params = imported
-    paths = pipeline.Paths.of(params)
+    paths = Paths.of(params)
     paths.store.parent.mkdir(parents=True, exist_ok=True)
     paths.store.write_bytes(b"not a database" * 100)
     err = _fails(capsys, "score", "--params", str(tiny), "--set", f"data.root={mine}")

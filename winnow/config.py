@@ -8,6 +8,7 @@ raises ConfigError naming the dotted key and what is allowed.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -15,14 +16,14 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from winnow.curation.rules import RULES as CURATION_RULES
 from winnow.errors import ConfigError
-from winnow.method.selection import POLICIES as SELECTION_POLICIES
+from winnow.method.policies import POLICIES as SELECTION_POLICIES
+from winnow.method.selection import METHODS as SELECTION_METHODS
 
 POLICY_NAMES = tuple(SELECTION_POLICIES)  # what each policy does is winnow.selection.POLICIES
-SELECTIONS = ("topk", "softmax", "jest")  # jest: joint selection in chunks, contrastive only (winnow.selection)
-ACTOR_DATA = ("kept", "super_batch")  # what the actor trains on each step (winnow.training.ACTOR_DATA)
+ACTOR_DATA = ("kept", "super_batch")  # what the actor trains on each step: the learner's batch, or all it scored
 PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: it needs loss scaling, and bf16 runs wherever fp16 would on current GPUs
-CURATE_RULES = ("easy_reference", "learnability", "clip_score", "cleanlab")  # winnow.curate
 OBJECTIVE_NAMES = ("classification", "contrastive")  # for the CLI without loading models; behaviour: winnow.objectives
 
 Policy = Literal[POLICY_NAMES]  # type: ignore[valid-type]
@@ -124,7 +125,7 @@ class TrainConfig(OptimConfig):
     actor: str = "cnn-nano"  # the small online model whose loss scores each super-batch; `learner`: the learner itself
     actor_trains_on: Literal[ACTOR_DATA] = "kept"  # type: ignore[valid-type]
     keep_fraction: float = Field(0.5, gt=0.0, le=1.0)  # rho: keep batch_size of a super-batch of batch_size / rho
-    selection: Literal[SELECTIONS] = "topk"  # type: ignore[valid-type]
+    selection: Literal[SELECTION_METHODS] = "topk"  # type: ignore[valid-type]
     temperature: float = Field(1.0, gt=0.0)
     jest_chunks: Positive = 4  # selection jest: the batch is drawn in this many chunks, each conditioned on the ones before
     score_resolution: Resolution | None = None  # the actor trains on and scores images resized to this size (null: full size)
@@ -176,9 +177,10 @@ class BenchConfig(Section):
     low_resolution: Resolution = 16  # --study jest: and again with the reference and the actor scoring at this size
     curate_fractions: tuple[Annotated[float, Field(gt=0.0, le=1.0)], ...] = (0.5, 0.3)  # --study curate: curate.rule at each
     # --study curate: the filter a user would pick instead (null: none), keeping peer_fraction (cleanlab decides its own)
-    peer_rule: Literal[CURATE_RULES] | None = None  # type: ignore[valid-type]
+    peer_rule: Literal[tuple(CURATION_RULES)] | None = None  # type: ignore[valid-type]
     peer_fraction: float = Field(0.3, gt=0.0, le=1.0)
     transfer_learner: str | None = None  # --study curate: another family trained on the same curated pool (null: none)
+    memory_scale: int = Field(10, ge=1)  # --study memory | import_memory: the default pool and one this many times larger
 
     @model_validator(mode="after")
     def _has_baseline(self):
@@ -190,7 +192,7 @@ class BenchConfig(Section):
 class CurateConfig(Section):
     """`winnow curate`: keep a fraction of the pool by a rule, written as a dataset (winnow.curate)."""
 
-    rule: Literal[CURATE_RULES] = "easy_reference"  # type: ignore[valid-type]
+    rule: Literal[tuple(CURATION_RULES)] = "easy_reference"  # type: ignore[valid-type]
     fraction: float = Field(0.5, gt=0.0, le=1.0)  # of the pool's rows kept (cleanlab decides its own)
     balance: bool = False  # keep `fraction` of each class, so a hard class is not drained first
     policy: Policy = "learnability"  # rule learnability: the train stage whose finished checkpoint scores the pool
@@ -198,8 +200,8 @@ class CurateConfig(Section):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if self.rule == "cleanlab" and self.balance:
-            raise ValueError("balance: cleanlab decides per class what it flags; set balance: false with rule cleanlab")
+        if not CURATION_RULES[self.rule].ranks and self.balance:
+            raise ValueError(f"balance: {self.rule} decides per class what it keeps; set balance: false with rule {self.rule}")
         return self
 
 
@@ -270,9 +272,9 @@ class Params(Section):
                     "a lower resolution than the learner, never a higher one"
                 )
         for key, rule in (("curate.rule", self.curate.rule), ("bench.peer_rule", self.bench.peer_rule)):
-            needs = {"clip_score": "contrastive", "cleanlab": "classification"}.get(rule)
+            needs = CURATION_RULES[rule].objective if rule else None
             if needs and needs != self.objective:
-                what = "ranks image-text pairs by similarity" if rule == "clip_score" else "finds wrong labels"
+                what = CURATION_RULES[rule].purpose
                 raise ValueError(f"{key}: {rule!r} {what}; it needs the {needs} objective, not {self.objective}")
         if self.curate.rule == "learnability":
             policy = SELECTION_POLICIES[self.curate.policy]
@@ -437,3 +439,20 @@ def apply_override(raw: dict, override: str) -> None:
 def to_dict(params: Params) -> dict:
     """Plain values, as params.yaml holds them (what dvc.yaml's ${...} templating reads)."""
     return params.model_dump()
+
+
+def resolved(params: Params) -> dict:
+    """The params as plain YAML-ready values, each objective's sections already applied (objectives: {}), so
+    that a file of them reads back as exactly these params (a torchrun rank, a fresh process of a study)."""
+    return {**json.loads(json.dumps(to_dict(params))), "objectives": {}}
+
+
+def write_params(params: Params, path: Path) -> Path:
+    """These exact params as a params file (see `resolved`)."""
+    path.write_text(yaml.safe_dump(resolved(params)))
+    return path
+
+
+def with_overrides(params: Params, overrides: list[str]) -> Params:
+    """These params with `overrides` ('a.b=value') applied and validated again, as `--set` would."""
+    return params_from_dict(resolved(params), overrides)

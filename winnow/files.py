@@ -28,6 +28,22 @@ def write_json(obj, path: Path) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
 
 
+def write_text(text: str, path: Path) -> None:
+    """A report or any text output, whole or not at all."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def read_csv(path: Path) -> list[dict]:
+    """A CSV a stage wrote (a curve, a step log) as rows of floats; missing is an error naming the stage to run."""
+    from winnow.errors import MissingInput
+
+    if not path.exists():
+        raise MissingInput(f"{path}: missing; run the train stage for this policy first")
+    with open(path) as f:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
 def write_csv(rows: list[dict], path: Path) -> None:
     """Rows as CSV, the header the union of their keys in first-seen order; nothing when there are no rows."""
     if not rows:

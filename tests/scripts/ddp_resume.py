@@ -13,7 +13,9 @@ from models import build_classifier
 from winnow.config import TrainConfig
 from winnow.datasets.stream import ShardStream, shard_rows
 from winnow.method import objectives
+from winnow.method.checkpoints import CheckpointPlan
 from winnow.method.devices import init_distributed
+from winnow.method.selection import Selector
 from winnow.method.training import train
 
 pool_dir, checkpoint, out, crash_at = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
@@ -22,7 +24,7 @@ reference_loss = torch.rand(sum(shard_rows(pool_dir)), generator=torch.Generator
 decode = lambda path: objectives.decode_shard("classification", "cnn-nano", path, 32, 20)  # noqa: E731
 
 
-def crash(step):
+def crash(step, ids):
     if step == crash_at:
         sys.exit(3)
 
@@ -34,11 +36,8 @@ train(
     ShardStream(pool_dir, decode, 100, seed=0, rank=rank, world=world),
     TrainConfig(model="cnn-nano", steps=8, batch_size=16, warmup_steps=1),
     seed=0,
-    policy="learnability",
-    keep_fraction=0.5,
-    reference_loss=reference_loss,
-    checkpoint_path=checkpoint,
-    checkpoint_every=3,
+    selector=Selector("learnability", keep_fraction=0.5, reference_loss=reference_loss),
+    checkpoint=CheckpointPlan(checkpoint, every=3),
     on_step=crash,
 )
 out.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,8 @@ from winnow.datasets.contract import load_split
 from winnow.datasets.stream import ShardStream
 from winnow.method import objectives
 from winnow.method.devices import init_distributed
-from winnow.method.training import train
+from winnow.method.selection import Selector
+from winnow.method.training import Actor, train
 
 pool_dir, reference_path, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 rank, world = init_distributed()
@@ -32,7 +33,8 @@ def run(mode: str, data, with_actor: bool = False) -> None:
     actor = build_classifier("cnn-nano", 20) if with_actor else None
     kept, grads = {}, []
 
-    def on_step(step):
+    def on_step(step, ids):
+        kept[step] = ids.tolist()
         if step == 1:
             grads.extend(p.grad.clone() for p in model.parameters())
 
@@ -41,11 +43,8 @@ def run(mode: str, data, with_actor: bool = False) -> None:
         data,
         cfg,
         seed=0,
-        policy="learnability",
-        keep_fraction=0.5,
-        reference_loss=reference_loss,
-        actor=actor,
-        on_batch=lambda step, ids: kept.update({step: ids.tolist()}),
+        selector=Selector("learnability", keep_fraction=0.5, reference_loss=reference_loss),
+        actor=Actor(actor) if actor is not None else None,
         on_step=on_step,
     )["steps_log"]
     saved = {"kept": kept, "grads": grads, "weights": model.state_dict(), "log": log}

@@ -192,6 +192,33 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+_file_digests: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256, so a pipeline hashes each file once
+
+
+def _digest_file(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _file_digests:
+        _file_digests[key] = file_sha256(path)
+    return _file_digests[key]
+
+
+def digest_path(path: str | Path) -> str:
+    """Content hash of a file or of every file under a folder; 'missing' when absent."""
+    path = Path(path)
+    if path.is_file():
+        return _digest_file(path)
+    if not path.is_dir():
+        return "missing"
+    h = hashlib.sha256()
+    for child in sorted(
+        p for p in path.rglob("*") if p.is_file() and not p.name.endswith(".tmp") and "__pycache__" not in p.parts
+    ):
+        h.update(str(child.relative_to(path)).encode())
+        h.update(_digest_file(child).encode())
+    return h.hexdigest()
+
+
 def split_hash(folder: str | Path) -> str:
     """Content hash of a split's shards (names and bytes): what a scorer is keyed on."""
     h = hashlib.sha256()

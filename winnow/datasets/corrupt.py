@@ -28,7 +28,7 @@ from winnow.datasets.contract import decode_image, read_manifest, read_shard, sh
 from winnow.datasets.synth import corrupt as half_decoded
 from winnow.datasets.synth import encode_png, render_blank
 from winnow.errors import DataError
-from winnow.importers.importing import _check_apart, _staging, check_dest, publish
+from winnow.importers.writer import check_apart, check_dest, publish, staging_folder
 
 KINDS = ("noisy_label", "duplicate", "blank", "corrupt", "undecodable", "mismatched_caption")
 LABEL_UNKNOWN = {"noisy_label", "blank", "off_distribution", "undecodable"}  # earlier pathologies that break the label
@@ -265,10 +265,10 @@ def corrupt_dataset(
         raise DataError(f"{source / 'pool'}: has no captions, so --mismatched-caption has nothing to mismatch")
     matrix = read_confusion(confusion, source, num_classes) if confusion is not None else None
     flips = confusable_targets(matrix) if matrix is not None else None
-    _check_apart(dest, [source])
+    check_apart(dest, [source])
     check_dest(dest)
     target = dest.resolve()
-    staging = _staging(target)
+    staging = staging_folder(target)
     totals: dict[str, int] = {}
     try:
         for name in ("curated", "eval"):

@@ -112,3 +112,14 @@ def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor, 
         out[f"image_to_text_R@{k}"] = (image_to_text_rank < k).float().mean().item()
         out[f"text_to_image_R@{k}"] = (text_to_image_rank < k).float().mean().item()
     return out
+
+
+def class_probabilities(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """A classifier's softmax probabilities, no gradient, in batches."""
+    device = next(model.parameters()).device
+    with eval_mode(model):
+        out = [
+            torch.softmax(model(to_input(images[i : i + batch_size].to(device), model)).float(), dim=1).cpu()
+            for i in range(0, len(images), batch_size)
+        ]
+    return torch.cat(out) if out else torch.zeros(0, 0)

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from winnow.method.losses import eval_mode
-from winnow.method.selection import POLICIES
+from winnow.method.policies import POLICIES
 
 # What the summary shows per policy, beside steps: compute and wall-clock to the target, and their ratios to uniform.
 HEADLINE = (

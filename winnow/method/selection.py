@@ -1,199 +1,126 @@
 """Which examples of a super-batch the learner trains on (docs/DESIGN.md, Selection).
 
-Plain functions over tensors: a policy turns losses into scores, `select` keeps k.
-The online loss a policy reads is the actor's: a small model trained alongside the
-learner (train.actor), or the learner itself (train.actor: learner, the RHO-LOSS set-up,
-whose scoring forward costs as much as the learner's).
-
-`jest_select` is JEST's joint selection (Evans et al. 2024) for the contrastive loss, where
-an example's loss depends on the rest of its batch: the batch is drawn in chunks, each later
-chunk scored conditionally on the examples already chosen (`conditional_losses`).
+A `Selector` is the whole of the method's choice, usable in any PyTorch loop: draw
+`selector.super_batch(B)` examples, score them with a small online model (the actor), and
+`selector.keep(ids, B, actor_loss)` returns the rows to train on. The reference's side comes
+precomputed, indexed by example id (winnow.scores.store.load_losses): nothing of it runs per step.
+docs/selector.md shows it in a loop of twenty lines.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
-import torch.nn.functional as F
+
+from winnow.errors import StaleInput
+from winnow.method.jest import jest_select_per_group, reference_logits
+from winnow.method.policies import POLICIES, Policy
+from winnow.method.sampling import select_per_group
+
+METHODS = ("topk", "softmax", "jest")  # jest: joint selection in chunks, for a contrastive loss (winnow.method.jest)
 
 
-@dataclass(frozen=True)
-class Policy:
-    """A selection policy: which losses it reads, and how it scores a super-batch (higher: keep).
-    Adding a policy is one entry in POLICIES; the loop, the ledger and the config read it from here."""
+@dataclass
+class Selector:
+    """Keep a fraction of each super-batch by a policy's scores.
 
-    name: str
-    score: Callable[[torch.Tensor | None, torch.Tensor | None], torch.Tensor] | None  # (actor loss, reference loss) -> scores
-    actor_loss: bool = False  # needs the online model's loss over the super-batch every step (train.actor)
-    reference_loss: bool = False  # needs the precomputed reference losses (free per step)
+    policy: a name in POLICIES (uniform keeps the draw as it is: no super-batch, no scores).
+    keep_fraction: rho, the batch over the super-batch. method: topk keeps the highest scores;
+    softmax samples without replacement from softmax(score / temperature); jest draws the batch
+    jointly in `chunks` chunks from the (N, N) logits of a contrastive batch.
+    reference_loss: float (num_examples,), indexed by example id, NaN where unscored (per-example
+    methods); reference_embeddings: (image features, text features, logit scale) indexed by id (jest).
+    groups: select within this many equal slices of the super-batch, as DDP ranks do each from its own.
+    generator: the random stream of softmax and jest sampling (seed it; a checkpoint saves its state).
+    """
+
+    policy: str = "uniform"
+    keep_fraction: float = 1.0
+    method: str = "topk"
+    temperature: float = 1.0
+    chunks: int = 1
+    reference_loss: torch.Tensor | None = None
+    reference_embeddings: tuple[torch.Tensor, torch.Tensor, float] | None = None
+    groups: int = 1
+    generator: torch.Generator = field(default_factory=torch.Generator)
+
+    def __post_init__(self):
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown policy {self.policy!r}; choose one of {list(POLICIES)}")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown selection method {self.method!r}; choose one of {list(METHODS)}")
+        if self.rule.reference_loss and (self.reference_embeddings if self.joint else self.reference_loss) is None:
+            what = "embeddings (selection jest)" if self.joint else "losses"
+            raise ValueError(f"policy {self.policy!r} needs reference {what} for every training example")
+
+    @property
+    def rule(self) -> Policy:
+        return POLICIES[self.policy]
 
     @property
     def selects(self) -> bool:
-        """False for the baseline, which trains on a uniform batch and draws no super-batch."""
-        return self.score is not None
+        """False for uniform, which trains on its draw as it is."""
+        return self.rule.selects
 
-    def scores(self, actor_loss: torch.Tensor | None, reference_loss: torch.Tensor | None) -> torch.Tensor:
-        if self.score is None:
-            raise ValueError(f"policy {self.name!r} has no scores (it keeps a uniform batch)")
-        return self.score(actor_loss, reference_loss)
+    @property
+    def joint(self) -> bool:
+        """The batch is chosen jointly (JEST), from the actor's (N, N) logits rather than per-example losses."""
+        return self.selects and self.method == "jest"
 
+    @property
+    def needs_actor(self) -> bool:
+        """Whether keep() reads an online model's scores of the super-batch (its losses, or its logits for jest)."""
+        return self.rule.actor_loss
 
-POLICIES: dict[str, Policy] = {
-    p.name: p
-    for p in (
-        Policy("uniform", None),
-        Policy("easy_reference", lambda actor, reference: -reference, reference_loss=True),
-        Policy("hard_learner", lambda actor, reference: actor, actor_loss=True),
-        Policy("learnability", lambda actor, reference: actor - reference, actor_loss=True, reference_loss=True),
-    )
-}
+    def super_batch(self, batch_size: int) -> int:
+        """How many examples to draw to keep batch_size of them: batch_size / rho (batch_size for uniform)."""
+        return int(round(batch_size / self.keep_fraction)) if self.selects else batch_size
 
+    def keep(self, ids: np.ndarray, k: int, actor: torch.Tensor | None = None, name: str = "select") -> torch.Tensor:
+        """Indices into the super-batch (whose example ids are `ids`) of the k rows to train on. `actor`: the
+        online model's per-example losses (N,), or for jest its (N, N) logits; None for policies that read none."""
+        if not self.selects:
+            return torch.arange(k)
+        if self.needs_actor and actor is None:
+            raise ValueError(f"policy {self.policy!r} scores the super-batch with an online model's loss: pass `actor`")
+        online = actor if self.needs_actor else None
+        if self.joint:
+            reference = self._reference_logits(ids, name) if self.rule.reference_loss else None
+            return jest_select_per_group(
+                self.rule, online, reference, k, self.groups, self.chunks, self.temperature, self.generator
+            )
+        reference = self._reference_loss(ids, name) if self.rule.reference_loss else None
+        scores = self.rule.scores(online, reference)
+        return select_per_group(scores, k, self.groups, self.method, self.temperature, self.generator)
 
-def select(
-    scores: torch.Tensor, k: int, method: str = "topk", temperature: float = 1.0, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Indices of the k kept examples.
+    def fingerprint(self) -> dict:
+        """What makes two runs' selections the same (a checkpoint resumes only into the very same run)."""
+        return {
+            "policy": self.policy,
+            "keep_fraction": self.keep_fraction,
+            "selection": self.method,
+            "temperature": self.temperature,
+            **({"jest_chunks": self.chunks} if self.joint else {}),
+            "groups": self.groups,
+        }
 
-    topk keeps the k highest scores. softmax samples k without replacement from
-    softmax(scores / temperature), by the Gumbel-top-k trick (exact for that law).
-    """
-    if not 0 < k <= len(scores):
-        raise ValueError(f"cannot keep {k} of {len(scores)} examples")
-    if method == "topk":
-        return torch.topk(scores, k).indices
-    if method == "softmax":
-        return torch.topk(scores.double() / temperature + _gumbel(len(scores), generator), k).indices
-    raise ValueError(f"unknown selection method {method!r}; use 'topk' or 'softmax'")
+    def _reference_loss(self, ids: np.ndarray, name: str) -> torch.Tensor:
+        loss = self.reference_loss[torch.from_numpy(ids)]
+        if torch.isnan(loss).any():
+            raise StaleInput(
+                f"{name}: no reference loss for example id {ids[torch.isnan(loss).numpy()][0]}; rerun `winnow score` on this pool"
+            )
+        return loss
 
-
-def select_per_group(
-    scores: torch.Tensor,
-    k: int,
-    groups: int,
-    method: str = "topk",
-    temperature: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Indices of k kept examples, k / groups from each of `groups` equal consecutive slices.
-
-    This is what DDP ranks do, each selecting from its own share of the super-batch; with
-    groups > 1 one process reproduces their choice (topk exactly; softmax draws differ, each
-    rank has its own random stream)."""
-    if groups == 1:
-        return select(scores, k, method, temperature, generator)
-    if len(scores) % groups or k % groups:
-        raise ValueError(f"{len(scores)} scores and k={k} must split evenly into {groups} groups")
-    size = len(scores) // groups
-    return torch.cat(
-        [select(part, k // groups, method, temperature, generator) + g * size for g, part in enumerate(scores.split(size))]
-    )
-
-
-def _gumbel(n: int, generator: torch.Generator | None) -> torch.Tensor:
-    """n Gumbel(0, 1) draws: adding them to scores / T and keeping the top k samples k without
-    replacement from softmax(scores / T)."""
-    u = torch.rand(n, generator=generator, dtype=torch.float64).clamp_(1e-12, 1 - 1e-12)
-    return -torch.log(-torch.log(u))
-
-
-# ---------------------------------------------------------------- JEST: joint selection for the contrastive loss
-
-
-def pair_losses(logits: torch.Tensor) -> torch.Tensor:
-    """Each pair's contrastive loss against the whole batch, from its (N, N) image-text logits: the
-    mean of its row's and its column's cross-entropy (losses.contrastive_losses, from logits)."""
-    target = torch.arange(len(logits), device=logits.device)
-    return (F.cross_entropy(logits, target, reduction="none") + F.cross_entropy(logits.T, target, reduction="none")) / 2
-
-
-def conditional_losses(logits: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-    """For every candidate c, L(S + c) - L(S): how much the summed contrastive loss of the chosen set S
-    (a bool mask, not empty) grows when c joins it, from the super-batch's (N, N) logits Z.
-
-    Two parts, both exact for the softmax (CLIP) loss:
-    - c's own pair: -Z_cc + (logsumexp of its row over S + c + logsumexp of its column over S + c) / 2;
-    - every chosen pair i, whose row now also contrasts with text c and whose column with image c:
-      (softplus(Z_ic - R_i) + softplus(Z_ci - C_i)) / 2, R_i and C_i its row's and column's logsumexp over S.
-    Chosen examples get -inf (they are not candidates)."""
-    z = logits.double()
-    inside = z[chosen][:, chosen]
-    rows, cols = torch.logsumexp(inside, dim=1), torch.logsumexp(inside, dim=0)  # R_i, C_i for i in S
-    diagonal = z.diagonal()
-    own = -diagonal + 0.5 * (
-        torch.logaddexp(torch.logsumexp(z[:, chosen], dim=1), diagonal)  # c's row: image c against texts S + c
-        + torch.logaddexp(torch.logsumexp(z[chosen, :], dim=0), diagonal)  # c's column: text c against images S + c
-    )
-    others = 0.5 * (
-        F.softplus(z[chosen, :] - rows[:, None]).sum(0)  # text c joins each chosen image's row
-        + F.softplus(z[:, chosen] - cols[None, :]).sum(1)  # image c joins each chosen text's column
-    )
-    return (own + others).masked_fill(chosen, float("-inf"))
-
-
-def jest_select(
-    rule: Policy,
-    actor_logits: torch.Tensor | None,
-    reference_logits: torch.Tensor | None,
-    k: int,
-    chunks: int,
-    temperature: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Indices of k examples of a super-batch chosen jointly, in `chunks` chunks (JEST).
-
-    The first chunk is sampled from the per-example scores (the policy's, from each pair's loss
-    against the whole super-batch); each later chunk from the policy's score of each candidate's
-    conditional loss given the examples already chosen (conditional_losses), actor minus reference
-    for learnability. Within a chunk, without replacement from softmax(score / temperature).
-    With one chunk this is per-example selection by softmax sampling."""
-    n = len(actor_logits if actor_logits is not None else reference_logits)
-    if not 0 < k <= n:
-        raise ValueError(f"cannot keep {k} of {n} examples")
-    if not 0 < chunks <= k:
-        raise ValueError(f"cannot draw {k} examples in {chunks} chunks")
-
-    def scores(of: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        return rule.scores(
-            of(actor_logits) if rule.actor_loss else None, of(reference_logits) if rule.reference_loss else None
-        ).double()
-
-    chosen = torch.zeros(n, dtype=torch.bool)
-    picked = []
-    for i, size in enumerate(len(c) for c in torch.arange(k).tensor_split(chunks)):
-        score = scores(pair_losses) if i == 0 else scores(lambda z: conditional_losses(z, chosen))
-        key = (score / temperature + _gumbel(n, generator)).masked_fill(chosen, float("-inf"))
-        pick = torch.topk(key, size).indices
-        chosen[pick] = True
-        picked.append(pick)
-    return torch.cat(picked)
-
-
-def jest_select_per_group(
-    rule: Policy,
-    actor_logits: torch.Tensor | None,
-    reference_logits: torch.Tensor | None,
-    k: int,
-    groups: int,
-    chunks: int,
-    temperature: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """jest_select within each of `groups` equal consecutive slices of the super-batch (what DDP
-    ranks do, each from its own examples: the logits of a slice are its block on the diagonal)."""
-    n = len(actor_logits if actor_logits is not None else reference_logits)
-    if n % groups or k % groups:
-        raise ValueError(f"{n} examples and k={k} must split evenly into {groups} groups")
-    size = n // groups
-
-    def block(z, g):
-        return z[g * size : (g + 1) * size, g * size : (g + 1) * size] if z is not None else None
-
-    return torch.cat(
-        [
-            jest_select(rule, block(actor_logits, g), block(reference_logits, g), k // groups, chunks, temperature, generator)
-            + g * size
-            for g in range(groups)
-        ]
-    )
+    def _reference_logits(self, ids: np.ndarray, name: str) -> torch.Tensor:
+        image, text, scale = self.reference_embeddings
+        index = torch.from_numpy(ids)
+        image, text = image[index], text[index]
+        if torch.isnan(image).any():
+            raise StaleInput(
+                f"{name}: no reference embedding for example id {ids[torch.isnan(image).any(1).numpy()][0]}; "
+                "rerun `winnow score` on this pool"
+            )
+        return reference_logits(image, text, scale)

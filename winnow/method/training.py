@@ -2,21 +2,19 @@
 
 One function, top to bottom: draw a super-batch, score it, keep a batch, step,
 log, evaluate, checkpoint. The reference is the same loop with policy "uniform"
-on the curated set. A checkpoint holds model, optimiser, RNG states and the log,
-so a killed run resumes where it stopped and ends with the same weights.
+on the curated set. A checkpoint (winnow.method.checkpoints) holds model, optimiser,
+RNG states and the log, so a killed run resumes where it stopped and ends with the
+same weights.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
-import os
-import pickle
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -25,14 +23,22 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from winnow.config import OptimConfig
+from winnow.config import ACTOR_DATA, OptimConfig
 from winnow.datasets.contract import Split
 from winnow.datasets.stream import Draw, InMemory, ShardStream
-from winnow.errors import CheckpointError, DataError, MissingInput, StaleInput, TrainingDiverged
-from winnow.files import atomic_path
+from winnow.errors import DataError, TrainingDiverged
+from winnow.method.checkpoints import (
+    CheckpointPlan,
+    TrainState,
+    atomic_save,
+    gathered,
+    restored_state,
+    resumable,
+    signature,
+)
 from winnow.method.devices import autocast, rank_and_world
 from winnow.method.losses import contrastive_logits, per_example_loss
-from winnow.method.selection import POLICIES, jest_select_per_group, select_per_group
+from winnow.method.selection import Selector
 
 log = logging.getLogger("winnow")
 
@@ -45,50 +51,8 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     return lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def state_hash(model: nn.Module) -> str:
-    """Content hash of a model's weights: what a scorer in the store is keyed on."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def atomic_save(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise MissingInput(f"{path}: no checkpoint here; run the stage that writes it first")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:  # a file cut short or overwritten
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]}); "
-            f"delete it and rerun the stage that writes it"
-        ) from e
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise CheckpointError(f"{path}: not a winnow checkpoint; delete it and rerun the stage that writes it")
-    return ckpt
-
-
-@dataclass
-class TrainState:
-    """What a run has done so far, saved in every checkpoint beside the weights, the optimiser and each
-    rank's sampler and RNG state (which live in their own objects)."""
-
-    step: int = 0
-    steps_log: list[dict] = field(default_factory=list)  # one row per step: loss, lr, pathology mix of the kept batch
-    eval_log: list[dict] = field(default_factory=list)  # one row per evaluation: step, examples seen, the target metric
-    seconds: float = 0.0  # training time, summed over runs (a resumed run adds to it); evaluation not included
-    clock: list[list[float]] = field(default_factory=list)  # [step, seconds so far] at each evaluation: time to a target
-
-
-class Online:
-    """A model trained in the loop, with its own optimiser: the learner, or the actor beside it.
+class Trainee:
+    """A model trained in the loop together with its own optimiser: the learner, or the actor beside it.
     Under torchrun its forward runs through DDP, so its gradients are averaged over ranks."""
 
     def __init__(self, model: nn.Module, opt: OptimConfig, world: int):
@@ -125,7 +89,24 @@ class Online:
         return loss.item()
 
 
-ACTOR_DATA = ("kept", "super_batch")  # what the actor trains on each step: the learner's batch, or all it scored
+@dataclass(frozen=True)
+class Actor:
+    """The small online model whose loss scores each super-batch, and what it trains on each step."""
+
+    model: nn.Module
+    trains_on: str = "kept"  # kept: the learner's batch | super_batch: everything it scored
+
+    def __post_init__(self):
+        if self.trains_on not in ACTOR_DATA:
+            raise ValueError(f"actor_trains_on must be one of {ACTOR_DATA}, got {self.trains_on!r}")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The metric tracked during training (model -> {name: value}), and every how many steps."""
+
+    metric: Callable[[nn.Module], dict]
+    every: int = 100
 
 
 def train(
@@ -134,130 +115,51 @@ def train(
     opt: OptimConfig,
     *,
     seed: int,
-    policy: str = "uniform",
-    keep_fraction: float = 1.0,
-    selection: str = "topk",
-    temperature: float = 1.0,
-    jest_chunks: int = 1,
-    reference_loss: torch.Tensor | None = None,
-    reference_embeddings: tuple[torch.Tensor, torch.Tensor, float] | None = None,
-    actor: nn.Module | None = None,
-    actor_trains_on: str = "kept",
-    targets: torch.Tensor | None = None,
+    selector: Selector | None = None,
+    actor: Actor | None = None,
     loss_fn: Callable = per_example_loss,
-    evaluate: Callable[[nn.Module], dict] | None = None,
-    eval_every: int = 100,
-    checkpoint_path: Path | None = None,
-    checkpoint_every: int = 500,
-    pathology: np.ndarray | None = None,
-    meta: dict | None = None,
-    on_step: Callable[[int], None] | None = None,
-    on_batch: Callable[[int, np.ndarray], None] | None = None,
-    groups: int = 1,
+    evaluation: Evaluation | None = None,
+    checkpoint: CheckpointPlan | None = None,
+    on_step: Callable[[int, np.ndarray], None] | None = None,
     precision: str = "auto",
-    desc: str = "train",
-    inputs: str | None = None,
+    name: str = "train",
 ) -> dict:
     """Train `model` for opt.steps steps on super-batches from `data`; returns the checkpoint dict (with the logs).
 
-    `data` is a sampler (winnow.stream), or a Split to hold in memory with its targets (labels, or caption
-    tokens for CLIP; default data.labels) and pathology indexed by row. reference_loss is indexed by example
-    id. selection "jest" (contrastive) keeps the batch jointly in `jest_chunks` chunks
-    (selection.jest_select) from the actor's logits over the super-batch and the reference's, rebuilt from
-    `reference_embeddings` (image and text features indexed by example id, and the logit scale). `actor` is
-    the small online model whose loss scores the super-batch for policies that read an online loss; it
-    trains alongside the learner with its own optimiser (same schedule) on the kept batch or the whole
-    super-batch (`actor_trains_on`). None: the learner scores itself. loss_fn(model, images, targets) gives
-    per-example losses. `meta` (model name, classes...) is stored in the checkpoint so that later stages can
-    rebuild the model from it. pathology is counted in each kept batch for the log, never read by selection.
-    on_batch(step, ids) sees the example ids each step trained on (audits, tests). `inputs` identifies what
-    the run reads (its stage's lineage key: data, params, code); it is stored in the checkpoint, and a
-    checkpoint with other inputs is never resumed from.
-
-    Under torchrun (a process group is initialised) the learner and the actor are wrapped in DDP;
-    each rank draws its share of the super-batch and keeps its share of the batch, chosen from its
-    own examples (no communication for selection); gradients are averaged by DDP as usual. One
-    process with groups=world makes the same choice (selection.select_per_group).
+    `data` is a sampler (winnow.datasets.stream), or a Split drawn in memory with its labels as targets.
+    `selector` keeps each batch (default: uniform, no super-batch); `actor` is the small online model whose
+    loss scores the super-batch for policies that read one, trained alongside the learner with its own
+    optimiser (same schedule); without one the learner scores itself. loss_fn(model, images, targets) gives
+    per-example losses. on_step(step, ids) sees the example ids each step trained on (audits, tests).
+    Under torchrun the learner and the actor are wrapped in DDP; each rank draws its share of the super-batch
+    and keeps its share of the batch from its own examples (no communication for selection).
     """
-    device = next(model.parameters()).device
     rank, world = rank_and_world()
-    rule = POLICIES[policy]
-    batch = opt.batch_size
-    super_batch = int(round(batch / keep_fraction)) if rule.selects else batch
-    sampler = (
-        data
-        if not isinstance(data, Split)
-        else InMemory(data, torch.as_tensor(data.labels) if targets is None else targets, seed, pathology, rank, world)
-    )
-    _check_sizes(batch, super_batch, sampler.size, world, desc)
-    jest = rule.selects and selection == "jest"
-    if rule.reference_loss and (reference_embeddings if jest else reference_loss) is None:
-        what = "embeddings (selection jest)" if jest else "losses"
-        raise ValueError(f"policy {policy!r} needs reference {what} for every training example")
-    if actor_trains_on not in ACTOR_DATA:
-        raise ValueError(f"actor_trains_on must be one of {ACTOR_DATA}, got {actor_trains_on!r}")
-    actor = actor if rule.actor_loss else None  # only policies that read an online loss pay for an actor
-    fingerprint = json.dumps(
-        {
-            "opt": opt.model_dump(exclude={"policies"}),
-            "policy": policy,
-            "keep_fraction": keep_fraction,
-            "selection": selection,
-            "temperature": temperature,
-            **({"jest_chunks": jest_chunks} if jest else {}),
-            "seed": seed,
-            "n": sampler.size,
-            "sampler": type(sampler).__name__,
-            "world": world,
-            "groups": groups,
-            "inputs": inputs,
-            **({"actor": _signature(actor), "actor_trains_on": actor_trains_on} if actor is not None else {}),
-        },
-        sort_keys=True,
-        default=str,
-    )  # a checkpoint resumes only into the very same run
-    learner = Online(model, opt, world)
-    online = Online(actor, opt, world) if actor is not None else None
-    torch_gen = torch.Generator().manual_seed(seed + 7919 * rank)  # selection's own random stream (softmax sampling)
-    state = _resume(checkpoint_path, fingerprint, learner, online, sampler, torch_gen, desc, rank, opt.steps)
+    selector = selector or Selector()
+    sampler = data if not isinstance(data, Split) else InMemory(data, torch.as_tensor(data.labels), seed, None, rank, world)
+    batch, super_batch = opt.batch_size, selector.super_batch(opt.batch_size)
+    _check_sizes(batch, super_batch, sampler.size, world, name)
+    actor = actor if selector.needs_actor else None  # only policies that read an online loss pay for an actor
+    online = Trainee(actor.model, opt, world) if actor is not None else None
+    selector.generator.manual_seed(seed + 7919 * rank)  # selection's own random stream (softmax sampling, JEST)
+    plan = checkpoint or CheckpointPlan()
+    run = _Run(Trainee(model, opt, world), online, sampler, selector.generator, plan, rank, world)
+    run.fingerprint = _fingerprint(opt, selector, seed, sampler, world, plan.inputs, actor)
+    state = run.resume(name, opt.steps)
     finished_before = state.step >= opt.steps
-
-    def checkpoint():
-        samplers, generators = _gathered(sampler.state(), world), _gathered(torch_gen.get_state(), world)
-        if checkpoint_path is not None and rank == 0:
-            atomic_save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": learner.optimizer.state_dict(),
-                    **(
-                        {"actor": actor.state_dict(), "actor_optimizer": online.optimizer.state_dict()}
-                        if online is not None
-                        else {}
-                    ),
-                    "sampler": samplers,
-                    "torch_rng": generators,
-                    "fingerprint": fingerprint,
-                    "inputs": inputs,
-                    "policy": policy,
-                    "meta": meta or {},
-                    "complete": state.step >= opt.steps,
-                    **dataclasses.asdict(state),
-                },
-                Path(checkpoint_path),
-            )
-
-    model.train()
-    if actor is not None:
-        actor.train()
+    device = next(model.parameters()).device
     bar = tqdm(
         total=opt.steps,
         initial=state.step,
-        desc=desc,
+        desc=name,
         unit="step",
         leave=False,
         disable=None if rank == 0 else True,
         mininterval=2.0,
     )
+    model.train()
+    if actor is not None:
+        actor.model.train()
     while state.step < opt.steps:
         step, started = state.step, time.perf_counter()
         # this step's learning rate (learner and actor alike): linear warm-up, then cosine decay
@@ -266,138 +168,137 @@ def train(
         # draw a super-batch and keep the batch the policy chooses (uniform: the draw is the batch)
         drawn = sampler.draw(super_batch)
         drawn = Draw(drawn.ids, drawn.images.to(device), drawn.targets.to(device), drawn.pathology)
-        kept = drawn
-        if jest:
-            scored = (online or learner).logits(drawn, precision) if rule.actor_loss else None
-            reference = _reference_logits(reference_embeddings, drawn.ids, desc) if rule.reference_loss else None
-            keep = jest_select_per_group(rule, scored, reference, batch // world, groups, jest_chunks, temperature, torch_gen)
-            kept = _kept(drawn, keep)
-        elif rule.selects:
-            scored = (online or learner).losses(drawn, loss_fn, precision) if rule.actor_loss else None
-            kept = _select(rule, drawn, scored, reference_loss, batch // world, groups, selection, temperature, torch_gen, desc)
+        kept = _keep(selector, drawn, online or run.learner, batch // world, loss_fn, precision, name)
 
         # one optimiser step of the learner on the kept batch, and of the actor on what it trains on
-        loss = learner.step(kept, loss_fn, lr, precision, desc, step)
-        actor_loss = (
-            online.step(kept if actor_trains_on == "kept" else drawn, loss_fn, lr, precision, f"{desc} (actor)", step)
-            if online is not None
-            else None
-        )
-        if on_batch is not None:
-            on_batch(step + 1, kept.ids)
+        loss = run.learner.step(kept, loss_fn, lr, precision, name, step)
+        actor_loss = None
+        if online is not None:
+            actor_loss = online.step(
+                kept if actor.trains_on == "kept" else drawn, loss_fn, lr, precision, f"{name} (actor)", step
+            )
 
         # log the step (summed over ranks), evaluate and checkpoint on their schedules
         state.step = step = step + 1
         state.seconds += time.perf_counter() - started
-        row = _log_row(step, lr, loss, actor_loss, kept, sampler.kinds, world)
-        state.steps_log.append(row)
-        if evaluate is not None and (step % eval_every == 0 or step == opt.steps) and rank == 0:
-            metrics = evaluate(model)
-            model.train()
-            state.eval_log.append({"step": step, "examples_seen": step * batch, **metrics})
-            state.clock.append([step, state.seconds])
-            bar.set_postfix(loss=f"{row['loss']:.3f}", **{k: f"{v:.3f}" for k, v in metrics.items()})
-        if step % checkpoint_every == 0 or step == opt.steps:
-            checkpoint()
+        state.steps_log.append(_log_row(step, lr, loss, actor_loss, kept, sampler.kinds, world))
+        if evaluation is not None and (step % evaluation.every == 0 or step == opt.steps) and rank == 0:
+            _evaluate(evaluation, model, state, batch, bar)
+        if step % plan.every == 0 or step == opt.steps:
+            run.save(state, opt.steps)
         bar.update(1)
         if on_step is not None:
-            on_step(step)
+            on_step(step, kept.ids)
     bar.close()
     if not finished_before:  # a run that was already finished is left as it was: later stages are keyed on its bytes
-        checkpoint()
+        run.save(state, opt.steps)
     out = {"model": model.state_dict(), **dataclasses.asdict(state), "complete": True}
     if actor is not None:
-        out["actor"] = actor.state_dict()
+        out["actor"] = actor.model.state_dict()
     return out
 
 
-def _signature(model: nn.Module) -> str:
-    """Which architecture a model is (class and parameter shapes), for the checkpoint fingerprint."""
-    shapes = ",".join("x".join(map(str, p.shape)) for p in model.parameters())
-    return f"{type(model).__name__}:{hashlib.sha256(shapes.encode()).hexdigest()[:16]}"
+@dataclass
+class _Run:
+    """What one run trains and checkpoints together: the learner, the actor, the sampler and the selection RNG."""
+
+    learner: Trainee
+    actor: Trainee | None
+    sampler: InMemory | ShardStream
+    generator: torch.Generator
+    plan: CheckpointPlan
+    rank: int
+    world: int
+    fingerprint: str = ""
+
+    def resume(self, name: str, steps: int) -> TrainState:
+        """The state to start from: the checkpoint's, restored into every object of the run, when this very run
+        wrote it (same fingerprint); else a fresh start."""
+        ckpt = resumable(self.plan.path, self.fingerprint, name, self.rank)
+        if ckpt is None:
+            return TrainState()
+        self.learner.model.load_state_dict(ckpt["model"])
+        self.learner.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.actor is not None:
+            self.actor.model.load_state_dict(ckpt["actor"])
+            self.actor.optimizer.load_state_dict(ckpt["actor_optimizer"])
+        self.sampler.restore(ckpt["sampler"][self.rank])
+        self.generator.set_state(ckpt["torch_rng"][self.rank])
+        state = restored_state(ckpt)
+        if state.step < steps and self.rank == 0:
+            log.info("%s: resuming from step %d of %d (%s)", name, state.step, steps, self.plan.path)
+        return state
+
+    def save(self, state: TrainState, steps: int) -> None:
+        samplers, generators = gathered(self.sampler.state(), self.world), gathered(self.generator.get_state(), self.world)
+        if self.plan.path is None or self.rank != 0:
+            return
+        actor = (
+            {"actor": self.actor.model.state_dict(), "actor_optimizer": self.actor.optimizer.state_dict()} if self.actor else {}
+        )
+        checkpoint = {
+            "model": self.learner.model.state_dict(),
+            "optimizer": self.learner.optimizer.state_dict(),
+            **actor,
+            "sampler": samplers,
+            "torch_rng": generators,
+            "fingerprint": self.fingerprint,
+            "inputs": self.plan.inputs,
+            "meta": self.plan.meta,
+            "complete": state.step >= steps,
+            **dataclasses.asdict(state),
+        }
+        atomic_save(checkpoint, Path(self.plan.path))
 
 
-def _check_sizes(batch: int, super_batch: int, examples: int, world: int, desc: str) -> None:
+def _fingerprint(opt: OptimConfig, selector: Selector, seed: int, sampler, world: int, inputs, actor: Actor | None) -> str:
+    """What makes a run this run: a checkpoint resumes only into the very same one."""
+    return json.dumps(
+        {
+            "opt": opt.model_dump(exclude={"policies"}),
+            **selector.fingerprint(),
+            "seed": seed,
+            "n": sampler.size,
+            "sampler": type(sampler).__name__,
+            "world": world,
+            "inputs": inputs,
+            **({"actor": signature(actor.model), "actor_trains_on": actor.trains_on} if actor is not None else {}),
+        },
+        sort_keys=True,
+        default=str,
+    )
+
+
+def _keep(selector: Selector, drawn: Draw, scorer: Trainee, k: int, loss_fn: Callable, precision: str, name: str) -> Draw:
+    """The rows of the draw the learner trains on: all of it for uniform, else what the selector keeps from the
+    online model's scores (the actor's, or the learner's own) and the reference's."""
+    if not selector.selects:
+        return drawn
+    scores = None
+    if selector.needs_actor:
+        scores = scorer.logits(drawn, precision) if selector.joint else scorer.losses(drawn, loss_fn, precision)
+    keep = selector.keep(drawn.ids, k, scores, name)
+    rows, index = keep.numpy(), keep.to(drawn.images.device)
+    pathology = drawn.pathology[rows] if drawn.pathology is not None else None
+    return Draw(drawn.ids[rows], drawn.images[index], drawn.targets[index], pathology)
+
+
+def _evaluate(evaluation: Evaluation, model: nn.Module, state: TrainState, batch: int, bar) -> None:
+    metrics = evaluation.metric(model)
+    model.train()
+    state.eval_log.append({"step": state.step, "examples_seen": state.step * batch, **metrics})
+    state.clock.append([state.step, state.seconds])
+    bar.set_postfix(loss=f"{state.steps_log[-1]['loss']:.3f}", **{k: f"{v:.3f}" for k, v in metrics.items()})
+
+
+def _check_sizes(batch: int, super_batch: int, examples: int, world: int, name: str) -> None:
     if batch % world or super_batch % world:
         raise ValueError(f"batch {batch} and super-batch {super_batch} must divide evenly over {world} ranks")
     if super_batch > examples:
         what = (
             f"batch_size ({batch})" if super_batch == batch else f"the super-batch of {super_batch} (batch_size / keep_fraction)"
         )
-        raise DataError(f"{desc}: {what} is larger than the {examples} examples it trains on; lower it or add data")
-
-
-def _resume(
-    path, fingerprint: str, learner: Online, actor: Online | None, sampler, torch_gen, desc: str, rank: int, steps: int
-) -> TrainState:
-    """The state to start from: the checkpoint's, restored into the learner (and actor), their optimisers,
-    the sampler and the RNG, when it was written by this very run (same fingerprint); else a fresh start."""
-    ckpt = _resumable(path, desc, rank)
-    if ckpt is None:
-        return TrainState()
-    if ckpt.get("fingerprint") != fingerprint:
-        if rank == 0:
-            log.warning("%s: %s was written with other data, settings or code; starting afresh", desc, path)
-        return TrainState()
-    learner.model.load_state_dict(ckpt["model"])
-    learner.optimizer.load_state_dict(ckpt["optimizer"])
-    if actor is not None:
-        actor.model.load_state_dict(ckpt["actor"])
-        actor.optimizer.load_state_dict(ckpt["actor_optimizer"])
-    sampler.restore(ckpt["sampler"][rank])
-    torch_gen.set_state(ckpt["torch_rng"][rank])
-    state = TrainState(**{f.name: ckpt[f.name] for f in dataclasses.fields(TrainState) if f.name in ckpt})
-    if state.step < steps and rank == 0:
-        log.info("%s: resuming from step %d of %d (%s)", desc, state.step, steps, path)
-    return state
-
-
-def _select(
-    rule,
-    drawn: Draw,
-    online_loss: torch.Tensor | None,
-    reference_loss: torch.Tensor | None,
-    k: int,
-    groups: int,
-    method: str,
-    temperature: float,
-    generator,
-    desc: str,
-) -> Draw:
-    """Keep k of the super-batch by the policy's scores: from the online loss (the actor's, or the
-    learner's own) and the reference's, looked up by example id."""
-    ref = reference_loss[torch.from_numpy(drawn.ids)] if rule.reference_loss else None
-    if ref is not None and torch.isnan(ref).any():
-        raise StaleInput(
-            f"{desc}: no reference loss for example id {drawn.ids[torch.isnan(ref).numpy()][0]}; "
-            "rerun `winnow score` on this pool"
-        )
-    return _kept(drawn, select_per_group(rule.scores(online_loss, ref), k, groups, method, temperature, generator))
-
-
-def _kept(drawn: Draw, keep: torch.Tensor) -> Draw:
-    """The rows `keep` (indices into the super-batch) of a draw."""
-    rows, index = keep.numpy(), keep.to(drawn.images.device)
-    return Draw(
-        drawn.ids[rows], drawn.images[index], drawn.targets[index], drawn.pathology[rows] if drawn.pathology is not None else None
-    )
-
-
-def reference_logits(image: torch.Tensor, text: torch.Tensor, scale: float) -> torch.Tensor:
-    """The reference's (N, N) logits of a super-batch from its stored features: no reference forward per step."""
-    return scale * image @ text.T
-
-
-def _reference_logits(embeddings: tuple[torch.Tensor, torch.Tensor, float], ids: np.ndarray, desc: str) -> torch.Tensor:
-    image, text, scale = embeddings
-    index = torch.from_numpy(ids)
-    image, text = image[index], text[index]
-    if torch.isnan(image).any():
-        raise StaleInput(
-            f"{desc}: no reference embedding for example id {ids[torch.isnan(image).any(1).numpy()][0]}; "
-            "rerun `winnow score` on this pool"
-        )
-    return reference_logits(image, text, scale)
+        raise DataError(f"{name}: {what} is larger than the {examples} examples it trains on; lower it or add data")
 
 
 def _log_row(step: int, lr: float, loss: float, actor_loss: float | None, kept: Draw, kinds, world: int) -> dict:
@@ -412,29 +313,6 @@ def _log_row(step: int, lr: float, loss: float, actor_loss: float | None, kept: 
         row["actor_loss"] = round(logged[2], 5)
     row.update({f"selected_{k}": c / logged[1] for k, c in zip(kinds, logged[2 + len(actor) :], strict=False)})
     return row
-
-
-def _resumable(path: Path | None, desc: str, rank: int) -> dict | None:
-    """The checkpoint to resume from, if any. One that cannot be read (cut short by a crash or a bad
-    copy) is set aside as <name>.corrupt, never deleted, and the run starts afresh."""
-    if path is None or not Path(path).exists():
-        return None
-    try:
-        return load_checkpoint(path)
-    except CheckpointError as e:
-        if rank == 0:
-            os.replace(path, Path(path).with_name(Path(path).name + ".corrupt"))
-            log.warning("%s: %s; moved aside to %s.corrupt, starting afresh", desc, e, Path(path).name)
-        return None
-
-
-def _gathered(obj, world: int) -> list:
-    """obj from every rank, in rank order (a checkpoint holds each rank's sampler and RNG)."""
-    if world == 1:
-        return [obj]
-    out = [None] * world
-    torch.distributed.all_gather_object(out, obj)
-    return out
 
 
 def _summed(values: list[float], world: int) -> list[float]:

@@ -21,35 +21,10 @@ from pathlib import Path
 import yaml
 
 from winnow.config import Params, to_dict
-from winnow.datasets.contract import file_sha256
+from winnow.datasets.contract import digest_path
 
 REPO = Path(__file__).resolve().parents[2]
 DVC_YAML = REPO / "dvc.yaml"
-_file_digests: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256, so a pipeline hashes each file once
-
-
-def _digest_file(path: Path) -> str:
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _file_digests:
-        _file_digests[key] = file_sha256(path)
-    return _file_digests[key]
-
-
-def digest_path(path: str | Path) -> str:
-    """Content hash of a file or of every file under a folder; 'missing' when absent."""
-    path = Path(path)
-    if path.is_file():
-        return _digest_file(path)
-    if not path.is_dir():
-        return "missing"
-    h = hashlib.sha256()
-    for child in sorted(
-        p for p in path.rglob("*") if p.is_file() and not p.name.endswith(".tmp") and "__pycache__" not in p.parts
-    ):
-        h.update(str(child.relative_to(path)).encode())
-        h.update(_digest_file(child).encode())
-    return h.hexdigest()
 
 
 def _lookup(values: dict, dotted: str):
@@ -112,7 +87,7 @@ def output_intact(path: Path, inputs: str) -> bool:
     inputs (its stage key). A file cut short (a crash mid-write, a bad copy), or one that another run
     left at the same path, is not, so its stage recomputes."""
     from winnow.errors import WinnowError
-    from winnow.method.training import load_checkpoint
+    from winnow.method.checkpoints import load_checkpoint
 
     if path.is_dir():
         return any(path.iterdir())

@@ -1,0 +1,43 @@
+"""`winnow bench --study NAME`: each study a module of this package with `run(params) -> result` (which writes
+its JSON and report) and `table(result) -> str`. STUDIES is the one place a study's name lives: the CLI's
+choices and help, the bench flow and the tests read it. A new study is one file and one entry."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    help: str
+
+    def run(self, params) -> dict:
+        """Run the study (every run it needs, resuming what exists); writes its JSON and report."""
+        return importlib.import_module(f"winnow.studies.{self.name}").run(params)
+
+    def table(self, result: dict) -> str:
+        return importlib.import_module(f"winnow.studies.{self.name}").table(result)
+
+
+STUDIES: dict[str, Study] = {
+    s.name: s
+    for s in (
+        Study("policies", "bench.policies side by side over bench.seeds, with the ledger and the verdict (the default)"),
+        Study("scorers", "learnability with reference = actor of each size in bench.scorers, one learner"),
+        Study("learners", "each learner in bench.learners, scored by one small reference and actor"),
+        Study(
+            "jest",
+            "contrastive: uniform, per-example learnability and JEST at each of bench.keep_fractions, at full "
+            "and at bench.low_resolution scoring",
+        ),
+        Study(
+            "curate",
+            "uniform on the full pool, on the pool curated by curate.rule at each of bench.curate_fractions and by "
+            "bench.peer_rule, and online learnability; and bench.transfer_learner on the full and the curated pool",
+        ),
+        Study("memory", "peak memory of scoring and training on the default pool and one bench.memory_scale times larger"),
+        Study("import_memory", "peak memory of `winnow data import` from each kind of source, the pool and a larger one"),
+    )
+}

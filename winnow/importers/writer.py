@@ -1,0 +1,305 @@
+"""Writing the data contract: shards written as rows arrive, into DEST.importing, the manifest last, then
+renamed into place, so an import that stops half-way never leaves a folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from winnow.datasets.contract import file_sha256
+from winnow.datasets.synth import SCHEMA_VERSION
+from winnow.errors import DataError
+from winnow.importers.labels import with_folds
+from winnow.importers.source import (
+    CURATED_FRACTION,
+    ROW_GROUP_BYTES,
+    SCHEMA,
+    SHARD_SIZE,
+    STAGING_MARK,
+    TEST_FRACTION,
+    Source,
+)
+
+log = logging.getLogger("winnow")
+
+POOL, CURATED, TEST = 0, 1, 2  # each row's split, one byte per row of the source
+
+
+class ShardWriter:
+    """One split's part-*.parquet shards, written as rows arrive. A shard (`shard_size` rows) is written in row
+    groups of at most about ROW_GROUP_BYTES of images, so memory holds one row group, not a whole shard of
+    large images (a shard of small images is one row group, as `pq.write_table` would write it)."""
+
+    def __init__(self, folder: Path, shard_size: int, num_classes: int, schema: pa.Schema | None):
+        self.folder, self.shard_size, self.num_classes, self.schema = folder, shard_size, num_classes, schema
+        folder.mkdir(parents=True)
+        self.rows: list[dict] = []
+        self.metadata: list[pa.Table] = []
+        self.held_bytes = self.written = self.shards = self.in_shard = 0
+        self.writer: pq.ParquetWriter | None = None
+
+    def add(self, examples: list[dict], metadata: pa.Table | None) -> None:
+        self.rows.extend(examples)
+        self.held_bytes += sum(len(e["image"] or b"") for e in examples)
+        if self.schema is not None and metadata is not None:
+            self.metadata.append(metadata)
+        while self.rows:
+            room = self.shard_size - self.in_shard
+            if len(self.rows) >= room:
+                self._write(room, end_of_shard=True)
+            elif self.held_bytes >= ROW_GROUP_BYTES:
+                self._write(len(self.rows), end_of_shard=False)
+            else:
+                break
+
+    def close(self) -> int:
+        if self.rows or self.writer is not None:
+            self._write(len(self.rows), end_of_shard=True)
+        if not self.shards:  # an empty split still has its one (empty) shard
+            pq.write_table(self._table([]), self.folder / "part-00000.parquet", compression="zstd")
+            self.shards = 1
+        return self.written
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def _write(self, n: int, end_of_shard: bool) -> None:
+        chunk, self.rows = self.rows[:n], self.rows[n:]
+        self.held_bytes = sum(len(e["image"] or b"") for e in self.rows)
+        if chunk:
+            table = self._table(chunk)
+            if self.writer is None:
+                self.writer = pq.ParquetWriter(self.folder / f"part-{self.shards:05d}.parquet", table.schema, compression="zstd")
+            self.writer.write_table(table)
+            self.written += n
+            self.in_shard += n
+        if end_of_shard and self.writer is not None:
+            self.writer.close()
+            self.writer, self.in_shard = None, 0
+            self.shards += 1
+
+    def _table(self, chunk: list[dict]) -> pa.Table:
+        for row in chunk:
+            if row["label"] is not None and not 0 <= int(row["label"]) < max(self.num_classes, 1):
+                raise DataError(f"{row['source_key']}: label {row['label']} is outside the {self.num_classes} class names")
+            if row["caption"] is not None and not isinstance(row["caption"], str):
+                raise DataError(f"{row['source_key']}: caption {row['caption']!r} is not text; captions are strings (or empty)")
+        n = len(chunk)
+        table = pa.table(
+            {
+                "id": pa.array(np.arange(self.written, self.written + n, dtype=np.int64)),
+                "image": pa.array([r["image"] for r in chunk], pa.binary()),
+                "label": pa.array([None if r["label"] is None else int(r["label"]) for r in chunk], pa.int32()),
+                "caption": pa.array([r["caption"] for r in chunk], pa.string()),
+                "source_key": pa.array([r["source_key"] for r in chunk], pa.string()),
+            },
+            schema=SCHEMA,
+        )
+        if self.schema is not None:
+            held = pa.concat_tables(self.metadata) if self.metadata else self.schema.empty_table()
+            extra, rest = held.slice(0, n).combine_chunks(), held.slice(n)
+            self.metadata = [rest] if rest.num_rows else []
+            for i, f in enumerate(extra.schema):
+                table = table.append_column(f, extra.column(i))
+        return table
+
+
+def write_dataset(
+    examples: list[dict] | Iterable[dict] | Source,
+    dest: str | Path,
+    class_names: list[str],
+    *,
+    curated: list[dict] | Source | None = None,
+    test: list[dict] | Source | None = None,
+    curated_fraction: float = CURATED_FRACTION,
+    test_fraction: float = TEST_FRACTION,
+    seed: int = 0,
+    shard_size: int = SHARD_SIZE,
+    source: str = "",
+    provenance: dict | None = None,
+    evals: dict[str, tuple[Source, list[str], int]] | None = None,
+    num_rows: int | None = None,
+) -> Path:
+    """Split (unless curated/test are given) and write the data contract under `dest`, streaming: into
+    DEST.importing, manifest last, then renamed into place over a previous import. Labels are class indices.
+    `provenance` joins the manifest's "source". `evals`: transfer tasks, name -> (examples, their own class
+    names, how many), written to eval/<name>/ with a fold column (a seeded 2/3 train, 1/3 test) for the linear probe.
+    `num_rows`: the pool source's length when already counted (sampling needs it; else it is counted)."""
+    pool_source, curated, test = _as_source(examples), _as_source(curated), _as_source(test)
+    check_options(0 if curated else curated_fraction, 0 if test else test_fraction, shard_size)
+    dest = Path(dest)
+    check_dest(dest)
+    target = dest.resolve()  # so that DEST.importing sits beside it even for "." or "out/"
+    sample = (not test and test_fraction > 0) or (not curated and curated_fraction > 0)
+    n = (num_rows if num_rows is not None else pool_source.count()) if sample else None
+    plan = None
+    if sample:  # each row's split: the pool, or one of the sampled sets (one byte per row)
+        order = np.random.default_rng(seed).permutation(n)
+        n_test = 0 if test else int(round(n * test_fraction))
+        n_curated = 0 if curated else int(round(n * curated_fraction))
+        plan = np.full(n, POOL, dtype=np.uint8)
+        plan[order[:n_test]] = TEST
+        plan[order[n_test : n_test + n_curated]] = CURATED
+        del order
+        if n_test + n_curated >= n:
+            raise DataError(f"{source or dest}: nothing left for the pool after taking the curated and test sets")
+    if not test:
+        if sample and test_fraction > 0:
+            log.warning(
+                "eval/test is sampled from %s, the same (possibly noisy) source as the pool: the target then rewards agreeing "
+                "with its wrong labels. Pass --test SOURCE, a separate clean held-out set.",
+                source or "the pool's source",
+            )
+        else:
+            log.warning("eval/test is empty: pass --test SOURCE (a clean held-out set) or a --test-fraction above 0")
+    tasks = {"test": {"label": "label", "class_names": class_names}}
+    task_sources = {}
+    for name, (task, names, rows) in (evals or {}).items():
+        task_sources[f"eval/{name}"] = with_folds(task, rows, seed)
+        tasks[name] = {"label": "label", "class_names": names, "probe": True}
+        if names != [f"class {i}" for i in range(len(names))]:  # named classes: CLIP can be prompted with them
+            tasks[name]["prompt_names"] = names
+    staging = staging_folder(target)
+    writers: dict[str, ShardWriter] = {}
+    try:
+        writers = {
+            "pool": ShardWriter(staging / "pool", shard_size, len(class_names), pool_source.schema),
+            "curated": ShardWriter(staging / "curated", shard_size, len(class_names), (curated or pool_source).schema),
+            "eval/test": ShardWriter(staging / "eval/test", shard_size, len(class_names), (test or pool_source).schema),
+        }
+        routes = {POOL: writers["pool"], CURATED: writers["curated"], TEST: writers["eval/test"]}
+        done = 0
+        for batch_examples, metadata in tqdm(pool_source.read(), desc="import pool", unit="batch", leave=False, disable=None):
+            if plan is None:
+                writers["pool"].add(batch_examples, metadata)
+            else:
+                where = plan[done : done + len(batch_examples)]
+                for split, writer in routes.items():
+                    rows = np.flatnonzero(where == split)
+                    if len(rows):
+                        writer.add([batch_examples[i] for i in rows], metadata.take(rows) if metadata is not None else None)
+            done += len(batch_examples)
+        if plan is not None and done != len(plan):
+            raise DataError(f"{source or dest}: the source changed while it was read ({len(plan)} rows, then {done})")
+        if not done:
+            raise DataError(f"{source or dest}: no examples in the pool")
+        for name, separate in (("curated", curated), ("eval/test", test)):
+            for batch_examples, metadata in separate.read() if separate else ():
+                writers[name].add(batch_examples, metadata)
+        for name, task in task_sources.items():
+            writers[name] = ShardWriter(staging / name, shard_size, len(tasks[name[5:]]["class_names"]), task.schema)
+            for batch_examples, metadata in task.read():
+                writers[name].add(batch_examples, metadata)
+        counts = {name: writer.close() for name, writer in writers.items()}
+        if not counts["pool"]:
+            raise DataError(f"{source or dest}: nothing left for the pool after taking the curated and test sets")
+    except BaseException:  # a bad row, or an interrupt: nothing half-written stays behind
+        for writer in writers.values():
+            writer.abort()
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    provenance = dict(provenance or {})
+    curated_path, test_path = provenance.pop("curated", None), provenance.pop("test", None)
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "image": {"format": "encoded"},
+        "class_names": class_names,
+        "tasks": tasks,
+        "counts": counts,
+        "source": {
+            "path": str(source),
+            "seed": seed,
+            "curated_fraction": curated_fraction,
+            "test_fraction": test_fraction,
+            **provenance,
+            "curated": {"path": str(source) if not curated else curated_path, "sampled": not curated},
+            "test": {"path": str(source) if not test else test_path, "sampled": not test},
+            "metadata_columns": {
+                name: writer.schema.names if writer.schema is not None else [] for name, writer in writers.items()
+            },
+        },
+    }
+    publish(staging, target, manifest)
+    return dest
+
+
+def publish(staging: Path, target: Path, manifest: dict) -> None:
+    """Finish a dataset written into `staging`: its shards' hashes and content hash into the manifest, the
+    manifest written last, then the folder renamed over `target` (a previous import, or an empty folder)."""
+    content = {str(p.relative_to(staging)): file_sha256(p) for p in sorted(staging.rglob("*.parquet"))}
+    manifest = {
+        **manifest,
+        "files": content,
+        "content_hash": hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest(),
+    }
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    (staging / STAGING_MARK).unlink()
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+
+
+def _as_source(rows: list[dict] | Iterable[dict] | Source | None) -> Source | None:
+    return rows if rows is None or isinstance(rows, Source) else Source(rows if isinstance(rows, (list, tuple)) else iter(rows))
+
+
+def check_options(curated_fraction: float, test_fraction: float, shard_size: int) -> None:
+    """The split options, checked before anything is read: a negative fraction would leak test rows into the pool."""
+    for option, value in (("--curated-fraction", curated_fraction), ("--test-fraction", test_fraction)):
+        if not 0 <= value < 1:
+            raise DataError(f"{option} must be in [0, 1), got {value}")
+    if not curated_fraction + test_fraction < 1:
+        raise DataError(
+            f"--curated-fraction + --test-fraction must be below 1 (the rest is the pool), got {curated_fraction} + "
+            f"{test_fraction}"
+        )
+    if not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
+        raise DataError(f"--shard-size must be a whole number of rows, at least 1; got {shard_size}")
+
+
+def check_dest(dest: Path) -> None:
+    """DEST must be new, empty, or a previous import (its manifest has "source"): never someone's other files."""
+    if not dest.exists() or (dest.is_dir() and not any(dest.iterdir())) or _is_import(dest):
+        return
+    raise DataError(
+        f"{dest}: already holds files that `winnow data import` did not write; import into a new or empty folder "
+        "(or move those files away first)"
+    )
+
+
+def _is_import(folder: Path) -> bool:
+    try:
+        return "source" in json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def staging_folder(dest: Path) -> Path:
+    """A fresh DEST.importing beside DEST; one left by an import that stopped half-way is removed, anything else refused."""
+    staging = dest.parent / (dest.name + ".importing")
+    if staging.exists():
+        if not ((staging / STAGING_MARK).exists() or _is_import(staging)):
+            raise DataError(f"{staging}: exists and was not left by `winnow data import`; move it away or import elsewhere")
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    (staging / STAGING_MARK).touch()
+    return staging
+
+
+def check_apart(dest: Path, sources: list) -> None:
+    """DEST is replaced as a whole, so no source may live inside it, and it may not sit inside a source folder."""
+    d = dest.resolve()
+    for s in [Path(p).resolve() for p in sources]:
+        if d == s or d in s.parents or (s.is_dir() and s in d.parents):
+            raise DataError(f"{dest}: the destination overlaps the source {s}; import into a folder outside it")

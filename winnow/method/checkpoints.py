@@ -1,0 +1,114 @@
+"""Checkpoints of a training run: what they hold, where they go, and when a run may resume from one.
+
+A checkpoint holds the model (and the actor), their optimisers, each rank's sampler and selection RNG
+state, the run's TrainState and a fingerprint of the run; a killed run resumes only from a checkpoint
+with the very same fingerprint, and ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from winnow.errors import CheckpointError, MissingInput
+from winnow.files import atomic_path
+
+log = logging.getLogger("winnow")
+
+
+@dataclass(frozen=True)
+class CheckpointPlan:
+    """Where a run saves itself and how often, and what the checkpoint records for later stages."""
+
+    path: Path | None = None  # None: never saved (tests, probes)
+    every: int = 500  # steps between saves; the last step is always saved
+    meta: dict = field(default_factory=dict)  # model name, classes, image size, objective: enough to rebuild the model
+    inputs: str | None = None  # the stage's lineage key (data, params, code): a checkpoint with another is never resumed
+
+
+@dataclass
+class TrainState:
+    """What a run has done so far, saved in every checkpoint beside the weights, the optimiser and each
+    rank's sampler and RNG state (which live in their own objects)."""
+
+    step: int = 0
+    steps_log: list[dict] = field(default_factory=list)  # one row per step: loss, lr, pathology mix of the kept batch
+    eval_log: list[dict] = field(default_factory=list)  # one row per evaluation: step, examples seen, the target metric
+    seconds: float = 0.0  # training time, summed over runs (a resumed run adds to it); evaluation not included
+    clock: list[list[float]] = field(default_factory=list)  # [step, seconds so far] at each evaluation: time to a target
+
+
+def state_hash(model: nn.Module) -> str:
+    """Content hash of a model's weights: what a scorer in the store is keyed on."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def signature(model: nn.Module) -> str:
+    """Which architecture a model is (class and parameter shapes), for a run's fingerprint."""
+    shapes = ",".join("x".join(map(str, p.shape)) for p in model.parameters())
+    return f"{type(model).__name__}:{hashlib.sha256(shapes.encode()).hexdigest()[:16]}"
+
+
+def atomic_save(obj, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise MissingInput(f"{path}: no checkpoint here; run the stage that writes it first")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:  # a file cut short or overwritten
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]}); "
+            f"delete it and rerun the stage that writes it"
+        ) from e
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise CheckpointError(f"{path}: not a winnow checkpoint; delete it and rerun the stage that writes it")
+    return ckpt
+
+
+def resumable(path: Path | None, fingerprint: str, name: str, rank: int) -> dict | None:
+    """The checkpoint to resume from: one written by this very run (same fingerprint), else None. One that
+    cannot be read (cut short by a crash, a bad copy) is set aside as <name>.corrupt, never deleted."""
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as e:
+        if rank == 0:
+            os.replace(path, Path(path).with_name(Path(path).name + ".corrupt"))
+            log.warning("%s: %s; moved aside to %s.corrupt, starting afresh", name, e, Path(path).name)
+        return None
+    if ckpt.get("fingerprint") != fingerprint:
+        if rank == 0:
+            log.warning("%s: %s was written with other data, settings or code; starting afresh", name, path)
+        return None
+    return ckpt
+
+
+def restored_state(ckpt: dict) -> TrainState:
+    return TrainState(**{f.name: ckpt[f.name] for f in dataclasses.fields(TrainState) if f.name in ckpt})
+
+
+def gathered(obj, world: int) -> list:
+    """obj from every rank, in rank order (a checkpoint holds each rank's sampler and RNG)."""
+    if world == 1:
+        return [obj]
+    out = [None] * world
+    torch.distributed.all_gather_object(out, obj)
+    return out

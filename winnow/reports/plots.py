@@ -1,0 +1,166 @@
+"""Plots of results (matplotlib, Agg), each written whole or not at all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from winnow.files import atomic_path
+from winnow.reports.tables import STUDY_WORDS
+
+
+def plot_curves(curves: dict[str, list[dict]], target: float, path: Path, metric: str = "accuracy") -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for policy, curve in curves.items():
+        ax.plot(
+            [r["step"] for r in curve],
+            [r[metric] for r in curve],
+            label=policy,
+            lw=2 if policy in ("uniform", "learnability") else 1.2,
+        )
+    ax.axhline(target, color="grey", ls="--", lw=1, label="target (uniform final)")
+    ax.set_xlabel("learner step")
+    ax.set_ylabel(f"held-out {metric}")
+    ax.legend(frameon=False)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path, 120)
+
+
+def plot_mix(summary: dict, path: Path) -> None:
+    """Stacked bars: the pathology mix of the pool and of each policy's selected batches."""
+    plt = _pyplot()
+    kinds = [k for k, v in summary["pool_mix"].items() if v > 0]
+    rows = {"pool": summary["pool_mix"], **{p: r["selected_mix"] for p, r in summary["policies"].items()}}
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    left = np.zeros(len(rows))
+    for kind in kinds:
+        values = np.array([rows[r].get(kind, 0.0) for r in rows])
+        ax.barh(list(rows), values, left=left, label=kind)
+        left += values
+    ax.set_xlabel("fraction of examples")
+    ax.invert_yaxis()
+    ax.legend(frameon=False, fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    fig.tight_layout()
+    save_figure(fig, path, 120)
+
+
+def plot_bench(curves: dict[str, list[dict]], targets: list[float], metric: str, folder: Path) -> None:
+    """Held-out metric against learner steps and against FLOPs (reference counted in full), seed means."""
+    plt = _pyplot()
+    target = float(np.mean(targets))
+    for x, label, name in (
+        ("step", "learner step", "bench_steps.png"),
+        ("flops_over_uniform_full", "FLOPs / uniform's total FLOPs (reference counted in full)", "bench_flops.png"),
+    ):
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for policy, rows in curves.items():
+            ax.plot(
+                [r[x] for r in rows],
+                [r[metric] for r in rows],
+                label=policy,
+                lw=2 if policy in ("uniform", "learnability") else 1.2,
+                marker="." if x != "step" else None,
+            )
+        ax.axhline(target, color="grey", ls="--", lw=1, label="target (uniform final, mean)")
+        if x != "step":
+            ax.axvline(1.0, color="grey", ls=":", lw=1)
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"held-out {metric.replace('_', ' ')} (mean over seeds)")
+        ax.legend(frameon=False)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        save_figure(fig, folder / name, 120)
+
+
+def plot_study(result: dict, path: Path) -> None:
+    """step, FLOP and time ratios (mean ± std over seeds) against the size on the study's axis."""
+    plt = _pyplot()
+    key = STUDY_WORDS[result["study"]][0]
+    scorers = result["study"] == "scorers"
+    x = [r["scorer_flops_over_learner"] if scorers else r["learner_forward_flops"] / 1e6 for r in result["rows"]]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for ratio, label in (
+        ("step_ratio", "steps"),
+        ("flop_ratio_full", "FLOPs, reference in full"),
+        ("time_ratio_full", "seconds, reference in full"),
+    ):
+        mean = [r[ratio]["mean"] if r[ratio]["mean"] is not None else np.nan for r in result["rows"]]
+        std = [r[ratio]["std"] if r[ratio]["std"] is not None else 0.0 for r in result["rows"]]
+        ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=label)
+    for xi, r in zip(x, result["rows"]):
+        ax.annotate(
+            r[key],
+            (xi, 0.02),
+            textcoords="offset points",
+            xytext=(0, 4),
+            ha="center",
+            fontsize=8,
+            xycoords=("data", "axes fraction"),
+        )
+    ax.axhline(1.0, color="grey", ls="--", lw=1, label="uniform")
+    ax.set_xscale("log")
+    ax.set_xlabel("scorer FLOPs / learner FLOPs per example" if scorers else "learner forward MFLOPs per example")
+    ax.set_ylabel("learnability / uniform, to uniform's final metric")
+    ax.legend(frameon=False, fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path, 120)
+
+
+def plot_jest(result: dict, path: Path, title: str = "JEST against per-example learnability and uniform") -> None:
+    """The target metric against learner steps per arm (mean over seeds), uniform's final value dashed."""
+    plt = _pyplot()
+    metric = result["metric"]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for arm, rows in result["curves"].items():
+        dotted = arm.endswith("px") or ":" in arm or "full pool" in arm and arm != "uniform, full pool"  # another learner
+        style = dict(color="black", lw=2) if arm.startswith("uniform") else dict(ls=":" if dotted else "-")
+        ax.plot([r["step"] for r in rows], [r[metric] for r in rows], label=arm, **style)
+    target = result["uniform_final_metric"]["mean"] if "uniform_final_metric" in result else None
+    if target is not None:
+        ax.axhline(target, color="grey", ls="--", lw=1)
+    ax.set_xlabel("learner step")
+    ax.set_ylabel(f"{metric} (mean over seeds)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    save_figure(fig, path, 120)
+
+
+def plot_examples(rows: list[tuple], path: Path, title: str, columns: int = 8) -> None:
+    """An image grid: each tile an example, captioned with its label or caption, score and pathology."""
+    plt = _pyplot()
+    n_rows = max(1, -(-len(rows) // columns))
+    fig, axes = plt.subplots(n_rows, columns, figsize=(columns * 1.45, n_rows * 2.05), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (image, text, score, pathology) in zip(axes.ravel(), rows):
+        ax.imshow(image, interpolation="nearest")
+        text = text if len(text) <= 22 else text[:21] + "…"
+        kind = "" if pathology in (None, "clean") else f"\n[{pathology}]"
+        ax.set_title(f"{text}\n{score:.2f}{kind}", fontsize=6.5, color="firebrick" if kind else "black")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path, 110)
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (no display), imported when a plot is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path, dpi: int) -> None:
+    """Save and close a figure, whole or not at all (the format follows the path's suffix)."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip("."))
+    plt.close(fig)

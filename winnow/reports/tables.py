@@ -1,0 +1,142 @@
+"""Tables of results, for the terminal and the Markdown reports: plain functions over the JSON the stages and studies write."""
+
+from __future__ import annotations
+
+NOISE_WORDS = {"noisy_label": "wrong labels kept", "mismatched_caption": "mismatched kept"}
+
+
+STUDY_WORDS = {
+    "scorers": (
+        "scorer",
+        "Scorer size: one learner, its reference and actor (the same model) from far smaller than it to its own size.",
+        "reference and actor",
+    ),
+    "learners": ("learner", "Learner size: one small scorer (reference and actor), learners of growing size.", "learner"),
+}
+
+
+def number(value: float | None, missing: str = "-", digits: int = 2) -> str:
+    return missing if value is None else f"{value:.{digits}f}"
+
+
+def mean_std(stat: dict) -> str:
+    """mean ± std of a metric every run has (accuracy, probe), three decimals; '-' when there is none."""
+    return "-" if stat["mean"] is None else f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+
+def ratio(stat: dict) -> str:
+    """mean ± std over the seeds that reached the target, and how many did."""
+    if stat["mean"] is None:
+        return f"never (0/{stat['runs']})"
+    text = f"{stat['mean']:.2f} ± {stat['std']:.2f}"
+    return text + (f" ({stat['reached']}/{stat['runs']})" if stat["reached"] < stat["runs"] else "")
+
+
+def table(summary: dict) -> str:
+    """The summary as a fixed-width table, for the terminal and the report."""
+    noise = summary["noise"]
+    tasks = sorted({t for row in summary["policies"].values() for t in row.get("probe_accuracy", {})})
+    lines = [
+        f"target: uniform's final {summary['metric']} = {summary['target']:.4f} after {summary['uniform_steps']} steps; "
+        f"pool {noise} rate {number(summary[f'pool_{noise}_fraction'], 'unknown', 3)}",
+        f"{'policy':<16}{'final':>10}{'steps to target':>17}{'step ratio':>12}{'FLOP ratio':>12}{'time ratio':>12}"
+        f"{NOISE_WORDS[noise]:>19}" + "".join(f"{t + ' probe':>15}" for t in tasks),
+    ]
+    for policy, row in summary["policies"].items():
+        ratio = f"{row['step_ratio']:.2f}x" if row["step_ratio"] is not None else "never"
+        steps = str(row["steps_to_target"]) if row["steps_to_target"] is not None else "-"
+        probes = "".join(f"{number(row.get('probe_accuracy', {}).get(t), '-', 3):>15}" for t in tasks)
+        flops, clock = number(row.get("flop_ratio_full")), number(row.get("time_ratio_full"))
+        lines.append(
+            f"{policy:<16}{row['final_metric']:>10.4f}{steps:>17}{ratio:>12}{flops:>12}{clock:>12}"
+            f"{number(row[f'{noise}_fraction_selected'], '-', 3):>19}{probes}"
+        )
+    lines.append(
+        "FLOP ratio, time ratio: FLOPs and seconds to the target over uniform's whole run, "
+        "the reference's training and the pool's scoring counted in full"
+    )
+    return "\n".join(lines)
+
+
+def bench_table(result: dict) -> str:
+    noise = result["noise"]
+    tasks = sorted({t for row in result["policies"].values() for t in row.get("probe_accuracy", {})})
+    lines = [
+        f"{'policy':<16}{'step_ratio':>16}{'flop_ratio_full':>18}{'flop_ratio_amortised':>22}{'time_ratio_full':>18}"
+        f"{'time_ratio_amortised':>22}{NOISE_WORDS[noise]:>19}{'final':>16}" + "".join(f"{t + ' probe':>18}" for t in tasks)
+    ]
+    for policy, row in result["policies"].items():
+        probes = "".join(f"{mean_std(row['probe_accuracy'][t]):>18}" for t in tasks)
+        lines.append(
+            f"{policy:<16}{ratio(row['step_ratio']):>16}{ratio(row['flop_ratio_full']):>18}{ratio(row['flop_ratio_amortised']):>22}"
+            f"{ratio(row['time_ratio_full']):>18}{ratio(row['time_ratio_amortised']):>22}{row[f'{noise}_fraction_selected']['mean']:>19.3f}"
+            f"{mean_std(row['final_metric']):>16}{probes}"
+        )
+    return "\n".join(lines)
+
+
+def study_table(result: dict) -> str:
+    if result["study"] == "jest":
+        return jest_table(result)
+    if result["study"] == "curate":
+        return curate_study_table(result)
+    key = STUDY_WORDS[result["study"]][0]
+    lines = [
+        f"| {key} | learner forward MFLOPs | scorer FLOPs / learner's | reference held-out | step_ratio | flop_ratio_full "
+        "| time_ratio_full | flop_ratio_amortised | time_ratio_amortised |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r[key]} | {r['learner_forward_flops'] / 1e6:.1f} | {r['scorer_flops_over_learner']:.3f} | "
+            f"{mean_std(r['reference_test_metric'])} | {ratio(r['step_ratio'])} | {ratio(r['flop_ratio_full'])} | "
+            f"{ratio(r['time_ratio_full'])} | {ratio(r['flop_ratio_amortised'])} | {ratio(r['time_ratio_amortised'])} |"
+        )
+    return "\n".join(lines)
+
+
+def jest_table(result: dict) -> str:
+    """--study jest: one row per arm (per-example learnability, JEST at each keep fraction and resolution)."""
+    noise = next((k for k in result["rows"][0] if k.endswith("_fraction_selected")), None)
+    lines = [
+        "| arm | selection | keep | scoring px | step_ratio | flop_ratio_full | time_ratio_full | flop_ratio_amortised "
+        f"| final {result['metric']} | {noise.removesuffix('_fraction_selected').replace('_', ' ') + ' kept' if noise else ''} |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['arm']} | {r['selection']} | {r['keep_fraction']:g} | {r['score_resolution']} | {ratio(r['step_ratio'])} | "
+            f"{ratio(r['flop_ratio_full'])} | {ratio(r['time_ratio_full'])} | {ratio(r['flop_ratio_amortised'])} | "
+            f"{mean_std(r['final_metric'])} | {mean_std(r[noise]) if noise else '-'} |"
+        )
+    return "\n".join(lines)
+
+
+def curate_study_table(result: dict) -> str:
+    """--study curate: one row per arm, each against uniform on the full pool with the same learner and seed."""
+    noise = f"{result['noise']}_fraction_selected"
+    lines = [
+        f"| arm | learner | kept rows | step_ratio | flop_ratio_full | time_ratio_full | flop_ratio_amortised | "
+        f"time_ratio_amortised | final {result['metric']} | uniform's final (target) | {result['noise'].replace('_', ' ')} in batches |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['arm']} | {r['learner']} | {r['kept_rows']['mean']:,.0f} | {ratio(r['step_ratio'])} | {ratio(r['flop_ratio_full'])} | "
+            f"{ratio(r['time_ratio_full'])} | {ratio(r['flop_ratio_amortised'])} | {ratio(r['time_ratio_amortised'])} | "
+            f"{mean_std(r['final_metric'])} | {mean_std(r['target'])} | {mean_std(r[noise]) if r[noise]['mean'] is not None else '-'} |"
+        )
+    return "\n".join(lines)
+
+
+def curate_table(record: dict) -> str:
+    """Per pathology (where the data records it) and per class: pool rows, rows kept, share kept."""
+    lines = ["| pathology | pool | kept | share kept |", "|---|---|---|---|"]
+    for kind, row in record["pathology"].items():
+        lines.append(f"| {kind} | {row['pool']:,} | {row['kept']:,} | {row['kept_share']:.2f} |")
+    if not record["pathology"]:
+        lines = ["(The data records no pathology.)"]
+    lines += ["", "| class | pool | kept | share kept |", "|---|---|---|---|"]
+    for name, row in record["classes"].items():
+        lines.append(f"| {name} | {row['pool']:,} | {row['kept']:,} | {number(row['kept_share'])} |")
+    return "\n".join(lines)

@@ -1,0 +1,28 @@
+"""The data stage: the built-in pool generated, or a user's imported dataset used as it is."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from winnow.config import Params
+from winnow.datasets.contract import generated, read_manifest
+from winnow.datasets.synth import generator_params, synthesize
+
+
+def data_stage(params: Params, force: bool = False) -> dict:
+    """Generate the built-in pool unless its manifest records the same params, seed and generator code.
+    An imported dataset (a manifest with no generator) is used as it is; synthesize refuses any
+    folder it does not own, so a user's data is never overwritten."""
+    root = Path(params.data.root)
+    if (root / "manifest.json").exists() and not force:
+        manifest = read_manifest(root)
+        if not generated(manifest):
+            return {"root": str(root), "generated": False, "counts": manifest.get("counts"), "imported": True}
+        if manifest["generator"] == json.loads(json.dumps(generator_params(params.data))):
+            return {"root": str(root), "generated": False, "counts": manifest["counts"]}
+    started = time.perf_counter()
+    synthesize(params.data, root)
+    manifest = read_manifest(root)
+    return {"root": str(root), "generated": True, "counts": manifest["counts"], "seconds": time.perf_counter() - started}

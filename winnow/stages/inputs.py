@@ -1,0 +1,120 @@
+"""What the stages read: the run's decoded splits, its classes, finished models and upstream records.
+
+Each function checks what it hands over (a stale checkpoint, a missing record) and says which stage to rerun.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import torch
+
+from winnow.config import Params
+from winnow.datasets.contract import load_split, read_manifest
+from winnow.errors import CheckpointError, DataError, MissingInput, StaleInput
+from winnow.files import write_json
+from winnow.method import ledger
+from winnow.method.checkpoints import load_checkpoint
+from winnow.method.devices import pick_device
+from winnow.method.objectives import OBJECTIVES
+from winnow.stages import lineage
+from winnow.stages.paths import Paths
+
+
+@functools.lru_cache(maxsize=8)
+def _split(folder: str, size: int, num_classes: int | None, stamp: tuple):
+    return load_split(folder, size, num_classes)
+
+
+def run_split(params: Params, name: str):
+    """A decoded split, cached in-process (keyed on each shard's name, size and mtime, so a rewritten
+    shard is decoded anew) so a pipeline decodes it once. Training splits keep only the rows the
+    objective can use (the rest are in .skipped)."""
+    folder = Path(params.data.root) / name
+    classes = num_classes(params) if name in ("pool", "curated", "eval/test") else None
+    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.glob("part-*.parquet")))
+    data = _split(str(folder), params.data.image_size, classes, stamp)
+    return OBJECTIVES[params.objective].usable(data) if name in ("pool", "curated") else data
+
+
+def num_classes(params: Params) -> int:
+    return len(read_manifest(params.data.root)["class_names"])
+
+
+def model_from_checkpoint(path: Path, device: torch.device | str = "cpu", inputs: str | None = None) -> torch.nn.Module:
+    """The finished model in a checkpoint; with `inputs` (its stage's lineage key), only if it was
+    trained on exactly those inputs: a model from other data, params or code is stale."""
+    ckpt = load_checkpoint(path)
+    if not ckpt.get("complete"):
+        raise CheckpointError(
+            f"{path}: this checkpoint is from an unfinished run (step {ckpt.get('step')}); rerun its stage to finish it"
+        )
+    if inputs is not None and ckpt.get("inputs") != inputs:
+        raise StaleInput(
+            f"{path}: was trained on other data, params or code than this run's; rerun the stage that writes it "
+            f"(`winnow pipeline` reruns what is stale)"
+        )
+    meta = ckpt["meta"]
+    model = OBJECTIVES[meta["objective"]].build_model(meta["model_name"], meta["num_classes"], meta["image_size"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(device)
+
+
+def claim_outputs(params: Params) -> Paths:
+    """This run's Paths, after checking that its dataset's name is not already used by another folder
+    (outputs are kept by data.name: two folders of one name would overwrite each other's results)."""
+    paths = Paths.of(params)
+    owner, root = paths.artifacts_root / paths.dataset / "dataset.json", str(Path(params.data.root).resolve())
+    if owner.exists() and json.loads(owner.read_text()).get("root") != root:
+        raise DataError(
+            f"data.name {paths.dataset!r} already holds the outputs of {json.loads(owner.read_text())['root']}, not {root}; "
+            f"set data.name to another name for this dataset (outputs are kept by name)"
+        )
+    if not owner.exists():
+        write_json({"root": root}, owner)
+    return paths
+
+
+def reference_model(params: Params) -> torch.nn.Module:
+    """The trained reference on params.device, loaded once per process and checkpoint file: the score
+    stage hashes, scores and times it, and a Dask worker scores many shards with it. Only a reference
+    trained on this run's inputs (curated set, params, code) is used: another one is stale."""
+    path = Paths.of(params).reference
+    stamp = path.stat().st_mtime_ns if path.exists() else 0
+    return _cached_model(str(path), stamp, str(pick_device(params.device)), lineage.stage_key("reference", params))
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_model(path: str, stamp: int, device: str, inputs: str) -> torch.nn.Module:
+    return model_from_checkpoint(Path(path), device, inputs)
+
+
+def read_json(path: Path, fix: str) -> dict:
+    """A stage's JSON input; missing or unreadable is an error saying which stage writes it."""
+    if not path.exists():
+        raise MissingInput(f"{path}: missing; {fix}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise StaleInput(f"{path}: not readable JSON ({e}); {fix}") from e
+
+
+def forward_flops(model, loss_fn, images, targets, batch_size: int) -> float:
+    n = min(batch_size, len(images))
+    return ledger.forward_flops_per_example(model, loss_fn, images[:n], targets[:n])
+
+
+def target_metric(params: Params, model_name: str, test):
+    class_names = read_manifest(params.data.root)["tasks"]["test"]["class_names"]
+    return OBJECTIVES[params.objective].target_metric(model_name, test, class_names)
+
+
+def checkpoint_meta(model_name: str, params: Params, image_size: int) -> dict:
+    return {
+        "model_name": model_name,
+        "num_classes": num_classes(params),
+        "image_size": image_size,  # the resolution it was built for (a scorer's may be lower than the data's)
+        "objective": params.objective,
+    }

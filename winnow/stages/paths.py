@@ -1,0 +1,115 @@
+"""Where every stage's files live: one owner for paths (docs/DESIGN.md, The chain)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from winnow.config import Params
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where every stage's files live, derived from params and never hard-coded elsewhere.
+
+    Outputs are kept per dataset (data.name) and objective, so runs on different data never
+    overwrite each other. The score store is shared: its scorers are keyed by model and data.
+    """
+
+    data: Path
+    artifacts_root: Path
+    metrics_root: Path
+    plots_root: Path
+    reports_root: Path
+    dataset: str
+    objective: str
+
+    @classmethod
+    def of(cls, params: Params) -> "Paths":
+        return cls(
+            Path(params.data.root),
+            Path(params.artifacts),
+            Path(params.metrics),
+            Path(params.plots),
+            Path(params.reports),
+            params.data.name,
+            params.objective,
+        )
+
+    @property
+    def artifacts(self) -> Path:
+        return self.artifacts_root / self.dataset / self.objective
+
+    @property
+    def metrics(self) -> Path:
+        return self.metrics_root / self.dataset / self.objective
+
+    @property
+    def plots(self) -> Path:
+        return self.plots_root / self.dataset / self.objective
+
+    @property
+    def report(self) -> Path:
+        return self.reports_root / self.dataset / f"{self.objective}.md"
+
+    @property
+    def store(self) -> Path:
+        return self.artifacts_root / "scores.duckdb"
+
+    def score_shards(self, scorer_id: str) -> Path:
+        return self.artifacts_root / "score_shards" / scorer_id
+
+    def scoring_record(self, scorer_id: str) -> Path:
+        """What scoring measured (rows, seconds, rates), kept with the scorer's shards for every later reuse."""
+        return self.score_shards(scorer_id) / "scoring.json"
+
+    @property
+    def reference(self) -> Path:
+        return self.artifacts / "reference.pt"
+
+    @property
+    def scorer(self) -> Path:
+        """Which scorer in the store holds this run's reference losses (written by score, read by train)."""
+        return self.artifacts / "scorer.json"
+
+    def learner(self, policy: str) -> Path:
+        return self.artifacts / "learners" / f"{policy}.pt"
+
+    @property
+    def curated(self) -> Path:
+        """`winnow curate`'s dataset, a data root of its own (so its runs are named <dataset>-<objective>)."""
+        return self.artifacts_root / "curated" / f"{self.dataset}-{self.objective}"
+
+    @property
+    def curate_plots(self) -> Path:
+        return self.plots_root / self.dataset / f"{self.objective}-curate"
+
+    @property
+    def curate_report(self) -> Path:
+        return self.reports_root / self.dataset / f"curate-{self.objective}.md"
+
+    @property
+    def bench(self) -> Path:
+        """`winnow bench` results: <objective>.json, <objective>/curves/, memory.json."""
+        return self.metrics_root / self.dataset / "bench"
+
+    @property
+    def bench_plots(self) -> Path:
+        return self.plots_root / self.dataset / "bench" / self.objective
+
+    @property
+    def bench_report(self) -> Path:
+        return self.reports_root / self.dataset / f"bench-{self.objective}.md"
+
+    def study_report(self, study: str) -> Path:
+        """Where `winnow bench --study STUDY` leaves what a person reads: its report, or for the memory studies
+        their JSON."""
+        if study == "policies":
+            return self.bench_report
+        if study in ("memory", "import_memory"):
+            return self.bench / f"{study}.json"
+        return self.reports_root / self.dataset / f"bench-{self.objective}-{study}.md"
+
+    def study_json(self, study: str) -> Path:
+        """A study's numbers (every run included)."""
+        return self.bench / (f"{self.objective}.json" if study == "policies" else f"{self.objective}-{study}.json")

@@ -1,0 +1,58 @@
+"""The reference stage: the small reference model trained on the curated set (docs/DESIGN.md, The chain)."""
+
+from __future__ import annotations
+
+import torch
+
+from winnow.config import Params
+from winnow.datasets.stream import InMemory
+from winnow.files import write_json
+from winnow.method.checkpoints import CheckpointPlan, state_hash
+from winnow.method.devices import pick_device
+from winnow.method.objectives import OBJECTIVES
+from winnow.method.training import Evaluation, train
+from winnow.stages.inputs import checkpoint_meta, claim_outputs, forward_flops, num_classes, run_split, target_metric
+from winnow.stages.lineage import stage_key
+
+
+def reference_stage(params: Params) -> dict:
+    """Train the reference model on the curated set; checkpoint + metrics/<objective>/reference.json."""
+    paths, cfg = claim_outputs(params), params.reference
+    curated, test = run_split(params, "curated"), run_split(params, "eval/test")
+    objective = OBJECTIVES[params.objective]
+    torch.manual_seed(params.seed)
+    resolution = params.score.resolution or params.data.image_size  # a scorer learns at the resolution it scores at
+    model = objective.build_model(cfg.model, num_classes(params), resolution).to(pick_device(params.device))
+    targets = objective.targets(cfg.model, curated)
+    out = train(
+        model,
+        InMemory(curated, targets, params.seed),
+        cfg,
+        seed=params.seed,
+        loss_fn=objective.loss,
+        evaluation=Evaluation(target_metric(params, cfg.model, test), every=max(1, cfg.steps // 10)),
+        checkpoint=CheckpointPlan(
+            paths.reference,
+            max(1, cfg.steps // 4),
+            checkpoint_meta(cfg.model, params, resolution),
+            stage_key("reference", params),
+        ),
+        precision=params.precision,
+        name="reference",
+    )
+    metrics = {
+        "model": cfg.model,
+        "resolution": resolution,
+        "steps": cfg.steps,
+        "batch_size": cfg.batch_size,
+        "train_examples": len(curated),
+        "test_metric": objective.metric,
+        "final_metric": out["eval_log"][-1][objective.metric],
+        "forward_flops_per_example": forward_flops(model, objective.loss, curated.images, targets, cfg.batch_size),
+        "score_forward_flops_per_example": forward_flops(model, objective.loss, curated.images, targets, params.score.batch_size),
+        "seconds": out["seconds"],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "model_hash": state_hash(model),
+    }
+    write_json(metrics, paths.metrics / "reference.json")
+    return metrics

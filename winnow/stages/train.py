@@ -1,0 +1,165 @@
+"""The train stage: the learner trained with one selection policy, its actor beside it."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from winnow.config import Params
+from winnow.datasets.stream import InMemory, ShardStream, shard_rows
+from winnow.files import write_csv, write_json
+from winnow.method import objectives
+from winnow.method.checkpoints import CheckpointPlan
+from winnow.method.devices import init_distributed, pick_device
+from winnow.method.jest import reference_logits
+from winnow.method.objectives import OBJECTIVES
+from winnow.method.policies import POLICIES
+from winnow.method.selection import Selector
+from winnow.method.training import Actor, Evaluation, train
+from winnow.stages.inputs import checkpoint_meta, claim_outputs, forward_flops, num_classes, run_split, target_metric
+from winnow.stages.lineage import stage_key
+from winnow.stages.score import reference_embeddings, reference_losses
+
+
+def pool_sampler(params: Params, model_name: str, seed: int, rank: int = 0, world: int = 1):
+    """The learner's pool: held in memory when it fits in train.shuffle_buffer, else streamed
+    shard by shard through a buffer of that size (memory no longer grows with the pool)."""
+    folder = Path(params.data.root) / "pool"
+    if sum(shard_rows(folder)) <= params.train.shuffle_buffer:
+        pool = run_split(params, "pool")
+        return InMemory(
+            pool, OBJECTIVES[params.objective].targets(model_name, pool), seed, pool.columns.get("pathology"), rank, world
+        )
+    decode = functools.partial(
+        objectives.decode_shard, params.objective, model_name, size=params.data.image_size, num_classes=num_classes(params)
+    )
+    return ShardStream(folder, decode, params.train.shuffle_buffer, seed, rank, world)
+
+
+def train_stage(params: Params, policy: str) -> dict:
+    """Train the learner with one selection policy; checkpoint, per-step log and eval curve.
+    Under torchrun every rank runs this and rank 0 writes the outputs (tasks/launch.py starts the
+    ranks for train.nproc_per_node > 1)."""
+    paths, cfg = claim_outputs(params), params.train
+    rank, world = init_distributed()
+    test = run_split(params, "eval/test")
+    selector = _selector(params, policy)
+    sampler = pool_sampler(params, cfg.model, params.seed + 1, rank, world)
+    torch.manual_seed(params.seed + 1)
+    objective, device = OBJECTIVES[params.objective], pick_device(params.device)
+    model = objective.build_model(cfg.model, num_classes(params), params.data.image_size).to(device)
+    actor, actor_info = _actor(params, policy, device)
+    flops = _measured_flops(params, selector, model, actor, sampler, world)
+    out = train(
+        model,
+        sampler,
+        cfg,
+        seed=params.seed + 1,
+        selector=selector,
+        actor=Actor(actor, cfg.actor_trains_on) if actor is not None else None,
+        loss_fn=objective.loss,
+        evaluation=Evaluation(target_metric(params, cfg.model, test), cfg.eval_every),
+        checkpoint=CheckpointPlan(
+            paths.learner(policy),
+            cfg.checkpoint_every,
+            checkpoint_meta(cfg.model, params, params.data.image_size),
+            stage_key("train", params, policy),
+        ),
+        precision=params.precision,
+        name=policy,
+    )
+    selected = {
+        k[len("selected_") :]: float(np.mean([r.get(k, 0.0) for r in out["steps_log"]]))
+        for k in out["steps_log"][-1]
+        if k.startswith("selected_")
+    }
+    streamed = isinstance(sampler, ShardStream)
+    metrics = {
+        "policy": policy,
+        "steps": cfg.steps,
+        "final_metric": out["eval_log"][-1][objective.metric] if out["eval_log"] else None,
+        "seconds": out["seconds"],
+        "seconds_per_step": out["seconds"] / cfg.steps,
+        "clock": out["clock"],
+        "batch_size": cfg.batch_size,
+        "super_batch_size": cfg.super_batch_size,
+        "selection": cfg.selection if POLICIES[policy].selects else None,
+        **actor_info,
+        "selected_mix": selected,
+        "pool_size": sampler.size,
+        "pool_skipped": sum(map(len, sampler.skipped.values())) if streamed else len(sampler.split.skipped),
+        **flops,
+    }
+    if streamed:
+        metrics.update(pool_streamed=True, shuffle_buffer=sampler.capacity)
+    if world > 1:
+        metrics["world_size"] = world
+    if rank == 0:
+        write_csv(out["eval_log"], paths.metrics / "curves" / f"{policy}.csv")
+        write_csv(out["steps_log"], paths.metrics / "steps" / f"{policy}.csv")
+        write_json(metrics, paths.metrics / "train" / f"{policy}.json")
+    return metrics
+
+
+def _selector(params: Params, policy: str) -> Selector:
+    """The policy's selector, with the reference's side it reads: its losses, or for JEST its stored embeddings."""
+    cfg = params.train
+    joint = POLICIES[policy].selects and cfg.selection == "jest"
+    reads = POLICIES[policy].reference_loss
+    return Selector(
+        policy,
+        keep_fraction=cfg.keep_fraction,
+        method=cfg.selection,
+        temperature=cfg.temperature,
+        chunks=cfg.jest_chunks,
+        reference_loss=torch.from_numpy(reference_losses(params)) if reads and not joint else None,
+        reference_embeddings=reference_embeddings(params) if reads and joint else None,
+    )
+
+
+def _measured_flops(params: Params, selector: Selector, model, actor, sampler, world: int) -> dict:
+    """The ledger's per-example forward FLOPs of this run, measured on its first super-batch: the learner's, and
+    for an online loss the actor's over the super-batch and at the size it trains on; for JEST the reference's
+    per-step logits from the stored features (each rank its own share's)."""
+    cfg, loss = params.train, OBJECTIVES[params.objective].loss
+    first = sampler.peek(cfg.super_batch_size)
+    flops = {"forward_flops_per_example": forward_flops(model, loss, first.images, first.targets, cfg.batch_size)}
+    if selector.needs_actor:  # the online loss's cost: the actor's forward over each super-batch, and its training
+        scorer = actor if actor is not None else model
+        flops["actor_super_batch_forward_flops_per_example"] = forward_flops(
+            scorer, loss, first.images, first.targets, cfg.super_batch_size
+        )
+        if actor is not None:
+            trained = cfg.batch_size if cfg.actor_trains_on == "kept" else cfg.super_batch_size
+            flops["actor_forward_flops_per_example"] = forward_flops(actor, loss, first.images, first.targets, trained)
+    if selector.reference_embeddings is not None:
+        image, text, scale = selector.reference_embeddings
+        share = cfg.super_batch_size // world
+        with FlopCounterMode(display=False) as counter:
+            reference_logits(image[:share], text[:share], scale)
+        flops["reference_logits_flops_per_step"] = float(counter.get_total_flops()) * world
+    return flops
+
+
+def _actor(params: Params, policy: str, device) -> tuple[torch.nn.Module | None, dict]:
+    """The actor a policy scores with (None: no online loss, or the learner scores itself), and what
+    the ledger needs to know of it: its name and how many examples it trains on per step."""
+    cfg = params.train
+    if not POLICIES[policy].actor_loss:
+        return None, {}
+    if cfg.actor == "learner":
+        return None, {"actor": "learner", "actor_trained_per_step": 0}
+    torch.manual_seed(params.seed + 2)  # its own initialisation, whatever the learner's
+    resolution = cfg.score_resolution or params.data.image_size  # it scores, and so learns, at this resolution
+    actor = OBJECTIVES[params.objective].build_model(cfg.actor, num_classes(params), resolution).to(device)
+    trained = cfg.batch_size if cfg.actor_trains_on == "kept" else cfg.super_batch_size
+    return actor, {
+        "actor": cfg.actor,
+        "actor_resolution": resolution,
+        "actor_trains_on": cfg.actor_trains_on,
+        "actor_trained_per_step": trained,
+    }

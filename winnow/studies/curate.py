@@ -1,0 +1,228 @@
+"""--study curate: curate once, then train plainly, against the full pool, online learnability and a peer filter."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from winnow.config import Params
+from winnow.curation.rules import RULES
+from winnow.files import read_csv
+from winnow.method import ledger
+from winnow.method.objectives import OBJECTIVES
+from winnow.reports.tables import curate_study_table
+from winnow.stages.curate import curate_stage
+from winnow.stages.inputs import read_json
+from winnow.stages.paths import Paths
+from winnow.stages.summary import steps_to_target
+from winnow.stages.train import train_stage
+from winnow.studies.runs import (
+    RATIOS,
+    elsewhere,
+    mean_over_seeds,
+    run_params,
+    run_seed,
+    spread,
+    write_study,
+)
+
+log = logging.getLogger("winnow")
+
+
+def _arm_row(arm: dict, trained: dict, curve: list[dict], target: float, metric: str, uniform: dict, paid: dict, amortise: int):
+    """One curated-pool run against uniform on the full pool (same learner, same seed): steps, FLOPs and seconds to
+    uniform's final metric, what curation paid (`paid`: one-off FLOPs and seconds) counted in full and amortised."""
+    steps = steps_to_target(curve, target, metric)
+    costs = ledger.Costs(
+        reference_training=paid["reference_training_flops"],
+        pool_scoring=paid["scoring_flops"],
+        actor_scoring_per_step=0.0,
+        actor_training_per_step=0.0,
+        learner_training_per_step=3.0 * trained["forward_flops_per_example"] * trained["batch_size"],
+    )
+    base = ledger.Costs(0.0, 0.0, 0.0, 0.0, 3.0 * uniform["forward_flops_per_example"] * uniform["batch_size"])
+    noise = trained["selected_mix"]
+    return {
+        **arm,
+        "learner_forward_flops": trained["forward_flops_per_example"],
+        "pool_size": trained["pool_size"],
+        "target": target,
+        "steps_to_target": steps,
+        "step_ratio": steps / uniform["steps"] if steps is not None else None,
+        "final_metric": curve[-1][metric],
+        "selected_mix": noise,
+        **ledger.flop_ratios(costs, steps, base, uniform["steps"], amortise),
+        **ledger.time_ratios(paid["seconds"], ledger.seconds_at(trained["clock"], steps), uniform["seconds"], amortise),
+        "one_off_flops": costs.one_off,
+        "one_off_seconds": paid["seconds"],
+    }
+
+
+def run(params: Params) -> dict:
+    """Curate once, then train plainly: uniform on the full pool, uniform on the pool curated by curate.rule at each
+    of bench.curate_fractions and by bench.peer_rule (cleanlab, or DataComp's CLIP score), and online learnability,
+    per seed; then bench.transfer_learner (another family) on the full pool and on the pool curated at
+    curate.fraction, scored by the same small reference. Every curated run pays the reference's training, the
+    pool's scoring and any pass curation made over the pool (cleanlab's probabilities)."""
+    objective = OBJECTIVES[params.objective]
+    runs, curves = [], {}
+    for seed in range(params.seed, params.seed + params.bench.seeds):
+        base, baseline = _full_pool(params, seed, runs, curves)
+        curated = {}
+        for name, rule, fraction in _arms(params):
+            log.info("bench %s curate: seed %d, %s", params.objective, seed, name)
+            change = {"rule": rule, "fraction": fraction, "balance": params.curate.balance and RULES[rule].ranks}
+            curated[name] = _curate_arm(base, Path(base.artifacts) / "curated" / name, change, baseline["paid"])
+            arm = {"arm": name, "learner": params.train.model, "rule": rule, "fraction": curated[name][1]["fraction"]}
+            _train_arm(params, seed, arm, curated[name], baseline["uniform"], runs, curves)
+        if params.bench.transfer_learner is not None:  # another learner family on the same curated pool
+            _transfer(params, seed, base, baseline, curated, runs, curves)
+    rows = []
+    for name in dict.fromkeys(r["arm"] for r in runs):
+        mine = [r for r in runs if r["arm"] == name]
+        rows.append(
+            {
+                **{k: mine[0][k] for k in ("arm", "learner", "rule", "fraction")},
+                "kept_rows": spread([r.get("kept_rows", r["pool_size"]) for r in mine]),
+                "target": spread([r["target"] for r in mine]),
+                "final_metric": spread([r["final_metric"] for r in mine]),
+                f"{objective.noise}_fraction_selected": spread([r["selected_mix"].get(objective.noise) for r in mine]),
+                **{k: spread([r[k] for r in mine]) for k in RATIOS},
+            }
+        )
+    result = {
+        "study": "curate",
+        "objective": params.objective,
+        "learner": params.train.model,
+        "transfer_learner": params.bench.transfer_learner,
+        "reference": params.reference.model,
+        "rule": params.curate.rule,
+        "peer_rule": params.bench.peer_rule,
+        "metric": objective.metric,
+        "noise": objective.noise,
+        "amortise_over": params.bench.amortise_over,
+        "seeds": list(range(params.seed, params.seed + params.bench.seeds)),
+        "steps": params.train.steps,
+        "rows": rows,
+        "runs": runs,
+        "curves": mean_over_seeds(curves, objective.metric),
+    }
+    return write_study(params, result)
+
+
+def _arms(params: Params) -> list[tuple[str, str, float]]:
+    """(arm name, rule, fraction) of each curated pool: curate.rule at each of bench.curate_fractions (cleanlab decides
+    its own fraction), then the peer filter a user would pick instead."""
+    rule, peer = params.curate.rule, params.bench.peer_rule
+    fractions = params.bench.curate_fractions if RULES[rule].ranks else (params.curate.fraction,)
+    arms = [(f"{rule}-{f:g}" if RULES[rule].ranks else rule, rule, f) for f in fractions]
+    if peer and peer != rule:
+        fraction = params.bench.peer_fraction
+        arms.append((f"{peer}-{fraction:g}" if RULES[peer].ranks else peer, peer, fraction))
+    return arms
+
+
+def _full_pool(params: Params, seed: int, runs: list[dict], curves: dict) -> tuple[Params, dict]:
+    """One seed's runs on the full pool (uniform, online learnability and, for rule learnability, the run whose
+    checkpoint curates): the online arm's row, and the baseline every curated arm is measured against and pays."""
+    log.info("bench %s curate: seed %d, full pool (uniform, online learnability)", params.objective, seed)
+    rule = params.curate.rule
+    base = elsewhere(run_params(params, f"curate/seed-{seed}/full", seed))
+    policies = tuple(dict.fromkeys(("uniform", "learnability", *((params.curate.policy,) if rule == "learnability" else ()))))
+    base = base.model_copy(update={"train": base.train.model_copy(update={"policies": policies})})
+    summary = run_seed(base)
+    paths = Paths.of(base)
+    reference, score = summary["reference"], read_json(paths.metrics / "score.json", "run `winnow score`")
+    uniform = read_json(paths.metrics / "train" / "uniform.json", "train uniform")
+    pool_size = score["num_examples"] - score.get("unscorable", 0)
+    paid = {
+        "reference_training_flops": 3.0 * reference["forward_flops_per_example"] * reference["batch_size"] * reference["steps"],
+        "scoring_flops": reference["score_forward_flops_per_example"] * pool_size,
+        "seconds": reference["seconds"] + score["seconds"],
+        "checkpoint_flops": 0.0,  # rule learnability scores with a finished run: it pays that run
+        "checkpoint_seconds": 0.0,
+    }
+    if rule == "learnability":
+        paid["checkpoint_flops"] = summary["ledger"]["policies"][params.curate.policy]["costs"]["per_step"] * params.train.steps
+        paid["checkpoint_seconds"] = read_json(paths.metrics / "train" / f"{params.curate.policy}.json", "")["seconds"]
+    online = summary["policies"]["learnability"]
+    runs.append(
+        {
+            "arm": "online learnability",
+            "learner": params.train.model,
+            "rule": "learnability (online)",
+            "fraction": params.train.keep_fraction,
+            "seed": seed,
+            "pool_size": uniform["pool_size"],
+            "target": summary["policies"]["uniform"]["final_metric"],
+            "steps_to_target": online["steps_to_target"],
+            "final_metric": online["final_metric"],
+            "selected_mix": read_json(paths.metrics / "train" / "learnability.json", "train")["selected_mix"],
+            **{k: online[k] for k in RATIOS},
+        }
+    )
+    curves.setdefault("uniform, full pool", {})[seed] = read_csv(paths.metrics / "curves" / "uniform.csv")
+    curves.setdefault("online learnability", {})[seed] = read_csv(paths.metrics / "curves" / "learnability.csv")
+    return base, {"uniform": uniform, "target": runs[-1]["target"], "paid": paid}
+
+
+def _train_arm(params: Params, seed: int, arm: dict, curated: tuple, uniform: dict, runs: list[dict], curves: dict) -> None:
+    """Train arm["learner"] uniformly on a curated pool and measure it against `uniform` (same learner and seed)."""
+    dest, record, paid = curated
+    run = _train_on(params, f"curate/seed-{seed}/{arm['arm'].replace(': ', '-')}", seed, dest, arm["learner"])
+    trained, curve = train_stage(run, "uniform"), _curve(run)
+    metric, amortise = OBJECTIVES[params.objective].metric, params.bench.amortise_over
+    row = _arm_row({**arm, "seed": seed}, trained, curve, uniform["final_metric"], metric, uniform, paid, amortise)
+    runs.append({**row, "kept_rows": record["kept_rows"]})
+    curves.setdefault(arm["arm"], {})[seed] = curve
+
+
+def _transfer(params: Params, seed: int, base: Params, baseline: dict, curated: dict, runs: list[dict], curves: dict) -> None:
+    """bench.transfer_learner, another family, on the full pool (its own uniform target) and on the pool curated by
+    curate.rule at curate.fraction, scored by the same small reference."""
+    learner, rule = params.bench.transfer_learner, params.curate.rule
+    log.info("bench %s curate: seed %d, %s on the full and the curated pool", params.objective, seed, learner)
+    full = _train_on(params, f"curate/seed-{seed}/{learner}-full", seed, Path(params.data.root), learner)
+    full_trained, full_curve = train_stage(full, "uniform"), _curve(full)
+    name = f"{rule}-{params.curate.fraction:g}" if RULES[rule].ranks else rule
+    if name not in curated:  # the configured curation (curate.rule at curate.fraction)
+        curated[name] = _curate_arm(base, Path(base.artifacts) / "curated" / name, {}, baseline["paid"])
+    curves.setdefault(f"{learner}, full pool", {})[seed] = full_curve
+    arm = {"arm": f"{learner}: {name}", "learner": learner, "rule": rule, "fraction": params.curate.fraction}
+    _train_arm(params, seed, arm, curated[name], full_trained, runs, curves)
+
+
+def _curate_arm(base: Params, dest: Path, change: dict, paid: dict) -> tuple[Path, dict, dict]:
+    """Curate the base run's pool into `dest` with `change` to its curate params; the curated dataset's record and
+    what it paid: the reference and the pool's scoring, any further pass over the pool, curation's seconds and, for
+    rule learnability, the checkpoint's run."""
+    record = curate_stage(base.model_copy(update={"curate": base.curate.model_copy(update=change)}), dest)
+    checkpoint = record["rule"] == "learnability"
+    return (
+        dest,
+        record,
+        {
+            "reference_training_flops": paid["reference_training_flops"],
+            "scoring_flops": paid["scoring_flops"]
+            + record.get("pass_flops", 0.0)
+            + (paid["checkpoint_flops"] if checkpoint else 0.0),
+            "seconds": paid["seconds"] + record["seconds"] + (paid["checkpoint_seconds"] if checkpoint else 0.0),
+        },
+    )
+
+
+def _train_on(params: Params, name: str, seed: int, root: Path, learner: str) -> Params:
+    """A bench run training `learner` uniformly on the dataset at `root` (a curated pool, or the full one)."""
+    run = elsewhere(run_params(params, name, seed))
+    data = run.data.model_copy(update={"dir": str(root.parent), "name": root.name})
+    return run.model_copy(
+        update={"data": data, "train": run.train.model_copy(update={"model": learner, "policies": ("uniform",)})}
+    )
+
+
+def _curve(params: Params) -> list[dict]:
+    return read_csv(Paths.of(params).metrics / "curves" / "uniform.csv")
+
+
+def table(result: dict) -> str:
+    return curate_study_table(result)

@@ -1,0 +1,158 @@
+"""What every study shares: one run's params and stages per seed, a baseline or reference shared between runs,
+and the mean and spread over seeds. Every ratio is measured within one seed's run (same data, same uniform
+baseline); each seed has its own artifacts and score store under artifacts/<dataset>/bench/<objective>/.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import statistics
+
+from winnow.config import Params
+from winnow.files import write_json
+from winnow.method.objectives import OBJECTIVES
+from winnow.reports.studies import write_study_report
+from winnow.stages.evaluate import evaluate_stage
+from winnow.stages.paths import Paths
+from winnow.stages.reference import reference_stage
+from winnow.stages.score import score_stage
+from winnow.stages.summary import summary_stage
+from winnow.stages.train import train_stage
+
+log = logging.getLogger("winnow")
+
+RATIOS = ("step_ratio", "flop_ratio_full", "flop_ratio_amortised", "time_ratio_full", "time_ratio_amortised")
+
+
+def run_params(params: Params, name: str, seed: int, **changes) -> Params:
+    """One bench run's params: its own artifacts and metrics under the dataset's bench folder."""
+    root = f"{params.data.name}/bench/{params.objective}/{name}"
+    train = params.train.model_copy(update={"policies": params.bench.policies})
+    update = {"seed": seed, "artifacts": f"{params.artifacts}/{root}", "metrics": f"{params.metrics}/{root}", "train": train}
+    return params.model_copy(update={**update, **changes})
+
+
+def run_seed(params: Params, transfer: bool = False) -> dict:
+    """reference -> score -> train (bench policies) [-> evaluate, with `transfer`] -> summary, for one seed.
+    Resumes what exists."""
+    reference_stage(params)
+    score_stage(params)
+    for policy in params.train.policies:
+        train_stage(params, policy)
+    if transfer:
+        evaluate_stage(params)
+    return summary_stage(params, write_report=False)
+
+
+def copy_uniform(baseline: Params, params: Params) -> None:
+    """Give a run the uniform baseline of another run on the same learner and seed (not retrained)."""
+    src, dst = Paths.of(baseline).metrics, Paths.of(params).metrics
+    for path in ("curves/uniform.csv", "train/uniform.json"):
+        (dst / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / path, dst / path)
+
+
+def share_reference(source: Params, run: Params) -> None:
+    """Give a run the trained reference and the scored store of another run on the same data and seed
+    (not retrained, not rescored): its checkpoint, scorer, store and their measured figures."""
+    src, dst = Paths.of(source), Paths.of(run)
+    scorer_id = json.loads(src.scorer.read_text())["scorer_id"]
+    files = [
+        (src.reference, dst.reference),
+        (src.scorer, dst.scorer),
+        (src.artifacts_root / src.dataset / "dataset.json", dst.artifacts_root / dst.dataset / "dataset.json"),
+        (src.store, dst.store),
+        (src.scoring_record(scorer_id), dst.scoring_record(scorer_id)),
+        (src.metrics / "reference.json", dst.metrics / "reference.json"),
+        (src.metrics / "score.json", dst.metrics / "score.json"),
+    ]
+    for a, b in files:
+        b.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(a, b)
+
+
+def study_row(summary: dict, policy: str = "learnability") -> dict:
+    """One run of a study: the sizes involved and the ratios learnability measured against uniform."""
+    learner_forward = summary["ledger"]["policies"][policy]["learner_forward_flops_per_example"]
+    row = summary["policies"][policy]
+    return {
+        "learner_forward_flops": learner_forward,
+        "scorer_flops_over_learner": summary["reference"]["forward_flops_per_example"] / learner_forward,
+        "reference_test_metric": summary["reference"]["final_metric"],
+        "target": summary["target"],
+        "steps_to_target": row["steps_to_target"],
+        "final_metric": row["final_metric"],
+        **{k: row[k] for k in RATIOS},
+    }
+
+
+def aggregate(params: Params, study: str, key: str, names: tuple[str, ...], runs: list[dict], extra: dict | None = None) -> dict:
+    """Aggregate a study's runs per model (or arm) over seeds; write its JSON, plot and report."""
+    rows = []
+    noise = f"{OBJECTIVES[params.objective].noise}_fraction_selected"
+    for name in names:
+        mine = [r for r in runs if r[key] == name]
+        rows.append(
+            {
+                key: name,
+                **{k: mine[0][k] for k in ("selection", "keep_fraction", "score_resolution") if k in mine[0]},
+                "learner_forward_flops": mine[0]["learner_forward_flops"],
+                "scorer_flops_over_learner": mine[0]["scorer_flops_over_learner"],
+                "reference_test_metric": spread([r["reference_test_metric"] for r in mine]),
+                "final_metric": spread([r["final_metric"] for r in mine]),
+                **({noise: spread([r[noise] for r in mine])} if noise in mine[0] else {}),
+                **{k: spread([r[k] for r in mine]) for k in RATIOS},
+            }
+        )
+    result = {
+        "study": study,
+        "objective": params.objective,
+        "learner": params.train.model if study in ("scorers", "jest") else None,
+        "scorer": params.reference.model if study == "learners" else None,
+        "actor_trains_on": params.train.actor_trains_on,
+        "amortise_over": params.bench.amortise_over,
+        "seeds": list(range(params.seed, params.seed + params.bench.seeds)),
+        "steps": params.train.steps,
+        "rows": rows,
+        "runs": runs,
+        **(extra or {}),
+    }
+    return write_study(params, result)
+
+
+def write_study(params: Params, result: dict) -> dict:
+    """A study's numbers (<objective>-<study>.json under Paths.bench) and its report."""
+    paths = Paths.of(params)
+    write_json(result, paths.study_json(result["study"]))
+    write_study_report(result, paths)
+    return result
+
+
+def mean_over_seeds(curves: dict[str, dict[int, list[dict]]], metric: str) -> dict[str, list[dict]]:
+    """Per arm, the target metric at each evaluation step, mean over seeds (for the plot)."""
+    return {
+        arm: [
+            {"step": int(rows[0]["step"]), metric: statistics.mean(float(r[metric]) for r in rows)}
+            for rows in zip(*by_seed.values())
+        ]
+        for arm, by_seed in curves.items()
+    }
+
+
+def spread(values: list) -> dict:
+    """Mean and sample standard deviation over the seeds that reached the target."""
+    reached = [v for v in values if v is not None]
+    return {
+        "mean": statistics.mean(reached) if reached else None,
+        "std": statistics.stdev(reached) if len(reached) > 1 else 0.0 if reached else None,
+        "reached": len(reached),
+        "runs": len(values),
+        "values": values,
+    }
+
+
+def elsewhere(params: Params) -> Params:
+    """A bench run's params with its plots and reports beside its artifacts (the committed ones are the defaults')."""
+    return params.model_copy(update={"plots": f"{params.artifacts}/plots", "reports": f"{params.artifacts}/reports"})
