@@ -1,6 +1,6 @@
 """Prefect cache keys that agree with `dvc repro`: a task reruns when DVC would rerun its stage.
 
-The key is winnow.lineage.stage_key (what dvc.yaml lists: deps' contents, code included, and
+The key is winnow.stages.lineage.stage_key (what dvc.yaml lists: deps' contents, code included, and
 params) plus the task's source. An output missing or corrupt makes the stage recompute, so a
 cache hit never hands back a result whose files are gone; WINNOW_NO_CACHE=1 turns caching off.
 """
@@ -34,7 +34,7 @@ def outputs_intact(stage: str, params: Params, item: str | None = None) -> bool:
 
 
 def dvc_stage_policy(stage: str):
-    """A Prefect cache policy keyed like `dvc repro` (see winnow.lineage), plus the task's own source."""
+    """A Prefect cache policy keyed like `dvc repro` (see winnow.stages.lineage), plus the task's own source."""
 
     def key(context, parameters) -> str:
         item = parameters.get("policy")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from winnow.config import Params, write_params
 from winnow.errors import WinnowError
-from winnow.stages.inputs import read_json
 from winnow.stages.paths import Paths
+from winnow.stages.records import TrainRecord
 
 log = logging.getLogger("winnow")
 
@@ -48,4 +48,4 @@ def train_distributed(params: Params, policy: str) -> dict:
             raise WinnowError(f"train {policy} ({ranks} ranks): {said[-1].removeprefix('winnow: error: ')}")
         tail = done.stderr[-3000:]
         raise RuntimeError(f"train {policy}: torchrun with {ranks} ranks failed (exit {done.returncode}):\n{tail}")
-    return read_json(Paths.of(params).metrics / "train" / f"{policy}.json", "torchrun finished without writing it")
+    return TrainRecord.read(Paths.of(params).train_record(policy), "torchrun finished without writing it").as_dict()

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from winnow.config import ConfigError, load_params
+from winnow.method.checkpoints import model_from_checkpoint
 from winnow.method.devices import autocast_dtype, pick_device
 from winnow.stages.data import data_stage
 from winnow.stages.evaluate import evaluate_stage
-from winnow.stages.inputs import model_from_checkpoint
 from winnow.stages.paths import Paths
 from winnow.stages.reference import reference_stage
 from winnow.stages.score import score_stage

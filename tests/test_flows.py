@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from winnow.config import load_params
-from winnow.stages.inputs import model_from_checkpoint
+from winnow.method.checkpoints import model_from_checkpoint
 from winnow.stages.paths import Paths
 
 REPO = Path(__file__).resolve().parents[1]

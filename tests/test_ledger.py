@@ -4,7 +4,15 @@ import pytest
 import torch
 from torch import nn
 
-from winnow.method.ledger import Costs, flop_ratios, forward_flops_per_example, policy_costs, seconds_at, time_ratios
+from winnow.method.ledger import (
+    Costs,
+    ReferenceSpend,
+    flop_ratios,
+    forward_flops_per_example,
+    policy_costs,
+    seconds_at,
+    time_ratios,
+)
 
 
 def test_forward_flops_are_measured_not_estimated():
@@ -14,11 +22,7 @@ def test_forward_flops_are_measured_not_estimated():
 
 
 KW = dict(
-    reference_forward=10.0,
-    reference_score_forward=10.0,
-    reference_steps=100,
-    reference_batch=8,
-    pool_size=1000,
+    reference=ReferenceSpend(forward=10.0, score_forward=10.0, steps=100, batch=8, pool_size=1000),
     learner_forward=40.0,
     batch=8,
     super_batch=16,

@@ -1,4 +1,4 @@
-"""One definition of what each stage depends on (dvc.yaml, read by winnow.lineage): its data, its
+"""One definition of what each stage depends on (dvc.yaml, read by winnow.stages.lineage): its data, its
 params and all of its code. DVC, the Prefect cache and resume use it, so a stage whose inputs
 changed recomputes, and a result made from other inputs is never handed back."""
 

@@ -21,10 +21,10 @@ from winnow.errors import ConfigError
 from winnow.method.policies import POLICIES as SELECTION_POLICIES
 from winnow.method.selection import METHODS as SELECTION_METHODS
 
-POLICY_NAMES = tuple(SELECTION_POLICIES)  # what each policy does is winnow.selection.POLICIES
+POLICY_NAMES = tuple(SELECTION_POLICIES)  # what each policy does is winnow.method.policies.POLICIES
 ACTOR_DATA = ("kept", "super_batch")  # what the actor trains on each step: the learner's batch, or all it scored
 PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: it needs loss scaling, and bf16 runs wherever fp16 would on current GPUs
-OBJECTIVE_NAMES = ("classification", "contrastive")  # for the CLI without loading models; behaviour: winnow.objectives
+OBJECTIVE_NAMES = ("classification", "contrastive")  # for the CLI without loading models; behaviour: winnow.method.objectives
 
 Policy = Literal[POLICY_NAMES]  # type: ignore[valid-type]
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -190,7 +190,7 @@ class BenchConfig(Section):
 
 
 class CurateConfig(Section):
-    """`winnow curate`: keep a fraction of the pool by a rule, written as a dataset (winnow.curate)."""
+    """`winnow curate`: keep a fraction of the pool by a rule, written as a dataset (winnow.curation, winnow.stages.curate)."""
 
     rule: Literal[tuple(CURATION_RULES)] = "easy_reference"  # type: ignore[valid-type]
     fraction: float = Field(0.5, gt=0.0, le=1.0)  # of the pool's rows kept (cleanlab decides its own)
@@ -246,11 +246,10 @@ class Params(Section):
         return device
 
     @model_validator(mode="after")
-    def _models_of_the_objective(self):
+    def _selection_fits_the_objective(self):
         from models import patch_size
-        from winnow.method.objectives import OBJECTIVES as BEHAVIOURS  # models and open_clip load here, not on import
 
-        objective = BEHAVIOURS[self.objective]
+        objective = _objective(self.objective)
         if self.train.selection == "jest" and not objective.joint:
             raise ValueError(
                 f"train.selection: 'jest' selects batches jointly because a contrastive loss depends on which pairs share "
@@ -271,6 +270,10 @@ class Params(Section):
                     f"{key} ({size}) must not exceed data.image_size ({self.data.image_size}): scorers run at "
                     "a lower resolution than the learner, never a higher one"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _curation_fits(self):
         for key, rule in (("curate.rule", self.curate.rule), ("bench.peer_rule", self.bench.peer_rule)):
             needs = CURATION_RULES[rule].objective if rule else None
             if needs and needs != self.objective:
@@ -288,6 +291,11 @@ class Params(Section):
                     f"curate.scorer: 'actor', and the {self.curate.policy!r} run trains no actor of its own; "
                     "set curate.scorer: learner, or curate.policy to a policy with an online loss"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _models_of_the_objective(self):
+        objective = _objective(self.objective)
         models = [("reference.model", self.reference.model), ("train.model", self.train.model)]
         models += [("train.actor", self.train.actor)] if self.train.actor != "learner" else []
         models += [(f"bench.scorers[{i}]", m) for i, m in enumerate(self.bench.scorers)]
@@ -300,7 +308,7 @@ class Params(Section):
                     f"{key}: {model!r} is not a {self.objective} model; choose one of {sorted(objective.models)}{also} "
                     f"(set per-objective models under objectives.{self.objective})"
                 )
-        for key, model in models[2:]:
+        for key, model in models[2:]:  # every scorer reads the learner's targets
             for other in (self.train.model, *self.bench.learners):
                 if not objective.shares_targets(model, other):
                     raise ValueError(
@@ -308,6 +316,13 @@ class Params(Section):
                         "(another caption tokeniser); the actor scores the learner's batches, so choose one that shares it"
                     )
         return self
+
+
+def _objective(name: str):
+    """The objective's behaviour (winnow.method.objectives): models and open_clip load here, not when config loads."""
+    from winnow.method.objectives import OBJECTIVES
+
+    return OBJECTIVES[name]
 
 
 def _message(error: dict) -> str:

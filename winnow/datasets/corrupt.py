@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from winnow.datasets.contract import decode_image, read_manifest, read_shard, shard_files
-from winnow.datasets.synth import corrupt as half_decoded
-from winnow.datasets.synth import encode_png, render_blank
+from winnow.datasets.render import encode_png, half_decoded, render_blank
 from winnow.errors import DataError
 from winnow.importers.writer import check_apart, check_dest, publish, staging_folder
 
@@ -79,7 +79,7 @@ def measured_confusion(checkpoint: Path, source: Path, num_classes: int) -> np.n
     import torch
 
     from winnow.datasets.contract import load_split, to_input
-    from winnow.stages.pipeline import load_checkpoint, model_from_checkpoint
+    from winnow.method.checkpoints import load_checkpoint, model_from_checkpoint
 
     meta = load_checkpoint(checkpoint).get("meta", {})
     if meta.get("objective") != "classification" or meta.get("num_classes") != num_classes:
@@ -107,11 +107,59 @@ def confusable_targets(matrix: np.ndarray) -> np.ndarray:
     return np.where(sums > 0, off / np.where(sums > 0, sums, 1), uniform)
 
 
+@dataclass
+class _Rows:
+    """One shard being corrupted: what each row held (as read), and what it will hold."""
+
+    drawn: np.ndarray  # each row's drawn pathology: an index into ("clean",) + KINDS
+    images: list
+    labels: np.ndarray  # -1: none
+    captions: list
+    before: list[str]  # the pathology an earlier corruption recorded ("clean" where none)
+    clean_labels: np.ndarray  # what each image truly shows (-1: unknown)
+    clean_captions: list
+    pathology: list[str] = field(default_factory=list)
+    new_images: list = field(default_factory=list)
+    new_labels: np.ndarray | None = None
+    new_captions: list = field(default_factory=list)
+
+    def of(self, kind: str) -> np.ndarray:
+        return np.flatnonzero(self.drawn == (("clean",) + KINDS).index(kind))
+
+
 def corrupt_shard(
     table: pa.Table, rng: np.random.Generator, rates: dict, num_classes: int, confusable: float, flips: np.ndarray | None
 ) -> tuple[pa.Table, dict]:
     """One pool shard with pathologies drawn at `rates`; returns it with pathology, clean_label and
-    clean_caption columns, and the count of each pathology written."""
+    clean_caption columns, and the count of each pathology written. Each kind is applied in turn, drawing
+    from `rng` in a fixed order, so the same seed writes the same bytes."""
+    rows = _read_rows(table, rng, rates)
+    _flip_labels(rows, rows.of("noisy_label"), rng, num_classes, confusable, flips)
+    _duplicate(rows, rows.of("duplicate"), rng)
+    for i in rows.of("blank"):
+        pixels = _decode(rows.images[i])
+        h, w = pixels.shape[:2] if pixels is not None else (32, 32)
+        rows.new_images[i] = encode_png(np.ascontiguousarray(render_blank(rng, 1, max(h, w))[0][:h, :w]))
+    for i in rows.of("corrupt"):
+        pixels = _decode(rows.images[i])
+        if pixels is None:
+            rows.pathology[i] = rows.before[i]
+            continue
+        rows.new_images[i] = encode_png(half_decoded(rng, pixels[None])[0])
+    for i in rows.of("undecodable"):  # a download cut short: the first bytes of the file only
+        if rows.images[i] is None:
+            rows.pathology[i] = rows.before[i]  # nothing left to cut short
+        else:
+            rows.new_images[i] = rows.images[i][: max(1, len(rows.images[i]) // 8)]
+    _mismatch_captions(rows, rows.of("mismatched_caption"), rng)
+    counts: dict[str, int] = {}
+    for kind in rows.pathology:
+        counts[kind] = counts.get(kind, 0) + 1
+    return _written(table, rows), counts
+
+
+def _read_rows(table: pa.Table, rng: np.random.Generator, rates: dict) -> _Rows:
+    """The shard's rows and each one's drawn pathology (at most one each; the rest keep what they were)."""
     n = table.num_rows
     kinds = ("clean",) + KINDS
     probs = np.array([1.0 - sum(rates.get(k, 0.0) for k in KINDS)] + [rates.get(k, 0.0) for k in KINDS])
@@ -119,7 +167,6 @@ def corrupt_shard(
     images = table.column("image").to_pylist()
     labels = np.array(table.column("label").fill_null(-1).to_pylist(), dtype=np.int64)
     captions = table.column("caption").to_pylist() if "caption" in table.column_names else [None] * n
-    new_images, new_labels, new_captions = list(images), labels.copy(), list(captions)
     before = table.column("pathology").to_pylist() if "pathology" in table.column_names else ["clean"] * n
     before = [b or "clean" for b in before]
     # what each row's image truly shows: the source's own record where it was corrupted before; else its label,
@@ -129,98 +176,88 @@ def corrupt_shard(
     else:
         clean_labels = np.where([b in LABEL_UNKNOWN for b in before], -1, labels)
     clean_captions = table.column("clean_caption").to_pylist() if "clean_caption" in table.column_names else list(captions)
-    pathology = [kinds[d] if d else before[i] for i, d in enumerate(drawn)]
+    rows = _Rows(drawn, images, labels, captions, before, clean_labels, clean_captions)
+    rows.pathology = [kinds[d] if d else before[i] for i, d in enumerate(drawn)]
+    rows.new_images, rows.new_labels, rows.new_captions = list(images), labels.copy(), list(captions)
+    return rows
 
-    def rows(kind):
-        return np.flatnonzero(drawn == kinds.index(kind))
 
-    idx = rows("noisy_label")
-    for i in idx[labels[idx] < 0]:  # no label to make wrong
-        pathology[i] = before[i]
-    idx = idx[labels[idx] >= 0]
-    truth = np.where(clean_labels[idx] >= 0, clean_labels[idx], labels[idx])  # wrong relative to the truth, where known
+def _flip_labels(rows: _Rows, idx: np.ndarray, rng, num_classes: int, confusable: float, flips: np.ndarray | None) -> None:
+    """Wrong labels: another class than the truth, uniformly, or (a `confusable` share) drawn from `flips`."""
+    for i in idx[rows.labels[idx] < 0]:  # no label to make wrong
+        rows.pathology[i] = rows.before[i]
+    idx = idx[rows.labels[idx] >= 0]
+    truth = np.where(rows.clean_labels[idx] >= 0, rows.clean_labels[idx], rows.labels[idx])  # wrong relative to the truth
     shift = rng.integers(1, max(num_classes, 2), len(idx))
     uniform = (truth + shift) % num_classes
     if flips is not None and len(idx):
         use_matrix = rng.random(len(idx)) < confusable
         cumulative = np.cumsum(flips[truth], axis=1)
         drawn_class = (rng.random((len(idx), 1)) > cumulative).sum(1).clip(0, num_classes - 1)
-        new_labels[idx] = np.where(use_matrix & (drawn_class != truth), drawn_class, uniform)
+        rows.new_labels[idx] = np.where(use_matrix & (drawn_class != truth), drawn_class, uniform)
     else:
-        new_labels[idx] = uniform
+        rows.new_labels[idx] = uniform
 
-    idx = rows("duplicate")
-    if len(idx):
-        clean = np.flatnonzero((drawn == 0) & (np.array(before) == "clean"))  # copies of clean images only
-        donors = rng.choice(clean, size=min(DONORS_PER_SHARD, len(clean)), replace=False) if len(clean) else np.array([], int)
-        for i in idx:
-            if not len(donors):
-                pathology[i] = before[i]
-                continue
-            d = int(donors[rng.integers(0, len(donors))])
-            pixels = _decode(images[d])
-            if pixels is None:
-                pathology[i] = before[i]
-                continue
-            jitter = rng.integers(-3, 4, pixels.shape)
-            new_images[i] = encode_png(np.clip(pixels.astype(np.int64) + jitter, 0, 255).astype(np.uint8))
-            new_labels[i], new_captions[i] = labels[d], captions[d]
-            clean_labels[i], clean_captions[i] = clean_labels[d], clean_captions[d]
 
-    for i in rows("blank"):
-        pixels = _decode(images[i])
-        h, w = pixels.shape[:2] if pixels is not None else (32, 32)
-        blank = render_blank(rng, 1, max(h, w))[0][:h, :w]
-        new_images[i] = encode_png(np.ascontiguousarray(blank))
-
-    for i in rows("corrupt"):
-        pixels = _decode(images[i])
-        if pixels is None:
-            pathology[i] = before[i]
+def _duplicate(rows: _Rows, idx: np.ndarray, rng) -> None:
+    """Near-duplicates: a jittered copy of one of a few clean images of the shard, with its label and caption."""
+    if not len(idx):
+        return
+    clean = np.flatnonzero((rows.drawn == 0) & (np.array(rows.before) == "clean"))  # copies of clean images only
+    donors = rng.choice(clean, size=min(DONORS_PER_SHARD, len(clean)), replace=False) if len(clean) else np.array([], int)
+    for i in idx:
+        if not len(donors):
+            rows.pathology[i] = rows.before[i]
             continue
-        new_images[i] = encode_png(half_decoded(rng, pixels[None])[0])
+        d = int(donors[rng.integers(0, len(donors))])
+        pixels = _decode(rows.images[d])
+        if pixels is None:
+            rows.pathology[i] = rows.before[i]
+            continue
+        jitter = rng.integers(-3, 4, pixels.shape)
+        rows.new_images[i] = encode_png(np.clip(pixels.astype(np.int64) + jitter, 0, 255).astype(np.uint8))
+        rows.new_labels[i], rows.new_captions[i] = rows.labels[d], rows.captions[d]
+        rows.clean_labels[i], rows.clean_captions[i] = rows.clean_labels[d], rows.clean_captions[d]
 
-    for i in rows("undecodable"):  # a download cut short: the first bytes of the file only
-        if images[i] is None:
-            pathology[i] = before[i]  # nothing left to cut short
-        else:
-            new_images[i] = images[i][: max(1, len(images[i]) // 8)]
 
-    idx = rows("mismatched_caption")
-    if len(idx):
-        has_caption = np.array([c is not None and bool(str(c).strip()) for c in captions])
-        candidates = np.flatnonzero(has_caption)
-        for i in idx:
-            others = candidates[(labels[candidates] != labels[i]) | (labels[i] < 0)] if len(candidates) else candidates
-            others = others[others != i]
-            if not has_caption[i] or not len(others):
-                pathology[i] = before[i]
-                continue
-            new_captions[i] = captions[int(others[rng.integers(0, len(others))])]
+def _mismatch_captions(rows: _Rows, idx: np.ndarray, rng) -> None:
+    """Mismatched captions: the caption of another example, of another class where labels say."""
+    if not len(idx):
+        return
+    has_caption = np.array([c is not None and bool(str(c).strip()) for c in rows.captions])
+    candidates = np.flatnonzero(has_caption)
+    labels = rows.labels
+    for i in idx:
+        others = candidates[(labels[candidates] != labels[i]) | (labels[i] < 0)] if len(candidates) else candidates
+        others = others[others != i]
+        if not has_caption[i] or not len(others):
+            rows.pathology[i] = rows.before[i]
+            continue
+        rows.new_captions[i] = rows.captions[int(others[rng.integers(0, len(others))])]
 
+
+def _written(table: pa.Table, rows: _Rows) -> pa.Table:
+    """The shard as written: its new images, labels and captions, with pathology, clean_label and clean_caption."""
     out = table
     replace = {
-        "image": pa.array(new_images, pa.binary()),
-        "label": pa.array([None if v < 0 else int(v) for v in new_labels], pa.int32()),
+        "image": pa.array(rows.new_images, pa.binary()),
+        "label": pa.array([None if v < 0 else int(v) for v in rows.new_labels], pa.int32()),
     }
     if "caption" in table.column_names:
-        replace["caption"] = pa.array(new_captions, pa.string())
+        replace["caption"] = pa.array(rows.new_captions, pa.string())
     for name, array in replace.items():
         out = out.set_column(out.column_names.index(name), name, array)
     extra = {
-        "pathology": pa.array(pathology, pa.string()),
-        "clean_label": pa.array([None if v < 0 else int(v) for v in clean_labels], pa.int32()),
+        "pathology": pa.array(rows.pathology, pa.string()),
+        "clean_label": pa.array([None if v < 0 else int(v) for v in rows.clean_labels], pa.int32()),
     }
     if "caption" in table.column_names:
-        extra["clean_caption"] = pa.array(clean_captions, pa.string())
+        extra["clean_caption"] = pa.array(rows.clean_captions, pa.string())
     for name, array in extra.items():
         if name in out.column_names:
             out = out.drop_columns([name])
         out = out.append_column(name, array)
-    counts: dict[str, int] = {}
-    for p in pathology:
-        counts[p] = counts.get(p, 0) + 1
-    return out, counts
+    return out
 
 
 def _has_captions(path) -> bool:

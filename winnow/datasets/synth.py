@@ -5,14 +5,13 @@ image also has a texture, a size, a rotation, a position, a background and
 sometimes a distractor, so a small network needs thousands of steps. The texture
 is ignored by the labels and is the transfer task.
 
-Pixel maths uses only IEEE-exact operations (+ - * / sqrt, floor) on float64, so
-the PNG bytes are the same on every machine: the committed data.dvc stays valid.
+The images are drawn by winnow.datasets.render and the captions written by winnow.datasets.captions;
+the generator's code is all three files, and a manifest records their hash.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -21,20 +20,21 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 from tqdm import tqdm
 
 from winnow.config import DataConfig
+from winnow.datasets.captions import TEXTURE_WORDS, captions_for, uninformative_captions
 from winnow.datasets.contract import file_sha256, generated, read_manifest
+from winnow.datasets.render import COLOURS, SHAPES, TEXTURES, encode_png, half_decoded, render, render_blank, render_clutter
 from winnow.errors import DataError
 
 SCHEMA_VERSION = 1
-SHAPES = ("circle", "square", "triangle", "cross", "ring")
-COLOURS = ("red", "yellow", "green", "blue")
-# Hue centres (degrees) of the colour families; each image jitters around them.
-HUES = {"red": 0.0, "yellow": 55.0, "green": 125.0, "blue": 225.0}
-TEXTURES = ("solid", "stripes", "dots", "checker")
+CODE = ("synth.py", "render.py", "captions.py")  # the generator's files, beside this one: its manifest records their hash
+
+
 CLASS_NAMES = tuple(f"{c} {s}" for s in SHAPES for c in COLOURS)
+
+
 PATHOLOGIES = (
     "clean",
     "noisy_label",
@@ -47,35 +47,6 @@ PATHOLOGIES = (
     "uninformative_caption",
 )
 
-# Caption vocabulary: several words per factor, so text carries more than the class and is never one template.
-SHAPE_WORDS = {
-    "circle": ("circle", "disc", "round dot"),
-    "square": ("square", "box", "block"),
-    "triangle": ("triangle", "wedge"),
-    "cross": ("cross", "plus sign"),
-    "ring": ("ring", "hoop", "donut"),
-}
-COLOUR_WORDS = {
-    "red": ("red", "crimson", "scarlet"),
-    "yellow": ("yellow", "golden", "lemon"),
-    "green": ("green", "emerald", "lime"),
-    "blue": ("blue", "navy", "azure"),
-}
-TEXTURE_WORDS = {
-    "solid": ("plain", "solid"),
-    "stripes": ("striped", "banded"),
-    "dots": ("dotted", "spotted"),
-    "checker": ("checkered", "chequered"),
-}
-TEMPLATES = (
-    "a {size}{colour} {texture} {shape} {position}",
-    "{texture} {shape}, {colour}, {position}",
-    "photo of a {colour} {shape} with a {texture} pattern",
-    "a {colour} {shape} {position}",
-    "there is a {size}{texture} {shape} in {colour}",
-    "{colour} {texture} {shape}",
-)
-UNINFORMATIVE = ("IMG_{:04d}", "DSC{:05d}", "photo", "image", "untitled", "picture {}", "download ({})", "stock photo {}")
 
 ARROW_SCHEMA = pa.schema(
     [
@@ -89,217 +60,11 @@ ARROW_SCHEMA = pa.schema(
 )
 
 
-# ---------------------------------------------------------------- rendering
-
-
-def _hsv_to_rgb(h, s, v):
-    """Piecewise-linear HSV->RGB; h in degrees [0, 360), arrays of shape (N,)."""
-    h = h % 360.0
-    c = v * s
-    hp = h / 60.0
-    x = c * (1.0 - np.abs(hp % 2.0 - 1.0))
-    zeros = np.zeros_like(h)
-    sector = np.floor(hp).astype(np.int64) % 6
-    table = [(c, x, zeros), (x, c, zeros), (zeros, c, x), (zeros, x, c), (x, zeros, c), (c, zeros, x)]
-    rgb = np.zeros(h.shape + (3,))
-    for k, (r, g, b) in enumerate(table):
-        m = sector == k
-        rgb[m] = np.stack([r[m], g[m], b[m]], axis=-1)
-    return rgb + (v - c)[:, None]
-
-
-def _grid(n: int, size: int):
-    coords = (np.arange(size, dtype=np.float64) + 0.5) / size * 2.0 - 1.0  # [-1, 1]
-    yy, xx = np.meshgrid(coords, coords, indexing="ij")
-    return np.broadcast_to(xx, (n, size, size)), np.broadcast_to(yy, (n, size, size))
-
-
-def _shape_mask(shape, u, v, r):
-    """Shape masks in the object's own rotated frame (u, v), radius r: (N, H, W) bool."""
-    rr = r[:, None, None]
-    au, av = np.abs(u), np.abs(v)
-    d2 = u * u + v * v
-    masks = np.zeros(u.shape, dtype=bool)
-    for k, name in enumerate(SHAPES):
-        m = shape == k
-        if not m.any():
-            continue
-        if name == "circle":
-            mk = d2[m] < rr[m] ** 2
-        elif name == "square":
-            mk = np.maximum(au[m], av[m]) < rr[m] * 0.82
-        elif name == "triangle":  # equilateral, three half-planes; 0.5 and sqrt(3)/2 exact enough
-            s3 = np.sqrt(3.0) / 2.0
-            a = -v[m]
-            b = 0.5 * v[m] + s3 * u[m]
-            c = 0.5 * v[m] - s3 * u[m]
-            mk = np.maximum(np.maximum(a, b), c) < rr[m] * 0.55
-        elif name == "cross":
-            arm = rr[m] * 0.32
-            mk = ((au[m] < arm) & (av[m] < rr[m])) | ((av[m] < arm) & (au[m] < rr[m]))
-        else:  # ring
-            mk = (d2[m] < rr[m] ** 2) & (d2[m] > (rr[m] * 0.58) ** 2)
-        masks[m] = mk
-    return masks
-
-
-def _texture(texture, u, v, freq):
-    """1.0 where the texture darkens the shape, else 0.0."""
-    f = freq[:, None, None]
-    stripes = ((u * f) % 1.0) < 0.5
-    cu, cv = (u * f) % 1.0 - 0.5, (v * f) % 1.0 - 0.5
-    dots = cu * cu + cv * cv < 0.09
-    checker = (np.floor(u * f) + np.floor(v * f)) % 2.0 == 0.0
-    out = np.zeros(u.shape)
-    for k, pattern in ((1, stripes), (2, dots), (3, checker)):
-        m = texture == k
-        out[m] = pattern[m]
-    return out
-
-
-def _background(rng, n, size, xx, yy):
-    base = rng.random((n, 3)) * 0.55 + 0.15
-    grey = base.mean(axis=1, keepdims=True)
-    base = grey + (base - grey) * 0.35  # mostly desaturated, so colour belongs to the object
-    gx, gy = rng.normal(0, 0.12, (2, n))
-    grad = gx[:, None, None] * xx + gy[:, None, None] * yy
-    return np.clip(base[:, None, None, :] + grad[..., None], 0.0, 1.0)
-
-
-def render(rng: np.random.Generator, shape, colour, texture, size: int, easy=None, chunk: int = 256) -> np.ndarray:
-    """Render N objects: uint8 (N, size, size, 3), their radius (N,) and centre (N, 2) in [-1, 1].
-
-    `easy` marks large, centred, plain ones.
-
-    Works in chunks that fit in cache (several times faster than one big array).
-    """
-    easy = np.zeros(len(shape), dtype=bool) if easy is None else easy
-    parts = [
-        _render(rng, shape[i : i + chunk], colour[i : i + chunk], texture[i : i + chunk], size, easy[i : i + chunk])
-        for i in range(0, len(shape), chunk)
-    ]
-    if not parts:
-        return np.zeros((0, size, size, 3), np.uint8), np.zeros(0), np.zeros((0, 2))
-    return tuple(np.concatenate(p) for p in zip(*parts))
-
-
-def _render(rng, shape, colour, texture, size, easy):
-    n = len(shape)
-    xx, yy = _grid(n, size)
-    img = _background(rng, n, size, xx, yy)
-
-    radius = np.where(easy, 0.62, rng.random(n) * 0.32 + 0.28)
-    centre = np.where(easy[:, None], 0.0, (rng.random((n, 2)) * 2 - 1) * (0.95 - radius)[:, None])
-    rot = rng.normal(size=(n, 2))
-    rot /= np.sqrt((rot * rot).sum(axis=1, keepdims=True))  # cos/sin without transcendental calls
-    dx, dy = xx - centre[:, 0, None, None], yy - centre[:, 1, None, None]
-    cs, sn = rot[:, 0, None, None], rot[:, 1, None, None]
-    u, v = cs * dx + sn * dy, -sn * dx + cs * dy
-
-    hue = np.array([HUES[COLOURS[c]] for c in colour]) + (rng.random(n) * 2 - 1) * 14
-    sat = np.where(easy, 0.9, rng.random(n) * 0.45 + 0.5)
-    val = np.where(easy, 0.95, rng.random(n) * 0.4 + 0.55)
-    rgb = _hsv_to_rgb(hue, sat, val)
-
-    # A distractor: a small blob of another colour and shape, so colour and shape are not just "the biggest pixels".
-    has_distractor = (rng.random(n) < 0.5) & ~easy
-    d_shape = rng.integers(0, len(SHAPES), n)
-    d_centre = (rng.random((n, 2)) * 2 - 1) * 0.8
-    d_r = rng.random(n) * 0.1 + 0.12
-    d_rgb = _hsv_to_rgb(rng.random(n) * 360, rng.random(n) * 0.6 + 0.3, rng.random(n) * 0.5 + 0.4)
-    d_mask = _shape_mask(d_shape, xx - d_centre[:, 0, None, None], yy - d_centre[:, 1, None, None], d_r)
-    d_mask &= has_distractor[:, None, None]
-    img = np.where(d_mask[..., None], d_rgb[:, None, None, :], img)
-
-    mask = _shape_mask(np.asarray(shape), u, v, radius)
-    freq = rng.random(n) * 2.0 + 3.0
-    shade = 1.0 - 0.55 * _texture(np.where(easy, 0, texture), u, v, freq)
-    obj = rgb[:, None, None, :] * shade[..., None]
-    img = np.where(mask[..., None], obj, img)
-
-    noise = rng.normal(0, 0.03, img.shape)
-    return _to_uint8(img + noise), radius, centre
-
-
-def _to_uint8(img):
-    return np.floor(np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def render_clutter(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
-    """Off-distribution images: rectangles and bars of many colours, no class object."""
-    xx, yy = _grid(n, size)
-    img = _background(rng, n, size, xx, yy)
-    for _ in range(6):
-        c = rng.random((n, 2)) * 2 - 1
-        half = rng.random((n, 2)) * 0.5 + 0.05
-        rgb = _hsv_to_rgb(rng.random(n) * 360, rng.random(n), rng.random(n) * 0.7 + 0.3)
-        m = (np.abs(xx - c[:, 0, None, None]) < half[:, 0, None, None]) & (
-            np.abs(yy - c[:, 1, None, None]) < half[:, 1, None, None]
-        )
-        img = np.where(m[..., None], rgb[:, None, None, :], img)
-    return _to_uint8(img + rng.normal(0, 0.06, img.shape))
-
-
-def render_blank(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
-    base = rng.random((n, 1, 1, 3))
-    return _to_uint8(np.broadcast_to(base, (n, size, size, 3)) + rng.normal(0, 0.01, (n, size, size, 3)))
-
-
-def corrupt(rng: np.random.Generator, images: np.ndarray) -> np.ndarray:
-    """What a half-downloaded JPEG decodes to: rows from a random line down are grey or garbage."""
-    out = images.copy()
-    n, size = len(images), images.shape[1]
-    start = rng.integers(size // 5, size * 3 // 5, n)
-    garbage = rng.random(n) < 0.5
-    for i in range(n):
-        out[i, start[i] :] = rng.integers(0, 256, out[i, start[i] :].shape, dtype=np.uint8) if garbage[i] else 128
-    return out
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-# ---------------------------------------------------------------- splits
-
-
 def class_prior(num_classes: int, imbalance: float, rng: np.random.Generator) -> np.ndarray:
     """Zipf-like class frequencies (exponent `imbalance`), in a seeded class order."""
     weights = (np.arange(num_classes) + 1.0) ** -imbalance if imbalance > 0 else np.ones(num_classes)
     weights = weights[rng.permutation(num_classes)]
     return weights / weights.sum()
-
-
-def captions_for(rng: np.random.Generator, labels, texture, radius, centre) -> np.ndarray:
-    """One caption per example from its factors: a random template and random synonyms."""
-    out = []
-    for label, tex, r, (cx, cy) in zip(labels, texture, radius, centre):
-        shape, colour = SHAPES[label // len(COLOURS)], COLOURS[label % len(COLOURS)]
-        if abs(cx) < 0.25 and abs(cy) < 0.25:
-            position = "in the centre"
-        elif abs(cx) >= abs(cy):
-            position = "on the left" if cx < 0 else "on the right"
-        else:
-            position = "at the top" if cy < 0 else "at the bottom"
-        words = {
-            "shape": _pick(rng, SHAPE_WORDS[shape]),
-            "colour": _pick(rng, COLOUR_WORDS[colour]),
-            "texture": _pick(rng, TEXTURE_WORDS[TEXTURES[tex]]),
-            "size": "small " if r < 0.4 else ("large " if r > 0.5 else ""),
-            "position": position,
-        }
-        out.append(_pick(rng, TEMPLATES).format(**words))
-    return np.array(out, dtype=object)
-
-
-def uninformative_captions(rng: np.random.Generator, n: int) -> np.ndarray:
-    return np.array([_pick(rng, UNINFORMATIVE).format(int(rng.integers(0, 10000))) for _ in range(n)], dtype=object)
-
-
-def _pick(rng, options):
-    return options[int(rng.integers(0, len(options)))]
 
 
 def _clean_examples(rng, n, size, prior=None, easy=None):
@@ -345,7 +110,7 @@ def make_pool(cfg: DataConfig, rng: np.random.Generator) -> dict:
         captions[idx] = true_captions[rng.integers(0, n, len(idx))]
 
     idx = where("corrupt")
-    images[idx] = corrupt(rng, images[idx])
+    images[idx] = half_decoded(rng, images[idx])
 
     idx = where("mismatched_caption")  # the caption of an example of another class: it does not describe this image
     donor = rng.integers(0, n, len(idx))
@@ -420,9 +185,9 @@ def _write_split(folder: Path, columns: dict, shard_size: int, desc: str = "") -
 
 
 def generator_params(cfg: DataConfig) -> dict:
-    """What the bytes follow from: the parameters (seed included) and this file's code."""
+    """What the bytes follow from: the parameters (seed included) and the generator's code (CODE)."""
     return {
-        "code_sha256": file_sha256(Path(__file__)),
+        "code_sha256": hashlib.sha256("".join(file_sha256(Path(__file__).with_name(f)) for f in CODE).encode()).hexdigest(),
         **cfg.model_dump(exclude={"dir", "name"}),
     }
 

@@ -31,6 +31,7 @@ so an import that stops half-way never leaves a folder that looks complete.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from pathlib import Path
@@ -65,33 +66,12 @@ def import_source(
     then stream it into the contract. `columns` names the Parquet importer's image/label/caption columns;
     `evals` adds transfer tasks (NAME=SOURCE, a source of the same kind each, labelled with its own classes);
     `options` go to write_dataset."""
-    from winnow.importers import READERS
-
-    if kind not in READERS:
-        raise DataError(f"unknown importer {kind!r}; use one of {', '.join(READERS)}")
-    if not READERS[kind].columns and columns and any(columns.values()):
-        raise DataError(f"--image-column, --label-column and --caption-column name Parquet columns; a {kind} source has none")
-    if noise_column is not None and not noise_column.partition("=")[0]:
-        raise DataError(f"--noise-column {noise_column!r}: give the column, as NAME or NAME=KIND")
-    check_options(
-        0 if curated_source else options.get("curated_fraction", CURATED_FRACTION),
-        0 if test_source else options.get("test_fraction", TEST_FRACTION),
-        options.get("shard_size", SHARD_SIZE),
-    )
+    _check_request(kind, columns, noise_column, options, curated_source is not None, test_source is not None)
     evals = parse_evals(evals)
     dest = Path(dest)
     check_apart(dest, [p for p in (source, curated_source, test_source, *evals.values()) if p])
     check_dest(dest)
-
-    named = {k: v for k, v in (columns or {}).items() if v}
-
-    def read(path, required) -> tuple[Source, Scan]:
-        src = finish_metadata(READERS[kind].read(path, **named), noise_column, required)
-        counted = scan(src)
-        if not counted.rows:
-            raise DataError(f"{path}: no examples with an image")
-        return src, counted
-
+    read = functools.partial(_read, kind, {k: v for k, v in (columns or {}).items() if v}, noise_column)
     pool, pool_scan = read(source, True)
     curated, curated_scan = read(curated_source, False) if curated_source else (None, None)
     test, test_scan = read(test_source, False) if test_source else (None, None)
@@ -106,6 +86,8 @@ def import_source(
         task_names, task_index = resolve_labels([task_scan], task.classes, None)
         tasks[name] = (with_labels(task, task_index), task_names, task_scan.rows)  # counted once, by the scan
     provenance = {
+        "path": str(source),
+        "rows": pool_scan.rows,  # counted once, by the scan
         "kind": kind,
         "curated": str(curated_source or source),
         "test": str(test_source or source),
@@ -117,18 +99,36 @@ def import_source(
     for src in sources:
         for what, count in src.skipped.items():
             log.info("%s: left out %d %s", src.path, count, what.replace("_", " "))
-    return write_dataset(
-        with_labels(pool, index),
-        dest,
-        names,
-        curated=with_labels(curated, index) if curated else None,
-        test=with_labels(test, index) if test else None,
-        source=str(source),
-        provenance=provenance,
-        evals=tasks,
-        num_rows=pool_scan.rows,
-        **options,
+    labelled = {"curated": with_labels(curated, index) if curated else None, "test": with_labels(test, index) if test else None}
+    return write_dataset(with_labels(pool, index), dest, names, **labelled, provenance=provenance, evals=tasks, **options)
+
+
+def _check_request(kind: str, columns: dict | None, noise_column: str | None, options: dict, curated: bool, test: bool) -> None:
+    """The options of an import, checked before any source is read."""
+    from winnow.importers import READERS
+
+    if kind not in READERS:
+        raise DataError(f"unknown importer {kind!r}; use one of {', '.join(READERS)}")
+    if not READERS[kind].columns and columns and any(columns.values()):
+        raise DataError(f"--image-column, --label-column and --caption-column name Parquet columns; a {kind} source has none")
+    if noise_column is not None and not noise_column.partition("=")[0]:
+        raise DataError(f"--noise-column {noise_column!r}: give the column, as NAME or NAME=KIND")
+    check_options(
+        0 if curated else options.get("curated_fraction", CURATED_FRACTION),
+        0 if test else options.get("test_fraction", TEST_FRACTION),
+        options.get("shard_size", SHARD_SIZE),
     )
+
+
+def _read(kind: str, columns: dict, noise_column: str | None, path, required: bool) -> tuple[Source, Scan]:
+    """One source, its metadata settled, and what its scan found. `required`: the noise column must be there."""
+    from winnow.importers import READERS
+
+    src = finish_metadata(READERS[kind].read(path, **columns), noise_column, required)
+    counted = scan(src)
+    if not counted.rows:
+        raise DataError(f"{path}: no examples with an image")
+    return src, counted
 
 
 def parse_evals(evals: list[str] | dict[str, str] | None) -> dict[str, str]:

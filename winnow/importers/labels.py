@@ -115,20 +115,8 @@ def finish_metadata(src: Source, noise_column: str | None, required: bool) -> So
     (strings), or from --noise-column NAME[=KIND] (true -> KIND, false -> clean). `required`: the noise column
     must be there (the pool's source; a separate curated or test source without it gets no pathology).
     Column names are settled here; the values are checked as each batch is read (first by the scan)."""
-    schema = src.schema
-    renames: dict[str, str] = {}
+    renames, schema = _renames(src)
     names = list(schema.names) if schema is not None else []
-    for name in CONTRACT_COLUMNS:
-        if name in names:
-            renamed = f"source_{name}"
-            if renamed in names:
-                raise DataError(
-                    f"{src.path}: has columns {name!r} and {renamed!r}; {name!r} is a contract column, so rename one of them"
-                )
-            renames[name] = renamed
-    if renames:
-        names = [renames.get(c, c) for c in names]
-        schema = pa.schema([f.with_name(renames.get(f.name, f.name)) for f in schema])
     flag, kind, check_pathology = None, "", False
     if noise_column:
         column, _, kind = noise_column.partition("=")
@@ -136,12 +124,11 @@ def finish_metadata(src: Source, noise_column: str | None, required: bool) -> So
             raise DataError(
                 f"{src.path}: has a 'pathology' column and --noise-column {noise_column} was given; pass one or the other"
             )
-        if column not in names:
-            if required:
-                raise DataError(f"{src.path}: no column or json field {column!r} (--noise-column); the fields are {names}")
-        else:
+        if column in names:
             flag = column
             schema = schema.append(pa.field("pathology", pa.string()))
+        elif required:
+            raise DataError(f"{src.path}: no column or json field {column!r} (--noise-column); the fields are {names}")
     elif "pathology" in names:
         check_pathology = True
 
@@ -157,16 +144,36 @@ def finish_metadata(src: Source, noise_column: str | None, required: bool) -> So
                 "pathology", pa.array([(kind or "noisy_label") if f else "clean" for f in flags], pa.string())
             )
         if check_pathology:
-            for value, e in zip(table.column("pathology").to_pylist(), examples):
-                if not isinstance(value, str):
-                    raise DataError(
-                        f"{e['source_key']}: pathology is {value!r}, not a string; fill it (e.g. 'clean') in every row"
-                    )
+            _check_pathology(table.column("pathology").to_pylist(), examples)
         return examples, table
 
     out = src.mapped(finish, schema)
     out.renamed = renames
     return out
+
+
+def _renames(src: Source) -> tuple[dict[str, str], pa.Schema | None]:
+    """Source columns named like a contract column, each to source_<name>, and the schema renamed so."""
+    schema = src.schema
+    names = list(schema.names) if schema is not None else []
+    renames: dict[str, str] = {}
+    for name in CONTRACT_COLUMNS:
+        if name in names:
+            renamed = f"source_{name}"
+            if renamed in names:
+                raise DataError(
+                    f"{src.path}: has columns {name!r} and {renamed!r}; {name!r} is a contract column, so rename one of them"
+                )
+            renames[name] = renamed
+    if renames:
+        schema = pa.schema([f.with_name(renames.get(f.name, f.name)) for f in schema])
+    return renames, schema
+
+
+def _check_pathology(values: list, examples: list[dict]) -> None:
+    for value, e in zip(values, examples):
+        if not isinstance(value, str):
+            raise DataError(f"{e['source_key']}: pathology is {value!r}, not a string; fill it (e.g. 'clean') in every row")
 
 
 def _noise_flag(value, example: dict, column: str) -> bool:

@@ -126,90 +126,30 @@ def write_dataset(
     test_fraction: float = TEST_FRACTION,
     seed: int = 0,
     shard_size: int = SHARD_SIZE,
-    source: str = "",
     provenance: dict | None = None,
     evals: dict[str, tuple[Source, list[str], int]] | None = None,
-    num_rows: int | None = None,
 ) -> Path:
     """Split (unless curated/test are given) and write the data contract under `dest`, streaming: into
     DEST.importing, manifest last, then renamed into place over a previous import. Labels are class indices.
-    `provenance` joins the manifest's "source". `evals`: transfer tasks, name -> (examples, their own class
-    names, how many), written to eval/<name>/ with a fold column (a seeded 2/3 train, 1/3 test) for the linear probe.
-    `num_rows`: the pool source's length when already counted (sampling needs it; else it is counted)."""
+    `provenance` joins the manifest's "source" (its "path": the source's; "rows": the pool source's length when
+    already counted, which sampling needs). `evals`: transfer tasks, name -> (examples, their own class names,
+    how many), written to eval/<name>/ with a fold column (a seeded 2/3 train, 1/3 test) for the linear probe."""
     pool_source, curated, test = _as_source(examples), _as_source(curated), _as_source(test)
     check_options(0 if curated else curated_fraction, 0 if test else test_fraction, shard_size)
     dest = Path(dest)
     check_dest(dest)
-    target = dest.resolve()  # so that DEST.importing sits beside it even for "." or "out/"
-    sample = (not test and test_fraction > 0) or (not curated and curated_fraction > 0)
-    n = (num_rows if num_rows is not None else pool_source.count()) if sample else None
-    plan = None
-    if sample:  # each row's split: the pool, or one of the sampled sets (one byte per row)
-        order = np.random.default_rng(seed).permutation(n)
-        n_test = 0 if test else int(round(n * test_fraction))
-        n_curated = 0 if curated else int(round(n * curated_fraction))
-        plan = np.full(n, POOL, dtype=np.uint8)
-        plan[order[:n_test]] = TEST
-        plan[order[n_test : n_test + n_curated]] = CURATED
-        del order
-        if n_test + n_curated >= n:
-            raise DataError(f"{source or dest}: nothing left for the pool after taking the curated and test sets")
-    if not test:
-        if sample and test_fraction > 0:
-            log.warning(
-                "eval/test is sampled from %s, the same (possibly noisy) source as the pool: the target then rewards agreeing "
-                "with its wrong labels. Pass --test SOURCE, a separate clean held-out set.",
-                source or "the pool's source",
-            )
-        else:
-            log.warning("eval/test is empty: pass --test SOURCE (a clean held-out set) or a --test-fraction above 0")
-    tasks = {"test": {"label": "label", "class_names": class_names}}
-    task_sources = {}
-    for name, (task, names, rows) in (evals or {}).items():
-        task_sources[f"eval/{name}"] = with_folds(task, rows, seed)
-        tasks[name] = {"label": "label", "class_names": names, "probe": True}
-        if names != [f"class {i}" for i in range(len(names))]:  # named classes: CLIP can be prompted with them
-            tasks[name]["prompt_names"] = names
-    staging = staging_folder(target)
-    writers: dict[str, ShardWriter] = {}
-    try:
-        writers = {
-            "pool": ShardWriter(staging / "pool", shard_size, len(class_names), pool_source.schema),
-            "curated": ShardWriter(staging / "curated", shard_size, len(class_names), (curated or pool_source).schema),
-            "eval/test": ShardWriter(staging / "eval/test", shard_size, len(class_names), (test or pool_source).schema),
-        }
-        routes = {POOL: writers["pool"], CURATED: writers["curated"], TEST: writers["eval/test"]}
-        done = 0
-        for batch_examples, metadata in tqdm(pool_source.read(), desc="import pool", unit="batch", leave=False, disable=None):
-            if plan is None:
-                writers["pool"].add(batch_examples, metadata)
-            else:
-                where = plan[done : done + len(batch_examples)]
-                for split, writer in routes.items():
-                    rows = np.flatnonzero(where == split)
-                    if len(rows):
-                        writer.add([batch_examples[i] for i in rows], metadata.take(rows) if metadata is not None else None)
-            done += len(batch_examples)
-        if plan is not None and done != len(plan):
-            raise DataError(f"{source or dest}: the source changed while it was read ({len(plan)} rows, then {done})")
-        if not done:
-            raise DataError(f"{source or dest}: no examples in the pool")
-        for name, separate in (("curated", curated), ("eval/test", test)):
-            for batch_examples, metadata in separate.read() if separate else ():
-                writers[name].add(batch_examples, metadata)
-        for name, task in task_sources.items():
-            writers[name] = ShardWriter(staging / name, shard_size, len(tasks[name[5:]]["class_names"]), task.schema)
-            for batch_examples, metadata in task.read():
-                writers[name].add(batch_examples, metadata)
-        counts = {name: writer.close() for name, writer in writers.items()}
-        if not counts["pool"]:
-            raise DataError(f"{source or dest}: nothing left for the pool after taking the curated and test sets")
-    except BaseException:  # a bad row, or an interrupt: nothing half-written stays behind
-        for writer in writers.values():
-            writer.abort()
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     provenance = dict(provenance or {})
+    source_path, rows = provenance.pop("path", ""), provenance.pop("rows", None)
+    where = source_path or str(dest)  # what errors name
+    fractions = (0.0 if curated else curated_fraction, 0.0 if test else test_fraction)
+    plan = _split_plan(pool_source, rows, fractions, seed, where)
+    if not test:
+        _warn_about_the_test_set(plan is not None and test_fraction > 0, where)
+    tasks, task_sources = _tasks(class_names, evals or {}, seed)
+    target = dest.resolve()  # so that DEST.importing sits beside it even for "." or "out/"
+    staging = staging_folder(target)
+    sources = {"curated": curated, "eval/test": test, **task_sources}
+    counts, schemas = _write_splits(staging, pool_source, sources, plan, shard_size, tasks, where)
     curated_path, test_path = provenance.pop("curated", None), provenance.pop("test", None)
     manifest = {
         "schema_version": SCHEMA_VERSION,
@@ -218,20 +158,98 @@ def write_dataset(
         "tasks": tasks,
         "counts": counts,
         "source": {
-            "path": str(source),
+            "path": source_path,
             "seed": seed,
             "curated_fraction": curated_fraction,
             "test_fraction": test_fraction,
             **provenance,
-            "curated": {"path": str(source) if not curated else curated_path, "sampled": not curated},
-            "test": {"path": str(source) if not test else test_path, "sampled": not test},
-            "metadata_columns": {
-                name: writer.schema.names if writer.schema is not None else [] for name, writer in writers.items()
-            },
+            "curated": {"path": source_path if not curated else curated_path, "sampled": not curated},
+            "test": {"path": source_path if not test else test_path, "sampled": not test},
+            "metadata_columns": schemas,
         },
     }
     publish(staging, target, manifest)
     return dest
+
+
+def _split_plan(pool: Source, rows: int | None, fractions: tuple[float, float], seed: int, where: str) -> np.ndarray | None:
+    """Each source row's split (POOL, CURATED or TEST, one byte a row) when the curated or test set is sampled from
+    the pool's source (seeded); None when both are given separately."""
+    curated_fraction, test_fraction = fractions
+    if not curated_fraction and not test_fraction:
+        return None
+    n = rows if rows is not None else pool.count()
+    order = np.random.default_rng(seed).permutation(n)
+    n_test, n_curated = int(round(n * test_fraction)), int(round(n * curated_fraction))
+    plan = np.full(n, POOL, dtype=np.uint8)
+    plan[order[:n_test]] = TEST
+    plan[order[n_test : n_test + n_curated]] = CURATED
+    if n_test + n_curated >= n:
+        raise DataError(f"{where}: nothing left for the pool after taking the curated and test sets")
+    return plan
+
+
+def _warn_about_the_test_set(sampled: bool, where: str) -> None:
+    if sampled:
+        log.warning(
+            "eval/test is sampled from %s, the same (possibly noisy) source as the pool: the target then rewards agreeing "
+            "with its wrong labels. Pass --test SOURCE, a separate clean held-out set.",
+            where,
+        )
+    else:
+        log.warning("eval/test is empty: pass --test SOURCE (a clean held-out set) or a --test-fraction above 0")
+
+
+def _tasks(class_names: list[str], evals: dict, seed: int) -> tuple[dict, dict[str, Source]]:
+    """The manifest's tasks (test, and each transfer task with its classes) and each transfer task's source, its
+    rows marked with their probe fold."""
+    tasks = {"test": {"label": "label", "class_names": class_names}}
+    sources = {}
+    for name, (task, names, rows) in evals.items():
+        sources[f"eval/{name}"] = with_folds(task, rows, seed)
+        tasks[name] = {"label": "label", "class_names": names, "probe": True}
+        if names != [f"class {i}" for i in range(len(names))]:  # named classes: CLIP can be prompted with them
+            tasks[name]["prompt_names"] = names
+    return tasks, sources
+
+
+def _write_splits(
+    staging: Path, pool: Source, sources: dict, plan: np.ndarray | None, shard_size: int, tasks: dict, where: str
+) -> tuple[dict, dict]:
+    """Stream the pool's source into its splits (by `plan`) and each separate source into its own, a batch at a
+    time; the rows written per split and each split's metadata columns. A bad row or an interrupt leaves nothing."""
+    classes = {name: len(tasks["test" if name in ("pool", "curated", "eval/test") else name[5:]]["class_names"]) for name in
+               ["pool", *sources]}  # fmt: skip
+    writers: dict[str, ShardWriter] = {}
+    try:
+        for name in ("pool", *sources):
+            schema = (sources.get(name) or pool).schema if name != "pool" else pool.schema
+            writers[name] = ShardWriter(staging / name, shard_size, classes[name], schema)
+        routes = {POOL: writers["pool"], CURATED: writers["curated"], TEST: writers["eval/test"]}
+        done = 0
+        for examples, metadata in tqdm(pool.read(), desc="import pool", unit="batch", leave=False, disable=None):
+            where_to = plan[done : done + len(examples)] if plan is not None else np.full(len(examples), POOL)
+            for split, writer in routes.items():
+                rows = np.flatnonzero(where_to == split)
+                if len(rows):
+                    writer.add([examples[i] for i in rows], metadata.take(rows) if metadata is not None else None)
+            done += len(examples)
+        if plan is not None and done != len(plan):
+            raise DataError(f"{where}: the source changed while it was read ({len(plan)} rows, then {done})")
+        if not done:
+            raise DataError(f"{where}: no examples in the pool")
+        for name, source in sources.items():
+            for examples, metadata in source.read() if source else ():
+                writers[name].add(examples, metadata)
+        counts = {name: writer.close() for name, writer in writers.items()}
+        if not counts["pool"]:
+            raise DataError(f"{where}: nothing left for the pool after taking the curated and test sets")
+    except BaseException:  # a bad row, or an interrupt: nothing half-written stays behind
+        for writer in writers.values():
+            writer.abort()
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return counts, {name: w.schema.names if w.schema is not None else [] for name, w in writers.items()}
 
 
 def publish(staging: Path, target: Path, manifest: dict) -> None:

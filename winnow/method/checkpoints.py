@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from winnow.errors import CheckpointError, MissingInput
+from winnow.errors import CheckpointError, MissingInput, StaleInput
 from winnow.files import atomic_path
+from winnow.method.objectives import OBJECTIVES
 
 log = logging.getLogger("winnow")
 
@@ -80,6 +81,25 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"{path}: not a winnow checkpoint; delete it and rerun the stage that writes it")
     return ckpt
+
+
+def model_from_checkpoint(path: Path, device: torch.device | str = "cpu", inputs: str | None = None) -> torch.nn.Module:
+    """The finished model in a checkpoint; with `inputs` (its stage's lineage key), only if it was
+    trained on exactly those inputs: a model from other data, params or code is stale."""
+    ckpt = load_checkpoint(path)
+    if not ckpt.get("complete"):
+        raise CheckpointError(
+            f"{path}: this checkpoint is from an unfinished run (step {ckpt.get('step')}); rerun its stage to finish it"
+        )
+    if inputs is not None and ckpt.get("inputs") != inputs:
+        raise StaleInput(
+            f"{path}: was trained on other data, params or code than this run's; rerun the stage that writes it "
+            f"(`winnow pipeline` reruns what is stale)"
+        )
+    meta = ckpt["meta"]
+    model = OBJECTIVES[meta["objective"]].build_model(meta["model_name"], meta["num_classes"], meta["image_size"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(device)
 
 
 def resumable(path: Path | None, fingerprint: str, name: str, rank: int) -> dict | None:

@@ -73,14 +73,29 @@ class Costs:
         return {**asdict(self), "one_off": self.one_off, "per_step": self.per_step}
 
 
+@dataclass(frozen=True)
+class ReferenceSpend:
+    """What the reference costs once, for every policy that reads its scores: its training and the pool's scoring."""
+
+    forward: float  # FLOPs per example of its forward at its training batch
+    score_forward: float  # ... and at the scoring batch (a contrastive loss grows with its batch)
+    steps: int
+    batch: int
+    pool_size: int  # examples scored
+
+    @property
+    def training(self) -> float:
+        return 3.0 * self.forward * self.batch * self.steps
+
+    @property
+    def scoring(self) -> float:
+        return self.score_forward * self.pool_size
+
+
 def policy_costs(
     policy: str,
+    reference: ReferenceSpend,
     *,
-    reference_forward: float,
-    reference_score_forward: float,
-    reference_steps: int,
-    reference_batch: int,
-    pool_size: int,
     learner_forward: float,
     batch: int,
     super_batch: int,
@@ -96,8 +111,8 @@ def policy_costs(
     at the resolution the model runs at (a scorer at score_resolution costs what it costs there)."""
     rule = POLICIES[policy]
     return Costs(
-        reference_training=3.0 * reference_forward * reference_batch * reference_steps if rule.reference_loss else 0.0,
-        pool_scoring=reference_score_forward * pool_size if rule.reference_loss else 0.0,
+        reference_training=reference.training if rule.reference_loss else 0.0,
+        pool_scoring=reference.scoring if rule.reference_loss else 0.0,
         actor_scoring_per_step=actor_super_forward * super_batch if rule.actor_loss else 0.0,
         actor_training_per_step=3.0 * actor_forward * actor_trained_per_step if rule.actor_loss else 0.0,
         learner_training_per_step=3.0 * learner_forward * batch,
@@ -136,62 +151,4 @@ def time_ratios(one_off_seconds: float, seconds_to_target: float | None, uniform
         "seconds_to_target": one_off_seconds + seconds_to_target,
         "time_ratio_full": (one_off_seconds + seconds_to_target) / uniform_seconds,
         "time_ratio_amortised": (one_off_seconds / amortise_over + seconds_to_target) / uniform_seconds,
-    }
-
-
-def run_ledger(summary: dict, trained: dict[str, dict], reference: dict, score: dict, amortise_over: int) -> dict:
-    """The ledger of one run, from what the stages measured: per policy its cost lines, FLOPs and seconds
-    to the target and their ratios to uniform's; and the systems figures, each a ratio measured in this run."""
-    pool_size = score["num_examples"] - score.get("unscorable", 0)
-    costs = {}
-    for policy, info in trained.items():
-        costs[policy] = policy_costs(
-            policy,
-            reference_forward=reference["forward_flops_per_example"],
-            reference_score_forward=reference["score_forward_flops_per_example"],
-            reference_steps=reference["steps"],
-            reference_batch=reference["batch_size"],
-            pool_size=pool_size,
-            learner_forward=info["forward_flops_per_example"],
-            batch=info["batch_size"],
-            super_batch=info["super_batch_size"],
-            actor_super_forward=info.get("actor_super_batch_forward_flops_per_example", 0.0),
-            actor_forward=info.get("actor_forward_flops_per_example", 0.0),
-            actor_trained_per_step=info.get("actor_trained_per_step", 0),
-            reference_logits=info.get("reference_logits_flops_per_step", 0.0),
-        )
-    uniform, steps = costs["uniform"], summary["uniform_steps"]
-    one_off_seconds = reference["seconds"] + score["seconds"]
-    policies = {}
-    for policy, cost in costs.items():
-        reached = summary["policies"][policy]["steps_to_target"]
-        predicted = cost.per_step / uniform.per_step  # what the FLOPs say a step should cost, relative to uniform's
-        measured = trained[policy]["seconds_per_step"] / trained["uniform"]["seconds_per_step"]
-        policies[policy] = {
-            **flop_ratios(cost, reached, uniform, steps, amortise_over),
-            **time_ratios(
-                one_off_seconds if POLICIES[policy].reference_loss else 0.0,
-                seconds_at(trained[policy]["clock"], reached),
-                trained["uniform"]["seconds"],
-                amortise_over,
-            ),
-            "costs": cost.as_dict(),
-            "learner_forward_flops_per_example": trained[policy]["forward_flops_per_example"],
-            "step_time_over_ledger": measured / predicted,
-        }
-    systems = {
-        "ingest_rows_per_s": score.get("ingest_rows_per_s"),
-        "scoring_over_bare_forward": (
-            score["scoring_rows_per_s"] / score["bare_forward_rows_per_s"]
-            if score.get("scoring_rows_per_s") and score.get("bare_forward_rows_per_s")
-            else None
-        ),
-    }
-    return {
-        "amortise_over": amortise_over,
-        "uniform_flops": uniform.at_step(steps),
-        "uniform_seconds": trained["uniform"]["seconds"],
-        "one_off_seconds": one_off_seconds,
-        "policies": policies,
-        "systems": systems,
     }

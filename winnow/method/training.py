@@ -148,15 +148,7 @@ def train(
     state = run.resume(name, opt.steps)
     finished_before = state.step >= opt.steps
     device = next(model.parameters()).device
-    bar = tqdm(
-        total=opt.steps,
-        initial=state.step,
-        desc=name,
-        unit="step",
-        leave=False,
-        disable=None if rank == 0 else True,
-        mininterval=2.0,
-    )
+    bar = tqdm(total=opt.steps, initial=state.step, desc=name, unit="step", leave=False, disable=rank or None, mininterval=2)
     model.train()
     if actor is not None:
         actor.model.train()
@@ -172,11 +164,8 @@ def train(
 
         # one optimiser step of the learner on the kept batch, and of the actor on what it trains on
         loss = run.learner.step(kept, loss_fn, lr, precision, name, step)
-        actor_loss = None
-        if online is not None:
-            actor_loss = online.step(
-                kept if actor.trains_on == "kept" else drawn, loss_fn, lr, precision, f"{name} (actor)", step
-            )
+        actor_batch = kept if actor is None or actor.trains_on == "kept" else drawn
+        actor_loss = online.step(actor_batch, loss_fn, lr, precision, f"{name} (actor)", step) if online else None
 
         # log the step (summed over ranks), evaluate and checkpoint on their schedules
         state.step = step = step + 1
@@ -192,10 +181,9 @@ def train(
     bar.close()
     if not finished_before:  # a run that was already finished is left as it was: later stages are keyed on its bytes
         run.save(state, opt.steps)
-    out = {"model": model.state_dict(), **dataclasses.asdict(state), "complete": True}
-    if actor is not None:
-        out["actor"] = actor.model.state_dict()
-    return out
+    return {"model": model.state_dict(), **dataclasses.asdict(state), "complete": True} | (
+        {"actor": actor.model.state_dict()} if actor is not None else {}
+    )
 
 
 @dataclass

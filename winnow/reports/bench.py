@@ -20,23 +20,6 @@ def write_bench_report(result: dict, curves: dict[str, list[dict]], metric: str,
     command = f"uv run winnow bench --objective {objective}" + (
         f" --set data.root={result['data']}" if result.get("data") not in (None, "data/synthetic") else ""
     )
-    learn = result["policies"].get("learnability", {})
-    full, amort = learn.get("flop_ratio_full", {}).get("mean"), learn.get("flop_ratio_amortised", {}).get("mean")
-    clock = learn.get("time_ratio_full", {}).get("mean")
-
-    def verdict(value, what):
-        if value is None:
-            return f"learnability never reached the target, so {what} it saved nothing."
-        return f"learnability needed **{value:.2f}x** uniform's FLOPs {what}: " + (
-            "compute-positive." if value < 1 else "**not** compute-positive."
-        )
-
-    ledger_rows = "\n".join(
-        f"| {p} | {c['reference_training']:.3g} | {c['pool_scoring']:.3g} | {c['actor_scoring_per_step']:.3g} | "
-        f"{c['actor_training_per_step']:.3g} | {c['learner_training_per_step']:.3g} | "
-        f"{c.get('reference_logits_per_step', 0.0):.3g} |"
-        for p, c in result["ledger_seed0"].items()
-    )
     systems = result["systems"]
     step_time = ", ".join(f"{p} {ratio(v)}" for p, v in systems["step_time_over_ledger"].items())
     text = f"""# winnow bench: {objective}
@@ -49,10 +32,7 @@ The target is the uniform run's final held-out {metric.replace("_", " ")} *in th
 measured within a seed, then averaged (mean ± standard deviation over seeds). Regenerate everything
 on this page with `{command}`.
 
-**Verdict.** With the reference's one-off cost (its training and the pool scoring) counted in full,
-{verdict(full, "with the reference counted in full")} Amortised over {result["amortise_over"]} runs that reuse the same
-reference and scores, {verdict(amort, f"amortised over {result['amortise_over']} runs")} On the clock, reference training
-and pool scoring counted in full, learnability took {number(clock, "(never reached)")}x uniform's seconds.
+**Verdict.** {_verdict(result)}
 
 ## Steps and FLOPs to reach uniform's final {metric.replace("_", " ")}
 
@@ -79,7 +59,7 @@ counts twice its forward. The first two lines are paid once per reference; the o
 
 | policy | reference training | pool scoring | actor scoring / step | actor training / step | learner training / step | reference logits / step |
 |---|---|---|---|---|---|---|
-{ledger_rows}
+{_ledger_rows(result)}
 
 How the saving moves with the size of the scorers and of the learner: `uv run winnow bench --study scorers`
 and `--study learners` (reports beside this one).
@@ -97,3 +77,32 @@ All of it: `{command}`; the numbers are in `{paths.study_json("policies").as_pos
 """
     write_text(text, path)
     return path
+
+
+def _verdict(result: dict) -> str:
+    """Learnability's FLOPs and seconds to the target over uniform's, the reference paid in full and amortised."""
+    learn = result["policies"].get("learnability", {})
+    full, amort = learn.get("flop_ratio_full", {}).get("mean"), learn.get("flop_ratio_amortised", {}).get("mean")
+    clock = learn.get("time_ratio_full", {}).get("mean")
+
+    def verdict(value, what):
+        if value is None:
+            return f"learnability never reached the target, so {what} it saved nothing."
+        return f"learnability needed **{value:.2f}x** uniform's FLOPs {what}: " + (
+            "compute-positive." if value < 1 else "**not** compute-positive."
+        )
+
+    runs = result["amortise_over"]
+    return f"""With the reference's one-off cost (its training and the pool scoring) counted in full,
+{verdict(full, "with the reference counted in full")} Amortised over {runs} runs that reuse the same
+reference and scores, {verdict(amort, f"amortised over {runs} runs")} On the clock, reference training
+and pool scoring counted in full, learnability took {number(clock, "(never reached)")}x uniform's seconds."""
+
+
+def _ledger_rows(result: dict) -> str:
+    return "\n".join(
+        f"| {p} | {c['reference_training']:.3g} | {c['pool_scoring']:.3g} | {c['actor_scoring_per_step']:.3g} | "
+        f"{c['actor_training_per_step']:.3g} | {c['learner_training_per_step']:.3g} | "
+        f"{c.get('reference_logits_per_step', 0.0):.3g} |"
+        for p, c in result["ledger_seed0"].items()
+    )

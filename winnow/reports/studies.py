@@ -16,38 +16,42 @@ def write_study_report(result: dict, paths) -> Path:
     study, objective = result["study"], result["objective"]
     path = paths.study_report(study)
     plot = paths.bench_plots / f"study_{study}.png"
-    if study == "jest":
-        return _write_jest_report(result, paths, path, plot)
-    if study == "curate":
-        return _write_curate_study_report(result, paths, path, plot)
-    plot_study(result, plot)
+    page = {"jest": _jest_page, "curate": _curate_page}.get(study, _size_page)
+    title, text, alt = page(result, plot)
     link = Path(os.path.relpath(plot, path.parent)).as_posix()
-    who = f"The learner is {result['learner']}" if study == "scorers" else f"The reference and the actor are {result['scorer']}"
-    text = f"""# winnow bench: {objective}, {study}
+    write_text(
+        f"""# winnow bench: {objective}, {title}
 
-{STUDY_WORDS[study][1]} {who}; the actor trains on the {trains_on_words(result["actor_trains_on"])}.
+{text}
+
+![{alt}]({link})
+
+Regenerate: `uv run winnow bench --objective {objective} --study {study}`; the numbers, every run included,
+are in `{paths.study_json(study).as_posix()}`.
+""",
+        path,
+    )
+    return path
+
+
+def _size_page(result: dict, plot: Path) -> tuple[str, str, str]:
+    """--study scorers | learners: the ratios against the size of the scorer, or of the learner."""
+    study = result["study"]
+    plot_study(result, plot)
+    who = f"The learner is {result['learner']}" if study == "scorers" else f"The reference and the actor are {result['scorer']}"
+    text = f"""{STUDY_WORDS[study][1]} {who}; the actor trains on the {trains_on_words(result["actor_trains_on"])}.
 Each row: learnability against uniform on the same learner and seed, {result["steps"]} steps; seeds
 {", ".join(map(str, result["seeds"]))} (mean ± std over seeds; a count in brackets when some seeds never reached the target).
 Ratios are to uniform's final held-out metric: steps, FLOPs and measured seconds, the reference's
 training and the pool's scoring counted in full (and amortised over {result["amortise_over"]} runs in the last two columns).
 
-{study_table(result)}
-
-![ratios against size]({link})
-
-Regenerate: `uv run winnow bench --objective {objective} --study {study}`; the numbers, every run included,
-are in `{paths.study_json(study).as_posix()}`.
-"""
-    write_text(text, path)
-    return path
+{study_table(result)}"""
+    return study, text, "ratios against size"
 
 
-def _write_jest_report(result: dict, paths, path: Path, plot: Path) -> Path:
+def _jest_page(result: dict, plot: Path) -> tuple[str, str, str]:
     plot_jest(result, plot)
-    link = Path(os.path.relpath(plot, path.parent)).as_posix()
-    text = f"""# winnow bench: {result["objective"]}, JEST
-
-Joint example selection (JEST, `train.selection: jest`) against per-example learnability and uniform, on a
+    text = f"""Joint example selection (JEST, `train.selection: jest`) against per-example learnability and uniform, on a
 {result["learner"]} learner, seeds {", ".join(map(str, result["seeds"]))}, {result["steps"]} steps each. Each row is
 learnability (per example, or JEST's joint batches) against uniform in the same seed; the ratios are to
 uniform's final {result["metric"]} ({mean_std(result["uniform_final_metric"])}): steps, FLOPs and measured seconds,
@@ -56,20 +60,12 @@ the reference's training and the pool's scoring counted in full (FLOPs also amor
 (the learner always trains at full size); a lower one is counted at the FLOPs it costs. Mean ± std over
 seeds; a count in brackets when some seeds never reached the target.
 
-{jest_table(result)}
-
-![target metric per learner step]({link})
-
-Regenerate: `uv run winnow bench --objective {result["objective"]} --study jest`; the numbers, every run
-included, are in `{paths.study_json("jest").as_posix()}`.
-"""
-    write_text(text, path)
-    return path
+{jest_table(result)}"""
+    return "JEST", text, "target metric per learner step"
 
 
-def _write_curate_study_report(result: dict, paths, path: Path, plot: Path) -> Path:
+def _curate_page(result: dict, plot: Path) -> tuple[str, str, str]:
     plot_jest(result, plot, "curated pools against the full pool and online learnability")
-    link = Path(os.path.relpath(plot, path.parent)).as_posix()
     peer = {
         "cleanlab": "cleanlab's `find_label_issues` on the reference's predicted probabilities for the pool (out of sample: "
         "it learned from the curated set only), then uniform training on what it does not flag",
@@ -84,9 +80,7 @@ def _write_curate_study_report(result: dict, paths, path: Path, plot: Path) -> P
         if transfer
         else ""
     )
-    text = f"""# winnow bench: {result["objective"]}, curate
-
-Curate once, then train plainly. Per seed ({", ".join(map(str, result["seeds"]))}): the {result["reference"]} reference learns
+    text = f"""Curate once, then train plainly. Per seed ({", ".join(map(str, result["seeds"]))}): the {result["reference"]} reference learns
 from the curated set and scores the pool once; `winnow curate` keeps a fraction of the pool by rule `{result["rule"]}`
 (rows `{result["rule"]}-<fraction>`){peer_words}; the {result["learner"]} learner then trains {result["steps"]} steps,
 uniformly, on each curated pool. Beside them: online learnability on the full pool (the paper's method){transfer_words}.
@@ -97,12 +91,5 @@ over the pool (cleanlab's probabilities) and curation's own seconds, in full (an
 {result["amortise_over"]} runs in the `amortised` columns). Mean ± std over seeds; a count in brackets when some
 seeds never reached the target.
 
-{curate_study_table(result)}
-
-![target metric per learner step]({link})
-
-Regenerate: `uv run winnow bench --objective {result["objective"]} --study curate`; the numbers, every run
-included, are in `{paths.study_json("curate").as_posix()}`.
-"""
-    write_text(text, path)
-    return path
+{curate_study_table(result)}"""
+    return "curate", text, "target metric per learner step"

@@ -25,13 +25,13 @@ from winnow.datasets.contract import read_manifest, shard_files, split_hash
 from winnow.errors import CheckpointError, MissingInput, StaleInput
 from winnow.files import atomic_path, write_json
 from winnow.method import ledger, objectives
-from winnow.method.checkpoints import load_checkpoint, state_hash
+from winnow.method.checkpoints import load_checkpoint, model_from_checkpoint, state_hash
 from winnow.method.devices import autocast, pick_device
 from winnow.method.evaluation import class_probabilities
 from winnow.method.objectives import OBJECTIVES
 from winnow.reports.curate import grid_examples, write_curate_report
 from winnow.scores import scoring, store
-from winnow.stages.inputs import claim_outputs, model_from_checkpoint, num_classes, read_json, reference_model
+from winnow.stages.inputs import claim_outputs, num_classes, read_json, reference_model
 from winnow.stages.lineage import stage_key
 from winnow.stages.paths import Paths
 from winnow.stages.score import reference_losses
@@ -68,7 +68,7 @@ def curate_stage(params: Params, dest: str | Path | None = None, on_shard=None) 
         }
         record.pop("pass_seconds_now", None)
         write_json(record, dest / "curation.json")
-    write_json(record, paths.metrics / "curate.json")
+    write_json(record, paths.curate_record)
     captions = OBJECTIVES[params.objective].joint  # what the objective learns from: the caption, or the label
     examples = grid_examples(paths.data / "pool", kept, shown, meta, class_names, captions, params.seed)
     write_curate_report(record, examples, paths)
@@ -141,7 +141,7 @@ def _pool_pass(params, model, model_name: str, what: str) -> tuple[np.ndarray, d
     paths = Paths.of(params)
     size, classes, batch = params.data.image_size, num_classes(params), params.score.batch_size
     key = [what, state_hash(model), split_hash(paths.data / "pool"), params.objective, model_name, size, batch, params.precision]
-    folder = paths.artifacts / "curate" / f"{what}-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]}"
+    folder = paths.pool_pass(what, hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16])
     cost_path = folder / "cost.json"  # what the whole pass cost, over every run that wrote part of it
     cost = json.loads(cost_path.read_text()) if cost_path.exists() else {"flops_per_example": None, "rows": 0, "seconds": 0.0}
     cost["now"] = 0.0  # this call's seconds

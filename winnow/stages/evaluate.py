@@ -5,10 +5,11 @@ from __future__ import annotations
 from winnow.config import Params
 from winnow.datasets.contract import read_manifest
 from winnow.files import write_json
+from winnow.method.checkpoints import model_from_checkpoint
 from winnow.method.devices import pick_device
 from winnow.method.objectives import OBJECTIVES
 from winnow.stages import lineage
-from winnow.stages.inputs import model_from_checkpoint, run_split
+from winnow.stages.inputs import run_split
 from winnow.stages.paths import Paths
 
 
@@ -29,5 +30,5 @@ def evaluate_stage(params: Params) -> dict:
         results[name] = OBJECTIVES[params.objective].evaluate_model(
             model, model_name, test, transfer, tasks, params.evaluate.probe_steps, params.evaluate.probe_lr, params.seed
         )
-    write_json(results, paths.metrics / "evaluate.json")
+    write_json(results, paths.evaluate_record)
     return results

@@ -13,10 +13,10 @@ import torch
 
 from winnow.config import Params
 from winnow.datasets.contract import load_split, read_manifest
-from winnow.errors import CheckpointError, DataError, MissingInput, StaleInput
+from winnow.errors import DataError, MissingInput, StaleInput
 from winnow.files import write_json
 from winnow.method import ledger
-from winnow.method.checkpoints import load_checkpoint
+from winnow.method.checkpoints import model_from_checkpoint
 from winnow.method.devices import pick_device
 from winnow.method.objectives import OBJECTIVES
 from winnow.stages import lineage
@@ -43,30 +43,11 @@ def num_classes(params: Params) -> int:
     return len(read_manifest(params.data.root)["class_names"])
 
 
-def model_from_checkpoint(path: Path, device: torch.device | str = "cpu", inputs: str | None = None) -> torch.nn.Module:
-    """The finished model in a checkpoint; with `inputs` (its stage's lineage key), only if it was
-    trained on exactly those inputs: a model from other data, params or code is stale."""
-    ckpt = load_checkpoint(path)
-    if not ckpt.get("complete"):
-        raise CheckpointError(
-            f"{path}: this checkpoint is from an unfinished run (step {ckpt.get('step')}); rerun its stage to finish it"
-        )
-    if inputs is not None and ckpt.get("inputs") != inputs:
-        raise StaleInput(
-            f"{path}: was trained on other data, params or code than this run's; rerun the stage that writes it "
-            f"(`winnow pipeline` reruns what is stale)"
-        )
-    meta = ckpt["meta"]
-    model = OBJECTIVES[meta["objective"]].build_model(meta["model_name"], meta["num_classes"], meta["image_size"])
-    model.load_state_dict(ckpt["model"])
-    return model.to(device)
-
-
 def claim_outputs(params: Params) -> Paths:
     """This run's Paths, after checking that its dataset's name is not already used by another folder
     (outputs are kept by data.name: two folders of one name would overwrite each other's results)."""
     paths = Paths.of(params)
-    owner, root = paths.artifacts_root / paths.dataset / "dataset.json", str(Path(params.data.root).resolve())
+    owner, root = paths.dataset_owner, str(Path(params.data.root).resolve())
     if owner.exists() and json.loads(owner.read_text()).get("root") != root:
         raise DataError(
             f"data.name {paths.dataset!r} already holds the outputs of {json.loads(owner.read_text())['root']}, not {root}; "

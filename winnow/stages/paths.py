@@ -76,6 +76,52 @@ class Paths:
         return self.artifacts / "learners" / f"{policy}.pt"
 
     @property
+    def dataset_owner(self) -> Path:
+        """Which data folder this dataset name's outputs belong to (two folders of one name would collide)."""
+        return self.artifacts_root / self.dataset / "dataset.json"
+
+    # each stage's records: small JSON and CSV committed to git, under metrics/<dataset>/<objective>/
+    @property
+    def reference_record(self) -> Path:
+        return self.metrics / "reference.json"
+
+    @property
+    def score_record(self) -> Path:
+        return self.metrics / "score.json"
+
+    def train_record(self, policy: str) -> Path:
+        return self.metrics / "train" / f"{policy}.json"
+
+    def curve(self, policy: str) -> Path:
+        """The run's held-out metric at each evaluation (step, examples seen, metric)."""
+        return self.metrics / "curves" / f"{policy}.csv"
+
+    def step_log(self, policy: str) -> Path:
+        """One row per step: loss, learning rate, the pathology mix of the kept batch."""
+        return self.metrics / "steps" / f"{policy}.csv"
+
+    @property
+    def evaluate_record(self) -> Path:
+        return self.metrics / "evaluate.json"
+
+    @property
+    def curate_record(self) -> Path:
+        return self.metrics / "curate.json"
+
+    @property
+    def summary_record(self) -> Path:
+        return self.metrics / "summary.json"
+
+    @property
+    def headline(self) -> Path:
+        """The few figures `dvc metrics show` and `dvc metrics diff` print: one small JSON per policy, one row each."""
+        return self.metrics / "headline"
+
+    def pool_pass(self, what: str, key: str) -> Path:
+        """A pass of a model over the pool that curation reads (losses or probabilities), cached by its inputs' key."""
+        return self.artifacts / "curate" / f"{what}-{key}"
+
+    @property
     def curated(self) -> Path:
         """`winnow curate`'s dataset, a data root of its own (so its runs are named <dataset>-<objective>)."""
         return self.artifacts_root / "curated" / f"{self.dataset}-{self.objective}"
@@ -92,6 +138,10 @@ class Paths:
     def bench(self) -> Path:
         """`winnow bench` results: <objective>.json, <objective>/curves/, memory.json."""
         return self.metrics_root / self.dataset / "bench"
+
+    def bench_curve(self, policy: str) -> Path:
+        """`winnow bench`'s mean curve of a policy over seeds (dvc plots show draws it)."""
+        return self.bench / self.objective / "curves" / f"{policy}.csv"
 
     @property
     def bench_plots(self) -> Path:

@@ -6,13 +6,13 @@ import torch
 
 from winnow.config import Params
 from winnow.datasets.stream import InMemory
-from winnow.files import write_json
 from winnow.method.checkpoints import CheckpointPlan, state_hash
 from winnow.method.devices import pick_device
 from winnow.method.objectives import OBJECTIVES
 from winnow.method.training import Evaluation, train
 from winnow.stages.inputs import checkpoint_meta, claim_outputs, forward_flops, num_classes, run_split, target_metric
 from winnow.stages.lineage import stage_key
+from winnow.stages.records import ReferenceRecord
 
 
 def reference_stage(params: Params) -> dict:
@@ -54,5 +54,4 @@ def reference_stage(params: Params) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
         "model_hash": state_hash(model),
     }
-    write_json(metrics, paths.metrics / "reference.json")
-    return metrics
+    return ReferenceRecord(**metrics).write(paths.reference_record)

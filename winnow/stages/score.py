@@ -25,6 +25,7 @@ from winnow.method.objectives import OBJECTIVES
 from winnow.scores import scoring, store
 from winnow.stages.inputs import claim_outputs, num_classes, read_json, reference_model
 from winnow.stages.paths import Paths
+from winnow.stages.records import ScoreRecord
 
 log = logging.getLogger("winnow")
 
@@ -51,15 +52,16 @@ def score_plan(params: Params) -> dict:
             existing = None
         if existing is not None and existing["completed_at"] is not None:
             # the figures measured when it was scored: kept beside its shards (DVC removes score.json before a rerun)
-            for previous in (paths.scoring_record(scorer_id), paths.metrics / "score.json"):
+            for previous in (paths.scoring_record(scorer_id), paths.score_record):
                 if previous.exists() and json.loads(previous.read_text()).get("scorer_id") == scorer_id:
-                    result.update({k: v for k, v in json.loads(previous.read_text()).items() if k not in result})
+                    measured = json.loads(previous.read_text()).items()
+                    result.update({k: v for k, v in measured if k not in result and k in ScoreRecord.model_fields})
                     break
             unscorable = store.unscorable(con, scorer_id)
             result.update(
                 reused=True, num_examples=existing["num_examples"], seconds=existing["seconds"], unscorable=unscorable, todo=[]
             )
-            write_json({k: v for k, v in result.items() if k != "todo"}, paths.metrics / "score.json")
+            ScoreRecord(**{k: v for k, v in result.items() if k != "todo"}).write(paths.score_record)
             return result
         store.register_scorer(con, scorer_id, model_hash, dataset_hash, params.objective, params.reference.model)
     done = paths.score_shards(scorer_id)
@@ -138,9 +140,8 @@ def score_finish(params: Params, plan: dict, counts: dict) -> dict:
         store.mark_complete(con, scorer_id, counts["seconds"])
     result = {k: v for k, v in plan.items() if k != "todo"}
     result.update(num_examples=n, unscorable=skipped, **counts, **ingested)
-    write_json(result, paths.scoring_record(scorer_id))
-    write_json(result, paths.metrics / "score.json")
-    return result
+    ScoreRecord(**result).write(paths.scoring_record(scorer_id))
+    return ScoreRecord(**result).write(paths.score_record)
 
 
 def score_stage(params: Params, on_shard=None) -> dict:

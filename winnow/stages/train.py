@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from winnow.config import Params
 from winnow.datasets.stream import InMemory, ShardStream, shard_rows
-from winnow.files import write_csv, write_json
+from winnow.files import write_csv
 from winnow.method import objectives
 from winnow.method.checkpoints import CheckpointPlan
 from winnow.method.devices import init_distributed, pick_device
@@ -22,6 +22,7 @@ from winnow.method.selection import Selector
 from winnow.method.training import Actor, Evaluation, train
 from winnow.stages.inputs import checkpoint_meta, claim_outputs, forward_flops, num_classes, run_split, target_metric
 from winnow.stages.lineage import stage_key
+from winnow.stages.records import TrainRecord
 from winnow.stages.score import reference_embeddings, reference_losses
 
 
@@ -98,11 +99,12 @@ def train_stage(params: Params, policy: str) -> dict:
         metrics.update(pool_streamed=True, shuffle_buffer=sampler.capacity)
     if world > 1:
         metrics["world_size"] = world
+    record = TrainRecord(**metrics)
     if rank == 0:
-        write_csv(out["eval_log"], paths.metrics / "curves" / f"{policy}.csv")
-        write_csv(out["steps_log"], paths.metrics / "steps" / f"{policy}.csv")
-        write_json(metrics, paths.metrics / "train" / f"{policy}.json")
-    return metrics
+        write_csv(out["eval_log"], paths.curve(policy))
+        write_csv(out["steps_log"], paths.step_log(policy))
+        record.write(paths.train_record(policy))
+    return record.as_dict()
 
 
 def _selector(params: Params, policy: str) -> Selector:

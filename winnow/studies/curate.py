@@ -132,8 +132,8 @@ def _full_pool(params: Params, seed: int, runs: list[dict], curves: dict) -> tup
     base = base.model_copy(update={"train": base.train.model_copy(update={"policies": policies})})
     summary = run_seed(base)
     paths = Paths.of(base)
-    reference, score = summary["reference"], read_json(paths.metrics / "score.json", "run `winnow score`")
-    uniform = read_json(paths.metrics / "train" / "uniform.json", "train uniform")
+    reference, score = summary["reference"], read_json(paths.score_record, "run `winnow score`")
+    uniform = read_json(paths.train_record("uniform"), "train uniform")
     pool_size = score["num_examples"] - score.get("unscorable", 0)
     paid = {
         "reference_training_flops": 3.0 * reference["forward_flops_per_example"] * reference["batch_size"] * reference["steps"],
@@ -144,7 +144,7 @@ def _full_pool(params: Params, seed: int, runs: list[dict], curves: dict) -> tup
     }
     if rule == "learnability":
         paid["checkpoint_flops"] = summary["ledger"]["policies"][params.curate.policy]["costs"]["per_step"] * params.train.steps
-        paid["checkpoint_seconds"] = read_json(paths.metrics / "train" / f"{params.curate.policy}.json", "")["seconds"]
+        paid["checkpoint_seconds"] = read_json(paths.train_record(params.curate.policy), "")["seconds"]
     online = summary["policies"]["learnability"]
     runs.append(
         {
@@ -157,12 +157,12 @@ def _full_pool(params: Params, seed: int, runs: list[dict], curves: dict) -> tup
             "target": summary["policies"]["uniform"]["final_metric"],
             "steps_to_target": online["steps_to_target"],
             "final_metric": online["final_metric"],
-            "selected_mix": read_json(paths.metrics / "train" / "learnability.json", "train")["selected_mix"],
+            "selected_mix": read_json(paths.train_record("learnability"), "train")["selected_mix"],
             **{k: online[k] for k in RATIOS},
         }
     )
-    curves.setdefault("uniform, full pool", {})[seed] = read_csv(paths.metrics / "curves" / "uniform.csv")
-    curves.setdefault("online learnability", {})[seed] = read_csv(paths.metrics / "curves" / "learnability.csv")
+    curves.setdefault("uniform, full pool", {})[seed] = read_csv(paths.curve("uniform"))
+    curves.setdefault("online learnability", {})[seed] = read_csv(paths.curve("learnability"))
     return base, {"uniform": uniform, "target": runs[-1]["target"], "paid": paid}
 
 
@@ -221,7 +221,7 @@ def _train_on(params: Params, name: str, seed: int, root: Path, learner: str) ->
 
 
 def _curve(params: Params) -> list[dict]:
-    return read_csv(Paths.of(params).metrics / "curves" / "uniform.csv")
+    return read_csv(Paths.of(params).curve("uniform"))
 
 
 def table(result: dict) -> str:

@@ -92,7 +92,7 @@ def run(params: Params) -> dict:
                 }
             )
             for policy, key in (("uniform", "uniform"), ("learnability", name)):
-                curve = read_csv(Paths.of(run).metrics / "curves" / f"{policy}.csv")
+                curve = read_csv(Paths.of(run).curve(policy))
                 curves.setdefault(key, {})[seed] = curve
     metric = OBJECTIVES[params.objective].metric
     mean_curves = mean_over_seeds(curves, metric)

@@ -69,7 +69,7 @@ def run(params: Params) -> dict:
     write_json(result, paths.study_json("policies"))
     curves = _mean_curves(seeds, summaries, objective.metric)
     for policy, rows in curves.items():
-        write_csv(rows, paths.bench / params.objective / "curves" / f"{policy}.csv")
+        write_csv(rows, paths.bench_curve(policy))
     write_bench_report(result, curves, objective.metric, paths)
     return result
 
@@ -78,7 +78,7 @@ def _mean_curves(seeds: list[Params], summaries: list[dict], metric: str) -> dic
     """Per policy, the metric at each eval step averaged over seeds, with FLOPs relative to uniform's total."""
     curves = {}
     for policy in seeds[0].train.policies:
-        per_seed = [read_csv(Paths.of(p).metrics / "curves" / f"{policy}.csv") for p in seeds]
+        per_seed = [read_csv(Paths.of(p).curve(policy)) for p in seeds]
         costs = [s["ledger"]["policies"][policy]["costs"] for s in summaries]
         uniform = [s["ledger"]["uniform_flops"] for s in summaries]
         rows = []

@@ -62,11 +62,11 @@ def share_reference(source: Params, run: Params) -> None:
     files = [
         (src.reference, dst.reference),
         (src.scorer, dst.scorer),
-        (src.artifacts_root / src.dataset / "dataset.json", dst.artifacts_root / dst.dataset / "dataset.json"),
+        (src.dataset_owner, dst.dataset_owner),
         (src.store, dst.store),
         (src.scoring_record(scorer_id), dst.scoring_record(scorer_id)),
-        (src.metrics / "reference.json", dst.metrics / "reference.json"),
-        (src.metrics / "score.json", dst.metrics / "score.json"),
+        (src.reference_record, dst.reference_record),
+        (src.score_record, dst.score_record),
     ]
     for a, b in files:
         b.parent.mkdir(parents=True, exist_ok=True)

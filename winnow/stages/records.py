@@ -1,0 +1,112 @@
+"""What each stage's JSON record holds, declared: written whole, read back validated, read by attribute.
+
+A stage builds its record, writes it (`record.write(path)`, atomically) and returns it as a plain dict;
+a later stage reads it with `Record.read(path, fix)`, which names the file and the stage to rerun when it is
+missing, unreadable or of another shape. Fields left unset are left out of the file (a uniform run has no
+actor), and read back as None.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from winnow.errors import MissingInput, StaleInput
+from winnow.files import write_json
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def as_dict(self) -> dict:
+        return self.model_dump(exclude_unset=True)
+
+    def write(self, path: Path) -> dict:
+        write_json(self.as_dict(), path)
+        return self.as_dict()
+
+    @classmethod
+    def read(cls, path: Path, fix: str) -> Self:
+        """The record at `path`; missing, unreadable or of another shape is an error naming the file and `fix`."""
+        if not path.exists():
+            raise MissingInput(f"{path}: missing; {fix}")
+        try:
+            return cls.model_validate(json.loads(path.read_text()))
+        except json.JSONDecodeError as e:
+            raise StaleInput(f"{path}: not readable JSON ({e}); {fix}") from e
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise StaleInput(f"{path}: not a {cls.__name__} ({where}: {first['msg']}); {fix}") from e
+
+
+class ReferenceRecord(Record):
+    """metrics/<dataset>/<objective>/reference.json: the reference model trained on the curated set."""
+
+    model: str
+    resolution: int  # it learns and scores at this image size
+    steps: int
+    batch_size: int
+    train_examples: int
+    test_metric: str  # the objective's held-out metric
+    final_metric: float  # ... after the last step
+    forward_flops_per_example: float  # at its training batch (the ledger's reference training)
+    score_forward_flops_per_example: float  # at the scoring batch (the ledger's pool scoring)
+    seconds: float  # training time, evaluation excluded
+    parameters: int
+    model_hash: str  # what a scorer in the store is keyed on
+
+
+class ScoreRecord(Record):
+    """metrics/<dataset>/<objective>/score.json: which scorer in the store holds this pool's reference losses, and
+    what scoring measured (kept with the scorer's shards, so a reused scorer reports the figures it was scored with)."""
+
+    scorer_id: str
+    model_hash: str
+    dataset_hash: str
+    objective: str
+    reused: bool
+    num_examples: int
+    unscorable: int
+    seconds: float
+    rows_scored: int | None = None
+    shards: int | None = None
+    shards_scored: int | None = None
+    workers: list[str] | None = None  # Dask workers that scored shards
+    scoring_rows_per_s: float | None = None
+    bare_forward_rows_per_s: float | None = None  # the same model's forward alone on one shard
+    rows_ingested: int | None = None
+    shards_ingested: int | None = None
+    ingest_seconds: float | None = None
+    ingest_rows_per_s: float | None = None
+
+
+class TrainRecord(Record):
+    """metrics/<dataset>/<objective>/train/<policy>.json: one learner run and what the ledger needs of it."""
+
+    policy: str
+    steps: int
+    final_metric: float | None
+    seconds: float  # training time summed over resumed runs, evaluation excluded
+    seconds_per_step: float
+    clock: list[list[float]]  # [step, seconds so far] at each evaluation: time to a target
+    batch_size: int
+    super_batch_size: int
+    selection: str | None  # topk | softmax | jest; None for uniform
+    selected_mix: dict[str, float]  # the pathology mix of its kept batches, mean over steps
+    pool_size: int
+    pool_skipped: int
+    forward_flops_per_example: float  # the learner's, at its batch
+    actor: str | None = None  # the online scorer: a model name, or "learner" (it scores itself)
+    actor_resolution: int | None = None
+    actor_trains_on: str | None = None
+    actor_trained_per_step: int | None = None
+    actor_super_batch_forward_flops_per_example: float | None = None
+    actor_forward_flops_per_example: float | None = None
+    reference_logits_flops_per_step: float | None = None  # JEST: the reference's logits from stored features
+    pool_streamed: bool | None = None
+    shuffle_buffer: int | None = None
+    world_size: int | None = None
