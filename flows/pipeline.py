@@ -25,6 +25,7 @@ from tasks.stages import (
     train_task,
 )
 from winnow.config import Params, ScoreConfig, load_params
+from winnow.stages.chain import CHAIN
 
 
 @flow(name="data")
@@ -103,17 +104,18 @@ def summary_flow(params_path: str = "params.yaml", overrides: list[str] | None =
 
 @flow(name="pipeline")
 def pipeline_flow(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
-    """data -> reference -> score -> train (every policy) -> curate -> evaluate -> summary.
-
-    Each stage is a cache hit when what it reads is unchanged and its outputs are there."""
+    """The chain (winnow.stages.chain.CHAIN): data -> reference -> score -> train (every policy) -> curate ->
+    evaluate -> summary. Each stage is a cache hit when what it reads is unchanged and its outputs are there."""
     params = load_params(params_path, overrides)
-    cached(data_task, "data", params)(params)
-    cached(reference_task, "reference", params)(params)
-    _score(params, params_path, overrides)
-    for policy in params.train.policies:
-        cached(train_task, "train", params, policy)(params, policy)
-    cached(curate_task, "curate", params)(params)
-    cached(evaluate_task, "evaluate", params)(params)
+    tasks = {"data": data_task, "reference": reference_task, "curate": curate_task, "evaluate": evaluate_task}
+    for stage in CHAIN:
+        if stage == "score":
+            _score(params, params_path, overrides)
+        elif stage == "train":
+            for policy in params.train.policies:
+                cached(train_task, "train", params, policy)(params, policy)
+        elif stage != "summary":
+            cached(tasks[stage], stage, params)(params)
     return cached(summary_task, "summary", params)(params)
 
 

@@ -41,22 +41,9 @@ TINY = {
 
 def run_stages(params) -> dict:
     """Every stage in order, as `winnow pipeline` runs them but without Prefect; returns the summary."""
-    from winnow.stages.curate import curate_stage
-    from winnow.stages.data import data_stage
-    from winnow.stages.evaluate import evaluate_stage
-    from winnow.stages.reference import reference_stage
-    from winnow.stages.score import score_stage
-    from winnow.stages.summary import summary_stage
-    from winnow.stages.train import train_stage
+    from winnow.stages.chain import run_chain
 
-    data_stage(params)
-    reference_stage(params)
-    score_stage(params)
-    for policy in params.train.policies:
-        train_stage(params, policy)
-    curate_stage(params)
-    evaluate_stage(params)
-    return summary_stage(params)
+    return run_chain(params)
 
 
 @pytest.fixture

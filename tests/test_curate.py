@@ -85,6 +85,7 @@ def test_class_balanced_keep_takes_the_same_fraction_of_every_class():
     assert keep_top(scores, 0.5, labels).tolist() == [0, 1, 6, 7]  # the best half of each class
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_easy_reference_keeps_the_lowest_reference_losses_in_the_store(scored, tmp_path):
     params = _params(scored, rule="easy_reference", fraction=0.3)
     out = curate_stage(params, tmp_path / "easy")
@@ -95,6 +96,7 @@ def test_easy_reference_keeps_the_lowest_reference_losses_in_the_store(scored, t
     assert out["kept_rows"] == k and out["rule"] == "easy_reference"
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_balanced_easy_reference_keeps_the_fraction_within_every_class(scored, tmp_path):
     params = _params(scored, rule="easy_reference", fraction=0.5, balance=True)
     out = curate_stage(params, tmp_path / "balanced")
@@ -102,6 +104,7 @@ def test_balanced_easy_reference_keeps_the_fraction_within_every_class(scored, t
         assert row["kept"] <= round(0.5 * row["pool"]) and row["kept"] >= round(0.5 * row["pool"]) - 1, name  # -1: undecodable
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_learnability_ranks_by_the_checkpoints_actor_loss_minus_the_reference_loss(scored, tmp_path):
     params = _params(scored, rule="learnability", fraction=0.4)
     curate_stage(params, tmp_path / "learn")
@@ -124,6 +127,7 @@ def test_learnability_ranks_by_the_checkpoints_actor_loss_minus_the_reference_lo
     assert again["pass_flops"] == first["pass_flops"] > 0
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_cleanlab_keeps_what_find_label_issues_does_not_flag_and_drops_wrong_labels(scored, tmp_path):
     from cleanlab.filter import find_label_issues
 
@@ -139,6 +143,7 @@ def test_cleanlab_keeps_what_find_label_issues_does_not_flag_and_drops_wrong_lab
     assert noisy < out["pathology"]["clean"]["kept_share"]  # it drops wrong labels more than clean ones
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_the_curated_pool_is_a_dataset_that_agrees_with_its_id_list_and_names_its_provenance(scored, tmp_path):
     params = _params(scored, fraction=0.5)
     dest = tmp_path / "half"
@@ -164,6 +169,7 @@ def test_the_curated_pool_is_a_dataset_that_agrees_with_its_id_list_and_names_it
     assert (dest / "eval" / "test").is_dir() and (dest / "curated").is_dir()
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_the_store_is_read_never_written(scored, tmp_path):
     params = _params(scored, fraction=0.2)
     store = Paths.of(params).store
@@ -172,6 +178,7 @@ def test_the_store_is_read_never_written(scored, tmp_path):
     assert hashlib.sha256(store.read_bytes()).hexdigest() == before
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_a_killed_curate_resumes_to_the_same_bytes(scored, tmp_path):
     params = _params(scored, fraction=0.5)
     curate_stage(params, tmp_path / "whole")
@@ -189,6 +196,7 @@ def test_a_killed_curate_resumes_to_the_same_bytes(scored, tmp_path):
     assert not list((tmp_path / "killed").rglob("*.tmp"))
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_another_rule_rewrites_the_curated_pool_instead_of_mixing_the_two(scored, tmp_path):
     dest = tmp_path / "again"
     curate_stage(_params(scored, fraction=0.5), dest)
@@ -197,6 +205,7 @@ def test_another_rule_rewrites_the_curated_pool_instead_of_mixing_the_two(scored
     check_curated(dest)
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_a_folder_that_is_not_a_curated_dataset_is_never_overwritten(scored, tmp_path):
     theirs = tmp_path / "theirs"
     theirs.mkdir()
@@ -245,6 +254,7 @@ def test_clip_score_keeps_the_pairs_most_similar_under_the_reference(tmp_path):
     shutil.rmtree(tmp_path / "artifacts")
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_cleanlab_never_forks_a_process_pool_from_a_threaded_process(scored, tmp_path, monkeypatch):
     """A fork of a process that runs torch's and Prefect's threads can deadlock a worker on a lock held at
     fork time (the suite once hung there for 15 minutes): the cleanlab rule must run in this process."""
@@ -260,6 +270,7 @@ def test_cleanlab_never_forks_a_process_pool_from_a_threaded_process(scored, tmp
     assert out["kept_rows"] > 0
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_curating_a_curated_pool_keeps_every_earlier_source_id(scored, tmp_path):
     once, twice = tmp_path / "once", tmp_path / "twice"
     curate_stage(_params(scored, fraction=0.5), once)
@@ -272,6 +283,7 @@ def test_curating_a_curated_pool_keeps_every_earlier_source_id(scored, tmp_path)
     assert table.column("source_source_id").to_pylist() == first[[0, 2, 5]].tolist()  # ... and of the one before
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_a_rule_that_keeps_nothing_is_an_error_not_an_empty_dataset(scored, tmp_path):
     with pytest.raises(DataError, match="rule easy_reference kept no example.*raise curate.fraction"):
         write_curated(scored / "data", tmp_path / "none", np.zeros(0, np.int64), {"rule": "easy_reference"})

@@ -3,6 +3,7 @@
 import shutil
 
 import numpy as np
+import pytest
 
 from winnow.config import load_params
 from winnow.scores import store
@@ -10,6 +11,8 @@ from winnow.stages.data import data_stage
 from winnow.stages.paths import Paths
 from winnow.stages.reference import reference_stage
 from winnow.stages.score import score_stage
+
+pytestmark = pytest.mark.e2e  # through the entry points a user runs (Prefect, the CLI, DVC, torchrun): the full tier
 
 
 def _scores(params, scorer_id):

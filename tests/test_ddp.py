@@ -14,6 +14,8 @@ from winnow.datasets.contract import load_split
 from winnow.method.selection import Selector
 from winnow.method.training import Actor, train
 
+pytestmark = pytest.mark.e2e  # through the entry points a user runs (Prefect, the CLI, DVC, torchrun): the full tier
+
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_train.py"
 
 

@@ -7,11 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import TINY, run_stages
 
 from winnow.config import load_params
 from winnow.stages.paths import Paths
+
+pytestmark = pytest.mark.e2e  # through the entry points a user runs (Prefect, the CLI, DVC, torchrun): the full tier
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {

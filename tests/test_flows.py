@@ -11,6 +11,8 @@ from winnow.config import load_params
 from winnow.method.checkpoints import model_from_checkpoint
 from winnow.stages.paths import Paths
 
+pytestmark = pytest.mark.e2e  # through the entry points a user runs (Prefect, the CLI, DVC, torchrun): the full tier
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -131,6 +131,7 @@ def test_a_wrong_image_column_or_a_label_beyond_the_class_names_is_named(tmp_pat
         )
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_the_stages_run_on_an_imported_dataset(tmp_path, monkeypatch):
     from winnow.config import params_from_dict
     from winnow.stages.data import data_stage
@@ -534,6 +535,7 @@ def _cli(*args):
     )
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_the_cli_names_a_truncated_tar_and_exits_2_without_a_traceback(tmp_path):
     folder = _webdataset(tmp_path / "wds", shards=2, per_shard=10)
     data = (folder / "00001.tar").read_bytes()
@@ -547,6 +549,7 @@ def test_the_cli_names_a_truncated_tar_and_exits_2_without_a_traceback(tmp_path)
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_the_cli_shows_the_warning_about_a_test_set_from_the_pools_source(tmp_path):
     result = _cli(
         "parquet", _parquet(tmp_path / "t.parquet", n=20), tmp_path / "out", "--noise-column", "wrong=mismatched_caption"
@@ -617,6 +620,7 @@ print(before, peak_mib())
 """
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_a_pool_far_bigger_than_the_memory_allowed_streams_through_the_import(tmp_path):
     """800 MiB of images from a generator, imported in a fresh process whose peak memory may grow by at most
     300 MiB: the rows go from the source to their shard and are let go, never gathered in a list, and the one

@@ -74,6 +74,7 @@ def _covered(files: set[str], listed: set[str]) -> set[str]:
     return {f for f in files if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in listed)}
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 @pytest.mark.parametrize("objective", ["classification", "contrastive"])
 def test_dvc_yaml_lists_every_file_of_code_each_stage_runs(tmp_path, monkeypatch, objective):
     monkeypatch.chdir(tmp_path)
@@ -167,6 +168,7 @@ def scored(tmp_path, monkeypatch):
     return params
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_a_learner_trained_on_other_data_is_retrained_not_returned(tmp_path, scored):
     params = scored
     first = train_stage(params, "uniform")
@@ -182,6 +184,7 @@ def test_a_learner_trained_on_other_data_is_retrained_not_returned(tmp_path, sco
     assert train_stage(params, "learnability")["steps"] == params.train.steps
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_a_new_data_seed_retrains_the_reference(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     params = _params(tmp_path)
@@ -192,6 +195,7 @@ def test_a_new_data_seed_retrains_the_reference(tmp_path, monkeypatch):
     assert reference_stage(reseeded)["model_hash"] != first["model_hash"]
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_a_shard_added_after_scoring_is_caught_before_training(tmp_path, scored):
     params = scored
     pool = tmp_path / "data" / "pool"

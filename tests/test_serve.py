@@ -18,6 +18,8 @@ import pytest
 
 from winnow.config import load_params
 
+pytestmark = pytest.mark.e2e  # through the entry points a user runs (Prefect, the CLI, DVC, torchrun): the full tier
+
 REPO = Path(__file__).resolve().parents[1]
 
 

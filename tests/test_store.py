@@ -81,6 +81,7 @@ score_stage(load_params({params!r}), on_shard=on_shard)
 """
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_a_scoring_run_killed_half_way_resumes_and_scores_every_example_exactly_once(referenced, tiny):
     root = str(Path(__file__).resolve().parents[1])
     code = textwrap.dedent(KILL_AFTER_TWO_SHARDS.format(root=root, params=str(tiny)))
@@ -118,6 +119,7 @@ def test_scores_load_into_an_array_indexed_by_example_id(referenced):
     assert losses[noisy].mean() > losses[clean].mean()  # the reference knows which labels are wrong
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_a_second_writer_waits_for_the_lock_then_fails_with_a_clear_message(tmp_path):
     db = tmp_path / "scores.duckdb"
     holder = subprocess.Popen(
@@ -171,6 +173,7 @@ def test_a_contrastive_scorer_stores_each_scored_pairs_features_beside_its_loss(
     assert np.allclose(rebuilt.numpy(), losses[first], atol=1e-4)
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 @pytest.mark.parametrize("kept", ["none", "some"])
 def test_a_contrastive_scorer_stored_before_embeddings_is_scored_again_once(clip_referenced, kept):
     """A store written before JEST has no features for its scorer ("none"); one whose scoring was cut short

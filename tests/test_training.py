@@ -164,6 +164,7 @@ train(build_classifier("cnn-nano", 20), InMemory(pool, torch.as_tensor(pool.labe
 """
 
 
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_a_training_run_killed_with_sigkill_resumes_from_its_checkpoint_to_the_same_weights(pool, tiny_data, tmp_path):
     import signal
     import subprocess

@@ -21,6 +21,8 @@ from winnow.datasets.contract import read_manifest
 from winnow.stages.paths import Paths
 from winnow.stages.reference import reference_stage
 
+pytestmark = pytest.mark.e2e  # through the entry points a user runs (Prefect, the CLI, DVC, torchrun): the full tier
+
 CLASSES = ("red", "green", "blue")
 
 

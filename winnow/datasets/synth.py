@@ -27,6 +27,7 @@ from winnow.datasets.captions import TEXTURE_WORDS, captions_for, uninformative_
 from winnow.datasets.contract import file_sha256, generated, read_manifest
 from winnow.datasets.render import COLOURS, SHAPES, TEXTURES, encode_png, half_decoded, render, render_blank, render_clutter
 from winnow.errors import DataError
+from winnow.files import write_json
 
 SCHEMA_VERSION = 1
 CODE = ("synth.py", "render.py", "captions.py")  # the generator's files, beside this one: its manifest records their hash
@@ -268,7 +269,7 @@ def synthesize(cfg: DataConfig, root: str | Path | None = None) -> Path:
             json.dumps({k: v for k, v in content.items() if k.startswith("pool/")}, sort_keys=True).encode()
         ).hexdigest(),
     }
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_json(manifest, root / "manifest.json")
     if final.exists():
         shutil.rmtree(final)
     os.replace(root, final)

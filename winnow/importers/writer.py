@@ -19,6 +19,7 @@ from tqdm import tqdm
 from winnow.datasets.contract import file_sha256
 from winnow.datasets.synth import SCHEMA_VERSION
 from winnow.errors import DataError
+from winnow.files import write_json
 from winnow.importers.labels import with_folds
 from winnow.importers.source import (
     CURATED_FRACTION,
@@ -261,7 +262,7 @@ def publish(staging: Path, target: Path, manifest: dict) -> None:
         "files": content,
         "content_hash": hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest(),
     }
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_json(manifest, staging / "manifest.json")
     (staging / STAGING_MARK).unlink()
     if target.exists():
         shutil.rmtree(target)

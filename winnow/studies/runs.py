@@ -14,12 +14,8 @@ from winnow.config import Params
 from winnow.files import write_json
 from winnow.method.objectives import OBJECTIVES
 from winnow.reports.studies import write_study_report
-from winnow.stages.evaluate import evaluate_stage
+from winnow.stages.chain import run_chain
 from winnow.stages.paths import Paths
-from winnow.stages.reference import reference_stage
-from winnow.stages.score import score_stage
-from winnow.stages.summary import summary_stage
-from winnow.stages.train import train_stage
 
 log = logging.getLogger("winnow")
 
@@ -36,14 +32,9 @@ def run_params(params: Params, name: str, seed: int, **changes) -> Params:
 
 def run_seed(params: Params, transfer: bool = False) -> dict:
     """reference -> score -> train (bench policies) [-> evaluate, with `transfer`] -> summary, for one seed.
-    Resumes what exists."""
-    reference_stage(params)
-    score_stage(params)
-    for policy in params.train.policies:
-        train_stage(params, policy)
-    if transfer:
-        evaluate_stage(params)
-    return summary_stage(params, write_report=False)
+    Resumes what exists; the data is shared by every seed and never regenerated here."""
+    skip = ("data", "curate") if transfer else ("data", "curate", "evaluate")
+    return run_chain(params, skip=skip, write_report=False)
 
 
 def copy_uniform(baseline: Params, params: Params) -> None:
