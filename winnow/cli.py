@@ -206,6 +206,12 @@ def _bench_command(sub, common) -> None:
     bench.add_argument("--curate", action="store_true", help="the same as --study curate")
     bench.add_argument("--memory", action="store_true", help="the same as --study memory")
     bench.add_argument("--import-memory", action="store_true", help="the same as --study import_memory")
+    bench.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite the study's report and plots from its committed JSON, rerunning nothing (after a change to how "
+        "reports are drawn)",
+    )
     bench.add_argument("--scale", type=int, help="--study memory | import_memory: the same as --set bench.memory_scale=SCALE")
 
 
@@ -304,8 +310,9 @@ def _bench(args, params) -> None:
     from winnow.stages.paths import Paths
     from winnow.studies import STUDIES
 
-    out = flows.bench_flow(**_flow_args(args), study=args.study)
-    print(STUDIES[args.study].table(out))
+    study = STUDIES[args.study]
+    out = study.report(params) if args.report_only else flows.bench_flow(**_flow_args(args), study=args.study)
+    print(study.table(out))
     print(f"see {Paths.of(params).study_report(args.study)}")
 
 

@@ -157,9 +157,11 @@ class Paths:
         if study == "policies":
             return self.bench_report
         if study in ("memory", "import_memory"):
-            return self.bench / f"{study}.json"
+            return self.study_json(study)
         return self.reports_root / self.dataset / f"bench-{self.objective}-{study}.md"
 
     def study_json(self, study: str) -> Path:
         """A study's numbers (every run included)."""
+        if study in ("memory", "import_memory"):
+            return self.bench / f"{study}.json"
         return self.bench / (f"{self.objective}.json" if study == "policies" else f"{self.objective}-{study}.json")

@@ -1,6 +1,7 @@
 """`winnow bench --study NAME`: each study a module of this package with `run(params) -> result` (which writes
-its JSON and report) and `table(result) -> str`. STUDIES is the one place a study's name lives: the CLI's
-choices and help, the bench flow and the tests read it. A new study is one file and one entry."""
+its JSON and report), `table(result) -> str` and `report(result, paths)` (its page, drawn from the JSON).
+STUDIES is the one place a study's name lives: the CLI's choices and help, the bench flow and the tests read
+it. A new study is one file and one entry."""
 
 from __future__ import annotations
 
@@ -19,6 +20,17 @@ class Study:
 
     def table(self, result: dict) -> str:
         return importlib.import_module(f"winnow.studies.{self.name}").table(result)
+
+    def report(self, params) -> dict:
+        """Rewrite the study's report and plots from its committed JSON, rerunning nothing (after a change to how
+        reports are drawn); its result."""
+        from winnow.stages.inputs import read_json
+        from winnow.stages.paths import Paths
+
+        paths = Paths.of(params)
+        result = read_json(paths.study_json(self.name), f"run `winnow bench --study {self.name}` first")
+        importlib.import_module(f"winnow.studies.{self.name}").report(result, paths)
+        return result
 
 
 STUDIES: dict[str, Study] = {

@@ -10,6 +10,7 @@ from winnow.curation.rules import RULES
 from winnow.files import read_csv
 from winnow.method import ledger
 from winnow.method.objectives import OBJECTIVES
+from winnow.reports.studies import write_study_report
 from winnow.reports.tables import curate_study_table
 from winnow.stages.curate import curate_stage
 from winnow.stages.inputs import read_json
@@ -226,3 +227,8 @@ def _curve(params: Params) -> list[dict]:
 
 def table(result: dict) -> str:
     return curate_study_table(result)
+
+
+def report(result: dict, paths) -> Path:
+    """The study's page and plot, from its JSON (rerun nothing)."""
+    return write_study_report(result, paths)

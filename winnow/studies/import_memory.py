@@ -98,7 +98,7 @@ def run(params: Params) -> dict:
             log.info("import memory bench: %s x%d: peak %.0f MiB", kind, factor, measured["peak_rss_mib"])
             shutil.rmtree(dest)
     result = {"scale": scale, "rows": rows}
-    write_json(result, Paths.of(params).bench / "import_memory.json")
+    write_json(result, Paths.of(params).study_json("import_memory"))
     return result
 
 
@@ -113,3 +113,8 @@ def table(result: dict) -> str:
 
 if __name__ == "__main__":  # the fresh process of run()
     print(json.dumps(measure_import(*sys.argv[1:4])))
+
+
+def report(result: dict, paths) -> Path:
+    """Its JSON is what a person reads (the table above prints it): nothing more to draw."""
+    return paths.study_report(result.get("study", "import_memory"))

@@ -5,11 +5,13 @@ scorers, against per-example learnability and uniform.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from winnow.config import Params
 from winnow.errors import ConfigError
 from winnow.files import read_csv
 from winnow.method.objectives import OBJECTIVES
+from winnow.reports.studies import write_study_report
 from winnow.reports.tables import jest_table
 from winnow.stages.paths import Paths
 from winnow.stages.reference import reference_stage
@@ -103,3 +105,8 @@ def run(params: Params) -> dict:
 
 def table(result: dict) -> str:
     return jest_table(result)
+
+
+def report(result: dict, paths) -> Path:
+    """The study's page and plot, from its JSON (rerun nothing)."""
+    return write_study_report(result, paths)

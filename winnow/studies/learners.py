@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from winnow.config import Params
+from winnow.reports.studies import write_study_report
 from winnow.reports.tables import study_table
 from winnow.studies.runs import (
     aggregate,
@@ -33,3 +35,8 @@ def run(params: Params) -> dict:
 
 def table(result: dict) -> str:
     return study_table(result)
+
+
+def report(result: dict, paths) -> Path:
+    """The study's page and plot, from its JSON (rerun nothing)."""
+    return write_study_report(result, paths)

@@ -55,7 +55,7 @@ def run(params: Params) -> dict:
         "objective": params.objective,
         "rows": rows,
     }
-    write_json(result, Paths.of(params).bench / "memory.json")
+    write_json(result, Paths.of(params).study_json("memory"))
     return result
 
 
@@ -124,3 +124,8 @@ def _measure(params: Params, what: str) -> dict:
 
 if __name__ == "__main__":  # the fresh process of _measure
     print(json.dumps(measure_stage(load_params(sys.argv[1]), sys.argv[2])))
+
+
+def report(result: dict, paths) -> Path:
+    """Its JSON is what a person reads (the table above prints it): nothing more to draw."""
+    return paths.study_report(result.get("study", "memory"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+from pathlib import Path
 
 from winnow.config import Params
 from winnow.datasets.contract import read_manifest
@@ -99,3 +100,9 @@ def _mean_curves(seeds: list[Params], summaries: list[dict], metric: str) -> dic
 
 def table(result: dict) -> str:
     return bench_table(result)
+
+
+def report(result: dict, paths) -> Path:
+    """The bench page and its plots, from the JSON and the mean curves the run wrote (rerun nothing)."""
+    curves = {p: read_csv(paths.bench_curve(p)) for p in result["policies"]}
+    return write_bench_report(result, curves, OBJECTIVES[result["objective"]].metric, paths)
