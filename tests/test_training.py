@@ -153,6 +153,7 @@ from winnow.datasets.stream import InMemory
 from winnow.method.checkpoints import CheckpointPlan
 from winnow.method.selection import Selector
 from winnow.method.training import train
+torch.set_num_threads({threads})  # the parent's: float sums depend on how work is split over threads
 pool = load_split({pool!r}, 32, 20)
 def kill(step, ids):
     if step == 8:
@@ -176,7 +177,10 @@ def test_a_training_run_killed_with_sigkill_resumes_from_its_checkpoint_to_the_s
     straight, _ = _run(pool, cfg, tmp_path / "a.pt")
     code = textwrap.dedent(
         KILL_TRAINING_AT_STEP_8.format(
-            root=str(Path(__file__).resolve().parents[1]), pool=f"{tiny_data.data.root}/pool", ckpt=str(tmp_path / "b.pt")
+            root=str(Path(__file__).resolve().parents[1]),
+            pool=f"{tiny_data.data.root}/pool",
+            ckpt=str(tmp_path / "b.pt"),
+            threads=torch.get_num_threads(),
         )
     )
     killed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -32,7 +32,7 @@ class CheckpointPlan:
     path: Path | None = None  # None: never saved (tests, probes)
     every: int = 500  # steps between saves; the last step is always saved
     meta: dict = field(default_factory=dict)  # model name, classes, image size, objective: enough to rebuild the model
-    inputs: str | None = None  # the stage's lineage key (data, params, code): a checkpoint with another is never resumed
+    lineage_key: str | None = None  # the stage's lineage key (data, params, code): a checkpoint with another is never resumed
 
 
 @dataclass
@@ -83,15 +83,15 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def model_from_checkpoint(path: Path, device: torch.device | str = "cpu", inputs: str | None = None) -> torch.nn.Module:
-    """The finished model in a checkpoint; with `inputs` (its stage's lineage key), only if it was
+def model_from_checkpoint(path: Path, device: torch.device | str = "cpu", lineage_key: str | None = None) -> torch.nn.Module:
+    """The finished model in a checkpoint; with `lineage_key` (its stage's), only if it was
     trained on exactly those inputs: a model from other data, params or code is stale."""
     ckpt = load_checkpoint(path)
     if not ckpt.get("complete"):
         raise CheckpointError(
             f"{path}: this checkpoint is from an unfinished run (step {ckpt.get('step')}); rerun its stage to finish it"
         )
-    if inputs is not None and ckpt.get("inputs") != inputs:
+    if lineage_key is not None and ckpt.get("lineage_key") != lineage_key:
         raise StaleInput(
             f"{path}: was trained on other data, params or code than this run's; rerun the stage that writes it "
             f"(`winnow pipeline` reruns what is stale)"

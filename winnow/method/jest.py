@@ -48,7 +48,7 @@ def conditional_losses(logits: torch.Tensor, chosen: torch.Tensor) -> torch.Tens
 
 
 def jest_select(
-    rule: Policy,
+    policy: Policy,
     actor_logits: torch.Tensor | None,
     reference_logits: torch.Tensor | None,
     k: int,
@@ -70,8 +70,8 @@ def jest_select(
         raise ValueError(f"cannot draw {k} examples in {chunks} chunks")
 
     def scores(of: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        return rule.scores(
-            of(actor_logits) if rule.actor_loss else None, of(reference_logits) if rule.reference_loss else None
+        return policy.scores(
+            of(actor_logits) if policy.actor_loss else None, of(reference_logits) if policy.reference_loss else None
         ).double()
 
     chosen = torch.zeros(n, dtype=torch.bool)
@@ -86,7 +86,7 @@ def jest_select(
 
 
 def jest_select_per_group(
-    rule: Policy,
+    policy: Policy,
     actor_logits: torch.Tensor | None,
     reference_logits: torch.Tensor | None,
     k: int,
@@ -107,7 +107,7 @@ def jest_select_per_group(
 
     return torch.cat(
         [
-            jest_select(rule, block(actor_logits, g), block(reference_logits, g), k // groups, chunks, temperature, generator)
+            jest_select(policy, block(actor_logits, g), block(reference_logits, g), k // groups, chunks, temperature, generator)
             + g * size
             for g in range(groups)
         ]

@@ -51,18 +51,19 @@ class Selector:
             raise ValueError(f"unknown policy {self.policy!r}; choose one of {list(POLICIES)}")
         if self.method not in METHODS:
             raise ValueError(f"unknown selection method {self.method!r}; choose one of {list(METHODS)}")
-        if self.rule.reference_loss and (self.reference_embeddings if self.joint else self.reference_loss) is None:
+        if self.spec.reference_loss and (self.reference_embeddings if self.joint else self.reference_loss) is None:
             what = "embeddings (selection jest)" if self.joint else "losses"
             raise ValueError(f"policy {self.policy!r} needs reference {what} for every training example")
 
     @property
-    def rule(self) -> Policy:
+    def spec(self) -> Policy:
+        """The policy itself: which losses it reads and how it scores them."""
         return POLICIES[self.policy]
 
     @property
     def selects(self) -> bool:
         """False for uniform, which trains on its draw as it is."""
-        return self.rule.selects
+        return self.spec.selects
 
     @property
     def joint(self) -> bool:
@@ -72,7 +73,7 @@ class Selector:
     @property
     def needs_actor(self) -> bool:
         """Whether keep() reads an online model's scores of the super-batch (its losses, or its logits for jest)."""
-        return self.rule.actor_loss
+        return self.spec.actor_loss
 
     def super_batch(self, batch_size: int) -> int:
         """How many examples to draw to keep batch_size of them: batch_size / rho (batch_size for uniform)."""
@@ -87,12 +88,12 @@ class Selector:
             raise ValueError(f"policy {self.policy!r} scores the super-batch with an online model's loss: pass `actor`")
         online = actor if self.needs_actor else None
         if self.joint:
-            reference = self._reference_logits(ids, name) if self.rule.reference_loss else None
+            reference = self._reference_logits(ids, name) if self.spec.reference_loss else None
             return jest_select_per_group(
-                self.rule, online, reference, k, self.groups, self.chunks, self.temperature, self.generator
+                self.spec, online, reference, k, self.groups, self.chunks, self.temperature, self.generator
             )
-        reference = self._reference_loss(ids, name) if self.rule.reference_loss else None
-        scores = self.rule.scores(online, reference)
+        reference = self._reference_loss(ids, name) if self.spec.reference_loss else None
+        scores = self.spec.scores(online, reference)
         return select_per_group(scores, k, self.groups, self.method, self.temperature, self.generator)
 
     def fingerprint(self) -> dict:

@@ -144,7 +144,7 @@ def train(
     selector.generator.manual_seed(seed + 7919 * rank)  # selection's own random stream (softmax sampling, JEST)
     plan = checkpoint or CheckpointPlan()
     run = _Run(Trainee(model, opt, world), online, sampler, selector.generator, plan, rank, world)
-    run.fingerprint = _fingerprint(opt, selector, seed, sampler, world, plan.inputs, actor)
+    run.fingerprint = _fingerprint(opt, selector, seed, sampler, world, plan.lineage_key, actor)
     state = run.resume(name, opt.steps)
     finished_before = state.step >= opt.steps
     device = next(model.parameters()).device
@@ -231,7 +231,7 @@ class _Run:
             "sampler": samplers,
             "torch_rng": generators,
             "fingerprint": self.fingerprint,
-            "inputs": self.plan.inputs,
+            "lineage_key": self.plan.lineage_key,
             "meta": self.plan.meta,
             "complete": state.step >= steps,
             **dataclasses.asdict(state),
@@ -239,7 +239,7 @@ class _Run:
         atomic_save(checkpoint, Path(self.plan.path))
 
 
-def _fingerprint(opt: OptimConfig, selector: Selector, seed: int, sampler, world: int, inputs, actor: Actor | None) -> str:
+def _fingerprint(opt: OptimConfig, selector: Selector, seed: int, sampler, world: int, lineage_key, actor: Actor | None) -> str:
     """What makes a run this run: a checkpoint resumes only into the very same one."""
     return json.dumps(
         {
@@ -249,7 +249,7 @@ def _fingerprint(opt: OptimConfig, selector: Selector, seed: int, sampler, world
             "n": sampler.size,
             "sampler": type(sampler).__name__,
             "world": world,
-            "inputs": inputs,
+            "lineage_key": lineage_key,
             **({"actor": signature(actor.model), "actor_trains_on": actor.trains_on} if actor is not None else {}),
         },
         sort_keys=True,

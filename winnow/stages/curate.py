@@ -114,14 +114,14 @@ def _checkpoint_scorer(params):
     or its learner, trained on exactly this run's inputs (else stale)."""
 
     cfg, paths = params.curate, Paths.of(params)
-    path, inputs = paths.learner(cfg.policy), stage_key("train", params, cfg.policy)
+    path, key = paths.learner(cfg.policy), stage_key("train", params, cfg.policy)
     device = pick_device(params.device)
     if cfg.scorer == "learner" and path.exists():
-        return model_from_checkpoint(path, device, inputs), params.train.model, path
+        return model_from_checkpoint(path, device, key), params.train.model, path
     if not path.exists():
         raise MissingInput(f"{path}: no checkpoint to curate with; run `winnow train --policy {cfg.policy}` first")
     ckpt = load_checkpoint(path)
-    if not ckpt.get("complete") or ckpt.get("inputs") != inputs:
+    if not ckpt.get("complete") or ckpt.get("lineage_key") != key:
         raise StaleInput(
             f"{path}: unfinished, or trained on other inputs than this run's; rerun `winnow train --policy {cfg.policy}`"
         )

@@ -25,8 +25,8 @@ def evaluate_stage(params: Params) -> dict:
     models = [("reference", paths.reference, params.reference.model, lineage.stage_key("reference", params))]
     models += [(p, paths.learner(p), params.train.model, lineage.stage_key("train", params, p)) for p in params.train.policies]
     results = {}
-    for name, path, model_name, inputs in models:
-        model = model_from_checkpoint(path, pick_device(params.device), inputs)
+    for name, path, model_name, key in models:
+        model = model_from_checkpoint(path, pick_device(params.device), key)
         results[name] = OBJECTIVES[params.objective].evaluate_model(
             model, model_name, test, transfer, tasks, params.evaluate.probe_steps, params.evaluate.probe_lr, params.seed
         )

@@ -68,8 +68,8 @@ def reference_model(params: Params) -> torch.nn.Module:
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_model(path: str, stamp: int, device: str, inputs: str) -> torch.nn.Module:
-    return model_from_checkpoint(Path(path), device, inputs)
+def _cached_model(path: str, stamp: int, device: str, lineage_key: str) -> torch.nn.Module:
+    return model_from_checkpoint(Path(path), device, lineage_key)
 
 
 def read_json(path: Path, fix: str) -> dict:

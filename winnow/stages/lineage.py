@@ -82,7 +82,7 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def output_intact(path: Path, inputs: str) -> bool:
+def output_intact(path: Path, key: str) -> bool:
     """An output can be trusted: present, readable, and for a checkpoint, finished from exactly these
     inputs (its stage key). A file cut short (a crash mid-write, a bad copy), or one that another run
     left at the same path, is not, so its stage recomputes."""
@@ -96,7 +96,7 @@ def output_intact(path: Path, inputs: str) -> bool:
     try:
         if path.suffix == ".pt":
             checkpoint = load_checkpoint(path)
-            return bool(checkpoint.get("complete")) and checkpoint.get("inputs") == inputs
+            return bool(checkpoint.get("complete")) and checkpoint.get("lineage_key") == key
         if path.suffix == ".json":
             json.loads(path.read_text())
         if path.suffix == ".csv":
