@@ -121,8 +121,8 @@ def pipeline_flow(params_path: str = "params.yaml", overrides: list[str] | None 
 
 @flow(name="bench")
 def bench_flow(params_path: str = "params.yaml", overrides: list[str] | None = None, study: str = "policies") -> dict:
-    """The policies side by side over seeds (study=policies), or the scorer-size or learner-size study,
-    with its report under reports/<dataset>/."""
+    """One `winnow bench` study (winnow.studies.STUDIES: policies side by side over seeds by default), with its
+    report under reports/<dataset>/ (the memory studies: their JSON under metrics/<dataset>/bench/)."""
     params = load_params(params_path, overrides)
     cached(data_task, "data", params)(params)
     return bench_task(params, study)

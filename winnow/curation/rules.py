@@ -53,11 +53,18 @@ class Rule:
     def ranks(self) -> bool:
         return self.decide is None
 
+    def scores(self, inputs: RuleInputs) -> np.ndarray:
+        """Each example's score (NaN where it cannot be scored), after checking the rule got what it reads."""
+        if self.needs and getattr(inputs, self.needs) is None:
+            raise ValueError(f"rule {self.name!r} reads {self.needs} for every pool example; none was given")
+        return self.score(inputs)
+
     def keep(self, inputs: RuleInputs, fraction: float, balance: bool) -> np.ndarray:
         """The kept ids, sorted."""
         if self.decide is not None:
+            self.scores(inputs)  # checks what it reads
             return self.decide(inputs)
-        return keep_top(self.score(inputs), fraction, inputs.labels if balance else None)
+        return keep_top(self.scores(inputs), fraction, inputs.labels if balance else None)
 
 
 def keep_top(scores: np.ndarray, fraction: float, groups: np.ndarray | None = None) -> np.ndarray:

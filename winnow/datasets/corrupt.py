@@ -26,9 +26,9 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from winnow.datasets.contract import decode_image, read_manifest, read_shard, shard_files
+from winnow.datasets.publish import check_apart, check_dest, publish, staging_folder
 from winnow.datasets.render import encode_png, half_decoded, render_blank
 from winnow.errors import DataError
-from winnow.importers.writer import check_apart, check_dest, publish, staging_folder
 
 KINDS = ("noisy_label", "duplicate", "blank", "corrupt", "undecodable", "mismatched_caption")
 LABEL_UNKNOWN = {"noisy_label", "blank", "off_distribution", "undecodable"}  # earlier pathologies that break the label

@@ -36,6 +36,7 @@ import logging
 import re
 from pathlib import Path
 
+from winnow.datasets.publish import check_apart, check_dest
 from winnow.errors import DataError
 from winnow.importers.labels import Scan, finish_metadata, resolve_labels, scan, with_labels
 from winnow.importers.source import (
@@ -44,7 +45,7 @@ from winnow.importers.source import (
     TEST_FRACTION,
     Source,
 )
-from winnow.importers.writer import check_apart, check_dest, check_options, write_dataset
+from winnow.importers.writer import check_options, write_dataset
 
 log = logging.getLogger("winnow")
 

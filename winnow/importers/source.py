@@ -44,9 +44,6 @@ ROW_GROUP_BYTES = 32 * 2**20  # a shard is written in row groups of about this m
 TAR_BLOCK = 512
 
 
-STAGING_MARK = ".winnow-importing"  # what makes DEST.importing ours to remove
-
-
 INT64 = (-(2**63), 2**63 - 1)
 
 

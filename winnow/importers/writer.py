@@ -4,8 +4,6 @@ renamed into place, so an import that stops half-way never leaves a folder that 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import shutil
 from collections.abc import Iterable
@@ -16,17 +14,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from winnow.datasets.contract import file_sha256
+from winnow.datasets.publish import check_dest, publish, staging_folder
 from winnow.datasets.synth import SCHEMA_VERSION
 from winnow.errors import DataError
-from winnow.files import write_json
 from winnow.importers.labels import with_folds
 from winnow.importers.source import (
     CURATED_FRACTION,
     ROW_GROUP_BYTES,
     SCHEMA,
     SHARD_SIZE,
-    STAGING_MARK,
     TEST_FRACTION,
     Source,
 )
@@ -145,7 +141,7 @@ def write_dataset(
     fractions = (0.0 if curated else curated_fraction, 0.0 if test else test_fraction)
     plan = _split_plan(pool_source, rows, fractions, seed, where)
     if not test:
-        _warn_about_the_test_set(plan is not None and test_fraction > 0, where)
+        _warn_about_the_test_set(plan is not None and test_fraction > 0, source_path or "the pool's source")
     tasks, task_sources = _tasks(class_names, evals or {}, seed)
     target = dest.resolve()  # so that DEST.importing sits beside it even for "." or "out/"
     staging = staging_folder(target)
@@ -253,22 +249,6 @@ def _write_splits(
     return counts, {name: w.schema.names if w.schema is not None else [] for name, w in writers.items()}
 
 
-def publish(staging: Path, target: Path, manifest: dict) -> None:
-    """Finish a dataset written into `staging`: its shards' hashes and content hash into the manifest, the
-    manifest written last, then the folder renamed over `target` (a previous import, or an empty folder)."""
-    content = {str(p.relative_to(staging)): file_sha256(p) for p in sorted(staging.rglob("*.parquet"))}
-    manifest = {
-        **manifest,
-        "files": content,
-        "content_hash": hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest(),
-    }
-    write_json(manifest, staging / "manifest.json")
-    (staging / STAGING_MARK).unlink()
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)
-
-
 def _as_source(rows: list[dict] | Iterable[dict] | Source | None) -> Source | None:
     return rows if rows is None or isinstance(rows, Source) else Source(rows if isinstance(rows, (list, tuple)) else iter(rows))
 
@@ -285,40 +265,3 @@ def check_options(curated_fraction: float, test_fraction: float, shard_size: int
         )
     if not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
         raise DataError(f"--shard-size must be a whole number of rows, at least 1; got {shard_size}")
-
-
-def check_dest(dest: Path) -> None:
-    """DEST must be new, empty, or a previous import (its manifest has "source"): never someone's other files."""
-    if not dest.exists() or (dest.is_dir() and not any(dest.iterdir())) or _is_import(dest):
-        return
-    raise DataError(
-        f"{dest}: already holds files that `winnow data import` did not write; import into a new or empty folder "
-        "(or move those files away first)"
-    )
-
-
-def _is_import(folder: Path) -> bool:
-    try:
-        return "source" in json.loads((folder / "manifest.json").read_text())
-    except (OSError, ValueError, TypeError):
-        return False
-
-
-def staging_folder(dest: Path) -> Path:
-    """A fresh DEST.importing beside DEST; one left by an import that stopped half-way is removed, anything else refused."""
-    staging = dest.parent / (dest.name + ".importing")
-    if staging.exists():
-        if not ((staging / STAGING_MARK).exists() or _is_import(staging)):
-            raise DataError(f"{staging}: exists and was not left by `winnow data import`; move it away or import elsewhere")
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    (staging / STAGING_MARK).touch()
-    return staging
-
-
-def check_apart(dest: Path, sources: list) -> None:
-    """DEST is replaced as a whole, so no source may live inside it, and it may not sit inside a source folder."""
-    d = dest.resolve()
-    for s in [Path(p).resolve() for p in sources]:
-        if d == s or d in s.parents or (s.is_dir() and s in d.parents):
-            raise DataError(f"{dest}: the destination overlaps the source {s}; import into a folder outside it")

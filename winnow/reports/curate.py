@@ -22,7 +22,7 @@ def write_curate_report(record: dict, examples: dict[str, list[tuple]], paths) -
     link = Path(os.path.relpath(plots, path.parent)).as_posix()
     for side in ("kept", "dropped"):
         plot_examples(examples[side], plots / f"{side}.png", f"{side} (a random sample; score above, pathology in red)")
-    fraction = f"{record['fraction']:.0%} of the pool" if record["fraction"] is not None else "what cleanlab keeps"
+    fraction = f"{record['fraction']:.0%} of the pool" if record["fraction"] is not None else f"what {record['rule']} keeps"
     balanced = ", the same fraction of each class" if record["balance"] else ""
     checkpoint = (
         f" The checkpoint: the {record['checkpoint_scorer']} ({record['checkpoint_model']}) of `{record['checkpoint']}`."

@@ -161,6 +161,8 @@ def save_figure(fig, path: Path, dpi: int) -> None:
     """Save and close a figure, whole or not at all (the format follows the path's suffix)."""
     import matplotlib.pyplot as plt
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip("."))
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip("."))
+    finally:
+        plt.close(fig)

@@ -49,7 +49,7 @@ def _curate_section(summary: dict, paths, report_path: Path) -> str:
     link = Path(os.path.relpath(paths.curate_plots, report_path.parent)).as_posix()
     curate_report = Path(os.path.relpath(paths.curate_report, report_path.parent)).as_posix()
     noise = record["pathology"].get(summary["noise"])
-    how = f"{record['fraction']:.0%} of the pool" if record["fraction"] is not None else "what cleanlab keeps"
+    how = f"{record['fraction']:.0%} of the pool" if record["fraction"] is not None else f"what {record['rule']} keeps"
     noisy = (
         f", {noise['kept']:,} of its {noise['pool']:,} {summary['noise'].replace('_', ' ')} examples among them" if noise else ""
     )

@@ -16,6 +16,13 @@ from winnow.stages.summary import summary_stage
 from winnow.stages.train import train_stage
 
 CHAIN = ("data", "reference", "score", "train", "curate", "evaluate", "summary")  # train: once per train.policies
+STAGES = {
+    "data": data_stage,
+    "reference": reference_stage,
+    "score": score_stage,
+    "curate": curate_stage,
+    "evaluate": evaluate_stage,
+}
 
 
 def run_chain(params: Params, skip: tuple[str, ...] = (), write_report: bool = True) -> dict | None:
@@ -30,7 +37,5 @@ def run_chain(params: Params, skip: tuple[str, ...] = (), write_report: bool = T
         elif stage == "summary":
             summary = summary_stage(params, write_report=write_report)
         else:
-            {"data": data_stage, "reference": reference_stage, "score": score_stage, "curate": curate_stage}.get(
-                stage, evaluate_stage
-            )(params)
+            STAGES[stage](params)
     return summary

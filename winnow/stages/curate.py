@@ -47,10 +47,10 @@ def curate_stage(params: Params, dest: str | Path | None = None, on_shard=None) 
     paths = claim_outputs(params)
     dest = Path(dest) if dest is not None else paths.curated
     rule = RULES[cfg.rule]
-    inputs, provenance, paid = _rule_inputs(params, rule)
-    shown, kept = rule.score(inputs), rule.keep(inputs, cfg.fraction, cfg.balance)
+    meta = pool_columns(paths.data / "pool", ("label", "pathology", "caption"))  # by id, images not decoded
+    inputs, provenance, paid = _rule_inputs(params, rule, meta["label"])
+    shown, kept = rule.scores(inputs), rule.keep(inputs, cfg.fraction, cfg.balance)
     log.info("curate: %s keeps %d of %d pool examples", cfg.rule, len(kept), len(inputs.labels))
-    meta = pool_columns(paths.data / "pool", ("label", "pathology", "caption"))
     class_names = read_manifest(paths.data)["class_names"]
     record = finished_record(dest, plan_digest(kept, provenance, paths.data))
     if record is not None:  # the same curation, complete: its record (and the seconds it measured) stands
@@ -75,14 +75,14 @@ def curate_stage(params: Params, dest: str | Path | None = None, on_shard=None) 
     return record
 
 
-def _rule_inputs(params: Params, rule) -> tuple[RuleInputs, dict, dict]:
+def _rule_inputs(params: Params, rule, labels: np.ndarray) -> tuple[RuleInputs, dict, dict]:
     """What the rule reads, indexed by pool id: the reference's losses from the store (checked against this pool
     and reference) and what the rule needs beyond them; the curation's provenance; and what any pass of a model
     over the pool cost (its FLOPs and seconds, paid in full)."""
     paths, cfg = Paths.of(params), params.curate
     reference_loss = reference_losses(params)  # this pool's and this reference's scorer, complete
     scorer = read_json(paths.scorer, "run `winnow score` first")
-    inputs = RuleInputs(reference_loss, pool_columns(paths.data / "pool", ("label",))["label"])
+    inputs = RuleInputs(reference_loss, labels)
     provenance = {
         "source": str(paths.data),
         "source_pool_sha256": scorer["dataset_hash"],

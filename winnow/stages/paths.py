@@ -126,6 +126,10 @@ class Paths:
         """`winnow curate`'s dataset, a data root of its own (so its runs are named <dataset>-<objective>)."""
         return self.artifacts_root / "curated" / f"{self.dataset}-{self.objective}"
 
+    def study_curated(self, arm: str) -> Path:
+        """A curated pool of `winnow bench --study curate`, beside the run's artifacts."""
+        return self.artifacts_root / "curated" / arm
+
     @property
     def curate_plots(self) -> Path:
         return self.plots_root / self.dataset / f"{self.objective}-curate"

@@ -92,7 +92,7 @@ class TrainRecord(Record):
     final_metric: float | None
     seconds: float  # training time summed over resumed runs, evaluation excluded
     seconds_per_step: float
-    clock: list[list[float]]  # [step, seconds so far] at each evaluation: time to a target
+    clock: list[tuple[int, float]]  # [step, seconds so far] at each evaluation: time to a target
     batch_size: int
     super_batch_size: int
     selection: str | None  # topk | softmax | jest; None for uniform

@@ -7,7 +7,7 @@ import torch
 from winnow.config import Params
 from winnow.datasets.stream import InMemory
 from winnow.method.checkpoints import CheckpointPlan, state_hash
-from winnow.method.devices import pick_device
+from winnow.method.devices import pick_device, rank_and_world
 from winnow.method.objectives import OBJECTIVES
 from winnow.method.training import Evaluation, train
 from winnow.stages.inputs import checkpoint_meta, claim_outputs, forward_flops, num_classes, run_split, target_metric
@@ -26,7 +26,7 @@ def reference_stage(params: Params) -> dict:
     targets = objective.targets(cfg.model, curated)
     out = train(
         model,
-        InMemory(curated, targets, params.seed),
+        InMemory(curated, targets, params.seed, None, *rank_and_world()),
         cfg,
         seed=params.seed,
         loss_fn=objective.loss,

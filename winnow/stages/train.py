@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +21,7 @@ from winnow.method.selection import Selector
 from winnow.method.training import Actor, Evaluation, train
 from winnow.stages.inputs import checkpoint_meta, claim_outputs, forward_flops, num_classes, run_split, target_metric
 from winnow.stages.lineage import stage_key
+from winnow.stages.paths import Paths
 from winnow.stages.records import TrainRecord
 from winnow.stages.score import reference_embeddings, reference_losses
 
@@ -29,7 +29,7 @@ from winnow.stages.score import reference_embeddings, reference_losses
 def pool_sampler(params: Params, model_name: str, seed: int, rank: int = 0, world: int = 1):
     """The learner's pool: held in memory when it fits in train.shuffle_buffer, else streamed
     shard by shard through a buffer of that size (memory no longer grows with the pool)."""
-    folder = Path(params.data.root) / "pool"
+    folder = Paths.of(params).data / "pool"
     if sum(shard_rows(folder)) <= params.train.shuffle_buffer:
         pool = run_split(params, "pool")
         return InMemory(
@@ -54,7 +54,7 @@ def train_stage(params: Params, policy: str) -> dict:
     objective, device = OBJECTIVES[params.objective], pick_device(params.device)
     model = objective.build_model(cfg.model, num_classes(params), params.data.image_size).to(device)
     actor, actor_info = _actor(params, policy, device)
-    flops = _measured_flops(params, selector, model, actor, sampler, world)
+    flops = _measured_flops(params, selector, model, actor, actor_info.get("actor_trained_per_step", 0), sampler, world)
     out = train(
         model,
         sampler,
@@ -123,7 +123,7 @@ def _selector(params: Params, policy: str) -> Selector:
     )
 
 
-def _measured_flops(params: Params, selector: Selector, model, actor, sampler, world: int) -> dict:
+def _measured_flops(params: Params, selector: Selector, model, actor, trained: int, sampler, world: int) -> dict:
     """The ledger's per-example forward FLOPs of this run, measured on its first super-batch: the learner's, and
     for an online loss the actor's over the super-batch and at the size it trains on; for JEST the reference's
     per-step logits from the stored features (each rank its own share's)."""
@@ -136,7 +136,6 @@ def _measured_flops(params: Params, selector: Selector, model, actor, sampler, w
             scorer, loss, first.images, first.targets, cfg.super_batch_size
         )
         if actor is not None:
-            trained = cfg.batch_size if cfg.actor_trains_on == "kept" else cfg.super_batch_size
             flops["actor_forward_flops_per_example"] = forward_flops(actor, loss, first.images, first.targets, trained)
     if selector.reference_embeddings is not None:
         image, text, scale = selector.reference_embeddings

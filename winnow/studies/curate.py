@@ -13,8 +13,8 @@ from winnow.method.objectives import OBJECTIVES
 from winnow.reports.studies import write_study_report
 from winnow.reports.tables import curate_study_table
 from winnow.stages.curate import curate_stage
-from winnow.stages.inputs import read_json
 from winnow.stages.paths import Paths
+from winnow.stages.records import ReferenceRecord, ScoreRecord, TrainRecord
 from winnow.stages.summary import steps_to_target
 from winnow.stages.train import train_stage
 from winnow.studies.runs import (
@@ -73,7 +73,7 @@ def run(params: Params) -> dict:
         for name, rule, fraction in _arms(params):
             log.info("bench %s curate: seed %d, %s", params.objective, seed, name)
             change = {"rule": rule, "fraction": fraction, "balance": params.curate.balance and RULES[rule].ranks}
-            curated[name] = _curate_arm(base, Path(base.artifacts) / "curated" / name, change, baseline["paid"])
+            curated[name] = _curate_arm(base, Paths.of(base).study_curated(name), change, baseline["paid"])
             arm = {"arm": name, "learner": params.train.model, "rule": rule, "fraction": curated[name][1]["fraction"]}
             _train_arm(params, seed, arm, curated[name], baseline["uniform"], runs, curves)
         if params.bench.transfer_learner is not None:  # another learner family on the same curated pool
@@ -129,23 +129,31 @@ def _full_pool(params: Params, seed: int, runs: list[dict], curves: dict) -> tup
     log.info("bench %s curate: seed %d, full pool (uniform, online learnability)", params.objective, seed)
     rule = params.curate.rule
     base = elsewhere(run_params(params, f"curate/seed-{seed}/full", seed))
-    policies = tuple(dict.fromkeys(("uniform", "learnability", *((params.curate.policy,) if rule == "learnability" else ()))))
+    checkpoint = RULES[rule].needs == "model_loss"  # it scores with a finished train run: it pays that run
+    policies = tuple(dict.fromkeys(("uniform", "learnability", *((params.curate.policy,) if checkpoint else ()))))
     base = base.model_copy(update={"train": base.train.model_copy(update={"policies": policies})})
     summary = run_seed(base)
     paths = Paths.of(base)
-    reference, score = summary["reference"], read_json(paths.score_record, "run `winnow score`")
-    uniform = read_json(paths.train_record("uniform"), "train uniform")
-    pool_size = score["num_examples"] - score.get("unscorable", 0)
+    reference = ReferenceRecord.read(paths.reference_record, "run `winnow reference`")
+    score = ScoreRecord.read(paths.score_record, "run `winnow score`")
+    uniform = TrainRecord.read(paths.train_record("uniform"), "run `winnow train --policy uniform`").as_dict()
+    spend = ledger.ReferenceSpend(
+        reference.forward_flops_per_example,
+        reference.score_forward_flops_per_example,
+        reference.steps,
+        reference.batch_size,
+        score.num_examples - score.unscorable,
+    )
     paid = {
-        "reference_training_flops": 3.0 * reference["forward_flops_per_example"] * reference["batch_size"] * reference["steps"],
-        "scoring_flops": reference["score_forward_flops_per_example"] * pool_size,
-        "seconds": reference["seconds"] + score["seconds"],
-        "checkpoint_flops": 0.0,  # rule learnability scores with a finished run: it pays that run
+        "reference_training_flops": spend.training,
+        "scoring_flops": spend.scoring,
+        "seconds": reference.seconds + score.seconds,
+        "checkpoint_flops": 0.0,
         "checkpoint_seconds": 0.0,
     }
-    if rule == "learnability":
+    if checkpoint:
         paid["checkpoint_flops"] = summary["ledger"]["policies"][params.curate.policy]["costs"]["per_step"] * params.train.steps
-        paid["checkpoint_seconds"] = read_json(paths.train_record(params.curate.policy), "")["seconds"]
+        paid["checkpoint_seconds"] = TrainRecord.read(paths.train_record(params.curate.policy), "train it").seconds
     online = summary["policies"]["learnability"]
     runs.append(
         {
@@ -158,7 +166,7 @@ def _full_pool(params: Params, seed: int, runs: list[dict], curves: dict) -> tup
             "target": summary["policies"]["uniform"]["final_metric"],
             "steps_to_target": online["steps_to_target"],
             "final_metric": online["final_metric"],
-            "selected_mix": read_json(paths.train_record("learnability"), "train")["selected_mix"],
+            "selected_mix": TrainRecord.read(paths.train_record("learnability"), "train it").selected_mix,
             **{k: online[k] for k in RATIOS},
         }
     )
@@ -183,11 +191,11 @@ def _transfer(params: Params, seed: int, base: Params, baseline: dict, curated: 
     curate.rule at curate.fraction, scored by the same small reference."""
     learner, rule = params.bench.transfer_learner, params.curate.rule
     log.info("bench %s curate: seed %d, %s on the full and the curated pool", params.objective, seed, learner)
-    full = _train_on(params, f"curate/seed-{seed}/{learner}-full", seed, Path(params.data.root), learner)
+    full = _train_on(params, f"curate/seed-{seed}/{learner}-full", seed, Paths.of(params).data, learner)
     full_trained, full_curve = train_stage(full, "uniform"), _curve(full)
     name = f"{rule}-{params.curate.fraction:g}" if RULES[rule].ranks else rule
     if name not in curated:  # the configured curation (curate.rule at curate.fraction)
-        curated[name] = _curate_arm(base, Path(base.artifacts) / "curated" / name, {}, baseline["paid"])
+        curated[name] = _curate_arm(base, Paths.of(base).study_curated(name), {}, baseline["paid"])
     curves.setdefault(f"{learner}, full pool", {})[seed] = full_curve
     arm = {"arm": f"{learner}: {name}", "learner": learner, "rule": rule, "fraction": params.curate.fraction}
     _train_arm(params, seed, arm, curated[name], full_trained, runs, curves)
@@ -198,7 +206,7 @@ def _curate_arm(base: Params, dest: Path, change: dict, paid: dict) -> tuple[Pat
     what it paid: the reference and the pool's scoring, any further pass over the pool, curation's seconds and, for
     rule learnability, the checkpoint's run."""
     record = curate_stage(base.model_copy(update={"curate": base.curate.model_copy(update=change)}), dest)
-    checkpoint = record["rule"] == "learnability"
+    checkpoint = RULES[record["rule"]].needs == "model_loss"
     return (
         dest,
         record,

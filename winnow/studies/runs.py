@@ -39,10 +39,10 @@ def run_seed(params: Params, transfer: bool = False) -> dict:
 
 def copy_uniform(baseline: Params, params: Params) -> None:
     """Give a run the uniform baseline of another run on the same learner and seed (not retrained)."""
-    src, dst = Paths.of(baseline).metrics, Paths.of(params).metrics
-    for path in ("curves/uniform.csv", "train/uniform.json"):
-        (dst / path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src / path, dst / path)
+    src, dst = Paths.of(baseline), Paths.of(params)
+    for a, b in ((src.curve("uniform"), dst.curve("uniform")), (src.train_record("uniform"), dst.train_record("uniform"))):
+        b.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(a, b)
 
 
 def share_reference(source: Params, run: Params) -> None:
