@@ -708,3 +708,20 @@ def test_metadata_stays_with_its_row_across_batches_shards_and_files_of_other_co
             row["note"] == f"n{i}" if f == "b" else row["note"] is None
         )
     assert pq.read_schema(next((dest / "pool").glob("*.parquet"))).field("score").type == pa.float64()
+
+
+@pytest.mark.parametrize("held_out", ["--test", "--curated"])
+def test_a_held_out_set_that_is_the_pool_itself_or_a_copy_of_it_is_refused(tmp_path, capsys, held_out):
+    """By content, not by name: the pool's own file, or a byte-identical copy under another name, is no held-out set."""
+    from winnow.cli import main
+
+    pool = _parquet(tmp_path / "pool.parquet", n=20)
+    copy = tmp_path / "copy.parquet"
+    copy.write_bytes(pool.read_bytes())
+    for given in (pool, copy):
+        assert main(["data", "import", "parquet", str(pool), str(tmp_path / "out"), held_out, str(given)]) == 2
+        said = capsys.readouterr().err
+        assert re.search(rf"winnow: error: {re.escape(str(given))}: 1[89] of 20 rows of the \w+ set \({held_out}\) are byte", said)
+        assert not (tmp_path / "out").exists() and not (tmp_path / "out.importing").exists()  # nothing written
+    other = _parquet(tmp_path / "other.parquet", n=6, image=[_jpeg((0, 10 + i * 30, 0)) for i in range(6)])
+    assert main(["data", "import", "parquet", str(pool), str(tmp_path / "out"), held_out, str(other)]) == 0

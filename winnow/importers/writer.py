@@ -4,6 +4,7 @@ renamed into place, so an import that stops half-way never leaves a folder that 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from collections.abc import Iterable
@@ -223,21 +224,27 @@ def _write_splits(
             schema = (sources.get(name) or pool).schema if name != "pool" else pool.schema
             writers[name] = ShardWriter(staging / name, shard_size, classes[name], schema)
         routes = {POOL: writers["pool"], CURATED: writers["curated"], TEST: writers["eval/test"]}
-        done = 0
+        done, pool_images = 0, []
         for examples, metadata in tqdm(pool.read(), desc="import pool", unit="batch", leave=False, disable=None):
             where_to = plan[done : done + len(examples)] if plan is not None else np.full(len(examples), POOL)
             for split, writer in routes.items():
                 rows = np.flatnonzero(where_to == split)
                 if len(rows):
                     writer.add([examples[i] for i in rows], metadata.take(rows) if metadata is not None else None)
+            pool_images.append(image_digests([examples[i] for i in np.flatnonzero(where_to == POOL)]))
             done += len(examples)
         if plan is not None and done != len(plan):
             raise DataError(f"{where}: the source changed while it was read ({len(plan)} rows, then {done})")
         if not done:
             raise DataError(f"{where}: no examples in the pool")
+        pool_images = np.sort(np.concatenate(pool_images))
         for name, source in sources.items():
+            overlap = _Overlap()
             for examples, metadata in source.read() if source else ():
+                if name in ("curated", "eval/test"):  # held out from the pool: never the same image
+                    overlap.count(examples, pool_images)
                 writers[name].add(examples, metadata)
+            overlap.refuse(name, source)
         counts = {name: writer.close() for name, writer in writers.items()}
         if not counts["pool"]:
             raise DataError(f"{where}: nothing left for the pool after taking the curated and test sets")
@@ -247,6 +254,39 @@ def _write_splits(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return counts, {name: w.schema.names if w.schema is not None else [] for name, w in writers.items()}
+
+
+def image_digests(examples: list[dict]) -> np.ndarray:
+    """A 64-bit content hash of each example's image bytes: two rows with one digest hold the same image."""
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(e["image"] or b"", digest_size=8).digest(), "little") for e in examples],
+        dtype=np.uint64,
+    )
+
+
+class _Overlap:
+    """Rows of a separate curated or test source whose image is byte for byte a pool image (by content, so a
+    copy of the pool's own file under another name is caught too)."""
+
+    def __init__(self):
+        self.rows, self.found, self.first = 0, 0, None
+
+    def count(self, examples: list[dict], pool_images: np.ndarray) -> None:
+        digests = image_digests(examples)
+        at = np.searchsorted(pool_images, digests).clip(0, max(len(pool_images) - 1, 0))
+        same = np.flatnonzero(pool_images[at] == digests) if len(pool_images) else []
+        if len(same) and self.first is None:
+            self.first = examples[same[0]]["source_key"]
+        self.rows, self.found = self.rows + len(examples), self.found + len(same)
+
+    def refuse(self, name: str, source) -> None:
+        if self.found:
+            what, words = ("--curated", "curated") if name == "curated" else ("--test", "test")
+            raise DataError(
+                f"{source.path}: {self.found:,} of {self.rows:,} rows of the {words} set ({what}) are byte for byte images of the "
+                f"pool (first: {self.first}); a held-out set must not overlap the pool, or it rewards memorising it: pass a "
+                f"source disjoint from the pool, or leave {what} out to sample one from the pool's source"
+            )
 
 
 def _as_source(rows: list[dict] | Iterable[dict] | Source | None) -> Source | None:
