@@ -721,7 +721,8 @@ def test_a_held_out_set_that_is_the_pool_itself_or_a_copy_of_it_is_refused(tmp_p
     for given in (pool, copy):
         assert main(["data", "import", "parquet", str(pool), str(tmp_path / "out"), held_out, str(given)]) == 2
         said = capsys.readouterr().err
-        assert re.search(rf"winnow: error: {re.escape(str(given))}: 1[89] of 20 rows of the \w+ set \({held_out}\) are byte", said)
+        expected = rf"winnow: error: {re.escape(str(given))}: 1[89] of 20 rows of the \w+ set \({held_out}\) are byte"
+        assert re.search(expected, said)
         assert not (tmp_path / "out").exists() and not (tmp_path / "out.importing").exists()  # nothing written
     other = _parquet(tmp_path / "other.parquet", n=6, image=[_jpeg((0, 10 + i * 30, 0)) for i in range(6)])
     assert main(["data", "import", "parquet", str(pool), str(tmp_path / "out"), held_out, str(other)]) == 0

@@ -283,9 +283,9 @@ class _Overlap:
         if self.found:
             what, words = ("--curated", "curated") if name == "curated" else ("--test", "test")
             raise DataError(
-                f"{source.path}: {self.found:,} of {self.rows:,} rows of the {words} set ({what}) are byte for byte images of the "
-                f"pool (first: {self.first}); a held-out set must not overlap the pool, or it rewards memorising it: pass a "
-                f"source disjoint from the pool, or leave {what} out to sample one from the pool's source"
+                f"{source.path}: {self.found:,} of {self.rows:,} rows of the {words} set ({what}) are byte for byte "
+                f"images of the pool (first: {self.first}); a held-out set must not overlap the pool, or it rewards "
+                f"memorising it: pass a source disjoint from the pool, or leave {what} out to sample one from the pool's source"
             )
 
 
