@@ -171,8 +171,8 @@ def test_a_wrong_option_is_an_error_naming_it_and_writes_nothing(clean, tmp_path
 
 def test_a_mismatched_caption_needs_captions_and_a_confusion_matrix_its_classes(tmp_path):
     rng = np.random.default_rng(1)
-    rows = [{**e, "caption": None} for e in _examples(50, rng)]
-    write_dataset(Source(rows), tmp_path / "nocaps", CLASSES, curated=Source(rows[:5]), test=Source(rows[:5]))
+    rows = [{**e, "caption": None} for e in _examples(55, rng)]  # the last 5, held out: their own images
+    write_dataset(Source(rows[:50]), tmp_path / "nocaps", CLASSES, curated=Source(rows[50:]), test=Source(rows[50:]))
     with pytest.raises(DataError, match="no caption column|nothing to mismatch"):
         corrupt_dataset(tmp_path / "nocaps", tmp_path / "out", {"mismatched_caption": 0.2})
     np.save(tmp_path / "c.npy", np.ones((4, 4)))

@@ -94,7 +94,7 @@ def test_a_parquet_table_with_its_own_column_names_and_a_separate_curated_source
     def table(n, offset):
         return pa.table(
             {
-                "jpg": [_jpeg((i * 10, 0, 0)) for i in range(n)],
+                "jpg": [_jpeg((i * 2, offset, 0)) for i in range(n)],  # each source its own images
                 "y": pa.array([i % 2 for i in range(n)], pa.int32()),
                 "alt": [f"photo {offset + i}" for i in range(n)],
             }
@@ -316,7 +316,7 @@ def test_a_label_that_is_neither_an_index_nor_a_name_is_an_error_naming_the_exam
 
 def test_a_separate_test_source_is_the_test_set_and_the_manifest_says_where_each_split_came_from(tmp_path, caplog):
     pool = _parquet(tmp_path / "noisy.parquet", n=20)
-    clean = _parquet(tmp_path / "clean.parquet", n=6)
+    clean = _parquet(tmp_path / "clean.parquet", n=6, image=[_jpeg((0, 0, 40 + i * 20)) for i in range(6)])
     with caplog.at_level(logging.WARNING, logger="winnow"):
         dest = import_source("parquet", pool, tmp_path / "out", test_source=clean, curated_fraction=0.25)
     assert not [r for r in caplog.records if "eval/test" in r.getMessage()]
@@ -334,7 +334,7 @@ def test_a_test_set_sampled_from_the_pools_own_source_is_warned_about(tmp_path, 
             "parquet",
             _parquet(tmp_path / "noisy.parquet", n=20),
             tmp_path / "out",
-            curated_source=_parquet(tmp_path / "c.parquet", n=4),
+            curated_source=_parquet(tmp_path / "c.parquet", n=4, image=[_jpeg((0, 0, 40 + i * 20)) for i in range(4)]),
         )
     warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert "same (possibly noisy) source as the pool" in warning and "wrong labels" in warning and "--test" in warning
