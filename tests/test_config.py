@@ -102,3 +102,12 @@ def test_an_actor_must_be_a_model_of_the_objective_and_read_the_learners_targets
     with pytest.raises(ConfigError, match=r"train.actor: 'clip-pico' reads the targets differently from the learner 'clip-vit"):
         load_params("params.yaml", ["objective=contrastive", "train.model=clip-vit-b-32", "bench.learners=[clip-vit-b-32]"])
     assert load_params("params.yaml", ["train.actor=learner"]).train.actor == "learner"
+
+
+@pytest.mark.parametrize("bad", ["train.steps=true", "train.steps=1.5", "seed=false"])
+def test_a_boolean_or_a_fraction_where_a_whole_number_belongs_is_refused_naming_the_key(tmp_path, capsys, bad):
+    """Issue 26: `--set train.steps=true` passed validation as 1 and trained a single step."""
+    from winnow.cli import main
+
+    assert main(["train", "--policy", "uniform", "--params", str(REPO / "params.yaml"), "--set", bad]) == 2
+    assert f"{bad.split('=')[0]}: Input should be a valid integer" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from PIL import Image
 
 from winnow.cli import main
 from winnow.datasets.contract import decode_image
-from winnow.datasets.corrupt import confusable_targets, corrupt_dataset
+from winnow.datasets.corrupt import DONORS_PER_SHARD, confusable_targets, corrupt_dataset
 from winnow.errors import DataError
 from winnow.importers.source import Source
 from winnow.importers.writer import write_dataset
@@ -125,12 +125,10 @@ def test_wrong_labels_go_to_the_confusable_class_in_the_share_asked(clean, tmp_p
     assert (0, 1) in pairs and (2, 1) in pairs and (2, 0) not in pairs  # drawn from the confusions
     assert {(1, 0), (1, 2)} <= pairs  # a class never confused is flipped uniformly
     assert ((pool["clean_label"][noisy] == 0) & (pool["label"][noisy] == 2)).mean() < 0.05  # 1 in 10 of class 0's
-    half = corrupt_dataset(
-        clean, tmp_path / "half", {"noisy_label": 0.4}, confusable=0.0, confusion=tmp_path / "confusion.npy", seed=0
-    )
+    half = corrupt_dataset(clean, tmp_path / "half", {"noisy_label": 0.4}, seed=0)  # no --confusable: no matrix read
     pool = _pool(half)
     noisy = pool["pathology"] == "noisy_label"
-    assert ((pool["clean_label"][noisy] == 2) & (pool["label"][noisy] == 0)).any()  # confusable=0: uniform flips
+    assert ((pool["clean_label"][noisy] == 2) & (pool["label"][noisy] == 0)).any()  # uniform flips
 
 
 def test_confusable_targets_normalise_the_off_diagonal():
@@ -161,12 +159,23 @@ def test_the_confusions_can_come_from_a_classifier_checkpoint(clean, tmp_path):
         (["--noisy-label", "-0.1"], "--noisy-label must be a rate"),
         (["--noisy-label", "0.3", "--confusable", "0.5"], "--confusable needs --confusion"),
         (["--noisy-label", "0.3", "--confusable", "1", "--confusion", "nowhere.npy"], "nowhere.npy: no such"),
+        (["--noisy-label", "0.3", "--confusion", "c.npy"], "--confusion is read only with --confusable"),  # not applied
     ],
 )
 def test_a_wrong_option_is_an_error_naming_it_and_writes_nothing(clean, tmp_path, capsys, args, message):
     assert main(["data", "corrupt", str(clean), str(tmp_path / "out"), *args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_every_row_a_duplicate_writes_duplicates_of_the_clean_originals(clean, tmp_path, capsys):
+    """Issue 26: --duplicate 1.0 drew every row as a duplicate, left no clean row to copy, and wrote none."""
+    assert main(["data", "corrupt", str(clean), str(tmp_path / "out"), "--duplicate", "1.0"]) == 0
+    pool = pq.read_table(tmp_path / "out" / "pool")
+    assert set(pool.column("pathology").to_pylist()) == {"duplicate"}
+    shards = len(list((tmp_path / "out" / "pool").glob("part-*.parquet")))
+    copied = set(zip(pool.column("label").to_pylist(), pool.column("caption").to_pylist()))  # a copy keeps its donor's
+    assert len(copied) <= DONORS_PER_SHARD * shards < pool.num_rows  # near-copies of a few originals per shard
 
 
 def test_a_mismatched_caption_needs_captions_and_a_confusion_matrix_its_classes(tmp_path):

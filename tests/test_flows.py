@@ -189,3 +189,59 @@ def test_dvc_yaml_declares_the_chain_of_stages_with_one_train_stage_per_policy()
     assert out.returncode == 0, out.stderr
     policies = load_params(REPO / "params.yaml").train.policies
     assert out.stdout.split() == ["reference", "score", *[f"train@{p}" for p in policies], "curate", "evaluate", "summary"]
+
+
+def test_a_param_flipped_there_and_back_reruns_its_stage_instead_of_handing_back_the_other_runs_outputs(prefect_server, tiny):
+    """curate.fraction 0.5 -> 0.3 -> 0.5: the third run has the first one's key, but the files on disk are the second's,
+    so the cached result of the first may not be handed back (issue 26, finding 2)."""
+    from flows.pipeline import curate_flow, pipeline_flow
+
+    pipeline_flow(params_path=str(tiny))
+    paths = Paths.of(load_params(tiny))
+    runs = [curate_flow(params_path=str(tiny), overrides=[f"curate.fraction={f}"]) for f in (0.5, 0.3, 0.5)]
+    on_disk = json.loads(paths.curate_record.read_text())
+    assert runs[2]["kept_rows"] == runs[0]["kept_rows"] != runs[1]["kept_rows"]
+    assert on_disk["fraction"] == 0.5 and on_disk["kept_rows"] == runs[2]["kept_rows"]
+    assert len(__import__("numpy").load(paths.curated / "kept_ids.npy")) == runs[2]["kept_rows"]
+
+
+def test_a_curated_dataset_missing_a_shard_is_written_again_not_reused_as_complete(prefect_server, tiny):
+    """Issue 26, finding 3: a shard deleted (or changed) since is noticed by its manifest's hashes, by the flow's
+    cache and by the stage, and written again: the training that follows sees every kept row."""
+    from flows.pipeline import curate_flow, pipeline_flow
+    from winnow.datasets.contract import load_split
+
+    pipeline_flow(params_path=str(tiny))
+    paths = Paths.of(load_params(tiny))
+    kept = curate_flow(params_path=str(tiny))["kept_rows"]
+    shards = sorted((paths.curated / "pool").glob("part-*.parquet"))
+    shards[0].unlink()
+    again = curate_flow(params_path=str(tiny))
+    assert again["kept_rows"] == kept and shards[0].exists()
+    assert len(load_split(paths.curated / "pool", 32, 20)) == kept
+
+
+def test_a_scoring_run_killed_half_way_and_resumed_counts_every_shard_it_scored(prefect_server, tiny, monkeypatch):
+    """Issue 26, finding 4: the ledger's time ratios claim everything paid, so the seconds of the shards a killed
+    run scored are counted when a later run finishes the pool (here the task's retry resumes it)."""
+    import time
+
+    from flows.pipeline import data_flow, reference_flow, score_flow
+    from winnow.scores import scoring
+
+    data_flow(params_path=str(tiny))
+    reference_flow(params_path=str(tiny))
+    real, calls = scoring.score_shard, []
+
+    def slow_then_killed(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("killed after two shards")
+        time.sleep(0.5)  # each shard takes at least half a second
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scoring, "score_shard", slow_then_killed)
+    out = score_flow(params_path=str(tiny))  # the first attempt dies on shard 3; the retry scores shards 3 and 4
+    shards = len(list((Path(load_params(tiny).data.root) / "pool").glob("part-*.parquet")))
+    assert out["seconds"] >= 0.5 * shards  # every shard's half second, the killed attempt's two included
+    assert out["seconds_this_run"] < out["seconds"]

@@ -726,3 +726,30 @@ def test_a_held_out_set_that_is_the_pool_itself_or_a_copy_of_it_is_refused(tmp_p
         assert not (tmp_path / "out").exists() and not (tmp_path / "out.importing").exists()  # nothing written
     other = _parquet(tmp_path / "other.parquet", n=6, image=[_jpeg((0, 10 + i * 30, 0)) for i in range(6)])
     assert main(["data", "import", "parquet", str(pool), str(tmp_path / "out"), held_out, str(other)]) == 0
+
+
+def test_a_reimport_killed_during_its_final_swap_leaves_a_whole_dataset_and_the_next_import_succeeds(tmp_path, monkeypatch):
+    """Issue 26: a kill while the previous import was being deleted in place left DEST half-deleted, and the next
+    import refused it as files winnow did not write. Now the old dataset is renamed aside first."""
+    import shutil
+
+    from winnow.cli import main
+
+    source = _parquet(tmp_path / "t.parquet", n=20)
+    dest = tmp_path / "out"
+    assert main(["data", "import", "parquet", str(source), str(dest)]) == 0
+    real_rmtree = shutil.rmtree
+
+    def killed_half_way(path, *args, **kwargs):  # deletes one file of the old dataset, then the process dies
+        if Path(path).name in ("out", "out.replaced") and Path(path).is_dir():
+            next(p for p in Path(path).rglob("*") if p.is_file()).unlink()
+            raise KeyboardInterrupt
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", killed_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        main(["data", "import", "parquet", str(source), str(dest), "--seed", "1"])
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    assert read_manifest(dest)["source"]["seed"] == 1  # whole: the new import is in place
+    assert main(["data", "import", "parquet", str(source), str(dest), "--seed", "2"]) == 0  # and can be replaced again
+    assert read_manifest(dest)["source"]["seed"] == 2 and not (tmp_path / "out.replaced").exists()

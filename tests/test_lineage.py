@@ -209,6 +209,9 @@ def test_a_shard_added_after_scoring_is_caught_before_training(tmp_path, scored)
 def test_two_folders_with_one_dataset_name_cannot_share_outputs(tmp_path):
     from winnow.errors import DataError
 
+    for folder in (tmp_path / "data", tmp_path / "elsewhere" / "data"):  # two datasets (manifests), one name
+        folder.mkdir(parents=True)
+        (folder / "manifest.json").write_text("{}")
     claim_outputs(_params(tmp_path))  # tmp/data, name "data"
     other = params_from_dict(
         {**TINY, "data": {**TINY["data"], "root": str(tmp_path / "elsewhere" / "data")}, "artifacts": str(tmp_path / "a")}

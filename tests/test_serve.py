@@ -144,3 +144,23 @@ def test_a_bad_schedule_is_an_error_naming_the_key(bad):
 
     with pytest.raises(ConfigError, match="serve"):
         load_params(REPO / "params.yaml", [bad, *(["serve.cron=null"] if "interval" in bad else [])])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--interval", "0"], "--interval: Input should be greater than 0"),
+        (["--interval", "-5"], "--interval: Input should be greater than 0"),
+        (["--cron", "99 * * * *"], "--cron: Invalid cron string"),
+        (["--cron", "* *"], "--cron: cron must have 5 fields"),
+        ([], "cannot reach the Prefect server at PREFECT_API_URL=http://127.0.0.1:9/api"),
+    ],
+)
+def test_a_bad_schedule_or_an_unreachable_server_is_one_line_naming_it(tiny, monkeypatch, capsys, args, message):
+    """Issue 26: these were raw tracebacks, and --interval 0 silently fell back to the nightly cron."""
+    from winnow.cli import main
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # nothing listens on port 9
+    assert main(["serve", "--params", str(tiny), *args]) == 2
+    said = capsys.readouterr().err
+    assert message in said and "Traceback" not in said

@@ -190,3 +190,23 @@ def test_a_contrastive_scorer_stored_before_embeddings_is_scored_again_once(clip
     assert score_stage(clip_referenced)["reused"]
     image, _ = store.load_embeddings(paths.store, first["scorer_id"])
     assert (~np.isnan(image[:, 0])).sum() == clip_referenced.data.num_pool - again["unscorable"]
+
+
+@pytest.mark.e2e  # runs whole stages or other processes: the full tier
+def test_a_damaged_store_is_named_at_once_not_waited_on_as_if_another_process_held_it(prefect_server, tiny, monkeypatch, capsys):
+    """Issue 26, finding 5: DuckDB's message for a damaged file can contain "block", which once matched the check
+    for "lock": the run waited minutes, then blamed another process."""
+    from winnow.cli import main
+
+    def damaged(path, read_only=False):
+        raise duckdb.IOException("Corrupt database file: computed checksum does not match stored checksum in block 12")
+
+    monkeypatch.setattr(duckdb, "connect", damaged)
+    params = load_params(tiny)
+    data_stage(params)
+    reference_stage(params)
+    started = time.monotonic()
+    assert main(["score", "--params", str(tiny)]) == 2
+    said = capsys.readouterr().err
+    assert "not a readable DuckDB score store" in said and "another winnow process" not in said
+    assert time.monotonic() - started < 60  # the old check waited 120 s before failing

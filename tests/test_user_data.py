@@ -2,8 +2,10 @@
 (CLI and flow), both objectives. And every bad input or fault they may hit is an error naming the
 file, row or key, never a traceback, a stale result or their data overwritten."""
 
+import errno
 import io
 import json
+import os
 import re
 import struct
 import zlib
@@ -300,3 +302,59 @@ def test_the_generator_refuses_to_overwrite_an_imported_dataset_even_when_forced
     err = _fails(capsys, "data", "synth", "--params", str(tiny), "--set", f"data.root={mine}", "--force")
     assert "holds a dataset the generator did not write" in err and "data.name" in err
     assert {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_a_full_disk_or_a_read_only_folder_is_one_line_naming_the_file(prefect_server, tiny, monkeypatch, capsys, code):
+    """Issue 26: these were raw tracebacks. The machine's refusal is said in one line, with the file and the fix."""
+    from winnow.cli import main
+    from winnow.config import load_params
+    from winnow.stages import records
+    from winnow.stages.data import data_stage
+
+    data_stage(load_params(tiny))
+
+    def refused(obj, path):
+        raise OSError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr(records, "write_json", refused)  # where the reference stage writes its record
+    assert main(["reference", "--params", str(tiny)]) == 2
+    said = capsys.readouterr().err
+    assert "reference.json" in said and os.strerror(code) in said and "Traceback" not in said
+    assert ("free space" if code == errno.ENOSPC else "writable") in said
+
+
+def test_scoring_a_dataset_whose_manifest_is_gone_names_the_manifest_not_the_reference(prefect_server, tiny, capsys):
+    """Issue 26: with the manifest missing, `winnow score` blamed a stale reference.pt (its key reads the manifest)."""
+    from winnow.cli import main
+    from winnow.config import load_params
+    from winnow.stages.data import data_stage
+    from winnow.stages.reference import reference_stage
+
+    params = load_params(tiny)
+    data_stage(params)
+    reference_stage(params)
+    (Path(params.data.root) / "manifest.json").unlink()
+    assert main(["score", "--params", str(tiny)]) == 2
+    said = capsys.readouterr().err
+    assert "manifest.json: no manifest" in said and "reference.pt" not in said
+
+
+def test_a_second_run_training_the_same_policy_at_once_is_refused_not_run_twice(prefect_server, tiny, capsys):
+    """Issue 26: two `winnow train` of one policy at once both wrote one checkpoint (the second resumed from the
+    first's live one). The first holds a lock while it trains; the second is refused at once, naming it."""
+    from winnow.cli import main
+    from winnow.config import load_params
+    from winnow.files import exclusive
+    from winnow.stages.chain import run_chain
+    from winnow.stages.paths import Paths
+
+    params = load_params(tiny)
+    run_chain(params, skip=("train", "curate", "evaluate", "summary"))
+    paths = Paths.of(params)
+    with exclusive(paths.lock("train-uniform"), paths.learner("uniform"), "training uniform into it"):  # the first run
+        assert main(["train", "--policy", "uniform", "--params", str(tiny)]) == 2
+    said = capsys.readouterr().err
+    assert "uniform.pt: another run is training uniform into it right now" in said
+    assert not paths.learner("uniform").exists()  # the refused run wrote nothing
+    assert main(["train", "--policy", "uniform", "--params", str(tiny)]) == 0  # once the first is done, it runs

@@ -7,6 +7,7 @@ same code. Prefect runs in ephemeral mode unless PREFECT_API_URL is set.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -33,7 +34,8 @@ class _NoTracebackForUserErrors(logging.Filter):
     the message) the message is the whole story, so their traceback is dropped from the log line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], WinnowError):
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, WinnowError) or (isinstance(error, OSError) and error.errno in FIXABLE):
             record.exc_info, record.exc_text = None, None
         return True
 
@@ -240,7 +242,26 @@ def main(argv: list[str] | None = None) -> int:
     except WinnowError as e:  # a wrong input, named in the message; anything else is a bug and keeps its traceback
         print(f"winnow: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno not in FIXABLE:
+            raise
+        print(f"winnow: error: {_os_error(e)}", file=sys.stderr)
+        return 2
     return 0
+
+
+# What the machine refused, not a bug: said in one line, with the fix
+FIXABLE = {
+    errno.ENOSPC: "the disk is full: free space there, or point artifacts, metrics, plots and reports elsewhere",
+    errno.EDQUOT: "the disk quota is used up: free space there, or point the outputs elsewhere",
+    errno.EROFS: "the folder is read-only: point artifacts, metrics, plots and reports at a writable one",
+    errno.EACCES: "permission denied: make the folder writable for this user, or point the outputs elsewhere",
+    errno.EPERM: "not permitted: make the folder writable for this user, or point the outputs elsewhere",
+}
+
+
+def _os_error(e: OSError) -> str:
+    return f"{e.filename or ''}: {e.strerror}; {FIXABLE[e.errno]}".lstrip(": ")
 
 
 def _flow_args(args) -> dict:
@@ -324,9 +345,44 @@ def _serve(args, params) -> None:
             "winnow serve needs a Prefect server, which ephemeral mode cannot give: start one with "
             "`prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
-    cron = args.cron or (None if args.interval else params.serve.cron)
-    interval = args.interval or (None if args.cron else params.serve.interval_minutes)
+    cron, interval = _schedule(args, params)
+    _check_reachable(os.environ["PREFECT_API_URL"])
     flows.serve(os.path.abspath(args.params), args.overrides, cron, interval)
+
+
+def _schedule(args, params) -> tuple[str | None, float | None]:
+    """--cron or --interval when given (0 included: it is checked, not taken for "not given"), else params.yaml's;
+    checked as Prefect will read it, so a bad one is named here instead of failing inside Prefect."""
+    from pydantic import ValidationError
+
+    from winnow.config import ServeConfig
+
+    given = args.cron is not None or args.interval is not None
+    cron, interval = (args.cron, args.interval) if given else (params.serve.cron, params.serve.interval_minutes)
+    where = "--cron" if args.cron is not None else "--interval" if args.interval is not None else "params.yaml serve"
+    try:
+        ServeConfig(cron=cron, interval_minutes=interval)
+        if cron is not None:
+            from prefect.client.schemas.schedules import CronSchedule
+
+            CronSchedule(cron=cron)
+    except ValidationError as e:
+        reason = e.errors()[0]["msg"].removeprefix("Value error, ")
+        raise WinnowError(f"{where}: {reason} (cron: 5 fields, minute hour day month weekday; interval: minutes > 0)") from None
+    return cron, interval
+
+
+def _check_reachable(url: str) -> None:
+    """The Prefect server answers, or a one-line error saying how to start one."""
+    import httpx
+
+    try:
+        httpx.get(url.rstrip("/") + "/health", timeout=10).raise_for_status()
+    except httpx.HTTPError as e:
+        raise WinnowError(
+            f"cannot reach the Prefect server at PREFECT_API_URL={url} ({type(e).__name__}); start it with "
+            "`prefect server start`, or set PREFECT_API_URL to one that runs"
+        ) from None
 
 
 COMMANDS = {
@@ -360,8 +416,11 @@ def _data_files(args) -> int:
             return 0
         else:
             dest = _import(args)
-    except (WinnowError, OSError) as e:
+    except WinnowError as e:
         print(f"winnow: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"winnow: error: {_os_error(e) if e.errno in FIXABLE else e}", file=sys.stderr)
         return 2
     print(f"wrote {dest}; run with --set data.root={dest}")
     return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from winnow.curation.rules import RULES as CURATION_RULES
 from winnow.errors import ConfigError
@@ -28,7 +28,8 @@ OBJECTIVE_NAMES = ("classification", "contrastive")  # for the CLI without loadi
 
 Policy = Literal[POLICY_NAMES]  # type: ignore[valid-type]
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
-Positive = Annotated[int, Field(gt=0)]
+Int = Annotated[int, Strict()]  # a whole number: `true` or 1.5 is refused, not read as 1
+Positive = Annotated[int, Strict(), Field(gt=0)]
 
 
 class Section(BaseModel):
@@ -64,8 +65,8 @@ class Pathologies(Section):
 class DataConfig(Section):
     dir: str = "data"  # where datasets live; the one run is dir/name
     name: str = "synthetic"  # the dataset: its outputs live under this name, so runs on different data never collide
-    seed: int = 0  # the generator's; the top-level seed drives training, so a bench over seeds keeps its data
-    image_size: int = Field(32, ge=16)
+    seed: Int = 0  # the generator's; the top-level seed drives training, so a bench over seeds keeps its data
+    image_size: Int = Field(32, ge=16)
     num_pool: Positive = 50000
     num_curated: Positive = 8000
     num_test: Positive = 2000
@@ -96,7 +97,7 @@ class OptimConfig(Section):
     batch_size: Positive = 64
     lr: float = Field(2e-3, gt=0.0)
     weight_decay: float = Field(0.05, ge=0.0)
-    warmup_steps: int = Field(100, ge=0)
+    warmup_steps: Int = Field(100, ge=0)
 
 
 class ReferenceConfig(OptimConfig):
@@ -104,13 +105,13 @@ class ReferenceConfig(OptimConfig):
     steps: Positive = 1000
 
 
-Resolution = Annotated[int, Field(ge=8)]
+Resolution = Annotated[int, Strict(), Field(ge=8)]
 
 
 class ScoreConfig(Section):
     batch_size: Positive = 128
     resolution: Resolution | None = None  # the reference trains on and scores images resized to this size (null: data.image_size)
-    dask_workers: int = Field(0, ge=0)  # > 0: score shards in parallel on a local Dask cluster of this many worker processes
+    dask_workers: Int = Field(0, ge=0)  # > 0: score shards in parallel on a local Dask cluster of this many worker processes
     dask_address: str | None = None  # or on a running Dask cluster (tcp://scheduler:8786); workers must see data/ and artifacts/
 
     @model_validator(mode="after")
@@ -132,7 +133,7 @@ class TrainConfig(OptimConfig):
     eval_every: Positive = 100
     checkpoint_every: Positive = 250
     shuffle_buffer: Positive = 50000  # examples held decoded; a larger pool streams through a buffer of this size
-    nproc_per_node: int = Field(1, ge=1)  # > 1: the train stage launches itself as this many DDP ranks on this node (torchrun)
+    nproc_per_node: Int = Field(1, ge=1)  # > 1: the train stage launches itself as this many DDP ranks on this node (torchrun)
 
     @property
     def super_batch_size(self) -> int:
@@ -168,9 +169,9 @@ class EvaluateConfig(Section):
 class BenchConfig(Section):
     """`winnow bench`: policies side by side over seeds; the scorer-size and learner-size studies."""
 
-    seeds: int = Field(3, ge=1)
+    seeds: Int = Field(3, ge=1)
     policies: tuple[Policy, ...] = ("uniform", "easy_reference", "hard_learner", "learnability")
-    amortise_over: int = Field(10, ge=1)  # runs that share one reference and its scores
+    amortise_over: Int = Field(10, ge=1)  # runs that share one reference and its scores
     scorers: tuple[str, ...] = ("cnn-nano", "cnn-tiny", "cnn-small")  # reference = actor, for the train.model learner
     learners: tuple[str, ...] = ("cnn-tiny", "cnn-small", "cnn-medium")  # learners, each scored by reference.model/train.actor
     keep_fractions: tuple[Annotated[float, Field(gt=0.0, le=1.0)], ...] = (0.5, 0.2, 0.1)  # --study jest: JEST at each
@@ -180,7 +181,7 @@ class BenchConfig(Section):
     peer_rule: Literal[tuple(CURATION_RULES)] | None = None  # type: ignore[valid-type]
     peer_fraction: float = Field(0.3, gt=0.0, le=1.0)
     transfer_learner: str | None = None  # --study curate: another family trained on the same curated pool (null: none)
-    memory_scale: int = Field(10, ge=1)  # --study memory | import_memory: the default pool and one this many times larger
+    memory_scale: Int = Field(10, ge=1)  # --study memory | import_memory: the default pool and one this many times larger
 
     @model_validator(mode="after")
     def _has_baseline(self):
@@ -221,7 +222,7 @@ class ServeConfig(Section):
 
 
 class Params(Section):
-    seed: int = 0
+    seed: Int = 0
     objective: Literal[OBJECTIVE_NAMES] = "classification"  # type: ignore[valid-type]
     artifacts: str = "artifacts"  # checkpoints and the score store (DVC-cached)
     metrics: str = "metrics"  # small JSON/CSV results (committed to git)

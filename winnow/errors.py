@@ -37,5 +37,9 @@ class StoreBusy(StoreError):
     """Another process holds the store's write lock for longer than we waited."""
 
 
+class OutputBusy(WinnowError, RuntimeError):
+    """Another run is writing the same output right now (two runs of one stage at once); this one refuses."""
+
+
 class TrainingDiverged(WinnowError, FloatingPointError):
     """The loss became NaN or infinite; the message gives the step and the fix."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -21,6 +22,27 @@ def atomic_path(path: Path):
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def exclusive(lock: Path, output: Path, what: str):
+    """Hold the lock file `lock` for the block: two runs that would write `output` never both do; the second is
+    refused at once, naming the output. The lock goes with its process, a killed one included."""
+    from winnow.errors import OutputBusy
+
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputBusy(
+                f"{output}: another run is {what} right now (it holds {lock}); wait for it to finish, or give this "
+                "run other outputs"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def write_json(obj, path: Path) -> None:

@@ -208,9 +208,33 @@ def check_curated(dest: Path) -> None:
 
 
 def finished_record(dest: Path, digest: str) -> dict | None:
-    """The record of a finished curation of exactly this plan at `dest`, or None."""
+    """The record of a finished curation of exactly this plan at `dest`, every file of it as the manifest records
+    it; else None. A file missing or changed since is removed with the manifest, so the rerun writes it again
+    (a copied curated/ or eval/ folder is copied again whole) and nothing else."""
     record = dest / "curation.json"
     if not (dest / "manifest.json").exists() or not record.exists():
         return None
     done = json.loads(record.read_text())
-    return done if done.get("digest") == digest else None
+    if done.get("digest") != digest:
+        return None
+    damaged = _damaged(dest)
+    if damaged:
+        log.warning("curate: %s is missing or has changed %s; writing them again", dest, ", ".join(damaged[:5]))
+        (dest / "manifest.json").unlink()
+        for name in damaged:
+            top = name.split("/")[0]
+            if top in ("curated", "eval"):
+                shutil.rmtree(dest / top, ignore_errors=True)
+            else:
+                (dest / name).unlink(missing_ok=True)
+        return None
+    return done
+
+
+def _damaged(dest: Path) -> list[str]:
+    """The dataset's files (per its manifest) that are missing or whose bytes changed since, and any shard the
+    manifest does not list."""
+    listed = read_manifest(dest).get("files", {})
+    present = {p.relative_to(dest).as_posix() for p in dest.rglob("part-*.parquet")}
+    damaged = [name for name, sha in sorted(listed.items()) if not (dest / name).is_file() or file_sha256(dest / name) != sha]
+    return damaged + sorted(present - set(listed))

@@ -204,6 +204,8 @@ def _duplicate(rows: _Rows, idx: np.ndarray, rng) -> None:
     if not len(idx):
         return
     clean = np.flatnonzero((rows.drawn == 0) & (np.array(rows.before) == "clean"))  # copies of clean images only
+    if not len(clean):  # every row drawn for some pathology (--duplicate 1.0): copy the clean originals
+        clean = np.flatnonzero(np.array(rows.before) == "clean")
     donors = rng.choice(clean, size=min(DONORS_PER_SHARD, len(clean)), replace=False) if len(clean) else np.array([], int)
     for i in idx:
         if not len(donors):
@@ -297,6 +299,11 @@ def corrupt_dataset(
         raise DataError(
             "--confusable needs --confusion: a KxK matrix (.npy/.csv/.json) or a classifier checkpoint (.pt) whose "
             "mistakes on SOURCE's eval/test say which classes are confusable"
+        )
+    if confusion is not None and not confusable:
+        raise DataError(
+            "--confusion is read only with --confusable SHARE (the share of wrong labels flipped to a confusable "
+            "class); pass --confusable, or leave --confusion out"
         )
     if rates.get("mismatched_caption") and not any(_has_captions(path) for path in files):
         raise DataError(f"{source / 'pool'}: has no captions, so --mismatched-caption has nothing to mismatch")

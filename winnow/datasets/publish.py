@@ -26,9 +26,16 @@ def publish(staging: Path, target: Path, manifest: dict) -> None:
     }
     write_json(manifest, staging / "manifest.json")
     (staging / STAGING_MARK).unlink()
-    if target.exists():
-        shutil.rmtree(target)
+    if not target.exists():
+        staging.rename(target)
+        return
+    # swap by renames, never a delete in place: a kill at any point leaves DEST whole (the old dataset or the new), or
+    # missing with the old one whole at DEST.replaced; the next import clears what is left
+    replaced = _replaced(target)
+    shutil.rmtree(replaced, ignore_errors=True)
+    target.rename(replaced)
     staging.rename(target)
+    shutil.rmtree(replaced)
 
 
 def check_dest(dest: Path) -> None:
@@ -51,6 +58,7 @@ def _is_import(folder: Path) -> bool:
 def staging_folder(dest: Path) -> Path:
     """A fresh DEST.importing beside DEST; one left by an import that stopped half-way is removed, anything else refused."""
     staging = dest.parent / (dest.name + ".importing")
+    shutil.rmtree(_replaced(dest), ignore_errors=True)  # a dataset an earlier swap was killed before deleting
     if staging.exists():
         if not ((staging / STAGING_MARK).exists() or _is_import(staging)):
             raise DataError(f"{staging}: exists and was not left by `winnow data import`; move it away or import elsewhere")
@@ -58,6 +66,11 @@ def staging_folder(dest: Path) -> Path:
     staging.mkdir(parents=True)
     (staging / STAGING_MARK).touch()
     return staging
+
+
+def _replaced(dest: Path) -> Path:
+    """Where a swap puts the dataset it replaces, until the new one is in place (a name only winnow uses)."""
+    return dest.parent / (dest.name + ".replaced")
 
 
 def check_apart(dest: Path, sources: list) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from winnow.files import write_text
 from winnow.reports.plots import plot_bench
 from winnow.reports.run import trains_on_words
-from winnow.reports.tables import bench_table, number, ratio
+from winnow.reports.tables import baseline_first, bench_table, number, ratio
 
 
 def write_bench_report(result: dict, curves: dict[str, list[dict]], metric: str, paths) -> Path:
@@ -21,7 +21,7 @@ def write_bench_report(result: dict, curves: dict[str, list[dict]], metric: str,
         f" --set data.root={result['data']}" if result.get("data") not in (None, "data/synthetic") else ""
     )
     systems = result["systems"]
-    step_time = ", ".join(f"{p} {ratio(v)}" for p, v in systems["step_time_over_ledger"].items())
+    step_time = ", ".join(f"{p} {ratio(v)}" for p, v in baseline_first(systems["step_time_over_ledger"]))
     text = f"""# winnow bench: {objective}
 
 **What was run.** A {result["learner"]} learner trained under each policy on the same pool, with
@@ -104,5 +104,5 @@ def _ledger_rows(result: dict) -> str:
         f"| {p} | {c['reference_training']:.3g} | {c['pool_scoring']:.3g} | {c['actor_scoring_per_step']:.3g} | "
         f"{c['actor_training_per_step']:.3g} | {c['learner_training_per_step']:.3g} | "
         f"{c.get('reference_logits_per_step', 0.0):.3g} |"
-        for p, c in result["ledger_seed0"].items()
+        for p, c in baseline_first(result["ledger_seed0"])
     )

@@ -32,6 +32,11 @@ def ratio(stat: dict) -> str:
     return text + (f" ({stat['reached']}/{stat['runs']})" if stat["reached"] < stat["runs"] else "")
 
 
+def baseline_first(rows: dict) -> list[tuple]:
+    """A policy table's rows, uniform (the baseline) first, then the others in their order (JSON keeps them sorted)."""
+    return sorted(rows.items(), key=lambda item: item[0] != "uniform")
+
+
 def table(summary: dict) -> str:
     """The summary as a fixed-width table, for the terminal and the report."""
     noise = summary["noise"]
@@ -42,7 +47,7 @@ def table(summary: dict) -> str:
         f"{'policy':<16}{'final':>10}{'steps to target':>17}{'step ratio':>12}{'FLOP ratio':>12}{'time ratio':>12}"
         f"{NOISE_WORDS[noise]:>19}" + "".join(f"{t + ' probe':>15}" for t in tasks),
     ]
-    for policy, row in summary["policies"].items():
+    for policy, row in baseline_first(summary["policies"]):
         ratio = f"{row['step_ratio']:.2f}x" if row["step_ratio"] is not None else "never"
         steps = str(row["steps_to_target"]) if row["steps_to_target"] is not None else "-"
         probes = "".join(f"{number(row.get('probe_accuracy', {}).get(t), '-', 3):>15}" for t in tasks)
@@ -65,7 +70,7 @@ def bench_table(result: dict) -> str:
         f"{'policy':<16}{'step_ratio':>16}{'flop_ratio_full':>18}{'flop_ratio_amortised':>22}{'time_ratio_full':>18}"
         f"{'time_ratio_amortised':>22}{NOISE_WORDS[noise]:>19}{'final':>16}" + "".join(f"{t + ' probe':>18}" for t in tasks)
     ]
-    for policy, row in result["policies"].items():
+    for policy, row in baseline_first(result["policies"]):
         probes = "".join(f"{mean_std(row['probe_accuracy'][t]):>18}" for t in tasks)
         lines.append(
             f"{policy:<16}{ratio(row['step_ratio']):>16}{ratio(row['flop_ratio_full']):>18}{ratio(row['flop_ratio_amortised']):>22}"

@@ -9,6 +9,7 @@ maps them over a Dask cluster); one process then ingests them into the store
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from winnow.datasets.contract import shard_files
-from winnow.files import atomic_path
+from winnow.files import atomic_path, write_json
 from winnow.method import objectives
 from winnow.method.losses import embed_examples, score_examples
 from winnow.scores import store
@@ -76,14 +77,24 @@ def write_shard_scores(
     objective: str = "classification",
     model_name: str = "",
 ) -> int:
-    """Score one shard into out_dir/<shard name> (atomically); 0 rows if it is already there."""
+    """Score one shard into out_dir/<shard name> (atomically), and what it took beside it (<shard name>.json: rows
+    and seconds, so a run killed half-way still counts the shards it scored); 0 rows if it is already there."""
     out = out_dir / shard.name
     if out.exists():
         return 0
+    started = time.perf_counter()
     table = score_shard(model, shard, size, num_classes, batch_size, objective, model_name)
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp)
+    write_json({"rows": table.num_rows, "seconds": time.perf_counter() - started}, out.with_name(out.name + ".json"))
     return table.num_rows
+
+
+def spent(out_dir: Path) -> dict:
+    """Rows and seconds of every shard scored into out_dir, over every run that scored some (one killed half-way
+    included): what scoring the pool cost. Under Dask, seconds are summed over workers."""
+    records = [json.loads(p.read_text()) for p in sorted(out_dir.glob("part-*.parquet.json"))]
+    return {"rows": sum(r["rows"] for r in records), "seconds": sum(r["seconds"] for r in records)}
 
 
 def score_shards(

@@ -79,7 +79,7 @@ def connect(path: str | Path, read_only: bool = False, wait_s: float = 120.0):
             con = duckdb.connect(str(path), read_only=read_only)
             break
         except duckdb.Error as e:
-            if "lock" not in str(e).lower():
+            if not _held_by_another(e):
                 raise StoreError(
                     f"{path}: not a readable DuckDB score store ({e}). Move it aside (nothing is deleted) and rerun "
                     f"`winnow score`: it rebuilds the store from the per-shard score files under score_shards/"
@@ -97,6 +97,13 @@ def connect(path: str | Path, read_only: bool = False, wait_s: float = 120.0):
         yield con
     finally:
         con.close()
+
+
+def _held_by_another(error: Exception) -> bool:
+    """DuckDB's message when another process holds the file's lock ("Could not set lock on file ...: Conflicting
+    lock is held in ..."); a damaged file says other things (a bad block, a checksum), never these."""
+    message = str(error).lower()
+    return "could not set lock" in message or "conflicting lock" in message
 
 
 def find_scorer(con, scorer_id: str) -> dict | None:

@@ -32,7 +32,7 @@ from winnow.method.objectives import OBJECTIVES
 from winnow.reports.curate import grid_examples, write_curate_report
 from winnow.scores import scoring, store
 from winnow.stages.inputs import claim_outputs, num_classes, read_json, reference_model
-from winnow.stages.lineage import stage_key
+from winnow.stages.lineage import record_run, stage_key
 from winnow.stages.paths import Paths
 from winnow.stages.score import reference_losses
 
@@ -72,6 +72,7 @@ def curate_stage(params: Params, dest: str | Path | None = None, on_shard=None) 
     captions = OBJECTIVES[params.objective].joint  # what the objective learns from: the caption, or the label
     examples = grid_examples(paths.data / "pool", kept, shown, meta, class_names, captions, params.seed)
     write_curate_report(record, examples, paths)
+    record_run("curate", params)
     return record
 
 

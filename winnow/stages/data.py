@@ -9,12 +9,19 @@ from pathlib import Path
 from winnow.config import Params
 from winnow.datasets.contract import generated, read_manifest
 from winnow.datasets.synth import generator_params, synthesize
+from winnow.stages.lineage import record_run
 
 
 def data_stage(params: Params, force: bool = False) -> dict:
     """Generate the built-in pool unless its manifest records the same params, seed and generator code.
     An imported dataset (a manifest with no generator) is used as it is; synthesize refuses any
     folder it does not own, so a user's data is never overwritten."""
+    out = _data(params, force)
+    record_run("data", params)
+    return out
+
+
+def _data(params: Params, force: bool) -> dict:
     root = Path(params.data.root)
     if (root / "manifest.json").exists() and not force:
         manifest = read_manifest(root)

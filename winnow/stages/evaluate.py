@@ -31,4 +31,5 @@ def evaluate_stage(params: Params) -> dict:
             model, model_name, test, transfer, tasks, params.evaluate.probe_steps, params.evaluate.probe_lr, params.seed
         )
     write_json(results, paths.evaluate_record)
+    lineage.record_run("evaluate", params)
     return results

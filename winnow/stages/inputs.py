@@ -45,8 +45,10 @@ def num_classes(params: Params) -> int:
 
 def claim_outputs(params: Params) -> Paths:
     """This run's Paths, after checking that its dataset's name is not already used by another folder
-    (outputs are kept by data.name: two folders of one name would overwrite each other's results)."""
+    (outputs are kept by data.name: two folders of one name would overwrite each other's results), and that
+    the dataset is there at all: a missing manifest is named before anything reads a checkpoint keyed on it."""
     paths = Paths.of(params)
+    read_manifest(paths.data)
     owner, root = paths.dataset_owner, str(Path(params.data.root).resolve())
     if owner.exists() and json.loads(owner.read_text()).get("root") != root:
         raise DataError(

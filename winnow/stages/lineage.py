@@ -60,7 +60,13 @@ def stage_spec(stage: str, params: Params, item: str | None = None) -> dict:
 
 def stage_key(stage: str, params: Params, item: str | None = None) -> str:
     """Hash of everything the stage reads: its deps' contents and its params' values.
-    (`objectives` is already merged into the sections it overrides, so it adds nothing here.)"""
+    (`objectives` is already merged into the sections it overrides, so it adds nothing here.)
+    The data stage is no DVC stage (data.dvc tracks its output): its key is the generator's params and code."""
+    if stage == "data":
+        from winnow.datasets.synth import generator_params
+
+        content = {"stage": stage, "generator": generator_params(params.data), "root": params.data.root}
+        return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
     spec, values = stage_spec(stage, params, item), to_dict(params)
     content = {
         "stage": stage,
@@ -90,7 +96,7 @@ def output_intact(path: Path, key: str) -> bool:
     from winnow.method.checkpoints import load_checkpoint
 
     if path.is_dir():
-        return any(path.iterdir())
+        return any(path.iterdir()) and _dataset_whole(path)
     if not path.is_file() or path.stat().st_size == 0:
         return False
     try:
@@ -106,6 +112,36 @@ def output_intact(path: Path, key: str) -> bool:
     return True
 
 
+def record_run(stage: str, params: Params, item: str | None = None) -> None:
+    """Stamp a stage's outputs with the key of the run that just wrote them (every stage does, last). A cached
+    result is then handed back only while its outputs are still that run's: after a param is flipped and flipped
+    back, the outputs on disk are the other run's, and the stage recomputes."""
+    from winnow.files import write_text
+    from winnow.stages.paths import Paths
+
+    write_text(stage_key(stage, params, item), Paths.of(params).stamp(stage, item))
+
+
+def _dataset_whole(folder: Path) -> bool:
+    """A folder that is a dataset (a curated pool) holds every file its manifest lists, with the bytes it lists."""
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        return True  # not a dataset: a folder of plots or learners
+    try:
+        files = json.loads(manifest.read_text()).get("files", {})
+    except ValueError:
+        return False
+    return all(digest_path(folder / name) == sha for name, sha in files.items())
+
+
 def outputs_intact(stage: str, params: Params, item: str | None = None) -> bool:
-    key = stage_key(stage, params, item)
+    """Every output present and readable (a checkpoint finished from this key), and written by a run of this
+    very key (its stamp): never another run's outputs behind a cache hit."""
+    from winnow.stages.paths import Paths
+
+    key, stamp = stage_key(stage, params, item), Paths.of(params).stamp(stage, item)
+    if not stamp.is_file() or stamp.read_text() != key:
+        return False
+    if stage == "data":
+        return (Path(params.data.root) / "manifest.json").is_file()
     return all(output_intact(out, key) for out in stage_spec(stage, params, item)["outs"])

@@ -75,6 +75,16 @@ class Paths:
     def learner(self, policy: str) -> Path:
         return self.artifacts / "learners" / f"{policy}.pt"
 
+    def stamp(self, stage: str, item: str | None = None) -> Path:
+        """The lineage key of the run that last wrote a stage's outputs (winnow.stages.lineage.record_run)."""
+        if stage == "data":
+            return self.artifacts_root / self.dataset / "stamps" / "data.key"
+        return self.artifacts / "stamps" / (f"{stage}-{item}.key" if item else f"{stage}.key")
+
+    def lock(self, name: str) -> Path:
+        """The lock a run holds while it writes an output only one run may write at a time (files.exclusive)."""
+        return self.artifacts / "locks" / f"{name}.lock"
+
     @property
     def dataset_owner(self) -> Path:
         """Which data folder this dataset name's outputs belong to (two folders of one name would collide)."""

@@ -71,7 +71,8 @@ class ScoreRecord(Record):
     reused: bool
     num_examples: int
     unscorable: int
-    seconds: float
+    seconds: float  # scoring the pool, summed over its shards and over every run that scored some
+    seconds_this_run: float | None = None  # ... of which this run's (less when it resumed a killed one)
     rows_scored: int | None = None
     shards: int | None = None
     shards_scored: int | None = None

@@ -6,12 +6,13 @@ import torch
 
 from winnow.config import Params
 from winnow.datasets.stream import InMemory
+from winnow.files import exclusive
 from winnow.method.checkpoints import CheckpointPlan, state_hash
 from winnow.method.devices import pick_device, rank_and_world
 from winnow.method.objectives import OBJECTIVES
 from winnow.method.training import Evaluation, train
 from winnow.stages.inputs import checkpoint_meta, claim_outputs, forward_flops, num_classes, run_split, target_metric
-from winnow.stages.lineage import stage_key
+from winnow.stages.lineage import record_run, stage_key
 from winnow.stages.records import ReferenceRecord
 
 
@@ -24,22 +25,23 @@ def reference_stage(params: Params) -> dict:
     resolution = params.score.resolution or params.data.image_size  # a scorer learns at the resolution it scores at
     model = objective.build_model(cfg.model, num_classes(params), resolution).to(pick_device(params.device))
     targets = objective.targets(cfg.model, curated)
-    out = train(
-        model,
-        InMemory(curated, targets, params.seed, None, *rank_and_world()),
-        cfg,
-        seed=params.seed,
-        loss_fn=objective.loss,
-        evaluation=Evaluation(target_metric(params, cfg.model, test), every=max(1, cfg.steps // 10)),
-        checkpoint=CheckpointPlan(
-            paths.reference,
-            max(1, cfg.steps // 4),
-            checkpoint_meta(cfg.model, params, resolution),
-            stage_key("reference", params),
-        ),
-        precision=params.precision,
-        name="reference",
-    )
+    with exclusive(paths.lock("reference"), paths.reference, "training the reference into it"):  # never two runs at once
+        out = train(
+            model,
+            InMemory(curated, targets, params.seed, None, *rank_and_world()),
+            cfg,
+            seed=params.seed,
+            loss_fn=objective.loss,
+            evaluation=Evaluation(target_metric(params, cfg.model, test), every=max(1, cfg.steps // 10)),
+            checkpoint=CheckpointPlan(
+                paths.reference,
+                max(1, cfg.steps // 4),
+                checkpoint_meta(cfg.model, params, resolution),
+                stage_key("reference", params),
+            ),
+            precision=params.precision,
+            name="reference",
+        )
     metrics = {
         "model": cfg.model,
         "resolution": resolution,
@@ -54,4 +56,6 @@ def reference_stage(params: Params) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
         "model_hash": state_hash(model),
     }
-    return ReferenceRecord(**metrics).write(paths.reference_record)
+    record = ReferenceRecord(**metrics).write(paths.reference_record)
+    record_run("reference", params)
+    return record

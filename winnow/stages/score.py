@@ -24,6 +24,7 @@ from winnow.method.devices import autocast
 from winnow.method.objectives import OBJECTIVES
 from winnow.scores import scoring, store
 from winnow.stages.inputs import claim_outputs, num_classes, read_json, reference_model
+from winnow.stages.lineage import record_run
 from winnow.stages.paths import Paths
 from winnow.stages.records import ScoreRecord
 
@@ -62,6 +63,7 @@ def score_plan(params: Params) -> dict:
                 reused=True, num_examples=existing["num_examples"], seconds=existing["seconds"], unscorable=unscorable, todo=[]
             )
             ScoreRecord(**{k: v for k, v in result.items() if k != "todo"}).write(paths.score_record)
+            record_run("score", params)
             return result
         store.register_scorer(con, scorer_id, model_hash, dataset_hash, params.objective, params.reference.model)
     done = paths.score_shards(scorer_id)
@@ -126,7 +128,9 @@ def score_finish(params: Params, plan: dict, counts: dict) -> dict:
             params.objective,
             params.reference.model,
         )
-    counts["scoring_rows_per_s"] = counts["rows_scored"] / counts["seconds"] if counts["seconds"] else None
+    paid = scoring.spent(paths.score_shards(scorer_id))  # every run's shards, a killed run's too
+    counts.update(seconds=paid["seconds"], seconds_this_run=counts["seconds"])
+    counts["scoring_rows_per_s"] = paid["rows"] / paid["seconds"] if paid["seconds"] else None
     counts["bare_forward_rows_per_s"] = bare
     expected = sum(shard_rows(pool_dir))
     with store.connect(paths.store) as con:
@@ -141,7 +145,9 @@ def score_finish(params: Params, plan: dict, counts: dict) -> dict:
     result = {k: v for k, v in plan.items() if k != "todo"}
     result.update(num_examples=n, unscorable=skipped, **counts, **ingested)
     ScoreRecord(**result).write(paths.scoring_record(scorer_id))
-    return ScoreRecord(**result).write(paths.score_record)
+    record = ScoreRecord(**result).write(paths.score_record)
+    record_run("score", params)
+    return record
 
 
 def score_stage(params: Params, on_shard=None) -> dict:

@@ -13,6 +13,7 @@ from winnow.method import ledger
 from winnow.method.objectives import OBJECTIVES
 from winnow.method.policies import POLICIES
 from winnow.reports.run import write_run_report
+from winnow.stages.lineage import record_run
 from winnow.stages.paths import Paths
 from winnow.stages.records import ReferenceRecord, ScoreRecord, TrainRecord
 
@@ -48,6 +49,7 @@ def summary_stage(params: Params, write_report: bool = True) -> dict:
     write_headline(summary, paths.headline)
     if write_report:
         write_run_report(summary, curves, paths, params)
+    record_run("summary", params)
     return summary
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import numpy as np
@@ -10,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from winnow.config import Params
 from winnow.datasets.stream import InMemory, ShardStream, shard_rows
-from winnow.files import write_csv
+from winnow.files import exclusive, write_csv
 from winnow.method import objectives
 from winnow.method.checkpoints import CheckpointPlan
 from winnow.method.devices import init_distributed, pick_device
@@ -20,7 +21,7 @@ from winnow.method.policies import POLICIES
 from winnow.method.selection import Selector
 from winnow.method.training import Actor, Evaluation, train
 from winnow.stages.inputs import checkpoint_meta, claim_outputs, forward_flops, num_classes, run_split, target_metric
-from winnow.stages.lineage import stage_key
+from winnow.stages.lineage import record_run, stage_key
 from winnow.stages.paths import Paths
 from winnow.stages.records import TrainRecord
 from winnow.stages.score import reference_embeddings, reference_losses
@@ -45,8 +46,15 @@ def train_stage(params: Params, policy: str) -> dict:
     """Train the learner with one selection policy; checkpoint, per-step log and eval curve.
     Under torchrun every rank runs this and rank 0 writes the outputs (tasks/launch.py starts the
     ranks for train.nproc_per_node > 1)."""
-    paths, cfg = claim_outputs(params), params.train
     rank, world = init_distributed()
+    paths = Paths.of(params)
+    lock = exclusive(paths.lock(f"train-{policy}"), paths.learner(policy), f"training {policy} into it")
+    with lock if rank == 0 else contextlib.nullcontext():  # rank 0 writes the outputs
+        return _train(params, policy, rank, world)
+
+
+def _train(params: Params, policy: str, rank: int, world: int) -> dict:
+    paths, cfg = claim_outputs(params), params.train
     test = run_split(params, "eval/test")
     selector = _selector(params, policy)
     sampler = pool_sampler(params, cfg.model, params.seed + 1, rank, world)
@@ -104,6 +112,7 @@ def train_stage(params: Params, policy: str) -> dict:
         write_csv(out["eval_log"], paths.curve(policy))
         write_csv(out["steps_log"], paths.step_log(policy))
         record.write(paths.train_record(policy))
+        record_run("train", params, policy)
     return record.as_dict()
 
 
