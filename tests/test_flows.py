@@ -173,6 +173,9 @@ def test_the_cli_rejects_a_wrong_param_naming_the_key(tiny):
 
 
 def test_the_cli_names_a_missing_checkpoint(tiny):
+    from winnow.stages.data import data_stage
+
+    data_stage(load_params(tiny))  # the data is there (a missing manifest is named first), the reference is not
     out = _cli("score", "--params", str(tiny), cwd=tiny.parent)
     assert out.returncode == 2
     assert "reference.pt" in out.stderr and "no checkpoint" in out.stderr
