@@ -81,3 +81,14 @@ def prefect_server(tmp_path_factory):
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def uniform_target(metrics, summary: dict) -> float:
+    """What the one stopping rule says the target is: the mean of uniform's last k evaluations (its curve on disk)."""
+    import csv
+
+    metric = summary["curve_metric"].split("_", 1)[1]
+    with open(metrics / "curves" / "uniform.csv") as f:
+        values = [float(r[metric]) for r in csv.DictReader(f)]
+    k = summary["target_window"]
+    return sum(values[-k:]) / len(values[-k:])

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import uniform_target
 
 from winnow.config import load_params
 from winnow.method.checkpoints import model_from_checkpoint
@@ -23,12 +24,14 @@ def test_pipeline_flow_runs_every_stage_and_writes_the_summary(prefect_server, t
     params = load_params(tiny)
     metrics = Paths.of(params).metrics
     on_disk = json.loads((metrics / "summary.json").read_text())
-    assert on_disk["target"] == summary["target"] == on_disk["policies"]["uniform"]["final_metric"]
+    assert on_disk["target"] == summary["target"] == pytest.approx(uniform_target(metrics, on_disk))
+    assert on_disk["curve_metric"] == "val_accuracy" and on_disk["metric"] == "test_accuracy"  # val for curves, test once
     for policy in params.train.policies:
         row = on_disk["policies"][policy]
         assert set(row) >= {"final_metric", "steps_to_target", "step_ratio", "noisy_label_fraction_selected"}
         assert (metrics / "curves" / f"{policy}.csv").exists() and (metrics / "steps" / f"{policy}.csv").exists()
-    assert on_disk["policies"]["uniform"]["step_ratio"] is not None  # uniform reaches its own final value
+    assert on_disk["policies"]["uniform"]["step_ratio"] == 1.0  # uniform is read at its own crossing
+    assert on_disk["verdict"]["best_baseline"] in on_disk["verdict"]["baselines"]
     assert 0.2 < on_disk["pool_noisy_label_fraction"] < 0.4
     assert (tiny.parent / "reports" / "data" / "classification.md").exists()  # per dataset: data.root is <tmp>/data
     assert (tiny.parent / "plots" / "data" / "classification" / "accuracy.png").exists()

@@ -14,10 +14,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import uniform_target
 from PIL import Image
 
 from winnow.datasets.contract import DataError, load_split, read_manifest
 from winnow.importers.importing import import_source
+from winnow.stages.paths import Paths
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,12 +63,14 @@ def test_webdataset_shards_become_pool_curated_and_test_with_nothing_lost(tmp_pa
         test_fraction=0.1,
     )
     manifest = read_manifest(dest)
-    assert manifest["counts"] == {"pool": 14, "curated": 4, "eval/test": 2}  # 20 images; failed downloads have none
+    # 20 images; failed downloads have none
+    assert manifest["counts"] == {"pool": 14, "curated": 3, "eval/val": 1, "eval/test": 2}
     pool = pq.read_table(dest / "pool")
     assert pool.column("id").to_pylist() == list(range(14))
     keys = (
         set(pool.column("source_key").to_pylist())
         | set(pq.read_table(dest / "curated").column("source_key").to_pylist())
+        | set(pq.read_table(dest / "eval/val").column("source_key").to_pylist())
         | set(pq.read_table(dest / "eval/test").column("source_key").to_pylist())
     )
     assert len(keys) == 20  # disjoint, complete
@@ -84,7 +88,7 @@ def test_an_imagefolder_tree_is_labelled_by_its_sorted_class_folders(tmp_path):
     (tmp_path / "tree" / "ant" / "notes.txt").write_text("not an image")
     dest = import_source("imagefolder", tmp_path / "tree", tmp_path / "out", curated_fraction=0.2, test_fraction=0.2)
     assert read_manifest(dest)["class_names"] == ["ant", "cat", "zebra"]
-    everything = [pq.read_table(dest / s) for s in ("pool", "curated", "eval/test")]
+    everything = [pq.read_table(dest / s) for s in ("pool", "curated", "eval/val", "eval/test")]
     rows = [r for t in everything for r in t.to_pylist()]
     assert len(rows) == 15
     assert all(r["source_key"].split("/")[0] == ["ant", "cat", "zebra"][r["label"]] for r in rows)
@@ -111,8 +115,9 @@ def test_a_parquet_table_with_its_own_column_names_and_a_separate_curated_source
         test_fraction=0.1,
     )
     counts = read_manifest(dest)["counts"]
-    assert counts == {"pool": 27, "curated": 6, "eval/test": 3}
-    assert set(pq.read_table(dest / "curated").column("caption").to_pylist()) == {f"photo {100 + i}" for i in range(6)}
+    assert counts == {"pool": 27, "curated": 5, "eval/val": 1, "eval/test": 3}  # val: drawn from the curated source
+    captions = [pq.read_table(dest / s).column("caption").to_pylist() for s in ("curated", "eval/val")]
+    assert set(captions[0] + captions[1]) == {f"photo {100 + i}" for i in range(6)}
 
 
 def test_a_wrong_image_column_or_a_label_beyond_the_class_names_is_named(tmp_path):
@@ -173,7 +178,7 @@ def test_the_stages_run_on_an_imported_dataset(tmp_path, monkeypatch):
     evaluated = evaluate_stage(params)
     assert not [k for k in evaluated["learnability"] if k.endswith("_probe_accuracy")]  # imported with no transfer task
     summary = summary_stage(params)
-    assert summary["target"] == summary["policies"]["uniform"]["final_metric"]
+    assert summary["target"] == pytest.approx(uniform_target(Paths.of(params).metrics, summary))
     assert summary["pool_noisy_label_fraction"] is None  # unknown for imported data, not zero
 
 
@@ -192,7 +197,7 @@ def _parquet(path, n=12, **columns):
 
 
 def _splits(dest):
-    return {name: pq.read_table(dest / name) for name in ("pool", "curated", "eval/test")}
+    return {name: pq.read_table(dest / name) for name in ("pool", "curated", "eval/val", "eval/test") if (dest / name).is_dir()}
 
 
 def _all_rows(dest):
@@ -321,7 +326,8 @@ def test_a_separate_test_source_is_the_test_set_and_the_manifest_says_where_each
         dest = import_source("parquet", pool, tmp_path / "out", test_source=clean, curated_fraction=0.25)
     assert not [r for r in caplog.records if "eval/test" in r.getMessage()]
     assert pq.read_table(dest / "eval/test").column("source_key").to_pylist() == [f"clean.parquet/{i}" for i in range(6)]
-    assert read_manifest(dest)["counts"] == {"pool": 15, "curated": 5, "eval/test": 6}  # the whole pool source is pool or curated
+    # the whole pool source is pool or curated
+    assert read_manifest(dest)["counts"] == {"pool": 15, "curated": 4, "eval/val": 1, "eval/test": 6}
     source = read_manifest(dest)["source"]
     assert source["test"] == {"path": str(clean), "sampled": False}
     assert source["curated"] == {"path": str(pool), "sampled": True}
@@ -637,7 +643,7 @@ def test_a_pool_far_bigger_than_the_memory_allowed_streams_through_the_import(tm
     before, after = map(float, done.stdout.split())
     assert after - before < 300, f"peak memory grew by {after - before:.0f} MiB importing 800 MiB"
     manifest = read_manifest(tmp_path / "big")
-    assert manifest["counts"] == {"pool": 3200, "curated": 4, "eval/test": 4}
+    assert manifest["counts"] == {"pool": 3200, "curated": 3, "eval/val": 1, "eval/test": 4}
     assert pq.ParquetFile(tmp_path / "big" / "pool" / "part-00000.parquet").metadata.num_row_groups >= 20
     assert pq.read_table(tmp_path / "big" / "pool", columns=["id"]).column("id").to_pylist() == list(range(3200))
 
@@ -753,3 +759,19 @@ def test_a_reimport_killed_during_its_final_swap_leaves_a_whole_dataset_and_the_
     assert read_manifest(dest)["source"]["seed"] == 1  # whole: the new import is in place
     assert main(["data", "import", "parquet", str(source), str(dest), "--seed", "2"]) == 0  # and can be replaced again
     assert read_manifest(dest)["source"]["seed"] == 2 and not (tmp_path / "out.replaced").exists()
+
+
+def test_the_validation_split_is_held_out_of_the_curated_rows_never_the_pool(tmp_path):
+    """eval/val, which every curve and crossing reads, is a seeded share of the curated rows: clean like them, and
+    apart from both the curated set the reference learns from and the pool (the test set is read once, at the end)."""
+    pool = _parquet(tmp_path / "noisy.parquet", n=40)
+    clean = _parquet(tmp_path / "clean.parquet", n=60, image=[_jpeg((0, 2 * i, 40)) for i in range(60)])
+    dest = import_source("parquet", pool, tmp_path / "out", curated_source=clean, val_fraction=0.25)
+    keys = {s: set(pq.read_table(dest / s).column("source_key").to_pylist()) for s in ("pool", "curated", "eval/val")}
+    assert keys["eval/val"] and all(k.startswith("clean.parquet/") for k in keys["eval/val"])
+    assert not keys["eval/val"] & keys["curated"]
+    assert keys["eval/val"] | keys["curated"] == {f"clean.parquet/{i}" for i in range(60)}  # nothing lost
+    assert 5 <= len(keys["eval/val"]) <= 25  # about a quarter
+    assert read_manifest(dest)["source"]["val_fraction"] == 0.25
+    with pytest.raises(DataError, match="--val-fraction"):
+        import_source("parquet", pool, tmp_path / "bad", curated_source=clean, val_fraction=1.0)

@@ -10,9 +10,9 @@ from winnow.method.ledger import (
     flop_ratios,
     forward_flops_per_example,
     policy_costs,
-    seconds_at,
     time_ratios,
 )
+from winnow.method.stopping import at
 
 
 def test_forward_flops_are_measured_not_estimated():
@@ -74,14 +74,15 @@ def test_flop_ratios_count_the_reference_in_full_or_amortised():
 
 def test_time_ratios_count_the_seconds_to_the_target_with_the_one_off_in_full_or_amortised():
     clock = [[100, 10.0], [200, 21.0], [300, 30.0]]  # [step, training seconds so far] at each evaluation
-    assert seconds_at(clock, 200) == 21.0 and seconds_at(clock, None) is None
-    ratios = time_ratios(one_off_seconds=20.0, seconds_to_target=seconds_at(clock, 200), uniform_seconds=82.0, amortise_over=10)
+    assert at(clock, 200) == 21.0 and at(clock, None) is None
+    assert at(clock, 150) == pytest.approx(15.5)  # between evaluations: interpolated
+    ratios = time_ratios(one_off_seconds=20.0, seconds_to_target=at(clock, 200), uniform_seconds=82.0, amortise_over=10)
     assert ratios["seconds_to_target"] == 41.0
     assert ratios["time_ratio_full"] == pytest.approx(41 / 82)
     assert ratios["time_ratio_amortised"] == pytest.approx((2 + 21) / 82)
     assert time_ratios(20.0, None, 82.0, 10)["time_ratio_full"] is None
-    with pytest.raises(ValueError, match="no entry at step 150"):
-        seconds_at(clock, 150)
+    with pytest.raises(ValueError, match="past the series' last point"):
+        at(clock, 350)
 
 
 @pytest.mark.parametrize("name", ["cnn-nano", "clip-pico"])

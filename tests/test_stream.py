@@ -125,10 +125,10 @@ def test_the_train_stage_streams_a_pool_larger_than_the_shuffle_buffer(tiny, tin
     from winnow.stages.train import pool_sampler, train_stage
 
     params = load_params(tiny, ["train.shuffle_buffer=256", f"data.root={tiny_data.data.root}", "train.steps=12"])
-    assert isinstance(pool_sampler(params, "cnn-nano", 0), ShardStream)
+    assert isinstance(pool_sampler(params, "cnn-nano", 0)[0], ShardStream)
     out = train_stage(params, "uniform")
     assert out["pool_streamed"] and out["shuffle_buffer"] == 256 and out["pool_size"] == params.data.num_pool
-    assert isinstance(pool_sampler(load_params(tiny, [f"data.root={tiny_data.data.root}"]), "cnn-nano", 0), InMemory)
+    assert isinstance(pool_sampler(load_params(tiny, [f"data.root={tiny_data.data.root}"]), "cnn-nano", 0)[0], InMemory)
 
 
 def test_a_contrastive_stream_yields_caption_tokens_as_targets(tiny_data):

@@ -118,6 +118,13 @@ def _import_command(data) -> None:
     imp.add_argument(
         "--test-fraction", type=float, default=0.05, help="share of SOURCE held out as eval/test, in [0, 1) (default 0.05)"
     )
+    imp.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="share of the curated rows held out as eval/val, the validation split that curves and targets read, in "
+        "[0, 1) (default 0.1; the test set is read once, at the end)",
+    )
     imp.add_argument("--class-names", help="comma-separated class names, in label order (labels: class indices or these names)")
     imp.add_argument("--image-column", help="parquet: the column of encoded image bytes (default: image)")
     imp.add_argument("--label-column", help="parquet: the label column, class indices or names (default: label, where present)")
@@ -189,6 +196,10 @@ def _stage_commands(sub, common) -> None:
     sub.add_parser("evaluate", parents=[common], help="held-out accuracy and transfer linear probe of every model")
     sub.add_parser("summary", parents=[common], help="summary.json, the table, plots and reports/<dataset>/<objective>.md")
     sub.add_parser("pipeline", parents=[common], help="every stage, data to summary, as one Prefect flow")
+    figures = sub.add_parser(
+        "figures", help="rewrite the figures quoted in README.md and docs/ from the committed metrics they come from"
+    )
+    figures.add_argument("--check", action="store_true", help="change nothing; exit 1 if a quoted figure differs from its file")
 
 
 def _bench_command(sub, common) -> None:
@@ -219,6 +230,8 @@ def _bench_command(sub, common) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "figures":
+        return _figures(args)
     if args.command == "data" and args.data_command in ("import", "corrupt", "mnist"):
         return _data_files(args)
     if args.objective:
@@ -273,6 +286,19 @@ def _stage(args, params) -> None:
     from flows import pipeline as flows
 
     getattr(flows, f"{args.command}_flow")(**_flow_args(args))
+
+
+def _figures(args) -> int:
+    from winnow.reports import figures
+
+    if args.check:
+        stale = figures.stale()
+        for line in stale:
+            print(f"stale: {line} (run `winnow figures`)", file=sys.stderr)
+        return 1 if stale else 0
+    for page in figures.write_all():
+        print(f"wrote {page.relative_to(figures.REPO)}")
+    return 0
 
 
 def _data(args, params) -> None:
@@ -441,6 +467,7 @@ def _import(args):
         evals=args.evals,
         curated_fraction=args.curated_fraction,
         test_fraction=args.test_fraction,
+        val_fraction=args.val_fraction,
         seed=args.seed,
         shard_size=args.shard_size,
     )

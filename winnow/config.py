@@ -70,6 +70,7 @@ class DataConfig(Section):
     num_pool: Positive = 50000
     num_curated: Positive = 8000
     num_test: Positive = 2000
+    num_val: Positive = 2000  # the validation split: curves, targets and crossings read it; test is read once
     num_transfer: Positive = 3000
     shard_size: Positive = 5000
     class_imbalance: float = Field(1.0, ge=0.0)  # Zipf exponent of the pool's class frequencies (0 = balanced)
@@ -131,6 +132,7 @@ class TrainConfig(OptimConfig):
     jest_chunks: Positive = 4  # selection jest: the batch is drawn in this many chunks, each conditioned on the ones before
     score_resolution: Resolution | None = None  # the actor trains on and scores images resized to this size (null: full size)
     eval_every: Positive = 100
+    target_window: Positive = 3  # the target: the mean of uniform's last k evaluations; every curve smoothed over k
     checkpoint_every: Positive = 250
     shuffle_buffer: Positive = 50000  # examples held decoded; a larger pool streams through a buffer of this size
     nproc_per_node: Int = Field(1, ge=1)  # > 1: the train stage launches itself as this many DDP ranks on this node (torchrun)
@@ -170,7 +172,7 @@ class BenchConfig(Section):
     """`winnow bench`: policies side by side over seeds; the scorer-size and learner-size studies."""
 
     seeds: Int = Field(3, ge=1)
-    policies: tuple[Policy, ...] = ("uniform", "easy_reference", "hard_learner", "learnability")
+    policies: tuple[Policy, ...] = POLICY_NAMES  # the baselines and the selection policies
     amortise_over: Int = Field(10, ge=1)  # runs that share one reference and its scores
     scorers: tuple[str, ...] = ("cnn-nano", "cnn-tiny", "cnn-small")  # reference = actor, for the train.model learner
     learners: tuple[str, ...] = ("cnn-tiny", "cnn-small", "cnn-medium")  # learners, each scored by reference.model/train.actor

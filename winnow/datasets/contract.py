@@ -46,6 +46,25 @@ class Split:
             [],
         )
 
+    @staticmethod
+    def join(splits: list["Split"], fill: dict[str, object] | None = None) -> "Split":
+        """The rows of several splits, in order; a column some lack is filled with `fill`'s value for it
+        (dropped where no fill is given); ids are kept as stored (they may repeat across splits)."""
+        fill = fill or {}
+        names = set().union(*(s.columns for s in splits))
+        keep = [n for n in sorted(names) if n in fill or all(n in s.columns for s in splits)]
+        columns = {
+            n: np.concatenate([s.columns[n] if n in s.columns else np.full(len(s), fill[n], dtype=object) for s in splits])
+            for n in keep
+        }
+        return Split(
+            np.concatenate([s.ids for s in splits]),
+            torch.cat([s.images for s in splits]),
+            np.concatenate([s.labels for s in splits]),
+            columns,
+            [row for s in splits for row in s.skipped],
+        )
+
 
 def shard_files(folder: str | Path) -> list[Path]:
     folder = Path(folder)

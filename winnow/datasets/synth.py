@@ -221,21 +221,27 @@ def check_owned(root: Path) -> None:
 
 
 def synthesize(cfg: DataConfig, root: str | Path | None = None) -> Path:
-    """Write pool/, curated/, eval/test, eval/texture and manifest.json under `root`. They are written
+    """Write pool/, curated/, eval/test, eval/val, eval/texture and manifest.json under `root`. They are written
     into root.generating/ and moved into place at the end, so a crash never leaves a half-written root."""
     final = Path(root or cfg.root)
     check_owned(final)
     root = final.with_name(final.name + ".generating")
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    pool_rng, curated_rng, test_rng, transfer_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(4))
+    seeds = np.random.SeedSequence(cfg.seed).spawn(5)  # children by index: adding val left the other splits as they were
+    pool_rng, curated_rng, test_rng, transfer_rng, val_rng = (np.random.default_rng(s) for s in seeds)
     size = cfg.image_size
 
     pool = make_pool(cfg, pool_rng)
     _write_split(root / "pool", pool, cfg.shard_size, desc="pool")
     counts = {"pool": cfg.num_pool, "pool_pathologies": {p: int((pool["pathology"] == p).sum()) for p in PATHOLOGIES}}
 
-    for name, rng, n in (("curated", curated_rng, cfg.num_curated), ("eval/test", test_rng, cfg.num_test)):
+    held_out = (
+        ("curated", curated_rng, cfg.num_curated),
+        ("eval/test", test_rng, cfg.num_test),
+        ("eval/val", val_rng, cfg.num_val),
+    )
+    for name, rng, n in held_out:
         _write_split(root / name, clean_split(rng, n, size), cfg.shard_size, desc=name)
         counts[name] = n
 

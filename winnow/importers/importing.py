@@ -43,6 +43,7 @@ from winnow.importers.source import (
     CURATED_FRACTION,
     SHARD_SIZE,
     TEST_FRACTION,
+    VAL_FRACTION,
     Source,
 )
 from winnow.importers.writer import check_options, write_dataset
@@ -118,6 +119,7 @@ def _check_request(kind: str, columns: dict | None, noise_column: str | None, op
         0 if curated else options.get("curated_fraction", CURATED_FRACTION),
         0 if test else options.get("test_fraction", TEST_FRACTION),
         options.get("shard_size", SHARD_SIZE),
+        ("--val-fraction", options.get("val_fraction", VAL_FRACTION)),
     )
 
 

@@ -13,6 +13,7 @@ import pyarrow as pa
 from winnow.errors import DataError
 
 CURATED_FRACTION, TEST_FRACTION, SHARD_SIZE = 0.1, 0.05, 5000  # the defaults of `winnow data import`
+VAL_FRACTION = 0.1  # of the curated rows, held out as eval/val (the validation split)
 
 
 @dataclass

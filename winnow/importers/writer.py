@@ -25,6 +25,7 @@ from winnow.importers.source import (
     SCHEMA,
     SHARD_SIZE,
     TEST_FRACTION,
+    VAL_FRACTION,
     Source,
 )
 
@@ -113,6 +114,21 @@ class ShardWriter:
         return table
 
 
+class _CuratedAndVal:
+    """The curated rows, a seeded `fraction` of them diverted to eval/val: the validation split curves, targets and
+    crossings read, drawn from the curated source (clean, like the test set) and never from the pool."""
+
+    def __init__(self, curated: ShardWriter, val: ShardWriter, fraction: float, seed: int):
+        self.curated, self.val, self.fraction = curated, val, fraction
+        self.rng = np.random.default_rng([seed, 7])
+
+    def add(self, examples: list[dict], metadata: pa.Table | None) -> None:
+        to_val = self.rng.random(len(examples)) < self.fraction
+        for writer, rows in ((self.val, np.flatnonzero(to_val)), (self.curated, np.flatnonzero(~to_val))):
+            if len(rows):
+                writer.add([examples[i] for i in rows], metadata.take(rows) if metadata is not None else None)
+
+
 def write_dataset(
     examples: list[dict] | Iterable[dict] | Source,
     dest: str | Path,
@@ -122,6 +138,7 @@ def write_dataset(
     test: list[dict] | Source | None = None,
     curated_fraction: float = CURATED_FRACTION,
     test_fraction: float = TEST_FRACTION,
+    val_fraction: float = VAL_FRACTION,
     seed: int = 0,
     shard_size: int = SHARD_SIZE,
     provenance: dict | None = None,
@@ -133,7 +150,7 @@ def write_dataset(
     already counted, which sampling needs). `evals`: transfer tasks, name -> (examples, their own class names,
     how many), written to eval/<name>/ with a fold column (a seeded 2/3 train, 1/3 test) for the linear probe."""
     pool_source, curated, test = _as_source(examples), _as_source(curated), _as_source(test)
-    check_options(0 if curated else curated_fraction, 0 if test else test_fraction, shard_size)
+    check_options(0 if curated else curated_fraction, 0 if test else test_fraction, shard_size, ("--val-fraction", val_fraction))
     dest = Path(dest)
     check_dest(dest)
     provenance = dict(provenance or {})
@@ -147,7 +164,7 @@ def write_dataset(
     target = dest.resolve()  # so that DEST.importing sits beside it even for "." or "out/"
     staging = staging_folder(target)
     sources = {"curated": curated, "eval/test": test, **task_sources}
-    counts, schemas = _write_splits(staging, pool_source, sources, plan, shard_size, tasks, where)
+    counts, schemas = _write_splits(staging, pool_source, sources, plan, shard_size, tasks, where, (val_fraction, seed))
     curated_path, test_path = provenance.pop("curated", None), provenance.pop("test", None)
     manifest = {
         "schema_version": SCHEMA_VERSION,
@@ -160,6 +177,7 @@ def write_dataset(
             "seed": seed,
             "curated_fraction": curated_fraction,
             "test_fraction": test_fraction,
+            "val_fraction": val_fraction,  # of the curated rows, held out as eval/val
             **provenance,
             "curated": {"path": source_path if not curated else curated_path, "sampled": not curated},
             "test": {"path": source_path if not test else test_path, "sampled": not test},
@@ -212,18 +230,28 @@ def _tasks(class_names: list[str], evals: dict, seed: int) -> tuple[dict, dict[s
 
 
 def _write_splits(
-    staging: Path, pool: Source, sources: dict, plan: np.ndarray | None, shard_size: int, tasks: dict, where: str
+    staging: Path,
+    pool: Source,
+    sources: dict,
+    plan: np.ndarray | None,
+    shard_size: int,
+    tasks: dict,
+    where: str,
+    val: tuple[float, int] = (VAL_FRACTION, 0),
 ) -> tuple[dict, dict]:
     """Stream the pool's source into its splits (by `plan`) and each separate source into its own, a batch at a
-    time; the rows written per split and each split's metadata columns. A bad row or an interrupt leaves nothing."""
-    classes = {name: len(tasks["test" if name in ("pool", "curated", "eval/test") else name[5:]]["class_names"]) for name in
-               ["pool", *sources]}  # fmt: skip
+    time, `val` (fraction, seed) of the curated rows into eval/val; the rows written per split and each split's
+    metadata columns. A bad row or an interrupt leaves nothing."""
+    heldout = ("pool", "curated", "eval/test", "eval/val")
+    classes = {name: len(tasks["test" if name in heldout else name[5:]]["class_names"]) for name in [*heldout, *sources]}
     writers: dict[str, ShardWriter] = {}
     try:
         for name in ("pool", *sources):
             schema = (sources.get(name) or pool).schema if name != "pool" else pool.schema
             writers[name] = ShardWriter(staging / name, shard_size, classes[name], schema)
-        routes = {POOL: writers["pool"], CURATED: writers["curated"], TEST: writers["eval/test"]}
+        writers["eval/val"] = ShardWriter(staging / "eval/val", shard_size, classes["eval/val"], writers["curated"].schema)
+        curated = _CuratedAndVal(writers["curated"], writers["eval/val"], *val)
+        routes = {POOL: writers["pool"], CURATED: curated, TEST: writers["eval/test"]}
         done, pool_images = 0, []
         for examples, metadata in tqdm(pool.read(), desc="import pool", unit="batch", leave=False, disable=None):
             where_to = plan[done : done + len(examples)] if plan is not None else np.full(len(examples), POOL)
@@ -243,7 +271,7 @@ def _write_splits(
             for examples, metadata in source.read() if source else ():
                 if name in ("curated", "eval/test"):  # held out from the pool: never the same image
                     overlap.count(examples, pool_images)
-                writers[name].add(examples, metadata)
+                (curated if name == "curated" else writers[name]).add(examples, metadata)
             overlap.refuse(name, source)
         counts = {name: writer.close() for name, writer in writers.items()}
         if not counts["pool"]:
@@ -293,9 +321,9 @@ def _as_source(rows: list[dict] | Iterable[dict] | Source | None) -> Source | No
     return rows if rows is None or isinstance(rows, Source) else Source(rows if isinstance(rows, (list, tuple)) else iter(rows))
 
 
-def check_options(curated_fraction: float, test_fraction: float, shard_size: int) -> None:
+def check_options(curated_fraction: float, test_fraction: float, shard_size: int, *extra: tuple[str, float]) -> None:
     """The split options, checked before anything is read: a negative fraction would leak test rows into the pool."""
-    for option, value in (("--curated-fraction", curated_fraction), ("--test-fraction", test_fraction)):
+    for option, value in (("--curated-fraction", curated_fraction), ("--test-fraction", test_fraction), *extra):
         if not 0 <= value < 1:
             raise DataError(f"{option} must be in [0, 1), got {value}")
     if not curated_fraction + test_fraction < 1:

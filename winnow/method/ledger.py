@@ -120,8 +120,9 @@ def policy_costs(
     )
 
 
-def flop_ratios(costs: Costs, steps_to_target: int | None, uniform: Costs, uniform_steps: int, amortise_over: int) -> dict:
-    """FLOPs to reach the target over uniform's total FLOPs: reference in full, and amortised over N runs."""
+def flop_ratios(costs: Costs, steps_to_target: float | None, uniform: Costs, uniform_steps: float, amortise_over: int) -> dict:
+    """FLOPs to reach the target over uniform's FLOPs to reach it (both read at their own crossing, method/stopping.py):
+    the reference in full, and amortised over N runs."""
     uniform_total = uniform.at_step(uniform_steps)
     if steps_to_target is None:
         return {"flops_to_target": None, "flop_ratio_full": None, "flop_ratio_amortised": None}
@@ -132,18 +133,8 @@ def flop_ratios(costs: Costs, steps_to_target: int | None, uniform: Costs, unifo
     }
 
 
-def seconds_at(clock: list, step: int | None) -> float | None:
-    """Training seconds when the run had done `step` steps, from its clock ([step, seconds] at each evaluation)."""
-    if step is None:
-        return None
-    for at, seconds in clock:
-        if at == step:
-            return seconds
-    raise ValueError(f"the run's clock has no entry at step {step} (it is read at evaluation steps)")
-
-
 def time_ratios(one_off_seconds: float, seconds_to_target: float | None, uniform_seconds: float, amortise_over: int) -> dict:
-    """Wall-clock to reach the target over uniform's whole run: the one-off reference training and pool
+    """Wall-clock to reach the target over uniform's seconds to reach it: the one-off reference training and pool
     scoring counted in full, and amortised over N runs. Measured seconds, not FLOPs: what a user pays for."""
     if seconds_to_target is None:
         return {"seconds_to_target": None, "time_ratio_full": None, "time_ratio_amortised": None}

@@ -1,7 +1,10 @@
-"""The selection policies (docs/DESIGN.md, Selection): which losses each reads, and how it scores examples.
+"""The selection policies (docs/DESIGN.md, Selection): which losses each reads, and how it scores examples;
+and the baselines a user would try without winnow, as arms beside them.
 
 A policy turns the online model's per-example loss and the reference's into a score (higher: keep).
-Adding a policy is one entry in POLICIES; the loop, the ledger, the config and the CLI read it from here.
+A baseline selects nothing: it trains on a uniform batch of the data it names (the pool, the curated set
+alone, both, or the pool after model-free filters). Adding either is one entry in POLICIES; the loop, the
+ledger, the config, the CLI and the reports read it from here.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ class Policy:
     score: Callable[[torch.Tensor | None, torch.Tensor | None], torch.Tensor] | None  # (actor loss, reference loss) -> scores
     actor_loss: bool = False  # needs the online model's loss over the super-batch every step (train.actor)
     reference_loss: bool = False  # needs the precomputed reference losses (free per step)
+    data: str = "pool"  # what it draws from: pool | curated | curated+pool | filtered (the pool after curation/filters.py)
 
     @property
     def selects(self) -> bool:
@@ -37,8 +41,13 @@ POLICIES: dict[str, Policy] = {
     p.name: p
     for p in (
         Policy("uniform", None),
+        Policy("curated_only", None, data="curated"),  # the learner on the curated set alone
+        Policy("curated_plus_pool", None, data="curated+pool"),  # uniform over both
+        Policy("filtered", None, data="filtered"),  # what a user does before any model: drop duplicates, flat images
         Policy("easy_reference", lambda actor, reference: -reference, reference_loss=True),
         Policy("hard_learner", lambda actor, reference: actor, actor_loss=True),
         Policy("learnability", lambda actor, reference: actor - reference, actor_loss=True, reference_loss=True),
     )
 }
+
+BASELINES = tuple(name for name, p in POLICIES.items() if not p.selects)  # the arms a selection policy must beat

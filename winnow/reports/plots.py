@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from winnow.files import atomic_path
+from winnow.method.policies import BASELINES
 from winnow.reports.tables import STUDY_WORDS
 
 
@@ -19,10 +20,11 @@ def plot_curves(curves: dict[str, list[dict]], target: float, path: Path, metric
             [r[metric] for r in curve],
             label=policy,
             lw=2 if policy in ("uniform", "learnability") else 1.2,
+            ls=":" if policy in BASELINES and policy != "uniform" else "-",
         )
-    ax.axhline(target, color="grey", ls="--", lw=1, label="target (uniform final)")
+    ax.axhline(target, color="grey", ls="--", lw=1, label="target (mean of uniform's last evaluations)")
     ax.set_xlabel("learner step")
-    ax.set_ylabel(f"held-out {metric}")
+    ax.set_ylabel(f"validation {metric}")
     ax.legend(frameon=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -62,6 +64,7 @@ def plot_bench(curves: dict[str, list[dict]], targets: list[float], metric: str,
                 [r[metric] for r in rows],
                 label=policy,
                 lw=2 if policy in ("uniform", "learnability") else 1.2,
+                ls=":" if policy in BASELINES and policy != "uniform" else "-",
                 marker="." if x != "step" else None,
             )
         ax.axhline(target, color="grey", ls="--", lw=1, label="target (uniform final, mean)")

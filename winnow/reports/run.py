@@ -24,13 +24,16 @@ def write_run_report(summary: dict, curves: dict[str, list[dict]], paths, params
 Dataset `{params.data.root}`. The learner ({params.train.model}, {params.objective}) trained {params.train.steps} steps of batch {params.train.batch_size} under each policy,
 keeping {params.train.keep_fraction:.0%} of each super-batch of {params.train.super_batch_size} {_selection_words(params)}, scored by {_actor_words(params)}. The reference ({params.reference.model},{f" at {params.score.resolution} px," if params.score.resolution else ""}
 {ref.get("final_metric", float("nan")):.3f} held-out {ref.get("test_metric", "accuracy").replace("_", " ")}) learned from {ref.get("train_examples", "?")} curated examples.
-Target: uniform's final held-out {metric.replace("_", " ")}. step ratio = steps to reach it / uniform's {params.train.steps} steps.
+Target: the mean of uniform's last {summary["target_window"]} evaluations of {summary.get("curve_metric", summary["metric"]).replace("_", " ")}; every arm, uniform
+included, is read where its curve, smoothed over as many evaluations, reaches it for good. step ratio = steps to reach it / uniform's
+own steps to reach it. *final test* is the test set, read once, after the full {params.train.steps} steps.
+The baselines ({", ".join(summary["verdict"]["baselines"])}) select nothing; selection is judged against the best of them.
 
 ```
 {table(summary)}
 ```
 
-![held-out accuracy per step]({link}/accuracy.png)
+![validation curve per step]({link}/accuracy.png)
 
 {f"![what each policy selected]({link}/selected_mix.png)" if summary["pool_mix"] else "(The data records no pathology, so what each policy selected cannot be broken down.)"}
 

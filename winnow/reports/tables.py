@@ -25,11 +25,15 @@ def mean_std(stat: dict) -> str:
 
 
 def ratio(stat: dict) -> str:
-    """mean ± std over the seeds that reached the target, and how many did."""
+    """mean and 95% interval over the seeds that reached the target (± std where no interval was kept), and how
+    many of how many runs reached it."""
     if stat["mean"] is None:
         return f"never (0/{stat['runs']})"
-    text = f"{stat['mean']:.2f} ± {stat['std']:.2f}"
-    return text + (f" ({stat['reached']}/{stat['runs']})" if stat["reached"] < stat["runs"] else "")
+    if stat.get("low") is not None:
+        text = f"{stat['mean']:.2f} [{stat['low']:.2f}, {stat['high']:.2f}]"
+    else:
+        text = f"{stat['mean']:.2f} ± {stat['std']:.2f}"
+    return text + f" ({stat['reached']}/{stat['runs']})"
 
 
 def baseline_first(rows: dict) -> list[tuple]:
@@ -42,25 +46,45 @@ def table(summary: dict) -> str:
     noise = summary["noise"]
     tasks = sorted({t for row in summary["policies"].values() for t in row.get("probe_accuracy", {})})
     lines = [
-        f"target: uniform's final {summary['metric']} = {summary['target']:.4f} after {summary['uniform_steps']} steps; "
-        f"pool {noise} rate {number(summary[f'pool_{noise}_fraction'], 'unknown', 3)}",
-        f"{'policy':<16}{'final':>10}{'steps to target':>17}{'step ratio':>12}{'FLOP ratio':>12}{'time ratio':>12}"
+        f"target: uniform's {summary.get('curve_metric', summary['metric'])}, mean of its last {summary['target_window']} evaluations = {summary['target']:.4f} "
+        f"(of {summary['uniform_steps']} steps); pool {noise} rate {number(summary[f'pool_{noise}_fraction'], 'unknown', 3)}",
+        f"{'policy':<18}{'final test':>11}{'steps to target':>17}{'step ratio':>12}{'FLOP ratio':>12}{'time ratio':>12}"
         f"{NOISE_WORDS[noise]:>19}" + "".join(f"{t + ' probe':>15}" for t in tasks),
     ]
     for policy, row in baseline_first(summary["policies"]):
         ratio = f"{row['step_ratio']:.2f}x" if row["step_ratio"] is not None else "never"
-        steps = str(row["steps_to_target"]) if row["steps_to_target"] is not None else "-"
+        steps = f"{row['steps_to_target']:.0f}" if row["steps_to_target"] is not None else "-"
         probes = "".join(f"{number(row.get('probe_accuracy', {}).get(t), '-', 3):>15}" for t in tasks)
         flops, clock = number(row.get("flop_ratio_full")), number(row.get("time_ratio_full"))
         lines.append(
-            f"{policy:<16}{row['final_metric']:>10.4f}{steps:>17}{ratio:>12}{flops:>12}{clock:>12}"
+            f"{policy:<18}{row['final_metric']:>11.4f}{steps:>17}{ratio:>12}{flops:>12}{clock:>12}"
             f"{number(row[f'{noise}_fraction_selected'], '-', 3):>19}{probes}"
         )
     lines.append(
-        "FLOP ratio, time ratio: FLOPs and seconds to the target over uniform's whole run, "
-        "the reference's training and the pool's scoring counted in full"
+        "one rule for every arm, uniform included: steps to target is where the curve, smoothed over the same "
+        f"{summary['target_window']} evaluations, reaches the target for good (interpolated); ratios are over uniform's own "
+        "steps, FLOPs and seconds to it; the reference's training and the pool's scoring counted in full"
     )
+    if "verdict" in summary:
+        lines += verdict_lines(summary)
     return "\n".join(lines)
+
+
+def verdict_lines(summary: dict) -> list[str]:
+    """Each selecting arm against the best baseline (not against uniform alone)."""
+    best, against = summary["verdict"]["best_baseline"], summary["verdict"]["against_best"]
+    lines = [f"best baseline: {best} (of {', '.join(summary['verdict']['baselines'])}: the fewest FLOPs to the target)"]
+    for policy, row in against.items():
+        if policy in summary["verdict"]["baselines"]:
+            continue
+        if row["flop_ratio"] is None:
+            lines.append(f"  {policy}: never reached the target; final {row['final_over_best']:+.4f} against {best}'s")
+            continue
+        lines.append(
+            f"  {policy}: {row['step_ratio']:.2f}x the steps, {row['flop_ratio']:.2f}x the FLOPs, {row['time_ratio']:.2f}x the "
+            f"seconds of {best} to the target; final {row['final_over_best']:+.4f} against {best}'s"
+        )
+    return lines
 
 
 def bench_table(result: dict) -> str:

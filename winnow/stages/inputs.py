@@ -33,7 +33,7 @@ def run_split(params: Params, name: str):
     shard is decoded anew) so a pipeline decodes it once. Training splits keep only the rows the
     objective can use (the rest are in .skipped)."""
     folder = Paths.of(params).data / name
-    classes = num_classes(params) if name in ("pool", "curated", "eval/test") else None
+    classes = num_classes(params) if name in ("pool", "curated", "eval/test", "eval/val") else None
     stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.glob("part-*.parquet")))
     data = _split(str(folder), params.data.image_size, classes, stamp)
     return OBJECTIVES[params.objective].usable(data) if name in ("pool", "curated") else data

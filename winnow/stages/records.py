@@ -90,7 +90,7 @@ class TrainRecord(Record):
 
     policy: str
     steps: int
-    final_metric: float | None
+    final_metric: float | None  # on the test set, read once, at the end of the run
     seconds: float  # training time summed over resumed runs, evaluation excluded
     seconds_per_step: float
     clock: list[tuple[int, float]]  # [step, seconds so far] at each evaluation: time to a target
@@ -111,3 +111,8 @@ class TrainRecord(Record):
     pool_streamed: bool | None = None
     shuffle_buffer: int | None = None
     world_size: int | None = None
+    curve_split: str = "eval/test"  # what its curve read: eval/val (eval/test only for data without a validation split)
+    curve_final: float | None = None  # its curve's last value, on that split
+    data: str = "pool"  # what it drew from: pool | curated | curated+pool | filtered (method/policies.py)
+    prepare_seconds: float | None = None  # the filtered baseline: filtering the pool, a one-off paid in full
+    filter_dropped: dict[str, int] | None = None  # ... and the rows each filter dropped

@@ -9,9 +9,9 @@ from winnow.config import Params
 from winnow.datasets.contract import value_counts
 from winnow.datasets.synth import PATHOLOGIES
 from winnow.files import read_csv, write_json
-from winnow.method import ledger
+from winnow.method import ledger, stopping
 from winnow.method.objectives import OBJECTIVES
-from winnow.method.policies import POLICIES
+from winnow.method.policies import BASELINES, POLICIES
 from winnow.reports.run import write_run_report
 from winnow.stages.lineage import record_run
 from winnow.stages.paths import Paths
@@ -34,13 +34,16 @@ def summary_stage(params: Params, write_report: bool = True) -> dict:
         str(p): counts[p] / sum(counts.values()) for p in sorted(counts, key=lambda p: (known.get(p, len(known)), str(p)))
     }
     objective = OBJECTIVES[params.objective]
-    summary = summarize(curves, trained, evaluated, pool_mix, params.train.steps, objective.metric, objective.noise)
+    summary = summarize(
+        curves, trained, evaluated, pool_mix, params.train.steps, objective.metric, objective.noise, params.train.target_window
+    )
     reference = ReferenceRecord.read(paths.reference_record, "run `winnow reference` first")
     score = ScoreRecord.read(paths.score_record, "run `winnow score` first")
     summary["reference"] = reference.as_dict()
     summary["ledger"] = run_ledger(summary, trained, reference, score, params.bench.amortise_over)
     for policy, row in summary["ledger"]["policies"].items():
         summary["policies"][policy].update({k: row[k] for k in ledger.HEADLINE})
+    summary["verdict"] = verdict(summary)
     curated = paths.curate_record  # what `winnow curate` kept, when it ran: the report shows it
     if curated.exists():
         record = json.loads(curated.read_text())
@@ -65,15 +68,16 @@ def write_headline(summary: dict, folder: Path) -> None:
             "flop_ratio": row.get("flop_ratio_full"),
             "time_ratio": row.get("time_ratio_full"),
             "noise_kept": row[noise],
+            "flop_ratio_vs_best_baseline": summary["verdict"]["against_best"][policy]["flop_ratio"],
         }
         write_json(figures, folder / f"{policy}.json")
     for stale in set(folder.glob("*.json")) - {folder / f"{p}.json" for p in summary["policies"]}:
         stale.unlink()  # a policy no longer run
 
 
-def steps_to_target(curve: list[dict], target: float, metric: str = "accuracy") -> int | None:
-    """First eval step whose metric is at or above the target; None if never."""
-    return next((int(row["step"]) for row in curve if row[metric] >= target), None)
+def reach(curve: list[dict], goal: float, metric: str, window: int) -> stopping.Crossing:
+    """Where a run's curve, smoothed over `window` evaluations, reaches `goal` for good (method/stopping.py)."""
+    return stopping.crossing([int(r["step"]) for r in curve], [float(r[metric]) for r in curve], goal, window)
 
 
 def summarize(
@@ -84,18 +88,22 @@ def summarize(
     uniform_steps: int,
     metric: str = "accuracy",
     noise: str = "noisy_label",
+    window: int = 3,
 ) -> dict:
-    """`metric` is the eval-log column the target is set on; `noise` the pathology whose selected share is reported."""
-    target = curves["uniform"][-1][metric]
+    """`metric` is the eval-log column the target is set on; `noise` the pathology whose selected share is reported.
+    One stopping rule for every arm (method/stopping.py): the target is the mean of uniform's last `window`
+    evaluations; each arm, uniform included, is read where its smoothed curve reaches it for good."""
+    goal = stopping.target([float(r[metric]) for r in curves["uniform"]], window)
+    uniform_reached = reach(curves["uniform"], goal, metric, window).step
     policies = {}
     for policy, curve in curves.items():
-        reached = steps_to_target(curve, target, metric)
+        reached = reach(curve, goal, metric, window).step
         mix = trained[policy].selected_mix
         policies[policy] = {
-            "final_metric": curve[-1][metric],
+            "final_metric": trained[policy].final_metric,  # the test set, read once at the end
             "best_metric": max(row[metric] for row in curve),
             "steps_to_target": reached,
-            "step_ratio": reached / uniform_steps if reached is not None else None,
+            "step_ratio": reached / uniform_reached if reached is not None else None,
             f"{noise}_fraction_selected": mix.get(noise, 0.0) if pool_mix else None,
             "selected_mix": mix,
             "probe_accuracy": {  # per transfer task, when evaluated
@@ -105,15 +113,46 @@ def summarize(
             },
             "train_seconds": trained[policy].seconds,
         }
+    split = trained["uniform"].curve_split.removeprefix("eval/")
     return {
-        "metric": f"test_{metric}",
-        "target": target,
+        "metric": f"test_{metric}",  # the final metric, at the full budget
+        "curve_metric": f"{split}_{metric}",  # what the target and every crossing read
+        "target": goal,
+        "target_window": window,
         "uniform_steps": uniform_steps,
+        "uniform_steps_to_target": uniform_reached,
         "noise": noise,
         f"pool_{noise}_fraction": pool_mix.get(noise, 0.0) if pool_mix else None,
         "pool_mix": pool_mix,
         "policies": policies,
     }
+
+
+def _one_off_seconds(policy: str, trained: TrainRecord, reference_seconds: float) -> float:
+    """What an arm paid once before training: the reference and the pool's scoring when it reads them; a baseline
+    its filter (its FLOPs, hashing and no model, are not counted)."""
+    return (reference_seconds if POLICIES[policy].reference_loss else 0.0) + (trained.prepare_seconds or 0.0)
+
+
+def verdict(summary: dict) -> dict:
+    """The best baseline (the arm that selects nothing with the fewest FLOPs to the target; ties by steps), and
+    each arm's steps, FLOPs and seconds to the target over that baseline's: the comparison a user cares about."""
+    rows = summary["policies"]
+    reached = [p for p in rows if p in BASELINES and rows[p]["flops_to_target"] is not None]
+    best = min(reached, key=lambda p: (rows[p]["flops_to_target"], rows[p]["steps_to_target"]))  # uniform always reaches it
+    ratios = {}
+    for policy, row in rows.items():
+        ratios[policy] = {
+            "step_ratio": _over(row["steps_to_target"], rows[best]["steps_to_target"]),
+            "flop_ratio": _over(row["flops_to_target"], rows[best]["flops_to_target"]),
+            "time_ratio": _over(row["seconds_to_target"], rows[best]["seconds_to_target"]),
+            "final_over_best": row["final_metric"] - rows[best]["final_metric"],
+        }
+    return {"best_baseline": best, "baselines": [p for p in rows if p in BASELINES], "against_best": ratios}
+
+
+def _over(value: float | None, base: float) -> float | None:
+    return value / base if value is not None else None
 
 
 def run_ledger(
@@ -142,7 +181,8 @@ def run_ledger(
             actor_trained_per_step=info.actor_trained_per_step or 0,
             reference_logits=info.reference_logits_flops_per_step or 0.0,
         )
-    uniform, steps = costs["uniform"], summary["uniform_steps"]
+    uniform, steps = costs["uniform"], summary["uniform_steps_to_target"]
+    uniform_seconds = stopping.at(trained["uniform"].clock, steps)
     one_off_seconds = reference.seconds + score.seconds
     policies = {}
     for policy, cost in costs.items():
@@ -152,9 +192,9 @@ def run_ledger(
         policies[policy] = {
             **ledger.flop_ratios(cost, reached, uniform, steps, amortise_over),
             **ledger.time_ratios(
-                one_off_seconds if POLICIES[policy].reference_loss else 0.0,
-                ledger.seconds_at(trained[policy].clock, reached),
-                trained["uniform"].seconds,
+                _one_off_seconds(policy, trained[policy], one_off_seconds),
+                stopping.at(trained[policy].clock, reached),
+                uniform_seconds,
                 amortise_over,
             ),
             "costs": cost.as_dict(),
@@ -171,8 +211,8 @@ def run_ledger(
     }
     return {
         "amortise_over": amortise_over,
-        "uniform_flops": uniform.at_step(steps),
-        "uniform_seconds": trained["uniform"].seconds,
+        "uniform_flops": uniform.at_step(steps),  # to its own crossing
+        "uniform_seconds": uniform_seconds,
         "one_off_seconds": one_off_seconds,
         "policies": policies,
         "systems": systems,

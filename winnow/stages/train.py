@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
+import time
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from winnow.config import Params
+from winnow.curation.filters import model_free_filter
+from winnow.datasets.contract import Split
 from winnow.datasets.stream import InMemory, ShardStream, shard_rows
+from winnow.errors import ConfigError
 from winnow.files import exclusive, write_csv
 from winnow.method import objectives
 from winnow.method.checkpoints import CheckpointPlan
@@ -26,20 +31,43 @@ from winnow.stages.paths import Paths
 from winnow.stages.records import TrainRecord
 from winnow.stages.score import reference_embeddings, reference_losses
 
+log = logging.getLogger("winnow")
 
-def pool_sampler(params: Params, model_name: str, seed: int, rank: int = 0, world: int = 1):
-    """The learner's pool: held in memory when it fits in train.shuffle_buffer, else streamed
-    shard by shard through a buffer of that size (memory no longer grows with the pool)."""
+
+def pool_sampler(params: Params, model_name: str, seed: int, rank: int = 0, world: int = 1, policy: str = "uniform"):
+    """What the learner draws from: for a policy its pool, held in memory when it fits in train.shuffle_buffer, else
+    streamed shard by shard through a buffer of that size (memory no longer grows with the pool); for a baseline the
+    data it names (method/policies.py). Returns the sampler and what preparing its data cost (the filter's seconds)."""
+    data = POLICIES[policy].data
     folder = Paths.of(params).data / "pool"
-    if sum(shard_rows(folder)) <= params.train.shuffle_buffer:
-        pool = run_split(params, "pool")
-        return InMemory(
-            pool, OBJECTIVES[params.objective].targets(model_name, pool), seed, pool.columns.get("pathology"), rank, world
+    if data == "pool" and sum(shard_rows(folder)) > params.train.shuffle_buffer:
+        decode = functools.partial(
+            objectives.decode_shard, params.objective, model_name, size=params.data.image_size, num_classes=num_classes(params)
         )
-    decode = functools.partial(
-        objectives.decode_shard, params.objective, model_name, size=params.data.image_size, num_classes=num_classes(params)
-    )
-    return ShardStream(folder, decode, params.train.shuffle_buffer, seed, rank, world)
+        return ShardStream(folder, decode, params.train.shuffle_buffer, seed, rank, world), {}
+    if data != "pool" and data != "curated" and sum(shard_rows(folder)) > params.train.shuffle_buffer:
+        raise ConfigError(
+            f"train.policies: the {policy!r} baseline holds the pool in memory, and it is larger than train.shuffle_buffer "
+            f"({params.train.shuffle_buffer}); raise the buffer or leave the baseline out"
+        )
+    split, prepared = _arm_data(params, data)
+    targets = OBJECTIVES[params.objective].targets(model_name, split)
+    return InMemory(split, targets, seed, split.columns.get("pathology"), rank, world), prepared
+
+
+def _arm_data(params: Params, data: str):
+    """The decoded rows an arm draws from, and what preparing them cost beyond decoding."""
+    if data == "pool":
+        return run_split(params, "pool"), {}
+    if data == "curated":
+        return run_split(params, "curated"), {}
+    if data == "curated+pool":
+        return Split.join([run_split(params, "curated"), run_split(params, "pool")], fill={"pathology": "clean"}), {}
+    pool = run_split(params, "pool")
+    start = time.perf_counter()  # decoding is every arm's; filtering is this one's alone
+    filtered = model_free_filter(pool.images)
+    kept = pool.subset(np.flatnonzero(filtered.keep))
+    return kept, {"prepare_seconds": time.perf_counter() - start, "filter_dropped": filtered.dropped}
 
 
 def train_stage(params: Params, policy: str) -> dict:
@@ -55,9 +83,9 @@ def train_stage(params: Params, policy: str) -> dict:
 
 def _train(params: Params, policy: str, rank: int, world: int) -> dict:
     paths, cfg = claim_outputs(params), params.train
-    test = run_split(params, "eval/test")
+    test, (curve_split, held) = run_split(params, "eval/test"), _validation(params)
     selector = _selector(params, policy)
-    sampler = pool_sampler(params, cfg.model, params.seed + 1, rank, world)
+    sampler, prepared = pool_sampler(params, cfg.model, params.seed + 1, rank, world, policy)
     torch.manual_seed(params.seed + 1)
     objective, device = OBJECTIVES[params.objective], pick_device(params.device)
     model = objective.build_model(cfg.model, num_classes(params), params.data.image_size).to(device)
@@ -71,7 +99,7 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         selector=selector,
         actor=Actor(actor, cfg.actor_trains_on) if actor is not None else None,
         loss_fn=objective.loss,
-        evaluation=Evaluation(target_metric(params, cfg.model, test), cfg.eval_every),
+        evaluation=Evaluation(target_metric(params, cfg.model, held), cfg.eval_every),
         checkpoint=CheckpointPlan(
             paths.learner(policy),
             cfg.checkpoint_every,
@@ -87,10 +115,13 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         if k.startswith("selected_")
     }
     streamed = isinstance(sampler, ShardStream)
+    tested = target_metric(params, cfg.model, test)(model) if rank == 0 else {}  # the test set, read once: at the end
     metrics = {
         "policy": policy,
         "steps": cfg.steps,
-        "final_metric": out["eval_log"][-1][objective.metric] if out["eval_log"] else None,
+        "final_metric": tested.get(objective.metric),
+        "curve_split": curve_split,
+        "curve_final": out["eval_log"][-1][objective.metric] if out["eval_log"] else None,
         "seconds": out["seconds"],
         "seconds_per_step": out["seconds"] / cfg.steps,
         "clock": out["clock"],
@@ -98,6 +129,8 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         "super_batch_size": cfg.super_batch_size,
         "selection": cfg.selection if POLICIES[policy].selects else None,
         **actor_info,
+        **prepared,
+        "data": POLICIES[policy].data,
         "selected_mix": selected,
         "pool_size": sampler.size,
         "pool_skipped": sum(map(len, sampler.skipped.values())) if streamed else len(sampler.split.skipped),
@@ -114,6 +147,18 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         record.write(paths.train_record(policy))
         record_run("train", params, policy)
     return record.as_dict()
+
+
+def _validation(params: Params):
+    """The split every curve reads: eval/val; a dataset without one (imported before it existed) falls back to
+    eval/test, said in the log and in the record (curve_split), so its crossings read the test set."""
+    folder = Paths.of(params).data / "eval/val"
+    if folder.is_dir() and any(folder.glob("part-*.parquet")) and sum(shard_rows(folder)):
+        return "eval/val", run_split(params, "eval/val")
+    log.warning(
+        "%s: no validation split (eval/val): curves read eval/test; re-import the data to hold one out", folder.parent.parent
+    )
+    return "eval/test", run_split(params, "eval/test")
 
 
 def _selector(params: Params, policy: str) -> Selector:

@@ -8,14 +8,14 @@ from pathlib import Path
 from winnow.config import Params
 from winnow.curation.rules import RULES
 from winnow.files import read_csv
-from winnow.method import ledger
+from winnow.method import ledger, stopping
 from winnow.method.objectives import OBJECTIVES
 from winnow.reports.studies import write_study_report
 from winnow.reports.tables import curate_study_table
 from winnow.stages.curate import curate_stage
 from winnow.stages.paths import Paths
 from winnow.stages.records import ReferenceRecord, ScoreRecord, TrainRecord
-from winnow.stages.summary import steps_to_target
+from winnow.stages.summary import reach
 from winnow.stages.train import train_stage
 from winnow.studies.runs import (
     RATIOS,
@@ -33,7 +33,7 @@ log = logging.getLogger("winnow")
 def _arm_row(arm: dict, trained: dict, curve: list[dict], target: float, metric: str, uniform: dict, paid: dict, amortise: int):
     """One curated-pool run against uniform on the full pool (same learner, same seed): steps, FLOPs and seconds to
     uniform's final metric, what curation paid (`paid`: one-off FLOPs and seconds) counted in full and amortised."""
-    steps = steps_to_target(curve, target, metric)
+    steps = reach(curve, target, metric, uniform["window"]).step
     costs = ledger.Costs(
         reference_training=paid["reference_training_flops"],
         pool_scoring=paid["scoring_flops"],
@@ -49,11 +49,11 @@ def _arm_row(arm: dict, trained: dict, curve: list[dict], target: float, metric:
         "pool_size": trained["pool_size"],
         "target": target,
         "steps_to_target": steps,
-        "step_ratio": steps / uniform["steps"] if steps is not None else None,
+        "step_ratio": steps / uniform["steps_to_target"] if steps is not None else None,
         "final_metric": curve[-1][metric],
         "selected_mix": noise,
-        **ledger.flop_ratios(costs, steps, base, uniform["steps"], amortise),
-        **ledger.time_ratios(paid["seconds"], ledger.seconds_at(trained["clock"], steps), uniform["seconds"], amortise),
+        **ledger.flop_ratios(costs, steps, base, uniform["steps_to_target"], amortise),
+        **ledger.time_ratios(paid["seconds"], stopping.at(trained["clock"], steps), uniform["seconds_to_target"], amortise),
         "one_off_flops": costs.one_off,
         "one_off_seconds": paid["seconds"],
     }
@@ -137,6 +137,11 @@ def _full_pool(params: Params, seed: int, runs: list[dict], curves: dict) -> tup
     reference = ReferenceRecord.read(paths.reference_record, "run `winnow reference`")
     score = ScoreRecord.read(paths.score_record, "run `winnow score`")
     uniform = TrainRecord.read(paths.train_record("uniform"), "run `winnow train --policy uniform`").as_dict()
+    uniform.update(  # every arm is measured against uniform at its own crossing (method/stopping.py)
+        steps_to_target=summary["uniform_steps_to_target"],
+        seconds_to_target=stopping.at(uniform["clock"], summary["uniform_steps_to_target"]),
+        window=summary["target_window"],
+    )
     spend = ledger.ReferenceSpend(
         reference.forward_flops_per_example,
         reference.score_forward_flops_per_example,
@@ -163,7 +168,7 @@ def _full_pool(params: Params, seed: int, runs: list[dict], curves: dict) -> tup
             "fraction": params.train.keep_fraction,
             "seed": seed,
             "pool_size": uniform["pool_size"],
-            "target": summary["policies"]["uniform"]["final_metric"],
+            "target": summary["target"],
             "steps_to_target": online["steps_to_target"],
             "final_metric": online["final_metric"],
             "selected_mix": TrainRecord.read(paths.train_record("learnability"), "train it").selected_mix,

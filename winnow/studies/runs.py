@@ -132,12 +132,23 @@ def mean_over_seeds(curves: dict[str, dict[int, list[dict]]], metric: str) -> di
     }
 
 
+# Student's t at 97.5% for 1..30 degrees of freedom: the 95% interval of a mean over a few seeds.
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+
+
 def spread(values: list) -> dict:
-    """Mean and sample standard deviation over the seeds that reached the target."""
+    """Mean, sample standard deviation and 95% interval (Student's t) over the seeds that reached the target,
+    and how many of how many did; every seed's value is kept."""
     reached = [v for v in values if v is not None]
+    mean = statistics.mean(reached) if reached else None
+    std = statistics.stdev(reached) if len(reached) > 1 else 0.0 if reached else None
+    half = T975[min(len(reached) - 1, len(T975)) - 1] * std / len(reached) ** 0.5 if len(reached) > 1 else None
     return {
-        "mean": statistics.mean(reached) if reached else None,
-        "std": statistics.stdev(reached) if len(reached) > 1 else 0.0 if reached else None,
+        "mean": mean,
+        "std": std,
+        "low": mean - half if half is not None else None,
+        "high": mean + half if half is not None else None,
         "reached": len(reached),
         "runs": len(values),
         "values": values,

@@ -1,0 +1,37 @@
+"""Every figure README.md and docs/ quote between markers is what its committed file says (winnow/reports/figures.py)."""
+
+import json
+import shutil
+
+import pytest
+
+from winnow.reports import figures
+
+
+def test_every_quoted_figure_is_what_its_committed_file_says():
+    assert figures.stale() == [], "run `winnow figures` after regenerating the metrics"
+
+
+def test_the_readme_quotes_the_headline_from_its_file():
+    text = (figures.REPO / "README.md").read_text()
+    assert "<!-- figures: classification -->" in text and "<!-- figures: classification-verdict -->" in text
+
+
+def test_a_number_that_differs_from_its_file_is_found_and_rewritten(tmp_path):
+    repo = tmp_path / "repo"
+    for name in {f.source for f in figures.FIGURES.values()}:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(figures.REPO / name, repo / name)
+    (repo / "docs").mkdir()
+    page = repo / "README.md"
+    page.write_text("# x\n<!-- figures: classification-verdict -->\nlearnability reached it at 0.10x\n<!-- /figures -->\n")
+    assert figures.stale(repo) == ["README.md: classification-verdict"]
+    figures.write_all(repo)
+    assert figures.stale(repo) == []
+    summary = json.loads((repo / figures.FIGURES["classification-verdict"].source).read_text())
+    assert f"{summary['policies']['learnability']['final_metric']:.4f}" in page.read_text()
+
+
+def test_an_unknown_figure_is_named():
+    with pytest.raises(KeyError, match="no figure 'nope'"):
+        figures.render("nope")

@@ -1,0 +1,106 @@
+"""The figures quoted in README.md and docs/: every block between markers is written from a committed file.
+
+    <!-- figures: NAME -->
+    ...written by `winnow figures` from FIGURES[NAME]'s file...
+    <!-- /figures -->
+
+`winnow figures` rewrites every block; `winnow figures --check` (and tests/test_figures.py) fails when a
+block differs from what its file says, so a number in the docs cannot drift from the metrics behind it.
+Adding a figure is one entry in FIGURES and one marker in a page.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from winnow.files import write_text
+from winnow.reports.tables import table
+
+REPO = Path(__file__).resolve().parents[2]
+PAGES = ("README.md", "docs")  # where blocks may live: README.md and every docs/*.md
+BLOCK = re.compile(r"(<!-- figures: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
+
+
+@dataclass(frozen=True)
+class Figure:
+    source: str  # the committed file it is written from, relative to the repository
+    render: Callable[[dict], str]
+
+
+def _headline(summary: dict) -> str:
+    return f"```\n{table(summary)}\n```\n"
+
+
+def _one_line(summary: dict) -> str:
+    """The verdict in a sentence: the learnability arm against uniform and against the best baseline."""
+    row, against = summary["policies"]["learnability"], summary["verdict"]["against_best"]["learnability"]
+    best = summary["verdict"]["best_baseline"]
+    if row["steps_to_target"] is None:
+        reach = f"learnability never reached uniform's target ({summary['curve_metric']} {summary['target']:.4f})"
+    else:
+        reach = (
+            f"learnability reached uniform's target ({summary['curve_metric']} {summary['target']:.4f}) at "
+            f"{row['step_ratio']:.2f}x uniform's steps, {row['flop_ratio_full']:.2f}x its FLOPs and {row['time_ratio_full']:.2f}x "
+            f"its seconds, the reference paid in full"
+        )
+    if best == "uniform":
+        verdict = "uniform was the best baseline"
+    elif against["flop_ratio"] is None:
+        verdict = f"the best baseline, {best}, reached it and learnability did not"
+    else:
+        verdict = f"against the best baseline, {best}, it took {against['flop_ratio']:.2f}x the FLOPs"
+    return (
+        f"One seed (seed 0): {reach}; {verdict}. Final test {summary['metric'].removeprefix('test_').replace('_', ' ')}: "
+        f"learnability {row['final_metric']:.4f}, {best} {summary['policies'][best]['final_metric']:.4f}.\n"
+    )
+
+
+FIGURES: dict[str, Figure] = {
+    "classification": Figure("metrics/synthetic/classification/summary.json", _headline),
+    "classification-verdict": Figure("metrics/synthetic/classification/summary.json", _one_line),
+    "contrastive": Figure("metrics/synthetic/contrastive/summary.json", _headline),
+    "contrastive-verdict": Figure("metrics/synthetic/contrastive/summary.json", _one_line),
+}
+
+
+def pages(repo: Path = REPO) -> list[Path]:
+    return [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]
+
+
+def render(name: str, repo: Path = REPO) -> str:
+    if name not in FIGURES:
+        raise KeyError(f"no figure {name!r}; the figures are {', '.join(FIGURES)} (winnow/reports/figures.py)")
+    figure = FIGURES[name]
+    return figure.render(json.loads((repo / figure.source).read_text()))
+
+
+def rewrite(page: Path, repo: Path = REPO) -> str:
+    """The page with every block written from its file."""
+    text = page.read_text()
+    return BLOCK.sub(lambda m: m.group(1) + render(m.group("name"), repo) + m.group(4), text)
+
+
+def stale(repo: Path = REPO) -> list[str]:
+    """The blocks whose text differs from what their file says: 'page: name'."""
+    out = []
+    for page in pages(repo):
+        text = page.read_text()
+        for m in BLOCK.finditer(text):
+            if m.group("body") != render(m.group("name"), repo):
+                out.append(f"{page.relative_to(repo)}: {m.group('name')}")
+    return out
+
+
+def write_all(repo: Path = REPO) -> list[Path]:
+    """Rewrite every page that has a stale block; the pages written."""
+    written = []
+    for page in pages(repo):
+        new = rewrite(page, repo)
+        if new != page.read_text():
+            write_text(new, page)
+            written.append(page)
+    return written
