@@ -25,7 +25,7 @@ from tasks.stages import (
     train_task,
 )
 from winnow.config import Params, ScoreConfig, load_params
-from winnow.stages.chain import CHAIN
+from winnow.stages.chain import CHAIN, arm_order
 
 
 @flow(name="data")
@@ -112,7 +112,7 @@ def pipeline_flow(params_path: str = "params.yaml", overrides: list[str] | None 
         if stage == "score":
             _score(params, params_path, overrides)
         elif stage == "train":
-            for policy in params.train.policies:
+            for policy in arm_order(params):  # shuffled by the seed: no arm always first
                 cached(train_task, "train", params, policy)(params, policy)
         elif stage != "summary":
             cached(tasks[stage], stage, params)(params)

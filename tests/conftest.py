@@ -20,13 +20,22 @@ TINY = {
         "num_pool": 1200,
         "num_curated": 300,
         "num_test": 200,
+        "num_val": 200,
         "num_transfer": 240,
         "shard_size": 300,
         "duplicate_sources": 10,
     },
     "reference": {"steps": 40, "batch_size": 32, "warmup_steps": 5, "model": "cnn-nano"},
     "score": {"batch_size": 128},
-    "train": {"steps": 30, "batch_size": 32, "warmup_steps": 5, "eval_every": 10, "checkpoint_every": 10, "model": "cnn-nano"},
+    "train": {
+        "steps": 30,
+        "batch_size": 32,
+        "warmup_steps": 5,
+        "eval_every": 10,
+        "checkpoint_every": 10,
+        "model": "cnn-nano",
+        "policies": ["uniform", "curated_only", "filtered", "learnability"],  # two baselines and the method
+    },
     "evaluate": {"probe_steps": 30},
     "objectives": {
         "contrastive": {

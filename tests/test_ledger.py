@@ -21,40 +21,29 @@ def test_forward_flops_are_measured_not_estimated():
     assert per_example == 2 * 12 * 5  # one multiply-add per weight
 
 
-KW = dict(
-    reference=ReferenceSpend(forward=10.0, score_forward=10.0, steps=100, batch=8, pool_size=1000),
-    learner_forward=40.0,
-    batch=8,
-    super_batch=16,
-)
+KW = dict(reference=ReferenceSpend(train_step=240.0, score_forward=10.0, steps=100, pool_size=1000), learner_step=960.0)
 
 
 def test_each_policy_pays_for_what_it_uses():
-    actor = dict(actor_super_forward=5.0, actor_forward=5.0, actor_trained_per_step=8)  # a small actor on the kept batch
+    actor = dict(actor_scoring=80.0, actor_step=120.0)  # a small actor: scoring a super-batch, one training step
     uniform = policy_costs("uniform", **KW, **actor)
-    assert (uniform.one_off, uniform.per_step) == (0.0, 3 * 40 * 8)  # backward counts twice the forward; no actor
+    assert (uniform.one_off, uniform.per_step) == (0.0, 960.0)  # the learner's measured step; no actor, no reference
     easy = policy_costs("easy_reference", **KW, **actor)
-    assert (
-        easy.one_off == 3 * 10 * 8 * 100 + 10 * 1000 and easy.per_step == uniform.per_step
-    )  # precomputed scores cost nothing per step
+    assert easy.one_off == 240 * 100 + 10 * 1000  # the reference's measured steps, and its forward over the pool
+    assert easy.per_step == uniform.per_step  # precomputed scores cost nothing per step
     learn = policy_costs("learnability", **KW, **actor)
     assert learn.one_off == easy.one_off
-    assert learn.actor_scoring_per_step == 5 * 16  # the actor's forward over the whole super-batch
-    assert learn.actor_training_per_step == 3 * 5 * 8  # its training on the kept batch
-    assert learn.per_step == 3 * 40 * 8 + 5 * 16 + 3 * 5 * 8
+    assert (learn.actor_scoring_per_step, learn.actor_training_per_step) == (80.0, 120.0)
+    assert learn.per_step == 960 + 80 + 120
     hard = policy_costs("hard_learner", **KW, **actor)
     assert hard.one_off == 0.0 and hard.per_step == learn.per_step
+    for baseline in ("curated_only", "curated_plus_pool", "filtered"):  # a baseline pays its training and nothing else
+        assert policy_costs(baseline, **KW, **actor).as_dict() == uniform.as_dict()
 
 
-def test_an_actor_trained_on_the_super_batch_pays_for_all_of_it():
-    learn = policy_costs("learnability", **KW, actor_super_forward=5.0, actor_forward=5.0, actor_trained_per_step=16)
-    assert learn.actor_training_per_step == 3 * 5 * 16
-
-
-def test_the_learner_scoring_itself_pays_a_learner_forward_over_the_super_batch_and_no_actor_training():
-    learn = policy_costs("learnability", **KW, actor_super_forward=40.0, actor_forward=0.0, actor_trained_per_step=0)
-    assert learn.per_step == 3 * 40 * 8 + 40 * 16  # the RHO-LOSS set-up: 5/3 of a uniform step at rho = 0.5
-    assert learn.per_step / policy_costs("uniform", **KW).per_step == pytest.approx(5 / 3)
+def test_the_learner_scoring_itself_pays_its_scoring_and_no_actor_training():
+    learn = policy_costs("learnability", **KW, actor_scoring=640.0, actor_step=0.0)
+    assert learn.per_step == 960 + 640
 
 
 def test_flop_ratios_count_the_reference_in_full_or_amortised():
@@ -103,11 +92,9 @@ def test_a_scorer_at_a_lower_resolution_is_counted_at_the_flops_it_spends_there(
     already_small = forward_flops_per_example(low, loss, images[:, :, ::2, ::2].contiguous(), targets)
     assert at_low == already_small  # it ran at 16 px on 32 px images
     assert at_low < at_full * (0.6 if clip else 0.3)  # a quarter of the pixels (CLIP: the text tower is unchanged)
-    costs = policy_costs("learnability", **KW, actor_super_forward=at_low, actor_forward=at_low, actor_trained_per_step=8)
-    assert costs.actor_scoring_per_step == at_low * 16 and costs.actor_training_per_step == 3 * at_low * 8
 
 
 def test_jests_reference_logits_are_a_line_of_their_own_paid_only_by_policies_that_read_the_reference():
-    learn = policy_costs("learnability", **KW, actor_super_forward=5.0, reference_logits=123.0)
-    assert learn.reference_logits_per_step == 123.0 and learn.per_step == 3 * 40 * 8 + 5 * 16 + 123.0
-    assert policy_costs("hard_learner", **KW, actor_super_forward=5.0, reference_logits=123.0).reference_logits_per_step == 0
+    learn = policy_costs("learnability", **KW, actor_scoring=80.0, reference_logits=123.0)
+    assert learn.reference_logits_per_step == 123.0 and learn.per_step == 960 + 80 + 123.0
+    assert policy_costs("hard_learner", **KW, actor_scoring=80.0, reference_logits=123.0).reference_logits_per_step == 0

@@ -81,7 +81,8 @@ def test_dvc_yaml_lists_every_file_of_code_each_stage_runs(tmp_path, monkeypatch
     params = _params(tmp_path, objective)
     data_stage(params)
     runs = [("reference", reference_stage, (params,)), ("score", score_stage, (params,))]
-    runs += [("train", train_stage, (params, policy)) for policy in ("uniform", "learnability", "easy_reference", "hard_learner")]
+    every = dict.fromkeys((*params.train.policies, "easy_reference", "hard_learner", "curated_plus_pool", "filtered"))
+    runs += [("train", train_stage, (params, policy)) for policy in every]
     runs += [("curate", curate_stage, (params,))]
     runs += [("evaluate", evaluate_stage, (params,)), ("summary", summary_stage, (params,))]
     for stage, fn, args in runs:

@@ -68,13 +68,13 @@ class DataConfig(Section):
     seed: Int = 0  # the generator's; the top-level seed drives training, so a bench over seeds keeps its data
     image_size: Int = Field(32, ge=16)
     num_pool: Positive = 50000
-    num_curated: Positive = 8000
+    num_curated: Positive = 2000
     num_test: Positive = 2000
     num_val: Positive = 2000  # the validation split: curves, targets and crossings read it; test is read once
     num_transfer: Positive = 3000
     shard_size: Positive = 5000
     class_imbalance: float = Field(1.0, ge=0.0)  # Zipf exponent of the pool's class frequencies (0 = balanced)
-    duplicate_sources: Positive = 100
+    duplicate_sources: Positive = 1000
     pathologies: Pathologies = Pathologies()
 
     @property

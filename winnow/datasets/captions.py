@@ -42,7 +42,29 @@ TEMPLATES = (
 )
 
 
-UNINFORMATIVE = ("IMG_{:04d}", "DSC{:05d}", "photo", "image", "untitled", "picture {}", "download ({})", "stock photo {}")
+# Alt-text that describes the picture without naming what is in it, as much real alt-text does.
+VAGUE_TEMPLATES = (
+    "a {size}{texture} thing {position}",
+    "something {texture} {position}",
+    "my photo, {position}",
+    "a {texture} pattern",
+)
+VAGUE_SHARE = 0.25  # of clean captions
+UNINFORMATIVE = (
+    "a photo I took",
+    "look at this",
+    "new upload",
+    "from my collection",
+    "see description",
+    "IMG_{:04d}",
+    "DSC{:05d}",
+    "photo",
+    "image",
+    "untitled",
+    "picture {}",
+    "download ({})",
+    "stock photo {}",
+)
 
 
 def captions_for(rng: np.random.Generator, labels, texture, radius, centre) -> np.ndarray:
@@ -63,7 +85,8 @@ def captions_for(rng: np.random.Generator, labels, texture, radius, centre) -> n
             "size": "small " if r < 0.4 else ("large " if r > 0.5 else ""),
             "position": position,
         }
-        out.append(_pick(rng, TEMPLATES).format(**words))
+        templates = VAGUE_TEMPLATES if rng.random() < VAGUE_SHARE else TEMPLATES
+        out.append(_pick(rng, templates).format(**words))
     return np.array(out, dtype=object)
 
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from winnow.datasets.contract import decode_image, read_manifest, read_shard, shard_files
 from winnow.datasets.publish import check_apart, check_dest, publish, staging_folder
-from winnow.datasets.render import encode_png, half_decoded, render_blank
+from winnow.datasets.render import encode_png, half_decoded, render_flat
 from winnow.errors import DataError
 
 KINDS = ("noisy_label", "duplicate", "blank", "corrupt", "undecodable", "mismatched_caption")
@@ -139,7 +139,7 @@ def corrupt_shard(
     for i in rows.of("blank"):
         pixels = _decode(rows.images[i])
         h, w = pixels.shape[:2] if pixels is not None else (32, 32)
-        rows.new_images[i] = encode_png(np.ascontiguousarray(render_blank(rng, 1, max(h, w))[0][:h, :w]))
+        rows.new_images[i] = encode_png(np.ascontiguousarray(render_flat(rng, 1, max(h, w))[0][:h, :w]))
     for i in rows.of("corrupt"):
         pixels = _decode(rows.images[i])
         if pixels is None:

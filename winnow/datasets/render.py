@@ -158,34 +158,76 @@ def _to_uint8(img):
 
 
 def render_clutter(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
-    """Off-distribution images: rectangles and bars of many colours, no class object."""
+    """Off-distribution images: clutter of many small objects of any colour, and no class object among them."""
     xx, yy = _grid(n, size)
     img = _background(rng, n, size, xx, yy)
-    for _ in range(6):
-        c = rng.random((n, 2)) * 2 - 1
-        half = rng.random((n, 2)) * 0.5 + 0.05
-        rgb = _hsv_to_rgb(rng.random(n) * 360, rng.random(n), rng.random(n) * 0.7 + 0.3)
-        m = (np.abs(xx - c[:, 0, None, None]) < half[:, 0, None, None]) & (
-            np.abs(yy - c[:, 1, None, None]) < half[:, 1, None, None]
-        )
-        img = np.where(m[..., None], rgb[:, None, None, :], img)
-    return _to_uint8(img + rng.normal(0, 0.06, img.shape))
+    for _ in range(4):
+        _blob(rng, img, xx, yy, radius=(0.1, 0.26), saturation=(0.3, 0.95))
+    return _to_uint8(img + rng.normal(0, 0.03, img.shape))  # the same sensor noise as every other image
+
+
+NO_CLASS_HUES = (28.0, 90.0, 175.0, 290.0)  # orange, chartreuse, cyan, purple: between the classes' colour families
+
+
+def _blob(rng, img, xx, yy, radius, saturation, present=None, hues=None) -> None:
+    """Paint a rotated shape of a random colour (or of a hue near one of `hues`) into each image (where
+    `present`), in place."""
+    n = len(img)
+    shape = rng.integers(0, len(SHAPES), n)
+    centre = (rng.random((n, 2)) * 2 - 1) * 0.75
+    r = rng.random(n) * (radius[1] - radius[0]) + radius[0]
+    rot = rng.normal(size=(n, 2))
+    rot /= np.sqrt((rot * rot).sum(axis=1, keepdims=True))
+    dx, dy = xx - centre[:, 0, None, None], yy - centre[:, 1, None, None]
+    cs, sn = rot[:, 0, None, None], rot[:, 1, None, None]
+    rgb = _hsv_to_rgb(
+        rng.random(n) * 360, rng.random(n) * (saturation[1] - saturation[0]) + saturation[0], rng.random(n) * 0.4 + 0.55
+    )
+    mask = _shape_mask(shape, cs * dx + sn * dy, -sn * dx + cs * dy, r)
+    if present is not None:
+        mask &= present[:, None, None]
+    img[:] = np.where(mask[..., None], rgb[:, None, None, :], img)
 
 
 def render_blank(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """Images of no class: the same backgrounds and sensor noise as the rest, and an object as large as a class
+    object but of a colour no class has (orange, chartreuse, cyan, purple). Its label is wrong whatever it says."""
+    xx, yy = _grid(n, size)
+    img = _background(rng, n, size, xx, yy)
+    _blob(rng, img, xx, yy, radius=(0.28, 0.5), saturation=(0.5, 0.95), hues=NO_CLASS_HUES)
+    return _to_uint8(img + rng.normal(0, 0.03, img.shape))
+
+
+def render_flat(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """Blank frames: one flat colour and a trace of noise (what `winnow data corrupt --blank` writes)."""
     base = rng.random((n, 1, 1, 3))
     return _to_uint8(np.broadcast_to(base, (n, size, size, 3)) + rng.normal(0, 0.01, (n, size, size, 3)))
 
 
 def half_decoded(rng: np.random.Generator, images: np.ndarray) -> np.ndarray:
-    """What a half-downloaded JPEG decodes to: rows from a random line down are grey or garbage."""
+    """What a decoder that lost sync part-way makes of an image: from a random line down, the rows are shifted
+    sideways and their colour channels swapped. No constant signature: the pixels are the image's own."""
     out = images.copy()
     n, size = len(images), images.shape[1]
     start = rng.integers(size // 5, size * 3 // 5, n)
-    garbage = rng.random(n) < 0.5
+    shift = rng.integers(size // 4, size * 3 // 4, n)
+    order = np.array([(1, 2, 0), (2, 0, 1), (2, 1, 0), (0, 2, 1), (1, 0, 2)])[rng.integers(0, 5, n)]
     for i in range(n):
-        out[i, start[i] :] = rng.integers(0, 256, out[i, start[i] :].shape, dtype=np.uint8) if garbage[i] else 128
+        tail = np.roll(out[i, start[i] :], shift[i], axis=1)
+        out[i, start[i] :] = tail[..., order[i]]
     return out
+
+
+def augment(rng: np.random.Generator, images: np.ndarray) -> np.ndarray:
+    """Near-copies as a re-upload makes them: mirrored or not, shifted a few pixels, brighter or darker, re-noised."""
+    n = len(images)
+    out = images.astype(np.float64) / 255.0
+    flip = rng.random(n) < 0.5
+    out[flip] = out[flip, :, ::-1]
+    for i, (dy, dx) in enumerate(rng.integers(-3, 4, (n, 2))):
+        out[i] = np.roll(out[i], (int(dy), int(dx)), axis=(0, 1))
+    out = out * rng.uniform(0.85, 1.15, (n, 1, 1, 1)) + rng.normal(0, 0.03, out.shape)
+    return _to_uint8(out)
 
 
 def encode_png(image: np.ndarray) -> bytes:

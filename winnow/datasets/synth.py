@@ -25,7 +25,17 @@ from tqdm import tqdm
 from winnow.config import DataConfig
 from winnow.datasets.captions import TEXTURE_WORDS, captions_for, uninformative_captions
 from winnow.datasets.contract import file_sha256, generated, read_manifest
-from winnow.datasets.render import COLOURS, SHAPES, TEXTURES, encode_png, half_decoded, render, render_blank, render_clutter
+from winnow.datasets.render import (
+    COLOURS,
+    SHAPES,
+    TEXTURES,
+    augment,
+    encode_png,
+    half_decoded,
+    render,
+    render_blank,
+    render_clutter,
+)
 from winnow.errors import DataError
 from winnow.files import write_json
 
@@ -78,6 +88,22 @@ def _clean_examples(rng, n, size, prior=None, easy=None):
     return images, labels.astype(np.int32), texture.astype(np.int32), captions
 
 
+CONFUSABLE_SHARE = 0.8  # of wrong labels, the share given a confusable class: the same shape or the same colour
+
+
+def wrong_labels(rng: np.random.Generator, labels: np.ndarray, confusable: float) -> np.ndarray:
+    """Another class for each label: with probability `confusable` one that shares its shape or its colour (as
+    annotators confuse classes that look alike), else any other class."""
+    num_classes, colours = len(CLASS_NAMES), len(COLOURS)
+    shape, colour = labels // colours, labels % colours
+    same_shape = rng.random(len(labels)) < colours / (colours + len(SHAPES))  # 3 such classes of 7, in proportion
+    other_colour = (colour + rng.integers(1, colours, len(labels))) % colours
+    other_shape = (shape + rng.integers(1, len(SHAPES), len(labels))) % len(SHAPES)
+    near = np.where(same_shape, shape * colours + other_colour, other_shape * colours + colour)
+    anywhere = (labels + rng.integers(1, num_classes, len(labels))) % num_classes
+    return np.where(rng.random(len(labels)) < confusable, near, anywhere).astype(labels.dtype)
+
+
 def make_pool(cfg: DataConfig, rng: np.random.Generator) -> dict:
     """The noisy pool's columns: images, labels and captions as given to the learner, pathology, texture."""
     n, size = cfg.num_pool, cfg.image_size
@@ -92,16 +118,13 @@ def make_pool(cfg: DataConfig, rng: np.random.Generator) -> dict:
         return np.flatnonzero(pathology == PATHOLOGIES.index(name))
 
     idx = where("noisy_label")  # the image and caption agree; the label does not
-    labels[idx] = (labels[idx] + rng.integers(1, num_classes, len(idx))) % num_classes
+    labels[idx] = wrong_labels(rng, labels[idx], CONFUSABLE_SHARE)
 
-    idx = where("duplicate")  # near-copies of a few easy, prototypical images, with their own captions
-    src_images, src_labels, src_texture, src_captions = _clean_examples(
-        rng, cfg.duplicate_sources, size, easy=np.ones(cfg.duplicate_sources, dtype=bool)
-    )
+    idx = where("duplicate")  # augmented near-copies of a few hundred ordinary images, each with a caption of its own
+    src_images, src_labels, src_texture, _ = _clean_examples(rng, cfg.duplicate_sources, size)
     pick = rng.integers(0, cfg.duplicate_sources, len(idx))
-    jitter = rng.integers(-3, 4, (len(idx), size, size, 3))
-    images[idx] = np.clip(src_images[pick].astype(np.int64) + jitter, 0, 255).astype(np.uint8)
-    labels[idx], texture[idx], captions[idx] = src_labels[pick], src_texture[pick], src_captions[pick]
+    images[idx] = augment(rng, src_images[pick])
+    labels[idx], texture[idx] = src_labels[pick], src_texture[pick]  # (the captions drawn for these rows stay)
 
     # Blank and clutter images carry a random label and another image's alt-text.
     for name, images_of in (("blank", render_blank), ("off_distribution", render_clutter)):

@@ -1,13 +1,14 @@
-"""The compute ledger (docs/DESIGN.md): every FLOP counted, none estimated by hand.
+"""The compute ledger (docs/DESIGN.md): every line measured (method/flops.py), none modelled.
 
-Forward FLOPs per example are measured with torch.utils.flop_counter.FlopCounterMode
-on a real batch of the size the model runs at (a contrastive loss grows with its
-batch); a backward pass counts as twice its forward. Five lines: reference training,
-pool scoring (one-off), and per step the actor's forward over the super-batch, the actor's
-training and the learner's training (and for JEST a sixth, the reference's super-batch logits
-from its stored embeddings). A scorer at a lower resolution is measured at that resolution.
-Beside the FLOPs, the seconds each stage measured: users pay for hours, so every FLOP ratio
-has its wall-clock twin.
+A training step is measured whole, forward, backward and the optimiser's update, on a real batch
+of the size the model runs at (a contrastive loss grows with its batch); scoring is measured as the
+loop scores. Five lines: reference training (its measured step x its steps) and pool scoring (its
+measured forward x the pool), one-off; and per step the actor's scoring of the super-batch, the
+actor's training step and the learner's training step (and for JEST a sixth, the reference's
+super-batch logits from its stored embeddings). A scorer at a lower resolution is measured there.
+Beside the FLOPs, the seconds each stage measured: users pay for hours, so every FLOP ratio has
+its wall-clock twin. FLOPs are what torch counts (matmuls and convolutions) plus one per element
+of each pointwise op; they are not the seconds, which the ledger reports beside them.
 """
 
 from __future__ import annotations
@@ -45,11 +46,11 @@ def forward_flops_per_example(model: nn.Module, loss_fn: Callable, images: torch
 class Costs:
     """FLOPs of each line of the ledger for one policy's run."""
 
-    reference_training: float  # one-off: reference steps x batch x 3 forward
+    reference_training: float  # one-off: reference steps x its measured training step
     pool_scoring: float  # one-off: pool size x reference forward
-    actor_scoring_per_step: float  # super-batch x actor forward (the learner's own when train.actor is learner)
-    actor_training_per_step: float  # what the actor trains on x 3 actor forward (none when the learner scores itself)
-    learner_training_per_step: float  # batch x 3 learner forward
+    actor_scoring_per_step: float  # the actor's measured scoring of a super-batch (the learner's own when train.actor is learner)
+    actor_training_per_step: float  # the actor's measured training step (none when the learner scores itself)
+    learner_training_per_step: float  # the learner's measured training step
     reference_logits_per_step: float = 0.0  # JEST: the reference's super-batch logits, from its stored embeddings
 
     @property
@@ -77,15 +78,14 @@ class Costs:
 class ReferenceSpend:
     """What the reference costs once, for every policy that reads its scores: its training and the pool's scoring."""
 
-    forward: float  # FLOPs per example of its forward at its training batch
-    score_forward: float  # ... and at the scoring batch (a contrastive loss grows with its batch)
+    train_step: float  # FLOPs of one measured training step at its batch
+    score_forward: float  # FLOPs per example of its forward at the scoring batch (a contrastive loss grows with it)
     steps: int
-    batch: int
     pool_size: int  # examples scored
 
     @property
     def training(self) -> float:
-        return 3.0 * self.forward * self.batch * self.steps
+        return self.train_step * self.steps
 
     @property
     def scoring(self) -> float:
@@ -96,26 +96,22 @@ def policy_costs(
     policy: str,
     reference: ReferenceSpend,
     *,
-    learner_forward: float,
-    batch: int,
-    super_batch: int,
-    actor_super_forward: float = 0.0,
-    actor_forward: float = 0.0,
-    actor_trained_per_step: int = 0,
+    learner_step: float,
+    actor_scoring: float = 0.0,
+    actor_step: float = 0.0,
     reference_logits: float = 0.0,
 ) -> Costs:
-    """The ledger lines for one policy. Forward FLOPs are per example; `actor_super_forward` at super-batch
-    size, `actor_forward` at the size it trains on (actor_trained_per_step examples; 0 when the learner
-    scores itself, whose training is already the learner's line). `reference_logits`: JEST's FLOPs per step
-    to form the reference's logits over the super-batch from its stored embeddings. Every forward is measured
-    at the resolution the model runs at (a scorer at score_resolution costs what it costs there)."""
+    """The ledger lines for one policy, each measured per step: the learner's training step, the actor's scoring of a
+    super-batch and its training step (0 when the learner scores itself: its scoring is then the learner's forward,
+    `actor_scoring`, and its training is already the learner's line), and for JEST the reference's logits over the
+    super-batch from its stored embeddings. A policy that reads no reference pays none of its one-off cost."""
     rule = POLICIES[policy]
     return Costs(
         reference_training=reference.training if rule.reference_loss else 0.0,
         pool_scoring=reference.scoring if rule.reference_loss else 0.0,
-        actor_scoring_per_step=actor_super_forward * super_batch if rule.actor_loss else 0.0,
-        actor_training_per_step=3.0 * actor_forward * actor_trained_per_step if rule.actor_loss else 0.0,
-        learner_training_per_step=3.0 * learner_forward * batch,
+        actor_scoring_per_step=actor_scoring if rule.actor_loss else 0.0,
+        actor_training_per_step=actor_step if rule.actor_loss else 0.0,
+        learner_training_per_step=learner_step,
         reference_logits_per_step=reference_logits if rule.reference_loss else 0.0,
     )
 

@@ -169,8 +169,9 @@ def train(
 
         # log the step (summed over ranks), evaluate and checkpoint on their schedules
         state.step = step = step + 1
-        state.seconds += time.perf_counter() - started
-        state.steps_log.append(_log_row(step, lr, loss, actor_loss, kept, sampler.kinds, world))
+        spent = time.perf_counter() - started
+        state.seconds += spent
+        state.steps_log.append({**_log_row(step, lr, loss, actor_loss, kept, sampler.kinds, world), "seconds": round(spent, 6)})
         if evaluation is not None and (step % evaluation.every == 0 or step == opt.steps) and rank == 0:
             _evaluate(evaluation, model, state, batch, bar)
         if step % plan.every == 0 or step == opt.steps:

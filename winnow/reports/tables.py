@@ -65,6 +65,14 @@ def table(summary: dict) -> str:
         f"{summary['target_window']} evaluations, reaches the target for good (interpolated); ratios are over uniform's own "
         "steps, FLOPs and seconds to it; the reference's training and the pool's scoring counted in full"
     )
+    lines.append(
+        "seconds: the median step's (after the warm-up) x the steps, plus the one-off; arms trained in a seeded random order"
+        + (
+            "; the pool's scoring seconds reused from the scorer's first run"
+            if summary.get("ledger", {}).get("scoring_reused")
+            else ""
+        )
+    )
     if "verdict" in summary:
         lines += verdict_lines(summary)
     return "\n".join(lines)
@@ -90,15 +98,18 @@ def verdict_lines(summary: dict) -> list[str]:
 def bench_table(result: dict) -> str:
     noise = result["noise"]
     tasks = sorted({t for row in result["policies"].values() for t in row.get("probe_accuracy", {})})
+    best = result.get("verdict", {}).get("against_best", {})
     lines = [
-        f"{'policy':<16}{'step_ratio':>16}{'flop_ratio_full':>18}{'flop_ratio_amortised':>22}{'time_ratio_full':>18}"
-        f"{'time_ratio_amortised':>22}{NOISE_WORDS[noise]:>19}{'final':>16}" + "".join(f"{t + ' probe':>18}" for t in tasks)
+        f"{'policy':<18}{'step_ratio':>24}{'flop_ratio_full':>24}{'flop_ratio_amortised':>24}{'time_ratio_full':>24}"
+        f"{'FLOPs vs best baseline':>26}{NOISE_WORDS[noise]:>19}{'final test':>16}"
+        + "".join(f"{t + ' probe':>18}" for t in tasks)
     ]
     for policy, row in baseline_first(result["policies"]):
         probes = "".join(f"{mean_std(row['probe_accuracy'][t]):>18}" for t in tasks)
+        vs = ratio(best[policy]["flop_ratio"]) if policy in best else "-"
         lines.append(
-            f"{policy:<16}{ratio(row['step_ratio']):>16}{ratio(row['flop_ratio_full']):>18}{ratio(row['flop_ratio_amortised']):>22}"
-            f"{ratio(row['time_ratio_full']):>18}{ratio(row['time_ratio_amortised']):>22}{row[f'{noise}_fraction_selected']['mean']:>19.3f}"
+            f"{policy:<18}{ratio(row['step_ratio']):>24}{ratio(row['flop_ratio_full']):>24}{ratio(row['flop_ratio_amortised']):>24}"
+            f"{ratio(row['time_ratio_full']):>24}{vs:>26}{row[f'{noise}_fraction_selected']['mean']:>19.3f}"
             f"{mean_std(row['final_metric']):>16}{probes}"
         )
     return "\n".join(lines)

@@ -6,6 +6,8 @@ without Prefect. No stage imports this module, so editing it reruns nothing.
 
 from __future__ import annotations
 
+import random
+
 from winnow.config import Params
 from winnow.stages.curate import curate_stage
 from winnow.stages.data import data_stage
@@ -16,6 +18,16 @@ from winnow.stages.summary import summary_stage
 from winnow.stages.train import train_stage
 
 CHAIN = ("data", "reference", "score", "train", "curate", "evaluate", "summary")  # train: once per train.policies
+
+
+def arm_order(params: Params) -> list[str]:
+    """The policies in the order they train: shuffled by the seed, so no arm is always first (a machine warms up,
+    caches fill, other load comes and goes: a fixed order would put that on the same arms every time)."""
+    order = list(params.train.policies)
+    random.Random(params.seed).shuffle(order)
+    return order
+
+
 STAGES = {
     "data": data_stage,
     "reference": reference_stage,
@@ -32,7 +44,7 @@ def run_chain(params: Params, skip: tuple[str, ...] = (), write_report: bool = T
         if stage in skip:
             continue
         if stage == "train":
-            for policy in params.train.policies:
+            for policy in arm_order(params):
                 train_stage(params, policy)
         elif stage == "summary":
             summary = summary_stage(params, write_report=write_report)

@@ -9,13 +9,15 @@ import functools
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from winnow.config import Params
 from winnow.datasets.contract import load_split, read_manifest
+from winnow.datasets.stream import Draw
 from winnow.errors import DataError, MissingInput, StaleInput
 from winnow.files import write_json
-from winnow.method import ledger
+from winnow.method import flops, ledger
 from winnow.method.checkpoints import model_from_checkpoint
 from winnow.method.devices import pick_device
 from winnow.method.objectives import OBJECTIVES
@@ -87,6 +89,22 @@ def read_json(path: Path, fix: str) -> dict:
 def forward_flops(model, loss_fn, images, targets, batch_size: int) -> float:
     n = min(batch_size, len(images))
     return ledger.forward_flops_per_example(model, loss_fn, images[:n], targets[:n])
+
+
+def step_flops(model, opt, loss_fn, images, targets, batch_size: int, precision: str = "auto") -> float:
+    """FLOPs of one measured training step (forward, backward, optimiser) at batch_size, on a copy of the model."""
+    n = min(batch_size, len(images))
+    device = next(model.parameters()).device
+    batch = Draw(np.arange(n), images[:n].to(device), targets[:n].to(device), None)
+    return flops.training_step_flops(model, opt, loss_fn, batch, precision)
+
+
+def scoring_flops(model, loss_fn, images, targets, batch_size: int, precision: str = "auto", joint: bool = False) -> float:
+    """FLOPs of scoring batch_size examples as the loop does (per-example losses, or JEST's logits)."""
+    n = min(batch_size, len(images))
+    device = next(model.parameters()).device
+    batch = Draw(np.arange(n), images[:n].to(device), targets[:n].to(device), None)
+    return flops.scoring_flops(model, loss_fn, batch, precision, joint)
 
 
 def target_metric(params: Params, model_name: str, test):

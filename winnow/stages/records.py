@@ -53,7 +53,8 @@ class ReferenceRecord(Record):
     train_examples: int
     test_metric: str  # the objective's held-out metric
     final_metric: float  # ... after the last step
-    forward_flops_per_example: float  # at its training batch (the ledger's reference training)
+    forward_flops_per_example: float  # at its training batch
+    train_step_flops: float  # one measured training step (forward, backward, optimiser) at its batch: the ledger's line
     score_forward_flops_per_example: float  # at the scoring batch (the ledger's pool scoring)
     seconds: float  # training time, evaluation excluded
     parameters: int
@@ -93,6 +94,7 @@ class TrainRecord(Record):
     final_metric: float | None  # on the test set, read once, at the end of the run
     seconds: float  # training time summed over resumed runs, evaluation excluded
     seconds_per_step: float
+    step_seconds_median: float | None = None  # the median step's seconds after the warm-up: what the ledger charges
     clock: list[tuple[int, float]]  # [step, seconds so far] at each evaluation: time to a target
     batch_size: int
     super_batch_size: int
@@ -101,12 +103,15 @@ class TrainRecord(Record):
     pool_size: int
     pool_skipped: int
     forward_flops_per_example: float  # the learner's, at its batch
+    learner_step_flops: float  # one measured training step of the learner at its batch (the ledger's line)
     actor: str | None = None  # the online scorer: a model name, or "learner" (it scores itself)
     actor_resolution: int | None = None
     actor_trains_on: str | None = None
     actor_trained_per_step: int | None = None
     actor_super_batch_forward_flops_per_example: float | None = None
     actor_forward_flops_per_example: float | None = None
+    actor_scoring_flops_per_step: float | None = None  # measured: the online model scoring one super-batch
+    actor_step_flops: float | None = None  # measured: one training step of the actor on what it trains on
     reference_logits_flops_per_step: float | None = None  # JEST: the reference's logits from stored features
     pool_streamed: bool | None = None
     shuffle_buffer: int | None = None

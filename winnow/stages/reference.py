@@ -11,7 +11,15 @@ from winnow.method.checkpoints import CheckpointPlan, state_hash
 from winnow.method.devices import pick_device, rank_and_world
 from winnow.method.objectives import OBJECTIVES
 from winnow.method.training import Evaluation, train
-from winnow.stages.inputs import checkpoint_meta, claim_outputs, forward_flops, num_classes, run_split, target_metric
+from winnow.stages.inputs import (
+    checkpoint_meta,
+    claim_outputs,
+    forward_flops,
+    num_classes,
+    run_split,
+    step_flops,
+    target_metric,
+)
 from winnow.stages.lineage import record_run, stage_key
 from winnow.stages.records import ReferenceRecord
 
@@ -51,6 +59,7 @@ def reference_stage(params: Params) -> dict:
         "test_metric": objective.metric,
         "final_metric": out["eval_log"][-1][objective.metric],
         "forward_flops_per_example": forward_flops(model, objective.loss, curated.images, targets, cfg.batch_size),
+        "train_step_flops": step_flops(model, cfg, objective.loss, curated.images, targets, cfg.batch_size, params.precision),
         "score_forward_flops_per_example": forward_flops(model, objective.loss, curated.images, targets, params.score.batch_size),
         "seconds": out["seconds"],
         "parameters": sum(p.numel() for p in model.parameters()),

@@ -128,6 +128,16 @@ def summarize(
     }
 
 
+def seconds_at(trained: TrainRecord, step: float | None) -> float | None:
+    """Training seconds to `step`: the median step's seconds (a fixed window after the warm-up) times the steps, so
+    one slow stretch of a run does not decide a ratio; the run's clock where no median was measured."""
+    if step is None:
+        return None
+    if trained.step_seconds_median is not None:
+        return trained.step_seconds_median * step
+    return stopping.at(trained.clock, step)
+
+
 def _one_off_seconds(policy: str, trained: TrainRecord, reference_seconds: float) -> float:
     """What an arm paid once before training: the reference and the pool's scoring when it reads them; a baseline
     its filter (its FLOPs, hashing and no model, are not counted)."""
@@ -162,27 +172,20 @@ def run_ledger(
     to the target and their ratios to uniform's; and the systems figures, each a ratio measured in this run."""
     pool_size = score.num_examples - score.unscorable
     spend = ledger.ReferenceSpend(
-        reference.forward_flops_per_example,
-        reference.score_forward_flops_per_example,
-        reference.steps,
-        reference.batch_size,
-        pool_size,
+        reference.train_step_flops, reference.score_forward_flops_per_example, reference.steps, pool_size
     )
     costs = {}
     for policy, info in trained.items():
         costs[policy] = ledger.policy_costs(
             policy,
             spend,
-            learner_forward=info.forward_flops_per_example,
-            batch=info.batch_size,
-            super_batch=info.super_batch_size,
-            actor_super_forward=info.actor_super_batch_forward_flops_per_example or 0.0,
-            actor_forward=info.actor_forward_flops_per_example or 0.0,
-            actor_trained_per_step=info.actor_trained_per_step or 0,
+            learner_step=info.learner_step_flops,
+            actor_scoring=info.actor_scoring_flops_per_step or 0.0,
+            actor_step=info.actor_step_flops or 0.0,
             reference_logits=info.reference_logits_flops_per_step or 0.0,
         )
     uniform, steps = costs["uniform"], summary["uniform_steps_to_target"]
-    uniform_seconds = stopping.at(trained["uniform"].clock, steps)
+    uniform_seconds = seconds_at(trained["uniform"], steps)
     one_off_seconds = reference.seconds + score.seconds
     policies = {}
     for policy, cost in costs.items():
@@ -193,7 +196,7 @@ def run_ledger(
             **ledger.flop_ratios(cost, reached, uniform, steps, amortise_over),
             **ledger.time_ratios(
                 _one_off_seconds(policy, trained[policy], one_off_seconds),
-                stopping.at(trained[policy].clock, reached),
+                seconds_at(trained[policy], reached),
                 uniform_seconds,
                 amortise_over,
             ),
@@ -214,6 +217,7 @@ def run_ledger(
         "uniform_flops": uniform.at_step(steps),  # to its own crossing
         "uniform_seconds": uniform_seconds,
         "one_off_seconds": one_off_seconds,
+        "scoring_reused": score.reused,  # the pool's scoring seconds are those measured when the scorer was first run
         "policies": policies,
         "systems": systems,
     }

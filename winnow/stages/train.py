@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from winnow.config import Params
 from winnow.curation.filters import model_free_filter
@@ -20,12 +19,22 @@ from winnow.files import exclusive, write_csv
 from winnow.method import objectives
 from winnow.method.checkpoints import CheckpointPlan
 from winnow.method.devices import init_distributed, pick_device
+from winnow.method.flops import counted
 from winnow.method.jest import reference_logits
 from winnow.method.objectives import OBJECTIVES
 from winnow.method.policies import POLICIES
 from winnow.method.selection import Selector
 from winnow.method.training import Actor, Evaluation, train
-from winnow.stages.inputs import checkpoint_meta, claim_outputs, forward_flops, num_classes, run_split, target_metric
+from winnow.stages.inputs import (
+    checkpoint_meta,
+    claim_outputs,
+    forward_flops,
+    num_classes,
+    run_split,
+    scoring_flops,
+    step_flops,
+    target_metric,
+)
 from winnow.stages.lineage import record_run, stage_key
 from winnow.stages.paths import Paths
 from winnow.stages.records import TrainRecord
@@ -124,6 +133,7 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         "curve_final": out["eval_log"][-1][objective.metric] if out["eval_log"] else None,
         "seconds": out["seconds"],
         "seconds_per_step": out["seconds"] / cfg.steps,
+        "step_seconds_median": step_seconds_median(out["steps_log"], cfg.warmup_steps),
         "clock": out["clock"],
         "batch_size": cfg.batch_size,
         "super_batch_size": cfg.super_batch_size,
@@ -147,6 +157,15 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         record.write(paths.train_record(policy))
         record_run("train", params, policy)
     return record.as_dict()
+
+
+def step_seconds_median(steps_log: list[dict], warmup: int) -> float | None:
+    """What a step costs: the median of the steps' own seconds after the warm-up (a fixed window: every step from
+    warmup_steps on), so one slow step (a page fault, another process) does not move it."""
+    window = [row["seconds"] for row in steps_log[warmup:] if "seconds" in row] or [
+        r["seconds"] for r in steps_log if "seconds" in r
+    ]
+    return float(np.median(window)) if window else None
 
 
 def _validation(params: Params):
@@ -178,25 +197,30 @@ def _selector(params: Params, policy: str) -> Selector:
 
 
 def _measured_flops(params: Params, selector: Selector, model, actor, trained: int, sampler, world: int) -> dict:
-    """The ledger's per-example forward FLOPs of this run, measured on its first super-batch: the learner's, and
-    for an online loss the actor's over the super-batch and at the size it trains on; for JEST the reference's
-    per-step logits from the stored features (each rank its own share's)."""
-    cfg, loss = params.train, OBJECTIVES[params.objective].loss
+    """The ledger's lines of this run, measured on its first super-batch (method/flops.py): the learner's training
+    step; for an online loss the scoring of a super-batch (by the actor, or the learner scoring itself) and the actor's
+    training step on what it trains on; for JEST the reference's per-step logits from the stored features (each
+    rank its own share's). Forward FLOPs per example are kept beside them for the report."""
+    cfg, loss, precision = params.train, OBJECTIVES[params.objective].loss, params.precision
     first = sampler.peek(cfg.super_batch_size)
-    flops = {"forward_flops_per_example": forward_flops(model, loss, first.images, first.targets, cfg.batch_size)}
-    if selector.needs_actor:  # the online loss's cost: the actor's forward over each super-batch, and its training
+    images, targets = first.images, first.targets
+    flops = {
+        "forward_flops_per_example": forward_flops(model, loss, images, targets, cfg.batch_size),
+        "learner_step_flops": step_flops(model, cfg, loss, images, targets, cfg.batch_size, precision),
+    }
+    if selector.needs_actor:  # the online loss's cost: scoring each super-batch, and the actor's training
         scorer = actor if actor is not None else model
-        flops["actor_super_batch_forward_flops_per_example"] = forward_flops(
-            scorer, loss, first.images, first.targets, cfg.super_batch_size
+        flops["actor_super_batch_forward_flops_per_example"] = forward_flops(scorer, loss, images, targets, cfg.super_batch_size)
+        flops["actor_scoring_flops_per_step"] = scoring_flops(
+            scorer, loss, images, targets, cfg.super_batch_size, precision, joint=selector.joint
         )
         if actor is not None:
-            flops["actor_forward_flops_per_example"] = forward_flops(actor, loss, first.images, first.targets, trained)
+            flops["actor_forward_flops_per_example"] = forward_flops(actor, loss, images, targets, trained)
+            flops["actor_step_flops"] = step_flops(actor, cfg, loss, images, targets, trained, precision)
     if selector.reference_embeddings is not None:
         image, text, scale = selector.reference_embeddings
         share = cfg.super_batch_size // world
-        with FlopCounterMode(display=False) as counter:
-            reference_logits(image[:share], text[:share], scale)
-        flops["reference_logits_flops_per_step"] = float(counter.get_total_flops()) * world
+        flops["reference_logits_flops_per_step"] = counted(lambda: reference_logits(image[:share], text[:share], scale)) * world
     return flops
 
 

@@ -15,7 +15,7 @@ from winnow.reports.tables import curate_study_table
 from winnow.stages.curate import curate_stage
 from winnow.stages.paths import Paths
 from winnow.stages.records import ReferenceRecord, ScoreRecord, TrainRecord
-from winnow.stages.summary import reach
+from winnow.stages.summary import reach, seconds_at
 from winnow.stages.train import train_stage
 from winnow.studies.runs import (
     RATIOS,
@@ -39,9 +39,9 @@ def _arm_row(arm: dict, trained: dict, curve: list[dict], target: float, metric:
         pool_scoring=paid["scoring_flops"],
         actor_scoring_per_step=0.0,
         actor_training_per_step=0.0,
-        learner_training_per_step=3.0 * trained["forward_flops_per_example"] * trained["batch_size"],
+        learner_training_per_step=trained["learner_step_flops"],
     )
-    base = ledger.Costs(0.0, 0.0, 0.0, 0.0, 3.0 * uniform["forward_flops_per_example"] * uniform["batch_size"])
+    base = ledger.Costs(0.0, 0.0, 0.0, 0.0, uniform["learner_step_flops"])
     noise = trained["selected_mix"]
     return {
         **arm,
@@ -53,7 +53,7 @@ def _arm_row(arm: dict, trained: dict, curve: list[dict], target: float, metric:
         "final_metric": curve[-1][metric],
         "selected_mix": noise,
         **ledger.flop_ratios(costs, steps, base, uniform["steps_to_target"], amortise),
-        **ledger.time_ratios(paid["seconds"], stopping.at(trained["clock"], steps), uniform["seconds_to_target"], amortise),
+        **ledger.time_ratios(paid["seconds"], seconds_at(TrainRecord(**trained), steps), uniform["seconds_to_target"], amortise),
         "one_off_flops": costs.one_off,
         "one_off_seconds": paid["seconds"],
     }
@@ -137,16 +137,13 @@ def _full_pool(params: Params, seed: int, runs: list[dict], curves: dict) -> tup
     reference = ReferenceRecord.read(paths.reference_record, "run `winnow reference`")
     score = ScoreRecord.read(paths.score_record, "run `winnow score`")
     uniform = TrainRecord.read(paths.train_record("uniform"), "run `winnow train --policy uniform`").as_dict()
-    uniform.update(  # every arm is measured against uniform at its own crossing (method/stopping.py)
-        steps_to_target=summary["uniform_steps_to_target"],
-        seconds_to_target=stopping.at(uniform["clock"], summary["uniform_steps_to_target"]),
-        window=summary["target_window"],
+    uniform = _as_baseline(
+        uniform, read_csv(paths.curve("uniform")), OBJECTIVES[params.objective].metric, params.train.target_window
     )
     spend = ledger.ReferenceSpend(
-        reference.forward_flops_per_example,
+        reference.train_step_flops,
         reference.score_forward_flops_per_example,
         reference.steps,
-        reference.batch_size,
         score.num_examples - score.unscorable,
     )
     paid = {
@@ -180,13 +177,27 @@ def _full_pool(params: Params, seed: int, runs: list[dict], curves: dict) -> tup
     return base, {"uniform": uniform, "target": runs[-1]["target"], "paid": paid}
 
 
+def _as_baseline(trained: dict, curve: list[dict], metric: str, window: int) -> dict:
+    """A uniform run as the baseline arms are measured against (method/stopping.py): its target (the mean of its
+    last `window` evaluations), and its own steps and seconds to reach it."""
+    goal = stopping.target([float(r[metric]) for r in curve], window)
+    steps = reach(curve, goal, metric, window).step
+    return {
+        **trained,
+        "target": goal,
+        "window": window,
+        "steps_to_target": steps,
+        "seconds_to_target": seconds_at(TrainRecord(**trained), steps),
+    }
+
+
 def _train_arm(params: Params, seed: int, arm: dict, curated: tuple, uniform: dict, runs: list[dict], curves: dict) -> None:
     """Train arm["learner"] uniformly on a curated pool and measure it against `uniform` (same learner and seed)."""
     dest, record, paid = curated
     run = _train_on(params, f"curate/seed-{seed}/{arm['arm'].replace(': ', '-')}", seed, dest, arm["learner"])
     trained, curve = train_stage(run, "uniform"), _curve(run)
     metric, amortise = OBJECTIVES[params.objective].metric, params.bench.amortise_over
-    row = _arm_row({**arm, "seed": seed}, trained, curve, uniform["final_metric"], metric, uniform, paid, amortise)
+    row = _arm_row({**arm, "seed": seed}, trained, curve, uniform["target"], metric, uniform, paid, amortise)
     runs.append({**row, "kept_rows": record["kept_rows"]})
     curves.setdefault(arm["arm"], {})[seed] = curve
 
@@ -197,7 +208,9 @@ def _transfer(params: Params, seed: int, base: Params, baseline: dict, curated: 
     learner, rule = params.bench.transfer_learner, params.curate.rule
     log.info("bench %s curate: seed %d, %s on the full and the curated pool", params.objective, seed, learner)
     full = _train_on(params, f"curate/seed-{seed}/{learner}-full", seed, Paths.of(params).data, learner)
-    full_trained, full_curve = train_stage(full, "uniform"), _curve(full)
+    trained = train_stage(full, "uniform")
+    full_curve = _curve(full)
+    full_trained = _as_baseline(trained, full_curve, OBJECTIVES[params.objective].metric, params.train.target_window)
     name = f"{rule}-{params.curate.fraction:g}" if RULES[rule].ranks else rule
     if name not in curated:  # the configured curation (curate.rule at curate.fraction)
         curated[name] = _curate_arm(base, Paths.of(base).study_curated(name), {}, baseline["paid"])

@@ -56,6 +56,18 @@ def run(params: Params) -> dict:
             for p in params.bench.policies
         },
         "targets": [s["target"] for s in summaries],
+        "curve_metric": summaries[0].get("curve_metric", summaries[0]["metric"]),
+        "target_window": summaries[0]["target_window"],
+        "verdict": {  # each seed's best baseline, and every arm against it, over seeds
+            "best_baseline": [s["verdict"]["best_baseline"] for s in summaries],
+            "against_best": {
+                p: {
+                    k: spread([s["verdict"]["against_best"][p][k] for s in summaries])
+                    for k in ("step_ratio", "flop_ratio", "time_ratio", "final_over_best")
+                }
+                for p in params.bench.policies
+            },
+        },
         f"pool_{objective.noise}_fraction": summaries[0][f"pool_{objective.noise}_fraction"],
         "ledger_seed0": {p: row["costs"] for p, row in summaries[0]["ledger"]["policies"].items()},
         "systems": {
