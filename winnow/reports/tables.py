@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from winnow.method.policies import POLICIES
+
 NOISE_WORDS = {"noisy_label": "wrong labels kept", "mismatched_caption": "mismatched kept"}
 
 
@@ -37,8 +39,10 @@ def ratio(stat: dict) -> str:
 
 
 def baseline_first(rows: dict) -> list[tuple]:
-    """A policy table's rows, uniform (the baseline) first, then the others in their order (JSON keeps them sorted)."""
-    return sorted(rows.items(), key=lambda item: item[0] != "uniform")
+    """A policy table's rows in the registry's order (JSON keeps them sorted): uniform, the other baselines, then
+    the selection policies; a name the registry does not know last."""
+    order = {name: i for i, name in enumerate(POLICIES)}
+    return sorted(rows.items(), key=lambda item: order.get(item[0], len(order)))
 
 
 def table(summary: dict) -> str:
@@ -66,7 +70,7 @@ def table(summary: dict) -> str:
         "steps, FLOPs and seconds to it; the reference's training and the pool's scoring counted in full"
     )
     lines.append(
-        "seconds: the median step's (after the warm-up) x the steps, plus the one-off; arms trained in a seeded random order"
+        "seconds: the median step's (after the warm-up) x the steps, plus the one-off"
         + (
             "; the pool's scoring seconds reused from the scorer's first run"
             if summary.get("ledger", {}).get("scoring_reused")
