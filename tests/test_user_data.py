@@ -198,7 +198,7 @@ def test_jest_with_low_resolution_scorers_runs_through_winnow_pipeline_on_import
     assert learnability["super_batch_size"] == 4 * learnability["batch_size"]
     costs = summary["ledger"]["policies"]["learnability"]["costs"]
     assert costs["reference_logits_per_step"] > 0  # the reference's logits, from its stored features
-    assert summary["ledger"]["policies"]["hard_learner"]["costs"]["reference_logits_per_step"] == 0
+    assert summary["ledger"]["policies"]["curated_only"]["costs"]["reference_logits_per_step"] == 0  # reads no reference
     assert json.loads((paths.metrics / "reference.json").read_text())["resolution"] == 16
     evaluated = json.loads((paths.metrics / "evaluate.json").read_text())
     assert 0 <= evaluated["reference"]["zero_shot_accuracy"] <= 1  # the 16 px reference is evaluated at 16 px

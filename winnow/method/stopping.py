@@ -17,6 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+# Metrics are logged as float32 means: two curves with the same counts of correct examples can differ in the last
+# bits. A value within this of the target counts as reaching it (far below one example of a held-out set).
+ROUNDING = 1e-6
+
 
 def smooth(values: Sequence[float], k: int) -> list[float]:
     """At each evaluation, the mean of the last k values (fewer at the start)."""
@@ -51,7 +55,7 @@ def crossing(steps: Sequence[float], values: Sequence[float], goal: float, k: in
     if len(steps) != len(values):
         raise ValueError(f"{len(steps)} steps but {len(values)} values")
     smoothed = smooth(values, k)
-    below = [i for i, v in enumerate(smoothed) if v < goal]
+    below = [i for i, v in enumerate(smoothed) if v < goal - ROUNDING]
     if not below:
         return Crossing(float(steps[0]), 0) if smoothed else Crossing(None, None)
     last = below[-1]
@@ -59,7 +63,7 @@ def crossing(steps: Sequence[float], values: Sequence[float], goal: float, k: in
         return Crossing(None, None)
     after = last + 1
     lo, hi = smoothed[last], smoothed[after]
-    fraction = (goal - lo) / (hi - lo)  # hi >= goal > lo, so in (0, 1]
+    fraction = min(1.0, (goal - lo) / (hi - lo))  # hi >= goal > lo (up to ROUNDING), so in (0, 1]
     return Crossing(steps[last] + fraction * (steps[after] - steps[last]), after)
 
 

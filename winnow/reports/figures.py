@@ -76,7 +76,6 @@ def _bench(result: dict) -> str:
 
 
 FIGURES: dict[str, Figure] = {
-    "bench-classification": Figure("metrics/synthetic/bench/classification.json", _bench),
     "classification": Figure("metrics/synthetic/classification/summary.json", _headline),
     "classification-verdict": Figure("metrics/synthetic/classification/summary.json", _one_line),
     "contrastive": Figure("metrics/synthetic/contrastive/summary.json", _headline),

@@ -138,6 +138,10 @@ def seconds_at(trained: TrainRecord, step: float | None) -> float | None:
     return stopping.at(trained.clock, step)
 
 
+def _step_seconds(trained: TrainRecord) -> float:
+    return trained.step_seconds_median if trained.step_seconds_median is not None else trained.seconds_per_step
+
+
 def _one_off_seconds(policy: str, trained: TrainRecord, reference_seconds: float) -> float:
     """What an arm paid once before training: the reference and the pool's scoring when it reads them; a baseline
     its filter (its FLOPs, hashing and no model, are not counted)."""
@@ -191,7 +195,7 @@ def run_ledger(
     for policy, cost in costs.items():
         reached = summary["policies"][policy]["steps_to_target"]
         predicted = cost.per_step / uniform.per_step  # what the FLOPs say a step should cost, relative to uniform's
-        measured = trained[policy].seconds_per_step / trained["uniform"].seconds_per_step
+        measured = _step_seconds(trained[policy]) / _step_seconds(trained["uniform"])
         policies[policy] = {
             **ledger.flop_ratios(cost, reached, uniform, steps, amortise_over),
             **ledger.time_ratios(

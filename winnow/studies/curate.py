@@ -50,7 +50,7 @@ def _arm_row(arm: dict, trained: dict, curve: list[dict], target: float, metric:
         "target": target,
         "steps_to_target": steps,
         "step_ratio": steps / uniform["steps_to_target"] if steps is not None else None,
-        "final_metric": curve[-1][metric],
+        "final_metric": trained["final_metric"],  # the test set, read once at the end (the curve reads val)
         "selected_mix": noise,
         **ledger.flop_ratios(costs, steps, base, uniform["steps_to_target"], amortise),
         **ledger.time_ratios(paid["seconds"], seconds_at(TrainRecord(**trained), steps), uniform["seconds_to_target"], amortise),
