@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from winnow.files import write_text
-from winnow.reports.tables import bench_table, ratio, table
+from winnow.reports.tables import table
 
 REPO = Path(__file__).resolve().parents[2]
 PAGES = ("README.md", "docs")  # where blocks may live: README.md and every docs/*.md
@@ -57,22 +57,6 @@ def _one_line(summary: dict) -> str:
         f"One seed (seed 0): {reach}; {verdict}. Final test {summary['metric'].removeprefix('test_').replace('_', ' ')}: "
         f"learnability {row['final_metric']:.4f}, {best} {summary['policies'][best]['final_metric']:.4f}.\n"
     )
-
-
-def _bench(result: dict) -> str:
-    """The policies study over seeds: the table, then learnability against each seed's best baseline."""
-    seeds = len(result["seeds"])
-    lines = [f"```\n{bench_table(result)}\n```\n"]
-    if "learnability" in result["verdict"]["against_best"]:
-        against = result["verdict"]["against_best"]["learnability"]
-        best = ", ".join(sorted(set(result["verdict"]["best_baseline"])))
-        lines.append(
-            f"Over {seeds} seeds (mean [95% interval] (seeds that reached the target / seeds)): against the best baseline of "
-            f"each seed ({best}), learnability took {ratio(against['flop_ratio'])}x its FLOPs, {ratio(against['step_ratio'])}x "
-            f"its steps and {ratio(against['time_ratio'])}x its seconds to the target, the reference paid in full; its final "
-            f"test metric differed from that baseline's by {against['final_over_best']['mean']:+.4f} on average.\n"
-        )
-    return "\n".join(lines)
 
 
 FIGURES: dict[str, Figure] = {

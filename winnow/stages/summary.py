@@ -80,6 +80,12 @@ def reach(curve: list[dict], goal: float, metric: str, window: int) -> stopping.
     return stopping.crossing([int(r["step"]) for r in curve], [float(r[metric]) for r in curve], goal, window)
 
 
+def uniform_reach(curve: list[dict], metric: str, window: int) -> tuple[float, float | None]:
+    """A uniform run's target (the mean of its last `window` evaluations) and the step where it reaches it."""
+    goal = stopping.target([float(r[metric]) for r in curve], window)
+    return goal, reach(curve, goal, metric, window).step
+
+
 def summarize(
     curves: dict[str, list[dict]],
     trained: dict[str, TrainRecord],
@@ -93,8 +99,7 @@ def summarize(
     """`metric` is the eval-log column the target is set on; `noise` the pathology whose selected share is reported.
     One stopping rule for every arm (method/stopping.py): the target is the mean of uniform's last `window`
     evaluations; each arm, uniform included, is read where its smoothed curve reaches it for good."""
-    goal = stopping.target([float(r[metric]) for r in curves["uniform"]], window)
-    uniform_reached = reach(curves["uniform"], goal, metric, window).step
+    goal, uniform_reached = uniform_reach(curves["uniform"], metric, window)
     policies = {}
     for policy, curve in curves.items():
         reached = reach(curve, goal, metric, window).step

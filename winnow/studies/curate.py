@@ -8,14 +8,14 @@ from pathlib import Path
 from winnow.config import Params
 from winnow.curation.rules import RULES
 from winnow.files import read_csv
-from winnow.method import ledger, stopping
+from winnow.method import ledger
 from winnow.method.objectives import OBJECTIVES
 from winnow.reports.studies import write_study_report
 from winnow.reports.tables import curate_study_table
 from winnow.stages.curate import curate_stage
 from winnow.stages.paths import Paths
 from winnow.stages.records import ReferenceRecord, ScoreRecord, TrainRecord
-from winnow.stages.summary import reach, seconds_at
+from winnow.stages.summary import reach, seconds_at, uniform_reach
 from winnow.stages.train import train_stage
 from winnow.studies.runs import (
     RATIOS,
@@ -180,8 +180,7 @@ def _full_pool(params: Params, seed: int, runs: list[dict], curves: dict) -> tup
 def _as_baseline(trained: dict, curve: list[dict], metric: str, window: int) -> dict:
     """A uniform run as the baseline arms are measured against (method/stopping.py): its target (the mean of its
     last `window` evaluations), and its own steps and seconds to reach it."""
-    goal = stopping.target([float(r[metric]) for r in curve], window)
-    steps = reach(curve, goal, metric, window).step
+    goal, steps = uniform_reach(curve, metric, window)
     return {
         **trained,
         "target": goal,
