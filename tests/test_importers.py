@@ -334,6 +334,42 @@ def test_a_separate_test_source_is_the_test_set_and_the_manifest_says_where_each
     assert source["kind"] == "parquet"
 
 
+def test_a_separate_val_source_is_the_validation_set_and_no_curated_row_is_diverted(tmp_path, capsys):
+    from winnow.cli import main
+
+    pool = _parquet(tmp_path / "noisy.parquet", n=20)
+    clean = _parquet(tmp_path / "clean.parquet", n=6, image=[_jpeg((0, 0, 40 + i * 20)) for i in range(6)])
+    val = _parquet(tmp_path / "val.parquet", n=5, image=[_jpeg((0, 40 + i * 20, 0)) for i in range(5)])
+    args = ["data", "import", "parquet", pool, tmp_path / "out", "--test", clean, "--val", val, "--curated-fraction", "0.25"]
+    assert main(list(map(str, args))) == 0
+    dest = tmp_path / "out"
+    assert pq.read_table(dest / "eval/val").column("source_key").to_pylist() == [f"val.parquet/{i}" for i in range(5)]
+    assert read_manifest(dest)["counts"] == {"pool": 15, "curated": 5, "eval/test": 6, "eval/val": 5}  # all 5 curated kept
+    source = read_manifest(dest)["source"]
+    assert source["val"] == {"path": str(val), "sampled": False} and source["val_fraction"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("pool", r"val\.parquet: 2 of 3 rows of the validation set \(--val\) are byte for byte images of the pool"),
+        ("test", r"clean\.parquet: given as both --val and --test"),
+        ("unlabelled", r"val\.parquet/0: has no label; every example of the validation set \(--val\) needs one"),
+    ],
+)
+def test_a_wrong_val_source_is_an_error_naming_it_and_writes_nothing(tmp_path, case, message):
+    pool = _parquet(tmp_path / "noisy.parquet", n=20)
+    clean = _parquet(tmp_path / "clean.parquet", n=6, image=[_jpeg((0, 0, 40 + i * 20)) for i in range(6)])
+    val = {
+        "pool": lambda: _parquet(tmp_path / "val.parquet", n=3, image=[_jpeg((0, 0, 0)), _jpeg((20, 0, 0)), _jpeg((0, 9, 90))]),
+        "test": lambda: clean,
+        "unlabelled": lambda: _parquet(tmp_path / "val.parquet", n=3, label=pa.array([None, 1, 0], pa.int32())),
+    }[case]()
+    with pytest.raises(DataError, match=message):
+        import_source("parquet", pool, tmp_path / "out", test_source=clean, val_source=val)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_test_set_sampled_from_the_pools_own_source_is_warned_about(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="winnow"):
         dest = import_source(

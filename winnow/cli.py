@@ -113,6 +113,12 @@ def _import_command(data) -> None:
         "SOURCE, with a warning: a noisy test set rewards agreeing with the pool's wrong labels)",
     )
     imp.add_argument(
+        "--val",
+        metavar="SOURCE",
+        help="a separate clean validation set of the same kind, written to eval/val: curves, targets and crossings "
+        "read it (default: hold out --val-fraction of the curated rows)",
+    )
+    imp.add_argument(
         "--curated-fraction", type=float, default=0.1, help="share of SOURCE sampled as the curated set, in [0, 1) (default 0.1)"
     )
     imp.add_argument(
@@ -123,7 +129,7 @@ def _import_command(data) -> None:
         type=float,
         default=0.1,
         help="share of the curated rows held out as eval/val, the validation split that curves and targets read, in "
-        "[0, 1) (default 0.1; the test set is read once, at the end)",
+        "[0, 1) (default 0.1; ignored with --val; the test set is read once, at the end)",
     )
     imp.add_argument("--class-names", help="comma-separated class names, in label order (labels: class indices or these names)")
     imp.add_argument("--image-column", help="parquet: the column of encoded image bytes (default: image)")
@@ -461,6 +467,7 @@ def _import(args):
         args.dest,
         curated_source=args.curated,
         test_source=args.test,
+        val_source=args.val,
         class_names=[n.strip() for n in args.class_names.split(",")] if args.class_names else None,
         columns={"image_column": args.image_column, "label_column": args.label_column, "caption_column": args.caption_column},
         noise_column=args.noise_column,

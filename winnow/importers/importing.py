@@ -58,28 +58,37 @@ def import_source(
     *,
     curated_source: str | Path | None = None,
     test_source: str | Path | None = None,
+    val_source: str | Path | None = None,
     class_names: list[str] | None = None,
     columns: dict | None = None,
     noise_column: str | None = None,
     evals: list[str] | dict[str, str] | None = None,
     **options,
 ) -> Path:
-    """`winnow data import KIND SOURCE DEST`: scan the source (and separate curated, test and transfer ones),
+    """`winnow data import KIND SOURCE DEST`: scan the source (and separate curated, test, val and transfer ones),
     then stream it into the contract. `columns` names the Parquet importer's image/label/caption columns;
     `evals` adds transfer tasks (NAME=SOURCE, a source of the same kind each, labelled with its own classes);
     `options` go to write_dataset."""
     _check_request(kind, columns, noise_column, options, curated_source is not None, test_source is not None)
+    if val_source is not None and test_source is not None and Path(val_source).resolve() == Path(test_source).resolve():
+        raise DataError(f"{val_source}: given as both --val and --test; the test set is read once, at the end, so "
+                        "choices made on the validation set must not see it: pass two disjoint sources")
+    if val_source is not None:
+        options["val_fraction"] = 0.0  # eval/val is the given source; no curated row is diverted to it
     evals = parse_evals(evals)
     dest = Path(dest)
-    check_apart(dest, [p for p in (source, curated_source, test_source, *evals.values()) if p])
+    check_apart(dest, [p for p in (source, curated_source, test_source, val_source, *evals.values()) if p])
     check_dest(dest)
     read = functools.partial(_read, kind, {k: v for k, v in (columns or {}).items() if v}, noise_column)
     pool, pool_scan = read(source, True)
     curated, curated_scan = read(curated_source, False) if curated_source else (None, None)
     test, test_scan = read(test_source, False) if test_source else (None, None)
-    sources = [s for s in (pool, curated, test) if s]
+    val, val_scan = read(val_source, False) if val_source else (None, None)
+    if val_scan is not None and val_scan.unlabelled:
+        raise DataError(f"{val_scan.unlabelled}: has no label; every example of the validation set (--val) needs one")
+    sources = [s for s in (pool, curated, test, val) if s]
     folders = sorted({c for s in sources for c in s.classes or []}) or None
-    names, index = resolve_labels([s for s in (pool_scan, curated_scan, test_scan) if s], folders, class_names)
+    names, index = resolve_labels([s for s in (pool_scan, curated_scan, test_scan, val_scan) if s], folders, class_names)
     tasks = {}
     for name, path in evals.items():
         task, task_scan = read(path, False)
@@ -93,6 +102,7 @@ def import_source(
         "kind": kind,
         "curated": str(curated_source or source),
         "test": str(test_source or source),
+        "val": str(val_source) if val_source else None,
         "evals": {name: str(path) for name, path in evals.items()},
         "noise_column": noise_column,
         "renamed_columns": {s.path: s.renamed for s in sources if s.renamed},
@@ -101,7 +111,7 @@ def import_source(
     for src in sources:
         for what, count in src.skipped.items():
             log.info("%s: left out %d %s", src.path, count, what.replace("_", " "))
-    labelled = {"curated": with_labels(curated, index) if curated else None, "test": with_labels(test, index) if test else None}
+    labelled = {k: with_labels(src, index) if src else None for k, src in (("curated", curated), ("test", test), ("val", val))}
     return write_dataset(with_labels(pool, index), dest, names, **labelled, provenance=provenance, evals=tasks, **options)
 
 

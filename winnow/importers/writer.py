@@ -136,6 +136,7 @@ def write_dataset(
     *,
     curated: list[dict] | Source | None = None,
     test: list[dict] | Source | None = None,
+    val: list[dict] | Source | None = None,
     curated_fraction: float = CURATED_FRACTION,
     test_fraction: float = TEST_FRACTION,
     val_fraction: float = VAL_FRACTION,
@@ -149,7 +150,8 @@ def write_dataset(
     `provenance` joins the manifest's "source" (its "path": the source's; "rows": the pool source's length when
     already counted, which sampling needs). `evals`: transfer tasks, name -> (examples, their own class names,
     how many), written to eval/<name>/ with a fold column (a seeded 2/3 train, 1/3 test) for the linear probe."""
-    pool_source, curated, test = _as_source(examples), _as_source(curated), _as_source(test)
+    pool_source, curated, test, val = _as_source(examples), _as_source(curated), _as_source(test), _as_source(val)
+    val_fraction = 0.0 if val else val_fraction  # a given validation set: no curated row is diverted to eval/val
     check_options(0 if curated else curated_fraction, 0 if test else test_fraction, shard_size, ("--val-fraction", val_fraction))
     dest = Path(dest)
     check_dest(dest)
@@ -163,9 +165,9 @@ def write_dataset(
     tasks, task_sources = _tasks(class_names, evals or {}, seed)
     target = dest.resolve()  # so that DEST.importing sits beside it even for "." or "out/"
     staging = staging_folder(target)
-    sources = {"curated": curated, "eval/test": test, **task_sources}
+    sources = {"curated": curated, "eval/test": test, **({"eval/val": val} if val else {}), **task_sources}
     counts, schemas = _write_splits(staging, pool_source, sources, plan, shard_size, tasks, where, (val_fraction, seed))
-    curated_path, test_path = provenance.pop("curated", None), provenance.pop("test", None)
+    curated_path, test_path, val_path = (provenance.pop(k, None) for k in ("curated", "test", "val"))
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "image": {"format": "encoded"},
@@ -177,10 +179,11 @@ def write_dataset(
             "seed": seed,
             "curated_fraction": curated_fraction,
             "test_fraction": test_fraction,
-            "val_fraction": val_fraction,  # of the curated rows, held out as eval/val
+            "val_fraction": val_fraction,  # of the curated rows, held out as eval/val (0 when --val is given)
             **provenance,
             "curated": {"path": source_path if not curated else curated_path, "sampled": not curated},
             "test": {"path": source_path if not test else test_path, "sampled": not test},
+            "val": {"path": val_path if val else curated_path or source_path, "sampled": not val},
             "metadata_columns": schemas,
         },
     }
@@ -249,7 +252,8 @@ def _write_splits(
         for name in ("pool", *sources):
             schema = (sources.get(name) or pool).schema if name != "pool" else pool.schema
             writers[name] = ShardWriter(staging / name, shard_size, classes[name], schema)
-        writers["eval/val"] = ShardWriter(staging / "eval/val", shard_size, classes["eval/val"], writers["curated"].schema)
+        if "eval/val" not in writers:  # drawn from the curated rows, unless a validation source was given
+            writers["eval/val"] = ShardWriter(staging / "eval/val", shard_size, classes["eval/val"], writers["curated"].schema)
         curated = _CuratedAndVal(writers["curated"], writers["eval/val"], *val)
         routes = {POOL: writers["pool"], CURATED: curated, TEST: writers["eval/test"]}
         done, pool_images = 0, []
@@ -269,7 +273,7 @@ def _write_splits(
         for name, source in sources.items():
             overlap = _Overlap()
             for examples, metadata in source.read() if source else ():
-                if name in ("curated", "eval/test"):  # held out from the pool: never the same image
+                if name in ("curated", "eval/test", "eval/val"):  # held out from the pool: never the same image
                     overlap.count(examples, pool_images)
                 (curated if name == "curated" else writers[name]).add(examples, metadata)
             overlap.refuse(name, source)
@@ -309,7 +313,7 @@ class _Overlap:
 
     def refuse(self, name: str, source) -> None:
         if self.found:
-            what, words = ("--curated", "curated") if name == "curated" else ("--test", "test")
+            what, words = {"curated": ("--curated", "curated"), "eval/val": ("--val", "validation")}.get(name, ("--test", "test"))
             raise DataError(
                 f"{source.path}: {self.found:,} of {self.rows:,} rows of the {words} set ({what}) are byte for byte "
                 f"images of the pool (first: {self.first}); a held-out set must not overlap the pool, or it rewards "
