@@ -71,8 +71,10 @@ def import_source(
     `options` go to write_dataset."""
     _check_request(kind, columns, noise_column, options, curated_source is not None, test_source is not None)
     if val_source is not None and test_source is not None and Path(val_source).resolve() == Path(test_source).resolve():
-        raise DataError(f"{val_source}: given as both --val and --test; the test set is read once, at the end, so "
-                        "choices made on the validation set must not see it: pass two disjoint sources")
+        raise DataError(
+            f"{val_source}: given as both --val and --test; the test set is read once, at the end, so "
+            "choices made on the validation set must not see it: pass two disjoint sources"
+        )
     if val_source is not None:
         options["val_fraction"] = 0.0  # eval/val is the given source; no curated row is diverted to it
     evals = parse_evals(evals)

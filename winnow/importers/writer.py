@@ -129,7 +129,7 @@ class _CuratedAndVal:
                 writer.add([examples[i] for i in rows], metadata.take(rows) if metadata is not None else None)
 
 
-def write_dataset(
+def write_dataset(  # noqa: PLR0913 (keyword-only, one per `winnow data import` option)
     examples: list[dict] | Iterable[dict] | Source,
     dest: str | Path,
     class_names: list[str],
