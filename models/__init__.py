@@ -24,6 +24,10 @@ CLASSIFIERS: dict[str, tuple[str, dict]] = {
     "vit-tiny": ("vit", {"patch_size": 4, "width": 96, "layers": 4, "heads": 3}),
     "vit-small": ("vit", {"patch_size": 4, "width": 384, "layers": 12, "heads": 6}),
     "vit-b": ("vit", {"patch_size": 4, "width": 768, "layers": 12, "heads": 12}),
+    # torchvision's ResNets, their state-dict keys unchanged: a reference loaded from a torchvision checkpoint
+    "resnet18": ("resnet", {"block": "basic", "layers": (2, 2, 2, 2)}),
+    "resnet34": ("resnet", {"block": "basic", "layers": (3, 4, 6, 3)}),
+    "resnet50": ("resnet", {"block": "bottleneck", "layers": (3, 4, 6, 3)}),
 }
 
 
@@ -70,13 +74,34 @@ class ViTClassifier(nn.Module):
         return self.head(self.tower(x))
 
 
+def _resnet(num_classes: int, block: str, layers: tuple[int, ...]) -> nn.Module:
+    """torchvision's ResNet (weights=None: nothing downloaded), with the embed() and feature_dim the probe reads;
+    its state dict is torchvision's, key for key, so `reference.checkpoint` loads one saved from torchvision."""
+    from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+    class ResNetClassifier(ResNet):
+        def embed(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return torch.flatten(self.avgpool(x), 1)
+
+    model = ResNetClassifier({"basic": BasicBlock, "bottleneck": Bottleneck}[block], list(layers), num_classes=num_classes)
+    model.feature_dim = model.fc.in_features
+    return model
+
+
 def build_classifier(name: str, num_classes: int, image_size: int = 32) -> nn.Module:
     """Build a named classifier with fresh weights (nothing is ever downloaded), for images of
     image_size pixels (model.input_size: larger images are resized down to it, data.to_input)."""
     if name not in CLASSIFIERS:
         raise KeyError(f"unknown model {name!r}; choose one of {sorted(CLASSIFIERS)}")
     family, cfg = CLASSIFIERS[name]
-    model = ConvNet(num_classes, **cfg) if family == "cnn" else ViTClassifier(num_classes, image_size=image_size, **cfg)
+    if family == "cnn":
+        model = ConvNet(num_classes, **cfg)
+    elif family == "resnet":
+        model = _resnet(num_classes, **cfg)
+    else:
+        model = ViTClassifier(num_classes, image_size=image_size, **cfg)
     model.input_size = image_size
     return model
 

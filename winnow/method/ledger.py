@@ -52,6 +52,7 @@ class Costs:
     actor_training_per_step: float  # the actor's measured training step (none when the learner scores itself)
     learner_training_per_step: float  # the learner's measured training step
     reference_logits_per_step: float = 0.0  # JEST: the reference's super-batch logits, from its stored embeddings
+    selecting_steps: float | None = None  # a schedule that anneals: steps after this one train on uniform batches
 
     @property
     def one_off(self) -> float:
@@ -66,12 +67,20 @@ class Costs:
             + self.reference_logits_per_step
         )
 
-    def at_step(self, step: int, amortise_over: int = 1) -> float:
-        """Total FLOPs after `step` learner steps, the reference's one-off cost split over `amortise_over` runs."""
-        return self.one_off / amortise_over + step * self.per_step
+    def at_step(self, step: float, amortise_over: int = 1) -> float:
+        """Total FLOPs after `step` learner steps, the reference's one-off cost split over `amortise_over` runs; steps
+        past `selecting_steps` (an annealed schedule) cost the learner's step alone, as uniform's do."""
+        selecting = step if self.selecting_steps is None else min(step, self.selecting_steps)
+        return self.one_off / amortise_over + selecting * self.per_step + (step - selecting) * self.learner_training_per_step
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "one_off": self.one_off, "per_step": self.per_step}
+        lines = {k: v for k, v in asdict(self).items() if k != "selecting_steps" or v is not None}
+        return {**lines, "one_off": self.one_off, "per_step": self.per_step}
+
+    @classmethod
+    def from_dict(cls, lines: dict) -> Costs:
+        """The costs as_dict() wrote (a summary's ledger), for reading FLOPs at any step."""
+        return cls(**{k: v for k, v in lines.items() if k not in ("one_off", "per_step")})
 
 
 @dataclass(frozen=True)
@@ -100,11 +109,13 @@ def policy_costs(
     actor_scoring: float = 0.0,
     actor_step: float = 0.0,
     reference_logits: float = 0.0,
+    selecting_steps: float | None = None,
 ) -> Costs:
     """The ledger lines for one policy, each measured per step: the learner's training step, the actor's scoring of a
     super-batch and its training step (0 when the learner scores itself: its scoring is then the learner's forward,
     `actor_scoring`, and its training is already the learner's line), and for JEST the reference's logits over the
-    super-batch from its stored embeddings. A policy that reads no reference pays none of its one-off cost."""
+    super-batch from its stored embeddings. A policy that reads no reference pays none of its one-off cost.
+    `selecting_steps`: a schedule that anneals to uniform batches after this many steps."""
     rule = POLICIES[policy]
     return Costs(
         reference_training=reference.training if rule.reference_loss else 0.0,
@@ -113,6 +124,7 @@ def policy_costs(
         actor_training_per_step=actor_step if rule.actor_loss else 0.0,
         learner_training_per_step=learner_step,
         reference_logits_per_step=reference_logits if rule.reference_loss else 0.0,
+        selecting_steps=selecting_steps if rule.selects else None,
     )
 
 

@@ -9,6 +9,7 @@ docs/selector.md shows it in a loop of twenty lines.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,9 +18,21 @@ import torch
 from winnow.errors import StaleInput
 from winnow.method.jest import jest_select_per_group, reference_logits
 from winnow.method.policies import POLICIES, Policy
-from winnow.method.sampling import select_per_group
+from winnow.method.sampling import effective_sample_size, select_per_group, soft_weights
+from winnow.method.schedules import Schedule
 
-METHODS = ("topk", "softmax", "jest")  # jest: joint selection in chunks, for a contrastive loss (winnow.method.jest)
+# jest: joint selection in chunks, for a contrastive loss (winnow.method.jest); weighted: the whole draw, weighted
+METHODS = ("topk", "softmax", "jest", "weighted")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What a selector chose from a super-batch: the rows to train on, their weights (soft selection; None: equal),
+    and what the step log reports of the scores (the plateau alarm: the share with negative learnability)."""
+
+    rows: torch.Tensor
+    weights: torch.Tensor | None = None
+    logged: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -29,7 +42,10 @@ class Selector:
     policy: a name in POLICIES (uniform keeps the draw as it is: no super-batch, no scores).
     keep_fraction: rho, the batch over the super-batch. method: topk keeps the highest scores;
     softmax samples without replacement from softmax(score / temperature); jest draws the batch
-    jointly in `chunks` chunks from the (N, N) logits of a contrastive batch.
+    jointly in `chunks` chunks from the (N, N) logits of a contrastive batch; weighted keeps the whole
+    draw (no super-batch: keep_fraction does not apply) weighted by n * softmax(score / temperature).
+    schedule: how selection changes over the run (method/schedules.py: anneal to uniform, a floor, a
+    relaxing temperature); `at(step, steps)` is the selector of one step.
     reference_loss: float (num_examples,), indexed by example id, NaN where unscored (per-example
     methods); reference_embeddings: (image features, text features, logit scale) indexed by id (jest).
     groups: select within this many equal slices of the super-batch, as DDP ranks do each from its own.
@@ -45,6 +61,7 @@ class Selector:
     reference_embeddings: tuple[torch.Tensor, torch.Tensor, float] | None = None
     groups: int = 1
     generator: torch.Generator = field(default_factory=torch.Generator)
+    schedule: Schedule = field(default_factory=Schedule)
 
     def __post_init__(self):
         if self.policy not in POLICIES:
@@ -54,6 +71,8 @@ class Selector:
         if self.spec.reference_loss and (self.reference_embeddings if self.joint else self.reference_loss) is None:
             what = "embeddings (selection jest)" if self.joint else "losses"
             raise ValueError(f"policy {self.policy!r} needs reference {what} for every training example")
+        if self.joint and (self.schedule.floor or self.method == "weighted"):
+            raise ValueError("a floor is for per-example selection (topk, softmax, weighted), not jest")
 
     @property
     def spec(self) -> Policy:
@@ -76,25 +95,46 @@ class Selector:
         return self.spec.actor_loss
 
     def super_batch(self, batch_size: int) -> int:
-        """How many examples to draw to keep batch_size of them: batch_size / rho (batch_size for uniform)."""
-        return int(round(batch_size / self.keep_fraction)) if self.selects else batch_size
+        """How many examples to draw to keep batch_size of them: batch_size / rho (batch_size for uniform, and for
+        weighted selection, which trains on its whole draw)."""
+        return int(round(batch_size / self.keep_fraction)) if self.selects and self.method != "weighted" else batch_size
+
+    def at(self, step: int, steps: int) -> Selector:
+        """The selector of step `step` of `steps`: uniform once the schedule anneals, its temperature relaxed."""
+        if self.schedule.constant or not self.selects:
+            return self
+        if not self.schedule.selecting(step, steps):
+            return _UNIFORM
+        return dataclasses.replace(self, temperature=self.schedule.temperature(self.temperature, step, steps))
 
     def keep(self, ids: np.ndarray, k: int, actor: torch.Tensor | None = None, name: str = "select") -> torch.Tensor:
         """Indices into the super-batch (whose example ids are `ids`) of the k rows to train on. `actor`: the
         online model's per-example losses (N,), or for jest its (N, N) logits; None for policies that read none."""
+        return self.choose(ids, k, actor, name).rows
+
+    def choose(self, ids: np.ndarray, k: int, actor: torch.Tensor | None = None, name: str = "select") -> Choice:
+        """keep(), with the kept rows' weights (weighted selection) and what the step log reports of the scores."""
         if not self.selects:
-            return torch.arange(k)
+            return Choice(torch.arange(k))
         if self.needs_actor and actor is None:
             raise ValueError(f"policy {self.policy!r} scores the super-batch with an online model's loss: pass `actor`")
         online = actor if self.needs_actor else None
         if self.joint:
             reference = self._reference_logits(ids, name) if self.spec.reference_loss else None
-            return jest_select_per_group(
+            rows = jest_select_per_group(
                 self.spec, online, reference, k, self.groups, self.chunks, self.temperature, self.generator
             )
+            return Choice(rows)
         reference = self._reference_loss(ids, name) if self.spec.reference_loss else None
         scores = self.spec.scores(online, reference)
-        return select_per_group(scores, k, self.groups, self.method, self.temperature, self.generator)
+        logged = {"negative_learnability": float((scores < 0).float().mean())} if self.policy == "learnability" else {}
+        if self.method == "weighted":
+            weights = soft_weights(scores, self.temperature, self.schedule.floor)
+            return Choice(torch.arange(len(scores)), weights, {**logged, "weights_ess": effective_sample_size(weights)})
+        floor = self.schedule.floor
+        return Choice(
+            select_per_group(scores, k, self.groups, self.method, self.temperature, self.generator, floor), None, logged
+        )
 
     def fingerprint(self) -> dict:
         """What makes two runs' selections the same (a checkpoint resumes only into the very same run)."""
@@ -105,6 +145,7 @@ class Selector:
             "temperature": self.temperature,
             **({"jest_chunks": self.chunks} if self.joint else {}),
             "groups": self.groups,
+            **({} if self.schedule.constant else {"schedule": dataclasses.asdict(self.schedule)}),
         }
 
     def _reference_loss(self, ids: np.ndarray, name: str) -> torch.Tensor:
@@ -125,3 +166,6 @@ class Selector:
                 "rerun `winnow score` on this pool"
             )
         return reference_logits(image, text, scale)
+
+
+_UNIFORM = Selector()  # what an annealed step trains with: its draw as it is

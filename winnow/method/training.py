@@ -80,7 +80,12 @@ class Trainee:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with autocast(batch.images.device, precision):
-            loss = loss_fn(self.net, batch.images, batch.targets).float().mean()
+            per_example = loss_fn(self.net, batch.images, batch.targets).float()
+        if batch.weights is None:
+            loss = per_example.mean()
+        else:  # soft selection: the weights average 1, so the step's size is an unweighted one's
+            weights = batch.weights.to(per_example.device)
+            loss = (per_example * weights).sum() / weights.sum()
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"{what}: loss is {loss.item()} at step {step} (lr {lr:.2e}); lower the learning rate")
         self.optimizer.zero_grad(set_to_none=True)
@@ -137,8 +142,8 @@ def train(
     rank, world = rank_and_world()
     selector = selector or Selector()
     sampler = data if not isinstance(data, Split) else InMemory(data, torch.as_tensor(data.labels), seed, None, rank, world)
-    batch, super_batch = opt.batch_size, selector.super_batch(opt.batch_size)
-    _check_sizes(batch, super_batch, sampler.size, world, name)
+    batch = opt.batch_size
+    _check_sizes(batch, selector.super_batch(opt.batch_size), sampler.size, world, name)
     actor = actor if selector.needs_actor else None  # only policies that read an online loss pay for an actor
     online = Trainee(actor.model, opt, world) if actor is not None else None
     selector.generator.manual_seed(seed + 7919 * rank)  # selection's own random stream (softmax sampling, JEST)
@@ -157,21 +162,26 @@ def train(
         # this step's learning rate (learner and actor alike): linear warm-up, then cosine decay
         lr = lr_at(step, opt.steps, opt.lr, opt.warmup_steps)
 
-        # draw a super-batch and keep the batch the policy chooses (uniform: the draw is the batch)
-        drawn = sampler.draw(super_batch)
+        # draw a super-batch and keep the batch the policy chooses (uniform, or a step the schedule anneals: the
+        # draw is the batch, and no actor scores or trains)
+        phase = selector.at(step, opt.steps)
+        drawn = sampler.draw(phase.super_batch(batch))
         drawn = Draw(drawn.ids, drawn.images.to(device), drawn.targets.to(device), drawn.pathology)
-        kept = _keep(selector, drawn, online or run.learner, batch // world, loss_fn, precision, name)
+        data_seconds = time.perf_counter() - started  # waiting for data: drawing, decoding a shard, the copy to the device
+        kept, scored = _keep(phase, drawn, online or run.learner, batch // world, loss_fn, precision, name)
 
         # one optimiser step of the learner on the kept batch, and of the actor on what it trains on
         loss = run.learner.step(kept, loss_fn, lr, precision, name, step)
         actor_batch = kept if actor is None or actor.trains_on == "kept" else drawn
-        actor_loss = online.step(actor_batch, loss_fn, lr, precision, f"{name} (actor)", step) if online else None
+        training_actor = online is not None and phase.selects
+        actor_loss = online.step(actor_batch, loss_fn, lr, precision, f"{name} (actor)", step) if training_actor else None
 
         # log the step (summed over ranks), evaluate and checkpoint on their schedules
         state.step = step = step + 1
         spent = time.perf_counter() - started
         state.seconds += spent
-        state.steps_log.append({**_log_row(step, lr, loss, actor_loss, kept, sampler.kinds, world), "seconds": round(spent, 6)})
+        row = _log_row(step, lr, loss, actor_loss, kept, sampler.kinds, world)
+        state.steps_log.append({**row, **scored, "seconds": round(spent, 6), "data_seconds": round(data_seconds, 6)})
         if evaluation is not None and (step % evaluation.every == 0 or step == opt.steps) and rank == 0:
             _evaluate(evaluation, model, state, batch, bar)
         if step % plan.every == 0 or step == opt.steps:
@@ -258,18 +268,23 @@ def _fingerprint(opt: OptimConfig, selector: Selector, seed: int, sampler, world
     )
 
 
-def _keep(selector: Selector, drawn: Draw, scorer: Trainee, k: int, loss_fn: Callable, precision: str, name: str) -> Draw:
-    """The rows of the draw the learner trains on: all of it for uniform, else what the selector keeps from the
-    online model's scores (the actor's, or the learner's own) and the reference's."""
+def _keep(
+    selector: Selector, drawn: Draw, scorer: Trainee, k: int, loss_fn: Callable, precision: str, name: str
+) -> tuple[Draw, dict]:
+    """The rows of the draw the learner trains on (weighted, for soft selection): all of it for uniform, else what
+    the selector keeps from the online model's scores (the actor's, or the learner's own) and the reference's; and
+    what the step log reports of those scores."""
     if not selector.selects:
-        return drawn
+        return drawn, {}
     scores = None
     if selector.needs_actor:
         scores = scorer.logits(drawn, precision) if selector.joint else scorer.losses(drawn, loss_fn, precision)
-    keep = selector.keep(drawn.ids, k, scores, name)
-    rows, index = keep.numpy(), keep.to(drawn.images.device)
+    choice = selector.choose(drawn.ids, k, scores, name)
+    rows, index = choice.rows.numpy(), choice.rows.to(drawn.images.device)
     pathology = drawn.pathology[rows] if drawn.pathology is not None else None
-    return Draw(drawn.ids[rows], drawn.images[index], drawn.targets[index], pathology)
+    return Draw(drawn.ids[rows], drawn.images[index], drawn.targets[index], pathology, choice.weights), {
+        key: round(value, 6) for key, value in choice.logged.items()
+    }
 
 
 def _evaluate(evaluation: Evaluation, model: nn.Module, state: TrainState, batch: int, bar) -> None:
@@ -294,9 +309,14 @@ def _log_row(step: int, lr: float, loss: float, actor_loss: float | None, kept: 
     """The step's log row: loss (mean over ranks; the actor's too when there is one), lr, and the share
     of each pathology in the kept batch."""
     kinds = list(kinds)
-    counts = [float(np.sum(kept.pathology == k)) for k in kinds] if kept.pathology is not None else []
+    weight = kept.weights.double().cpu().numpy() if kept.weights is not None else None  # soft selection: the mix by weight
+    counts = (
+        []
+        if kept.pathology is None
+        else [float(np.sum(kept.pathology == k)) if weight is None else float(weight[kept.pathology == k].sum()) for k in kinds]
+    )
     actor = [actor_loss / world] if actor_loss is not None else []
-    logged = _summed([loss / world, len(kept.ids)] + actor + counts, world)
+    logged = _summed([loss / world, len(kept.ids) if weight is None else float(weight.sum())] + actor + counts, world)
     row = {"step": step, "loss": round(logged[0], 5), "lr": lr}
     if actor:
         row["actor_loss"] = round(logged[2], 5)

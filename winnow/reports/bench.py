@@ -35,7 +35,7 @@ within a seed against uniform at its own crossing, then averaged: mean and 95% i
 reached it (k/n: how many did). *final* is the test set, read once after the full run. Regenerate everything
 on this page with `{command}`.
 
-**Verdict.** {_verdict(result)}
+**Verdict.** {verdict(result)}
 
 ## Steps and FLOPs to reach uniform's final {metric.replace("_", " ")}
 
@@ -83,7 +83,7 @@ All of it: `{command}`; the numbers are in `{paths.study_json("policies").as_pos
     return path
 
 
-def _verdict(result: dict) -> str:
+def verdict(result: dict) -> str:
     """Learnability against the best baseline of each seed (the verdict), then against uniform alone."""
     learn = result["policies"].get("learnability", {})
     full, amort = learn.get("flop_ratio_full", {}), learn.get("flop_ratio_amortised", {})

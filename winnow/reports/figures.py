@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from winnow.files import write_text
-from winnow.reports.tables import table
+from winnow.reports.bench import verdict
+from winnow.reports.tables import bench_markdown, table
 
 REPO = Path(__file__).resolve().parents[2]
 PAGES = ("README.md", "docs")  # where blocks may live: README.md and every docs/*.md
@@ -59,11 +60,23 @@ def _one_line(summary: dict) -> str:
     )
 
 
+def _bench(result: dict) -> str:
+    """The bench over seeds: which baseline was best in each seed, the table, and the verdict."""
+    seeds, best = result["seeds"], result["verdict"]["best_baseline"]
+    counts = ", ".join(f"{b} in {best.count(b)}" for b in sorted(set(best), key=best.index))
+    return (
+        f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); the best baseline (fewest FLOPs to the target, per seed): "
+        f"{counts} of {len(seeds)}. Mean [95% interval] over the seeds that reached the target (k/n reached).\n\n"
+        f"{bench_markdown(result)}\n\n{verdict(result)}\n"
+    )
+
+
 FIGURES: dict[str, Figure] = {
     "classification": Figure("metrics/synthetic/classification/summary.json", _headline),
     "classification-verdict": Figure("metrics/synthetic/classification/summary.json", _one_line),
     "contrastive": Figure("metrics/synthetic/contrastive/summary.json", _headline),
     "contrastive-verdict": Figure("metrics/synthetic/contrastive/summary.json", _one_line),
+    "bench-classification": Figure("metrics/synthetic/bench/classification.json", _bench),
 }
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from winnow.files import write_text
 from winnow.reports.plots import plot_jest, plot_study
 from winnow.reports.run import trains_on_words
-from winnow.reports.tables import STUDY_WORDS, curate_study_table, jest_table, mean_std, study_table
+from winnow.reports.tables import STUDY_WORDS, curate_study_table, interval, jest_table, levers_table, mean_std, study_table
 
 
 def write_study_report(result: dict, paths) -> Path:
@@ -16,7 +16,7 @@ def write_study_report(result: dict, paths) -> Path:
     study, objective = result["study"], result["objective"]
     path = paths.study_report(study)
     plot = paths.bench_plots / f"study_{study}.png"
-    page = {"jest": _jest_page, "curate": _curate_page}.get(study, _size_page)
+    page = {"jest": _jest_page, "curate": _curate_page, "levers": _levers_page}.get(study, _size_page)
     title, text, alt = page(result, plot)
     link = Path(os.path.relpath(plot, path.parent)).as_posix()
     write_text(
@@ -62,6 +62,23 @@ seeds; a count in brackets when some seeds never reached the target.
 
 {jest_table(result)}"""
     return "JEST", text, "target metric per learner step"
+
+
+def _levers_page(result: dict, plot: Path) -> tuple[str, str, str]:
+    plot_jest(result, plot, "each lever's learnability against the baselines")
+    best = result["best_baseline"]
+    counts = ", ".join(f"{b} in {best.count(b)}" for b in sorted(set(best), key=best.index))
+    text = f"""Which remedy for a weak reference pays, on `{result["data"]}`. Per seed ({", ".join(map(str, result["seeds"]))}) one
+{result["reference"]} reference and one run of each baseline ({", ".join(result["baselines"])}) are shared by every lever;
+each lever is learnability on a {result["learner"]} learner ({result["steps"]} steps, scored by a {result["actor"]} actor)
+with the train settings in its row. Every arm is read with the one stopping rule on the validation split; the
+best baseline is the one with the fewest FLOPs to the target in each seed ({counts} of {len(best)} seeds; its final
+test {result["metric"].replace("_", " ")}: {interval(result["best_final_metric"])}). Ratios: mean [95% interval] over the seeds
+that reached the target (k/n reached), the reference's training and the pool's scoring paid in full. The last
+column is the plateau alarm: the share of each super-batch with negative learnability over the run's last tenth.
+
+{levers_table(result)}"""
+    return "levers", text, "validation metric per learner step"
 
 
 def _curate_page(result: dict, plot: Path) -> tuple[str, str, str]:

@@ -77,6 +77,15 @@ def table(summary: dict) -> str:
             else ""
         )
     )
+    shares = {
+        p: row["data_share_of_step"]
+        for p, row in summary.get("ledger", {}).get("policies", {}).items()
+        if "data_share_of_step" in row
+    }
+    if shares:
+        lines.append(
+            "waiting for data, share of the median step: " + ", ".join(f"{p} {v:.0%}" for p, v in baseline_first(shares))
+        )
     if "verdict" in summary:
         lines += verdict_lines(summary)
     return "\n".join(lines)
@@ -115,6 +124,54 @@ def bench_table(result: dict) -> str:
             f"{policy:<18}{ratio(row['step_ratio']):>24}{ratio(row['flop_ratio_full']):>24}{ratio(row['flop_ratio_amortised']):>24}"
             f"{ratio(row['time_ratio_full']):>24}{vs:>26}{row[f'{noise}_fraction_selected']['mean']:>19.3f}"
             f"{mean_std(row['final_metric']):>16}{probes}"
+        )
+    return "\n".join(lines)
+
+
+def interval(stat: dict, digits: int = 3) -> str:
+    """mean [95% interval] of a metric every run has (final test accuracy), or mean ± std for one seed."""
+    if stat["mean"] is None:
+        return "-"
+    if stat.get("low") is None:
+        return (
+            f"{stat['mean']:.{digits}f} (one seed)"
+            if stat["runs"] == 1
+            else f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+        )
+    return f"{stat['mean']:.{digits}f} [{stat['low']:.{digits}f}, {stat['high']:.{digits}f}]"
+
+
+def bench_markdown(result: dict) -> str:
+    """The bench as a Markdown table for the pages: each arm's ratios to uniform and to each seed's best baseline,
+    mean [95% interval] (k/n seeds reached the target), and its final test metric."""
+    best = result["verdict"]["against_best"]
+    lines = [
+        "| arm | steps to target, x uniform's | FLOPs, x uniform's | seconds, x uniform's | FLOPs, x best baseline's "
+        f"| final test {result['metric'].removeprefix('test_').replace('_', ' ')} |",
+        "|---|---|---|---|---|---|",
+    ]
+    for policy, row in baseline_first(result["policies"]):
+        lines.append(
+            f"| {policy} | {ratio(row['step_ratio'])} | {ratio(row['flop_ratio_full'])} | {ratio(row['time_ratio_full'])} | "
+            f"{ratio(best[policy]['flop_ratio'])} | {interval(row['final_metric'])} |"
+        )
+    return "\n".join(lines)
+
+
+def levers_table(result: dict) -> str:
+    """--study levers: each lever's learnability against each seed's best baseline, and against uniform."""
+    metric = result["metric"].replace("_", " ")
+    lines = [
+        "| lever | train changes | FLOPs, x best baseline's | steps, x best baseline's | seconds, x best baseline's "
+        f"| final test {metric} | minus best baseline's | FLOPs, x uniform's | negative learnability, last tenth |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        changes = ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "as configured"
+        lines.append(
+            f"| {r['lever']} | {changes} | {ratio(r['flop_ratio_vs_best'])} | {ratio(r['step_ratio_vs_best'])} | "
+            f"{ratio(r['time_ratio_vs_best'])} | {interval(r['final_metric'])} | {interval(r['final_over_best'], 4)} | "
+            f"{ratio(r['flop_ratio_full'])} | {interval(r['negative_learnability_last_tenth'], 2)} |"
         )
     return "\n".join(lines)
 

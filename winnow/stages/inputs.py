@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 
 from winnow.config import Params
 from winnow.datasets.contract import load_split, read_manifest
-from winnow.datasets.stream import Draw
+from winnow.datasets.stream import Draw, shard_rows
 from winnow.errors import DataError, MissingInput, StaleInput
 from winnow.files import write_json
 from winnow.method import flops, ledger
@@ -23,6 +24,8 @@ from winnow.method.devices import pick_device
 from winnow.method.objectives import OBJECTIVES
 from winnow.stages import lineage
 from winnow.stages.paths import Paths
+
+log = logging.getLogger("winnow")
 
 
 @functools.lru_cache(maxsize=8)
@@ -119,3 +122,15 @@ def checkpoint_meta(model_name: str, params: Params, image_size: int) -> dict:
         "image_size": image_size,  # the resolution it was built for (a scorer's may be lower than the data's)
         "objective": params.objective,
     }
+
+
+def validation_split(params: Params):
+    """The split every curve reads: eval/val; a dataset without one (imported before it existed) falls back to
+    eval/test, said in the log and in the record (curve_split), so its crossings read the test set."""
+    folder = Paths.of(params).data / "eval/val"
+    if folder.is_dir() and any(folder.glob("part-*.parquet")) and sum(shard_rows(folder)):
+        return "eval/val", run_split(params, "eval/val")
+    log.warning(
+        "%s: no validation split (eval/val): curves read eval/test; re-import the data to hold one out", folder.parent.parent
+    )
+    return "eval/test", run_split(params, "eval/test")

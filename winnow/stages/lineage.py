@@ -75,6 +75,8 @@ def stage_key(stage: str, params: Params, item: str | None = None) -> str:
         "params": {name: _lookup(values, name) for name in spec["params"] if name != "objectives"},
         "deps": {_relative(dep): digest_path(dep) for dep in spec["deps"]},
     }
+    if stage == "reference" and params.reference.checkpoint:  # a loaded reference: its file's bytes (later stages
+        content["reference_checkpoint"] = digest_path(Path(params.reference.checkpoint))  # hash reference.pt itself)
     if stage == "evaluate":  # it checks each checkpoint against its stage's key: a change upstream is a change here
         content["upstream"] = [stage_key("reference", params)] + [stage_key("train", params, p) for p in params.train.policies]
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()

@@ -53,12 +53,15 @@ class ReferenceRecord(Record):
     train_examples: int
     test_metric: str  # the objective's held-out metric
     final_metric: float  # ... after the last step
+    val_metric: float | None = None  # ... and on the validation split the learners' curves read
     forward_flops_per_example: float  # at its training batch
     train_step_flops: float  # one measured training step (forward, backward, optimiser) at its batch: the ledger's line
     score_forward_flops_per_example: float  # at the scoring batch (the ledger's pool scoring)
     seconds: float  # training time, evaluation excluded
     parameters: int
     model_hash: str  # what a scorer in the store is keyed on
+    loaded_from: str | None = None  # reference.checkpoint: loaded, not trained (steps 0: its training paid elsewhere)
+    loaded_sha256: str | None = None
 
 
 class ScoreRecord(Record):
@@ -95,6 +98,7 @@ class TrainRecord(Record):
     seconds: float  # training time summed over resumed runs, evaluation excluded
     seconds_per_step: float
     step_seconds_median: float | None = None  # the median step's seconds after the warm-up: what the ledger charges
+    data_seconds_median: float | None = None  # ... of which waiting for data (drawing, decoding, the copy to the device)
     clock: list[tuple[int, float]]  # [step, seconds so far] at each evaluation: time to a target
     batch_size: int
     super_batch_size: int
@@ -119,5 +123,10 @@ class TrainRecord(Record):
     curve_split: str = "eval/test"  # what its curve read: eval/val (eval/test only for data without a validation split)
     curve_final: float | None = None  # its curve's last value, on that split
     data: str = "pool"  # what it drew from: pool | curated | curated+pool | filtered (method/policies.py)
+    schedule: dict | None = None  # a scheduled run (method/schedules.py): anneal_last, floor, temperature_end
+    selecting_steps: int | None = None  # ... the steps that selected (the rest trained on uniform batches)
+    annealed_step_seconds_median: float | None = None  # ... and the median of those uniform steps
+    negative_learnability: list[float] | None = None  # the plateau alarm: its share of the super-batch, per tenth of the run
+    weights_ess: list[float] | None = None  # soft selection: the effective sample size over n, per tenth of the run
     prepare_seconds: float | None = None  # the filtered baseline: filtering the pool, a one-off paid in full
     filter_dropped: dict[str, int] | None = None  # ... and the rows each filter dropped

@@ -117,6 +117,7 @@ def summarize(
                 if k.endswith("_probe_accuracy")
             },
             "train_seconds": trained[policy].seconds,
+            **_alarm(trained[policy]),
         }
     split = trained["uniform"].curve_split.removeprefix("eval/")
     return {
@@ -133,11 +134,26 @@ def summarize(
     }
 
 
+def _data_share(trained: TrainRecord) -> dict:
+    """The share of the median step spent waiting for data (drawing, decoding, the copy to the device)."""
+    if trained.data_seconds_median is None or not trained.step_seconds_median:
+        return {}
+    return {"data_share_of_step": trained.data_seconds_median / trained.step_seconds_median}
+
+
+def _alarm(trained: TrainRecord) -> dict:
+    """The plateau alarm's figures of a run that has them (per tenth of the run), for the report."""
+    return {k: getattr(trained, k) for k in ("negative_learnability", "weights_ess") if getattr(trained, k) is not None}
+
+
 def seconds_at(trained: TrainRecord, step: float | None) -> float | None:
     """Training seconds to `step`: the median step's seconds (a fixed window after the warm-up) times the steps, so
     one slow stretch of a run does not decide a ratio; the run's clock where no median was measured."""
     if step is None:
         return None
+    if trained.step_seconds_median is not None and trained.selecting_steps is not None:  # an annealed schedule
+        selecting = min(step, trained.selecting_steps)
+        return trained.step_seconds_median * selecting + (trained.annealed_step_seconds_median or 0.0) * (step - selecting)
     if trained.step_seconds_median is not None:
         return trained.step_seconds_median * step
     return stopping.at(trained.clock, step)
@@ -192,6 +208,7 @@ def run_ledger(
             actor_scoring=info.actor_scoring_flops_per_step or 0.0,
             actor_step=info.actor_step_flops or 0.0,
             reference_logits=info.reference_logits_flops_per_step or 0.0,
+            selecting_steps=info.selecting_steps,
         )
     uniform, steps = costs["uniform"], summary["uniform_steps_to_target"]
     uniform_seconds = seconds_at(trained["uniform"], steps)
@@ -212,6 +229,7 @@ def run_ledger(
             "costs": cost.as_dict(),
             "learner_forward_flops_per_example": trained[policy].forward_flops_per_example,
             "step_time_over_ledger": measured / predicted,
+            **_data_share(trained[policy]),
         }
     systems = {
         "ingest_rows_per_s": score.ingest_rows_per_s,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -34,6 +35,7 @@ from winnow.stages.inputs import (
     scoring_flops,
     step_flops,
     target_metric,
+    validation_split,
 )
 from winnow.stages.lineage import record_run, stage_key
 from winnow.stages.paths import Paths
@@ -92,7 +94,7 @@ def train_stage(params: Params, policy: str) -> dict:
 
 def _train(params: Params, policy: str, rank: int, world: int) -> dict:
     paths, cfg = claim_outputs(params), params.train
-    test, (curve_split, held) = run_split(params, "eval/test"), _validation(params)
+    test, (curve_split, held) = run_split(params, "eval/test"), validation_split(params)
     selector = _selector(params, policy)
     sampler, prepared = pool_sampler(params, cfg.model, params.seed + 1, rank, world, policy)
     torch.manual_seed(params.seed + 1)
@@ -134,6 +136,7 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         "seconds": out["seconds"],
         "seconds_per_step": out["seconds"] / cfg.steps,
         "step_seconds_median": step_seconds_median(out["steps_log"], cfg.warmup_steps),
+        "data_seconds_median": step_seconds_median(out["steps_log"], cfg.warmup_steps, "data_seconds"),
         "clock": out["clock"],
         "batch_size": cfg.batch_size,
         "super_batch_size": cfg.super_batch_size,
@@ -146,6 +149,8 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         "pool_skipped": sum(map(len, sampler.skipped.values())) if streamed else len(sampler.split.skipped),
         **flops,
     }
+    metrics.update(_scheduled(selector, out["steps_log"], cfg))
+    metrics.update(_plateau(out["steps_log"]))
     if streamed:
         metrics.update(pool_streamed=True, shuffle_buffer=sampler.capacity)
     if world > 1:
@@ -159,25 +164,40 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
     return record.as_dict()
 
 
-def step_seconds_median(steps_log: list[dict], warmup: int) -> float | None:
+def step_seconds_median(steps_log: list[dict], warmup: int, column: str = "seconds") -> float | None:
     """What a step costs: the median of the steps' own seconds after the warm-up (a fixed window: every step from
-    warmup_steps on), so one slow step (a page fault, another process) does not move it."""
-    window = [row["seconds"] for row in steps_log[warmup:] if "seconds" in row] or [
-        r["seconds"] for r in steps_log if "seconds" in r
-    ]
+    warmup_steps on), so one slow step (a page fault, another process) does not move it. `column`: data_seconds for
+    the part of it spent waiting for data."""
+    window = [row[column] for row in steps_log[warmup:] if column in row] or [r[column] for r in steps_log if column in r]
     return float(np.median(window)) if window else None
 
 
-def _validation(params: Params):
-    """The split every curve reads: eval/val; a dataset without one (imported before it existed) falls back to
-    eval/test, said in the log and in the record (curve_split), so its crossings read the test set."""
-    folder = Paths.of(params).data / "eval/val"
-    if folder.is_dir() and any(folder.glob("part-*.parquet")) and sum(shard_rows(folder)):
-        return "eval/val", run_split(params, "eval/val")
-    log.warning(
-        "%s: no validation split (eval/val): curves read eval/test; re-import the data to hold one out", folder.parent.parent
-    )
-    return "eval/test", run_split(params, "eval/test")
+def _scheduled(selector: Selector, steps_log: list[dict], cfg) -> dict:
+    """A scheduled run's record: its schedule, how many steps selected, and the median step of each phase (the
+    annealed steps draw no super-batch and run no actor, so they cost less: the ledger and the clock charge them
+    apart). Nothing for a run without a schedule, whose record stays as it was."""
+    if not selector.selects or selector.schedule.constant:
+        return {}
+    selecting = selector.schedule.selecting_steps(cfg.steps)
+    annealed = [row["seconds"] for row in steps_log[selecting:]]
+    return {
+        "schedule": dataclasses.asdict(selector.schedule),
+        "selecting_steps": selecting,
+        "step_seconds_median": step_seconds_median(steps_log[:selecting], cfg.warmup_steps),
+        "annealed_step_seconds_median": float(np.median(annealed)) if annealed else None,
+    }
+
+
+def _plateau(steps_log: list[dict]) -> dict:
+    """The plateau alarm: the share of each super-batch with negative learnability (the actor's loss below the
+    reference's), averaged over each tenth of the run. When it climbs towards one half, the reference has stopped
+    telling the learnable from the rest. Soft selection's effective sample size likewise."""
+    out = {}
+    for key in ("negative_learnability", "weights_ess"):
+        values = [row[key] for row in steps_log if key in row]
+        if values:
+            out[key] = [round(float(np.mean(part)), 4) for part in np.array_split(np.array(values), min(10, len(values)))]
+    return out
 
 
 def _selector(params: Params, policy: str) -> Selector:
@@ -191,6 +211,7 @@ def _selector(params: Params, policy: str) -> Selector:
         method=cfg.selection,
         temperature=cfg.temperature,
         chunks=cfg.jest_chunks,
+        schedule=cfg.schedule,
         reference_loss=torch.from_numpy(reference_losses(params)) if reads and not joint else None,
         reference_embeddings=reference_embeddings(params) if reads and joint else None,
     )

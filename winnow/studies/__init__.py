@@ -49,6 +49,11 @@ STUDIES: dict[str, Study] = {
             "uniform on the full pool, on the pool curated by curate.rule at each of bench.curate_fractions and by "
             "bench.peer_rule, and online learnability; and bench.transfer_learner on the full and the curated pool",
         ),
+        Study(
+            "levers",
+            "learnability with each of bench.levers (anneal to uniform, a floor, a relaxing temperature, weighted) "
+            "against each seed's best baseline",
+        ),
         Study("memory", "peak memory of scoring and training on the default pool and one bench.memory_scale times larger"),
         Study("import_memory", "peak memory of `winnow data import` from each kind of source, the pool and a larger one"),
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 from winnow.config import Params
 from winnow.datasets.contract import read_manifest
 from winnow.files import read_csv, write_csv, write_json
+from winnow.method.ledger import Costs
 from winnow.method.objectives import OBJECTIVES
 from winnow.reports.bench import write_bench_report
 from winnow.reports.tables import bench_table
@@ -101,7 +102,7 @@ def _mean_curves(seeds: list[Params], summaries: list[dict], metric: str) -> dic
                 {
                     "step": step,
                     "flops_over_uniform_full": statistics.mean(
-                        (c["one_off"] + step * c["per_step"]) / u for c, u in zip(costs, uniform)
+                        Costs.from_dict(c).at_step(step) / u for c, u in zip(costs, uniform)
                     ),
                     metric: statistics.mean(curve[i][metric] for curve in per_seed),
                 }

@@ -1,0 +1,134 @@
+"""--study levers: learnability with each lever of method/schedules.py alone and together (bench.levers), against the
+best baseline of each seed: which remedy for a weak reference pays, on this data.
+
+Per seed, one reference and one run of each baseline (the baselines in bench.policies) are shared by every lever;
+each lever is learnability trained with its train.* changes, read with the one stopping rule on the validation
+split, against the baseline with the fewest FLOPs to the target in that seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from winnow.config import Params
+from winnow.files import read_csv
+from winnow.method.objectives import OBJECTIVES
+from winnow.method.policies import BASELINES
+from winnow.reports.studies import write_study_report
+from winnow.reports.tables import levers_table
+from winnow.stages.paths import Paths
+from winnow.stages.reference import reference_stage
+from winnow.stages.score import score_stage
+from winnow.stages.summary import summary_stage
+from winnow.stages.train import train_stage
+from winnow.studies.runs import mean_over_seeds, run_params, share_reference, spread, study_row, write_study
+
+log = logging.getLogger("winnow")
+
+VS_BEST = ("step_ratio", "flop_ratio", "time_ratio", "final_over_best")  # each lever against the seed's best baseline
+VS_UNIFORM = ("step_ratio", "flop_ratio_full", "time_ratio_full")
+
+
+def lever_params(params: Params, seed: int, name: str, baselines: tuple[str, ...]) -> Params:
+    """One lever's run: learnability with the lever's train.* changes (validated as the config is), beside copies
+    of the seed's baselines."""
+    run = run_params(params, f"levers/seed-{seed}/{name}", seed)
+    train = params.lever_train(name).model_copy(update={"policies": (*baselines, "learnability")})
+    return run.model_copy(update={"train": train})
+
+
+def copy_runs(source: Params, run: Params, policies: tuple[str, ...]) -> None:
+    """Give a run the trained arms of another run on the same data and seed (not retrained): curves and records."""
+    src, dst = Paths.of(source), Paths.of(run)
+    for policy in policies:
+        for a, b in ((src.curve(policy), dst.curve(policy)), (src.train_record(policy), dst.train_record(policy))):
+            b.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(a, b)
+
+
+def run(params: Params) -> dict:
+    baselines = tuple(p for p in params.bench.policies if p in BASELINES)
+    levers = params.bench.levers
+    for name in levers:  # every lever checked before the first run
+        params.lever_train(name)
+    runs, curves = [], {}
+    for seed in range(params.seed, params.seed + params.bench.seeds):
+        base = run_params(params, f"levers/seed-{seed}/baselines", seed)
+        base = base.model_copy(update={"train": base.train.model_copy(update={"policies": baselines})})
+        reference_stage(base)
+        score_stage(base)
+        for policy in baselines:
+            log.info("bench %s levers: seed %d, baseline %s", params.objective, seed, policy)
+            train_stage(base, policy)
+            curves.setdefault(policy, {})[seed] = read_csv(Paths.of(base).curve(policy))
+        for name, changes in levers.items():
+            log.info("bench %s levers: seed %d, %s %s", params.objective, seed, name, changes or "(as configured)")
+            lever = lever_params(params, seed, name, baselines)
+            copy_runs(base, lever, baselines)
+            share_reference(base, lever)
+            train_stage(lever, "learnability")
+            summary = summary_stage(lever, write_report=False)
+            against = summary["verdict"]["against_best"]["learnability"]
+            best = summary["verdict"]["best_baseline"]
+            alarm = summary["policies"]["learnability"].get("negative_learnability") or [None]
+            runs.append(
+                {
+                    "lever": name,
+                    "seed": seed,
+                    "changes": changes,
+                    "best_baseline": best,
+                    "best_final_metric": summary["policies"][best]["final_metric"],
+                    "negative_learnability_last_tenth": alarm[-1],
+                    **{f"{k}_vs_best" if k != "final_over_best" else k: against[k] for k in VS_BEST},
+                    **study_row(summary),
+                }
+            )
+            curves.setdefault(name, {})[seed] = read_csv(Paths.of(lever).curve("learnability"))
+    metric = OBJECTIVES[params.objective].metric
+    rows = []
+    for name, changes in levers.items():
+        mine = [r for r in runs if r["lever"] == name]
+        rows.append(
+            {
+                "lever": name,
+                "changes": changes,
+                "final_metric": spread([r["final_metric"] for r in mine]),
+                "final_over_best": spread([r["final_over_best"] for r in mine]),
+                **{f"{k}_vs_best": spread([r[f"{k}_vs_best"] for r in mine]) for k in VS_BEST[:3]},
+                **{k: spread([r[k] for r in mine]) for k in VS_UNIFORM},
+                "negative_learnability_last_tenth": spread([r["negative_learnability_last_tenth"] for r in mine]),
+            }
+        )
+    seeds = list(range(params.seed, params.seed + params.bench.seeds))
+    first = [r for r in runs if r["lever"] == next(iter(levers))]  # once per seed
+    result = {
+        "study": "levers",
+        "objective": params.objective,
+        "data": params.data.root,
+        "learner": params.train.model,
+        "reference": params.reference.model,
+        "actor": params.train.actor,
+        "actor_trains_on": params.train.actor_trains_on,
+        "amortise_over": params.bench.amortise_over,
+        "seeds": seeds,
+        "steps": params.train.steps,
+        "metric": metric,
+        "baselines": list(baselines),
+        "best_baseline": [r["best_baseline"] for r in first],
+        "best_final_metric": spread([r["best_final_metric"] for r in first]),
+        "rows": rows,
+        "runs": runs,
+        "curves": mean_over_seeds(curves, f"{metric}"),
+    }
+    return write_study(params, result)
+
+
+def table(result: dict) -> str:
+    return levers_table(result)
+
+
+def report(result: dict, paths) -> Path:
+    """The study's page and plot, from its JSON (rerun nothing)."""
+    return write_study_report(result, paths)
