@@ -1,5 +1,6 @@
 """The levers that keep a weak reference from steering the learner for good (method/schedules.py): anneal to uniform,
-a floor, a relaxing temperature, soft selection by weights; and the plateau alarm the step log carries."""
+a floor, a relaxing temperature, soft selection by weights, a reference refreshed during training; and the plateau
+alarm the step log carries."""
 
 import pytest
 import torch
@@ -9,11 +10,12 @@ from models import build_classifier
 from winnow.config import TrainConfig
 from winnow.datasets.contract import load_split
 from winnow.datasets.stream import InMemory
+from winnow.method.checkpoints import CheckpointPlan
 from winnow.method.ledger import Costs
 from winnow.method.sampling import effective_sample_size, select, soft_weights
 from winnow.method.schedules import Schedule
 from winnow.method.selection import Selector
-from winnow.method.training import Actor, train
+from winnow.method.training import Actor, Refresh, train
 
 
 def test_anneal_last_hands_the_last_share_of_steps_to_uniform_batches():
@@ -138,3 +140,55 @@ def test_a_lever_that_does_not_fit_the_config_is_named_before_any_run(tiny):
     assert params.lever_train("ok").floor == 0.2
     with pytest.raises(ConfigError, match=r"bench.levers.clash: .*topk has none"):
         params.lever_train("clash")
+
+
+def test_the_ledger_charges_a_refreshed_reference_every_step():
+    costs = Costs(10.0, 5.0, 2.0, 1.0, 4.0, reference_refresh_per_step=3.0)
+    assert costs.per_step == 10.0 and costs.at_step(10) == 15 + 100
+    assert Costs.from_dict(costs.as_dict()) == costs
+
+
+def _refreshed_run(pool, path=None, on_step=None):
+    cfg = TrainConfig(model="cnn-nano", steps=10, batch_size=16, warmup_steps=2)
+    torch.manual_seed(0)
+    model, actor, reference = (build_classifier("cnn-nano", 20) for _ in range(3))
+    curated = InMemory(pool, torch.as_tensor(pool.labels), 5)
+    selector = Selector("learnability", keep_fraction=0.5, online_reference=True)
+    out = train(
+        model,
+        InMemory(pool, torch.as_tensor(pool.labels), 0, pool.columns["pathology"]),
+        cfg,
+        seed=0,
+        selector=selector,
+        actor=Actor(actor, refresh=Refresh(reference, curated)),
+        checkpoint=CheckpointPlan(path, every=4),
+        on_step=on_step,
+    )
+    return model, reference, out
+
+
+def test_a_refreshed_reference_scores_online_trains_beside_the_learner_and_resumes_to_the_same_weights(pool, tmp_path):
+    before = [p.detach().clone() for p in build_classifier("cnn-nano", 20).parameters()]
+    straight, reference, out = _refreshed_run(pool)
+    assert all("negative_learnability" in row for row in out["steps_log"])  # scored with the reference's online losses
+    assert any(not torch.equal(a, b) for a, b in zip(before, reference.parameters()))  # it trained
+
+    class Crash(Exception):
+        pass
+
+    def crash(step, ids):
+        if step == 6:
+            raise Crash
+
+    with pytest.raises(Crash):
+        _refreshed_run(pool, tmp_path / "r.pt", crash)
+    resumed, resumed_reference, _ = _refreshed_run(pool, tmp_path / "r.pt")
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(reference.state_dict().values(), resumed_reference.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_a_refreshed_reference_needs_an_actor_and_per_example_selection():
+    with pytest.raises(ValidationError, match="refresh_reference"):
+        TrainConfig(refresh_reference=True, actor="learner")

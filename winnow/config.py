@@ -138,6 +138,10 @@ class TrainConfig(OptimConfig):
     anneal_last: float = Field(0.0, ge=0.0, lt=1.0)
     floor: float = Field(0.0, ge=0.0, lt=1.0)
     temperature_end: float | None = Field(None, gt=0.0)
+    # the reference refreshed during training (ClassAct-Online): it scores each super-batch online and trains a step
+    # each step on curated rows and, this share of its batch, the learner's kept rows
+    refresh_reference: bool = False
+    refresh_kept_share: float = Field(0.5, ge=0.0, le=1.0)
     jest_chunks: Positive = 4  # selection jest: the batch is drawn in this many chunks, each conditioned on the ones before
     score_resolution: Resolution | None = None  # the actor trains on and scores images resized to this size (null: full size)
     eval_every: Positive = 100
@@ -174,6 +178,11 @@ class TrainConfig(OptimConfig):
             )
         if self.selection == "jest" and self.floor:
             raise ValueError("train.floor draws a uniform share of each batch per example; jest chooses its batch jointly")
+        if self.refresh_reference and (self.actor == "learner" or self.selection == "jest"):
+            raise ValueError(
+                "train.refresh_reference trains the reference beside an actor and scores per example: set train.actor to a "
+                "model (not 'learner') and a per-example selection (not jest)"
+            )
         if self.temperature_end is not None and self.selection == "topk":
             raise ValueError(
                 "train.temperature_end relaxes a temperature; topk has none: use selection softmax or weighted, or leave it null"
@@ -211,6 +220,7 @@ class BenchConfig(Section):
         "floor": {"floor": 0.25},
         "relaxing": {"selection": "softmax", "temperature": 0.25, "temperature_end": 2.0},
         "weighted": {"selection": "weighted", "temperature": 0.5},
+        "refreshed": {"refresh_reference": True},
         "anneal+floor": {"anneal_last": 0.2, "floor": 0.25},
     }
 
@@ -364,6 +374,11 @@ class Params(Section):
                         f"{key}: {model!r} reads the targets differently from the learner {other!r} "
                         "(another caption tokeniser); the actor scores the learner's batches, so choose one that shares it"
                     )
+        if self.train.refresh_reference and not objective.shares_targets(self.reference.model, self.train.model):
+            raise ValueError(
+                f"train.refresh_reference: the reference {self.reference.model!r} reads the targets differently from the "
+                f"learner {self.train.model!r} (another caption tokeniser); a refreshed reference scores its batches"
+            )
         return self
 
 

@@ -53,6 +53,7 @@ class Costs:
     learner_training_per_step: float  # the learner's measured training step
     reference_logits_per_step: float = 0.0  # JEST: the reference's super-batch logits, from its stored embeddings
     selecting_steps: float | None = None  # a schedule that anneals: steps after this one train on uniform batches
+    reference_refresh_per_step: float = 0.0  # a refreshed reference: its online scoring of the super-batch and its step
 
     @property
     def one_off(self) -> float:
@@ -65,6 +66,7 @@ class Costs:
             + self.actor_training_per_step
             + self.learner_training_per_step
             + self.reference_logits_per_step
+            + self.reference_refresh_per_step
         )
 
     def at_step(self, step: float, amortise_over: int = 1) -> float:
@@ -74,7 +76,8 @@ class Costs:
         return self.one_off / amortise_over + selecting * self.per_step + (step - selecting) * self.learner_training_per_step
 
     def as_dict(self) -> dict:
-        lines = {k: v for k, v in asdict(self).items() if k != "selecting_steps" or v is not None}
+        optional = {"selecting_steps": None, "reference_refresh_per_step": 0.0}  # left out when unused: older records
+        lines = {k: v for k, v in asdict(self).items() if k not in optional or v != optional[k]}
         return {**lines, "one_off": self.one_off, "per_step": self.per_step}
 
     @classmethod
@@ -110,12 +113,14 @@ def policy_costs(
     actor_step: float = 0.0,
     reference_logits: float = 0.0,
     selecting_steps: float | None = None,
+    reference_refresh: float = 0.0,
 ) -> Costs:
     """The ledger lines for one policy, each measured per step: the learner's training step, the actor's scoring of a
     super-batch and its training step (0 when the learner scores itself: its scoring is then the learner's forward,
     `actor_scoring`, and its training is already the learner's line), and for JEST the reference's logits over the
     super-batch from its stored embeddings. A policy that reads no reference pays none of its one-off cost.
-    `selecting_steps`: a schedule that anneals to uniform batches after this many steps."""
+    `selecting_steps`: a schedule that anneals to uniform batches after this many steps. `reference_refresh`: a
+    refreshed reference's scoring and training per step (its one-off training and the pool's scoring still paid)."""
     rule = POLICIES[policy]
     return Costs(
         reference_training=reference.training if rule.reference_loss else 0.0,
@@ -125,6 +130,7 @@ def policy_costs(
         learner_training_per_step=learner_step,
         reference_logits_per_step=reference_logits if rule.reference_loss else 0.0,
         selecting_steps=selecting_steps if rule.selects else None,
+        reference_refresh_per_step=reference_refresh if rule.reference_loss else 0.0,
     )
 
 

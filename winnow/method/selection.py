@@ -62,15 +62,22 @@ class Selector:
     groups: int = 1
     generator: torch.Generator = field(default_factory=torch.Generator)
     schedule: Schedule = field(default_factory=Schedule)
+    online_reference: bool = False  # the reference's losses come with each super-batch (a refreshed reference), not stored
 
     def __post_init__(self):
         if self.policy not in POLICIES:
             raise ValueError(f"unknown policy {self.policy!r}; choose one of {list(POLICIES)}")
         if self.method not in METHODS:
             raise ValueError(f"unknown selection method {self.method!r}; choose one of {list(METHODS)}")
-        if self.spec.reference_loss and (self.reference_embeddings if self.joint else self.reference_loss) is None:
+        if (
+            self.spec.reference_loss
+            and not self.online_reference
+            and (self.reference_embeddings if self.joint else self.reference_loss) is None
+        ):
             what = "embeddings (selection jest)" if self.joint else "losses"
             raise ValueError(f"policy {self.policy!r} needs reference {what} for every training example")
+        if self.joint and self.online_reference:
+            raise ValueError("a refreshed reference scores per example; jest reads the stored reference embeddings")
         if self.joint and (self.schedule.floor or self.method == "weighted"):
             raise ValueError("a floor is for per-example selection (topk, softmax, weighted), not jest")
 
@@ -112,8 +119,16 @@ class Selector:
         online model's per-example losses (N,), or for jest its (N, N) logits; None for policies that read none."""
         return self.choose(ids, k, actor, name).rows
 
-    def choose(self, ids: np.ndarray, k: int, actor: torch.Tensor | None = None, name: str = "select") -> Choice:
-        """keep(), with the kept rows' weights (weighted selection) and what the step log reports of the scores."""
+    def choose(
+        self,
+        ids: np.ndarray,
+        k: int,
+        actor: torch.Tensor | None = None,
+        name: str = "select",
+        reference: torch.Tensor | None = None,
+    ) -> Choice:
+        """keep(), with the kept rows' weights (weighted selection) and what the step log reports of the scores.
+        `reference`: the reference's losses of these rows scored online (a refreshed reference), instead of the stored."""
         if not self.selects:
             return Choice(torch.arange(k))
         if self.needs_actor and actor is None:
@@ -125,8 +140,9 @@ class Selector:
                 self.spec, online, reference, k, self.groups, self.chunks, self.temperature, self.generator
             )
             return Choice(rows)
-        reference = self._reference_loss(ids, name) if self.spec.reference_loss else None
-        scores = self.spec.scores(online, reference)
+        if reference is None and self.spec.reference_loss:
+            reference = self._reference_loss(ids, name)
+        scores = self.spec.scores(online, reference if self.spec.reference_loss else None)
         logged = {"negative_learnability": float((scores < 0).float().mean())} if self.policy == "learnability" else {}
         if self.method == "weighted":
             weights = soft_weights(scores, self.temperature, self.schedule.floor)

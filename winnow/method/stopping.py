@@ -6,7 +6,9 @@
 - An arm reaches the target at the evaluation after which its smoothed curve stays at or above it
   (a crossing that dips back below does not count). The step is interpolated linearly between that
   evaluation and the one before it, so ratios are not stuck on the evaluation grid.
-- Uniform is read at its own crossing, like every other arm, never at the end of its run.
+- Uniform is read at its own crossing, by the same rule as every other arm, not at the end of its run by
+  fiat: one that plateaued crosses before its end; one still climbing at its end crosses at its last
+  evaluation (its target is where it ended), and the report says so.
 
 FLOPs and seconds are read at the interpolated step (`at`): the FLOPs from the ledger's per-step
 cost, the seconds from the run's clock, interpolated between its evaluations.

@@ -95,11 +95,24 @@ class Trainee:
 
 
 @dataclass(frozen=True)
+class Refresh:
+    """The reference refreshed during training (ClassAct-Online): a copy of the trained reference that scores each
+    super-batch online (instead of its stored losses) and trains a step each step on a batch of the curated set
+    and of the learner's kept rows, so its scores keep up with the learner."""
+
+    model: nn.Module
+    curated: InMemory  # the curated set it was trained on
+    kept_share: float = 0.5  # of its batch, the share taken from the learner's kept rows (the rest curated)
+
+
+@dataclass(frozen=True)
 class Actor:
-    """The small online model whose loss scores each super-batch, and what it trains on each step."""
+    """The small online model whose loss scores each super-batch, and what it trains on each step; with `refresh`,
+    the reference's side is scored online too."""
 
     model: nn.Module
     trains_on: str = "kept"  # kept: the learner's batch | super_batch: everything it scored
+    refresh: Refresh | None = None
 
     def __post_init__(self):
         if self.trains_on not in ACTOR_DATA:
@@ -146,9 +159,11 @@ def train(
     _check_sizes(batch, selector.super_batch(opt.batch_size), sampler.size, world, name)
     actor = actor if selector.needs_actor else None  # only policies that read an online loss pay for an actor
     online = Trainee(actor.model, opt, world) if actor is not None else None
+    refresh = actor.refresh if actor is not None and selector.spec.reference_loss else None
     selector.generator.manual_seed(seed + 7919 * rank)  # selection's own random stream (softmax sampling, JEST)
     plan = checkpoint or CheckpointPlan()
     run = _Run(Trainee(model, opt, world), online, sampler, selector.generator, plan, rank, world)
+    run.reference = _Refreshed(refresh, opt, world) if refresh is not None else None
     run.fingerprint = _fingerprint(opt, selector, seed, sampler, world, plan.lineage_key, actor)
     state = run.resume(name, opt.steps)
     finished_before = state.step >= opt.steps
@@ -168,13 +183,16 @@ def train(
         drawn = sampler.draw(phase.super_batch(batch))
         drawn = Draw(drawn.ids, drawn.images.to(device), drawn.targets.to(device), drawn.pathology)
         data_seconds = time.perf_counter() - started  # waiting for data: drawing, decoding a shard, the copy to the device
-        kept, scored = _keep(phase, drawn, online or run.learner, batch // world, loss_fn, precision, name)
+        reference = run.reference.losses(drawn, loss_fn, precision) if run.reference and phase.selects else None
+        kept, scored = _keep(phase, drawn, online or run.learner, batch // world, loss_fn, precision, name, reference)
 
         # one optimiser step of the learner on the kept batch, and of the actor on what it trains on
         loss = run.learner.step(kept, loss_fn, lr, precision, name, step)
         actor_batch = kept if actor is None or actor.trains_on == "kept" else drawn
         training_actor = online is not None and phase.selects
         actor_loss = online.step(actor_batch, loss_fn, lr, precision, f"{name} (actor)", step) if training_actor else None
+        if reference is not None:  # the refreshed reference: a step on curated rows and the learner's kept ones
+            run.reference.step(kept, loss_fn, lr, precision, f"{name} (reference)", step, device)
 
         # log the step (summed over ranks), evaluate and checkpoint on their schedules
         state.step = step = step + 1
@@ -209,6 +227,7 @@ class _Run:
     rank: int
     world: int
     fingerprint: str = ""
+    reference: _Refreshed | None = None  # the reference refreshed online, when the run refreshes it
 
     def resume(self, name: str, steps: int) -> TrainState:
         """The state to start from: the checkpoint's, restored into every object of the run, when this very run
@@ -223,6 +242,8 @@ class _Run:
             self.actor.optimizer.load_state_dict(ckpt["actor_optimizer"])
         self.sampler.restore(ckpt["sampler"][self.rank])
         self.generator.set_state(ckpt["torch_rng"][self.rank])
+        if self.reference is not None:
+            self.reference.restore(ckpt["reference"], self.rank)
         state = restored_state(ckpt)
         if state.step < steps and self.rank == 0:
             log.info("%s: resuming from step %d of %d (%s)", name, state.step, steps, self.plan.path)
@@ -230,6 +251,7 @@ class _Run:
 
     def save(self, state: TrainState, steps: int) -> None:
         samplers, generators = gathered(self.sampler.state(), self.world), gathered(self.generator.get_state(), self.world)
+        reference = {"reference": self.reference.state(self.world)} if self.reference is not None else {}
         if self.plan.path is None or self.rank != 0:
             return
         actor = (
@@ -239,6 +261,7 @@ class _Run:
             "model": self.learner.model.state_dict(),
             "optimizer": self.learner.optimizer.state_dict(),
             **actor,
+            **reference,
             "sampler": samplers,
             "torch_rng": generators,
             "fingerprint": self.fingerprint,
@@ -248,6 +271,40 @@ class _Run:
             **dataclasses.asdict(state),
         }
         atomic_save(checkpoint, Path(self.plan.path))
+
+
+class _Refreshed:
+    """The refreshed reference in the loop: it scores each super-batch, then takes a step on half curated rows and
+    half the learner's kept rows (Refresh.kept_share), on the learner's schedule, with its own optimiser."""
+
+    def __init__(self, refresh: Refresh, opt: OptimConfig, world: int):
+        self.trainee, self.curated, self.kept_share = Trainee(refresh.model, opt, world), refresh.curated, refresh.kept_share
+        refresh.model.train()
+
+    def losses(self, drawn: Draw, loss_fn: Callable, precision: str) -> torch.Tensor:
+        return self.trainee.losses(drawn, loss_fn, precision)
+
+    def step(self, kept: Draw, loss_fn: Callable, lr: float, precision: str, what: str, step: int, device) -> float:
+        n = len(kept.ids)
+        from_kept = int(round(n * self.kept_share))
+        curated = self.curated.draw(n - from_kept)
+        images = torch.cat([curated.images.to(device), kept.images[:from_kept]])
+        targets = torch.cat([curated.targets.to(device), kept.targets[:from_kept]])
+        return self.trainee.step(
+            Draw(np.concatenate([curated.ids, kept.ids[:from_kept]]), images, targets, None), loss_fn, lr, precision, what, step
+        )
+
+    def state(self, world: int) -> dict:
+        return {
+            "model": self.trainee.model.state_dict(),
+            "optimizer": self.trainee.optimizer.state_dict(),
+            "curated": gathered(self.curated.state(), world),
+        }
+
+    def restore(self, state: dict, rank: int) -> None:
+        self.trainee.model.load_state_dict(state["model"])
+        self.trainee.optimizer.load_state_dict(state["optimizer"])
+        self.curated.restore(state["curated"][rank])
 
 
 def _fingerprint(opt: OptimConfig, selector: Selector, seed: int, sampler, world: int, lineage_key, actor: Actor | None) -> str:
@@ -262,6 +319,11 @@ def _fingerprint(opt: OptimConfig, selector: Selector, seed: int, sampler, world
             "world": world,
             "lineage_key": lineage_key,
             **({"actor": signature(actor.model), "actor_trains_on": actor.trains_on} if actor is not None else {}),
+            **(
+                {"refresh": signature(actor.refresh.model), "refresh_kept_share": actor.refresh.kept_share}
+                if actor is not None and actor.refresh is not None
+                else {}
+            ),
         },
         sort_keys=True,
         default=str,
@@ -269,7 +331,14 @@ def _fingerprint(opt: OptimConfig, selector: Selector, seed: int, sampler, world
 
 
 def _keep(
-    selector: Selector, drawn: Draw, scorer: Trainee, k: int, loss_fn: Callable, precision: str, name: str
+    selector: Selector,
+    drawn: Draw,
+    scorer: Trainee,
+    k: int,
+    loss_fn: Callable,
+    precision: str,
+    name: str,
+    reference: torch.Tensor | None = None,
 ) -> tuple[Draw, dict]:
     """The rows of the draw the learner trains on (weighted, for soft selection): all of it for uniform, else what
     the selector keeps from the online model's scores (the actor's, or the learner's own) and the reference's; and
@@ -279,7 +348,7 @@ def _keep(
     scores = None
     if selector.needs_actor:
         scores = scorer.logits(drawn, precision) if selector.joint else scorer.losses(drawn, loss_fn, precision)
-    choice = selector.choose(drawn.ids, k, scores, name)
+    choice = selector.choose(drawn.ids, k, scores, name, reference)
     rows, index = choice.rows.numpy(), choice.rows.to(drawn.images.device)
     pathology = drawn.pathology[rows] if drawn.pathology is not None else None
     return Draw(drawn.ids[rows], drawn.images[index], drawn.targets[index], pathology, choice.weights), {

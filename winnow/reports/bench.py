@@ -17,8 +17,10 @@ def write_bench_report(result: dict, curves: dict[str, list[dict]], metric: str,
     plot_bench(curves, result["targets"], metric, plots)
     link = Path(os.path.relpath(plots, path.parent)).as_posix()
     objective, n = result["objective"], len(result["seeds"])
-    command = f"uv run winnow bench --objective {objective}" + (
-        f" --set data.root={result['data']}" if result.get("data") not in (None, "data/synthetic") else ""
+    command = (
+        f"uv run winnow bench --objective {objective}"
+        + (f" --set data.root={result['data']}" if result.get("data") not in (None, "data/synthetic") else "")
+        + f' --set bench.seeds={n} --set "bench.policies=[{",".join(p for p, _ in baseline_first(result["policies"]))}]"'
     )
     systems = result["systems"]
     step_time = ", ".join(f"{p} {ratio(v)}" for p, v in baseline_first(systems["step_time_over_ledger"]))
@@ -93,16 +95,16 @@ def verdict(result: dict) -> str:
         against = result["verdict"]["against_best"]["learnability"]
         final = against["final_over_best"]
         text = (
-            f"Against the best baseline of each seed ({', '.join(best)}), learnability took "
-            f"**{ratio(against['flop_ratio'])}**x its FLOPs, {ratio(against['step_ratio'])}x its steps and "
-            f"{ratio(against['time_ratio'])}x its seconds to the target, the reference paid in full; its final test "
-            f"metric was {final['mean']:+.4f} against the baseline's (mean over seeds). "
+            f"Against the best baseline of each seed ({', '.join(best)}), learnability to the target, in times the "
+            f"baseline's, the reference paid in full: FLOPs **{ratio(against['flop_ratio'])}**, steps "
+            f"{ratio(against['step_ratio'])}, seconds {ratio(against['time_ratio'])}; its final test metric was "
+            f"{final['mean']:+.4f} against the baseline's (mean over seeds). "
         )
     runs = result["amortise_over"]
     return text + (
-        f"Against uniform alone: {ratio(full)}x uniform's FLOPs with the reference counted in full, {ratio(amort)}x "
-        f"amortised over {runs} runs that reuse the same reference and scores, and "
-        f"{ratio(learn.get('time_ratio_full', {'mean': None, 'runs': 0}))}x its seconds."
+        f"Against uniform alone, in times uniform's: FLOPs {ratio(full)} with the reference counted in full, "
+        f"{ratio(amort)} amortised over {runs} runs that reuse the same reference and scores; seconds "
+        f"{ratio(learn.get('time_ratio_full', {'mean': None, 'runs': 0}))}."
     )
 
 

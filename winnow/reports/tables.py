@@ -28,9 +28,13 @@ def mean_std(stat: dict) -> str:
 
 def ratio(stat: dict) -> str:
     """mean and 95% interval over the seeds that reached the target (± std where no interval was kept), and how
-    many of how many runs reached it."""
+    many of how many runs reached it. Where some never did, the mean of those that did would flatter the arm (the
+    others' ratio is above any of theirs), so each seed's value is shown instead, and no interval."""
     if stat["mean"] is None:
         return f"never (0/{stat['runs']})"
+    if stat["reached"] < stat["runs"] and stat.get("values"):
+        each = ", ".join("never" if v is None else f"{v:.2f}" for v in stat["values"])
+        return f"{each} ({stat['reached']}/{stat['runs']})"
     if stat.get("low") is not None:
         text = f"{stat['mean']:.2f} [{stat['low']:.2f}, {stat['high']:.2f}]"
     else:

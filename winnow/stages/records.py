@@ -117,6 +117,8 @@ class TrainRecord(Record):
     actor_scoring_flops_per_step: float | None = None  # measured: the online model scoring one super-batch
     actor_step_flops: float | None = None  # measured: one training step of the actor on what it trains on
     reference_logits_flops_per_step: float | None = None  # JEST: the reference's logits from stored features
+    reference_refresh_flops_per_step: float | None = None  # a refreshed reference: its scoring and its training step
+    refresh_kept_share: float | None = None  # ... the share of its batch from the learner's kept rows
     pool_streamed: bool | None = None
     shuffle_buffer: int | None = None
     world_size: int | None = None

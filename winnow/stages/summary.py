@@ -209,6 +209,7 @@ def run_ledger(
             actor_step=info.actor_step_flops or 0.0,
             reference_logits=info.reference_logits_flops_per_step or 0.0,
             selecting_steps=info.selecting_steps,
+            reference_refresh=info.reference_refresh_flops_per_step or 0.0,
         )
     uniform, steps = costs["uniform"], summary["uniform_steps_to_target"]
     uniform_seconds = seconds_at(trained["uniform"], steps)

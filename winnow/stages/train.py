@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import logging
@@ -25,12 +26,13 @@ from winnow.method.jest import reference_logits
 from winnow.method.objectives import OBJECTIVES
 from winnow.method.policies import POLICIES
 from winnow.method.selection import Selector
-from winnow.method.training import Actor, Evaluation, train
+from winnow.method.training import Actor, Evaluation, Refresh, train
 from winnow.stages.inputs import (
     checkpoint_meta,
     claim_outputs,
     forward_flops,
     num_classes,
+    reference_model,
     run_split,
     scoring_flops,
     step_flops,
@@ -108,7 +110,7 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         cfg,
         seed=params.seed + 1,
         selector=selector,
-        actor=Actor(actor, cfg.actor_trains_on) if actor is not None else None,
+        actor=Actor(actor, cfg.actor_trains_on, _refresh(params, selector, device)) if actor is not None else None,
         loss_fn=objective.loss,
         evaluation=Evaluation(target_metric(params, cfg.model, held), cfg.eval_every),
         checkpoint=CheckpointPlan(
@@ -205,6 +207,7 @@ def _selector(params: Params, policy: str) -> Selector:
     cfg = params.train
     joint = POLICIES[policy].selects and cfg.selection == "jest"
     reads = POLICIES[policy].reference_loss
+    online = reads and cfg.refresh_reference and POLICIES[policy].actor_loss  # scored online by the refreshed reference
     return Selector(
         policy,
         keep_fraction=cfg.keep_fraction,
@@ -212,8 +215,9 @@ def _selector(params: Params, policy: str) -> Selector:
         temperature=cfg.temperature,
         chunks=cfg.jest_chunks,
         schedule=cfg.schedule,
-        reference_loss=torch.from_numpy(reference_losses(params)) if reads and not joint else None,
+        reference_loss=torch.from_numpy(reference_losses(params)) if reads and not joint and not online else None,
         reference_embeddings=reference_embeddings(params) if reads and joint else None,
+        online_reference=bool(online),
     )
 
 
@@ -238,11 +242,28 @@ def _measured_flops(params: Params, selector: Selector, model, actor, trained: i
         if actor is not None:
             flops["actor_forward_flops_per_example"] = forward_flops(actor, loss, images, targets, trained)
             flops["actor_step_flops"] = step_flops(actor, cfg, loss, images, targets, trained, precision)
+    if selector.online_reference:  # the refreshed reference: scoring each super-batch and a training step
+        reference = reference_model(params)
+        flops["reference_refresh_flops_per_step"] = scoring_flops(
+            reference, loss, images, targets, cfg.super_batch_size, precision
+        ) + step_flops(reference, cfg, loss, images, targets, cfg.batch_size, precision)
+        flops["refresh_kept_share"] = cfg.refresh_kept_share
     if selector.reference_embeddings is not None:
         image, text, scale = selector.reference_embeddings
         share = cfg.super_batch_size // world
         flops["reference_logits_flops_per_step"] = counted(lambda: reference_logits(image[:share], text[:share], scale)) * world
     return flops
+
+
+def _refresh(params: Params, selector: Selector, device) -> Refresh | None:
+    """The refreshed reference of a run that refreshes it: a copy of the trained reference, trained on beside the
+    learner on the curated set (drawn with its own seed) and the learner's kept rows."""
+    if not selector.online_reference:
+        return None
+    curated = run_split(params, "curated")
+    model = copy.deepcopy(reference_model(params)).to(device)  # its own copy: the cached one is scoring's
+    targets = OBJECTIVES[params.objective].targets(params.reference.model, curated)
+    return Refresh(model, InMemory(curated, targets, params.seed + 3), params.train.refresh_kept_share)
 
 
 def _actor(params: Params, policy: str, device) -> tuple[torch.nn.Module | None, dict]:
