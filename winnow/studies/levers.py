@@ -9,7 +9,6 @@ split, against the baseline with the fewest FLOPs to the target in that seed.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 from winnow.config import Params
@@ -23,7 +22,7 @@ from winnow.stages.reference import reference_stage
 from winnow.stages.score import score_stage
 from winnow.stages.summary import summary_stage
 from winnow.stages.train import train_stage
-from winnow.studies.runs import mean_over_seeds, run_params, share_reference, spread, study_row, write_study
+from winnow.studies.runs import copy_runs, mean_over_seeds, run_params, share_reference, spread, study_row, write_study
 
 log = logging.getLogger("winnow")
 
@@ -37,15 +36,6 @@ def lever_params(params: Params, seed: int, name: str, baselines: tuple[str, ...
     run = run_params(params, f"levers/seed-{seed}/{name}", seed)
     train = params.lever_train(name).model_copy(update={"policies": (*baselines, "learnability")})
     return run.model_copy(update={"train": train})
-
-
-def copy_runs(source: Params, run: Params, policies: tuple[str, ...]) -> None:
-    """Give a run the trained arms of another run on the same data and seed (not retrained): curves and records."""
-    src, dst = Paths.of(source), Paths.of(run)
-    for policy in policies:
-        for a, b in ((src.curve(policy), dst.curve(policy)), (src.train_record(policy), dst.train_record(policy))):
-            b.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(a, b)
 
 
 def run(params: Params) -> dict:

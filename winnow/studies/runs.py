@@ -39,10 +39,16 @@ def run_seed(params: Params, transfer: bool = False) -> dict:
 
 def copy_uniform(baseline: Params, params: Params) -> None:
     """Give a run the uniform baseline of another run on the same learner and seed (not retrained)."""
-    src, dst = Paths.of(baseline), Paths.of(params)
-    for a, b in ((src.curve("uniform"), dst.curve("uniform")), (src.train_record("uniform"), dst.train_record("uniform"))):
-        b.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(a, b)
+    copy_runs(baseline, params, ("uniform",))
+
+
+def copy_runs(source: Params, run: Params, policies: tuple[str, ...]) -> None:
+    """Give a run the trained arms of another run on the same data and seed (not retrained): curves and records."""
+    src, dst = Paths.of(source), Paths.of(run)
+    for policy in policies:
+        for a, b in ((src.curve(policy), dst.curve(policy)), (src.train_record(policy), dst.train_record(policy))):
+            b.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(a, b)
 
 
 def share_reference(source: Params, run: Params) -> None:
