@@ -113,6 +113,7 @@ FIGURES: dict[str, Figure] = {
     "contrastive": Figure("metrics/synthetic/contrastive/summary.json", _headline),
     "contrastive-verdict": Figure("metrics/synthetic/contrastive/summary.json", _one_line),
     "bench-classification": Figure("metrics/synthetic/bench/classification.json", _bench),
+    "bench-contrastive": Figure("metrics/synthetic/bench/contrastive.json", _bench),
     "bench-mnist": Figure("metrics/mnist/bench/classification.json", _bench),
 }
 
