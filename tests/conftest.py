@@ -6,13 +6,24 @@ The method's tests never start Prefect; flow tests share one Prefect test harnes
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 
 import pytest
 import yaml
 
+# Bytecode written once, read by every process the suite starts (the CLI, torchrun ranks, Dask workers, the served
+# deployment): where PYTHONDONTWRITEBYTECODE is set, each of them would compile torch's and Prefect's sources anew,
+# seconds per process.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+# The decoded cache (winnow/datasets/decoded.py) of this test session, never the user's: every process the tests
+# start inherits it
+os.environ.setdefault("WINNOW_DECODED_CACHE", tempfile.mkdtemp(prefix="winnow-decoded-"))
 
 TINY = {
     "seed": 0,

@@ -213,6 +213,13 @@ def test_mnist_is_read_from_the_wheel_as_arrays_and_written_as_parquet_sources(t
     inverted = pq.read_table(out / "inverted.parquet")
     first = decode_image(inverted.column("image")[0].as_py())[..., 0]
     assert (first == 255 - data["valid"][0][8]).all() and inverted.column("label")[0].as_py() == str(data["valid"][1][8])
+    out = write_sources(wheel, tmp_path / "with-val", num_curated=8, num_val=5)  # a clean validation source of its own
+    counts = {name: pq.read_metadata(out / f"{name}.parquet").num_rows for name in ("curated", "val", "inverted")}
+    assert counts == {"curated": 8, "val": 5, "inverted": 7}
+    val = decode_image(pq.read_table(out / "val.parquet").column("image")[0].as_py())[..., 0]
+    assert (val == data["valid"][0][8]).all()  # the digits after the curated ones, not inverted
+    with pytest.raises(DataError, match="--num-val must be between 0 and 11"):
+        write_sources(wheel, tmp_path / "too-many", num_curated=8, num_val=12)
 
 
 def test_mnist_with_captions_becomes_image_text_pairs_whose_captions_corrupt_can_mismatch(tmp_path, capsys):

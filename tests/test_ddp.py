@@ -131,33 +131,25 @@ def test_the_train_flow_launches_the_stage_as_ddp_ranks_when_asked(prefect_serve
 
 
 def test_a_crashed_ddp_run_on_a_streamed_pool_resumes_every_rank_to_the_same_weights(tiny_data, tmp_path):
-    def launch(checkpoint, out, crash_at):
+    def launch(checkpoint, out, crash_at) -> subprocess.Popen:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--standalone",
-                "--nproc_per_node",
-                "2",
-                str(SCRIPT.with_name("ddp_resume.py")),
-                f"{tiny_data.data.root}/pool",
-                str(checkpoint),
-                str(out),
-                str(crash_at),
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        script = [str(SCRIPT.with_name("ddp_resume.py")), f"{tiny_data.data.root}/pool", str(checkpoint), str(out)]
+        return subprocess.Popen(
+            [*command, *script, str(crash_at)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
         )
 
-    assert launch(tmp_path / "straight.pt", tmp_path / "straight", 0).returncode == 0
-    assert launch(tmp_path / "crashed.pt", tmp_path / "crashed", 5).returncode != 0  # both ranks stop at step 5
+    def finish(process: subprocess.Popen) -> tuple[int, str]:
+        _, err = process.communicate(timeout=300)
+        return process.returncode, err
+
+    straight = launch(tmp_path / "straight.pt", tmp_path / "straight", 0)  # the uninterrupted run, beside the crashed one
+    crashed = launch(tmp_path / "crashed.pt", tmp_path / "crashed", 5)
+    assert finish(straight)[0] == 0
+    assert finish(crashed)[0] != 0  # both ranks stop at step 5
     assert torch.load(tmp_path / "crashed.pt", weights_only=False)["step"] == 3
-    resumed = launch(tmp_path / "crashed.pt", tmp_path / "crashed", 0)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    code, err = finish(launch(tmp_path / "crashed.pt", tmp_path / "crashed", 0))
+    assert code == 0, err[-3000:]
     for rank in (0, 1):
         straight = torch.load(tmp_path / "straight" / f"rank{rank}.pt")
         again = torch.load(tmp_path / "crashed" / f"rank{rank}.pt")

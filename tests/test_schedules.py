@@ -88,23 +88,30 @@ def pool(tiny_data):
     return load_split(f"{tiny_data.data.root}/pool", 32, 20)
 
 
-def _train(pool, selector, steps=12):
+def _train(pool, selector, steps=12, refresh=False, path=None, on_step=None):
+    """A tiny learnability run: (its output, the learner, the reference it refreshed or None, the rows kept per step).
+    With `refresh` the reference trains beside the learner on the curated rows (here the pool's, its own draw)."""
     cfg = TrainConfig(model="cnn-nano", steps=steps, batch_size=16, warmup_steps=2)
     torch.manual_seed(0)
-    model = build_classifier("cnn-nano", 20)
-    torch.manual_seed(1)
-    actor = build_classifier("cnn-nano", 20)
-    drawn = []
+    model, actor, reference = (build_classifier("cnn-nano", 20) for _ in range(3))
+    kept = []
+
+    def seen(step, ids):
+        kept.append(len(ids))
+        if on_step is not None:
+            on_step(step, ids)
+
     out = train(
         model,
         InMemory(pool, torch.as_tensor(pool.labels), 0, pool.columns["pathology"]),
         cfg,
         seed=0,
         selector=selector,
-        actor=Actor(actor),
-        on_step=lambda step, ids: drawn.append(len(ids)),
+        actor=Actor(actor, refresh=Refresh(reference, InMemory(pool, torch.as_tensor(pool.labels), 5)) if refresh else None),
+        checkpoint=CheckpointPlan(path, every=4) if path is not None else None,
+        on_step=seen,
     )
-    return out["steps_log"], drawn
+    return out, model, reference if refresh else None, kept
 
 
 def _reference(pool):
@@ -113,20 +120,22 @@ def _reference(pool):
 
 def test_an_annealed_run_stops_scoring_and_training_the_actor_for_its_last_steps(pool):
     selector = Selector("learnability", keep_fraction=0.5, reference_loss=_reference(pool), schedule=Schedule(anneal_last=0.25))
-    log, kept = _train(pool, selector)
+    out, _, _, kept = _train(pool, selector)
+    log = out["steps_log"]
     assert kept == [16] * 12
     assert ["actor_loss" in row for row in log] == [True] * 9 + [False] * 3
     assert ["negative_learnability" in row for row in log] == [True] * 9 + [False] * 3
 
 
 def test_the_step_log_carries_the_plateau_alarm_the_share_of_negative_learnability(pool):
-    log, _ = _train(pool, Selector("learnability", keep_fraction=0.5, reference_loss=_reference(pool)), steps=4)
+    log = _train(pool, Selector("learnability", keep_fraction=0.5, reference_loss=_reference(pool)), steps=4)[0]["steps_log"]
     assert all(0.0 <= row["negative_learnability"] <= 1.0 for row in log)
 
 
 def test_weighted_selection_trains_on_its_whole_draw_and_logs_the_effective_sample_size(pool):
     selector = Selector("learnability", keep_fraction=0.5, method="weighted", temperature=0.5, reference_loss=_reference(pool))
-    log, kept = _train(pool, selector, steps=4)
+    out, _, _, kept = _train(pool, selector, steps=4)
+    log = out["steps_log"]
     assert kept == [16] * 4  # no super-batch: the whole draw, weighted
     assert all(0.0 < row["weights_ess"] <= 1.0 for row in log)
     assert all(sum(v for k, v in row.items() if k.startswith("selected_")) == pytest.approx(1.0) for row in log)
@@ -149,20 +158,8 @@ def test_the_ledger_charges_a_refreshed_reference_every_step():
 
 
 def _refreshed_run(pool, path=None, on_step=None):
-    cfg = TrainConfig(model="cnn-nano", steps=10, batch_size=16, warmup_steps=2)
-    torch.manual_seed(0)
-    model, actor, reference = (build_classifier("cnn-nano", 20) for _ in range(3))
-    curated = InMemory(pool, torch.as_tensor(pool.labels), 5)
-    selector = Selector("learnability", keep_fraction=0.5, online_reference=True)
-    out = train(
-        model,
-        InMemory(pool, torch.as_tensor(pool.labels), 0, pool.columns["pathology"]),
-        cfg,
-        seed=0,
-        selector=selector,
-        actor=Actor(actor, refresh=Refresh(reference, curated)),
-        checkpoint=CheckpointPlan(path, every=4),
-        on_step=on_step,
+    out, model, reference, _ = _train(
+        pool, Selector("learnability", keep_fraction=0.5, online_reference=True), 10, True, path, on_step
     )
     return model, reference, out
 

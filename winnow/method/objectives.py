@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from models import CLASSIFIERS, CLIPS, build_classifier, build_clip, clip_context_length, clip_tokenizer
-from winnow.datasets.contract import Split, decode_table, read_shard
+from winnow.datasets.contract import Split, decode_file
 from winnow.method.evaluation import accuracy, class_embeddings, encode, probe_task, retrieval_recall, zero_shot_accuracy
 from winnow.method.losses import per_example_contrastive, per_example_loss
 
@@ -172,7 +172,7 @@ def decode_shard(
 ) -> tuple[Split, torch.Tensor]:
     """One pool shard decoded: the rows this objective can use and their targets; split.skipped
     lists the others (undecodable image, no label, empty caption) with the file and why."""
-    ids, images, labels, meta, skipped = decode_table(read_shard(path), path, size, num_classes, metadata)
+    ids, images, labels, meta, skipped = decode_file(path, size, num_classes, metadata)
     split = OBJECTIVES[objective].usable(Split(ids, images, labels, meta, skipped))
     for s in split.skipped:
         s["file"] = str(path)

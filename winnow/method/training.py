@@ -357,8 +357,10 @@ def _keep(
 
 
 def _evaluate(evaluation: Evaluation, model: nn.Module, state: TrainState, batch: int, bar) -> None:
+    started = time.perf_counter()
     metrics = evaluation.metric(model)
     model.train()
+    state.eval_seconds += time.perf_counter() - started  # counted apart: the clock of a run is its training
     state.eval_log.append({"step": state.step, "examples_seen": state.step * batch, **metrics})
     state.clock.append([state.step, state.seconds])
     bar.set_postfix(loss=f"{state.steps_log[-1]['loss']:.3f}", **{k: f"{v:.3f}" for k, v in metrics.items()})

@@ -133,11 +133,38 @@ def plot_jest(result: dict, path: Path, title: str = "JEST against per-example l
     save_figure(fig, path, 120)
 
 
+def plot_regimes(result: dict, path: Path) -> None:
+    """The map: each point's FLOPs to the target over the best baseline's (every seed, the mean marked), against how
+    far the reference's validation metric is ahead of the pilot's; green where selection pays. 1.0 dashed."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for row in result["rows"]:
+        x = row["reference_val"]["mean"] - row["pilot_val"]["mean"]
+        color = "forestgreen" if row["pays"] else "firebrick"
+        values = [v for v in row["flop_ratio_vs_best"]["values"] if v is not None]
+        ax.scatter([x] * len(values), values, color=color, alpha=0.35, s=14)
+        missing = row["flop_ratio_vs_best"]["runs"] - len(values)
+        y = row["flop_ratio_vs_best"]["mean"]
+        if y is not None:
+            ax.scatter([x], [y], color=color, s=50, marker="D")
+        label = row["point"] + (f" ({missing} never)" if missing else "")
+        ax.annotate(label, (x, y if y is not None else 1.0), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.axhline(1.0, color="grey", ls="--", lw=1)
+    ax.set_xlabel(f"reference val {result['metric']} minus the pilot's")
+    ax.set_ylabel("FLOPs to the target, x best baseline's")
+    ax.set_title("where selection pays (green) and where it does not (red)")
+    fig.tight_layout()
+    save_figure(fig, path, 120)
+
+
 def plot_examples(rows: list[tuple], path: Path, title: str, columns: int = 8) -> None:
     """An image grid: each tile an example, captioned with its label or caption, score and pathology."""
     plt = _pyplot()
     n_rows = max(1, -(-len(rows) // columns))
-    fig, axes = plt.subplots(n_rows, columns, figsize=(columns * 1.45, n_rows * 2.05), squeeze=False)
+    height = n_rows * 2.05 + 0.4
+    fig, axes = plt.subplots(n_rows, columns, figsize=(columns * 1.45, height), squeeze=False)
+    # a fixed layout: tight_layout measures every title's text and costs more than drawing the grid
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.8 / height, wspace=0.08, hspace=0.45)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (image, text, score, pathology) in zip(axes.ravel(), rows):
@@ -146,7 +173,6 @@ def plot_examples(rows: list[tuple], path: Path, title: str, columns: int = 8) -
         kind = "" if pathology in (None, "clean") else f"\n[{pathology}]"
         ax.set_title(f"{text}\n{score:.2f}{kind}", fontsize=6.5, color="firebrick" if kind else "black")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     save_figure(fig, path, 110)
 
 

@@ -6,9 +6,18 @@ import os
 from pathlib import Path
 
 from winnow.files import write_text
-from winnow.reports.plots import plot_jest, plot_study
+from winnow.reports.plots import plot_jest, plot_regimes, plot_study
 from winnow.reports.run import trains_on_words
-from winnow.reports.tables import STUDY_WORDS, curate_study_table, interval, jest_table, levers_table, mean_std, study_table
+from winnow.reports.tables import (
+    STUDY_WORDS,
+    curate_study_table,
+    interval,
+    jest_table,
+    levers_table,
+    mean_std,
+    regimes_table,
+    study_table,
+)
 
 
 def write_study_report(result: dict, paths) -> Path:
@@ -16,7 +25,7 @@ def write_study_report(result: dict, paths) -> Path:
     study, objective = result["study"], result["objective"]
     path = paths.study_report(study)
     plot = paths.bench_plots / f"study_{study}.png"
-    page = {"jest": _jest_page, "curate": _curate_page, "levers": _levers_page}.get(study, _size_page)
+    page = {"jest": _jest_page, "curate": _curate_page, "levers": _levers_page, "regimes": _regimes_page}.get(study, _size_page)
     title, text, alt = page(result, plot)
     link = Path(os.path.relpath(plot, path.parent)).as_posix()
     write_text(
@@ -79,6 +88,31 @@ column is the plateau alarm: the share of each super-batch with negative learnab
 
 {levers_table(result)}"""
     return "levers", text, "validation metric per learner step"
+
+
+def _regimes_page(result: dict, plot: Path) -> tuple[str, str, str]:
+    plot_regimes(result, plot)
+    check = result["leave_one_out"]
+    checked = (
+        f"Checked against itself: each point advised from the others alone (the nearest of them, as `winnow advise` "
+        f"does) matched its own outcome at {check['agreed']} of {check['points']} points."
+        if check["agreed"] is not None
+        else "One point: nothing to check it against."
+    )
+    text = f"""Where selection saves compute against the best baseline, and where it does not, around `{result["data"]}`.
+At each point (a change to the data or to the scorers), per seed ({", ".join(map(str, result["seeds"]))}): the baselines
+({", ".join(result["baselines"])}) and learnability as configured, {result["steps"]} steps, read with the one stopping rule
+on the validation split against the seed's best baseline, the reference's training and the pool's scoring paid in
+full; and a uniform pilot of {result["pilot_steps"]} steps. *Selection pays* where every seed reached the target in
+fewer FLOPs than the best baseline (the interval's upper end below 1) and ended no lower on average. The first
+columns are what `winnow advise` measures on new data before any selection run: the curated set's share of the pool,
+the reference's validation {result["metric"]}, the pilot's, and the scorer's forward FLOPs over the learner's (means
+over seeds). Ratios: mean [95% interval] (k/n seeds reached).
+
+{regimes_table(result)}
+
+{checked}"""
+    return "regimes (where selection pays)", text, "FLOPs to the target against the best baseline at each point"
 
 
 def _curate_page(result: dict, plot: Path) -> tuple[str, str, str]:

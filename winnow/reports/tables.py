@@ -90,6 +90,12 @@ def table(summary: dict) -> str:
         lines.append(
             "waiting for data, share of the median step: " + ", ".join(f"{p} {v:.0%}" for p, v in baseline_first(shares))
         )
+    evaluated = {p: row for p, row in summary.get("ledger", {}).get("policies", {}).items() if "eval_seconds" in row}
+    if evaluated:
+        lines.append(
+            "evaluation, not in the seconds above (the validation curve; the test set read once): "
+            + ", ".join(f"{p} {r['eval_seconds']:.1f} s; {r['test_seconds']:.1f} s" for p, r in baseline_first(evaluated))
+        )
     if "verdict" in summary:
         lines += verdict_lines(summary)
     return "\n".join(lines)
@@ -176,6 +182,25 @@ def levers_table(result: dict) -> str:
             f"| {r['lever']} | {changes} | {ratio(r['flop_ratio_vs_best'])} | {ratio(r['step_ratio_vs_best'])} | "
             f"{ratio(r['time_ratio_vs_best'])} | {interval(r['final_metric'])} | {interval(r['final_over_best'], 4)} | "
             f"{ratio(r['flop_ratio_full'])} | {interval(r['negative_learnability_last_tenth'], 2)} |"
+        )
+    return "\n".join(lines)
+
+
+def regimes_table(result: dict) -> str:
+    """--study regimes: at each point, the features a pilot measures and learnability against the best baseline."""
+    lines = [
+        "| point | changes | curated share | reference val | pilot val | scorer FLOPs / learner's | best baseline "
+        "| FLOPs, x best baseline's | final minus best baseline's | selection pays |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        changes = ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "as configured"
+        best = r["best_baseline"]
+        counts = ", ".join(f"{b} {best.count(b)}/{len(best)}" for b in sorted(set(best), key=best.index))
+        lines.append(
+            f"| {r['point']} | {changes} | {r['curated_share']['mean']:.1%} | {r['reference_val']['mean']:.3f} | "
+            f"{r['pilot_val']['mean']:.3f} | {r['scorer_over_learner']['mean']:.3f} | {counts} | "
+            f"{ratio(r['flop_ratio_vs_best'])} | {interval(r['final_over_best'], 4)} | {'yes' if r['pays'] else 'no'} |"
         )
     return "\n".join(lines)
 

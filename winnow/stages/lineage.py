@@ -13,6 +13,8 @@ params that make them; literal paths are code, relative to the repository.
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 import re
@@ -49,9 +51,16 @@ def _entries(entries, values: dict, item: str | None) -> list[Path]:
     return paths
 
 
+@functools.lru_cache(maxsize=4)
+def _dvc_stages(path: str, stamp: tuple) -> dict:
+    """dvc.yaml's stages, parsed once per version of the file (`stamp`: its size and mtime)."""
+    return yaml.safe_load(Path(path).read_text())["stages"]
+
+
 def stage_spec(stage: str, params: Params, item: str | None = None) -> dict:
     """deps (run paths and code), params (dotted names) and outs of one dvc.yaml stage, resolved."""
-    spec = yaml.safe_load(DVC_YAML.read_text())["stages"][stage]
+    stat = DVC_YAML.stat()
+    spec = copy.deepcopy(_dvc_stages(str(DVC_YAML), (stat.st_size, stat.st_mtime_ns))[stage])
     spec = spec.get("do", spec)
     values = to_dict(params)
     outs = [p for key in ("outs", "metrics", "plots") for p in _entries(spec.get(key), values, item)]

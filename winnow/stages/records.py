@@ -100,6 +100,9 @@ class TrainRecord(Record):
     step_seconds_median: float | None = None  # the median step's seconds after the warm-up: what the ledger charges
     data_seconds_median: float | None = None  # ... of which waiting for data (drawing, decoding, the copy to the device)
     clock: list[tuple[int, float]]  # [step, seconds so far] at each evaluation: time to a target
+    eval_seconds: float | None = None  # the curve's evaluations, summed (not in `seconds`); test-set read apart
+    test_seconds: float | None = None  # the one read of the test set at the end
+    evaluations: int | None = None
     batch_size: int
     super_batch_size: int
     selection: str | None  # topk | softmax | jest; None for uniform

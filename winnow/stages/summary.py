@@ -135,10 +135,14 @@ def summarize(
 
 
 def _data_share(trained: TrainRecord) -> dict:
-    """The share of the median step spent waiting for data (drawing, decoding, the copy to the device)."""
-    if trained.data_seconds_median is None or not trained.step_seconds_median:
-        return {}
-    return {"data_share_of_step": trained.data_seconds_median / trained.step_seconds_median}
+    """The share of the median step spent waiting for data (drawing, decoding, the copy to the device), and what the
+    evaluations cost beside the training seconds (the curve's, and the one read of the test set)."""
+    out = {}
+    if trained.data_seconds_median is not None and trained.step_seconds_median:
+        out["data_share_of_step"] = trained.data_seconds_median / trained.step_seconds_median
+    if trained.eval_seconds is not None:
+        out.update(eval_seconds=trained.eval_seconds, test_seconds=trained.test_seconds, evaluations=trained.evaluations)
+    return out
 
 
 def _alarm(trained: TrainRecord) -> dict:

@@ -128,7 +128,9 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         if k.startswith("selected_")
     }
     streamed = isinstance(sampler, ShardStream)
+    started = time.perf_counter()
     tested = target_metric(params, cfg.model, test)(model) if rank == 0 else {}  # the test set, read once: at the end
+    test_seconds = time.perf_counter() - started
     metrics = {
         "policy": policy,
         "steps": cfg.steps,
@@ -140,6 +142,9 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         "step_seconds_median": step_seconds_median(out["steps_log"], cfg.warmup_steps),
         "data_seconds_median": step_seconds_median(out["steps_log"], cfg.warmup_steps, "data_seconds"),
         "clock": out["clock"],
+        "eval_seconds": out["eval_seconds"],
+        "test_seconds": test_seconds,
+        "evaluations": len(out["eval_log"]),
         "batch_size": cfg.batch_size,
         "super_batch_size": cfg.super_batch_size,
         "selection": cfg.selection if POLICIES[policy].selects else None,

@@ -54,6 +54,11 @@ STUDIES: dict[str, Study] = {
             "learnability with each of bench.levers (anneal to uniform, a floor, a relaxing temperature, weighted) "
             "against each seed's best baseline",
         ),
+        Study(
+            "regimes",
+            "the map: learnability against the best baseline at each of bench.regimes (noise, curated share, scorer "
+            "size), with the pilot's features that `winnow advise` reads",
+        ),
         Study("memory", "peak memory of scoring and training on the default pool and one bench.memory_scale times larger"),
         Study("import_memory", "peak memory of `winnow data import` from each kind of source, the pool and a larger one"),
     )

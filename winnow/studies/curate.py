@@ -154,7 +154,8 @@ def _full_pool(params: Params, seed: int, runs: list[dict], curves: dict) -> tup
         "checkpoint_seconds": 0.0,
     }
     if checkpoint:
-        paid["checkpoint_flops"] = summary["ledger"]["policies"][params.curate.policy]["costs"]["per_step"] * params.train.steps
+        costs = ledger.Costs.from_dict(summary["ledger"]["policies"][params.curate.policy]["costs"])
+        paid["checkpoint_flops"] = costs.at_step(params.train.steps) - costs.one_off  # its steps (annealed ones too)
         paid["checkpoint_seconds"] = TrainRecord.read(paths.train_record(params.curate.policy), "train it").seconds
     online = summary["policies"]["learnability"]
     runs.append(

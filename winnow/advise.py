@@ -1,0 +1,128 @@
+"""`winnow advise`: before paying for selection, place this data on the regime map and say whether it should pay.
+
+It trains what the pipeline would train first anyway (the reference, reused by `winnow pipeline`) and one short
+uniform pilot (bench.pilot_steps), measures the features of studies/pilot.py, and finds the nearest point of every
+committed regime map of this objective (`winnow bench --study regimes`, metrics/<dataset>/bench/<objective>-
+regimes.json). Its answer is that point's outcome, with the distance and what the point measured, never more:
+a map is only as good as its points, and the report of each map says how often advice from the other points
+matched a point's own outcome (leave one out).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from winnow.config import Params
+from winnow.errors import MissingInput
+from winnow.files import write_json
+from winnow.stages.data import data_stage
+from winnow.stages.paths import Paths
+from winnow.studies import pilot as pilots
+
+# How far apart two points are on each coordinate of pilot.coordinates: about threefold in curated share or in the
+# scorer's size, or 0.1 of the metric, counts as one unit.
+SCALES = (0.5, 0.1, 0.1, 0.1, 0.5)
+
+
+def point_features(row: dict) -> dict:
+    """A map row's features: the mean over its seeds."""
+    return {k: row[k]["mean"] for k in pilots.FEATURES}
+
+
+def distance(a: dict, b: dict) -> float:
+    return math.sqrt(sum(((x - y) / s) ** 2 for x, y, s in zip(pilots.coordinates(a), pilots.coordinates(b), SCALES)))
+
+
+def nearest(features: dict, rows: list[dict]) -> tuple[dict, float]:
+    """The map row closest to `features`, and how far it is."""
+    scored = [(distance(features, point_features(row)), i) for i, row in enumerate(rows)]
+    d, i = min(scored)
+    return rows[i], d
+
+
+def leave_one_out(result: dict) -> dict:
+    """Each point of a map advised from the others alone: how often the advice matched its own outcome."""
+    rows = result["rows"]
+    if len(rows) < 2:
+        return {"agreed": None, "points": len(rows), "per_point": {}}
+    per_point = {}
+    for i, row in enumerate(rows):
+        other, d = nearest(point_features(row), rows[:i] + rows[i + 1 :])
+        per_point[row["point"]] = {"nearest": other["point"], "distance": d, "advised": other["pays"], "measured": row["pays"]}
+    agreed = sum(p["advised"] == p["measured"] for p in per_point.values())
+    return {"agreed": agreed, "points": len(rows), "per_point": per_point}
+
+
+def read_maps(params: Params) -> list[dict]:
+    """Every regime map of this objective under params.metrics, each row tagged with the dataset it was measured on."""
+    rows = []
+    for path in sorted(Path(params.metrics).glob(f"*/bench/{params.objective}-regimes.json")):
+        result = json.loads(path.read_text())
+        rows += [{**row, "map": str(path), "data": result["data"]} for row in result["rows"]]
+    return rows
+
+
+def advise(params: Params) -> dict:
+    """Train the reference and the pilot, place the data on the map; the advice, also written as JSON."""
+    rows = read_maps(params)
+    if not rows:
+        raise MissingInput(
+            f"no regime map for {params.objective} under {params.metrics}/*/bench/: run `winnow bench --study regimes` "
+            "(on the built-in pool, or on data like yours) first"
+        )
+    data_stage(params)  # the built-in pool, generated when it is not there; an imported dataset as it is
+    pilot = pilots.run_pilot(params, "advise")
+    mine = pilots.features(params, pilot)
+    row, d = nearest(mine, rows)
+    paying = [r for r in rows if r["pays"]]
+    scorer, scorer_d = nearest(mine, paying) if paying else (None, None)
+    advice = {
+        "objective": params.objective,
+        "data": params.data.root,
+        "features": mine,
+        "nearest": {
+            "map": row["map"],
+            "data": row["data"],
+            "point": row["point"],
+            "distance": d,
+            "features": point_features(row),
+            "pays": row["pays"],
+            "flop_ratio_vs_best": row["flop_ratio_vs_best"]["mean"],
+            "final_over_best": row["final_over_best"]["mean"],
+            "best_baseline": row["best_baseline"],
+            "reference": row["reference"],
+        },
+        "selection_should_pay": row["pays"],
+        "scorer": scorer["reference"] if scorer else None,
+        "scorer_point": {"point": scorer["point"], "data": scorer["data"], "distance": scorer_d} if scorer else None,
+        "far": d > 2.0,  # two units from every point: the map has nothing like this data
+    }
+    write_json(advice, Paths.of(params).metrics_root / params.data.name / f"advise-{params.objective}.json")
+    return advice
+
+
+def say(advice: dict) -> str:
+    """The advice in words."""
+    f, n = advice["features"], advice["nearest"]
+    lines = [
+        f"this data: curated {f['curated_share']:.1%} of the pool; reference val {f['reference_val']:.4f}; "
+        f"a {f['pilot_val']:.4f} pilot (uniform); scorer {f['scorer_over_learner']:.3f}x the learner's FLOPs per example",
+        f"nearest point on the map: {n['point']} of {n['data']} (distance {n['distance']:.2f}): learnability "
+        + (
+            f"took {n['flop_ratio_vs_best']:.2f}x the FLOPs of the best baseline"
+            if n["flop_ratio_vs_best"] is not None
+            else "never reached the target of the best baseline"
+        )
+        + f" ({', '.join(sorted(set(n['best_baseline'])))}), ending {n['final_over_best']:+.4f} against it"
+        + f" -> selection {'should pay' if advice['selection_should_pay'] else 'should not pay'} here",
+    ]
+    if advice["far"]:
+        lines.append("no point on the map is near this data (distance > 2): measure it (`winnow bench`) before trusting this")
+    if advice["scorer"]:
+        s = advice["scorer_point"]
+        lines.append(f"scorer: {advice['scorer']} (the nearest point where selection paid: {s['point']} of {s['data']})")
+    else:
+        lines.append("no point on the map paid: train on the best baseline instead")
+    return "\n".join(lines)

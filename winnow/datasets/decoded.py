@@ -1,0 +1,138 @@
+"""Decode once per machine: each shard's images, decoded at one size, kept on disk beside nothing else.
+
+Every stage that reads a split decodes its PNG/JPEG bytes into uint8 (N, 3, H, W); on a pool of tens of
+thousands of images that is most of a stage's start-up, paid again by every process (each `dvc repro` stage,
+each Dask worker, each rank). This cache keeps the decoded rows of a shard in one .npy file named by what
+determines them: the shard's bytes (SHA-256), the image size and the decoder (its code and PIL's version). A
+rewritten shard, another size or a changed decoder is another key, so an entry is never stale. Entries are
+written whole (a temporary file, then a rename), so an interrupted decode keeps the shards it finished and
+the next run resumes from them; the oldest entries go when the cache outgrows its bound.
+
+Where: $WINNOW_DECODED_CACHE (a folder; `off` turns the cache off), default ~/.cache/winnow/decoded (under
+$XDG_CACHE_HOME when set); bound: $WINNOW_DECODED_CACHE_GB, default 20. Machine settings, not experiment
+ones: they change how fast a run starts, never what it computes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import PIL
+
+from winnow.errors import ConfigError
+
+log = logging.getLogger("winnow")
+
+DIR_VARIABLE, LIMIT_VARIABLE = "WINNOW_DECODED_CACHE", "WINNOW_DECODED_CACHE_GB"
+FORMAT = 1  # bump when an entry's layout changes
+
+
+def folder() -> Path | None:
+    """The cache folder, or None when it is off."""
+    value = os.environ.get(DIR_VARIABLE)
+    if value is not None and value.strip().lower() in ("off", "0", "none", ""):
+        return None
+    if value:
+        return Path(value).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "winnow" / "decoded"
+
+
+def limit_bytes() -> int:
+    value = os.environ.get(LIMIT_VARIABLE, "20")
+    try:
+        gb = float(value)
+    except ValueError:
+        gb = -1.0
+    if not gb > 0:
+        raise ConfigError(f"{LIMIT_VARIABLE}={value!r}: the decoded cache's bound must be a number of GB above 0")
+    return int(gb * 1e9)
+
+
+@functools.cache
+def _decoder() -> str:
+    """What decoding depends on besides the bytes and the size: the decoder's code and PIL's version (read once per
+    process)."""
+    from winnow.datasets import contract
+
+    code = inspect.getsource(contract.decode_image) + inspect.getsource(contract._to_rgb)
+    return hashlib.sha256(f"{FORMAT}|{PIL.__version__}|{code}".encode()).hexdigest()
+
+
+def key(path: Path, size: int) -> str | None:
+    """The entry's name for this shard at this size, or None when the cache is off."""
+    if folder() is None:
+        return None
+    from winnow.datasets.contract import digest_path
+
+    return hashlib.sha256(f"{digest_path(path)}|{size}|{_decoder()}".encode()).hexdigest()
+
+
+def _entry(name: str) -> Path:
+    return folder() / name[:2] / f"{name}.npz"
+
+
+def load(name: str, rows: int, size: int):
+    """(kept rows, images uint8 (n, 3, size, size), [(row, reason)] of the undecodable) from the cache, or None on a
+    miss. An entry that cannot be read or does not fit the shard is removed and counts as a miss."""
+    path = _entry(name)
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            kept, images, bad, reasons = f["kept"], f["images"], f["bad"], f["reasons"]
+        if images.shape != (len(kept), 3, size, size) or len(kept) + len(bad) != rows or len(bad) != len(reasons):
+            raise ValueError(f"holds {images.shape} for {rows} rows at {size} px")
+    except Exception as e:  # a torn or foreign file is a miss, never an error: the shard is decoded again
+        log.warning("decoded cache: %s is unreadable (%s); decoding the shard again", path, e)
+        path.unlink(missing_ok=True)
+        return None
+    os.utime(path)  # recently used: evicted last
+    return kept, images, list(zip(bad.tolist(), reasons.tolist()))
+
+
+def store(name: str, kept: np.ndarray, images: np.ndarray, skipped: list[tuple[int, str]]) -> None:
+    """Write one shard's entry whole, then keep the cache within its bound (oldest entries first)."""
+    path = _entry(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+    try:
+        np.savez(
+            tmp,
+            kept=np.asarray(kept, np.int64),
+            images=images,
+            bad=np.asarray([r for r, _ in skipped], np.int64),
+            reasons=np.asarray([reason for _, reason in skipped], dtype=str),
+        )
+        os.replace(tmp, path)
+    except OSError as e:  # a full or read-only disk slows the next run down; it does not stop this one
+        log.warning("decoded cache: could not write %s (%s); the shard will be decoded again next time", path, e)
+        tmp.unlink(missing_ok=True)
+        return
+    _evict(keep=path)
+
+
+def _evict(keep: Path) -> None:
+    limit = limit_bytes()
+    entries = []
+    for p in folder().glob("*/*.npz"):
+        if ".tmp." in p.name:  # another process's entry, being written
+            continue
+        try:
+            stat = p.stat()
+        except FileNotFoundError:  # another process evicted it
+            continue
+        entries.append((stat.st_mtime, stat.st_size, p))
+    total = sum(size for _, size, _ in entries)
+    for _, size, p in sorted(entries):
+        if total <= limit:
+            break
+        if p != keep:
+            p.unlink(missing_ok=True)
+            total -= size
