@@ -384,3 +384,38 @@ def test_a_second_run_training_the_same_policy_at_once_is_refused_not_run_twice(
     assert "uniform.pt: another run is training uniform into it right now" in said
     assert not paths.learner("uniform").exists()  # the refused run wrote nothing
     assert main(["train", "--policy", "uniform", "--params", str(tiny)]) == 0  # once the first is done, it runs
+
+
+def test_advise_places_an_imported_dataset_on_the_regime_map(prefect_server, tiny, sources, capsys):
+    """`winnow advise` on a user's own data: the reference and a pilot trained on it, its features measured from its
+    own files, and the nearest point of a map measured elsewhere (here two points written for the test)."""
+    from winnow.studies.runs import spread
+
+    mine = tiny.parent / "mine"
+    _import(sources, mine)
+
+    def point(name, curated, pays):
+        features = {"curated_share": curated, "reference_val": 0.9, "pilot_val": 0.6, "scorer_over_learner": 1.0}
+        row = {k: spread([v]) for k, v in features.items()}
+        return {
+            "point": name,
+            "pays": pays,
+            "reference": "cnn-nano",
+            "best_baseline": ["curated_only"],
+            "flop_ratio_vs_best": spread([0.6 if pays else 1.5]),
+            "final_over_best": spread([0.01 if pays else -0.05]),
+            **row,
+        }
+
+    world = tiny.parent / "metrics" / "elsewhere" / "bench"
+    world.mkdir(parents=True)
+    rows = [point("much curated", 0.3, True), point("little curated", 0.003, False)]
+    (world / "classification-regimes.json").write_text(json.dumps({"data": "data/elsewhere", "rows": rows}))
+
+    assert main(["advise", "--params", str(tiny), "--set", f"data.root={mine}", "--set", "bench.pilot_steps=10"]) == 0
+    said = capsys.readouterr().out
+    assert "nearest point on the map: much curated of data/elsewhere" in said and "should pay" in said
+    advice = json.loads((tiny.parent / "metrics" / "mine" / "advise-classification.json").read_text())
+    counts = read_manifest(mine)["counts"]
+    assert advice["features"]["curated_share"] == pytest.approx(counts["curated"] / counts["pool"])  # its own rows
+    assert 0 <= advice["features"]["pilot_val"] <= 1 and advice["scorer"] == "cnn-nano"

@@ -20,7 +20,7 @@ from pathlib import Path
 from winnow.files import write_text
 from winnow.method.policies import BASELINES
 from winnow.reports.bench import verdict
-from winnow.reports.tables import bench_markdown, table
+from winnow.reports.tables import bench_markdown, interval, levers_table, table
 
 REPO = Path(__file__).resolve().parents[2]
 PAGES = ("README.md", "docs")  # where blocks may live: README.md and every docs/*.md
@@ -107,6 +107,21 @@ def _uniform_words(result: dict) -> str:
     )
 
 
+def _levers(result: dict) -> str:
+    """--study levers: which baseline was best, and each lever's row against it."""
+    seeds, best = result["seeds"], result["best_baseline"]
+    counts = ", ".join(f"{b} in {best.count(b)}" for b in sorted(set(best), key=best.index))
+    return (
+        f"{len(seeds)} seeds ({', '.join(map(str, seeds))}) on `{result['data']}`; the best baseline (fewest FLOPs to the "
+        f"target, per seed): {counts} of {len(seeds)}, its final test {result['metric'].replace('_', ' ')} "
+        f"{interval(result['best_final_metric'])}. Each lever is learnability ({result['learner']} learner, "
+        f"{result['reference']} reference, {result['actor']} actor, {result['steps']} steps) with the train settings in "
+        "its row, against the best baseline of its seed, the reference paid in full. Mean [95% interval] where every "
+        "seed reached the target; each seed's value where some never did (k/n).\n\n"
+        f"{levers_table(result)}\n"
+    )
+
+
 FIGURES: dict[str, Figure] = {
     "classification": Figure("metrics/synthetic/classification/summary.json", _headline),
     "classification-verdict": Figure("metrics/synthetic/classification/summary.json", _one_line),
@@ -115,6 +130,7 @@ FIGURES: dict[str, Figure] = {
     "bench-classification": Figure("metrics/synthetic/bench/classification.json", _bench),
     "bench-contrastive": Figure("metrics/synthetic/bench/contrastive.json", _bench),
     "bench-mnist": Figure("metrics/mnist/bench/classification.json", _bench),
+    "levers-mnist-2pct": Figure("metrics/mnist-2pct/bench/classification-levers.json", _levers),
 }
 
 
