@@ -19,6 +19,7 @@ from winnow.errors import MissingInput
 from winnow.files import write_json
 from winnow.stages.data import data_stage
 from winnow.stages.paths import Paths
+from winnow.stages.reference import reference_stage
 from winnow.studies import pilot as pilots
 
 # How far apart two points are on each coordinate of pilot.coordinates: about threefold in curated share or in the
@@ -73,6 +74,7 @@ def advise(params: Params) -> dict:
             "(on the built-in pool, or on data like yours) first"
         )
     data_stage(params)  # the built-in pool, generated when it is not there; an imported dataset as it is
+    reference_stage(params)  # the run's own: `winnow pipeline` reuses it
     pilot = pilots.run_pilot(params, "advise")
     mine = pilots.features(params, pilot)
     row, d = nearest(mine, rows)

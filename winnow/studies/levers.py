@@ -22,11 +22,20 @@ from winnow.stages.reference import reference_stage
 from winnow.stages.score import score_stage
 from winnow.stages.summary import summary_stage
 from winnow.stages.train import train_stage
-from winnow.studies.runs import copy_runs, mean_over_seeds, run_params, share_reference, spread, study_row, write_study
+from winnow.studies.runs import (
+    VS_BEST,
+    against_best,
+    copy_runs,
+    mean_over_seeds,
+    run_params,
+    share_reference,
+    spread,
+    study_row,
+    write_study,
+)
 
 log = logging.getLogger("winnow")
 
-VS_BEST = ("step_ratio", "flop_ratio", "time_ratio", "final_over_best")  # each lever against the seed's best baseline
 VS_UNIFORM = ("step_ratio", "flop_ratio_full", "time_ratio_full")
 
 
@@ -60,7 +69,6 @@ def run(params: Params) -> dict:
             share_reference(base, lever)
             train_stage(lever, "learnability")
             summary = summary_stage(lever, write_report=False)
-            against = summary["verdict"]["against_best"]["learnability"]
             best = summary["verdict"]["best_baseline"]
             alarm = summary["policies"]["learnability"].get("negative_learnability") or [None]
             runs.append(
@@ -71,7 +79,7 @@ def run(params: Params) -> dict:
                     "best_baseline": best,
                     "best_final_metric": summary["policies"][best]["final_metric"],
                     "negative_learnability_last_tenth": alarm[-1],
-                    **{f"{k}_vs_best" if k != "final_over_best" else k: against[k] for k in VS_BEST},
+                    **against_best(summary),
                     **study_row(summary),
                 }
             )

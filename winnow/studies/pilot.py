@@ -17,7 +17,6 @@ from winnow.files import read_csv
 from winnow.method.objectives import OBJECTIVES
 from winnow.stages.inputs import read_json
 from winnow.stages.paths import Paths
-from winnow.stages.reference import reference_stage
 from winnow.stages.train import train_stage
 
 FEATURES = ("curated_share", "reference_val", "pilot_val", "scorer_over_learner")
@@ -43,8 +42,7 @@ def pilot_params(params: Params, where: str) -> Params:
 
 
 def run_pilot(params: Params, where: str = "pilot") -> Params:
-    """Train the reference (the run's own: the pipeline reuses it) and the pilot; the pilot's params."""
-    reference_stage(params)
+    """Train the pilot (the run's reference is trained by whoever calls this); the pilot's params."""
     pilot = pilot_params(params, where)
     train_stage(pilot, "uniform")
     return pilot

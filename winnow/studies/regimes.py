@@ -21,11 +21,9 @@ from winnow.reports.studies import write_study_report
 from winnow.reports.tables import regimes_table
 from winnow.stages.data import data_stage
 from winnow.studies import pilot as pilots
-from winnow.studies.runs import run_params, run_seed, spread, write_study
+from winnow.studies.runs import VS_BEST, against_best, run_params, run_seed, spread, write_study
 
 log = logging.getLogger("winnow")
-
-VS_BEST = ("flop_ratio", "step_ratio", "time_ratio", "final_over_best")
 
 
 def points(params: Params) -> dict[str, Params]:
@@ -66,7 +64,6 @@ def run(params: Params) -> dict:
             run = run.model_copy(update={"train": run.train.model_copy(update={"policies": (*baselines, "learnability")})})
             summary = run_seed(run)
             pilot = pilots.run_pilot(run)
-            against = summary["verdict"]["against_best"]["learnability"]
             best = summary["verdict"]["best_baseline"]
             runs.append(
                 {
@@ -75,7 +72,7 @@ def run(params: Params) -> dict:
                     "best_baseline": best,
                     "best_final_metric": summary["policies"][best]["final_metric"],
                     "final_metric": summary["policies"]["learnability"]["final_metric"],
-                    **{f"{k}_vs_best" if k != "final_over_best" else k: against[k] for k in VS_BEST},
+                    **against_best(summary),
                     **pilots.features(run, pilot),
                 }
             )

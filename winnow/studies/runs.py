@@ -85,6 +85,15 @@ def study_row(summary: dict, policy: str = "learnability") -> dict:
     }
 
 
+VS_BEST = ("step_ratio", "flop_ratio", "time_ratio", "final_over_best")  # an arm against the seed's best baseline
+
+
+def against_best(summary: dict, policy: str = "learnability") -> dict:
+    """One run's `policy` against the seed's best baseline: its ratios (<ratio>_vs_best) and final_over_best."""
+    against = summary["verdict"]["against_best"][policy]
+    return {f"{k}_vs_best" if k != "final_over_best" else k: against[k] for k in VS_BEST}
+
+
 def aggregate(params: Params, study: str, key: str, names: tuple[str, ...], runs: list[dict], extra: dict | None = None) -> dict:
     """Aggregate a study's runs per model (or arm) over seeds; write its JSON, plot and report."""
     rows = []
