@@ -1,5 +1,7 @@
 """The training loop: selection changes what is kept, and a crashed run resumes to the same weights."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -289,3 +291,31 @@ def test_a_finished_run_run_again_leaves_its_checkpoint_byte_for_byte(pool, tmp_
     first = (tmp_path / "run.pt").read_bytes()
     _run(pool, cfg, tmp_path / "run.pt")  # resumes at its last step and saves again
     assert (tmp_path / "run.pt").read_bytes() == first
+
+
+@pytest.mark.parametrize("name", ["cnn-nano", "clip-pico"])
+def test_the_foreach_update_the_loop_uses_gives_the_numbers_of_torchs_default_loop(name):
+    """Trainee's AdamW runs foreach (one kernel over every tensor): the same weights as the for-loop update torch
+    uses on a CPU, so the speed-up moves no curve."""
+    from models import build_clip, clip_tokenizer
+    from winnow.config import OptimConfig
+    from winnow.datasets.stream import Draw
+    from winnow.method.losses import per_example_contrastive
+    from winnow.method.training import Trainee
+
+    torch.manual_seed(0)
+    clip = name.startswith("clip")
+    model = build_clip(name, 32) if clip else build_classifier(name, 20)
+    targets = clip_tokenizer(name)([f"a shape number {i}" for i in range(16)]) if clip else torch.randint(0, 20, (16,))
+    batch = Draw(np.arange(16), torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8), targets, None)
+    loss = per_example_contrastive if clip else per_example_loss
+    weights = []
+    for foreach in (True, False):
+        trainee = Trainee(copy.deepcopy(model), OptimConfig(lr=1e-2), 1)
+        assert trainee.optimizer.defaults["foreach"] is True
+        trainee.optimizer.param_groups[0]["foreach"] = foreach
+        for step in range(3):
+            trainee.step(batch, loss, 1e-2, "fp32", name, step)
+        weights.append(trainee.model.state_dict())
+    for a, b in zip(weights[0].values(), weights[1].values(), strict=True):
+        assert torch.equal(a, b)

@@ -1,0 +1,208 @@
+"""What a training step costs on the clock against what the ledger says it should, before and after each speed-up.
+
+Runs winnow's own training loop (winnow.method.training.train) on generated in-memory data, for both objectives'
+default models (classification: cnn-small learner, cnn-nano actor; contrastive: clip-tiny and clip-pico), uniform
+and learnability (topk, rho 0.5), under each variant:
+  pool      torch's NCHW max pooling (what the CNNs ran before models.MaxPool) or winnow's channels-last one
+  adamw     AdamW's for-loop update (torch's CPU default) or its foreach one (the same numbers, tests/test_training.py)
+Every (objective, variant, policy) arm runs --steps steps, --repeats times, in one shuffled order, in this one
+process; a run's step time is the median of its steps after --warmup; an arm's is the median over its repeats.
+Beside each: the ledger's prediction (method/flops.py: the measured FLOPs of the actor's scoring, the actor's step
+and the learner's step, over the learner's step) and the clock's ratio over it (issue 25 asks for at most 1.15),
+and the share of a step spent waiting for data. Prints one JSON object (and writes it with --out).
+
+Usage: uv run python benchmarks/step_time.py [--objectives classification contrastive] [--steps 60] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+MODELS = {"classification": ("cnn-small", "cnn-nano"), "contrastive": ("clip-tiny", "clip-pico")}
+VARIANTS = {
+    "classification": [("nchw", "for-loop"), ("channels_last", "for-loop"), ("channels_last", "foreach")],
+    "contrastive": [("-", "for-loop"), ("-", "foreach")],
+}
+
+
+def data(objective: str, rows: int, size: int = 32):
+    """Random images and targets (labels, or tokenised captions from a small vocabulary), as a Split."""
+    from models import clip_tokenizer
+    from winnow.datasets.contract import Split
+
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (rows, 3, size, size), dtype=np.uint8))
+    labels = rng.integers(0, 20, rows)
+    split = Split(np.arange(rows), images, labels, {}, [])
+    if objective == "classification":
+        return split, torch.as_tensor(labels)
+    words = ["red", "blue", "green", "circle", "square", "ring", "a", "photo", "of", "small", "large"]
+    captions = [" ".join(rng.choice(words, 6)) for _ in range(rows)]
+    return split, clip_tokenizer(MODELS[objective][0])(captions)
+
+
+def with_torch_pool(model: nn.Module) -> nn.Module:
+    """The model as it ran before models.MaxPool: every winnow MaxPool swapped for torch's nn.MaxPool2d."""
+    from models import MaxPool
+
+    model = copy.deepcopy(model)
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, MaxPool):
+                setattr(module, child_name, nn.MaxPool2d(child.kernel_size))
+    return model
+
+
+def run_arm(objective: str, policy: str, pool: str, adamw: str, steps: int, warmup: int, prepared) -> dict:
+    from winnow.config import OptimConfig
+    from winnow.datasets.stream import InMemory
+    from winnow.method import training
+    from winnow.method.objectives import OBJECTIVES
+    from winnow.method.selection import Selector
+
+    split, targets = prepared
+    spec = OBJECTIVES[objective]
+    torch.manual_seed(0)
+    learner, actor = (spec.build_model(name, 20, 32) for name in MODELS[objective])
+    if pool == "nchw":
+        learner, actor = with_torch_pool(learner), with_torch_pool(actor)
+    selector = Selector(policy, 0.5 if policy != "uniform" else 1.0, reference_loss=torch.rand(len(split)))
+    original = torch.optim.AdamW
+    foreach = adamw == "foreach"
+    torch.optim.AdamW = lambda *a, **k: original(*a, **{**k, "foreach": foreach})  # this arm's update (Trainee's)
+    try:
+        out = training.train(
+            learner,
+            InMemory(split, targets, 0, None),
+            OptimConfig(steps=steps, warmup_steps=min(warmup, steps)),
+            seed=0,
+            selector=selector,
+            actor=training.Actor(actor),
+            loss_fn=spec.loss,
+            name=f"{objective} {policy} {pool} {adamw}",
+        )
+    finally:
+        torch.optim.AdamW = original
+    kept = out["steps_log"][warmup:]
+    return {
+        "step": statistics.median(r["seconds"] for r in kept),
+        "data": statistics.median(r["data_seconds"] for r in kept),
+    }
+
+
+def ledger_ratio(objective: str, batch: int, prepared) -> float:
+    """The ledger's per-step FLOPs of learnability over uniform's, measured as the train stage measures them."""
+    from winnow.config import OptimConfig
+    from winnow.datasets.stream import Draw
+    from winnow.method.flops import scoring_flops, training_step_flops
+    from winnow.method.objectives import OBJECTIVES
+
+    split, targets = prepared
+    spec = OBJECTIVES[objective]
+    learner, actor = (spec.build_model(name, 20, 32) for name in MODELS[objective])
+
+    def draw(n):
+        return Draw(split.ids[:n], split.images[:n], targets[:n], None)
+
+    opt = OptimConfig()
+    learner_step = training_step_flops(learner, opt, spec.loss, draw(batch))
+    actor_step = training_step_flops(actor, opt, spec.loss, draw(batch))
+    actor_scoring = scoring_flops(actor, spec.loss, draw(2 * batch))
+    return (learner_step + actor_step + actor_scoring) / learner_step
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objectives", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    prepared = {objective: data(objective, 4096) for objective in args.objectives}
+    arms = [
+        (objective, policy, pool, adamw)
+        for objective in args.objectives
+        for pool, adamw in VARIANTS[objective]
+        for policy in ("uniform", "learnability")
+    ]
+    order = [arm for arm in arms for _ in range(args.repeats)]
+    random.Random(0).shuffle(order)
+    for objective in args.objectives:  # one unmeasured run each: lazy initialisation, allocator caches
+        run_arm(objective, "learnability", *VARIANTS[objective][-1], args.warmup + 2, args.warmup, prepared[objective])
+    measured: dict[tuple, list[dict]] = {arm: [] for arm in arms}
+    started = time.perf_counter()
+    for arm in order:
+        measured[arm].append(run_arm(*arm, steps=args.steps, warmup=args.warmup, prepared=prepared[arm[0]]))
+    rows = []
+    for objective in args.objectives:
+        predicted = ledger_ratio(objective, 64, prepared[objective])
+        for pool, adamw in VARIANTS[objective]:
+            step = {
+                p: statistics.median(r["step"] for r in measured[(objective, p, pool, adamw)])
+                for p in ("uniform", "learnability")
+            }
+            data_share = {
+                p: statistics.median(r["data"] / r["step"] for r in measured[(objective, p, pool, adamw)])
+                for p in ("uniform", "learnability")
+            }
+            clock = step["learnability"] / step["uniform"]
+            rows.append(
+                {
+                    "objective": objective,
+                    "pool": pool,
+                    "adamw": adamw,
+                    "uniform_step_ms": round(1000 * step["uniform"], 2),
+                    "learnability_step_ms": round(1000 * step["learnability"], 2),
+                    "clock_ratio": round(clock, 3),
+                    "ledger_ratio": round(predicted, 3),
+                    "clock_over_ledger": round(clock / predicted, 3),
+                    "data_share_of_step": {p: round(v, 4) for p, v in data_share.items()},
+                }
+            )
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "cpu": _cpu_model(),
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "seconds": round(time.perf_counter() - started, 1),
+        "includes": "a step as the loop times it: the draw, the actor's scoring and selection (learnability), the "
+        "learner's and the actor's optimiser steps, the step log; no evaluation, no checkpoint; medians over the steps "
+        "after the warm-up, then over shuffled repeats in one process",
+        "rows": rows,
+    }
+    print(json.dumps(result, indent=2))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    main()
