@@ -8,6 +8,7 @@ import torch
 
 from winnow.datasets.contract import load_split
 from winnow.datasets.stream import InMemory, ShardStream
+from winnow.errors import DataError
 from winnow.method import objectives
 
 
@@ -16,13 +17,15 @@ def pool(tiny_data):
     return load_split(f"{tiny_data.data.root}/pool", 32, 20)
 
 
-def _stream(tiny_data, buffer=200, seed=0, rank=0, world=1, decoded=None):
+def _stream(tiny_data, buffer=200, seed=0, rank=0, world=1, decoded=None, prefetch=True, broken=None):
     def decode(path):
         if decoded is not None:
             decoded.append(path.name)
+        if path.name == broken:
+            raise DataError(f"{path}: not a Parquet file")
         return objectives.decode_shard("classification", "cnn-nano", path, 32, 20)
 
-    return ShardStream(f"{tiny_data.data.root}/pool", decode, buffer, seed, rank, world)
+    return ShardStream(f"{tiny_data.data.root}/pool", decode, buffer, seed, rank, world, prefetch)
 
 
 def test_streamed_examples_carry_the_same_pixels_and_labels_as_the_pool_loaded_whole(tiny_data, pool):
@@ -40,7 +43,9 @@ def test_the_stream_holds_one_buffer_and_decodes_shards_one_at_a_time_as_it_goes
     decoded = []
     stream = _stream(tiny_data, buffer=200, decoded=decoded)
     stream.draw(32)
-    assert len(stream.buffer["ids"]) == 200 and decoded == decoded[:1]  # the buffer filled from the first shard alone
+    assert len(stream.buffer["ids"]) == 200 and len(set(stream.buffer["refs"][:, 0])) == 1  # from the first shard alone
+    stream.ahead.thread.join()
+    assert len(decoded) == 2  # ... and the next one decoded ahead, in the background
     seen = []
     for _ in range(3 * len(pool) // 32):  # three epochs' worth of draws
         seen.extend(stream.draw(32).ids.tolist())
@@ -124,10 +129,12 @@ def test_the_train_stage_streams_a_pool_larger_than_the_shuffle_buffer(tiny, tin
     from winnow.config import load_params
     from winnow.stages.train import pool_sampler, train_stage
 
-    params = load_params(tiny, ["train.shuffle_buffer=256", f"data.root={tiny_data.data.root}", "train.steps=12"])
+    overrides = ["train.shuffle_buffer=256", f"data.root={tiny_data.data.root}", "train.steps=12", "train.eval_examples=50"]
+    params = load_params(tiny, overrides)
     assert isinstance(pool_sampler(params, "cnn-nano", 0)[0], ShardStream)
     out = train_stage(params, "uniform")
     assert out["pool_streamed"] and out["shuffle_buffer"] == 256 and out["pool_size"] == params.data.num_pool
+    assert out["curve_split"] == "eval/val" and out["curve_examples"] == 50  # its curve read a bounded sample
     assert isinstance(pool_sampler(load_params(tiny, [f"data.root={tiny_data.data.root}"]), "cnn-nano", 0)[0], InMemory)
 
 
@@ -136,3 +143,40 @@ def test_a_contrastive_stream_yields_caption_tokens_as_targets(tiny_data):
     stream = ShardStream(f"{tiny_data.data.root}/pool", decode, 128, 0)
     drawn = stream.draw(64)
     assert drawn.targets.shape[0] == 64 and drawn.targets.dtype == torch.int64  # caption tokens
+
+
+def test_decoding_the_next_shard_ahead_draws_the_very_same_batches_and_decodes_each_shard_once_an_epoch(tiny_data, pool):
+    runs = {}
+    for prefetch in (True, False):
+        decoded = []
+        stream = _stream(tiny_data, buffer=200, seed=5, decoded=decoded, prefetch=prefetch)
+        draws = [stream.draw(32) for _ in range(2 * len(pool) // 32)]  # two epochs
+        if stream.ahead is not None:
+            stream.ahead.thread.join()
+        runs[prefetch] = draws, decoded
+    for ahead, inline in zip(runs[True][0], runs[False][0], strict=True):
+        assert np.array_equal(ahead.ids, inline.ids) and torch.equal(ahead.images, inline.images)
+    ahead, inline = runs[True][1], runs[False][1]
+    assert ahead[: len(inline)] == inline and len(ahead) == len(inline) + 1  # the same order, one shard further on
+
+
+def test_a_shard_that_fails_to_decode_ahead_fails_where_the_stream_reaches_it_naming_the_file(tiny_data):
+    decoded = []
+    probe = _stream(tiny_data, buffer=200, decoded=decoded, prefetch=False)
+    probe.draw(32)
+    second = probe._next_file()
+    stream = _stream(tiny_data, buffer=200, broken=probe.files[second].name)
+    stream.draw(32)  # the first shard reads; the second failed in the background, and says nothing yet
+    with pytest.raises(DataError, match=probe.files[second].name):
+        for _ in range(40):
+            stream.draw(32)
+
+
+def test_a_bounded_validation_sample_is_the_same_rows_each_time_in_their_order(tiny_data):
+    from winnow.stages.inputs import sampled
+
+    val = load_split(f"{tiny_data.data.root}/eval/val", 32, 20)
+    once, again = sampled(val, 50), sampled(val, 50)
+    assert len(once) == 50 and np.array_equal(once.ids, again.ids) and np.all(np.diff(once.ids) > 0)
+    assert torch.equal(once.images, val.images[torch.as_tensor(np.searchsorted(val.ids, once.ids))])
+    assert sampled(val, None) is val and sampled(val, len(val)) is val

@@ -146,6 +146,7 @@ class TrainConfig(OptimConfig):
     jest_chunks: Positive = 4  # selection jest: the batch is drawn in this many chunks, each conditioned on the ones before
     score_resolution: Resolution | None = None  # the actor trains on and scores images resized to this size (null: full size)
     eval_every: Positive = 100
+    eval_examples: Positive | None = None  # the curves read at most this many validation rows (a fixed sample); null: all
     target_window: Positive = 3  # the target: the mean of uniform's last k evaluations; every curve smoothed over k
     checkpoint_every: Positive = 250
     shuffle_buffer: Positive = 50000  # examples held decoded; a larger pool streams through a buffer of this size

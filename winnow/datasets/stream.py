@@ -8,7 +8,9 @@ Both samplers give `draw(n)` -> Draw (example ids, uint8 images, targets, pathol
   curated set.
 - ShardStream: shards are decoded one at a time into a shuffle buffer of fixed size;
   each step draws n buffered examples uniformly and refills their slots with the next
-  rows of the stream. Memory is the buffer plus one decoded shard, whatever the pool's size.
+  rows of the stream, while the shard after the one being read decodes in a thread (a step
+  waits for data only if decoding a shard is slower than training on one). Memory is the
+  buffer plus two decoded shards, whatever the pool's size.
 
 Under DDP (world > 1) each rank draws its own share: InMemory ranks share one RNG and
 take their slice of the same global super-batch; ShardStream ranks read disjoint shards
@@ -17,6 +19,7 @@ take their slice of the same global super-batch; ShardStream ranks read disjoint
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -101,8 +104,11 @@ class ShardStream:
         seed: int,
         rank: int = 0,
         world: int = 1,
+        prefetch: bool = True,
     ):
         self.files = shard_files(folder)
+        self.prefetch = prefetch  # decode the next shard in a background thread while this one is read
+        self.ahead: _Ahead | None = None
         if len(self.files) < world:
             raise DataError(
                 f"{folder}: {len(self.files)} shards for {world} ranks; each rank streams its own shards, so a pool needs at "
@@ -125,9 +131,15 @@ class ShardStream:
         return order[self.rank :: self.world]
 
     def _load(self, index: int) -> tuple[Split, torch.Tensor]:
-        split, targets = self.decode(self.files[index])
+        ahead, self.ahead = self.ahead, None
+        split, targets = ahead.result() if ahead is not None and ahead.index == index else self.decode(self.files[index])
         self.skipped.setdefault(self.files[index].name, split.skipped)
         return split, targets
+
+    def _next_file(self) -> int:
+        """The shard the stream opens after the one it has just opened (the next epoch's first, past the last)."""
+        files = self._files_of_epoch(self.epoch)
+        return int(files[self.cursor] if self.cursor < len(files) else self._files_of_epoch(self.epoch + 1)[0])
 
     def _incoming(self, n: int) -> dict:
         """The next n rows of the stream (across shards and epochs)."""
@@ -142,6 +154,9 @@ class ShardStream:
                 self.cursor += 1
                 split, targets = self._load(index)
                 self.current = _OpenShard(index, split, targets, self.rng.permutation(len(split)))
+                following = self._next_file()
+                if self.prefetch and following != index:  # the next shard decodes while this one is read
+                    self.ahead = _Ahead(following, self.decode, self.files[following])
             shard = self.current
             rows = shard.order[shard.pos : shard.pos + n]
             shard.pos += len(rows)
@@ -217,6 +232,29 @@ class ShardStream:
                 if value is not None:
                     buffer[key][torch.from_numpy(slots) if torch.is_tensor(value) else slots] = value
         self.buffer = buffer
+
+
+class _Ahead:
+    """One shard decoding in a thread of its own, which ends when the shard is decoded (no pool is left running: a
+    process with a thread pool must never fork). Decoding is a function of the file alone, so the rows are the same
+    as decoded in line; an error is raised where the rows are asked for, as it would have been."""
+
+    def __init__(self, index: int, decode: Callable, path: Path):
+        self.index, self.out, self.error = index, None, None
+        self.thread = threading.Thread(target=self._run, args=(decode, path), name=f"winnow-decode-{path.name}", daemon=True)
+        self.thread.start()
+
+    def _run(self, decode: Callable, path: Path) -> None:
+        try:
+            self.out = decode(path)
+        except BaseException as error:  # handed to the reader, in its thread
+            self.error = error
+
+    def result(self):
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.out
 
 
 def _rows(split: Split, targets: torch.Tensor, rows: np.ndarray, file_index: int) -> dict:

@@ -126,11 +126,20 @@ def checkpoint_meta(model_name: str, params: Params, image_size: int) -> dict:
 
 def validation_split(params: Params):
     """The split every curve reads: eval/val; a dataset without one (imported before it existed) falls back to
-    eval/test, said in the log and in the record (curve_split), so its crossings read the test set."""
+    eval/test, said in the log and in the record (curve_split), so its crossings read the test set. With
+    train.eval_examples, a fixed sample of that many of its rows (the same for every arm and seed)."""
     folder = Paths.of(params).data / "eval/val"
     if folder.is_dir() and any(folder.glob("part-*.parquet")) and sum(shard_rows(folder)):
-        return "eval/val", run_split(params, "eval/val")
+        return "eval/val", sampled(run_split(params, "eval/val"), params.train.eval_examples)
     log.warning(
         "%s: no validation split (eval/val): curves read eval/test; re-import the data to hold one out", folder.parent.parent
     )
-    return "eval/test", run_split(params, "eval/test")
+    return "eval/test", sampled(run_split(params, "eval/test"), params.train.eval_examples)
+
+
+def sampled(split, rows: int | None):
+    """At most `rows` rows of a split, drawn once with a fixed seed and kept in their order; the split itself when it
+    is no larger (or `rows` is None)."""
+    if rows is None or len(split) <= rows:
+        return split
+    return split.subset(np.sort(np.random.default_rng(0).choice(len(split), size=rows, replace=False)))

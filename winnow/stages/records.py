@@ -126,6 +126,7 @@ class TrainRecord(Record):
     shuffle_buffer: int | None = None
     world_size: int | None = None
     curve_split: str = "eval/test"  # what its curve read: eval/val (eval/test only for data without a validation split)
+    curve_examples: int | None = None  # how many of its rows (train.eval_examples bounds them)
     curve_final: float | None = None  # its curve's last value, on that split
     data: str = "pool"  # what it drew from: pool | curated | curated+pool | filtered (method/policies.py)
     schedule: dict | None = None  # a scheduled run (method/schedules.py): anneal_last, floor, temperature_end

@@ -136,6 +136,7 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         "steps": cfg.steps,
         "final_metric": tested.get(objective.metric),
         "curve_split": curve_split,
+        "curve_examples": len(held),
         "curve_final": out["eval_log"][-1][objective.metric] if out["eval_log"] else None,
         "seconds": out["seconds"],
         "seconds_per_step": out["seconds"] / cfg.steps,
