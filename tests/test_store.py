@@ -99,6 +99,8 @@ def test_a_scorer_already_in_the_store_is_reused_not_recomputed(referenced):
     first = score_stage(referenced)
     second = score_stage(referenced)
     assert not first["reused"] and second["reused"]
+    assert 0 < first["decode_seconds"] + first["forward_seconds"] <= first["seconds"]  # what scoring spent its time on
+    assert first["bound"] == ("decode" if first["decode_seconds"] > first["forward_seconds"] else "compute")
     assert second["scorer_id"] == first["scorer_id"] and second["num_examples"] == referenced.data.num_pool
     assert _counts(Paths.of(referenced).store, first["scorer_id"])[0] == referenced.data.num_pool
     (Paths.of(referenced).metrics / "score.json").unlink()  # as `dvc repro` removes it before rerunning score

@@ -40,10 +40,14 @@ def score_shard(
     batch_size: int,
     objective: str = "classification",
     model_name: str = "",
+    timings: dict | None = None,
 ) -> pa.Table:
     """Loss of every row of one pool shard. Rows it cannot score (undecodable image, empty
-    caption, no label) get loss NULL and the reason as status: skipped and counted, not lost."""
+    caption, no label) get loss NULL and the reason as status: skipped and counted, not lost.
+    `timings`, when given, gets the seconds of decoding (images, and tokenising captions) and of the forward."""
+    started = time.perf_counter()
     split, targets = objectives.decode_shard(objective, model_name, shard, size, num_classes, ("caption",))
+    decoded = time.perf_counter()
     skipped = [s["id"] for s in split.skipped]
     columns = {
         "example_id": pa.array(np.concatenate([split.ids, np.asarray(skipped, dtype=np.int64)]), pa.int64()),
@@ -59,6 +63,8 @@ def score_shard(
             schema = schema.append(pa.field(name, columns[name].type))
     else:
         losses = score_examples(model, split.images, targets, batch_size, objectives.OBJECTIVES[objective].loss).numpy()
+    if timings is not None:
+        timings.update(decode_seconds=decoded - started, forward_seconds=time.perf_counter() - decoded)
     columns["loss"] = pa.array(
         np.concatenate([losses, np.full(len(skipped), np.nan, np.float32)]),
         pa.float32(),
@@ -82,19 +88,26 @@ def write_shard_scores(
     out = out_dir / shard.name
     if out.exists():
         return 0
-    started = time.perf_counter()
-    table = score_shard(model, shard, size, num_classes, batch_size, objective, model_name)
+    started, timings = time.perf_counter(), {}
+    table = score_shard(model, shard, size, num_classes, batch_size, objective, model_name, timings)
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp)
-    write_json({"rows": table.num_rows, "seconds": time.perf_counter() - started}, out.with_name(out.name + ".json"))
+    write_json({"rows": table.num_rows, "seconds": time.perf_counter() - started, **timings}, out.with_name(out.name + ".json"))
     return table.num_rows
 
 
 def spent(out_dir: Path) -> dict:
     """Rows and seconds of every shard scored into out_dir, over every run that scored some (one killed half-way
-    included): what scoring the pool cost. Under Dask, seconds are summed over workers."""
+    included): what scoring the pool cost, and how much of it went on decoding and on the forward. Under Dask,
+    seconds are summed over workers."""
     records = [json.loads(p.read_text()) for p in sorted(out_dir.glob("part-*.parquet.json"))]
-    return {"rows": sum(r["rows"] for r in records), "seconds": sum(r["seconds"] for r in records)}
+    split = all("decode_seconds" in r for r in records)  # shards scored before the split was recorded have no parts
+    return {
+        "rows": sum(r["rows"] for r in records),
+        "seconds": sum(r["seconds"] for r in records),
+        "decode_seconds": sum(r["decode_seconds"] for r in records) if split and records else None,
+        "forward_seconds": sum(r["forward_seconds"] for r in records) if split and records else None,
+    }
 
 
 def score_shards(

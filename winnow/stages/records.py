@@ -83,6 +83,9 @@ class ScoreRecord(Record):
     workers: list[str] | None = None  # Dask workers that scored shards
     scoring_rows_per_s: float | None = None
     bare_forward_rows_per_s: float | None = None  # the same model's forward alone on one shard
+    decode_seconds: float | None = None  # of `seconds`: decoding the shards (and tokenising captions) ...
+    forward_seconds: float | None = None  # ... and the reference's forward with the loss
+    bound: str | None = None  # decode | compute: which of the two took longer
     rows_ingested: int | None = None
     shards_ingested: int | None = None
     ingest_seconds: float | None = None
