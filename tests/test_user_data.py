@@ -419,3 +419,23 @@ def test_advise_places_an_imported_dataset_on_the_regime_map(prefect_server, tin
     counts = read_manifest(mine)["counts"]
     assert advice["features"]["curated_share"] == pytest.approx(counts["curated"] / counts["pool"])  # its own rows
     assert 0 <= advice["features"]["pilot_val"] <= 1 and advice["scorer"] == "cnn-nano"
+
+    # checked against what a study measured on this very data: the map's own rule, and whether the two agree
+    study = tiny.parent / "metrics" / "mine" / "bench" / "classification-levers.json"
+    study.parent.mkdir(parents=True)
+    never = {"flop_ratio_vs_best": spread([None, None]), "final_over_best": spread([-0.02, -0.01])}
+    study.write_text(
+        json.dumps(
+            {"study": "levers", "objective": "classification", "data": str(mine), "rows": [{"lever": "learnability", **never}]}
+        )
+    )
+    elsewhere = study.with_name("other.json")
+    elsewhere.write_text(json.dumps({"study": "levers", "objective": "classification", "data": "data/elsewhere", "rows": []}))
+    sets = ["--set", f"data.root={mine}", "--set", "bench.pilot_steps=10"]
+    assert main(["advise", "--params", str(tiny), *sets, "--against", str(elsewhere)]) == 2  # before any training
+    assert "measured on data/elsewhere" in capsys.readouterr().err
+    assert main(["advise", "--params", str(tiny), *sets, "--against", str(study)]) == 0
+    assert "measured on this data" in capsys.readouterr().out
+    advice = json.loads((tiny.parent / "metrics" / "mine" / "advise-classification.json").read_text())
+    assert advice["measured"]["pays"] is False and advice["measured"]["seeds"] == 2
+    assert advice["measured"]["agrees"] is (advice["selection_should_pay"] is False)

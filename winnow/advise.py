@@ -65,8 +65,37 @@ def read_maps(params: Params) -> list[dict]:
     return rows
 
 
-def advise(params: Params) -> dict:
-    """Train the reference and the pilot, place the data on the map; the advice, also written as JSON."""
+def measured_outcome(path: str | Path, params: Params) -> dict:
+    """What selection did on this very data, from a study measured on it (`--study levers`: its learnability row;
+    `--study regimes`: its as-configured point), read with the map's own rule (studies/regimes.pays): the check of
+    advice on data the map was not fitted on."""
+    from winnow.studies.regimes import pays
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInput(f"{path}: no such study result (a levers or regimes JSON under metrics/<dataset>/bench/)")
+    result = json.loads(path.read_text())
+    if result.get("study") not in ("levers", "regimes") or result.get("objective") != params.objective:
+        raise MissingInput(f"{path}: not a {params.objective} levers or regimes study (study {result.get('study')!r})")
+    if Path(result["data"]).resolve() != Path(params.data.root).resolve():
+        raise MissingInput(f"{path}: measured on {result['data']}, not on {params.data.root}; pass a study of this data")
+    key, name = ("lever", "learnability") if result["study"] == "levers" else ("point", "as-configured")
+    row = next((r for r in result["rows"] if r[key] == name), None)
+    if row is None:
+        raise MissingInput(f"{path}: no {key} {name!r} (learnability as configured) to check the advice against")
+    return {
+        "file": str(path),
+        "pays": pays(row),
+        "flop_ratio_vs_best": row["flop_ratio_vs_best"],
+        "final_over_best": row["final_over_best"],
+        "seeds": row["final_over_best"]["runs"],
+    }
+
+
+def advise(params: Params, against: str | Path | None = None) -> dict:
+    """Train the reference and the pilot, place the data on the map; the advice, also written as JSON. `against`: a
+    study measured on this data (measured_outcome), recorded beside the advice with whether the two agree."""
+    measured = measured_outcome(against, params) if against is not None else None  # a wrong file fails before training
     rows = read_maps(params)
     if not rows:
         raise MissingInput(
@@ -100,7 +129,11 @@ def advise(params: Params) -> dict:
         "scorer": scorer["reference"] if scorer else None,
         "scorer_point": {"point": scorer["point"], "data": scorer["data"], "distance": scorer_d} if scorer else None,
         "far": d > 2.0,  # two units from every point: the map has nothing like this data
+        "maps": sorted({r["map"] for r in rows}),
     }
+    if measured is not None:
+        measured["agrees"] = measured["pays"] == advice["selection_should_pay"]
+        advice["measured"] = measured
     write_json(advice, Paths.of(params).metrics_root / params.data.name / f"advise-{params.objective}.json")
     return advice
 
@@ -127,4 +160,10 @@ def say(advice: dict) -> str:
         lines.append(f"scorer: {advice['scorer']} (the nearest point where selection paid: {s['point']} of {s['data']})")
     else:
         lines.append("no point on the map paid: train on the best baseline instead")
+    if "measured" in advice:
+        m = advice["measured"]
+        lines.append(
+            f"measured on this data ({m['file']}, {m['seeds']} seeds): selection {'paid' if m['pays'] else 'did not pay'}"
+            f" -> the advice {'agrees' if m['agrees'] else 'DISAGREES'}"
+        )
     return "\n".join(lines)

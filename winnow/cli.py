@@ -218,11 +218,16 @@ def _stage_commands(sub, common) -> None:
     sub.add_parser("evaluate", parents=[common], help="held-out accuracy and transfer linear probe of every model")
     sub.add_parser("summary", parents=[common], help="summary.json, the table, plots and reports/<dataset>/<objective>.md")
     sub.add_parser("pipeline", parents=[common], help="every stage, data to summary, as one Prefect flow")
-    sub.add_parser(
+    advise = sub.add_parser(
         "advise",
         parents=[common],
         help="train the reference and a short uniform pilot (bench.pilot_steps); say from the regime map "
         "(winnow bench --study regimes) whether selection should pay on this data, and with which scorer",
+    )
+    advise.add_argument(
+        "--against",
+        metavar="STUDY_JSON",
+        help="a levers or regimes study measured on this data: record whether the advice agrees with what it measured",
     )
     figures = sub.add_parser(
         "figures", help="rewrite the figures quoted in README.md and docs/ from the committed metrics they come from"
@@ -394,7 +399,7 @@ def _bench(args, params) -> None:
 def _advise(args, params) -> None:
     from winnow.advise import advise, say
 
-    print(say(advise(params)))
+    print(say(advise(params, args.against)))
 
 
 def _serve(args, params) -> None:
