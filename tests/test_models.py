@@ -25,12 +25,47 @@ def _pool_outputs(pool: nn.Module, images: torch.Tensor, upstream: torch.Tensor)
     ],
     ids=["ties", "blank", "odd"],
 )
-def test_channels_last_pool_gives_the_same_values_and_gradients_as_torchs(images):
-    upstream = torch.randn(nn.MaxPool2d(2)(images).shape, generator=torch.Generator().manual_seed(2))
-    expected, expected_grad = _pool_outputs(nn.MaxPool2d(2), images, upstream)
-    out, grad = _pool_outputs(MaxPool(2), images, upstream)
+@pytest.mark.parametrize("settings", [{}, {"kernel_size": 3, "stride": 2, "padding": 1}, {"ceil_mode": True}], ids=str)
+def test_channels_last_pool_gives_the_same_values_and_gradients_as_torchs(images, settings):
+    settings = {"kernel_size": 2, **settings}
+    upstream = torch.randn(nn.MaxPool2d(**settings)(images).shape, generator=torch.Generator().manual_seed(2))
+    expected, expected_grad = _pool_outputs(nn.MaxPool2d(**settings), images, upstream)
+    out, grad = _pool_outputs(MaxPool(**settings), images, upstream)
     assert torch.equal(out, expected) and torch.equal(grad, expected_grad)
     assert out.is_contiguous()  # handed back in the input's layout: the next convolution runs as before
+
+
+def test_the_pool_hands_its_gradient_upstream_in_the_layout_of_its_input():
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    x = conv(torch.randn(4, 3, 16, 16))
+    layouts = []
+    x.register_hook(lambda grad: layouts.append(grad.is_contiguous()))
+    MaxPool(2)(x).sum().backward()
+    assert layouts == [True]  # GELU and GroupNorm's backward see the layout they saw before
+
+
+def test_a_step_of_a_cnn_counts_the_same_flops_with_either_pool():
+    from winnow.config import OptimConfig
+    from winnow.datasets.stream import Draw
+    from winnow.method.flops import training_step_flops
+    from winnow.method.losses import per_example_loss
+
+    torch.manual_seed(0)
+    fast = build_classifier("cnn-small", 20)
+    slow = copy.deepcopy(fast)
+    slow.features = nn.Sequential(*[nn.MaxPool2d(2) if isinstance(m, MaxPool) else m for m in slow.features])
+    batch = Draw(
+        torch.arange(32).numpy(), torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 20, (32,)), None
+    )
+    counts = [training_step_flops(model, OptimConfig(), per_example_loss, batch) for model in (fast, slow)]
+    assert counts[0] == counts[1]  # the layout copies are no computation, and the ledger does not charge them
+
+
+def test_a_pool_asked_for_its_indices_is_torchs_own():
+    images = torch.randn(2, 4, 8, 8)
+    out, indices = MaxPool(2, return_indices=True)(images)
+    expected, expected_indices = nn.MaxPool2d(2, return_indices=True)(images)
+    assert torch.equal(out, expected) and torch.equal(indices, expected_indices)
 
 
 def test_a_cnn_trains_to_the_same_bytes_with_either_pool():

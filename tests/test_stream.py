@@ -1,6 +1,7 @@
 """Streaming pools: shards decoded one at a time through a shuffle buffer, resumable, rank-sharded."""
 
 import functools
+import threading
 
 import numpy as np
 import pytest
@@ -44,7 +45,7 @@ def test_the_stream_holds_one_buffer_and_decodes_shards_one_at_a_time_as_it_goes
     stream = _stream(tiny_data, buffer=200, decoded=decoded)
     stream.draw(32)
     assert len(stream.buffer["ids"]) == 200 and len(set(stream.buffer["refs"][:, 0])) == 1  # from the first shard alone
-    stream.ahead.thread.join()
+    stream.close()
     assert len(decoded) == 2  # ... and the next one decoded ahead, in the background
     seen = []
     for _ in range(3 * len(pool) // 32):  # three epochs' worth of draws
@@ -135,6 +136,7 @@ def test_the_train_stage_streams_a_pool_larger_than_the_shuffle_buffer(tiny, tin
     out = train_stage(params, "uniform")
     assert out["pool_streamed"] and out["shuffle_buffer"] == 256 and out["pool_size"] == params.data.num_pool
     assert out["curve_split"] == "eval/val" and out["curve_examples"] == 50  # its curve read a bounded sample
+    assert not [t for t in threading.enumerate() if t.name.startswith("winnow-decode-")]  # none outlives the run
     assert isinstance(pool_sampler(load_params(tiny, [f"data.root={tiny_data.data.root}"]), "cnn-nano", 0)[0], InMemory)
 
 
@@ -151,8 +153,7 @@ def test_decoding_the_next_shard_ahead_draws_the_very_same_batches_and_decodes_e
         decoded = []
         stream = _stream(tiny_data, buffer=200, seed=5, decoded=decoded, prefetch=prefetch)
         draws = [stream.draw(32) for _ in range(2 * len(pool) // 32)]  # two epochs
-        if stream.ahead is not None:
-            stream.ahead.thread.join()
+        stream.close()
         runs[prefetch] = draws, decoded
     for ahead, inline in zip(runs[True][0], runs[False][0], strict=True):
         assert np.array_equal(ahead.ids, inline.ids) and torch.equal(ahead.images, inline.images)

@@ -77,7 +77,9 @@ def measured_outcome(path: str | Path, params: Params) -> dict:
     result = json.loads(path.read_text())
     if result.get("study") not in ("levers", "regimes") or result.get("objective") != params.objective:
         raise MissingInput(f"{path}: not a {params.objective} levers or regimes study (study {result.get('study')!r})")
-    if Path(result["data"]).resolve() != Path(params.data.root).resolve():
+    if "data" not in result or "rows" not in result:
+        raise MissingInput(f"{path}: no 'data' or 'rows': not what `winnow bench --study levers|regimes` writes")
+    if not _same_data(result["data"], params):
         raise MissingInput(f"{path}: measured on {result['data']}, not on {params.data.root}; pass a study of this data")
     key, name = ("lever", "learnability") if result["study"] == "levers" else ("point", "as-configured")
     row = next((r for r in result["rows"] if r[key] == name), None)
@@ -92,11 +94,20 @@ def measured_outcome(path: str | Path, params: Params) -> dict:
     }
 
 
+def _same_data(root: str, params: Params) -> bool:
+    return Path(root).resolve() == Path(params.data.root).resolve()
+
+
 def advise(params: Params, against: str | Path | None = None) -> dict:
     """Train the reference and the pilot, place the data on the map; the advice, also written as JSON. `against`: a
     study measured on this data (measured_outcome), recorded beside the advice with whether the two agree."""
     measured = measured_outcome(against, params) if against is not None else None  # a wrong file fails before training
     rows = read_maps(params)
+    if measured is not None:  # advice checked against this data's outcome must come from the map of other data
+        others = [r for r in rows if not _same_data(r["data"], params)]
+        if rows and not others:
+            raise MissingInput(f"every regime map of {params.objective} was measured on {params.data.root}: nothing to check")
+        rows = others
     if not rows:
         raise MissingInput(
             f"no regime map for {params.objective} under {params.metrics}/*/bench/: run `winnow bench --study regimes` "

@@ -20,6 +20,8 @@ import hashlib
 import inspect
 import logging
 import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +103,7 @@ def store(name: str, kept: np.ndarray, images: np.ndarray, skipped: list[tuple[i
     """Write one shard's entry whole, then keep the cache within its bound (oldest entries first)."""
     path = _entry(name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.tmp.npz")  # a stream decodes ahead in a thread
     try:
         np.savez(
             tmp,
@@ -122,7 +124,12 @@ def _evict(keep: Path) -> None:
     limit = limit_bytes()
     entries = []
     for p in folder().glob("*/*.npz"):
-        if ".tmp." in p.name:  # another process's entry, being written
+        if ".tmp." in p.name:  # an entry being written, or left by a process killed while writing it (an hour on)
+            try:
+                if time.time() - p.stat().st_mtime > 3600:
+                    p.unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass
             continue
         try:
             stat = p.stat()

@@ -91,8 +91,10 @@ class ShardStream:
     """A pool streamed through a shuffle buffer of `buffer_size` examples.
 
     `decode(path)` turns one shard into (Split of its usable rows, their targets); it is the
-    only thing that touches image bytes. Epoch e visits the shards in the order
-    permutation(seed, e), rank r taking every world-th; each shard's rows are shuffled.
+    only thing that touches image bytes, and it runs in a thread of its own for the shard ahead, so it
+    must depend on the file alone and be safe to run beside the training loop (close() waits for it).
+    Epoch e visits the shards in the order permutation(seed, e), rank r taking every world-th; each
+    shard's rows are shuffled.
     Like any shuffle buffer, an example can sit in it twice across an epoch boundary.
     """
 
@@ -132,7 +134,10 @@ class ShardStream:
 
     def _load(self, index: int) -> tuple[Split, torch.Tensor]:
         ahead, self.ahead = self.ahead, None
-        split, targets = ahead.result() if ahead is not None and ahead.index == index else self.decode(self.files[index])
+        if ahead is not None and ahead.index != index:  # a restore or a resume read elsewhere: that decode is not needed
+            ahead.thread.join()
+            ahead = None
+        split, targets = ahead.result() if ahead is not None else self.decode(self.files[index])
         self.skipped.setdefault(self.files[index].name, split.skipped)
         return split, targets
 
@@ -188,6 +193,13 @@ class ShardStream:
             if value is not None:
                 value[slots if torch.is_tensor(value) else slots.numpy()] = fresh[key]
         return out
+
+    def close(self) -> None:
+        """Wait for the shard decoding ahead, if any (the end of a run: no thread outlives the stream's use, so none
+        competes with what runs next, or dies half-way through writing the decoded cache)."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None:
+            ahead.thread.join()
 
     def peek(self, n: int) -> Draw:
         """The first n usable rows of the first shard (what the FLOP counter runs on)."""
