@@ -5,6 +5,7 @@ default models (classification: cnn-small learner, cnn-nano actor; contrastive: 
 and learnability (topk, rho 0.5), under each variant:
   pool      torch's NCHW max pooling (what the CNNs ran before models.MaxPool) or winnow's channels-last one
   adamw     AdamW's for-loop update (torch's CPU default) or its foreach one (the same numbers, tests/test_training.py)
+and, apart, captions tokenised per second by open_clip's tokenizer and by winnow's (each distinct caption once).
 Every (objective, variant, policy) arm runs --steps steps, --repeats times, in one shuffled order, in this one
 process; a run's step time is the median of its steps after --warmup; an arm's is the median over its repeats.
 Beside each: the ledger's prediction (method/flops.py: the measured FLOPs of the actor's scoring, the actor's step
@@ -125,7 +126,36 @@ def ledger_ratio(objective: str, batch: int, prepared) -> float:
     return (learner_step + actor_step + actor_scoring) / learner_step
 
 
+def tokenising(repeats: int) -> dict:
+    """Captions per second of open_clip's tokenizer as it is and of winnow's (each distinct caption once), on the
+    built-in pool's first shard (templated captions, as in data/synthetic) and on as many distinct captions."""
+    import open_clip
+    import pyarrow.parquet as pq
+
+    from models import CLIPS, clip_tokenizer
+
+    shard = Path(__file__).resolve().parents[1] / "data/synthetic/pool/part-00000.parquet"
+    if not shard.exists():
+        return {"skipped": f"{shard} is not there (uv run winnow data synth)"}
+    templated = [str(c) for c in pq.read_table(shard, columns=["caption"]).column("caption").to_pylist()]
+    distinct = [f"{c} number {i}" for i, c in enumerate(templated)]
+    name = MODELS["contrastive"][0]
+    theirs, ours = open_clip.get_tokenizer(CLIPS[name][0]), clip_tokenizer(name)
+    out = {"captions": len(templated), "distinct_in_shard": len(set(templated))}
+    for label, captions in (("templated", templated), ("distinct", distinct)):
+        for who, tokenizer in (("open_clip", theirs), ("winnow", ours)):
+            seconds = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                tokenizer(captions)
+                seconds.append(time.perf_counter() - started)
+            out[f"{label}_{who}_captions_per_s"] = round(len(captions) / statistics.median(seconds))
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
+    from winnow.config import OptimConfig
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objectives", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--steps", type=int, default=60)
@@ -133,6 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.steps <= args.warmup:
+        parser.error(f"--steps ({args.steps}) must be more than --warmup ({args.warmup}): the steps after it are timed")
 
     prepared = {objective: data(objective, 4096) for objective in args.objectives}
     arms = [
@@ -151,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
         measured[arm].append(run_arm(*arm, steps=args.steps, warmup=args.warmup, prepared=prepared[arm[0]]))
     rows = []
     for objective in args.objectives:
-        predicted = ledger_ratio(objective, 64, prepared[objective])
+        predicted = ledger_ratio(objective, OptimConfig().batch_size, prepared[objective])
         for pool, adamw in VARIANTS[objective]:
             step = {
                 p: statistics.median(r["step"] for r in measured[(objective, p, pool, adamw)])
@@ -186,6 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
         "learner's and the actor's optimiser steps, the step log; no evaluation, no checkpoint; medians over the steps "
         "after the warm-up, then over shuffled repeats in one process",
         "rows": rows,
+        "tokenising": tokenising(args.repeats) if "contrastive" in args.objectives else None,
     }
     print(json.dumps(result, indent=2))
     if args.out is not None:
