@@ -20,7 +20,7 @@ from pathlib import Path
 from winnow.files import write_text
 from winnow.method.policies import BASELINES
 from winnow.reports.bench import verdict
-from winnow.reports.tables import bench_markdown, interval, levers_table, table
+from winnow.reports.tables import bench_markdown, interval, levers_table, regimes_table, table
 
 REPO = Path(__file__).resolve().parents[2]
 PAGES = ("README.md", "docs")  # where blocks may live: README.md and every docs/*.md
@@ -122,6 +122,71 @@ def _levers(result: dict) -> str:
     )
 
 
+def _regimes(result: dict) -> str:
+    """--study regimes: the map, and how often each point's advice from the others matched its outcome."""
+    check = result["leave_one_out"]
+    missed = [p for p, v in check["per_point"].items() if v["advised"] != v["measured"]]
+    checked = (
+        f"Each point advised from the others alone (leave one out): {check['agreed']} of {check['points']} agree"
+        + (f"; wrong at {', '.join(missed)}." if missed else ".")
+        if check["agreed"] is not None
+        else "One point: nothing to check it against."
+    )
+    return (
+        f"{len(result['seeds'])} seeds ({', '.join(map(str, result['seeds']))}) per point on `{result['data']}`, "
+        f"{result['steps']} steps; learnability as configured against each seed's best baseline of "
+        f"{', '.join(result['baselines'])}, the reference paid in full; the pilot is {result['pilot_steps']} uniform "
+        "steps. Selection pays at a point when every seed reached the target in fewer FLOPs (the interval's upper end "
+        "below 1) and the mean final is not below the baseline's.\n\n"
+        f"{regimes_table(result)}\n\n{checked}\n"
+    )
+
+
+def _advice(advice: dict) -> str:
+    """`winnow advise --against`: what the map advised on data it was not fitted on, and what was measured there."""
+    if "measured" not in advice:
+        raise KeyError(f"advice on {advice['data']} was not checked: run `winnow advise --against STUDY_JSON`")
+    n, m, f = advice["nearest"], advice["measured"], advice["features"]
+    flops = m["flop_ratio_vs_best"]
+    reached = f"{flops['reached']}/{flops['runs']} seeds reached the best baseline's target"
+    return (
+        f"`{advice['data']}`: curated {f['curated_share']:.1%} of the pool, reference val {f['reference_val']:.3f}, "
+        f"pilot val {f['pilot_val']:.3f}, scorer {f['scorer_over_learner']:.3f}x the learner's FLOPs. Nearest point: "
+        f"{n['point']} of `{n['data']}` (distance {n['distance']:.2f}{', far: beyond 2' if advice['far'] else ''}), "
+        f"so the advice is that selection {'should pay' if advice['selection_should_pay'] else 'should not pay'}. "
+        f"Measured on this data ({m['seeds']} seeds, `{m['file']}`): {reached}, final "
+        f"{interval(m['final_over_best'], 4)} against it; selection {'paid' if m['pays'] else 'did not pay'}. "
+        f"**The advice {'agrees' if m['agrees'] else 'was wrong'}.**\n"
+    )
+
+
+def _step_time(result: dict) -> str:
+    """benchmarks/step_time.py: a step on the clock against the ledger, with and without each speed-up."""
+    lines = [
+        f"{result['cpu']} ({result['machine']}); {result['steps']} steps per run, the first {result['warmup']} not "
+        f"timed, {result['repeats']} runs per arm in one shuffled order in one process; medians. Includes: "
+        f"{result['includes']}.\n",
+        "| objective | max pool | AdamW | uniform step, ms | learnability step, ms | clock ratio | ledger ratio "
+        "| clock over ledger | data share of a learnability step |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['objective']} | {r['pool']} | {r['adamw']} | {r['uniform_step_ms']:.1f} | {r['learnability_step_ms']:.1f} "
+            f"| {r['clock_ratio']:.2f} | {r['ledger_ratio']:.2f} | {r['clock_over_ledger']:.2f} "
+            f"| {r['data_share_of_step']['learnability']:.1%} |"
+        )
+    t = result.get("tokenising") or {}
+    if "templated_winnow_captions_per_s" in t:
+        lines.append(
+            f"\nCaptions tokenised per second, open_clip's tokenizer against winnow's: {t['templated_open_clip_captions_per_s']:,} "
+            f"against {t['templated_winnow_captions_per_s']:,} on the built-in pool's first shard ({t['distinct_in_shard']:,} "
+            f"distinct captions of {t['captions']:,}); {t['distinct_open_clip_captions_per_s']:,} against "
+            f"{t['distinct_winnow_captions_per_s']:,} when every caption differs."
+        )
+    return "\n".join(lines) + "\n"
+
+
 FIGURES: dict[str, Figure] = {
     "classification": Figure("metrics/synthetic/classification/summary.json", _headline),
     "classification-verdict": Figure("metrics/synthetic/classification/summary.json", _one_line),
@@ -131,6 +196,8 @@ FIGURES: dict[str, Figure] = {
     "bench-contrastive": Figure("metrics/synthetic/bench/contrastive.json", _bench),
     "bench-mnist": Figure("metrics/mnist/bench/classification.json", _bench),
     "levers-mnist-2pct": Figure("metrics/mnist-2pct/bench/classification-levers.json", _levers),
+    "levers-synthetic": Figure("metrics/synthetic/bench/classification-levers.json", _levers),
+    "step-time": Figure("metrics/synthetic/bench/step_time.json", _step_time),
 }
 
 
