@@ -10,6 +10,7 @@ with open_clip on import) and open_clip's, ViT-B-32 included; never pretrained.
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
 
 import torch
@@ -227,12 +228,27 @@ class Deduplicated:
     prompts). open_clip's BPE with ftfy runs at ~4,000 captions/s: on a shard of templated captions it had taken
     longer than the model's forward."""
 
+    WORDS_KEPT = 200_000  # open_clip's BPE keeps every word it has seen; this one lives as long as the process
+
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
         self.context_length = tokenizer.context_length
+        self.lock = threading.Lock()  # a stream tokenises the shard ahead in a thread; evaluation in the loop's
+        cache = getattr(tokenizer, "cache", None)
+        self.initial = dict(cache) if isinstance(cache, dict) else None
 
-    def __call__(self, texts: str | list[str]) -> torch.Tensor:
+    def __call__(self, texts: str | list[str], context_length: int | None = None) -> torch.Tensor:
         texts = [texts] if isinstance(texts, str) else list(texts)
         first: dict[str, int] = {}
         rows = torch.tensor([first.setdefault(text, len(first)) for text in texts], dtype=torch.long)
-        return self.tokenizer(list(first))[rows]
+        with self.lock:
+            if self.initial is not None and len(self.tokenizer.cache) > self.WORDS_KEPT:
+                self.tokenizer.cache.clear()
+                self.tokenizer.cache.update(self.initial)
+            return self.tokenizer(list(first), context_length)[rows]
+
+    def __getattr__(self, name: str):  # the rest of open_clip's tokenizer, as it is
+        tokenizer = self.__dict__.get("tokenizer")
+        if tokenizer is None:
+            raise AttributeError(name)
+        return getattr(tokenizer, name)

@@ -98,3 +98,21 @@ def test_the_caption_tokenizer_encodes_each_distinct_caption_once_and_gives_open
     assert torch.equal(ours(captions), expected)
     assert ours([]).shape == (0, expected.shape[1])
     assert torch.equal(ours("a red circle"), expected[:1])
+    assert torch.equal(ours(captions, context_length=8), open_clip.get_tokenizer("winnow-clip-pico")(captions, 8))
+    assert ours.sot_token_id == open_clip.get_tokenizer("winnow-clip-pico").sot_token_id  # the rest is open_clip's own
+
+
+def test_the_long_lived_tokenizer_forgets_words_past_its_bound_and_still_gives_the_same_tensor(monkeypatch):
+    import open_clip
+
+    from models import Deduplicated
+
+    ours = Deduplicated(open_clip.get_tokenizer("winnow-clip-pico"))
+    monkeypatch.setattr(Deduplicated, "WORDS_KEPT", 5)
+    captions = [f"caption number {i} of many" for i in range(20)]
+    first = ours(captions)
+    assert len(ours.tokenizer.cache) > 5
+    ours.tokenizer.cache["a word seen long ago"] = "a word seen long ago"
+    again = ours(captions)  # the word cache is reset before this call: the words are encoded anew
+    assert "a word seen long ago" not in ours.tokenizer.cache
+    assert torch.equal(first, again) and torch.equal(first, open_clip.get_tokenizer("winnow-clip-pico")(captions))
