@@ -243,7 +243,11 @@ def run_ledger(
             if score.scoring_rows_per_s and score.bare_forward_rows_per_s
             else None
         ),
-        **({"scoring_bound": score.bound, "scoring_decode_share": score.decode_seconds / score.seconds} if score.bound else {}),
+        **(
+            {"scoring_bound": score.bound, "scoring_decode_share": score.decode_seconds / score.seconds}
+            if score.bound and score.seconds
+            else {}
+        ),
     }
     return {
         "amortise_over": amortise_over,
