@@ -197,6 +197,8 @@ FIGURES: dict[str, Figure] = {
     "bench-mnist": Figure("metrics/mnist/bench/classification.json", _bench),
     "levers-mnist-2pct": Figure("metrics/mnist-2pct/bench/classification-levers.json", _levers),
     "levers-synthetic": Figure("metrics/synthetic/bench/classification-levers.json", _levers),
+    "regimes-synthetic": Figure("metrics/synthetic/bench/classification-regimes.json", _regimes),
+    "advise-mnist-2pct": Figure("metrics/mnist-2pct/advise-classification.json", _advice),
     "step-time": Figure("metrics/synthetic/bench/step_time.json", _step_time),
 }
 
