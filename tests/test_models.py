@@ -9,6 +9,13 @@ from torch import nn
 from models import MaxPool, build_classifier
 
 
+def _with_torchs_pools(model: nn.Module) -> nn.Module:
+    """A copy of a cnn whose pools are torch's nn.MaxPool2d, as they were before MaxPool."""
+    slow = copy.deepcopy(model)
+    slow.features = nn.Sequential(*[nn.MaxPool2d(2) if isinstance(m, MaxPool) else m for m in slow.features])
+    return slow
+
+
 def _pool_outputs(pool: nn.Module, images: torch.Tensor, upstream: torch.Tensor):
     x = images.clone().requires_grad_()
     out = pool(x)
@@ -52,8 +59,7 @@ def test_a_step_of_a_cnn_counts_the_same_flops_with_either_pool():
 
     torch.manual_seed(0)
     fast = build_classifier("cnn-small", 20)
-    slow = copy.deepcopy(fast)
-    slow.features = nn.Sequential(*[nn.MaxPool2d(2) if isinstance(m, MaxPool) else m for m in slow.features])
+    slow = _with_torchs_pools(fast)
     batch = Draw(
         torch.arange(32).numpy(), torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 20, (32,)), None
     )
@@ -71,8 +77,7 @@ def test_a_pool_asked_for_its_indices_is_torchs_own():
 def test_a_cnn_trains_to_the_same_bytes_with_either_pool():
     torch.manual_seed(0)
     fast = build_classifier("cnn-nano", 5)
-    slow = copy.deepcopy(fast)
-    slow.features = nn.Sequential(*[nn.MaxPool2d(2) if isinstance(m, MaxPool) else m for m in slow.features])
+    slow = _with_torchs_pools(fast)
     assert sum(isinstance(m, MaxPool) for m in fast.modules()) == 2
     images, labels = torch.randn(16, 3, 32, 32), torch.randint(0, 5, (16,))
     images[:4] = 0.0  # blank images: ties through the network
