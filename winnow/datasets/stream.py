@@ -159,7 +159,8 @@ class ShardStream:
                 self.cursor += 1
                 split, targets = self._load(index)
                 self.current = _OpenShard(index, split, targets, self.rng.permutation(len(split)))
-                if self.prefetch and (following := self._next_file()) != index:  # the next shard decodes meanwhile
+                following = self._next_file()
+                if self.prefetch and following != index:  # the next shard decodes while this one is read
                     self.ahead = _Ahead(following, self.decode, self.files[following])
             shard = self.current
             rows = shard.order[shard.pos : shard.pos + n]

@@ -101,11 +101,12 @@ def spent(out_dir: Path) -> dict:
     included): what scoring the pool cost, and how much of it went on decoding and on the forward. Under Dask,
     seconds are summed over workers."""
     records = [json.loads(p.read_text()) for p in sorted(out_dir.glob("part-*.parquet.json"))]
-    split = bool(records) and all("decode_seconds" in r for r in records)  # shards scored before it have no parts
+    split = all("decode_seconds" in r for r in records)  # shards scored before the split was recorded have no parts
     return {
         "rows": sum(r["rows"] for r in records),
         "seconds": sum(r["seconds"] for r in records),
-        **{k: sum(r[k] for r in records) if split else None for k in ("decode_seconds", "forward_seconds")},
+        "decode_seconds": sum(r["decode_seconds"] for r in records) if split and records else None,
+        "forward_seconds": sum(r["forward_seconds"] for r in records) if split and records else None,
     }
 
 
