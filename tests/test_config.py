@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 
 from winnow.config import ConfigError, load_params, params_from_dict
+from winnow.stages.paths import Paths
+from winnow.studies.runs import run_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,3 +113,17 @@ def test_a_boolean_or_a_fraction_where_a_whole_number_belongs_is_refused_naming_
 
     assert main(["train", "--policy", "uniform", "--params", str(REPO / "params.yaml"), "--set", bad]) == 2
     assert f"{bad.split('=')[0]}: Input should be a valid integer" in capsys.readouterr().err
+
+
+def test_a_labelled_study_run_is_written_beside_the_study_never_over_it():
+    plain, labelled = (Paths.of(load_params(overrides=sets)) for sets in ([], ["bench.label=five-seeds"]))
+    for study in ("policies", "levers", "memory"):
+        assert plain.study_json(study) != labelled.study_json(study)
+        assert plain.study_report(study) != labelled.study_report(study)
+    assert labelled.study_json("levers").name == "classification-levers-five-seeds.json"
+    assert labelled.study_report("levers").name == "bench-classification-levers-five-seeds.md"
+    assert labelled.bench_curve("uniform") != plain.bench_curve("uniform") and labelled.bench_plots != plain.bench_plots
+    run = run_params(load_params(overrides=["bench.label=five-seeds"]), "levers/seed-0/baselines", 0)
+    assert "/five-seeds/levers/seed-0/" in run.artifacts and "/five-seeds/levers/seed-0/" in run.metrics
+    with pytest.raises(ConfigError, match="bench.label"):
+        load_params(overrides=["bench.label=../elsewhere"])

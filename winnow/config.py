@@ -236,6 +236,9 @@ class BenchConfig(Section):
         "scorer-as-learner": {"reference.model": "cnn-small", "train.actor": "cnn-small"},
     }
     pilot_steps: Positive = 150  # `winnow advise` and --study regimes: the short uniform run whose val metric is a feature
+    # a name for one study run (say, 5 seeds of one lever): its runs, JSON, report and plot are named <study>-<label>,
+    # beside the study's full run instead of over it; null: the study's own name
+    label: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=40)] | None = None
 
     @model_validator(mode="after")
     def _has_baseline(self):

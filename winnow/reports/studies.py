@@ -24,7 +24,7 @@ def write_study_report(result: dict, paths) -> Path:
     """reports/<dataset>/bench-<objective>-<study>.md: the study's table and plot, with the command."""
     study, objective = result["study"], result["objective"]
     path = paths.study_report(study)
-    plot = paths.bench_plots / f"study_{study}.png"
+    plot = paths.bench_plots / f"study_{paths.study_name(study)}.png"
     page = {"jest": _jest_page, "curate": _curate_page, "levers": _levers_page, "regimes": _regimes_page}.get(study, _size_page)
     title, text, alt = page(result, plot)
     link = Path(os.path.relpath(plot, path.parent)).as_posix()
@@ -35,12 +35,16 @@ def write_study_report(result: dict, paths) -> Path:
 
 ![{alt}]({link})
 
-Regenerate: `uv run winnow bench --objective {objective} --study {study}`; the numbers, every run included,
+Regenerate: `uv run winnow bench --objective {objective} --study {study}{_label_words(paths)}`; the numbers, every run included,
 are in `{paths.study_json(study).as_posix()}`.
 """,
         path,
     )
     return path
+
+
+def _label_words(paths) -> str:
+    return f" --set bench.label={paths.label}" if paths.label else ""
 
 
 def _size_page(result: dict, plot: Path) -> tuple[str, str, str]:

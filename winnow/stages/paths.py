@@ -23,6 +23,7 @@ class Paths:
     reports_root: Path
     dataset: str
     objective: str
+    label: str | None = None  # bench.label: a study run named apart
 
     @classmethod
     def of(cls, params: Params) -> "Paths":
@@ -34,6 +35,7 @@ class Paths:
             Path(params.reports),
             params.data.name,
             params.objective,
+            params.bench.label,
         )
 
     @property
@@ -155,15 +157,19 @@ class Paths:
 
     def bench_curve(self, policy: str) -> Path:
         """`winnow bench`'s mean curve of a policy over seeds (dvc plots show draws it)."""
-        return self.bench / self.objective / "curves" / f"{policy}.csv"
+        return self.bench / self.objective / (self.label or "") / "curves" / f"{policy}.csv"
 
     @property
     def bench_plots(self) -> Path:
-        return self.plots_root / self.dataset / "bench" / self.objective
+        return self.plots_root / self.dataset / "bench" / self.objective / (self.label or "")
 
     @property
     def bench_report(self) -> Path:
-        return self.reports_root / self.dataset / f"bench-{self.objective}.md"
+        return self.reports_root / self.dataset / f"bench-{self.objective}{f'-policies-{self.label}' if self.label else ''}.md"
+
+    def study_name(self, study: str) -> str:
+        """A study's name in its file names: <study>-<bench.label> for a labelled run."""
+        return f"{study}-{self.label}" if self.label else study
 
     def study_report(self, study: str) -> Path:
         """Where `winnow bench --study STUDY` leaves what a person reads: its report, or for the memory studies
@@ -172,10 +178,12 @@ class Paths:
             return self.bench_report
         if study in ("memory", "import_memory"):
             return self.study_json(study)
-        return self.reports_root / self.dataset / f"bench-{self.objective}-{study}.md"
+        return self.reports_root / self.dataset / f"bench-{self.objective}-{self.study_name(study)}.md"
 
     def study_json(self, study: str) -> Path:
         """A study's numbers (every run included)."""
         if study in ("memory", "import_memory"):
-            return self.bench / f"{study}.json"
-        return self.bench / (f"{self.objective}.json" if study == "policies" else f"{self.objective}-{study}.json")
+            return self.bench / f"{self.study_name(study)}.json"
+        if study == "policies" and not self.label:
+            return self.bench / f"{self.objective}.json"
+        return self.bench / f"{self.objective}-{self.study_name(study)}.json"

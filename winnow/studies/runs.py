@@ -23,8 +23,10 @@ RATIOS = ("step_ratio", "flop_ratio_full", "flop_ratio_amortised", "time_ratio_f
 
 
 def run_params(params: Params, name: str, seed: int, **changes) -> Params:
-    """One bench run's params: its own artifacts and metrics under the dataset's bench folder."""
-    root = f"{params.data.name}/bench/{params.objective}/{name}"
+    """One bench run's params: its own artifacts and metrics under the dataset's bench folder (under bench.label's
+    folder for a labelled study run)."""
+    label = f"{params.bench.label}/" if params.bench.label else ""
+    root = f"{params.data.name}/bench/{params.objective}/{label}{name}"
     train = params.train.model_copy(update={"policies": params.bench.policies})
     update = {"seed": seed, "artifacts": f"{params.artifacts}/{root}", "metrics": f"{params.metrics}/{root}", "train": train}
     return params.model_copy(update={**update, **changes})
