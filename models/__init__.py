@@ -232,7 +232,6 @@ class Deduplicated:
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
-        self.context_length = tokenizer.context_length
         self.lock = threading.Lock()  # a stream tokenises the shard ahead in a thread; evaluation in the loop's
         cache = getattr(tokenizer, "cache", None)
         self.initial = dict(cache) if isinstance(cache, dict) else None

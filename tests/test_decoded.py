@@ -107,3 +107,41 @@ def test_a_bound_that_is_not_a_number_of_gb_is_an_error_naming_the_variable(monk
     monkeypatch.setenv("WINNOW_DECODED_CACHE_GB", "lots")
     with pytest.raises(ConfigError, match="WINNOW_DECODED_CACHE_GB='lots'"):
         decoded.limit_bytes()
+
+
+def test_a_cached_shard_is_read_without_its_image_bytes(pool, monkeypatch):
+    shard = sorted(pool.glob("part-*.parquet"))[0]
+    first = contract.decode_file(shard, 32, 20, ("caption",))
+    read = []
+    real = pq.read_table
+    monkeypatch.setattr(contract.pq, "read_table", lambda path, columns=None: read.append(columns) or real(path, columns=columns))
+    again = contract.decode_file(shard, 32, 20, ("caption",))
+    assert read and all(columns is not None and "image" not in columns for columns in read)
+    assert torch.equal(first[1], again[1]) and (first[0] == again[0]).all() and (first[3]["caption"] == again[3]["caption"]).all()
+    assert first[4] == again[4]  # the undecodable rows, still named
+
+
+def test_many_captions_are_tokenised_once_per_machine_equal_to_the_tokenizer(pool, tmp_path):
+    from models import clip_tokenizer
+
+    tokenizer = clip_tokenizer("clip-pico")
+    captions = [f"a photo of a {i % 37} thing, number {i}" for i in range(decoded.KEPT_FROM + 44)]
+    first = decoded.tokenised(tokenizer, captions)
+    assert torch.equal(first, tokenizer(captions)) and first.dtype == torch.long
+    kept = _entries(tmp_path)
+    assert len(kept) == 1
+
+    class Refusing:  # the same tokenizer, that must not be called
+        def __init__(self, inner):
+            self.tokenizer, self.context_length = inner.tokenizer, inner.context_length
+
+        def __call__(self, texts):
+            raise AssertionError("tokenised again")
+
+    assert torch.equal(decoded.tokenised(Refusing(tokenizer), captions), first)  # read back, not tokenised
+    decoded.tokenised(tokenizer, captions[:-1])  # other texts: another entry
+    assert len(_entries(tmp_path)) == 2
+    few = captions[: decoded.KEPT_FROM - 1]  # a prompt set is not worth a file
+    assert torch.equal(decoded.tokenised(tokenizer, few), tokenizer(few)) and len(_entries(tmp_path)) == 2
+    kept[0].write_bytes(b"torn")  # a torn entry is a miss
+    assert torch.equal(decoded.tokenised(tokenizer, captions), first)

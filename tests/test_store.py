@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from winnow.config import load_params
-from winnow.errors import StaleInput
+from winnow.errors import DataError, StaleInput
 from winnow.method.jest import pair_losses
 from winnow.scores import store
 from winnow.stages.data import data_stage
@@ -70,7 +70,7 @@ from winnow.stages.paths import Paths
 from winnow.stages.reference import reference_stage
 from winnow.stages.score import score_stage
 from winnow.config import load_params
-from winnow.errors import StaleInput
+from winnow.errors import DataError, StaleInput
 from winnow.method.jest import pair_losses
 done = []
 def on_shard(path):
@@ -99,7 +99,8 @@ def test_a_scorer_already_in_the_store_is_reused_not_recomputed(referenced):
     first = score_stage(referenced)
     second = score_stage(referenced)
     assert not first["reused"] and second["reused"]
-    assert 0 < first["decode_seconds"] + first["forward_seconds"] <= first["seconds"]  # what scoring spent its time on
+    # what scoring spent its time on: waiting for decoding (which ran ahead, in a thread) and the forward
+    assert 0 < first["wait_seconds"] + first["forward_seconds"] <= first["seconds"] and first["decode_seconds"] > 0
     assert first["bound"] == ("decode" if first["decode_seconds"] > first["forward_seconds"] else "compute")
     assert second["scorer_id"] == first["scorer_id"] and second["num_examples"] == referenced.data.num_pool
     assert _counts(Paths.of(referenced).store, first["scorer_id"])[0] == referenced.data.num_pool
@@ -212,3 +213,34 @@ def test_a_damaged_store_is_named_at_once_not_waited_on_as_if_another_process_he
     said = capsys.readouterr().err
     assert "not a readable DuckDB score store" in said and "another winnow process" not in said
     assert time.monotonic() - started < 60  # the old check waited 120 s before failing
+
+
+def test_shards_scored_with_the_next_one_decoding_ahead_match_shards_scored_one_at_a_time(tiny_data, tmp_path, monkeypatch):
+    import threading
+
+    from models import build_classifier
+    from winnow.scores import scoring
+
+    monkeypatch.setenv("WINNOW_DECODED_CACHE", "off")  # every shard decoded from its bytes, in the thread ahead
+    pool = Path(tiny_data.data.root) / "pool"
+    torch.manual_seed(0)
+    model = build_classifier("cnn-nano", 20).eval()
+    counts = scoring.score_shards(model, pool, tmp_path / "ahead", 32, 20, 64)
+    assert counts["shards_scored"] == len(list(pool.glob("part-*.parquet")))
+    for shard in sorted(pool.glob("part-*.parquet")):
+        alone = scoring.score_shard(model, shard, 32, 20, 64)
+        assert pq.read_table(tmp_path / "ahead" / shard.name).equals(alone)
+    parts = scoring.spent(tmp_path / "ahead")
+    assert parts["rows"] == tiny_data.data.num_pool and parts["decode_seconds"] > 0
+    assert 0 <= parts["wait_seconds"] and parts["wait_seconds"] + parts["forward_seconds"] <= parts["seconds"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("winnow-decode-")]  # no decode thread outlives scoring
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for shard in sorted(pool.glob("part-*.parquet")):
+        (broken / shard.name).write_bytes(shard.read_bytes())
+    (broken / "part-00001.parquet").write_bytes(b"not parquet")
+    with pytest.raises(DataError, match="part-00001"):
+        scoring.score_shards(model, broken, tmp_path / "out", 32, 20, 64)
+    assert (tmp_path / "out" / "part-00000.parquet").exists() and not (tmp_path / "out" / "part-00001.parquet").exists()
+    assert not [t for t in threading.enumerate() if t.name.startswith("winnow-decode-")]

@@ -76,15 +76,16 @@ def shard_files(folder: str | Path) -> list[Path]:
     return files
 
 
-def read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:
+def read_shard(path: Path, without: tuple[str, ...] = ()) -> pa.Table:
+    """A shard's table, its required columns checked; `without`: columns left unread (still checked present)."""
     try:
-        table = pq.read_table(path, columns=columns)
+        schema = pq.read_schema(path)
+        missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
+        if missing:
+            raise DataError(f"{path}: missing required column(s) {missing}; the data contract needs {list(REQUIRED_COLUMNS)}")
+        return pq.read_table(path, columns=[c for c in schema.names if c not in without] if without else None)
     except (pa.ArrowInvalid, OSError) as e:
         raise DataError(f"{path}: not a readable Parquet file ({e})") from e
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
-    if missing:
-        raise DataError(f"{path}: missing required column(s) {missing}; the data contract needs {list(REQUIRED_COLUMNS)}")
-    return table
 
 
 def decode_image(blob: bytes, size: int | None = None) -> np.ndarray:
@@ -118,17 +119,20 @@ def decode_file(path: Path, size: int, num_classes: int | None, metadata: tuple[
     (datasets/decoded.py): what decode_table returns."""
     from winnow.datasets import decoded
 
-    return decode_table(read_shard(path), path, size, num_classes, metadata, cache=decoded.key(path, size))
+    cache = decoded.key(path, size)
+    hit = cache is not None and decoded.has(cache)  # the images come from the cache: their bytes are not read at all
+    return decode_table(read_shard(path, without=("image",) if hit else ()), path, size, num_classes, metadata, cache=cache)
 
 
-def _decode_images(blobs: list, path: Path, size: int, cache: str | None):
-    """(kept rows, uint8 (n,3,H,W), [(row, reason)]) of a shard's image bytes, from the cache entry `cache` when it
-    has one, else decoded (and stored there)."""
+def _decode_images(table: pa.Table, path: Path, size: int, cache: str | None):
+    """(kept rows, uint8 (n,3,H,W), [(row, reason)]) of a shard's images, from the cache entry `cache` when it has
+    one, else decoded from the bytes (read from the file when `table` was read without them) and stored there."""
     from winnow.datasets import decoded
 
-    hit = decoded.load(cache, len(blobs), size) if cache else None
+    hit = decoded.load(cache, table.num_rows, size) if cache else None
     if hit is not None:
         return hit
+    blobs = (table if "image" in table.column_names else read_shard(path)).column("image").to_pylist()
     keep, images, skipped = [], [], []
     for row, blob in enumerate(blobs):
         try:
@@ -170,7 +174,7 @@ def decode_table(
         bad = np.flatnonzero((labels < -1) | (labels >= num_classes))
         if len(bad):
             raise DataError(f"{path}: row {bad[0]} (id {ids[bad[0]]}) has label {labels[bad[0]]}, outside [0, {num_classes})")
-    keep, array, bad = _decode_images(table.column("image").to_pylist(), path, size, cache)
+    keep, array, bad = _decode_images(table, path, size, cache)
     skipped = [{"file": str(path), "id": int(ids[row]), "reason": reason} for row, reason in bad]
     meta = {
         name: np.asarray(table.column(name).to_pylist(), dtype=object)[keep] for name in metadata if name in table.column_names

@@ -1,4 +1,5 @@
-"""Decode once per machine: each shard's images, decoded at one size, kept on disk beside nothing else.
+"""Decode once per machine: each shard's images, decoded at one size, kept on disk beside nothing else (and the
+tokens of many captions at once: `tokenised`).
 
 Every stage that reads a split decodes its PNG/JPEG bytes into uint8 (N, 3, H, W); on a pool of tens of
 thousands of images that is most of a stage's start-up, paid again by every process (each `dvc repro` stage,
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import PIL
+import torch
 
 from winnow.errors import ConfigError
 
@@ -80,6 +82,11 @@ def _entry(name: str) -> Path:
     return folder() / name[:2] / f"{name}.npz"
 
 
+def has(name: str) -> bool:
+    """Whether the cache holds an entry of this name (a later load may still find it torn: a miss then)."""
+    return _entry(name).exists()
+
+
 def load(name: str, rows: int, size: int):
     """(kept rows, images uint8 (n, 3, size, size), [(row, reason)] of the undecodable) from the cache, or None on a
     miss. An entry that cannot be read or does not fit the shard is removed and counts as a miss."""
@@ -101,20 +108,73 @@ def load(name: str, rows: int, size: int):
 
 def store(name: str, kept: np.ndarray, images: np.ndarray, skipped: list[tuple[int, str]]) -> None:
     """Write one shard's entry whole, then keep the cache within its bound (oldest entries first)."""
+    _write(
+        name,
+        kept=np.asarray(kept, np.int64),
+        images=images,
+        bad=np.asarray([r for r, _ in skipped], np.int64),
+        reasons=np.asarray([reason for _, reason in skipped], dtype=str),
+    )
+
+
+KEPT_FROM = 256  # texts in a call from which their tokens are kept (a set of class prompts is not worth a file)
+
+
+def tokenised(tokenizer, texts: list[str]) -> torch.Tensor:
+    """tokenizer(texts), kept in the cache when there are many texts (a shard's captions, a pool's): every later
+    stage and process reads the tokens instead of tokenising again (open_clip's BPE with ftfy runs at thousands
+    of captions a second, slower than a small CLIP's forward). Keyed by the texts and the tokenizer (its class,
+    context length and open_clip's version), so an entry is never stale."""
+    name = _tokens_key(tokenizer, texts) if len(texts) >= KEPT_FROM and folder() is not None else None
+    kept = _load_tokens(name, len(texts)) if name else None
+    if kept is not None:
+        return torch.from_numpy(kept.astype(np.int64))
+    tokens = tokenizer(texts)
+    if name:
+        _write(name, tokens=tokens.numpy().astype(np.int32 if int(tokens.max()) < 2**31 else np.int64))
+    return tokens
+
+
+def _tokens_key(tokenizer, texts: list[str]) -> str:
+    import open_clip
+
+    inner = getattr(tokenizer, "tokenizer", tokenizer)  # models.Deduplicated wraps open_clip's
+    kind = type(inner)
+    h = hashlib.sha256(f"tokens|{FORMAT}|{kind.__module__}.{kind.__qualname__}|{open_clip.__version__}|".encode())
+    h.update(f"{tokenizer.context_length}|{len(texts)}|".encode())
+    for text in texts:
+        h.update(text.encode("utf-8", "surrogatepass"))
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+def _load_tokens(name: str, rows: int) -> np.ndarray | None:
+    """The tokens kept under `name`, or None on a miss (an unreadable entry is removed and counts as one)."""
+    path = _entry(name)
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            tokens = f["tokens"]
+        if tokens.ndim != 2 or len(tokens) != rows:
+            raise ValueError(f"holds tokens of shape {tokens.shape} for {rows} texts")
+    except Exception as e:  # a miss: the texts are tokenised again
+        log.warning("decoded cache: %s is unreadable (%s); tokenising again", path, e)
+        path.unlink(missing_ok=True)
+        return None
+    os.utime(path)
+    return tokens
+
+
+def _write(name: str, **arrays: np.ndarray) -> None:
     path = _entry(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.tmp.npz")  # a stream decodes ahead in a thread
     try:
-        np.savez(
-            tmp,
-            kept=np.asarray(kept, np.int64),
-            images=images,
-            bad=np.asarray([r for r, _ in skipped], np.int64),
-            reasons=np.asarray([reason for _, reason in skipped], dtype=str),
-        )
+        np.savez(tmp, **arrays)
         os.replace(tmp, path)
     except OSError as e:  # a full or read-only disk slows the next run down; it does not stop this one
-        log.warning("decoded cache: could not write %s (%s); the shard will be decoded again next time", path, e)
+        log.warning("decoded cache: could not write %s (%s); it will be computed again next time", path, e)
         tmp.unlink(missing_ok=True)
         return
     _evict(keep=path)

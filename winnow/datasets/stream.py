@@ -19,7 +19,6 @@ take their slice of the same global super-batch; ShardStream ranks read disjoint
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,6 +27,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from winnow.datasets.ahead import Ahead
 from winnow.datasets.contract import Split, shard_files, value_counts
 from winnow.errors import ConfigError, DataError
 
@@ -110,7 +110,7 @@ class ShardStream:
     ):
         self.files = shard_files(folder)
         self.prefetch = prefetch  # decode the next shard in a background thread while this one is read
-        self.ahead: _Ahead | None = None
+        self.ahead: Ahead | None = None
         if len(self.files) < world:
             raise DataError(
                 f"{folder}: {len(self.files)} shards for {world} ranks; each rank streams its own shards, so a pool needs at "
@@ -159,9 +159,8 @@ class ShardStream:
                 self.cursor += 1
                 split, targets = self._load(index)
                 self.current = _OpenShard(index, split, targets, self.rng.permutation(len(split)))
-                following = self._next_file()
-                if self.prefetch and following != index:  # the next shard decodes while this one is read
-                    self.ahead = _Ahead(following, self.decode, self.files[following])
+                if self.prefetch and (following := self._next_file()) != index:  # the next shard decodes meanwhile
+                    self.ahead = Ahead(following, self.decode, self.files[following])
             shard = self.current
             rows = shard.order[shard.pos : shard.pos + n]
             shard.pos += len(rows)
@@ -244,29 +243,6 @@ class ShardStream:
                 if value is not None:
                     buffer[key][torch.from_numpy(slots) if torch.is_tensor(value) else slots] = value
         self.buffer = buffer
-
-
-class _Ahead:
-    """One shard decoding in a thread of its own, which ends when the shard is decoded (no pool is left running: a
-    process with a thread pool must never fork). Decoding is a function of the file alone, so the rows are the same
-    as decoded in line; an error is raised where the rows are asked for, as it would have been."""
-
-    def __init__(self, index: int, decode: Callable, path: Path):
-        self.index, self.out, self.error = index, None, None
-        self.thread = threading.Thread(target=self._run, args=(decode, path), name=f"winnow-decode-{path.name}", daemon=True)
-        self.thread.start()
-
-    def _run(self, decode: Callable, path: Path) -> None:
-        try:
-            self.out = decode(path)
-        except BaseException as error:  # handed to the reader, in its thread
-            self.error = error
-
-    def result(self):
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.out
 
 
 def _rows(split: Split, targets: torch.Tensor, rows: np.ndarray, file_index: int) -> dict:

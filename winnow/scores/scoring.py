@@ -9,6 +9,7 @@ maps them over a Dask cluster); one process then ingests them into the store
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 from torch import nn
 from tqdm import tqdm
 
+from winnow.datasets.ahead import Ahead
 from winnow.datasets.contract import shard_files
 from winnow.files import atomic_path, write_json
 from winnow.method import objectives
@@ -41,12 +43,16 @@ def score_shard(
     objective: str = "classification",
     model_name: str = "",
     timings: dict | None = None,
+    ahead: Ahead | None = None,
 ) -> pa.Table:
     """Loss of every row of one pool shard. Rows it cannot score (undecodable image, empty
     caption, no label) get loss NULL and the reason as status: skipped and counted, not lost.
-    `timings`, when given, gets the seconds of decoding (images, and tokenising captions) and of the forward."""
+    `ahead`: the shard already decoding in a thread (score_shards); else it is decoded here. `timings`, when given,
+    gets the seconds of decoding (images, and tokenising captions), of waiting for it, and of the forward."""
     started = time.perf_counter()
-    split, targets = objectives.decode_shard(objective, model_name, shard, size, num_classes, ("caption",))
+    if ahead is None:
+        ahead = Ahead(0, functools.partial(decode, objective, model_name, size=size, num_classes=num_classes), shard)
+    split, targets = ahead.result()
     decoded = time.perf_counter()
     skipped = [s["id"] for s in split.skipped]
     columns = {
@@ -64,13 +70,20 @@ def score_shard(
     else:
         losses = score_examples(model, split.images, targets, batch_size, objectives.OBJECTIVES[objective].loss).numpy()
     if timings is not None:
-        timings.update(decode_seconds=decoded - started, forward_seconds=time.perf_counter() - decoded)
+        timings.update(
+            decode_seconds=ahead.seconds, wait_seconds=decoded - started, forward_seconds=time.perf_counter() - decoded
+        )
     columns["loss"] = pa.array(
         np.concatenate([losses, np.full(len(skipped), np.nan, np.float32)]),
         pa.float32(),
         mask=np.arange(len(split) + len(skipped)) >= len(split),
     )
     return pa.table({f.name: columns[f.name] for f in schema}, schema=schema).sort_by("example_id")
+
+
+def decode(objective: str, model_name: str, shard: Path, size: int, num_classes: int):
+    """One shard as scoring reads it: its usable rows and their targets (objectives.decode_shard)."""
+    return objectives.decode_shard(objective, model_name, shard, size, num_classes, ("caption",))
 
 
 def write_shard_scores(
@@ -82,6 +95,7 @@ def write_shard_scores(
     batch_size: int,
     objective: str = "classification",
     model_name: str = "",
+    ahead: Ahead | None = None,
 ) -> int:
     """Score one shard into out_dir/<shard name> (atomically), and what it took beside it (<shard name>.json: rows
     and seconds, so a run killed half-way still counts the shards it scored); 0 rows if it is already there."""
@@ -89,7 +103,7 @@ def write_shard_scores(
     if out.exists():
         return 0
     started, timings = time.perf_counter(), {}
-    table = score_shard(model, shard, size, num_classes, batch_size, objective, model_name, timings)
+    table = score_shard(model, shard, size, num_classes, batch_size, objective, model_name, timings, ahead)
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp)
     write_json({"rows": table.num_rows, "seconds": time.perf_counter() - started, **timings}, out.with_name(out.name + ".json"))
@@ -98,16 +112,14 @@ def write_shard_scores(
 
 def spent(out_dir: Path) -> dict:
     """Rows and seconds of every shard scored into out_dir, over every run that scored some (one killed half-way
-    included): what scoring the pool cost, and how much of it went on decoding and on the forward. Under Dask,
+    included): what scoring the pool cost; how long decoding took (overlapped with the previous shard's forward
+    when shards are scored in one process), how long the forward waited for it, and the forward. Under Dask,
     seconds are summed over workers."""
     records = [json.loads(p.read_text()) for p in sorted(out_dir.glob("part-*.parquet.json"))]
-    split = all("decode_seconds" in r for r in records)  # shards scored before the split was recorded have no parts
-    return {
-        "rows": sum(r["rows"] for r in records),
-        "seconds": sum(r["seconds"] for r in records),
-        "decode_seconds": sum(r["decode_seconds"] for r in records) if split and records else None,
-        "forward_seconds": sum(r["forward_seconds"] for r in records) if split and records else None,
-    }
+    parts = ("decode_seconds", "wait_seconds", "forward_seconds")
+    # shards scored before a part was recorded have none: the part is unknown, not zero
+    known = {k: sum(r[k] for r in records) if records and all(k in r for r in records) else None for k in parts}
+    return {"rows": sum(r["rows"] for r in records), "seconds": sum(r["seconds"] for r in records), **known}
 
 
 def score_shards(
@@ -124,9 +136,18 @@ def score_shards(
     """Write out_dir/part-*.parquet for every pool shard that has none yet, in this process. Returns counts."""
     shards = shard_files(pool_dir)
     todo = [s for s in shards if not (out_dir / s.name).exists()]
+    read = functools.partial(decode, objective, model_name, size=size, num_classes=num_classes)
     started, rows = time.perf_counter(), 0
-    for shard in tqdm(todo, desc="score", unit="shard", leave=False, disable=None):
-        rows += write_shard_scores(model, shard, out_dir, size, num_classes, batch_size, objective, model_name)
+    ahead = Ahead(0, read, todo[0]) if todo else None
+    for i, shard in enumerate(tqdm(todo, desc="score", unit="shard", leave=False, disable=None)):
+        current = ahead
+        ahead = Ahead(i + 1, read, todo[i + 1]) if i + 1 < len(todo) else None  # decodes while this one is scored
+        try:
+            rows += write_shard_scores(model, shard, out_dir, size, num_classes, batch_size, objective, model_name, current)
+        except BaseException:
+            if ahead is not None:  # no thread outlives the stage
+                ahead.thread.join()
+            raise
         if on_shard is not None:
             on_shard(out_dir / shard.name)
     return {"shards": len(shards), "shards_scored": len(todo), "rows_scored": rows, "seconds": time.perf_counter() - started}

@@ -129,12 +129,13 @@ def validation_split(params: Params):
     eval/test, said in the log and in the record (curve_split), so its crossings read the test set. With
     train.eval_examples, a fixed sample of that many of its rows (the same for every arm and seed)."""
     folder = Paths.of(params).data / "eval/val"
-    if folder.is_dir() and any(folder.glob("part-*.parquet")) and sum(shard_rows(folder)):
-        return "eval/val", sampled(run_split(params, "eval/val"), params.train.eval_examples)
-    log.warning(
-        "%s: no validation split (eval/val): curves read eval/test; re-import the data to hold one out", folder.parent.parent
-    )
-    return "eval/test", sampled(run_split(params, "eval/test"), params.train.eval_examples)
+    name = "eval/val"
+    if not (folder.is_dir() and any(folder.glob("part-*.parquet")) and sum(shard_rows(folder))):
+        log.warning(
+            "%s: no validation split (eval/val): curves read eval/test; re-import the data to hold one out", folder.parent.parent
+        )
+        name = "eval/test"
+    return name, sampled(run_split(params, name), params.train.eval_examples)
 
 
 def sampled(split, rows: int | None):

@@ -83,9 +83,10 @@ class ScoreRecord(Record):
     workers: list[str] | None = None  # Dask workers that scored shards
     scoring_rows_per_s: float | None = None
     bare_forward_rows_per_s: float | None = None  # the same model's forward alone on one shard
-    decode_seconds: float | None = None  # of `seconds`: decoding the shards (and tokenising captions) ...
-    forward_seconds: float | None = None  # ... and the reference's forward with the loss
-    bound: str | None = None  # decode | compute: which of the two took longer
+    decode_seconds: float | None = None  # decoding the shards (and tokenising captions), in a thread ahead ...
+    wait_seconds: float | None = None  # ... of which the forward waited this long (of `seconds`: decode not hidden) ...
+    forward_seconds: float | None = None  # ... and the reference's forward with the loss (of `seconds`)
+    bound: str | None = None  # decode | compute: which of decoding and the forward took longer
     rows_ingested: int | None = None
     shards_ingested: int | None = None
     ingest_seconds: float | None = None

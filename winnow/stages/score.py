@@ -132,8 +132,8 @@ def score_finish(params: Params, plan: dict, counts: dict) -> dict:
     counts.update(seconds=paid["seconds"], seconds_this_run=counts["seconds"])
     counts["scoring_rows_per_s"] = paid["rows"] / paid["seconds"] if paid["seconds"] else None
     counts["bare_forward_rows_per_s"] = bare
-    if paid["decode_seconds"] is not None:  # what bounds scoring: decoding (and tokenising) or the model's forward
-        counts.update(decode_seconds=paid["decode_seconds"], forward_seconds=paid["forward_seconds"])
+    if paid["wait_seconds"] is not None:  # what bounds scoring: decoding (and tokenising) or the model's forward
+        counts.update({k: paid[k] for k in ("decode_seconds", "wait_seconds", "forward_seconds")})
         counts["bound"] = "decode" if paid["decode_seconds"] > paid["forward_seconds"] else "compute"
     expected = sum(shard_rows(pool_dir))
     with store.connect(paths.store) as con:

@@ -244,7 +244,11 @@ def run_ledger(
             else None
         ),
         **(
-            {"scoring_bound": score.bound, "scoring_decode_share": score.decode_seconds / score.seconds}
+            {  # the share of scoring's seconds that the forward waited for decoding (all of decoding, before it overlapped)
+                "scoring_bound": score.bound,
+                "scoring_decode_share": (score.wait_seconds if score.wait_seconds is not None else score.decode_seconds)
+                / score.seconds,
+            }
             if score.bound and score.seconds
             else {}
         ),
