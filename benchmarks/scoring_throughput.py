@@ -1,15 +1,21 @@
 """Scoring throughput against the bare forward: is scoring bound by decoding or by the model?
 
-Writes generated image-text pairs (smooth random images, PNG, at --size px) as pool shards, then measures, on
---device, with winnow's own scoring code (winnow/scores/scoring.py):
-  bare forward   the model's forward over rows already decoded and in memory (the ceiling)
-  decode         the shards' PNGs decoded, with the decoded cache off (what a first run pays)
-  scoring        score_shard: decode (cache off), forward, the loss per row, as the score stage runs it
-  scoring, warm  the same with the decoded cache filled (what every later stage and process pays)
-each repeated --repeats times in a shuffled order, the median kept. Prints one JSON object.
+On generated image-text pairs (smooth random images, PNG, at --size px, written as pool shards), or on the first
+--shards shards of a pool of your own (--pool, e.g. the built-in data/synthetic/pool, with --objective and the
+scorer --model), measures on --device with winnow's own scoring code (winnow/scores/scoring.py):
+  bare forward     the model's forward over rows already decoded and in memory (the ceiling)
+  decode           the shards decoded (images, and captions tokenised), the decoded cache off: what a first run pays
+  scoring, inline  score_shard one shard after another, the cache off: decoding, then the forward, in turn
+  scoring          score_shards as the score stage runs it, the cache off: the next shard decodes in a thread while
+                   this one is scored, and each shard's scores are written
+  scoring, warm    score_shards with the decoded cache filled (every later stage and process; its images and tokens)
+each repeated --repeats times in one shuffled order in this one process, the median kept. The model's weights are
+fresh (its speed does not depend on them). Prints one JSON object (and writes it with --out).
 
 Usage: uv run python benchmarks/scoring_throughput.py [--model clip-vit-b-32] [--size 224] [--rows 2048]
        [--batch 256] [--device cuda] [--repeats 3]
+       uv run python benchmarks/scoring_throughput.py --pool data/synthetic/pool --objective classification
+       --model cnn-nano --size 32 --batch 128 [--shards 4] [--out metrics/synthetic/bench/scoring_classification.json]
 """
 
 from __future__ import annotations
@@ -61,6 +67,79 @@ def write_shards(folder: Path, rows: int, size: int, shard_rows: int = 512) -> l
     return paths
 
 
+def pool_shards(args, work: Path) -> tuple[list[Path], int | None]:
+    """The shards measured (with --pool, its first --shards, linked into a folder of their own: score_shards scores a
+    folder) and the number of classes."""
+    from winnow.datasets.contract import read_manifest, shard_files
+
+    if args.pool is None:
+        return write_shards(work / "pool", args.rows, args.size), None
+    classes = len(read_manifest(args.pool.parent)["class_names"]) if args.objective == "classification" else None
+    folder = work / "pool"
+    folder.mkdir()
+    for shard in shard_files(args.pool)[: args.shards]:
+        (folder / shard.name).symlink_to(shard.resolve())
+    return shard_files(folder), classes
+
+
+def measured_arms(args, model, shards: list[Path], classes: int | None, work: Path, device: torch.device):
+    """What is timed (name -> rows per second of one measurement), and the decode and inline scoring used to warm up."""
+    from winnow.method.devices import autocast_dtype
+    from winnow.scores import scoring
+
+    dtype = autocast_dtype(device, "auto")
+    rows = sum(pq.ParquetFile(s).metadata.num_rows for s in shards)
+
+    def timed(what) -> float:
+        started = time.perf_counter()
+        what()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return rows / (time.perf_counter() - started)
+
+    def cache(where: str | None):
+        os.environ["WINNOW_DECODED_CACHE"] = where or "off"
+
+    def precision():
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+    def score_inline():
+        with precision():
+            for shard in shards:
+                scoring.score_shard(model, shard, args.size, classes, args.batch, args.objective, args.model)
+
+    def score_stage_like():
+        out = work / f"scores-{random.random()}"
+        with precision():
+            scoring.score_shards(model, shards[0].parent, out, args.size, classes, args.batch, args.objective, args.model)
+        for path in out.iterdir():
+            path.unlink()
+        out.rmdir()
+
+    def decode_all():
+        for shard in shards:
+            scoring.decode(args.objective, args.model, shard, args.size, classes)
+
+    def bare() -> float:
+        """The forward's rows per second on each shard decoded in memory, averaged over shards."""
+        cache(str(work / "cache"))
+        with precision():
+            return statistics.mean(
+                scoring.bare_forward_rate(model, shard, args.size, classes, args.batch, args.objective, args.model)
+                for shard in shards
+            )
+
+    arms = {
+        "decode": lambda: (cache(None), timed(decode_all))[1],
+        "scoring_inline": lambda: (cache(None), timed(score_inline))[1],
+        "scoring": lambda: (cache(None), timed(score_stage_like))[1],
+        "scoring_warm": lambda: (cache(str(work / "cache")), timed(score_stage_like))[1],
+        "bare_forward": bare,
+    }
+    cache(str(work / "cache"))
+    return arms, decode_all, score_inline
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="clip-vit-b-32")
@@ -69,53 +148,23 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pool", type=Path, default=None, help="a split folder of your own (part-*.parquet)")
+    parser.add_argument("--objective", default="contrastive", choices=("classification", "contrastive"))
+    parser.add_argument("--shards", type=int, default=4, help="with --pool: its first this many shards")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    from models import build_clip
-    from winnow.datasets.contract import decode_file
     from winnow.method.devices import autocast_dtype
-    from winnow.scores.scoring import bare_forward_rate, score_shard
+    from winnow.method.objectives import OBJECTIVES
 
     device = torch.device(args.device)
     work = Path(tempfile.mkdtemp(prefix="winnow-throughput-"))
-    shards = write_shards(work / "pool", args.rows, args.size)
-    model = build_clip(args.model, args.size).to(device).eval()
-    dtype = autocast_dtype(device, "auto")
-
-    def timed(what) -> float:
-        """Rows per second of what(shard) over every shard."""
-        started = time.perf_counter()
-        for shard in shards:
-            what(shard)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return args.rows / (time.perf_counter() - started)
-
-    def cache(where: str | None):
-        os.environ["WINNOW_DECODED_CACHE"] = where or "off"
-
-    def score(shard):
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            score_shard(model, shard, args.size, None, args.batch, "contrastive", args.model)
-
-    def bare() -> float:
-        """The forward's rows per second on each shard decoded in memory, averaged over shards."""
-        cache(str(work / "cache"))
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            return statistics.mean(
-                bare_forward_rate(model, shard, args.size, None, args.batch, "contrastive", args.model) for shard in shards
-            )
-
-    arms = {
-        "decode": lambda: (cache(None), timed(lambda s: decode_file(s, args.size, None)))[1],
-        "scoring": lambda: (cache(None), timed(score))[1],
-        "scoring_warm": lambda: (cache(str(work / "cache")), timed(score))[1],
-        "bare_forward": bare,
-    }
-    cache(str(work / "cache"))
-    for shard in shards:  # fill the decoded cache, and warm the model up
-        decode_file(shard, args.size, None)
-    score(shards[0])
+    shards, classes = pool_shards(args, work)
+    torch.manual_seed(0)
+    model = OBJECTIVES[args.objective].build_model(args.model, classes, args.size).to(device).eval()
+    arms, decode_all, score_inline = measured_arms(args, model, shards, classes, work, device)
+    decode_all()  # fill the decoded cache (images and tokens), and warm the model up
+    score_inline()
     rates: dict[str, list[float]] = {name: [] for name in arms}
     order = [name for name in arms for _ in range(args.repeats)]
     random.Random(0).shuffle(order)
@@ -124,20 +173,25 @@ def main(argv: list[str] | None = None) -> dict:
     median = {name: statistics.median(values) for name, values in rates.items()}
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "data": str(args.pool) if args.pool is not None else f"generated PNGs at {args.size} px",
+        "objective": args.objective,
         "model": args.model,
         "size": args.size,
-        "rows": args.rows,
+        "rows": sum(pq.ParquetFile(s).metadata.num_rows for s in shards),
         "batch": args.batch,
-        "precision": str(dtype) if dtype is not None else "fp32",
+        "precision": str(autocast_dtype(device, "auto") or "fp32"),
         "repeats": args.repeats,
         **{f"{name}_rows_per_s": round(value, 1) for name, value in median.items()},
-        "scoring_over_bare_forward": round(median["scoring"] / median["bare_forward"], 3),
-        "scoring_warm_over_bare_forward": round(median["scoring_warm"] / median["bare_forward"], 3),
+        **{f"{name}_over_bare_forward": round(median[name] / median["bare_forward"], 3) for name in arms if "scoring" in name},
         "bound": "decode" if median["decode"] < median["bare_forward"] else "compute",
-        "includes": "rows/s over every shard; scoring: decode (cache off), forward, per-row loss, no store write; "
-        "bare forward: rows already decoded and in memory; medians of shuffled repeats",
+        "includes": "rows/s over every shard; decode: images (and captions tokenised), the decoded cache off; scoring: "
+        "decode, forward, per-row loss (and embeddings for CLIP), the scores written (inline: no write); bare forward: rows "
+        "already decoded and in memory; medians of shuffled repeats in one process",
     }
     print(json.dumps(result, indent=2))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
