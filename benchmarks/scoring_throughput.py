@@ -3,12 +3,13 @@
 On generated image-text pairs (smooth random images, PNG, at --size px, written as pool shards), or on the first
 --shards shards of a pool of your own (--pool, e.g. the built-in data/synthetic/pool, with --objective and the
 scorer --model), measures on --device with winnow's own scoring code (winnow/scores/scoring.py):
-  bare forward     the model's forward over rows already decoded and in memory (the ceiling)
+  bare forward     the model's forward (with the per-row loss, and CLIP's features) over every shard's rows, decoded
+                   and in memory beforehand: the ceiling
   decode           the shards decoded (images, and captions tokenised), the decoded cache off: what a first run pays
-  scoring, inline  score_shard one shard after another, the cache off: decoding, then the forward, in turn
-  scoring          score_shards as the score stage runs it, the cache off: the next shard decodes in a thread while
-                   this one is scored, and each shard's scores are written
-  scoring, warm    score_shards with the decoded cache filled (every later stage and process; its images and tokens)
+  scoring, inline  score_shards (as the score stage runs it: scores written) one shard after another, the cache off
+  scoring, ahead   the same with the next shard decoding in a thread while this one is scored
+  scoring, warm    score_shards as the stage chooses (ahead where that pays) with the decoded cache filled: every
+                   later stage and process (its images and tokens)
 each repeated --repeats times in one shuffled order in this one process, the median kept. The model's weights are
 fresh (its speed does not depend on them). Prints one JSON object (and writes it with --out).
 
@@ -85,6 +86,8 @@ def pool_shards(args, work: Path) -> tuple[list[Path], int | None]:
 def measured_arms(args, model, shards: list[Path], classes: int | None, work: Path, device: torch.device):
     """What is timed (name -> rows per second of one measurement), and the decode and inline scoring used to warm up."""
     from winnow.method.devices import autocast_dtype
+    from winnow.method.losses import embed_examples, score_examples
+    from winnow.method.objectives import OBJECTIVES
     from winnow.scores import scoring
 
     dtype = autocast_dtype(device, "auto")
@@ -108,10 +111,12 @@ def measured_arms(args, model, shards: list[Path], classes: int | None, work: Pa
             for shard in shards:
                 scoring.score_shard(model, shard, args.size, classes, args.batch, args.objective, args.model)
 
-    def score_stage_like():
+    def score_stage_like(ahead: bool | None):
         out = work / f"scores-{random.random()}"
         with precision():
-            scoring.score_shards(model, shards[0].parent, out, args.size, classes, args.batch, args.objective, args.model)
+            scoring.score_shards(
+                model, shards[0].parent, out, args.size, classes, args.batch, args.objective, args.model, ahead=ahead
+            )
         for path in out.iterdir():
             path.unlink()
         out.rmdir()
@@ -121,19 +126,26 @@ def measured_arms(args, model, shards: list[Path], classes: int | None, work: Pa
             scoring.decode(args.objective, args.model, shard, args.size, classes)
 
     def bare() -> float:
-        """The forward's rows per second on each shard decoded in memory, averaged over shards."""
+        """The forward's rows per second over every shard's rows, decoded and in memory beforehand (the loss per row
+        for a classifier, the features and the loss for CLIP: what scoring computes)."""
         cache(str(work / "cache"))
+        decoded = [scoring.decode(args.objective, args.model, shard, args.size, classes) for shard in shards]
+        started = time.perf_counter()
         with precision():
-            return statistics.mean(
-                scoring.bare_forward_rate(model, shard, args.size, classes, args.batch, args.objective, args.model)
-                for shard in shards
-            )
+            for split, targets in decoded:
+                if OBJECTIVES[args.objective].joint:
+                    embed_examples(model, split.images, targets, args.batch)
+                else:
+                    score_examples(model, split.images, targets, args.batch, OBJECTIVES[args.objective].loss)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return sum(len(split) for split, _ in decoded) / (time.perf_counter() - started)
 
     arms = {
         "decode": lambda: (cache(None), timed(decode_all))[1],
-        "scoring_inline": lambda: (cache(None), timed(score_inline))[1],
-        "scoring": lambda: (cache(None), timed(score_stage_like))[1],
-        "scoring_warm": lambda: (cache(str(work / "cache")), timed(score_stage_like))[1],
+        "scoring_inline": lambda: (cache(None), timed(lambda: score_stage_like(False)))[1],
+        "scoring_ahead": lambda: (cache(None), timed(lambda: score_stage_like(True)))[1],
+        "scoring_warm": lambda: (cache(str(work / "cache")), timed(lambda: score_stage_like(None)))[1],
         "bare_forward": bare,
     }
     cache(str(work / "cache"))
@@ -156,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from winnow.method.devices import autocast_dtype
     from winnow.method.objectives import OBJECTIVES
+    from winnow.scores import scoring
 
     device = torch.device(args.device)
     work = Path(tempfile.mkdtemp(prefix="winnow-throughput-"))
@@ -184,9 +197,10 @@ def main(argv: list[str] | None = None) -> dict:
         **{f"{name}_rows_per_s": round(value, 1) for name, value in median.items()},
         **{f"{name}_over_bare_forward": round(median[name] / median["bare_forward"], 3) for name in arms if "scoring" in name},
         "bound": "decode" if median["decode"] < median["bare_forward"] else "compute",
+        "decode_ahead_pays_here": scoring.decode_ahead_pays(model),
         "includes": "rows/s over every shard; decode: images (and captions tokenised), the decoded cache off; scoring: "
-        "decode, forward, per-row loss (and embeddings for CLIP), the scores written (inline: no write); bare forward: rows "
-        "already decoded and in memory; medians of shuffled repeats in one process",
+        "decode, forward, per-row loss (and embeddings for CLIP), the scores written; bare forward: rows already decoded "
+        "and in memory; medians of shuffled repeats in one process",
     }
     print(json.dumps(result, indent=2))
     if args.out is not None:

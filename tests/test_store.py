@@ -225,7 +225,8 @@ def test_shards_scored_with_the_next_one_decoding_ahead_match_shards_scored_one_
     pool = Path(tiny_data.data.root) / "pool"
     torch.manual_seed(0)
     model = build_classifier("cnn-nano", 20).eval()
-    counts = scoring.score_shards(model, pool, tmp_path / "ahead", 32, 20, 64)
+    counts = scoring.score_shards(model, pool, tmp_path / "ahead", 32, 20, 64, ahead=True)
+    assert counts["decoded_ahead"]
     assert counts["shards_scored"] == len(list(pool.glob("part-*.parquet")))
     for shard in sorted(pool.glob("part-*.parquet")):
         alone = scoring.score_shard(model, shard, 32, 20, 64)
@@ -241,6 +242,6 @@ def test_shards_scored_with_the_next_one_decoding_ahead_match_shards_scored_one_
         (broken / shard.name).write_bytes(shard.read_bytes())
     (broken / "part-00001.parquet").write_bytes(b"not parquet")
     with pytest.raises(DataError, match="part-00001"):
-        scoring.score_shards(model, broken, tmp_path / "out", 32, 20, 64)
+        scoring.score_shards(model, broken, tmp_path / "out", 32, 20, 64, ahead=True)
     assert (tmp_path / "out" / "part-00000.parquet").exists() and not (tmp_path / "out" / "part-00001.parquet").exists()
     assert not [t for t in threading.enumerate() if t.name.startswith("winnow-decode-")]

@@ -187,6 +187,32 @@ def _step_time(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _scoring(result: dict) -> str:
+    """benchmarks/scoring_throughput.py: scoring's rows per second against the bare forward, cold and warm."""
+    bare = result["bare_forward_rows_per_s"]
+    arms = (
+        ("bare forward: rows decoded and in memory (the ceiling)", "bare_forward"),
+        ("decode alone, the decoded cache off", "decode"),
+        ("scoring one shard after another (decode, then forward), cache off", "scoring_inline"),
+        ("scoring with the next shard decoding ahead in a thread, cache off", "scoring_ahead"),
+        ("scoring as the stage runs it, the decoded cache warm", "scoring_warm"),
+    )
+    lines = [
+        f"{result['device']}; {result['model']} ({result['objective']}) at {result['size']} px, batch {result['batch']}, "
+        f"{result['rows']:,} rows of `{result['data']}`, {result['precision']}; {result['repeats']} repeats per arm in one "
+        f"shuffled order in one process, medians. Includes: {result['includes']}.\n",
+        "| arm | rows/s | over the bare forward |",
+        "|---|---|---|",
+        *(f"| {words} | {result[f'{key}_rows_per_s']:,.0f} | {result[f'{key}_rows_per_s'] / bare:.2f} |" for words, key in arms),
+    ]
+    slower = "slower" if result["bound"] == "decode" else "faster"
+    stage = "decodes the next shard ahead" if result["decode_ahead_pays_here"] else "scores one shard after another"
+    return (
+        "\n".join(lines)
+        + f"\n\nBound by: {result['bound']} (decode alone is {slower} than the forward); here the score stage {stage}.\n"
+    )
+
+
 FIGURES: dict[str, Figure] = {
     "classification": Figure("metrics/synthetic/classification/summary.json", _headline),
     "classification-verdict": Figure("metrics/synthetic/classification/summary.json", _one_line),
@@ -200,6 +226,9 @@ FIGURES: dict[str, Figure] = {
     "regimes-synthetic": Figure("metrics/synthetic/bench/classification-regimes.json", _regimes),
     "advise-mnist-2pct": Figure("metrics/mnist-2pct/advise-classification.json", _advice),
     "step-time": Figure("metrics/synthetic/bench/step_time.json", _step_time),
+    "scoring-classification": Figure("metrics/synthetic/bench/scoring_classification.json", _scoring),
+    "scoring-contrastive": Figure("metrics/synthetic/bench/scoring_contrastive.json", _scoring),
+    "levers-mnist-2pct-5-seeds": Figure("metrics/mnist-2pct/bench/classification-levers-anneal-floor-5-seeds.json", _levers),
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -19,6 +20,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 from torch import nn
 from tqdm import tqdm
 
@@ -104,8 +106,8 @@ def write_shard_scores(
         return 0
     started, timings = time.perf_counter(), {}
     table = score_shard(model, shard, size, num_classes, batch_size, objective, model_name, timings, ahead)
-    with atomic_path(out) as tmp:
-        pq.write_table(table, tmp)
+    with atomic_path(out) as tmp:  # dictionary-encoding float losses and embeddings took 3x as long, for a larger file
+        pq.write_table(table, tmp, use_dictionary=["status"])
     write_json({"rows": table.num_rows, "seconds": time.perf_counter() - started, **timings}, out.with_name(out.name + ".json"))
     return table.num_rows
 
@@ -122,6 +124,17 @@ def spent(out_dir: Path) -> dict:
     return {"rows": sum(r["rows"] for r in records), "seconds": sum(r["seconds"] for r in records), **known}
 
 
+def decode_ahead_pays(model: nn.Module) -> bool:
+    """Whether decoding the next shard in a thread while this one is scored pays: when the forward runs on an
+    accelerator, or the CPU has cores torch's threads leave free. On a CPU whose every core runs the forward, the
+    decoding thread only takes cores (and the GIL) from it: 0.89x the rows per second of scoring one shard after
+    another, measured on 2 cores for both objectives (benchmarks/scoring_throughput.py, docs/benchmarks.md)."""
+    if next(model.parameters()).device.type != "cpu":
+        return True
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cores > torch.get_num_threads()
+
+
 def score_shards(
     model: nn.Module,
     pool_dir: Path,
@@ -132,25 +145,29 @@ def score_shards(
     objective: str = "classification",
     model_name: str = "",
     on_shard: Callable[[Path], None] | None = None,
+    ahead: bool | None = None,
 ) -> dict:
-    """Write out_dir/part-*.parquet for every pool shard that has none yet, in this process. Returns counts."""
+    """Write out_dir/part-*.parquet for every pool shard that has none yet, in this process. `ahead`: decode the next
+    shard in a thread while this one is scored (None: where that pays, decode_ahead_pays). Returns counts."""
     shards = shard_files(pool_dir)
     todo = [s for s in shards if not (out_dir / s.name).exists()]
     read = functools.partial(decode, objective, model_name, size=size, num_classes=num_classes)
+    ahead = decode_ahead_pays(model) if ahead is None else ahead
     started, rows = time.perf_counter(), 0
-    ahead = Ahead(0, read, todo[0]) if todo else None
+    following = Ahead(0, read, todo[0]) if todo and ahead else None
     for i, shard in enumerate(tqdm(todo, desc="score", unit="shard", leave=False, disable=None)):
-        current = ahead
-        ahead = Ahead(i + 1, read, todo[i + 1]) if i + 1 < len(todo) else None  # decodes while this one is scored
+        current = following
+        following = Ahead(i + 1, read, todo[i + 1]) if ahead and i + 1 < len(todo) else None  # decodes meanwhile
         try:
             rows += write_shard_scores(model, shard, out_dir, size, num_classes, batch_size, objective, model_name, current)
         except BaseException:
-            if ahead is not None:  # no thread outlives the stage
-                ahead.thread.join()
+            if following is not None:  # no thread outlives the stage
+                following.thread.join()
             raise
         if on_shard is not None:
             on_shard(out_dir / shard.name)
-    return {"shards": len(shards), "shards_scored": len(todo), "rows_scored": rows, "seconds": time.perf_counter() - started}
+    seconds = time.perf_counter() - started
+    return {"shards": len(shards), "shards_scored": len(todo), "rows_scored": rows, "seconds": seconds, "decoded_ahead": ahead}
 
 
 def bare_forward_rate(

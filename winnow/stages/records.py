@@ -87,6 +87,7 @@ class ScoreRecord(Record):
     wait_seconds: float | None = None  # ... of which the forward waited this long (of `seconds`: decode not hidden) ...
     forward_seconds: float | None = None  # ... and the reference's forward with the loss (of `seconds`)
     bound: str | None = None  # decode | compute: which of decoding and the forward took longer
+    decoded_ahead: bool | None = None  # the next shard decoded in a thread while one was scored (where that pays)
     rows_ingested: int | None = None
     shards_ingested: int | None = None
     ingest_seconds: float | None = None
