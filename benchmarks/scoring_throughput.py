@@ -26,6 +26,7 @@ import io
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -139,7 +140,7 @@ def measured_arms(args, model, shards: list[Path], classes: int | None, work: Pa
                     score_examples(model, split.images, targets, args.batch, OBJECTIVES[args.objective].loss)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        return sum(len(split) for split, _ in decoded) / (time.perf_counter() - started)
+        return rows / (time.perf_counter() - started)  # per pool row, as every other arm (unscorable rows: no forward)
 
     arms = {
         "decode": lambda: (cache(None), timed(decode_all))[1],
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
         "decode, forward, per-row loss (and embeddings for CLIP), the scores written; bare forward: rows already decoded "
         "and in memory; medians of shuffled repeats in one process",
     }
+    shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result, indent=2))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

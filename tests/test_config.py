@@ -125,5 +125,6 @@ def test_a_labelled_study_run_is_written_beside_the_study_never_over_it():
     assert labelled.bench_curve("uniform") != plain.bench_curve("uniform") and labelled.bench_plots != plain.bench_plots
     run = run_params(load_params(overrides=["bench.label=five-seeds"]), "levers/seed-0/baselines", 0)
     assert "/five-seeds/levers/seed-0/" in run.artifacts and "/five-seeds/levers/seed-0/" in run.metrics
-    with pytest.raises(ConfigError, match="bench.label"):
-        load_params(overrides=["bench.label=../elsewhere"])
+    for wrong in ("../elsewhere", "seed-0"):
+        with pytest.raises(ConfigError, match="bench.label"):
+            load_params(overrides=[f"bench.label={wrong}"])

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from winnow.datasets import contract, decoded
+from winnow.datasets import contract, decoded, tokens
 from winnow.datasets.contract import load_split
 from winnow.errors import ConfigError
 
@@ -125,23 +125,42 @@ def test_many_captions_are_tokenised_once_per_machine_equal_to_the_tokenizer(poo
     from models import clip_tokenizer
 
     tokenizer = clip_tokenizer("clip-pico")
-    captions = [f"a photo of a {i % 37} thing, number {i}" for i in range(decoded.KEPT_FROM + 44)]
-    first = decoded.tokenised(tokenizer, captions)
+    captions = [f"a photo of a {i % 37} thing, number {i}" for i in range(tokens.KEPT_FROM + 44)]
+    first = tokens.tokenised(tokenizer, captions)
     assert torch.equal(first, tokenizer(captions)) and first.dtype == torch.long
     kept = _entries(tmp_path)
     assert len(kept) == 1
 
-    class Refusing:  # the same tokenizer, that must not be called
+    class Refusing:  # the same tokenizer, that must not be called on the captions
         def __init__(self, inner):
-            self.tokenizer, self.context_length = inner.tokenizer, inner.context_length
+            self.tokenizer, self.context_length, self.inner = inner.tokenizer, inner.context_length, inner
 
         def __call__(self, texts):
-            raise AssertionError("tokenised again")
+            if texts != [tokens.PROBE]:
+                raise AssertionError("tokenised again")
+            return self.inner(texts)
 
-    assert torch.equal(decoded.tokenised(Refusing(tokenizer), captions), first)  # read back, not tokenised
-    decoded.tokenised(tokenizer, captions[:-1])  # other texts: another entry
+    again = tokens.tokenised(Refusing(tokenizer), captions)  # read back, not tokenised
+    assert torch.equal(again, first) and again.dtype == torch.long
+    tokens.tokenised(tokenizer, captions[:-1])  # other texts: another entry
     assert len(_entries(tmp_path)) == 2
-    few = captions[: decoded.KEPT_FROM - 1]  # a prompt set is not worth a file
-    assert torch.equal(decoded.tokenised(tokenizer, few), tokenizer(few)) and len(_entries(tmp_path)) == 2
+    shorter = Refusing(tokenizer)
+    shorter.context_length = tokenizer.context_length - 1  # another context length: another entry, never this one's tokens
+    with pytest.raises(AssertionError, match="tokenised again"):
+        tokens.tokenised(shorter, captions)
+    few = captions[: tokens.KEPT_FROM - 1]  # a prompt set is not worth a file
+    assert torch.equal(tokens.tokenised(tokenizer, few), tokenizer(few)) and len(_entries(tmp_path)) == 2
     kept[0].write_bytes(b"torn")  # a torn entry is a miss
-    assert torch.equal(decoded.tokenised(tokenizer, captions), first)
+    assert torch.equal(tokens.tokenised(tokenizer, captions), first)
+
+
+def test_texts_that_join_alike_are_kept_apart(pool, tmp_path):
+    from models import clip_tokenizer
+
+    tokenizer = clip_tokenizer("clip-pico")
+    n = tokens.KEPT_FROM
+    one = ["a\x1fb"] + ["c"] * (n - 1)
+    other = ["a", "b\x1fc"] + ["c"] * (n - 2)
+    assert torch.equal(tokens.tokenised(tokenizer, one), tokenizer(one))
+    assert torch.equal(tokens.tokenised(tokenizer, other), tokenizer(other))
+    assert len(_entries(tmp_path)) == 2

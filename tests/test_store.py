@@ -222,6 +222,11 @@ def test_shards_scored_with_the_next_one_decoding_ahead_match_shards_scored_one_
     from winnow.scores import scoring
 
     monkeypatch.setenv("WINNOW_DECODED_CACHE", "off")  # every shard decoded from its bytes, in the thread ahead
+    before = set(threading.enumerate())
+
+    def decoding():  # decode threads this test started and left running
+        return [t for t in threading.enumerate() if t not in before and t.name.startswith("winnow-decode-")]
+
     pool = Path(tiny_data.data.root) / "pool"
     torch.manual_seed(0)
     model = build_classifier("cnn-nano", 20).eval()
@@ -234,7 +239,7 @@ def test_shards_scored_with_the_next_one_decoding_ahead_match_shards_scored_one_
     parts = scoring.spent(tmp_path / "ahead")
     assert parts["rows"] == tiny_data.data.num_pool and parts["decode_seconds"] > 0
     assert 0 <= parts["wait_seconds"] and parts["wait_seconds"] + parts["forward_seconds"] <= parts["seconds"]
-    assert not [t for t in threading.enumerate() if t.name.startswith("winnow-decode-")]  # no decode thread outlives scoring
+    assert not decoding()  # no decode thread outlives scoring
 
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -244,4 +249,4 @@ def test_shards_scored_with_the_next_one_decoding_ahead_match_shards_scored_one_
     with pytest.raises(DataError, match="part-00001"):
         scoring.score_shards(model, broken, tmp_path / "out", 32, 20, 64, ahead=True)
     assert (tmp_path / "out" / "part-00000.parquet").exists() and not (tmp_path / "out" / "part-00001.parquet").exists()
-    assert not [t for t in threading.enumerate() if t.name.startswith("winnow-decode-")]
+    assert not decoding()

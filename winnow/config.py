@@ -240,6 +240,13 @@ class BenchConfig(Section):
     # beside the study's full run instead of over it; null: the study's own name
     label: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=40)] | None = None
 
+    @field_validator("label")
+    @classmethod
+    def _label_is_no_run_folder(cls, label: str | None) -> str | None:
+        if label is not None and re.fullmatch(r"seed-[0-9]+", label):
+            raise ValueError(f"{label!r} names a seed's run folder; pick another label")
+        return label
+
     @model_validator(mode="after")
     def _has_baseline(self):
         if "uniform" not in self.policies:

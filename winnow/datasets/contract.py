@@ -120,7 +120,7 @@ def decode_file(path: Path, size: int, num_classes: int | None, metadata: tuple[
     from winnow.datasets import decoded
 
     cache = decoded.key(path, size)
-    hit = cache is not None and decoded.has(cache)  # the images come from the cache: their bytes are not read at all
+    hit = cache is not None and decoded.has(cache)  # the images come from the cache: their column is not read
     return decode_table(read_shard(path, without=("image",) if hit else ()), path, size, num_classes, metadata, cache=cache)
 
 

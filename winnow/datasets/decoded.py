@@ -1,5 +1,5 @@
 """Decode once per machine: each shard's images, decoded at one size, kept on disk beside nothing else (and the
-tokens of many captions at once: `tokenised`).
+tokens of many captions at once: winnow/datasets/tokens.py).
 
 Every stage that reads a split decodes its PNG/JPEG bytes into uint8 (N, 3, H, W); on a pool of tens of
 thousands of images that is most of a stage's start-up, paid again by every process (each `dvc repro` stage,
@@ -24,10 +24,10 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import PIL
-import torch
 
 from winnow.errors import ConfigError
 
@@ -90,25 +90,45 @@ def has(name: str) -> bool:
 def load(name: str, rows: int, size: int):
     """(kept rows, images uint8 (n, 3, size, size), [(row, reason)] of the undecodable) from the cache, or None on a
     miss. An entry that cannot be read or does not fit the shard is removed and counts as a miss."""
+
+    def fits(f: dict) -> None:
+        kept, images, bad, reasons = f["kept"], f["images"], f["bad"], f["reasons"]
+        if images.shape != (len(kept), 3, size, size) or len(kept) + len(bad) != rows or len(bad) != len(reasons):
+            raise ValueError(f"holds {images.shape} for {rows} rows at {size} px")
+
+    f = read_entry(name, fits)
+    return None if f is None else (f["kept"], f["images"], list(zip(f["bad"].tolist(), f["reasons"].tolist())))
+
+
+def read_entry(name: str, check: Callable[[dict], None]) -> dict[str, np.ndarray] | None:
+    """The arrays of an entry, or None on a miss. An entry that cannot be read, or that `check` refuses (it raises),
+    is removed and counts as a miss, never an error: what it held is computed again."""
     path = _entry(name)
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as f:
-            kept, images, bad, reasons = f["kept"], f["images"], f["bad"], f["reasons"]
-        if images.shape != (len(kept), 3, size, size) or len(kept) + len(bad) != rows or len(bad) != len(reasons):
-            raise ValueError(f"holds {images.shape} for {rows} rows at {size} px")
-    except Exception as e:  # a torn or foreign file is a miss, never an error: the shard is decoded again
-        log.warning("decoded cache: %s is unreadable (%s); decoding the shard again", path, e)
+            arrays = {key: f[key] for key in f.files}
+        check(arrays)
+    except Exception as e:
+        log.warning("decoded cache: %s is unreadable (%s); computing it again", path, e)
         path.unlink(missing_ok=True)
         return None
-    os.utime(path)  # recently used: evicted last
-    return kept, images, list(zip(bad.tolist(), reasons.tolist()))
+    _touch(path)
+    return arrays
+
+
+def _touch(path: Path) -> None:
+    """Mark an entry recently used (evicted last); another process may have evicted it meanwhile: no matter."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        pass
 
 
 def store(name: str, kept: np.ndarray, images: np.ndarray, skipped: list[tuple[int, str]]) -> None:
     """Write one shard's entry whole, then keep the cache within its bound (oldest entries first)."""
-    _write(
+    write_entry(
         name,
         kept=np.asarray(kept, np.int64),
         images=images,
@@ -117,56 +137,8 @@ def store(name: str, kept: np.ndarray, images: np.ndarray, skipped: list[tuple[i
     )
 
 
-KEPT_FROM = 256  # texts in a call from which their tokens are kept (a set of class prompts is not worth a file)
-
-
-def tokenised(tokenizer, texts: list[str]) -> torch.Tensor:
-    """tokenizer(texts), kept in the cache when there are many texts (a shard's captions, a pool's): every later
-    stage and process reads the tokens instead of tokenising again (open_clip's BPE with ftfy runs at thousands
-    of captions a second, slower than a small CLIP's forward). Keyed by the texts and the tokenizer (its class,
-    context length and open_clip's version), so an entry is never stale."""
-    name = _tokens_key(tokenizer, texts) if len(texts) >= KEPT_FROM and folder() is not None else None
-    kept = _load_tokens(name, len(texts)) if name else None
-    if kept is not None:
-        return torch.from_numpy(kept.astype(np.int64))
-    tokens = tokenizer(texts)
-    if name:
-        _write(name, tokens=tokens.numpy().astype(np.int32 if int(tokens.max()) < 2**31 else np.int64))
-    return tokens
-
-
-def _tokens_key(tokenizer, texts: list[str]) -> str:
-    import open_clip
-
-    inner = getattr(tokenizer, "tokenizer", tokenizer)  # models.Deduplicated wraps open_clip's
-    kind = type(inner)
-    h = hashlib.sha256(f"tokens|{FORMAT}|{kind.__module__}.{kind.__qualname__}|{open_clip.__version__}|".encode())
-    h.update(f"{tokenizer.context_length}|{len(texts)}|".encode())
-    for text in texts:
-        h.update(text.encode("utf-8", "surrogatepass"))
-        h.update(b"\x1f")
-    return h.hexdigest()
-
-
-def _load_tokens(name: str, rows: int) -> np.ndarray | None:
-    """The tokens kept under `name`, or None on a miss (an unreadable entry is removed and counts as one)."""
-    path = _entry(name)
-    if not path.exists():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            tokens = f["tokens"]
-        if tokens.ndim != 2 or len(tokens) != rows:
-            raise ValueError(f"holds tokens of shape {tokens.shape} for {rows} texts")
-    except Exception as e:  # a miss: the texts are tokenised again
-        log.warning("decoded cache: %s is unreadable (%s); tokenising again", path, e)
-        path.unlink(missing_ok=True)
-        return None
-    os.utime(path)
-    return tokens
-
-
-def _write(name: str, **arrays: np.ndarray) -> None:
+def write_entry(name: str, **arrays: np.ndarray) -> None:
+    """Write an entry whole (a temporary file, then a rename), then keep the cache within its bound."""
     path = _entry(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.tmp.npz")  # a stream decodes ahead in a thread

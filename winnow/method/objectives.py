@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from models import CLASSIFIERS, CLIPS, build_classifier, build_clip, clip_context_length, clip_tokenizer
-from winnow.datasets import decoded
 from winnow.datasets.contract import Split, decode_file
+from winnow.datasets.tokens import tokenised
 from winnow.method.evaluation import accuracy, class_embeddings, encode, probe_task, retrieval_recall, zero_shot_accuracy
 from winnow.method.losses import per_example_contrastive, per_example_loss
 
@@ -115,7 +115,7 @@ class Contrastive(Objective):
         return np.array([c is None or not str(c).strip() for c in split.columns["caption"]], dtype=bool), "empty caption"
 
     def targets(self, model_name, split):
-        return decoded.tokenised(clip_tokenizer(model_name), [str(c) for c in split.columns["caption"]])
+        return tokenised(clip_tokenizer(model_name), [str(c) for c in split.columns["caption"]])
 
     def shares_targets(self, model_a, model_b):
         return clip_context_length(model_a) == clip_context_length(model_b)
@@ -142,7 +142,7 @@ class Contrastive(Objective):
             out[f"{name}_zero_shot_accuracy"] = zero_shot_accuracy(
                 encode(model, images=task.images), class_embeddings(model, tokenizer, names, PROMPTS), task.labels
             )
-        captions = decoded.tokenised(tokenizer, [str(c) for c in test.columns["caption"]])
+        captions = tokenised(tokenizer, [str(c) for c in test.columns["caption"]])
         out.update(retrieval_recall(image_features, encode(model, tokens=captions)))
         return out
 

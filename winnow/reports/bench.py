@@ -21,6 +21,7 @@ def write_bench_report(result: dict, curves: dict[str, list[dict]], metric: str,
         f"uv run winnow bench --objective {objective}"
         + (f" --set data.root={result['data']}" if result.get("data") not in (None, "data/synthetic") else "")
         + f' --set bench.seeds={n} --set "bench.policies=[{",".join(p for p, _ in baseline_first(result["policies"]))}]"'
+        + (f" --set bench.label={paths.label}" if paths.label else "")
     )
     systems = result["systems"]
     step_time = ", ".join(f"{p} {ratio(v)}" for p, v in baseline_first(systems["step_time_over_ledger"]))
@@ -79,7 +80,7 @@ and `--study learners` (reports beside this one).
 - DuckDB ingest: {ratio(systems["ingest_rows_per_s"])} rows/s.
 
 All of it: `{command}`; the numbers are in `{paths.study_json("policies").as_posix()}`, the curves in
-`{(paths.bench / objective / "curves").as_posix()}/` (`dvc plots show` draws them).
+`{paths.bench_curve("uniform").parent.as_posix()}/` (`dvc plots show` draws them).
 """
     write_text(text, path)
     return path

@@ -46,16 +46,19 @@ def score_shard(
     model_name: str = "",
     timings: dict | None = None,
     ahead: Ahead | None = None,
+    then: Callable[[], None] | None = None,
 ) -> pa.Table:
     """Loss of every row of one pool shard. Rows it cannot score (undecodable image, empty
     caption, no label) get loss NULL and the reason as status: skipped and counted, not lost.
-    `ahead`: the shard already decoding in a thread (score_shards); else it is decoded here. `timings`, when given,
-    gets the seconds of decoding (images, and tokenising captions), of waiting for it, and of the forward."""
+    `ahead`: the shard already decoding in a thread (score_shards); else it is decoded here. `then`: called once it
+    is decoded, before the forward (score_shards starts the next shard's decode there). `timings`, when given,
+    gets the seconds of decoding (images, and tokenising captions), of the scorer waiting for it, and of the forward."""
     started = time.perf_counter()
-    if ahead is None:
-        ahead = Ahead(0, functools.partial(decode, objective, model_name, size=size, num_classes=num_classes), shard)
-    split, targets = ahead.result()
+    split, targets = ahead.result() if ahead is not None else reader(objective, model_name, size, num_classes)(shard)
     decoded = time.perf_counter()
+    decode_seconds = ahead.seconds if ahead is not None else decoded - started
+    if then is not None:
+        then()
     skipped = [s["id"] for s in split.skipped]
     columns = {
         "example_id": pa.array(np.concatenate([split.ids, np.asarray(skipped, dtype=np.int64)]), pa.int64()),
@@ -72,9 +75,8 @@ def score_shard(
     else:
         losses = score_examples(model, split.images, targets, batch_size, objectives.OBJECTIVES[objective].loss).numpy()
     if timings is not None:
-        timings.update(
-            decode_seconds=ahead.seconds, wait_seconds=decoded - started, forward_seconds=time.perf_counter() - decoded
-        )
+        forward = time.perf_counter() - decoded
+        timings.update(decode_seconds=decode_seconds, wait_seconds=decoded - started, forward_seconds=forward)
     columns["loss"] = pa.array(
         np.concatenate([losses, np.full(len(skipped), np.nan, np.float32)]),
         pa.float32(),
@@ -88,6 +90,11 @@ def decode(objective: str, model_name: str, shard: Path, size: int, num_classes:
     return objectives.decode_shard(objective, model_name, shard, size, num_classes, ("caption",))
 
 
+def reader(objective: str, model_name: str, size: int, num_classes: int) -> Callable[[Path], tuple]:
+    """decode(shard) for one scorer and pool."""
+    return functools.partial(decode, objective, model_name, size=size, num_classes=num_classes)
+
+
 def write_shard_scores(
     model: nn.Module,
     shard: Path,
@@ -98,6 +105,7 @@ def write_shard_scores(
     objective: str = "classification",
     model_name: str = "",
     ahead: Ahead | None = None,
+    then: Callable[[], None] | None = None,
 ) -> int:
     """Score one shard into out_dir/<shard name> (atomically), and what it took beside it (<shard name>.json: rows
     and seconds, so a run killed half-way still counts the shards it scored); 0 rows if it is already there."""
@@ -105,7 +113,7 @@ def write_shard_scores(
     if out.exists():
         return 0
     started, timings = time.perf_counter(), {}
-    table = score_shard(model, shard, size, num_classes, batch_size, objective, model_name, timings, ahead)
+    table = score_shard(model, shard, size, num_classes, batch_size, objective, model_name, timings, ahead, then)
     with atomic_path(out) as tmp:  # dictionary-encoding float losses and embeddings took 3x as long, for a larger file
         pq.write_table(table, tmp, use_dictionary=["status"])
     write_json({"rows": table.num_rows, "seconds": time.perf_counter() - started, **timings}, out.with_name(out.name + ".json"))
@@ -151,21 +159,25 @@ def score_shards(
     shard in a thread while this one is scored (None: where that pays, decode_ahead_pays). Returns counts."""
     shards = shard_files(pool_dir)
     todo = [s for s in shards if not (out_dir / s.name).exists()]
-    read = functools.partial(decode, objective, model_name, size=size, num_classes=num_classes)
+    read = reader(objective, model_name, size, num_classes)
     ahead = decode_ahead_pays(model) if ahead is None else ahead
-    started, rows = time.perf_counter(), 0
-    following = Ahead(0, read, todo[0]) if todo and ahead else None
-    for i, shard in enumerate(tqdm(todo, desc="score", unit="shard", leave=False, disable=None)):
-        current = following
-        following = Ahead(i + 1, read, todo[i + 1]) if ahead and i + 1 < len(todo) else None  # decodes meanwhile
-        try:
-            rows += write_shard_scores(model, shard, out_dir, size, num_classes, batch_size, objective, model_name, current)
-        except BaseException:
-            if following is not None:  # no thread outlives the stage
-                following.thread.join()
-            raise
-        if on_shard is not None:
-            on_shard(out_dir / shard.name)
+    started, rows, current, following = time.perf_counter(), 0, None, None
+
+    def start_next(i: int) -> None:  # once shard i is decoded: one shard decoding at a time
+        nonlocal following
+        following = Ahead(i + 1, read, todo[i + 1]) if i + 1 < len(todo) else None
+
+    try:
+        for i, shard in enumerate(tqdm(todo, desc="score", unit="shard", leave=False, disable=None)):
+            current, following = following if following is not None else Ahead(i, read, shard) if ahead else None, None
+            then = functools.partial(start_next, i) if ahead else None  # the next decodes during this one's forward
+            rows += write_shard_scores(model, shard, out_dir, size, num_classes, batch_size, objective, model_name, current, then)
+            if on_shard is not None:
+                on_shard(out_dir / shard.name)
+    finally:  # no decode thread outlives the stage, whatever stopped it
+        for pending in (current, following):
+            if pending is not None:
+                pending.thread.join()
     seconds = time.perf_counter() - started
     return {"shards": len(shards), "shards_scored": len(todo), "rows_scored": rows, "seconds": seconds, "decoded_ahead": ahead}
 
@@ -181,7 +193,7 @@ def bare_forward_rate(
 ) -> float:
     """Examples/s of the model's forward alone, on one shard already decoded and in memory:
     the ceiling that scoring (with decoding and writing) is measured against."""
-    split, targets = objectives.decode_shard(objective, model_name, shard, size, num_classes, ("caption",))
+    split, targets = decode(objective, model_name, shard, size, num_classes)
     loss = objectives.OBJECTIVES[objective].loss
     score_examples(model, split.images[:batch_size], targets[:batch_size], batch_size, loss)  # warm-up
     started = time.perf_counter()

@@ -244,9 +244,9 @@ def run_ledger(
             else None
         ),
         **(
-            {  # the share of scoring's seconds that the forward waited for decoding (all of decoding, before it overlapped)
+            {  # the share of scoring's seconds the forward waited for decoding (before decoding overlapped: all of it)
                 "scoring_bound": score.bound,
-                "scoring_decode_share": (score.wait_seconds if score.wait_seconds is not None else score.decode_seconds)
+                "scoring_wait_share": (score.wait_seconds if score.wait_seconds is not None else score.decode_seconds)
                 / score.seconds,
             }
             if score.bound and score.seconds
