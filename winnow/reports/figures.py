@@ -229,6 +229,7 @@ FIGURES: dict[str, Figure] = {
     "scoring-classification": Figure("metrics/synthetic/bench/scoring_classification.json", _scoring),
     "scoring-contrastive": Figure("metrics/synthetic/bench/scoring_contrastive.json", _scoring),
     "levers-mnist-2pct-cnn-tiny": Figure("metrics/mnist-2pct/bench/classification-levers-cnn-tiny-scorer.json", _levers),
+    "levers-mnist-2pct-tiny-reference": Figure("metrics/mnist-2pct/bench/classification-levers-cnn-tiny-reference.json", _levers),
     "levers-mnist-2pct-5-seeds": Figure("metrics/mnist-2pct/bench/classification-levers-anneal-floor-5-seeds.json", _levers),
 }
 
