@@ -21,7 +21,7 @@ def write_bench_report(result: dict, curves: dict[str, list[dict]], metric: str,
         f"uv run winnow bench --objective {objective}"
         + (f" --set data.root={result['data']}" if result.get("data") not in (None, "data/synthetic") else "")
         + f' --set bench.seeds={n} --set "bench.policies=[{",".join(p for p, _ in baseline_first(result["policies"]))}]"'
-        + (f" --set bench.label={paths.label}" if paths.label else "")
+        + label_words(paths)
     )
     systems = result["systems"]
     step_time = ", ".join(f"{p} {ratio(v)}" for p, v in baseline_first(systems["step_time_over_ledger"]))
@@ -84,6 +84,11 @@ All of it: `{command}`; the numbers are in `{paths.study_json("policies").as_pos
 """
     write_text(text, path)
     return path
+
+
+def label_words(paths) -> str:
+    """The `--set bench.label=...` that reruns a labelled study run (nothing for an unlabelled one)."""
+    return f" --set bench.label={paths.label}" if paths.label else ""
 
 
 def verdict(result: dict) -> str:

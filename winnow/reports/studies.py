@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from winnow.files import write_text
+from winnow.reports.bench import label_words
 from winnow.reports.plots import plot_jest, plot_regimes, plot_study
 from winnow.reports.run import trains_on_words
 from winnow.reports.tables import (
@@ -35,16 +36,12 @@ def write_study_report(result: dict, paths) -> Path:
 
 ![{alt}]({link})
 
-Regenerate: `uv run winnow bench --objective {objective} --study {study}{_label_words(paths)}`; the numbers, every run included,
+Regenerate: `uv run winnow bench --objective {objective} --study {study}{label_words(paths)}`; the numbers, every run included,
 are in `{paths.study_json(study).as_posix()}`.
 """,
         path,
     )
     return path
-
-
-def _label_words(paths) -> str:
-    return f" --set bench.label={paths.label}" if paths.label else ""
 
 
 def _size_page(result: dict, plot: Path) -> tuple[str, str, str]:
