@@ -35,3 +35,14 @@ def test_a_number_that_differs_from_its_file_is_found_and_rewritten(tmp_path):
 def test_an_unknown_figure_is_named():
     with pytest.raises(KeyError, match="no figure 'nope'"):
         figures.render("nope")
+
+
+def test_a_figure_quoted_twice_on_one_page_is_named(tmp_path):
+    repo = tmp_path / "repo"
+    for name in {f.source for f in figures.FIGURES.values()}:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(figures.REPO / name, repo / name)
+    (repo / "docs").mkdir()
+    block = f"<!-- figures: classification-verdict -->\n{figures.render('classification-verdict', repo)}<!-- /figures -->\n"
+    (repo / "README.md").write_text(f"# x\n{block}\n# y\n{block}")
+    assert figures.stale(repo) == ["README.md: classification-verdict (quoted twice)"]

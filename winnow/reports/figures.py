@@ -252,13 +252,17 @@ def rewrite(page: Path, repo: Path = REPO) -> str:
 
 
 def stale(repo: Path = REPO) -> list[str]:
-    """The blocks whose text differs from what their file says: 'page: name'."""
+    """The blocks whose text differs from what their file says ('page: name'), and any block a page quotes twice."""
     out = []
     for page in pages(repo):
-        text = page.read_text()
+        text, seen = page.read_text(), set()
         for m in BLOCK.finditer(text):
-            if m.group("body") != render(m.group("name"), repo):
-                out.append(f"{page.relative_to(repo)}: {m.group('name')}")
+            name = m.group("name")
+            if name in seen:  # a page pasted into itself quotes its figures twice
+                out.append(f"{page.relative_to(repo)}: {name} (quoted twice)")
+            seen.add(name)
+            if m.group("body") != render(name, repo):
+                out.append(f"{page.relative_to(repo)}: {name}")
     return out
 
 
