@@ -149,17 +149,24 @@ def test_the_levers_study_measures_each_lever_against_the_best_baseline_of_each_
     sets = [
         "bench.seeds=1",
         "bench.policies=[uniform,curated_only]",
-        "bench.levers={as-configured: {}, anneal: {anneal_last: 0.5}, weighted: {selection: weighted, temperature: 0.5}}",
+        "bench.levers={as-configured: {}, easy+anneal: {policies: [uniform, easy_reference], anneal_last: 0.5}, "
+        "weighted: {selection: weighted, temperature: 0.5}}",
     ]
     result = bench_flow(params_path=str(tiny), overrides=sets, study="levers")
-    assert [r["lever"] for r in result["rows"]] == ["as-configured", "anneal", "weighted"]
+    assert [r["lever"] for r in result["rows"]] == ["as-configured", "easy+anneal", "weighted"]
+    assert [r["policy"] for r in result["rows"]] == ["learnability", "easy_reference", "learnability"]
     assert result["best_baseline"][0] in ("uniform", "curated_only")
     runs = {r["lever"]: r for r in result["runs"]}
-    anneal = json.loads((Paths.of(load_params(tiny)).bench / "classification-levers.json").read_text())["runs"][1]
-    assert anneal["changes"] == {"anneal_last": 0.5} and runs["weighted"]["changes"]["selection"] == "weighted"
+    easy = json.loads((Paths.of(load_params(tiny)).bench / "classification-levers.json").read_text())["runs"][1]
+    assert easy["changes"] == {"policies": ["uniform", "easy_reference"], "anneal_last": 0.5}
+    assert easy["policy"] == "easy_reference"
+    assert runs["weighted"]["changes"]["selection"] == "weighted"
+    assert runs["easy+anneal"]["negative_learnability_last_tenth"] is None  # no actor: no learnability to alarm on
     paths = Paths.of(load_params(tiny))
     report = paths.study_report("levers").read_text()
-    assert "uv run winnow bench --objective classification --study levers" in report and "| anneal | anneal_last=0.5 |" in report
+    assert "uv run winnow bench --objective classification --study levers" in report
+    assert "| easy+anneal | policies=['uniform', 'easy_reference'], anneal_last=0.5 |" in report
+    assert "or the policy its row's policies name: easy_reference" in report
     with pytest.raises(ConfigError, match=r"bench.levers.bad: anneal is not a train.\* setting"):
         load_params(tiny, ["bench.levers={bad: {anneal: 0.5}}"])
 

@@ -151,6 +151,24 @@ def test_a_lever_that_does_not_fit_the_config_is_named_before_any_run(tiny):
         params.lever_train("clash")
 
 
+def test_a_lever_trains_learnability_unless_it_names_one_other_selecting_policy(tiny):
+    from winnow.config import load_params
+    from winnow.errors import ConfigError
+    from winnow.studies.levers import lever_params, lever_policy
+
+    levers = (
+        "bench.levers={plain: {floor: 0.2}, easy: {policies: [uniform, easy_reference], floor: 0.2}, "
+        "two: {policies: [uniform, easy_reference, learnability]}, none: {policies: [uniform]}}"
+    )
+    params = load_params(tiny, [levers])
+    assert lever_policy(params, "plain") == "learnability" and lever_policy(params, "easy") == "easy_reference"
+    run = lever_params(params, 0, "easy", ("uniform", "curated_only"))
+    assert run.train.policies == ("uniform", "curated_only", "easy_reference") and run.train.floor == 0.2
+    for bad in ("two", "none"):
+        with pytest.raises(ConfigError, match=rf"bench.levers.{bad}: policies must name one selecting policy"):
+            lever_policy(params, bad)
+
+
 def test_the_ledger_charges_a_refreshed_reference_every_step():
     costs = Costs(10.0, 5.0, 2.0, 1.0, 4.0, reference_refresh_per_step=3.0)
     assert costs.per_step == 10.0 and costs.at_step(10) == 15 + 100

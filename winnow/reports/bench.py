@@ -91,6 +91,12 @@ def label_words(paths) -> str:
     return f" --set bench.label={paths.label}" if paths.label else ""
 
 
+def lever_policies(result: dict) -> str:
+    """What the levers of a --study levers result train: learnability, and any other policy a lever names."""
+    others = sorted({r.get("policy", "learnability") for r in result["rows"]} - {"learnability"})
+    return "learnability" + (f" (or the policy its row's policies name: {', '.join(others)})" if others else "")
+
+
 def verdict(result: dict) -> str:
     """Learnability against the best baseline of each seed (the verdict), then against uniform alone."""
     learn = result["policies"].get("learnability", {})

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from winnow.files import write_text
 from winnow.method.policies import BASELINES
-from winnow.reports.bench import verdict
+from winnow.reports.bench import lever_policies, verdict
 from winnow.reports.tables import bench_markdown, interval, levers_table, regimes_table, table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,7 +114,7 @@ def _levers(result: dict) -> str:
     return (
         f"{len(seeds)} seeds ({', '.join(map(str, seeds))}) on `{result['data']}`; the best baseline (fewest FLOPs to the "
         f"target, per seed): {counts} of {len(seeds)}, its final test {result['metric'].replace('_', ' ')} "
-        f"{interval(result['best_final_metric'])}. Each lever is learnability ({result['learner']} learner, "
+        f"{interval(result['best_final_metric'])}. Each lever is {lever_policies(result)} ({result['learner']} learner, "
         f"{result['reference']} reference, {result['actor']} actor, {result['steps']} steps) with the train settings in "
         "its row, against the best baseline of its seed, the reference paid in full. Mean [95% interval] where every "
         "seed reached the target; each seed's value where some never did (k/n).\n\n"

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from winnow.files import write_text
-from winnow.reports.bench import label_words
+from winnow.reports.bench import label_words, lever_policies
 from winnow.reports.plots import plot_jest, plot_regimes, plot_study
 from winnow.reports.run import trains_on_words
 from winnow.reports.tables import (
@@ -75,12 +75,12 @@ seeds; a count in brackets when some seeds never reached the target.
 
 
 def _levers_page(result: dict, plot: Path) -> tuple[str, str, str]:
-    plot_jest(result, plot, "each lever's learnability against the baselines")
+    plot_jest(result, plot, "each lever against the baselines")
     best = result["best_baseline"]
     counts = ", ".join(f"{b} in {best.count(b)}" for b in sorted(set(best), key=best.index))
     text = f"""Which remedy for a weak reference pays, on `{result["data"]}`. Per seed ({", ".join(map(str, result["seeds"]))}) one
 {result["reference"]} reference and one run of each baseline ({", ".join(result["baselines"])}) are shared by every lever;
-each lever is learnability on a {result["learner"]} learner ({result["steps"]} steps, scored by a {result["actor"]} actor)
+each lever is {lever_policies(result)} on a {result["learner"]} learner ({result["steps"]} steps, scored by a {result["actor"]} actor)
 with the train settings in its row. Every arm is read with the one stopping rule on the validation split; the
 best baseline is the one with the fewest FLOPs to the target in each seed ({counts} of {len(best)} seeds; its final
 test {result["metric"].replace("_", " ")}: {interval(result["best_final_metric"])}). Ratios: mean [95% interval] over the seeds
