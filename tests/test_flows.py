@@ -166,7 +166,7 @@ def test_the_levers_study_measures_each_lever_against_the_best_baseline_of_each_
     report = paths.study_report("levers").read_text()
     assert "uv run winnow bench --objective classification --study levers" in report
     assert "| easy+anneal | policies=['uniform', 'easy_reference'], anneal_last=0.5 |" in report
-    assert "or the policy its row's policies name: easy_reference" in report
+    assert "with the train settings in its row (a row whose policies name easy_reference trains that instead)" in report
     with pytest.raises(ConfigError, match=r"bench.levers.bad: anneal is not a train.\* setting"):
         load_params(tiny, ["bench.levers={bad: {anneal: 0.5}}"])
 

@@ -92,9 +92,9 @@ def label_words(paths) -> str:
 
 
 def lever_policies(result: dict) -> str:
-    """What the levers of a --study levers result train: learnability, and any other policy a lever names."""
+    """The words for a --study levers result's levers that train another policy than learnability (or nothing)."""
     others = sorted({r.get("policy", "learnability") for r in result["rows"]} - {"learnability"})
-    return "learnability" + (f" (or the policy its row's policies name: {', '.join(others)})" if others else "")
+    return f" (a row whose policies name {' or '.join(others)} trains that instead)" if others else ""
 
 
 def verdict(result: dict) -> str:

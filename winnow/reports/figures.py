@@ -114,9 +114,9 @@ def _levers(result: dict) -> str:
     return (
         f"{len(seeds)} seeds ({', '.join(map(str, seeds))}) on `{result['data']}`; the best baseline (fewest FLOPs to the "
         f"target, per seed): {counts} of {len(seeds)}, its final test {result['metric'].replace('_', ' ')} "
-        f"{interval(result['best_final_metric'])}. Each lever is {lever_policies(result)} ({result['learner']} learner, "
+        f"{interval(result['best_final_metric'])}. Each lever is learnability ({result['learner']} learner, "
         f"{result['reference']} reference, {result['actor']} actor, {result['steps']} steps) with the train settings in "
-        "its row, against the best baseline of its seed, the reference paid in full. Mean [95% interval] where every "
+        f"its row{lever_policies(result)}, against the best baseline of its seed, the reference paid in full. Mean [95% interval] where every "
         "seed reached the target; each seed's value where some never did (k/n).\n\n"
         f"{levers_table(result)}\n"
     )

@@ -80,8 +80,8 @@ def _levers_page(result: dict, plot: Path) -> tuple[str, str, str]:
     counts = ", ".join(f"{b} in {best.count(b)}" for b in sorted(set(best), key=best.index))
     text = f"""Which remedy for a weak reference pays, on `{result["data"]}`. Per seed ({", ".join(map(str, result["seeds"]))}) one
 {result["reference"]} reference and one run of each baseline ({", ".join(result["baselines"])}) are shared by every lever;
-each lever is {lever_policies(result)} on a {result["learner"]} learner ({result["steps"]} steps, scored by a {result["actor"]} actor)
-with the train settings in its row. Every arm is read with the one stopping rule on the validation split; the
+each lever is learnability on a {result["learner"]} learner ({result["steps"]} steps, scored by a {result["actor"]} actor)
+with the train settings in its row{lever_policies(result)}. Every arm is read with the one stopping rule on the validation split; the
 best baseline is the one with the fewest FLOPs to the target in each seed ({counts} of {len(best)} seeds; its final
 test {result["metric"].replace("_", " ")}: {interval(result["best_final_metric"])}). Ratios: mean [95% interval] over the seeds
 that reached the target (k/n reached), the reference's training and the pool's scoring paid in full. The last
