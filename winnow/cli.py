@@ -13,7 +13,6 @@ import os
 import sys
 import time
 
-from winnow.config import OBJECTIVE_NAMES, POLICY_NAMES
 from winnow.errors import WinnowError
 
 
@@ -29,6 +28,30 @@ def _quiet_env() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
 
 
+# The commands that run a Prefect flow in this process (not serve: it needs a server of its own; not figures, import,
+# corrupt, mnist: no flow)
+FLOW_COMMANDS = ("data", "reference", "score", "train", "curate", "evaluate", "summary", "pipeline", "advise", "bench")
+
+
+def start_prefect_early(argv: list[str]):
+    """Prefect's temporary server, started before torch and the stage are imported (winnow/prefect_server.py), for
+    a command that runs a flow with no Prefect server set; None for any other, for --help, under torchrun (its
+    ranks run bare), and with WINNOW_PREFECT_EARLY=0."""
+    command = argv[0] if argv else None
+    if (
+        command not in FLOW_COMMANDS
+        or (command == "data" and argv[1:2] != ["synth"])
+        or {"-h", "--help"} & set(argv)
+        or os.environ.get("PREFECT_API_URL")
+        or int(os.environ.get("WORLD_SIZE", "1")) > 1
+        or os.environ.get("WINNOW_PREFECT_EARLY") == "0"  # Prefect starts it, when the flow asks (benchmarks/stage_startup.py)
+    ):
+        return None
+    from winnow import prefect_server
+
+    return prefect_server.TemporaryServer() if prefect_server.wanted() else None
+
+
 class _NoTracebackForUserErrors(logging.Filter):
     """Prefect logs a failed run with its traceback; for winnow's own errors (a wrong input, named in
     the message) the message is the whole story, so their traceback is dropped from the log line."""
@@ -42,6 +65,8 @@ class _NoTracebackForUserErrors(logging.Filter):
 
 def parser() -> argparse.ArgumentParser:
     """Every command and its options; choices and help come from the registries (POLICIES, READERS, RULES, STUDIES)."""
+    from winnow.config import OBJECTIVE_NAMES
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--params", default="params.yaml", help="the one configuration file (default: params.yaml)")
     common.add_argument(
@@ -203,6 +228,8 @@ def _corrupt_command(data) -> None:
 
 
 def _stage_commands(sub, common) -> None:
+    from winnow.config import POLICY_NAMES
+
     sub.add_parser("reference", parents=[common], help="train the reference model on the curated set")
     sub.add_parser("score", parents=[common], help="score the pool with the reference into artifacts/scores.duckdb")
     train = sub.add_parser("train", parents=[common], help="train the learner with one selection policy")
@@ -262,6 +289,9 @@ def _bench_command(sub, common) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _quiet_env()  # before the server starts: it reads the environment
+    server = start_prefect_early(argv)
     args = parser().parse_args(argv)
     if args.command == "figures":
         return _figures(args)
@@ -274,16 +304,24 @@ def main(argv: list[str] | None = None) -> int:
             "curate" if args.curate else "memory" if args.memory else "import_memory" if args.import_memory else args.study
         )
         args.overrides += [f"bench.memory_scale={args.scale}"] if args.scale is not None else []
-    _quiet_env()
     # Libraries (open_clip, httpx...) log chatter at INFO on the root logger; winnow's own lines stay.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("winnow").setLevel(logging.INFO)
     for name in ("prefect.flow_runs", "prefect.task_runs"):
         logging.getLogger(name).addFilter(_NoTracebackForUserErrors())
+    if server is not None:  # the temporary server serves no UI: no link to it
+        logging.getLogger("prefect.flow_runs").addFilter(lambda r: not r.getMessage().startswith("View at "))
     from winnow.config import load_params
 
     try:
         params = load_params(args.params, args.overrides)  # once, up front: a wrong param fails before any flow starts
+        if server is not None:
+            import flows.pipeline  # noqa: F401  what every flow command imports, while the server starts
+
+            server.ready(float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
+            logging.getLogger("winnow").info(
+                "Prefect: a temporary server at %s for this run (set PREFECT_API_URL to use your own)", server.api_url
+            )
         COMMANDS.get(args.command, _stage)(args, params)
     except WinnowError as e:  # a wrong input, named in the message; anything else is a bug and keeps its traceback
         print(f"winnow: error: {e}", file=sys.stderr)

@@ -213,6 +213,24 @@ def _scoring(result: dict) -> str:
     )
 
 
+def _stage_startup(result: dict) -> str:
+    """benchmarks/stage_startup.py: one stage from the shell, Prefect's temporary server started early or by Prefect."""
+    med = result["median_seconds"]
+    return (
+        f"`{result['command']}`, {result['repeats']} runs per arm in one shuffled order from one process, medians; "
+        f"{result['machine']}. Includes: {result['includes']}.\n\n"
+        "| the temporary server started | seconds, median | every run |\n|---|---|---|\n"
+        + "".join(
+            f"| {words} | {med[arm]:.1f} | {', '.join(f'{v:.1f}' for v in result['seconds'][arm])} |\n"
+            for words, arm in (
+                ("by winnow, as the CLI's first act", "early"),
+                ("by Prefect, when the flow asks (`WINNOW_PREFECT_EARLY=0`)", "prefect"),
+            )
+        )
+        + f"\n{result['saved_seconds_per_stage']:.1f} s saved per stage.\n"
+    )
+
+
 FIGURES: dict[str, Figure] = {
     "classification": Figure("metrics/synthetic/classification/summary.json", _headline),
     "classification-verdict": Figure("metrics/synthetic/classification/summary.json", _one_line),
@@ -230,6 +248,7 @@ FIGURES: dict[str, Figure] = {
     "scoring-contrastive": Figure("metrics/synthetic/bench/scoring_contrastive.json", _scoring),
     "levers-mnist-2pct-cnn-tiny": Figure("metrics/mnist-2pct/bench/classification-levers-cnn-tiny-scorer.json", _levers),
     "levers-mnist-2pct-tiny-reference": Figure("metrics/mnist-2pct/bench/classification-levers-cnn-tiny-reference.json", _levers),
+    "stage-startup": Figure("metrics/synthetic/bench/stage_startup.json", _stage_startup),
     "levers-mnist-2pct-5-seeds": Figure("metrics/mnist-2pct/bench/classification-levers-anneal-floor-5-seeds.json", _levers),
 }
 
