@@ -231,6 +231,22 @@ def _stage_startup(result: dict) -> str:
     )
 
 
+def _end_to_end(runs: list[dict], before: str = "b6a1254") -> str:
+    """benchmarks/end_to_end.sh: the default pipeline as dvc repro runs it, every stage rerun, at each commit, against
+    the run at `before` (the last commit before issue 25's changes)."""
+    base = next(r["seconds"] for r in runs if r["commit"].startswith(before))
+    lines = [
+        f"{runs[0]['machine']}; `{runs[0]['command']}`, timed from the first stage to the last, the environment's "
+        "set-up not included; the commits in a shuffled order, one run each.\n",
+        f"| commit | run at | end to end | x {before}'s |",
+        "|---|---|---|---|",
+    ]
+    for r in sorted(runs, key=lambda r: r["date"]):
+        m, sec = divmod(round(r["seconds"]), 60)
+        lines.append(f"| {r['commit'][:7]} ({r['rev']}) | {r['date']} | {m} min {sec:02d} s | {r['seconds'] / base:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 FIGURES: dict[str, Figure] = {
     "classification": Figure("metrics/synthetic/classification/summary.json", _headline),
     "classification-verdict": Figure("metrics/synthetic/classification/summary.json", _one_line),
@@ -248,6 +264,7 @@ FIGURES: dict[str, Figure] = {
     "scoring-contrastive": Figure("metrics/synthetic/bench/scoring_contrastive.json", _scoring),
     "levers-mnist-2pct-cnn-tiny": Figure("metrics/mnist-2pct/bench/classification-levers-cnn-tiny-scorer.json", _levers),
     "levers-mnist-2pct-tiny-reference": Figure("metrics/mnist-2pct/bench/classification-levers-cnn-tiny-reference.json", _levers),
+    "end-to-end": Figure("metrics/synthetic/bench/end_to_end.jsonl", _end_to_end),
     "stage-startup": Figure("metrics/synthetic/bench/stage_startup.json", _stage_startup),
     "levers-mnist-2pct-5-seeds": Figure("metrics/mnist-2pct/bench/classification-levers-anneal-floor-5-seeds.json", _levers),
 }
@@ -261,7 +278,10 @@ def render(name: str, repo: Path = REPO) -> str:
     if name not in FIGURES:
         raise KeyError(f"no figure {name!r}; the figures are {', '.join(FIGURES)} (winnow/reports/figures.py)")
     figure = FIGURES[name]
-    return figure.render(json.loads((repo / figure.source).read_text()))
+    text = (repo / figure.source).read_text()
+    return figure.render(
+        [json.loads(line) for line in text.splitlines()] if figure.source.endswith(".jsonl") else json.loads(text)
+    )
 
 
 def rewrite(page: Path, repo: Path = REPO) -> str:
