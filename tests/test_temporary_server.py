@@ -25,6 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
         (["train", "--policy", "uniform"], {"PREFECT_API_URL": "http://127.0.0.1:4200/api"}),  # the user's server
         (["train", "--policy", "uniform"], {"WORLD_SIZE": "2"}),  # a torchrun rank runs bare
         (["train", "--policy", "uniform"], {"WINNOW_PREFECT_EARLY": "0"}),  # Prefect starts it, when the flow asks
+        (["advise"], {}),  # trains, but runs no flow
+        (["bench", "--study", "levers", "--report-only"], {}),  # rewrites reports, runs no flow
         ([], {}),
     ],
 )
@@ -54,3 +56,38 @@ def test_a_stage_from_the_shell_starts_its_own_server_and_stops_it(tiny, tmp_pat
     assert "View at" not in log  # the temporary server serves no UI: no dead link
     with socket.socket() as s:  # stopped at exit: nothing listens there any more
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_main_called_from_python_leaves_prefect_as_it_finds_it(monkeypatch, capsys):
+    import winnow.cli
+
+    def never(argv):
+        raise AssertionError("main() called from Python started a server")
+
+    monkeypatch.setattr(winnow.cli, "start_prefect_early", never)
+    assert winnow.cli.main(["summary", "--set", "train.steps=-1"]) == 2  # a test, a notebook: no server of ours
+    assert "train.steps" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_a_withdrawn_server_is_stopped_and_prefect_left_as_it_was(monkeypatch):
+    """What a run whose Dask workers are on other machines does: they could not reach 127.0.0.1."""
+    import prefect.context
+
+    from winnow.prefect_server import TemporaryServer
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    saved = prefect.context.GLOBAL_SETTINGS_CONTEXT
+    try:
+        server = TemporaryServer()
+        assert os.environ["PREFECT_API_URL"] == server.api_url
+        assert prefect.context.GLOBAL_SETTINGS_CONTEXT.settings.api.url == server.api_url  # Prefect reread it
+        server.ready(120)
+        port = server.port
+        server.withdraw()
+        assert "PREFECT_API_URL" not in os.environ
+        assert prefect.context.GLOBAL_SETTINGS_CONTEXT.settings.api.url != server.api_url
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0
+    finally:
+        prefect.context.GLOBAL_SETTINGS_CONTEXT = saved

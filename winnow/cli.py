@@ -30,7 +30,7 @@ def _quiet_env() -> None:
 
 # The commands that run a Prefect flow in this process (not serve: it needs a server of its own; not figures, import,
 # corrupt, mnist: no flow)
-FLOW_COMMANDS = ("data", "reference", "score", "train", "curate", "evaluate", "summary", "pipeline", "advise", "bench")
+FLOW_COMMANDS = ("data", "reference", "score", "train", "curate", "evaluate", "summary", "pipeline", "bench")
 
 
 def start_prefect_early(argv: list[str]):
@@ -41,7 +41,7 @@ def start_prefect_early(argv: list[str]):
     if (
         command not in FLOW_COMMANDS
         or (command == "data" and argv[1:2] != ["synth"])
-        or {"-h", "--help"} & set(argv)
+        or {"-h", "--help", "--report-only"} & set(argv)
         or os.environ.get("PREFECT_API_URL")
         or int(os.environ.get("WORLD_SIZE", "1")) > 1
         or os.environ.get("WINNOW_PREFECT_EARLY") == "0"  # Prefect starts it, when the flow asks (benchmarks/stage_startup.py)
@@ -289,9 +289,10 @@ def _bench_command(sub, common) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    entry_point, argv = argv is None, sys.argv[1:] if argv is None else list(argv)
     _quiet_env()  # before the server starts: it reads the environment
-    server = start_prefect_early(argv)
+    # from the shell only: main() called in a Python process (a test, a notebook) leaves Prefect as it finds it
+    server = start_prefect_early(argv) if entry_point else None
     args = parser().parse_args(argv)
     if args.command == "figures":
         return _figures(args)
@@ -315,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         params = load_params(args.params, args.overrides)  # once, up front: a wrong param fails before any flow starts
+        if server is not None and params.score.dask_address:
+            server.withdraw()  # Dask workers on other machines could not reach it at 127.0.0.1
+            server = None
         if server is not None:
             import flows.pipeline  # noqa: F401  what every flow command imports, while the server starts
 

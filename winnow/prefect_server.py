@@ -18,8 +18,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
-PORT_IN_USE = 3  # uvicorn's exit code when its port was taken between choosing it and binding it
+STARTUP_FAILED = 3  # uvicorn's exit code when it could not start: its port taken since we chose it, or the app failed
+RELAUNCHES = 3  # on another port each time; then the failure is said
 
 
 def wanted() -> bool:
@@ -29,6 +31,22 @@ def wanted() -> bool:
 
     settings = get_current_settings()
     return not settings.api.url and settings.server.ephemeral.enabled
+
+
+def _point_prefect_at(api_url: str | None) -> None:
+    """Set (or unset) PREFECT_API_URL for this process and its children, and have Prefect reread its settings, which
+    it read when first imported."""
+    if api_url:
+        os.environ["PREFECT_API_URL"] = api_url
+    else:
+        os.environ.pop("PREFECT_API_URL", None)
+    import prefect.context
+
+    refresh = getattr(prefect.context, "refresh_global_settings_context", None)  # Prefect 3.6 and later
+    if refresh is not None:
+        refresh()
+    else:
+        prefect.context.GLOBAL_SETTINGS_CONTEXT = prefect.context.root_settings_context()
 
 
 def _free_port() -> int:
@@ -42,6 +60,7 @@ class TemporaryServer:
 
     def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
+        self.relaunches = 0
         self._launch()
         atexit.register(self.stop)
 
@@ -50,26 +69,32 @@ class TemporaryServer:
         return f"http://127.0.0.1:{self.port}/api"
 
     def _launch(self) -> None:
+        import prefect
+
         self.port = _free_port()
-        app = ("--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port))
+        app = ("--app-dir", str(Path(prefect.__file__).parent.parent), "--factory", "prefect.server.api.server:create_app")
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", *app, "--log-level", "error", "--lifespan", "on"], env=env
+            [sys.executable, "-m", "uvicorn", *app, "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error"]
+            + ["--lifespan", "on"],
+            env=env,
         )
-        os.environ["PREFECT_API_URL"] = self.api_url
-        from prefect.context import refresh_global_settings_context
-
-        refresh_global_settings_context()  # Prefect read its settings when imported; this is how it rereads them
+        _point_prefect_at(self.api_url)
 
     def ready(self, timeout: float) -> None:
-        """Wait until the server answers its health check; a taken port is retried on another."""
+        """Wait until the server answers its health check; a start that failed is retried on another port, a few
+        times."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             code = self.process.poll()
-            if code == PORT_IN_USE:
+            if code == STARTUP_FAILED and self.relaunches < RELAUNCHES:
+                self.relaunches += 1
                 self._launch()
             elif code is not None:
-                raise RuntimeError(f"Prefect's temporary server exited with code {code} before it answered")
+                raise RuntimeError(
+                    f"Prefect's temporary server exited with code {code} before it answered (3: it could not start; "
+                    "its own lines above say why); or run one with `prefect server start` and set PREFECT_API_URL"
+                )
             try:
                 with urllib.request.urlopen(f"{self.api_url}/health", timeout=1) as response:
                     if response.status == 200:
@@ -81,6 +106,12 @@ class TemporaryServer:
             f"Prefect's temporary server did not answer within {timeout:.0f} s "
             "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS); or run one with `prefect server start` and set PREFECT_API_URL"
         )
+
+    def withdraw(self) -> None:
+        """Stop the server and leave Prefect as it was, to start its own where a flow asks (a run whose Dask workers
+        on other machines could not reach this one at 127.0.0.1)."""
+        self.stop()
+        _point_prefect_at(None)
 
     def stop(self) -> None:
         if self.process is None:
