@@ -256,6 +256,7 @@ FIGURES: dict[str, Figure] = {
     "bench-contrastive": Figure("metrics/synthetic/bench/contrastive.json", _bench),
     "bench-mnist": Figure("metrics/mnist/bench/classification.json", _bench),
     "bench-mnist-pairs": Figure("metrics/mnist-pairs/bench/contrastive.json", _bench),
+    "levers-mnist-pairs-jest": Figure("metrics/mnist-pairs/bench/contrastive-levers-jest.json", _levers),
     "levers-mnist-2pct": Figure("metrics/mnist-2pct/bench/classification-levers.json", _levers),
     "levers-synthetic": Figure("metrics/synthetic/bench/classification-levers.json", _levers),
     "regimes-synthetic": Figure("metrics/synthetic/bench/classification-regimes.json", _regimes),
