@@ -267,6 +267,7 @@ FIGURES: dict[str, Figure] = {
     "levers-mnist-2pct-cnn-tiny": Figure("metrics/mnist-2pct/bench/classification-levers-cnn-tiny-scorer.json", _levers),
     "levers-mnist-2pct-tiny-reference": Figure("metrics/mnist-2pct/bench/classification-levers-cnn-tiny-reference.json", _levers),
     "end-to-end": Figure("metrics/synthetic/bench/end_to_end.jsonl", _end_to_end),
+    "end-to-end-contrastive": Figure("metrics/synthetic/bench/end_to_end_contrastive.jsonl", _end_to_end),
     "stage-startup": Figure("metrics/synthetic/bench/stage_startup.json", _stage_startup),
     "levers-mnist-2pct-5-seeds": Figure("metrics/mnist-2pct/bench/classification-levers-anneal-floor-5-seeds.json", _levers),
 }
