@@ -8,6 +8,16 @@ import pytest
 from winnow.reports import figures
 
 
+def _repo_with_sources(tmp_path):
+    """A repository holding every figure's committed source file and an empty docs/."""
+    repo = tmp_path / "repo"
+    for name in {f.source for f in figures.FIGURES.values()}:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(figures.REPO / name, repo / name)
+    (repo / "docs").mkdir()
+    return repo
+
+
 def test_every_quoted_figure_is_what_its_committed_file_says():
     assert figures.stale() == [], "run `winnow figures` after regenerating the metrics"
 
@@ -18,11 +28,7 @@ def test_the_readme_quotes_the_headline_from_its_file():
 
 
 def test_a_number_that_differs_from_its_file_is_found_and_rewritten(tmp_path):
-    repo = tmp_path / "repo"
-    for name in {f.source for f in figures.FIGURES.values()}:
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(figures.REPO / name, repo / name)
-    (repo / "docs").mkdir()
+    repo = _repo_with_sources(tmp_path)
     page = repo / "README.md"
     page.write_text("# x\n<!-- figures: classification-verdict -->\nlearnability reached it at 0.10x\n<!-- /figures -->\n")
     assert figures.stale(repo) == ["README.md: classification-verdict"]
@@ -38,11 +44,7 @@ def test_an_unknown_figure_is_named():
 
 
 def test_a_figure_quoted_twice_on_one_page_is_named(tmp_path):
-    repo = tmp_path / "repo"
-    for name in {f.source for f in figures.FIGURES.values()}:
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(figures.REPO / name, repo / name)
-    (repo / "docs").mkdir()
+    repo = _repo_with_sources(tmp_path)
     block = f"<!-- figures: classification-verdict -->\n{figures.render('classification-verdict', repo)}<!-- /figures -->\n"
     (repo / "README.md").write_text(f"# x\n{block}\n# y\n{block}")
     assert figures.stale(repo) == ["README.md: classification-verdict (quoted twice)"]
