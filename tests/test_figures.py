@@ -11,7 +11,7 @@ from winnow.reports import figures
 def _repo_with_sources(tmp_path):
     """A repository holding every figure's committed source file and an empty docs/."""
     repo = tmp_path / "repo"
-    for name in {f.source for f in figures.FIGURES.values()}:
+    for name in {path for f in figures.FIGURES.values() for path in f.files}:
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(figures.REPO / name, repo / name)
     (repo / "docs").mkdir()

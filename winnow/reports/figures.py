@@ -19,6 +19,7 @@ from pathlib import Path
 
 from winnow.files import write_text
 from winnow.method.policies import BASELINES
+from winnow.reports import claims
 from winnow.reports.bench import lever_policies, verdict
 from winnow.reports.tables import bench_markdown, interval, levers_table, regimes_table, table
 
@@ -29,8 +30,12 @@ BLOCK = re.compile(r"(<!-- figures: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /
 
 @dataclass(frozen=True)
 class Figure:
-    source: str  # the committed file it is written from, relative to the repository
-    render: Callable[[dict], str]
+    source: str | tuple[str, ...]  # the committed file it is written from, relative to the repository (or files)
+    render: Callable[[dict], str]  # of the file's JSON; of {file: its JSON} where a figure reads several
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return self.source if isinstance(self.source, tuple) else (self.source,)
 
 
 def _headline(summary: dict) -> str:
@@ -248,6 +253,7 @@ def _end_to_end(runs: list[dict], before: str = "b6a1254") -> str:
 
 
 FIGURES: dict[str, Figure] = {
+    "claims": Figure(tuple(dict.fromkeys(c.source for c in claims.CLAIMS)), claims.figure),
     "classification": Figure("metrics/synthetic/classification/summary.json", _headline),
     "classification-verdict": Figure("metrics/synthetic/classification/summary.json", _one_line),
     "contrastive": Figure("metrics/synthetic/contrastive/summary.json", _headline),
@@ -281,10 +287,13 @@ def render(name: str, repo: Path = REPO) -> str:
     if name not in FIGURES:
         raise KeyError(f"no figure {name!r}; the figures are {', '.join(FIGURES)} (winnow/reports/figures.py)")
     figure = FIGURES[name]
-    text = (repo / figure.source).read_text()
-    return figure.render(
-        [json.loads(line) for line in text.splitlines()] if figure.source.endswith(".jsonl") else json.loads(text)
-    )
+    read = {path: _load(repo / path) for path in figure.files}
+    return figure.render(read if isinstance(figure.source, tuple) else read[figure.source])
+
+
+def _load(path: Path):
+    text = path.read_text()
+    return [json.loads(line) for line in text.splitlines()] if path.suffix == ".jsonl" else json.loads(text)
 
 
 def rewrite(page: Path, repo: Path = REPO) -> str:

@@ -1,0 +1,62 @@
+"""The README's first table says, setting by setting, whether selection saves compute against the best baseline,
+read from the committed results by one rule (winnow/reports/claims.py)."""
+
+import copy
+import json
+import re
+
+from winnow.reports import claims, figures
+from winnow.studies.runs import spread
+
+
+def _results() -> dict:
+    return {c.source: json.loads((figures.REPO / c.source).read_text()) for c in claims.CLAIMS}
+
+
+def test_the_readme_opens_with_the_claims_table():
+    readme = (figures.REPO / "README.md").read_text()
+    first_table = readme.index("\n|")
+    block = readme.index("<!-- figures: claims -->")
+    assert block < first_table < readme.index("<!-- /figures -->", block)
+
+
+def test_every_claim_reads_an_arm_its_result_has_and_links_a_section_the_docs_have():
+    headings = re.findall(r"^#+ (.+)$", (figures.REPO / "docs" / "benchmarks.md").read_text(), re.M)
+    anchors = {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+    results = _results()
+    for claim in claims.CLAIMS:
+        assert claim.section in anchors, claim
+        if claim.arm:
+            got = claims.read(claim, results[claim.source])
+            assert got["flops"]["runs"] == got["seeds"] == len(got["best"])
+
+
+def test_selection_pays_only_where_every_seed_reached_in_fewer_flops_and_it_ends_level():
+    level = spread([0.001, 0.0, 0.002])
+    assert claims.pays(spread([0.7, 0.75, 0.72]), level)
+    assert not claims.pays(spread([0.7, 0.75, 1.2]), level), "an interval that reaches 1 is no saving"
+    assert not claims.pays(spread([0.7, None, 0.72]), level), "a seed that never reached the target"
+    assert not claims.pays(spread([0.7, 0.75, 0.72]), spread([-0.01, -0.02, 0.0])), "ends below the baseline"
+    assert not claims.pays(spread([0.7]), level), "one seed has no interval"
+
+
+def test_a_result_that_pays_turns_its_row_and_the_count():
+    results = _results()
+    before = claims.figure(results)
+    assert "in **0 of" in before and "**yes**" not in before
+    paying = copy.deepcopy(results)
+    against = paying["metrics/synthetic/bench/contrastive.json"]["verdict"]["against_best"]["learnability"]
+    against["flop_ratio"] = spread([0.6, 0.62, 0.65, 0.61, 0.63])
+    after = claims.figure(paying)
+    assert "in **1 of" in after
+    row = next(line for line in after.splitlines() if "built-in pool, CLIP" in line)
+    assert row.endswith("| **yes** |") and "0.62 [" in row
+
+
+def test_the_small_curated_claim_is_read_in_its_two_halves():
+    results = _results()
+    text = claims.small_curated(results)
+    halves = {c.selection: claims.read(c, results[c.source]) for c in claims.CLAIMS if claims.SMALL_CURATED in c.source}
+    for selection, got in halves.items():
+        never_below = all(v >= 0.0 for v in got["final"]["values"])
+        assert (f"{selection} ({got['seeds']} seeds)" in text.split("*Reaches")[0]) == never_below

@@ -1,0 +1,177 @@
+"""The README's first table: does selection save compute against the best baseline, setting by setting, from the
+committed results of the benches and studies (never from prose).
+
+Each CLAIM names one committed result and the selecting arm read from it: a bench's arm (`winnow bench`), a lever's
+row (`--study levers`), or the regime map (`--study regimes`). One rule decides every row, the regime map's own:
+selection pays where every seed reached the best baseline's target in fewer FLOPs (the 95% interval's upper end
+below 1, the reference paid in full) and its mean final metric is not below the baseline's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from winnow.reports.tables import ratio
+
+
+@dataclass(frozen=True)
+class Claim:
+    data: str  # the data, in words
+    selection: str  # the selecting arm and its settings, in words
+    source: str  # the committed result, relative to the repository
+    arm: str  # a bench arm or a lever's name; "" for the regime map
+    section: str  # where docs/benchmarks.md tells the whole of it (an anchor)
+
+
+BENCH, REAL, SMALL, PAIRS, MAP = (
+    "is-it-compute-positive-winnow-bench",
+    "on-real-images-mnist-with-noise-you-control",
+    "a-curated-set-too-small-to-train-on-alone-2-of-the-pool-and-the-levers",
+    "image-text-pairs-on-real-digits-activeclip-and-jest",
+    "where-selection-pays-the-regime-map-and-advice-checked-on-other-data",
+)
+CLAIMS: tuple[Claim, ...] = (
+    Claim("built-in pool, classifier", "learnability (ClassAct)", "metrics/synthetic/bench/classification.json",
+          "learnability", BENCH),
+    Claim("built-in pool, CLIP", "learnability (ActiveCLIP)", "metrics/synthetic/bench/contrastive.json",
+          "learnability", BENCH),
+    Claim("real digits, 30% label noise", "learnability", "metrics/mnist/bench/classification.json", "learnability",
+          REAL),
+    Claim("real digits, curated set 2% of the pool", "learnability",
+          "metrics/mnist-2pct/bench/classification-levers.json", "learnability", SMALL),
+    Claim("real digits, curated set 2% of the pool", "learnability, annealed to uniform, with a floor (the validation "
+          "split's pick)", "metrics/mnist-2pct/bench/classification-levers-anneal-floor-5-seeds.json", "anneal+floor",
+          SMALL),
+    Claim("real digits, curated set 2% of the pool", "annealed, with a floor, a cnn-tiny reference and actor",
+          "metrics/mnist-2pct/bench/classification-levers-cnn-tiny-scorer.json", "anneal+floor", SMALL),
+    Claim("real digits, curated set 2% of the pool", "annealed, with a floor, a cnn-tiny reference, the cnn-nano actor",
+          "metrics/mnist-2pct/bench/classification-levers-cnn-tiny-reference.json", "anneal+floor", SMALL),
+    Claim("real digits as image-text pairs, 30% mismatched captions", "learnability (ActiveCLIP)",
+          "metrics/mnist-pairs/bench/contrastive.json", "learnability", PAIRS),
+    Claim("real digits as image-text pairs, 30% mismatched captions", "JEST's joint batches",
+          "metrics/mnist-pairs/bench/contrastive-levers-jest.json", "jest", PAIRS),
+    Claim("built-in pool: the regime map (noise, curated share)", "learnability at each point",
+          "metrics/synthetic/bench/classification-regimes.json", "", MAP),
+)  # fmt: skip
+
+
+def read(claim: Claim, result: dict) -> dict:
+    """One claim's figures against each seed's best baseline: the arm's steps, FLOPs and final spreads, the seeds,
+    and which baseline was best (per seed)."""
+    if "verdict" in result:  # a bench
+        against = result["verdict"]["against_best"][claim.arm]
+        steps, flops, final = against["step_ratio"], against["flop_ratio"], against["final_over_best"]
+        best = result["verdict"]["best_baseline"]
+    else:  # a levers study
+        rows = {r["lever"]: r for r in result["rows"]}
+        if claim.arm not in rows:
+            raise KeyError(f"{claim.source} has no lever {claim.arm!r} (it has {', '.join(rows)})")
+        row = rows[claim.arm]
+        steps, flops, final = row["step_ratio_vs_best"], row["flop_ratio_vs_best"], row["final_over_best"]
+        best = result["best_baseline"]
+    return {"seeds": len(result["seeds"]), "best": best, "steps": steps, "flops": flops, "final": final}
+
+
+def pays(flops: dict, final: dict) -> bool:
+    """Every seed reached the target, in fewer FLOPs than the best baseline (the interval's upper end below 1), and
+    the mean final metric is not below the baseline's: the regime map's rule."""
+    return (
+        flops["reached"] == flops["runs"]
+        and flops.get("high") is not None
+        and flops["high"] < 1.0
+        and final["mean"] is not None
+        and final["mean"] >= 0.0
+    )
+
+
+def _why_not(flops: dict, final: dict) -> str:
+    if flops["reached"] == 0:
+        return "no: never reached the target"
+    if flops["reached"] < flops["runs"]:
+        return f"no: reached the target in {flops['reached']} of {flops['runs']} seeds"
+    if flops.get("high") is None or flops["high"] >= 1.0:
+        return "no: more FLOPs" if flops["mean"] >= 1.0 else "no: interval reaches 1"
+    return "no: ends below"
+
+
+def _final(stat: dict) -> str:
+    if stat["mean"] is None:
+        return "-"
+    if stat.get("low") is None:
+        return f"{stat['mean']:+.4f}" + (" (one seed)" if stat["runs"] == 1 else "")
+    return f"{stat['mean']:+.4f} [{stat['low']:+.4f}, {stat['high']:+.4f}]"
+
+
+def _best_words(best: list[str]) -> str:
+    return ", ".join(f"{b} {best.count(b)}" for b in sorted(set(best), key=best.index))
+
+
+def table(results: dict[str, dict]) -> str:
+    """The claims as a Markdown table, each row read from its committed result (`results`: source -> its JSON)."""
+    lines = [
+        "| data | selection | seeds | best baseline (seeds) | steps, x best baseline's | FLOPs, x best baseline's "
+        "| final, minus best baseline's | saves compute? |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for claim in CLAIMS:
+        result = results[claim.source]
+        link = f"[{claim.data}](docs/benchmarks.md#{claim.section})"
+        if claim.arm == "":  # the regime map: how many of its points pay
+            points = result["rows"]
+            paying = [r["point"] for r in points if r["pays"]]
+            lines.append(
+                f"| {link} | {claim.selection} | {len(result['seeds'])} per point | each point's | - | - | - | "
+                f"{'yes at ' + ', '.join(paying) if paying else 'no'}: {len(paying)} of {len(points)} points |"
+            )
+            continue
+        got = read(claim, result)
+        verdict = "**yes**" if pays(got["flops"], got["final"]) else _why_not(got["flops"], got["final"])
+        lines.append(
+            f"| {link} | {claim.selection} | {got['seeds']} | {_best_words(got['best'])} | {ratio(got['steps'])} | "
+            f"{ratio(got['flops'])} | {_final(got['final'])} | {verdict} |"
+        )
+    return "\n".join(lines)
+
+
+SMALL_CURATED = "mnist-2pct"  # the regime the method is for: too little clean data to train the learner alone
+
+
+def small_curated(results: dict[str, dict]) -> str:
+    """The claim for a curated set too small to train on alone, in its two halves: never ending below the best
+    baseline's final metric (in every seed), and fewer FLOPs to its target (the interval's upper end below 1)."""
+    rows = [(c, read(c, results[c.source])) for c in CLAIMS if SMALL_CURATED in c.source]
+    never_below = [c for c, got in rows if got["final"]["values"] and all(v >= 0.0 for v in got["final"]["values"])]
+    fewer = [c for c, got in rows if pays(got["flops"], got["final"])]
+
+    def named(found: list[Claim]) -> str:
+        return "; ".join(f"{c.selection} ({read(c, results[c.source])['seeds']} seeds)" for c in found)
+
+    return (
+        f"On real digits with the curated set at 2% of the pool, the regime the method is for, {len(rows)} settings "
+        f"measured. *Never ends below the best baseline's final metric, in any seed*: "
+        f"{'met by ' + named(never_below) if never_below else 'met by none'}. *Reaches the best baseline's target in fewer "
+        f"FLOPs, the reference paid in full*: {'met by ' + named(fewer) if fewer else '**met by none**'}."
+    )
+
+
+def count(results: dict[str, dict]) -> str:
+    """How many of the settings, and of the regime map's points, pay."""
+    paying, settings, points = 0, 0, 0
+    for claim in CLAIMS:
+        result = results[claim.source]
+        if claim.arm == "":
+            points += len(result["rows"])
+            paying += sum(bool(r["pays"]) for r in result["rows"])
+        else:
+            got = read(claim, result)
+            settings += 1
+            paying += pays(got["flops"], got["final"])
+    return (
+        f"Selection saves compute against the best baseline in **{paying} of the {settings} settings and {points} "
+        "regime-map points measured**."
+    )
+
+
+def figure(results: dict[str, dict]) -> str:
+    """The README's block: how many settings pay, the table, and the small-curated claim's two halves."""
+    return f"{count(results)}\n\n{table(results)}\n\n{small_curated(results)}\n"
