@@ -48,3 +48,19 @@ def test_a_figure_quoted_twice_on_one_page_is_named(tmp_path):
     block = f"<!-- figures: classification-verdict -->\n{figures.render('classification-verdict', repo)}<!-- /figures -->\n"
     (repo / "README.md").write_text(f"# x\n{block}\n# y\n{block}")
     assert figures.stale(repo) == ["README.md: classification-verdict (quoted twice)"]
+
+
+def test_the_ledger_lines_of_a_lever_add_up_to_its_flops_against_the_best_baseline():
+    """Where a lever's FLOPs go (each seed's ledger lines over the best baseline's FLOPs) sums to the ratio the levers
+    study reports for it, seed by seed, so the split explains the very figure the table quotes."""
+    figure = figures.FIGURES["flops-mnist-2pct-tiny-reference"]
+    result = json.loads((figures.REPO / figure.source).read_text())
+    text = figures.render("flops-mnist-2pct-tiny-reference")
+    for row in result["rows"]:
+        line = next(line for line in text.splitlines() if line.startswith(f"| {row['lever']} |"))
+        flops = row["flop_ratio_vs_best"]
+        if flops["reached"] == 0:
+            assert line.endswith("| - |")
+            continue
+        total = line.rstrip(" |").rsplit("| ", 1)[1]
+        assert total.startswith(f"{flops['mean']:.2f} ({min(v for v in flops['values'] if v is not None):.2f}-")

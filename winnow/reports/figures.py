@@ -11,6 +11,7 @@ Adding a figure is one entry in FIGURES and one marker in a page.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -120,11 +121,16 @@ def _levers(result: dict) -> str:
         f"{len(seeds)} seeds ({', '.join(map(str, seeds))}) on `{result['data']}`; the best baseline (fewest FLOPs to the "
         f"target, per seed): {counts} of {len(seeds)}, its final test {result['metric'].replace('_', ' ')} "
         f"{interval(result['best_final_metric'])}. Each lever is learnability ({result['learner']} learner, "
-        f"{result['reference']} reference, {result['actor']} actor, {result['steps']} steps) with the train settings in "
+        f"{result['reference']} reference, {result['actor']} actor, {result['steps']} steps{_unless_steps(result)}) with the "
+        "train settings in "
         f"its row{lever_policies(result)}, against the best baseline of its seed, the reference paid in full. Mean [95% interval] where every "
         "seed reached the target; each seed's value where some never did (k/n).\n\n"
         f"{levers_table(result)}\n"
     )
+
+
+def _unless_steps(result: dict) -> str:
+    return " unless its row sets steps" if any("steps" in r["changes"] for r in result["rows"]) else ""
 
 
 def _regimes(result: dict) -> str:
@@ -236,6 +242,53 @@ def _stage_startup(result: dict) -> str:
     )
 
 
+LINES = ("reference training", "pool scoring", "actor", "learner's steps")
+
+
+def _flop_lines(result: dict, label: str) -> str:
+    """--study levers: where each lever's FLOPs to the target go, line by line of the ledger, as shares of the best
+    baseline's FLOPs to the same target, read from each seed's committed summary (metrics/<name>/bench/<objective>/
+    <label>/levers/seed-N/<lever>/): what a cheaper reference or actor could save, and what it could not."""
+    name, objective = Path(result["data"]).name, result["objective"]
+    lines = [
+        "| lever | seeds reached | " + " | ".join(LINES) + " | total: FLOPs, x best baseline's |",
+        "|---|---|" + "---|" * (len(LINES) + 1),
+    ]
+    learner_alone = []
+    for row in result["rows"]:
+        lever, policy, shares = row["lever"], row.get("policy", "learnability"), []
+        for seed in result["seeds"]:
+            folder = REPO / "metrics" / name / "bench" / objective / label / "levers" / f"seed-{seed}" / lever
+            summary = json.loads((folder / name / objective / "summary.json").read_text())
+            steps = summary["policies"][policy]["steps_to_target"]
+            if steps is None:
+                continue
+            best = summary["policies"][summary["verdict"]["best_baseline"]]["flops_to_target"]
+            c = summary["ledger"]["policies"][policy]["costs"]
+            selecting = min(steps, c.get("selecting_steps") or steps)
+            per_step = c["per_step"] - c["learner_training_per_step"]  # what selection adds to each selecting step
+            split = (c["reference_training"], c["pool_scoring"], selecting * per_step, steps * c["learner_training_per_step"])
+            shares.append([v / best for v in split])
+        if not shares:
+            lines.append(f"| {lever} | 0/{len(result['seeds'])} | " + " | ".join("-" for _ in range(len(LINES) + 1)) + " |")
+            continue
+        cells = [_mean_range([s[i] for s in shares]) for i in range(len(LINES))] + [_mean_range([sum(s) for s in shares])]
+        lines.append(f"| {lever} | {len(shares)}/{len(result['seeds'])} | " + " | ".join(cells) + " |")
+        learner_alone.append((lever, [s[-1] for s in shares]))
+    alone = "; ".join(f"{lever} {sum(v) / len(v):.2f} ({min(v):.2f}-{max(v):.2f})" for lever, v in learner_alone)
+    return (
+        "Each line of the ledger to the target, as a share of the best baseline's FLOPs to it (mean over the seeds "
+        "that reached the target, their range in brackets; each seed's `summary.json`). *actor* is what selection "
+        "adds to each selecting step (the actor's scoring of the super-batch and its training step).\n\n"
+        + "\n".join(lines)
+        + f"\n\nThe learner's steps alone, were selection free: {alone} of the best baseline's FLOPs.\n"
+    )
+
+
+def _mean_range(values: list[float]) -> str:
+    return f"{sum(values) / len(values):.2f} ({min(values):.2f}-{max(values):.2f})" if len(values) > 1 else f"{values[0]:.2f}"
+
+
 def _end_to_end(runs: list[dict], before: str = "b6a1254") -> str:
     """benchmarks/end_to_end.sh: the default pipeline as dvc repro runs it, every stage rerun, at each commit, against
     the run at `before` (the last commit before issue 25's changes)."""
@@ -272,6 +325,15 @@ FIGURES: dict[str, Figure] = {
     "scoring-contrastive": Figure("metrics/synthetic/bench/scoring_contrastive.json", _scoring),
     "levers-mnist-2pct-cnn-tiny": Figure("metrics/mnist-2pct/bench/classification-levers-cnn-tiny-scorer.json", _levers),
     "levers-mnist-2pct-tiny-reference": Figure("metrics/mnist-2pct/bench/classification-levers-cnn-tiny-reference.json", _levers),
+    "levers-mnist-2pct-short-budgets": Figure("metrics/mnist-2pct/bench/classification-levers-short-budgets.json", _levers),
+    "flops-mnist-2pct-tiny-reference": Figure(
+        "metrics/mnist-2pct/bench/classification-levers-cnn-tiny-reference.json",
+        functools.partial(_flop_lines, label="cnn-tiny-reference"),
+    ),
+    "flops-mnist-2pct-cnn-tiny": Figure(
+        "metrics/mnist-2pct/bench/classification-levers-cnn-tiny-scorer.json",
+        functools.partial(_flop_lines, label="cnn-tiny-scorer"),
+    ),
     "end-to-end": Figure("metrics/synthetic/bench/end_to_end.jsonl", _end_to_end),
     "end-to-end-contrastive": Figure("metrics/synthetic/bench/end_to_end_contrastive.jsonl", _end_to_end),
     "stage-startup": Figure("metrics/synthetic/bench/stage_startup.json", _stage_startup),
