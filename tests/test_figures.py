@@ -64,3 +64,18 @@ def test_the_ledger_lines_of_a_lever_add_up_to_its_flops_against_the_best_baseli
             continue
         total = line.rstrip(" |").rsplit("| ", 1)[1]
         assert total.startswith(f"{flops['mean']:.2f} ({min(v for v in flops['values'] if v is not None):.2f}-")
+
+
+def test_a_figure_whose_file_is_missing_names_the_file(tmp_path, capsys, monkeypatch):
+    from winnow import cli
+
+    repo = _repo_with_sources(tmp_path)
+    (repo / "README.md").write_text("<!-- figures: claims -->\n<!-- /figures -->\n")
+    gone = figures.FIGURES["claims"].files[2]
+    (repo / gone).unlink()
+    with pytest.raises(figures.MissingInput, match=f"'claims' is written from {gone}, which is not there"):
+        figures.stale(repo)
+    stale = figures.stale
+    monkeypatch.setattr(figures, "stale", lambda: stale(repo))  # `winnow figures --check` on that repository
+    assert cli.main(["figures", "--check"]) == 2
+    assert f"winnow: error: figure 'claims' is written from {gone}" in capsys.readouterr().err

@@ -295,7 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     server = start_prefect_early(argv) if entry_point else None
     args = parser().parse_args(argv)
     if args.command == "figures":
-        return _figures(args)
+        try:
+            return _figures(args)
+        except WinnowError as e:  # a figure's committed file that is not there, named
+            print(f"winnow: error: {e}", file=sys.stderr)
+            return 2
     if args.command == "data" and args.data_command in ("import", "corrupt", "mnist"):
         return _data_files(args)
     if args.objective:

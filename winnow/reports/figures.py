@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from winnow.errors import MissingInput
 from winnow.files import write_text
 from winnow.method.policies import BASELINES
 from winnow.reports import claims
@@ -224,6 +225,27 @@ def _scoring(result: dict) -> str:
     )
 
 
+def _compile_step(result: dict) -> str:
+    """benchmarks/compile_step.py: a training step with the learner and the actor compiled (torch.compile) and eager."""
+    lines = [
+        f"{result['machine']}; {result['steps']} steps per run, the first {result['warmup']} not in the step time, "
+        f"{result['repeats']} runs per arm in one shuffled order in one process; medians. Includes: {result['includes']}.\n",
+        "| objective | policy | step, eager, ms | step, compiled, ms | compiled over eager | compiling, s (from nothing; "
+        "each run of the arm) | steps to pay it back | seconds saved over a "
+        f"{result['default_steps']}-step run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        back = f"{r['steps_to_pay_back_first']:,}" if r["steps_to_pay_back_first"] is not None else "never (slower)"
+        lines.append(
+            f"| {r['objective']} | {r['policy']} | {r['step_ms_eager']:.1f} | {r['step_ms_compiled']:.1f} | "
+            f"{r['compiled_over_eager']:.2f} | {r['compile_seconds_first']:.0f}; "
+            f"{', '.join(f'{v:.0f}' for v in r['compile_seconds_this_arm'])} | {back} | "
+            f"{r['saved_seconds_over_default_run']:+.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _stage_startup(result: dict) -> str:
     """benchmarks/stage_startup.py: one stage from the shell, Prefect's temporary server started early or by Prefect."""
     med = result["median_seconds"]
@@ -337,6 +359,7 @@ FIGURES: dict[str, Figure] = {
     "end-to-end": Figure("metrics/synthetic/bench/end_to_end.jsonl", _end_to_end),
     "end-to-end-contrastive": Figure("metrics/synthetic/bench/end_to_end_contrastive.jsonl", _end_to_end),
     "stage-startup": Figure("metrics/synthetic/bench/stage_startup.json", _stage_startup),
+    "compile-step": Figure("metrics/synthetic/bench/compile_step.json", _compile_step),
     "levers-mnist-2pct-5-seeds": Figure("metrics/mnist-2pct/bench/classification-levers-anneal-floor-5-seeds.json", _levers),
 }
 
@@ -349,6 +372,12 @@ def render(name: str, repo: Path = REPO) -> str:
     if name not in FIGURES:
         raise KeyError(f"no figure {name!r}; the figures are {', '.join(FIGURES)} (winnow/reports/figures.py)")
     figure = FIGURES[name]
+    missing = [path for path in figure.files if not (repo / path).is_file()]
+    if missing:
+        raise MissingInput(
+            f"figure {name!r} is written from {', '.join(missing)}, which is not there (the bench or benchmark that "
+            "writes it: docs/benchmarks.md; or restore it with git)"
+        )
     read = {path: _load(repo / path) for path in figure.files}
     return figure.render(read if isinstance(figure.source, tuple) else read[figure.source])
 
