@@ -38,6 +38,10 @@ def test_selection_pays_only_where_every_seed_reached_in_fewer_flops_and_it_ends
     assert not claims.pays(spread([0.7, None, 0.72]), level), "a seed that never reached the target"
     assert not claims.pays(spread([0.7, 0.75, 0.72]), spread([-0.01, -0.02, 0.0])), "ends below the baseline"
     assert not claims.pays(spread([0.7]), level), "one seed has no interval"
+    assert claims._why_not(spread([0.7]), level) == "no: one seed, no interval"
+    assert claims._why_not(spread([0.9, 1.2, 1.0]), level) == "no: not fewer FLOPs (the interval reaches 1)"
+    assert claims._why_not(spread([1.2, 1.25, 1.3]), level) == "no: more FLOPs"
+    assert claims.fewer_flops(spread([0.7, 0.75, 0.72])), "the FLOPs half alone, whatever the final metric"
 
 
 def test_a_result_that_pays_turns_its_row_and_the_count():
@@ -56,7 +60,9 @@ def test_a_result_that_pays_turns_its_row_and_the_count():
 def test_the_small_curated_claim_is_read_in_its_two_halves():
     results = _results()
     text = claims.small_curated(results)
+    never_below_half, fewer_half = text.split("*Reaches")
     halves = {c.selection: claims.read(c, results[c.source]) for c in claims.CLAIMS if claims.SMALL_CURATED in c.source}
     for selection, got in halves.items():
-        never_below = all(v >= 0.0 for v in got["final"]["values"])
-        assert (f"{selection} ({got['seeds']} seeds)" in text.split("*Reaches")[0]) == never_below
+        named = f"{selection} ({got['seeds']} seeds)"
+        assert (named in never_below_half) == all(v >= 0.0 for v in got["final"]["values"])
+        assert (named in fewer_half) == claims.fewer_flops(got["flops"])

@@ -230,18 +230,28 @@ def _compile_step(result: dict) -> str:
     lines = [
         f"{result['machine']}; {result['steps']} steps per run, the first {result['warmup']} not in the step time, "
         f"{result['repeats']} runs per arm in one shuffled order in one process; medians. Includes: {result['includes']}.\n",
-        "| objective | policy | step, eager, ms | step, compiled, ms | compiled over eager | compiling, s (from nothing; "
-        "each run of the arm) | steps to pay it back | seconds saved over a "
-        f"{result['default_steps']}-step run |",
-        "|---|---|---|---|---|---|---|---|",
+        "| objective | policy | step, eager, ms | step, compiled, ms | compiled over eager | graphs; graph breaks | "
+        "compiling, s (each run of the arm, in order) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
-        back = f"{r['steps_to_pay_back_first']:,}" if r["steps_to_pay_back_first"] is not None else "never (slower)"
+        first = " (the objective's first compiled run)" if r["compiled_first_in_process"] else ""
         lines.append(
             f"| {r['objective']} | {r['policy']} | {r['step_ms_eager']:.1f} | {r['step_ms_compiled']:.1f} | "
-            f"{r['compiled_over_eager']:.2f} | {r['compile_seconds_first']:.0f}; "
-            f"{', '.join(f'{v:.0f}' for v in r['compile_seconds_this_arm'])} | {back} | "
-            f"{r['saved_seconds_over_default_run']:+.0f} |"
+            f"{r['compiled_over_eager']:.2f} | {r['graphs']}; {r['graph_breaks']} | "
+            f"{', '.join(f'{v:.0f}' for v in r['compile_seconds'])}{first} |"
+        )
+    lines += [
+        "",
+        f"In one process that trains one {result['default_steps']}-step run of each arm above:",
+        "",
+        "| objective | compiling, s (each arm's first compiled run) | saved over one default run of each arm, s | net, s |",
+        "|---|---|---|---|",
+    ]
+    for objective, o in result["objectives"].items():
+        lines.append(
+            f"| {objective} | {o['compile_seconds_in_all']:.0f} | {o['saved_seconds_one_default_run_of_each_arm']:+.0f} | "
+            f"{o['net_seconds']:+.0f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -264,7 +274,7 @@ def _stage_startup(result: dict) -> str:
     )
 
 
-LINES = ("reference training", "pool scoring", "actor", "learner's steps")
+LINES = ("reference training", "pool scoring", "selection per step", "learner's steps")
 
 
 def _flop_lines(result: dict, label: str) -> str:
@@ -280,14 +290,16 @@ def _flop_lines(result: dict, label: str) -> str:
     for row in result["rows"]:
         lever, policy, shares = row["lever"], row.get("policy", "learnability"), []
         for seed in result["seeds"]:
-            folder = REPO / "metrics" / name / "bench" / objective / label / "levers" / f"seed-{seed}" / lever
-            summary = json.loads((folder / name / objective / "summary.json").read_text())
+            path = REPO / "metrics" / name / "bench" / objective / label / "levers" / f"seed-{seed}" / lever / name / objective
+            if not (path / "summary.json").is_file():
+                raise MissingInput(f"{path.relative_to(REPO) / 'summary.json'} is not there (a seed's run of the levers study)")
+            summary = json.loads((path / "summary.json").read_text())
             steps = summary["policies"][policy]["steps_to_target"]
             if steps is None:
                 continue
             best = summary["policies"][summary["verdict"]["best_baseline"]]["flops_to_target"]
             c = summary["ledger"]["policies"][policy]["costs"]
-            selecting = min(steps, c.get("selecting_steps") or steps)
+            selecting = steps if c.get("selecting_steps") is None else min(steps, c["selecting_steps"])
             per_step = c["per_step"] - c["learner_training_per_step"]  # what selection adds to each selecting step
             split = (c["reference_training"], c["pool_scoring"], selecting * per_step, steps * c["learner_training_per_step"])
             shares.append([v / best for v in split])
@@ -296,14 +308,19 @@ def _flop_lines(result: dict, label: str) -> str:
             continue
         cells = [_mean_range([s[i] for s in shares]) for i in range(len(LINES))] + [_mean_range([sum(s) for s in shares])]
         lines.append(f"| {lever} | {len(shares)}/{len(result['seeds'])} | " + " | ".join(cells) + " |")
-        learner_alone.append((lever, [s[-1] for s in shares]))
-    alone = "; ".join(f"{lever} {sum(v) / len(v):.2f} ({min(v):.2f}-{max(v):.2f})" for lever, v in learner_alone)
+        learner_alone.append((lever, [s[-1] for s in shares], [sum(s[:-1]) for s in shares]))
+    alone = "; ".join(
+        f"{lever} {sum(v) / len(v):.2f} ({min(v):.2f}-{max(v):.2f}), which leaves {1 - sum(v) / len(v):.2f} for the "
+        f"reference, the scoring and selection to end below 1.0 on average, against the {sum(o) / len(o):.2f} they spent"
+        for lever, v, o in learner_alone
+    )
     return (
         "Each line of the ledger to the target, as a share of the best baseline's FLOPs to it (mean over the seeds "
-        "that reached the target, their range in brackets; each seed's `summary.json`). *actor* is what selection "
-        "adds to each selecting step (the actor's scoring of the super-batch and its training step).\n\n"
+        "that reached the target, their range in brackets; each seed's `summary.json`). *selection per step* is what "
+        "selection adds to each selecting step: the actor's scoring of the super-batch and its training step (and "
+        "the reference's per-step cost where JEST or a refreshed reference has one).\n\n"
         + "\n".join(lines)
-        + f"\n\nThe learner's steps alone, were selection free: {alone} of the best baseline's FLOPs.\n"
+        + f"\n\nThe learner's steps alone, were selection free, as shares of the best baseline's FLOPs: {alone}.\n"
     )
 
 
