@@ -50,6 +50,8 @@ CLAIMS: tuple[Claim, ...] = (
           "metrics/mnist-2pct/bench/classification-levers-cnn-tiny-scorer.json", "anneal+floor", SMALL),
     Claim("real digits, curated set 2% of the pool", "annealed, with a floor, a cnn-tiny reference, the cnn-nano actor",
           "metrics/mnist-2pct/bench/classification-levers-cnn-tiny-reference.json", "anneal+floor", SMALL),
+    Claim("real digits, curated set 2% of the pool", "annealed, with a floor, a cnn-tiny reference, the cnn-nano actor, 3000 steps (twice the budget)",
+          "metrics/mnist-2pct/bench/classification-levers-long-budget.json", "anneal+floor", SMALL),
     Claim("real digits as image-text pairs, 30% mismatched captions", "learnability (ActiveCLIP)",
           "metrics/mnist-pairs/bench/contrastive.json", "learnability", PAIRS),
     Claim("real digits as image-text pairs, 30% mismatched captions", "JEST's joint batches",

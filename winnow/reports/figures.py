@@ -309,11 +309,17 @@ def _flop_lines(result: dict, label: str) -> str:
         cells = [_mean_range([s[i] for s in shares]) for i in range(len(LINES))] + [_mean_range([sum(s) for s in shares])]
         lines.append(f"| {lever} | {len(shares)}/{len(result['seeds'])} | " + " | ".join(cells) + " |")
         learner_alone.append((lever, [s[-1] for s in shares], [sum(s[:-1]) for s in shares]))
-    alone = "; ".join(
-        f"{lever} {sum(v) / len(v):.2f} ({min(v):.2f}-{max(v):.2f}), which leaves {1 - sum(v) / len(v):.2f} for the "
-        f"reference, the scoring and selection to end below 1.0 on average, against the {sum(o) / len(o):.2f} they spent"
-        for lever, v, o in learner_alone
-    )
+
+    def room(v: list[float], o: list[float]) -> str:
+        left = 1 - sum(v) / len(v)
+        if left <= 0:
+            return "so even free, the reference, the scoring and selection would not end below 1.0 on average"
+        return (
+            f"which leaves {left:.2f} for the reference, the scoring and selection to end below 1.0 on average, against "
+            f"the {sum(o) / len(o):.2f} they spent"
+        )
+
+    alone = "; ".join(f"{lever} {sum(v) / len(v):.2f} ({min(v):.2f}-{max(v):.2f}), {room(v, o)}" for lever, v, o in learner_alone)
     return (
         "Each line of the ledger to the target, as a share of the best baseline's FLOPs to it (mean over the seeds "
         "that reached the target, their range in brackets; each seed's `summary.json`). *selection per step* is what "
@@ -368,6 +374,11 @@ FIGURES: dict[str, Figure] = {
     "flops-mnist-2pct-tiny-reference": Figure(
         "metrics/mnist-2pct/bench/classification-levers-cnn-tiny-reference.json",
         functools.partial(_flop_lines, label="cnn-tiny-reference"),
+    ),
+    "levers-mnist-2pct-long-budget": Figure("metrics/mnist-2pct/bench/classification-levers-long-budget.json", _levers),
+    "flops-mnist-2pct-long-budget": Figure(
+        "metrics/mnist-2pct/bench/classification-levers-long-budget.json",
+        functools.partial(_flop_lines, label="long-budget"),
     ),
     "flops-mnist-2pct-cnn-tiny": Figure(
         "metrics/mnist-2pct/bench/classification-levers-cnn-tiny-scorer.json",
