@@ -326,7 +326,11 @@ def _flop_lines(result: dict, label: str) -> str:
         "selection adds to each selecting step: the actor's scoring of the super-batch and its training step (and "
         "the reference's per-step cost where JEST or a refreshed reference has one).\n\n"
         + "\n".join(lines)
-        + f"\n\nThe learner's steps alone, were selection free, as shares of the best baseline's FLOPs: {alone}.\n"
+        + (
+            f"\n\nThe learner's steps alone, were selection free, as shares of the best baseline's FLOPs: {alone}.\n"
+            if alone
+            else "\n"
+        )
     )
 
 
