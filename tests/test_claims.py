@@ -39,6 +39,9 @@ def test_selection_pays_only_where_every_seed_reached_in_fewer_flops_and_it_ends
     assert not claims.pays(spread([0.7, 0.75, 0.72]), spread([-0.01, -0.02, 0.0])), "ends below the baseline"
     assert not claims.pays(spread([0.7]), level), "one seed has no interval"
     assert claims._why_not(spread([0.7]), level) == "no: one seed, no interval"
+    assert claims._why_not(spread([0.7, 0.75, 0.72]), spread([-0.01, -0.02, 0.0])) == "no: ends below"
+    below = claims._why_not(spread([0.9, None, 0.8]), spread([-0.01, -0.02, 0.0]))
+    assert below == "no: reached the target in 2 of 3 seeds; ends below on average"
     assert claims._why_not(spread([0.9, 1.2, 1.0]), level) == "no: not fewer FLOPs (the interval reaches 1)"
     assert claims._why_not(spread([1.2, 1.25, 1.3]), level) == "no: more FLOPs"
     assert claims.fewer_flops(spread([0.7, 0.75, 0.72])), "the FLOPs half alone, whatever the final metric"

@@ -50,20 +50,32 @@ def test_a_figure_quoted_twice_on_one_page_is_named(tmp_path):
     assert figures.stale(repo) == ["README.md: classification-verdict (quoted twice)"]
 
 
-def test_the_ledger_lines_of_a_lever_add_up_to_its_flops_against_the_best_baseline():
+@pytest.mark.parametrize("name", [n for n in figures.FIGURES if n.startswith("flops-")])
+def test_the_ledger_lines_of_a_lever_add_up_to_its_flops_against_the_best_baseline(name):
     """Where a lever's FLOPs go (each seed's ledger lines over the best baseline's FLOPs) sums to the ratio the levers
-    study reports for it, seed by seed, so the split explains the very figure the table quotes."""
-    figure = figures.FIGURES["flops-mnist-2pct-tiny-reference"]
+    study reports for it, seed by seed, so the split explains the very figure the table quotes; and the closing
+    sentence says what room the learner's own steps leave."""
+    figure = figures.FIGURES[name]
     result = json.loads((figures.REPO / figure.source).read_text())
-    text = figures.render("flops-mnist-2pct-tiny-reference")
+    text = figures.render(name)
     for row in result["rows"]:
         line = next(line for line in text.splitlines() if line.startswith(f"| {row['lever']} |"))
         flops = row["flop_ratio_vs_best"]
         if flops["reached"] == 0:
             assert line.endswith("| - |")
             continue
-        total = line.rstrip(" |").rsplit("| ", 1)[1]
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        total, learner = cells[-1], float(cells[-2].split()[0])
         assert total.startswith(f"{flops['mean']:.2f} ({min(v for v in flops['values'] if v is not None):.2f}-")
+        room = "so even free" if learner >= 1.0 else f"which leaves {1 - learner:.2f} for the reference"
+        assert f"{row['lever']} {learner:.2f}" in text and room in text
+
+
+def test_a_split_where_no_lever_reached_the_target_says_no_more():
+    result = json.loads((figures.REPO / figures.FIGURES["flops-mnist-2pct-tiny-reference"].source).read_text())
+    never = {**result, "rows": [r for r in result["rows"] if r["flop_ratio_vs_best"]["reached"] == 0]}
+    text = figures._flop_lines(never, label="cnn-tiny-reference")
+    assert "| easy_reference | 0/5 |" in text and "The learner's steps alone" not in text
 
 
 def test_a_figure_whose_file_is_missing_names_the_file(tmp_path, capsys, monkeypatch):

@@ -91,6 +91,15 @@ def pays(flops: dict, final: dict) -> bool:
 
 
 def _why_not(flops: dict, final: dict) -> str:
+    """Why a row does not pay: what its FLOPs say, and that it ends below on average where it does."""
+    reason = _flops_reason(flops)
+    below = final["mean"] is not None and final["mean"] < 0.0
+    if reason is None:
+        return "no: ends below"
+    return f"{reason}; ends below on average" if below else reason
+
+
+def _flops_reason(flops: dict) -> str | None:
     if flops["reached"] == 0:
         return "no: never reached the target"
     if flops["reached"] < flops["runs"]:
@@ -99,7 +108,7 @@ def _why_not(flops: dict, final: dict) -> str:
         return "no: one seed, no interval"
     if flops["high"] >= 1.0:
         return "no: more FLOPs" if flops["low"] >= 1.0 else "no: not fewer FLOPs (the interval reaches 1)"
-    return "no: ends below"
+    return None
 
 
 def _final(stat: dict) -> str:

@@ -36,12 +36,55 @@ def write_study_report(result: dict, paths) -> Path:
 
 ![{alt}]({link})
 
-Regenerate: `uv run winnow bench --objective {objective} --study {study}{label_words(paths)}`; the numbers, every run included,
+Regenerate: `uv run winnow bench --objective {objective} --study {study}{settings_words(result)}{label_words(paths)}` (the
+settings the result records; any other `--set` it was run with is in docs/benchmarks.md); the numbers, every run included,
 are in `{paths.study_json(study).as_posix()}`.
 """,
         path,
     )
     return path
+
+
+DEFAULT_DATA, DEFAULT_SEEDS = "data/synthetic", 3  # params.yaml's data.root and bench.seeds
+
+
+def settings_words(result: dict) -> str:
+    """The `--set` options that rerun a study as its result records it: the data and seeds where not the defaults,
+    and for --study levers its baselines, scorers, steps and levers (each lever's train changes, as YAML flow)."""
+    words = []
+    if result.get("data") and result["data"] != DEFAULT_DATA:
+        words.append(f"--set data.root={result['data']}")
+    seeds = result["seeds"]
+    if seeds[0] != 0:
+        words.append(f"--set seed={seeds[0]}")
+    if len(seeds) != DEFAULT_SEEDS:
+        words.append(f"--set bench.seeds={len(seeds)}")
+    if result["study"] == "levers":
+        levers = ", ".join(f"{r['lever']}: {_flow(r['changes'])}" for r in result["rows"])
+        words += [
+            f'--set "bench.policies=[{",".join(result["baselines"])}]"',
+            f"--set reference.model={result['reference']}",
+            f"--set train.actor={result['actor']}",
+            f"--set train.steps={result['steps']}",
+            f'--set "bench.levers={{{levers}}}"',
+        ]
+    if result["study"] == "regimes":
+        points = ", ".join(f"{r['point']}: {_flow(r['changes'])}" for r in result["rows"])
+        words += [f'--set "bench.policies=[{",".join(result["baselines"])}]"', f'--set "bench.regimes={{{points}}}"']
+    return "".join(f" {w}" for w in words)
+
+
+def _flow(changes: dict) -> str:
+    """A lever's or point's changes as YAML flow, as a `--set` takes them."""
+
+    def value(v) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return str(v)
+
+    return "{" + ", ".join(f"{k}: {value(v)}" for k, v in changes.items()) + "}"
 
 
 def _size_page(result: dict, plot: Path) -> tuple[str, str, str]:
