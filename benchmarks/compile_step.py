@@ -20,7 +20,6 @@ Usage: uv run python benchmarks/compile_step.py [--objectives classification con
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -41,7 +40,7 @@ from torch._dynamo.utils import counters  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from step_time import MODELS, _cpu_model, data  # noqa: E402  (the same data, models and machine as benchmarks/step_time.py)
+from step_time import MODELS, _cpu_model, data, loop_arguments  # noqa: E402  (the same data, models and machine as benchmarks/step_time.py)
 
 
 def run_arm(objective: str, policy: str, compiled: bool, steps: int, warmup: int, prepared) -> dict:
@@ -83,15 +82,7 @@ def run_arm(objective: str, policy: str, compiled: bool, steps: int, warmup: int
 def main(argv: list[str] | None = None) -> dict:
     from winnow.config import TrainConfig
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--objectives", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--steps", type=int, default=80)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args(argv)
-    if args.steps <= args.warmup:
-        parser.error(f"--steps ({args.steps}) must be more than --warmup ({args.warmup}): the steps after it are timed")
+    args = loop_arguments(argv, __doc__.splitlines()[0], steps=80)
 
     prepared = {objective: data(objective, 4096) for objective in args.objectives}
     arms = [(o, p, c) for o in args.objectives for p in ("uniform", "learnability") for c in (False, True)]

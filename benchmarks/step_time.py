@@ -153,18 +153,25 @@ def tokenising(repeats: int) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict:
-    from winnow.config import OptimConfig
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def loop_arguments(argv: list[str] | None, description: str, steps: int) -> argparse.Namespace:
+    """The options of a benchmark that times winnow's training loop (this one, compile_step.py): the objectives, the
+    steps per run and the untimed warm-up among them, the repeats, and where the JSON goes."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--objectives", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.steps <= args.warmup:
         parser.error(f"--steps ({args.steps}) must be more than --warmup ({args.warmup}): the steps after it are timed")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from winnow.config import OptimConfig
+
+    args = loop_arguments(argv, __doc__.splitlines()[0], steps=60)
 
     prepared = {objective: data(objective, 4096) for objective in args.objectives}
     arms = [

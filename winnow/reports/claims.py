@@ -167,8 +167,10 @@ def small_curated(results: dict[str, dict]) -> str:
     never_below = [c for c, got in rows if got["final"]["values"] and all(v >= 0.0 for v in got["final"]["values"])]
     fewer = [c for c, got in rows if fewer_flops(got["flops"])]
 
+    seeds = {c: got["seeds"] for c, got in rows}
+
     def named(found: list[Claim]) -> str:
-        return "; ".join(f"{c.selection} ({read(c, results[c.source])['seeds']} seeds)" for c in found)
+        return "; ".join(f"{c.selection} ({seeds[c]} seeds)" for c in found)
 
     return (
         f"On real digits with the curated set at 2% of the pool, the regime the method is for, in the table's "
