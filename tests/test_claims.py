@@ -69,3 +69,19 @@ def test_the_small_curated_claim_is_read_in_its_two_halves():
         named = f"{selection} ({got['seeds']} seeds)"
         assert (named in never_below_half) == all(v >= 0.0 for v in got["final"]["values"])
         assert (named in fewer_half) == claims.fewer_flops(got["flops"])
+
+
+def test_a_map_point_that_pays_in_flops_is_counted_apart_and_its_seconds_are_shown_beside_it():
+    results = _results()
+    clip_map = results["metrics/synthetic/bench/contrastive-regimes.json"]
+    paying = [r for r in clip_map["rows"] if r["pays"]]
+    assert paying, "the CLIP map has a point where selection paid in FLOPs"
+    text = claims.figure(results)
+    assert "in **0 of the 10 settings** measured, and at **1 of the 5 regime-map points**" in text
+    row = next(line for line in text.splitlines() if "the CLIP regime map" in line)
+    assert f"{paying[0]['point']}: {claims.ratio(paying[0]['time_ratio_vs_best'])}" in row
+    assert "**0** of those saved seconds too" in text, "on 2 CPU cores it took longer than the best baseline"
+    faster = copy.deepcopy(results)
+    for r in faster["metrics/synthetic/bench/contrastive-regimes.json"]["rows"]:
+        r["time_ratio_vs_best"] = spread([0.8, 0.82, 0.85, 0.81, 0.8])
+    assert "**1** of those saved seconds too" in claims.figure(faster)

@@ -78,6 +78,13 @@ def test_a_split_where_no_lever_reached_the_target_says_no_more():
     assert "| easy_reference | 0/5 |" in text and "The learner's steps alone" not in text
 
 
+def test_a_figure_that_reads_each_seeds_run_reads_it_from_the_repository_it_is_given(tmp_path):
+    repo = _repo_with_sources(tmp_path)  # the figures' sources, without the seeds' runs they name
+    with pytest.raises(figures.MissingInput, match=r"metrics/mnist-2pct/bench/classification/cnn-tiny-reference/levers/seed-0/"):
+        figures.render("flops-mnist-2pct-tiny-reference", repo)
+    assert "| anneal+floor | 5/5 |" in figures.render("flops-mnist-2pct-tiny-reference")  # the real tree has them
+
+
 def test_a_figure_whose_file_is_missing_names_the_file(tmp_path, capsys, monkeypatch):
     from winnow import cli
 

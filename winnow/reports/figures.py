@@ -23,7 +23,7 @@ from winnow.files import write_text
 from winnow.method.policies import BASELINES
 from winnow.reports import claims
 from winnow.reports.bench import lever_policies, verdict
-from winnow.reports.tables import bench_markdown, interval, levers_table, regimes_table, table
+from winnow.reports.tables import bench_markdown, interval, levers_table, ratio, regimes_table, table
 
 REPO = Path(__file__).resolve().parents[2]
 PAGES = ("README.md", "docs")  # where blocks may live: README.md and every docs/*.md
@@ -33,7 +33,8 @@ BLOCK = re.compile(r"(<!-- figures: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /
 @dataclass(frozen=True)
 class Figure:
     source: str | tuple[str, ...]  # the committed file it is written from, relative to the repository (or files)
-    render: Callable[[dict], str]  # of the file's JSON; of {file: its JSON} where a figure reads several
+    render: Callable[..., str]  # of the file's JSON; of {file: its JSON} where a figure reads several
+    reads_tree: bool = False  # it also reads files its source names (each seed's run): render passes it `repo`
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -150,7 +151,16 @@ def _regimes(result: dict) -> str:
         f"{', '.join(result['baselines'])}, the reference paid in full; the pilot is {result['pilot_steps']} uniform "
         "steps. Selection pays at a point when every seed reached the target in fewer FLOPs (the interval's upper end "
         "below 1) and the mean final is not below the baseline's.\n\n"
-        f"{regimes_table(result)}\n\n{checked}\n"
+        f"{regimes_table(result)}\n\n{_regime_seconds(result)}\n\n{checked}\n"
+    )
+
+
+def _regime_seconds(result: dict) -> str:
+    """The map's seconds beside its FLOPs: a point can pay in FLOPs and still cost more on this machine's clock."""
+    each = "; ".join(f"{r['point']} {ratio(r['time_ratio_vs_best'])}" for r in result["rows"])
+    return (
+        "On the clock of the machine that ran it (seconds to the target: the median step's seconds times the steps, "
+        f"plus the reference's training and the pool's scoring), x the best baseline's: {each}."
     )
 
 
@@ -277,7 +287,7 @@ def _stage_startup(result: dict) -> str:
 LINES = ("reference training", "pool scoring", "selection per step", "learner's steps")
 
 
-def _flop_lines(result: dict, label: str) -> str:
+def _flop_lines(result: dict, label: str, repo: Path = REPO) -> str:
     """--study levers: where each lever's FLOPs to the target go, line by line of the ledger, as shares of the best
     baseline's FLOPs to the same target, read from each seed's committed summary (metrics/<name>/bench/<objective>/
     <label>/levers/seed-N/<lever>/): what a cheaper reference or actor could save, and what it could not."""
@@ -290,9 +300,9 @@ def _flop_lines(result: dict, label: str) -> str:
     for row in result["rows"]:
         lever, policy, shares = row["lever"], row.get("policy", "learnability"), []
         for seed in result["seeds"]:
-            path = REPO / "metrics" / name / "bench" / objective / label / "levers" / f"seed-{seed}" / lever / name / objective
+            path = repo / "metrics" / name / "bench" / objective / label / "levers" / f"seed-{seed}" / lever / name / objective
             if not (path / "summary.json").is_file():
-                raise MissingInput(f"{path.relative_to(REPO) / 'summary.json'} is not there (a seed's run of the levers study)")
+                raise MissingInput(f"{path.relative_to(repo) / 'summary.json'} is not there (a seed's run of the levers study)")
             summary = json.loads((path / "summary.json").read_text())
             steps = summary["policies"][policy]["steps_to_target"]
             if steps is None:
@@ -369,6 +379,8 @@ FIGURES: dict[str, Figure] = {
     "levers-synthetic": Figure("metrics/synthetic/bench/classification-levers.json", _levers),
     "regimes-synthetic": Figure("metrics/synthetic/bench/classification-regimes.json", _regimes),
     "advise-mnist-2pct": Figure("metrics/mnist-2pct/advise-classification.json", _advice),
+    "regimes-synthetic-contrastive": Figure("metrics/synthetic/bench/contrastive-regimes.json", _regimes),
+    "advise-mnist-pairs": Figure("metrics/mnist-pairs/advise-contrastive.json", _advice),
     "step-time": Figure("metrics/synthetic/bench/step_time.json", _step_time),
     "scoring-classification": Figure("metrics/synthetic/bench/scoring_classification.json", _scoring),
     "scoring-contrastive": Figure("metrics/synthetic/bench/scoring_contrastive.json", _scoring),
@@ -378,15 +390,18 @@ FIGURES: dict[str, Figure] = {
     "flops-mnist-2pct-tiny-reference": Figure(
         "metrics/mnist-2pct/bench/classification-levers-cnn-tiny-reference.json",
         functools.partial(_flop_lines, label="cnn-tiny-reference"),
+        reads_tree=True,
     ),
     "levers-mnist-2pct-long-budget": Figure("metrics/mnist-2pct/bench/classification-levers-long-budget.json", _levers),
     "flops-mnist-2pct-long-budget": Figure(
         "metrics/mnist-2pct/bench/classification-levers-long-budget.json",
         functools.partial(_flop_lines, label="long-budget"),
+        reads_tree=True,
     ),
     "flops-mnist-2pct-cnn-tiny": Figure(
         "metrics/mnist-2pct/bench/classification-levers-cnn-tiny-scorer.json",
         functools.partial(_flop_lines, label="cnn-tiny-scorer"),
+        reads_tree=True,
     ),
     "end-to-end": Figure("metrics/synthetic/bench/end_to_end.jsonl", _end_to_end),
     "end-to-end-contrastive": Figure("metrics/synthetic/bench/end_to_end_contrastive.jsonl", _end_to_end),
@@ -411,7 +426,8 @@ def render(name: str, repo: Path = REPO) -> str:
             "writes it: docs/benchmarks.md; or restore it with git)"
         )
     read = {path: _load(repo / path) for path in figure.files}
-    return figure.render(read if isinstance(figure.source, tuple) else read[figure.source])
+    data = read if isinstance(figure.source, tuple) else read[figure.source]
+    return figure.render(data, repo=repo) if figure.reads_tree else figure.render(data)
 
 
 def _load(path: Path):
