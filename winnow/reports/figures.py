@@ -149,8 +149,8 @@ def _regimes(result: dict) -> str:
         f"{len(result['seeds'])} seeds ({', '.join(map(str, result['seeds']))}) per point on `{result['data']}`, "
         f"{result['steps']} steps; learnability as configured against each seed's best baseline of "
         f"{', '.join(result['baselines'])}, the reference paid in full; the pilot is {result['pilot_steps']} uniform "
-        "steps. Selection pays at a point when every seed reached the target in fewer FLOPs (the interval's upper end "
-        "below 1) and the mean final is not below the baseline's.\n\n"
+        "steps. Selection pays at a point when every seed reached the target, the 95% interval of its FLOPs over the "
+        "best baseline's ends below 1, and the mean final is not below the baseline's.\n\n"
         f"{regimes_table(result)}\n\n{_regime_seconds(result)}\n\n{checked}\n"
     )
 
@@ -158,9 +158,15 @@ def _regimes(result: dict) -> str:
 def _regime_seconds(result: dict) -> str:
     """The map's seconds beside its FLOPs: a point can pay in FLOPs and still cost more on this machine's clock."""
     each = "; ".join(f"{r['point']} {ratio(r['time_ratio_vs_best'])}" for r in result["rows"])
+    below = "; ".join(
+        f"{r['point']} {sum(v is not None and v < 1 for v in r['flop_ratio_vs_best']['values'])} of "
+        f"{r['flop_ratio_vs_best']['runs']}"
+        for r in result["rows"]
+    )
     return (
-        "On the clock of the machine that ran it (seconds to the target: the median step's seconds times the steps, "
-        f"plus the reference's training and the pool's scoring), x the best baseline's: {each}."
+        f"Seeds that reached the target in fewer FLOPs than their best baseline: {below}. On the clock of the machine "
+        "that ran it (seconds to the target: the median step's seconds times the steps, plus the reference's training "
+        f"and the pool's scoring), x the best baseline's: {each}."
     )
 
 
@@ -175,11 +181,20 @@ def _advice(advice: dict) -> str:
         f"`{advice['data']}`: curated {f['curated_share']:.1%} of the pool, reference val {f['reference_val']:.3f}, "
         f"pilot val {f['pilot_val']:.3f}, scorer {f['scorer_over_learner']:.3f}x the learner's FLOPs. Nearest point: "
         f"{n['point']} of `{n['data']}` (distance {n['distance']:.2f}{', far: beyond 2' if advice['far'] else ''}), "
-        f"so the advice is that selection {'should pay' if advice['selection_should_pay'] else 'should not pay'}. "
+        f"so the advice is that selection {'should pay' if advice['selection_should_pay'] else 'should not pay'}"
+        f"{_paying_point(advice)}. "
         f"Measured on this data ({m['seeds']} seeds, `{m['file']}`): {reached}, final "
         f"{interval(m['final_over_best'], 4)} against it; selection {'paid' if m['pays'] else 'did not pay'}. "
         f"**The advice {'agrees' if m['agrees'] else 'was wrong'}.**\n"
     )
+
+
+def _paying_point(advice: dict) -> str:
+    """Where the nearest point did not pay: how far the nearest one that did is (a near tie decides the advice)."""
+    other = advice.get("scorer_point")
+    if advice["selection_should_pay"] or not other:
+        return ""
+    return f" (the nearest point where it paid, {other['point']}, is at distance {other['distance']:.2f})"
 
 
 def _step_time(result: dict) -> str:
