@@ -7,7 +7,8 @@ stricter for one seed: selection pays where every seed reached the best baseline
 interval's upper end below 1, the reference paid in full; one seed has no interval, so it never pays here, where
 the regime map reads the one value) and its mean final metric is not below the baseline's. The best baseline is
 the one with the fewest FLOPs to the target, seed by seed: its final metric is not always the highest of the
-baselines'.
+baselines'. A regime map's point that pays and was rerun on fresh seeds (the claim's `replication`) pays only if it
+pays there too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ class Claim:
     source: str  # the committed result, relative to the repository
     arm: str  # a bench arm or a lever's name; "" for the regime map
     section: str  # where docs/benchmarks.md tells the whole of it (an anchor)
+    replication: str = ""  # a regime map: the same points rerun on fresh seeds; a point pays only if it pays there too
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return (self.source, self.replication) if self.replication else (self.source,)
 
 
 BENCH, REAL, SMALL, PAIRS, MAP, MAP_CLIP = (
@@ -60,7 +66,8 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("built-in pool: the classifier's regime map (noise, curated share)", "learnability at each point",
           "metrics/synthetic/bench/classification-regimes.json", "", MAP),
     Claim("built-in pool: the CLIP regime map (mismatched captions)", "learnability (ActiveCLIP) at each point",
-          "metrics/synthetic/bench/contrastive-regimes.json", "", MAP_CLIP),
+          "metrics/synthetic/bench/contrastive-regimes.json", "", MAP_CLIP,
+          replication="metrics/synthetic/bench/contrastive-regimes-replication.json"),
 )  # fmt: skip
 
 
@@ -138,6 +145,45 @@ def _few_seeds(seeds: int) -> str:
     return f" ({seeds} seeds: an interval that wide all but rules a saving out)" if seeds <= 2 else ""
 
 
+def _map_row(claim: Claim, results: dict[str, dict], link: str) -> str:
+    """A regime map's row: its paying points' figures, and what their rerun on fresh seeds said."""
+    result = results[claim.source]
+    points, paying, failed = map_points(claim, results)
+    verdict = (
+        f"yes in FLOPs at {', '.join(r['point'] for r in paying)}: {len(paying)} of {len(points)} points"
+        if paying
+        else f"no: 0 of {len(points)} points"
+    )
+    notes = []
+    if claim.replication:
+        again = {r["point"]: r for r in results[claim.replication]["rows"]}
+        fresh = f"fresh seeds {', '.join(map(str, results[claim.replication]['seeds']))}"
+        for r in paying + failed:
+            if r["point"] in again:
+                said = f"{ratio(again[r['point']]['flop_ratio_vs_best'])}, final {_final(again[r['point']]['final_over_best'])}"
+                notes.append(f"{r['point']} {'replicated' if r in paying else 'paid, and did not replicate'} on {fresh}: {said}")
+    return (
+        f"| {link} | {claim.selection} | {len(result['seeds'])} per point | {', '.join(result['baselines'])} | "
+        f"each point's | {_at(paying, 'step_ratio_vs_best', ratio)} | {_at(paying, 'flop_ratio_vs_best', ratio)} | "
+        f"{_at(paying, 'time_ratio_vs_best', ratio)} | {_at(paying, 'final_over_best', _final)} | "
+        f"{verdict}{_brackets(notes)}{_few_seeds(len(result['seeds']))} |"
+    )
+
+
+def _brackets(notes: list[str]) -> str:
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
+def map_points(claim: Claim, results: dict[str, dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    """A regime map's points, those that pay, and those that paid but not when rerun on fresh seeds (a point pays
+    only where it pays in its replication too, when it has one)."""
+    points = results[claim.source]["rows"]
+    again = {r["point"]: r for r in results[claim.replication]["rows"]} if claim.replication else {}
+    failed = [r for r in points if r["pays"] and r["point"] in again and not again[r["point"]]["pays"]]
+    paying = [r for r in points if r["pays"] and r not in failed]
+    return points, paying, failed
+
+
 def _at(points: list[dict], key: str, show) -> str:
     """A regime map's cell: each paying point's figure, or '-' where none paid."""
     return "; ".join(f"{r['point']}: {show(r[key])}" for r in points) or "-"
@@ -159,20 +205,7 @@ def table(results: dict[str, dict]) -> str:
         result = results[claim.source]
         link = f"[{claim.data}](docs/benchmarks.md#{claim.section})"
         if claim.arm == "":  # a regime map: how many of its points pay, and the figures of those that do
-            points = result["rows"]
-            paying = [r for r in points if r["pays"]]
-
-            verdict = (
-                f"yes in FLOPs at {', '.join(r['point'] for r in paying)}: {len(paying)} of {len(points)} points"
-                if paying
-                else f"no: 0 of {len(points)} points"
-            )
-            lines.append(
-                f"| {link} | {claim.selection} | {len(result['seeds'])} per point | {', '.join(result['baselines'])} | "
-                f"each point's | {_at(paying, 'step_ratio_vs_best', ratio)} | {_at(paying, 'flop_ratio_vs_best', ratio)} | "
-                f"{_at(paying, 'time_ratio_vs_best', ratio)} | {_at(paying, 'final_over_best', _final)} | "
-                f"{verdict}{_few_seeds(len(result['seeds']))} |"
-            )
+            lines.append(_map_row(claim, results, link))
             continue
         got = read(claim, result)
         verdict = "**yes**" if pays(got["flops"], got["final"]) else _why_not(got["flops"], got["final"])
@@ -215,7 +248,7 @@ def count(results: dict[str, dict]) -> str:
     for claim in CLAIMS:
         result = results[claim.source]
         if claim.arm == "":
-            paying = [r for r in result["rows"] if r["pays"]]
+            _, paying, _ = map_points(claim, results)
             points += len(paying)
             clock += sum(fewer_flops(r["time_ratio_vs_best"]) for r in paying)
             maps.append(

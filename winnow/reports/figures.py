@@ -380,7 +380,7 @@ def _end_to_end(runs: list[dict], before: str = "b6a1254") -> str:
 
 
 FIGURES: dict[str, Figure] = {
-    "claims": Figure(tuple(dict.fromkeys(c.source for c in claims.CLAIMS)), claims.figure),
+    "claims": Figure(tuple(dict.fromkeys(f for c in claims.CLAIMS for f in c.files)), claims.figure),
     "classification": Figure("metrics/synthetic/classification/summary.json", _headline),
     "classification-verdict": Figure("metrics/synthetic/classification/summary.json", _one_line),
     "contrastive": Figure("metrics/synthetic/contrastive/summary.json", _headline),
@@ -395,6 +395,9 @@ FIGURES: dict[str, Figure] = {
     "regimes-synthetic": Figure("metrics/synthetic/bench/classification-regimes.json", _regimes),
     "advise-mnist-2pct": Figure("metrics/mnist-2pct/advise-classification.json", _advice),
     "regimes-synthetic-contrastive": Figure("metrics/synthetic/bench/contrastive-regimes.json", _regimes),
+    "regimes-synthetic-contrastive-replication": Figure(
+        "metrics/synthetic/bench/contrastive-regimes-replication.json", _regimes
+    ),
     "advise-mnist-pairs": Figure("metrics/mnist-pairs/advise-contrastive.json", _advice),
     "step-time": Figure("metrics/synthetic/bench/step_time.json", _step_time),
     "scoring-classification": Figure("metrics/synthetic/bench/scoring_classification.json", _scoring),
