@@ -79,7 +79,7 @@ def test_a_map_point_that_pays_in_flops_is_counted_apart_and_its_seconds_are_sho
     text = claims.figure(results)
     assert "in **0 of the 10 settings** measured, and at **1 of the regime maps' points**" in text
     n = len(clip_map["rows"])
-    assert f"the CLIP regime map (mismatched captions): 1 of {n}, 5 seeds each" in text
+    assert f"the CLIP regime map (mismatched captions, curated share): 1 of {n}, 5 seeds each" in text
     row = next(line for line in text.splitlines() if line.startswith("|") and "the CLIP regime map" in line)
     for key in ("flop_ratio_vs_best", "time_ratio_vs_best"):  # the figures that earned the yes, and the clock's
         assert f"{paying[0]['point']}: {claims.ratio(paying[0][key])}" in row
@@ -104,6 +104,13 @@ def test_the_docs_reading_of_the_clip_map_holds_in_the_committed_results():
     assert default["std"] > ten["std"]
     assert sum(v < 1 for v in forty["values"]) == len(forty["values"]) - 1
     assert rows["mismatched-0.1"]["final_over_best"]["mean"] > 0 > min(rows["mismatched-0.1"]["final_over_best"]["values"])
+    small = rows["curated-1pct"]  # a fifth of the curated set: a reference half as good, and no saving
+    assert small["reference_val"]["mean"] < 0.6 * rows["mismatched-0.1"]["reference_val"]["mean"]
+    reached = [v for v in small["flop_ratio_vs_best"]["values"] if v is not None]
+    assert 0 < len(reached) < small["flop_ratio_vs_best"]["runs"] and min(reached) > 1
+    assert small["final_over_best"]["mean"] < 0 and not small["pays"]
+    loo = results["metrics/synthetic/bench/contrastive-regimes.json"]["leave_one_out"]
+    assert loo["agreed"] == 0 and loo["per_point"]["curated-1pct"]["nearest"] == "mismatched-0.1"
 
 
 def test_a_map_point_pays_only_if_its_rerun_on_fresh_seeds_pays_too():

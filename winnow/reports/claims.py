@@ -65,7 +65,7 @@ CLAIMS: tuple[Claim, ...] = (
           "metrics/mnist-pairs/bench/contrastive-levers-jest.json", "jest", PAIRS),
     Claim("built-in pool: the classifier's regime map (noise, curated share)", "learnability at each point",
           "metrics/synthetic/bench/classification-regimes.json", "", MAP),
-    Claim("built-in pool: the CLIP regime map (mismatched captions)", "learnability (ActiveCLIP) at each point",
+    Claim("built-in pool: the CLIP regime map (mismatched captions, curated share)", "learnability (ActiveCLIP) at each point",
           "metrics/synthetic/bench/contrastive-regimes.json", "", MAP_CLIP,
           replication="metrics/synthetic/bench/contrastive-regimes-replication.json"),
 )  # fmt: skip
