@@ -2,10 +2,10 @@
 committed results of the benches and studies (never from prose).
 
 Each CLAIM names one committed result and the selecting arm read from it: a bench's arm (`winnow bench`), a lever's
-row (`--study levers`), or the regime map (`--study regimes`). One rule decides every row, the regime map's, made
-stricter for one seed: selection pays where every seed reached the best baseline's target in fewer FLOPs (the 95%
-interval's upper end below 1, the reference paid in full; one seed has no interval, so it never pays here, where
-the regime map reads the one value) and its mean final metric is not below the baseline's. The best baseline is
+row (`--study levers`), or a regime map (`--study regimes`). One rule decides every row, the regime map's, made
+stricter for one seed: selection pays where every seed reached the best baseline's target, the 95% interval of its
+FLOPs over the baseline's ends below 1 (the reference paid in full; one seed has no interval, so it never pays here,
+where the regime map reads the one value), and its mean final metric is not below the baseline's. The best baseline is
 the one with the fewest FLOPs to the target, seed by seed: its final metric is not always the highest of the
 baselines'. A regime map's point that pays and was rerun on fresh seeds (the claim's `replication`) pays only if it
 pays there too.
@@ -154,9 +154,8 @@ def _map_row(claim: Claim, results: dict[str, dict], link: str) -> str:
         if paying
         else f"no: 0 of {len(points)} points"
     )
-    notes = []
-    if claim.replication:
-        again = {r["point"]: r for r in results[claim.replication]["rows"]}
+    notes, again = [], _rerun(claim, results)
+    if again:
         fresh = f"fresh seeds {', '.join(map(str, results[claim.replication]['seeds']))}"
         for r in paying + failed:
             if r["point"] in again:
@@ -177,11 +176,15 @@ def _brackets(notes: list[str]) -> str:
 def map_points(claim: Claim, results: dict[str, dict]) -> tuple[list[dict], list[dict], list[dict]]:
     """A regime map's points, those that pay, and those that paid but not when rerun on fresh seeds (a point pays
     only where it pays in its replication too, when it has one)."""
-    points = results[claim.source]["rows"]
-    again = {r["point"]: r for r in results[claim.replication]["rows"]} if claim.replication else {}
+    points, again = results[claim.source]["rows"], _rerun(claim, results)
     failed = [r for r in points if r["pays"] and r["point"] in again and not again[r["point"]]["pays"]]
     paying = [r for r in points if r["pays"] and r not in failed]
     return points, paying, failed
+
+
+def _rerun(claim: Claim, results: dict[str, dict]) -> dict[str, dict]:
+    """A regime map's replication, point by point (empty when it has none)."""
+    return {r["point"]: r for r in results[claim.replication]["rows"]} if claim.replication else {}
 
 
 def _at(points: list[dict], key: str, show) -> str:

@@ -395,9 +395,7 @@ FIGURES: dict[str, Figure] = {
     "regimes-synthetic": Figure("metrics/synthetic/bench/classification-regimes.json", _regimes),
     "advise-mnist-2pct": Figure("metrics/mnist-2pct/advise-classification.json", _advice),
     "regimes-synthetic-contrastive": Figure("metrics/synthetic/bench/contrastive-regimes.json", _regimes),
-    "regimes-synthetic-contrastive-replication": Figure(
-        "metrics/synthetic/bench/contrastive-regimes-replication.json", _regimes
-    ),
+    "regimes-synthetic-contrastive-replication": Figure("metrics/synthetic/bench/contrastive-regimes-replication.json", _regimes),
     "advise-mnist-pairs": Figure("metrics/mnist-pairs/advise-contrastive.json", _advice),
     "step-time": Figure("metrics/synthetic/bench/step_time.json", _step_time),
     "scoring-classification": Figure("metrics/synthetic/bench/scoring_classification.json", _scoring),
