@@ -103,6 +103,7 @@ def test_the_docs_reading_of_the_clip_map_holds_in_the_committed_results():
     assert all(v < 1 for v in default["values"]) and default["high"] >= 1 and default["mean"] < ten["mean"]
     assert default["std"] > ten["std"]
     assert sum(v < 1 for v in forty["values"]) == len(forty["values"]) - 1
+    assert rows["mismatched-0.4"]["best_baseline"].count("curated_only") == 1, "the curated set alone, in one seed"
     assert rows["mismatched-0.1"]["final_over_best"]["mean"] > 0 > min(rows["mismatched-0.1"]["final_over_best"]["values"])
     small = rows["curated-1pct"]  # a fifth of the curated set: a reference half as good, and no saving
     assert small["reference_val"]["mean"] < 0.6 * rows["mismatched-0.1"]["reference_val"]["mean"]
