@@ -20,7 +20,6 @@ Usage: uv run python benchmarks/compile_step.py [--objectives classification con
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import random
@@ -40,34 +39,21 @@ from torch._dynamo.utils import counters  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from step_time import MODELS, _cpu_model, data, loop_arguments  # noqa: E402  (the same data, models and machine as benchmarks/step_time.py)
+from output import emit  # noqa: E402
+from step_time import MODELS, _cpu_model, data, loop_arguments, train_loop  # noqa: E402  (the same data, models and machine as benchmarks/step_time.py)
 
 
 def run_arm(objective: str, policy: str, compiled: bool, steps: int, warmup: int, prepared) -> dict:
-    from winnow.config import OptimConfig
-    from winnow.datasets.stream import InMemory
-    from winnow.method import training
     from winnow.method.objectives import OBJECTIVES
-    from winnow.method.selection import Selector
 
-    split, targets = prepared
     spec = OBJECTIVES[objective]
     torch.manual_seed(0)
     learner, actor = (spec.build_model(name, 20, 32) for name in MODELS[objective])
     if compiled:
         learner, actor = torch.compile(learner), torch.compile(actor)
-    selector = Selector(policy, 0.5 if policy != "uniform" else 1.0, reference_loss=torch.rand(len(split)))
     started = time.perf_counter()
-    out = training.train(
-        learner,
-        InMemory(split, targets, 0, None),
-        OptimConfig(steps=steps, warmup_steps=min(warmup, steps)),
-        seed=0,
-        selector=selector,
-        actor=training.Actor(actor),
-        loss_fn=spec.loss,
-        name=f"{objective} {policy} {'compiled' if compiled else 'eager'}",
-    )
+    name = f"{objective} {policy} {'compiled' if compiled else 'eager'}"
+    out = train_loop(objective, policy, learner, actor, steps, warmup, prepared, name)
     wall = time.perf_counter() - started
     seconds = [r["seconds"] for r in out["steps_log"]]
     steady = statistics.median(seconds[warmup:])
@@ -148,12 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": rows,
         "objectives": objectives,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    return result
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Usage: uv run python benchmarks/stage_startup.py [--repeats 5] [--out metrics/sy
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -24,6 +23,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from output import emit  # benchmarks/output.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 ARMS = {"early": {}, "prefect": {"WINNOW_PREFECT_EARLY": "0"}}
@@ -65,12 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
         "includes": "the whole child process, from its start to its exit: imports, the temporary server's start and "
         "stop, the flow (its work cached here), and interpreter exit",
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    return result
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

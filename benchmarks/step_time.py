@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import random
 import statistics
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from output import emit  # benchmarks/output.py, beside this script
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -68,7 +68,9 @@ def with_torch_pool(model: nn.Module) -> nn.Module:
     return model
 
 
-def run_arm(objective: str, policy: str, pool: str, adamw: str, steps: int, warmup: int, prepared) -> dict:
+def train_loop(objective: str, policy: str, learner, actor, steps: int, warmup: int, prepared, name: str) -> dict:
+    """winnow's own training loop over the prepared data, learnability (topk, rho 0.5) or uniform, the actor beside
+    the learner; what `training.train` returns (its step log)."""
     from winnow.config import OptimConfig
     from winnow.datasets.stream import InMemory
     from winnow.method import training
@@ -76,26 +78,32 @@ def run_arm(objective: str, policy: str, pool: str, adamw: str, steps: int, warm
     from winnow.method.selection import Selector
 
     split, targets = prepared
+    selector = Selector(policy, 0.5 if policy != "uniform" else 1.0, reference_loss=torch.rand(len(split)))
+    return training.train(
+        learner,
+        InMemory(split, targets, 0, None),
+        OptimConfig(steps=steps, warmup_steps=min(warmup, steps)),
+        seed=0,
+        selector=selector,
+        actor=training.Actor(actor),
+        loss_fn=OBJECTIVES[objective].loss,
+        name=name,
+    )
+
+
+def run_arm(objective: str, policy: str, pool: str, adamw: str, steps: int, warmup: int, prepared) -> dict:
+    from winnow.method.objectives import OBJECTIVES
+
     spec = OBJECTIVES[objective]
     torch.manual_seed(0)
     learner, actor = (spec.build_model(name, 20, 32) for name in MODELS[objective])
     if pool == "nchw":
         learner, actor = with_torch_pool(learner), with_torch_pool(actor)
-    selector = Selector(policy, 0.5 if policy != "uniform" else 1.0, reference_loss=torch.rand(len(split)))
     original = torch.optim.AdamW
     foreach = adamw == "foreach"
     torch.optim.AdamW = lambda *a, **k: original(*a, **{**k, "foreach": foreach})  # this arm's update (Trainee's)
     try:
-        out = training.train(
-            learner,
-            InMemory(split, targets, 0, None),
-            OptimConfig(steps=steps, warmup_steps=min(warmup, steps)),
-            seed=0,
-            selector=selector,
-            actor=training.Actor(actor),
-            loss_fn=spec.loss,
-            name=f"{objective} {policy} {pool} {adamw}",
-        )
+        out = train_loop(objective, policy, learner, actor, steps, warmup, prepared, f"{objective} {policy} {pool} {adamw}")
     finally:
         torch.optim.AdamW = original
     kept = out["steps_log"][warmup:]
@@ -227,11 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": rows,
         "tokenising": tokenising(args.repeats) if "contrastive" in args.objectives else None,
     }
-    print(json.dumps(result, indent=2))
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return emit(result, args.out)
 
 
 def _cpu_model() -> str:

@@ -1,0 +1,15 @@
+"""What every benchmark script does with its result: print it as JSON, and write the same text to --out when given."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def emit(result: dict, out: Path | None) -> dict:
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    return result
