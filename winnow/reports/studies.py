@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from winnow.config import params_from_dict
 from winnow.files import write_text
 from winnow.reports.bench import label_words, lever_policies
 from winnow.reports.plots import plot_jest, plot_regimes, plot_study
@@ -45,19 +46,17 @@ are in `{paths.study_json(study).as_posix()}`.
     return path
 
 
-DEFAULT_DATA, DEFAULT_SEEDS = "data/synthetic", 3  # params.yaml's data.root and bench.seeds
-
-
 def settings_words(result: dict) -> str:
     """The `--set` options that rerun a study as its result records it: the data and seeds where not the defaults,
     and for --study levers its baselines, scorers, steps and levers (each lever's train changes, as YAML flow)."""
+    defaults = params_from_dict({})  # params.yaml's (tests/test_config.py checks the two agree)
     words = []
-    if result.get("data") and result["data"] != DEFAULT_DATA:
+    if result.get("data") and result["data"] != defaults.data.root:
         words.append(f"--set data.root={result['data']}")
     seeds = result["seeds"]
-    if seeds[0] != 0:
+    if seeds[0] != defaults.seed:
         words.append(f"--set seed={seeds[0]}")
-    if len(seeds) != DEFAULT_SEEDS:
+    if len(seeds) != defaults.bench.seeds:
         words.append(f"--set bench.seeds={len(seeds)}")
     if result["study"] == "levers":
         levers = ", ".join(f"{r['lever']}: {_flow(r['changes'])}" for r in result["rows"])
