@@ -4,7 +4,9 @@ Runs winnow's own training loop (winnow.method.training.train) on generated in-m
 default models (classification: cnn-small learner, cnn-nano actor; contrastive: clip-tiny and clip-pico), uniform
 and learnability (topk, rho 0.5), under each variant:
   pool      torch's NCHW max pooling (what the CNNs ran before models.MaxPool) or winnow's channels-last one
-  adamw     AdamW's for-loop update (torch's CPU default) or its foreach one (the same numbers, tests/test_training.py)
+  adamw     AdamW's for-loop update (torch's CPU default), its foreach one (the same numbers, tests/test_training.py),
+            or foreach with the token table updated only on the rows looked up (method/optim.py: the same numbers,
+            tests/test_optim.py; a CNN has no table, so for the classifier that is foreach)
 and, apart, captions tokenised per second by open_clip's tokenizer and by winnow's (each distinct caption once).
 Every (objective, variant, policy) arm runs --steps steps, --repeats times, in one shuffled order, in this one
 process; a run's step time is the median of its steps after --warmup; an arm's is the median over its repeats.
@@ -36,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 MODELS = {"classification": ("cnn-small", "cnn-nano"), "contrastive": ("clip-tiny", "clip-pico")}
 VARIANTS = {
     "classification": [("nchw", "for-loop"), ("channels_last", "for-loop"), ("channels_last", "foreach")],
-    "contrastive": [("-", "for-loop"), ("-", "foreach")],
+    "contrastive": [("-", "for-loop"), ("-", "foreach"), ("-", "foreach, lazy rows")],
 }
 
 
@@ -99,13 +101,20 @@ def run_arm(objective: str, policy: str, pool: str, adamw: str, steps: int, warm
     learner, actor = (spec.build_model(name, 20, 32) for name in MODELS[objective])
     if pool == "nchw":
         learner, actor = with_torch_pool(learner), with_torch_pool(actor)
-    original = torch.optim.AdamW
-    foreach = adamw == "foreach"
-    torch.optim.AdamW = lambda *a, **k: original(*a, **{**k, "foreach": foreach})  # this arm's update (Trainee's)
+    from winnow.method import optim
+
+    loops_own = optim.adamw
+
+    def this_arms(model, lr, weight_decay, lazy_rows=True):  # the update Trainee builds, as this arm has it
+        if adamw == "for-loop":
+            return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, foreach=False)
+        return loops_own(model, lr, weight_decay, lazy_rows=adamw == "foreach, lazy rows")
+
+    optim.adamw = this_arms
     try:
         out = train_loop(objective, policy, learner, actor, steps, warmup, prepared, f"{objective} {policy} {pool} {adamw}")
     finally:
-        torch.optim.AdamW = original
+        optim.adamw = loops_own
     kept = out["steps_log"][warmup:]
     return {
         "step": statistics.median(r["seconds"] for r in kept),

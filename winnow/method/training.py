@@ -27,6 +27,7 @@ from winnow.config import ACTOR_DATA, OptimConfig
 from winnow.datasets.contract import Split
 from winnow.datasets.stream import Draw, InMemory, ShardStream
 from winnow.errors import DataError, TrainingDiverged
+from winnow.method import optim
 from winnow.method.checkpoints import (
     CheckpointPlan,
     TrainState,
@@ -55,7 +56,7 @@ class Trainee:
     """A model trained in the loop together with its own optimiser: the learner, or the actor beside it.
     Under torchrun its forward runs through DDP, so its gradients are averaged over ranks."""
 
-    def __init__(self, model: nn.Module, opt: OptimConfig, world: int):
+    def __init__(self, model: nn.Module, opt: OptimConfig, world: int, lazy_rows: bool = True):
         device = next(model.parameters()).device
         self.model = model
         self.net = (
@@ -63,10 +64,9 @@ class Trainee:
             if world > 1
             else model
         )
-        # foreach: one kernel per op over every tensor instead of a Python loop over them; the same numbers
-        # (tests/test_training.py), the same FLOPs, and on a CPU (where torch would not pick it) 0.6x the seconds
-        # of a CLIP step's update (its token embedding alone is 49,408 rows)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay, foreach=True)
+        # AdamW, foreach, its embedding tables' update kept to the rows that can move (method/optim.py): the dense
+        # update's numbers, bit for bit; lazy_rows=False is the dense update itself (what the ledger measures)
+        self.optimizer = optim.adamw(model, opt.lr, opt.weight_decay, lazy_rows=lazy_rows)
 
     def losses(self, batch: Draw, loss_fn: Callable, precision: str) -> torch.Tensor:
         """Per-example losses of a batch, no gradient (how the actor scores a super-batch)."""
