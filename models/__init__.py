@@ -152,12 +152,14 @@ def build_classifier(name: str, num_classes: int, image_size: int = 32) -> nn.Mo
 
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-# name -> open_clip config name, and whether the token embedding trains. On a CPU the dense
-# AdamW update of the 49408-row token embedding costs more than the rest of a tiny model's
-# step, so the nano and tiny configs keep their random token embedding fixed (the transformer
-# still learns). The pico scorer trains its narrow one (48 wide): measured on the default pool,
-# that lifted its zero-shot accuracy as a reference from 0.181 to 0.222 and learnability with it
-# from 0.47x to 0.27x uniform's steps, for 11 ms more per actor step on 2 CPU cores.
+# name -> open_clip config name, and whether the token embedding trains. When this was chosen,
+# AdamW updated all 49408 rows of a token embedding each step, which on a CPU cost more than the
+# rest of a tiny model's step, so the nano and tiny configs keep their random token embedding
+# fixed (the transformer still learns). The pico scorer trains its narrow one (48 wide): measured
+# on the default pool, that lifted its zero-shot accuracy as a reference from 0.181 to 0.222 and
+# learnability with it from 0.47x to 0.27x uniform's steps. winnow's AdamW now updates only the
+# rows a caption reached (winnow/method/optim.py), which makes a trained table cheap; the choice is
+# kept because changing it would change every committed CLIP figure.
 CLIPS: dict[str, tuple[str, bool]] = {
     "clip-pico": ("winnow-clip-pico", True),
     "clip-nano": ("winnow-clip-nano", False),
