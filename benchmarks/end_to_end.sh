@@ -6,6 +6,8 @@
 # (`dvc repro -f`, WINNOW_NO_CACHE=1 so no Prefect cache hit skips a stage's work). Timed from the first stage to the
 # last; the environment's set-up is not included. Appends one JSON line per run to OUT.
 #   OBJECTIVE=contrastive bash benchmarks/end_to_end.sh metrics/synthetic/bench/end_to_end_contrastive.jsonl b6a1254 HEAD
+# With KEEP=DIR, each run's metrics/synthetic/<objective> folder is kept as DIR/<commit> (to compare the curves of two
+# commits run on one machine: a CPU of another type rounds differently).
 # Usage: bash benchmarks/end_to_end.sh OUT REV [REV ...]
 #   e.g. bash benchmarks/end_to_end.sh metrics/synthetic/bench/end_to_end.jsonl b6a1254 HEAD   (about 30 min on 2 cores)
 set -euo pipefail
@@ -36,5 +38,6 @@ row = {"rev": rev, "commit": commit, "seconds": round(float(end) - float(start),
 open(out, "a").write(json.dumps(row) + "\n")
 print(json.dumps(row))
 EOF
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp -r "$WORK/repo/metrics/synthetic/$OBJECTIVE" "$KEEP/$COMMIT"; fi
   rm -rf "$WORK"
 done

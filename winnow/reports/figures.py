@@ -365,15 +365,23 @@ def _mean_range(values: list[float]) -> str:
 
 def _end_to_end(runs: list[dict], before: str = "b6a1254") -> str:
     """benchmarks/end_to_end.sh: the default pipeline as dvc repro runs it, every stage rerun, at each commit, against
-    the run at `before` (the last commit before issue 25's changes)."""
-    base = next(r["seconds"] for r in runs if r["commit"].startswith(before))
+    the run at `before` (the last commit before issue 25's changes) of the same pairing: the one nearest in time, as
+    each call of the script runs its commits one after the other on one machine's load."""
+    from datetime import datetime
+
+    def at(r: dict) -> float:
+        return datetime.fromisoformat(r["date"]).timestamp()
+
+    bases = [r for r in runs if r["commit"].startswith(before)]
     lines = [
         f"{runs[0]['machine']}; `{runs[0]['command']}`, timed from the first stage to the last, the environment's "
-        "set-up not included; the commits in a shuffled order, one run each.\n",
+        f"set-up not included; the commits in a shuffled order, one run each; each row against the {before} run "
+        "nearest to it in time (the same call of the script).\n",
         f"| commit | run at | end to end | x {before}'s |",
         "|---|---|---|---|",
     ]
     for r in sorted(runs, key=lambda r: r["date"]):
+        base = min(bases, key=lambda b: abs(at(b) - at(r)))["seconds"]
         m, sec = divmod(round(r["seconds"]), 60)
         lines.append(f"| {r['commit'][:7]} ({r['rev']}) | {r['date']} | {m} min {sec:02d} s | {r['seconds'] / base:.2f} |")
     return "\n".join(lines) + "\n"
