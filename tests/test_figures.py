@@ -102,17 +102,17 @@ def test_a_figure_whose_file_is_missing_names_the_file(tmp_path, capsys, monkeyp
 
 def test_each_end_to_end_run_is_read_against_the_baseline_run_of_its_own_pairing():
     """benchmarks/end_to_end.sh appends a pair of runs per call; a later pair is read against its own baseline run,
-    not the first one ever measured (a machine's load moves between calls)."""
+    on its own machine, not the first one ever measured (a machine's load moves between calls, and CPUs differ)."""
     from winnow.reports.figures import _end_to_end
 
-    def run(commit, date, seconds):
-        return {"rev": commit, "commit": commit + "0" * 33, "seconds": seconds, "date": date, "machine": "m", "command": "c"}
+    def run(commit, date, seconds, machine="m"):
+        return {"rev": commit, "commit": commit + "0" * 33, "seconds": seconds, "date": date, "machine": machine, "command": "c"}
 
     runs = [
         run("aaaaaaa", "2026-11-30T22:49:51+00:00", 500.0),
         run("b6a1254", "2026-11-30T22:59:47+00:00", 600.0),
-        run("b6a1254", "2026-12-01T05:00:00+00:00", 400.0),
-        run("ccccccc", "2026-12-01T05:10:00+00:00", 300.0),
+        run("b6a1254", "2026-12-01T05:00:00+00:00", 400.0, machine="other"),
+        run("ccccccc", "2026-12-01T05:10:00+00:00", 300.0, machine="other"),
     ]
     rows = [line for line in _end_to_end(runs).splitlines() if line.startswith("| ") and "min" in line]
     ratios = [row.rsplit("|", 2)[1].strip() for row in rows]

@@ -118,6 +118,82 @@ def test_a_table_used_outside_its_forward_is_updated_from_its_gradients_rows():
         assert torch.equal(a, b)
 
 
+class _Both(nn.Module):
+    """A table looked up through its forward and read again outside it (a tied head, or F.embedding on its weight)."""
+
+    def __init__(self, tied: bool):
+        super().__init__()
+        self.tied = tied
+        self.table = nn.Embedding(1000, 8)
+        self.head = nn.Linear(8, 1000, bias=False)
+        if tied:
+            self.head.weight = self.table.weight
+
+    def forward(self, ids):
+        out = self.table(ids).sum()
+        if self.tied:
+            return out + self.head(torch.ones(1, 8)).logsumexp(1).sum()
+        return out + F.embedding(ids + 500, self.table.weight).sum()
+
+
+def _lazy_and_dense(model: nn.Module, steps: int, ids_at) -> tuple[nn.Module, nn.Module]:
+    lazy, dense = copy.deepcopy(model), copy.deepcopy(model)
+    optimisers = [optim.adamw(lazy, 1e-2, 0.05), optim.adamw(dense, 1e-2, 0.05, lazy_rows=False)]
+    for step in range(steps):
+        for net, opt in zip((lazy, dense), optimisers):
+            opt.zero_grad(set_to_none=True)
+            net(ids_at(step)).backward()
+            opt.step()
+    return lazy, dense
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["a tied head", "read outside its forward"])
+def test_a_weight_also_used_outside_its_lookups_still_gets_every_rows_update(tied):
+    """A tied head's weight is found when the optimiser is built, a weight read outside its module's forward at its
+    first step (its gradient holds rows no lookup recorded): both are then updated from their gradient's rows."""
+    torch.manual_seed(0)
+    lazy, dense = _lazy_and_dense(_Both(tied), 8, lambda step: torch.arange(step, step + 5))
+    for a, b in zip(lazy.state_dict().values(), dense.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_more_rows_than_one_threads_share_still_match_the_dense_update():
+    """An odd number of rows (a CPU kernel's scalar tail) and more than one thread's share of elements (torch splits
+    an element-wise op over threads from 32,768 elements): still the dense update's numbers, on this machine."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(49408, 48), nn.Flatten(0), nn.Linear(48 * 701, 1))
+    ids = torch.randperm(49408, generator=torch.Generator().manual_seed(1))
+    lazy, dense = _lazy_and_dense(model, 6, lambda step: ids[step * 701 : (step + 1) * 701])
+    for a, b in zip(lazy.state_dict().values(), dense.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_under_ddp_the_rows_come_from_the_gradient_which_holds_every_ranks(monkeypatch):
+    """DDP's all-reduce brings into this rank's gradient the rows other ranks looked up; with the process group up,
+    the update reads its rows from the gradient, so each rank updates what the dense update would."""
+    torch.manual_seed(0)
+    lazy_table, dense_table = nn.Embedding(1000, 8), nn.Embedding(1000, 8)
+    dense_table.load_state_dict(lazy_table.state_dict())
+    lazy, dense = optim.adamw(lazy_table, 1e-2, 0.05), optim.adamw(dense_table, 1e-2, 0.05, lazy_rows=False)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    for step in range(10):
+        mine, theirs = torch.arange(step, step + 5), torch.arange(500 + step, 505 + step)  # theirs: another rank's
+        for table, opt in ((lazy_table, lazy), (dense_table, dense)):
+            opt.zero_grad(set_to_none=True)
+            table(mine).sum().backward()
+            table.weight.grad[theirs] += 1.0  # what the all-reduce adds
+            opt.step()
+    assert torch.equal(lazy_table.weight, dense_table.weight)
+
+
+def test_forwards_no_step_follows_keep_a_bounded_list_of_rows():
+    table = nn.Embedding(100, 4)
+    optim.lazy_tables(table)
+    for i in range(500):
+        table(torch.tensor([i % 100]))
+    assert len(getattr(table, optim.ROWS)) <= 65
+
+
 def test_a_frozen_table_is_left_to_torch_and_a_classifier_has_none():
     """clip-tiny keeps its token table fixed (models/__init__.py): nothing to update lazily; a CNN has no table."""
     from models import build_classifier
