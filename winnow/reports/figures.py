@@ -224,10 +224,13 @@ def _step_time(result: dict) -> str:
     same = [r for r in result["rows"] if r["objective"] == "contrastive" and r["adamw"] in ("foreach", "foreach, lazy rows")]
     if len(same) == 2:  # a CLIP uniform step runs the same code in both arms (clip-tiny's table is fixed; no actor)
         a, b = (r["uniform_step_ms"] for r in same)
+        lazy = same[1]
+        pooled = lazy["learnability_step_ms"] / ((a + b) / 2) / lazy["ledger_ratio"]
         lines[-1] += (
             f" How far apart two runs of the same code fall: CLIP's uniform step, the same in its foreach and lazy-rows "
-            f"arms, measured {a:.1f} and {b:.1f} ms ({abs(a - b) / min(a, b):.0%} apart), so a clock ratio here is good "
-            "to a few hundredths at best."
+            f"arms, measured {a:.1f} and {b:.1f} ms ({abs(a - b) / min(a, b):.0%} apart), so a clock ratio here is "
+            f"uncertain by about as much; against their mean, the lazy-rows arm's learnability step is {pooled:.2f}x "
+            "its ledger."
         )
     t = result.get("tokenising") or {}
     if "templated_winnow_captions_per_s" in t:
