@@ -91,6 +91,17 @@ def test_a_resumed_optimiser_continues_bit_for_bit():
         assert torch.equal(a, b)
 
 
+def _lazy_and_dense(model: nn.Module, steps: int, ids_at) -> tuple[nn.Module, nn.Module]:
+    lazy, dense = copy.deepcopy(model), copy.deepcopy(model)
+    optimisers = [optim.adamw(lazy, 1e-2, 0.05), optim.adamw(dense, 1e-2, 0.05, lazy_rows=False)]
+    for step in range(steps):
+        for net, opt in zip((lazy, dense), optimisers):
+            opt.zero_grad(set_to_none=True)
+            net(ids_at(step)).backward()
+            opt.step()
+    return lazy, dense
+
+
 class _Outside(nn.Module):
     """A table read with F.embedding on its weight: its module's forward (and its hook) never runs."""
 
@@ -105,15 +116,11 @@ class _Outside(nn.Module):
 
 def test_a_table_used_outside_its_forward_is_updated_from_its_gradients_rows():
     torch.manual_seed(0)
-    model = _Outside()
-    lazy, dense = copy.deepcopy(model), copy.deepcopy(model)
-    optimisers = [optim.adamw(lazy, 1e-2, 0.05), optim.adamw(dense, 1e-2, 0.05, lazy_rows=False)]
-    for step in range(20):
-        ids = torch.randint(0, 50 + 10 * step, (16,), generator=torch.Generator().manual_seed(step))
-        for net, opt in zip((lazy, dense), optimisers):
-            opt.zero_grad(set_to_none=True)
-            net(ids).backward()
-            opt.step()
+
+    def ids_at(step):
+        return torch.randint(0, 50 + 10 * step, (16,), generator=torch.Generator().manual_seed(step))
+
+    lazy, dense = _lazy_and_dense(_Outside(), 20, ids_at)
     for a, b in zip(lazy.state_dict().values(), dense.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
@@ -134,17 +141,6 @@ class _Both(nn.Module):
         if self.tied:
             return out + self.head(torch.ones(1, 8)).logsumexp(1).sum()
         return out + F.embedding(ids + 500, self.table.weight).sum()
-
-
-def _lazy_and_dense(model: nn.Module, steps: int, ids_at) -> tuple[nn.Module, nn.Module]:
-    lazy, dense = copy.deepcopy(model), copy.deepcopy(model)
-    optimisers = [optim.adamw(lazy, 1e-2, 0.05), optim.adamw(dense, 1e-2, 0.05, lazy_rows=False)]
-    for step in range(steps):
-        for net, opt in zip((lazy, dense), optimisers):
-            opt.zero_grad(set_to_none=True)
-            net(ids_at(step)).backward()
-            opt.step()
-    return lazy, dense
 
 
 @pytest.mark.parametrize("tied", [True, False], ids=["a tied head", "read outside its forward"])

@@ -58,9 +58,14 @@ def lazy_tables(model: nn.Module) -> list[nn.Embedding]:
     return tables
 
 
+def _rows_of(grad: torch.Tensor) -> torch.Tensor:
+    """The rows of a table's gradient that are not all zeros."""
+    return grad.ne(0).any(1)
+
+
 def _holders(model: nn.Module, weight: nn.Parameter) -> list[nn.Module]:
     """Every module of the model that holds this weight as its own parameter."""
-    return [m for m in model.modules() if any(p is weight for p in m._parameters.values())]
+    return [m for m in model.modules() if any(p is weight for p in m.parameters(recurse=False))]
 
 
 class AdamW(torch.optim.AdamW):
@@ -113,22 +118,15 @@ class AdamW(torch.optim.AdamW):
             self.active[id(p)] = active
         looked_up = [ids for table in self.tables[id(p)] for ids in getattr(table, ROWS)]
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        if looked_up and not distributed and id(p) not in self.scan:
-            rows = torch.unique(torch.cat(looked_up).to(active.device))
-            if first and not self._covers(grad, rows):  # a row no lookup recorded: read this table's rows from now on
-                self.scan.add(id(p))
-                active |= grad.ne(0).any(1)
-            active[rows] = True
-        else:  # other ranks' rows all-reduced in, or a weight used outside the forwards hooked: the gradient's rows
-            active |= grad.ne(0).any(1)
+        ids = torch.cat(looked_up).to(active.device) if looked_up and not distributed and id(p) not in self.scan else None
+        if ids is not None and first and bool(_rows_of(grad).index_fill_(0, ids, False).any()):
+            self.scan.add(id(p))  # a gradient row no lookup recorded: read this table's rows from its gradient from now on
+            ids = None
+        if ids is None:  # other ranks' rows all-reduced in, or a weight used outside the forwards hooked
+            active |= _rows_of(grad)
+        else:
+            active[ids] = True
         return active.nonzero().squeeze(1)
-
-    @staticmethod
-    def _covers(grad: torch.Tensor, rows: torch.Tensor) -> bool:
-        """Whether every non-zero row of the gradient is among these rows."""
-        outside = grad.ne(0).any(1)
-        outside[rows] = False
-        return not bool(outside.any())
 
     def _table_step(self, group: dict, p: nn.Parameter, grad: torch.Tensor) -> None:
         state = self.state[p]

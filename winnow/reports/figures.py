@@ -221,10 +221,10 @@ def _step_time(result: dict) -> str:
         + "; ".join(f"{o} {'within' if r['clock_over_ledger'] <= 1.15 else 'not within'} it" for o, r in last.items())
         + "."
     )
-    same = [r for r in result["rows"] if r["objective"] == "contrastive" and r["adamw"] in ("foreach", "foreach, lazy rows")]
-    if len(same) == 2:  # a CLIP uniform step runs the same code in both arms (clip-tiny's table is fixed; no actor)
-        a, b = (r["uniform_step_ms"] for r in same)
-        lazy = same[1]
+    clip = {r["adamw"]: r for r in result["rows"] if r["objective"] == "contrastive"}
+    if {"foreach", "foreach, lazy rows"} <= clip.keys():  # a CLIP uniform step runs the same code in both arms
+        lazy = clip["foreach, lazy rows"]  # (clip-tiny's table is fixed; uniform has no actor)
+        a, b = clip["foreach"]["uniform_step_ms"], lazy["uniform_step_ms"]
         pooled = lazy["learnability_step_ms"] / ((a + b) / 2) / lazy["ledger_ratio"]
         lines[-1] += (
             f" How far apart two runs of the same code fall: CLIP's uniform step, the same in its foreach and lazy-rows "
