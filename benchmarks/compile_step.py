@@ -39,8 +39,8 @@ from torch._dynamo.utils import counters  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from output import emit  # noqa: E402
-from step_time import MODELS, _cpu_model, data, loop_arguments, train_loop  # noqa: E402  (the same data, models and machine as benchmarks/step_time.py)
+from output import cpu_model, emit  # noqa: E402
+from step_time import MODELS, data, loop_arguments, train_loop  # noqa: E402  (the same data, models and machine as benchmarks/step_time.py)
 
 
 def run_arm(objective: str, policy: str, compiled: bool, steps: int, warmup: int, prepared) -> dict:
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
             "net_seconds": round(gained - paid, 1),
         }
     result = {
-        "machine": f"{_cpu_model()} ({platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__})",
+        "machine": f"{cpu_model()} ({platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__})",
         "steps": args.steps,
         "warmup": args.warmup,
         "repeats": args.repeats,

@@ -41,15 +41,39 @@ class MaxPool(nn.MaxPool2d):
     convolution before it (28 ms against 26 ms, one thread; channels-last 2.6 ms). The values are the same, and so
     are the gradients (the same element wins a tie), so a model trains to the same bytes, only sooner; the layout
     copies are `copy_`, which the FLOP counter (winnow/method/flops.py) does not count, so a step's measured FLOPs
-    are unchanged too (tests/test_models.py). On other devices, and with return_indices, it is nn.MaxPool2d."""
+    are unchanged too (tests/test_models.py). On other devices, and with return_indices, it is nn.MaxPool2d.
+
+    With no gradient to keep (scoring, the actor's scores, evaluation), a 2x2 pool of stride 2 is two elementwise
+    maxima over strided views instead (_halved): no indices, no layout copies, 2-6x faster on cnn-nano and cnn-small
+    activations. A maximum is exact, so the values are the same; only a window whose largest value is a zero of
+    both signs may hand back the other zero (torch.maximum's tie rule differs between its vector and scalar loops).
+    tests/test_models.py checks the values and a network's outputs bit for bit."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu" or x.dim() != 4 or self.return_indices:
             return super().forward(x)
+        if not (torch.is_grad_enabled() and x.requires_grad) and self._halves():
+            return _halved(x)
         pair = nn.modules.utils._pair
         stride = self.stride if self.stride is not None else self.kernel_size
         args = (pair(self.kernel_size), pair(stride), pair(self.padding), pair(self.dilation), self.ceil_mode)
         return _ChannelsLastPool.apply(x, *args)
+
+    def _halves(self) -> bool:
+        """Whether this pool is a plain 2x2 window of stride 2 (floor mode): what _halved computes."""
+        pair = nn.modules.utils._pair
+        stride = self.stride if self.stride is not None else self.kernel_size
+        plain = pair(self.padding) == (0, 0) and pair(self.dilation) == (1, 1) and not self.ceil_mode
+        return plain and pair(self.kernel_size) == (2, 2) and pair(stride) == (2, 2)
+
+
+def _halved(x: torch.Tensor) -> torch.Tensor:
+    """2x2 max pooling of stride 2 (floor mode) with no gradient: the larger of each column pair, then of each row
+    pair; a NaN wins, as in torch's kernel, and an odd last row or column is dropped, as floor mode drops it."""
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    x = x[..., :h, :w]
+    columns = torch.maximum(x[..., 1::2], x[..., 0::2])
+    return torch.maximum(columns[..., 1::2, :], columns[..., 0::2, :])
 
 
 def _relaid(x: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:

@@ -164,3 +164,34 @@ def test_texts_that_join_alike_are_kept_apart(pool, tmp_path):
     assert torch.equal(tokens.tokenised(tokenizer, one), tokenizer(one))
     assert torch.equal(tokens.tokenised(tokenizer, other), tokenizer(other))
     assert len(_entries(tmp_path)) == 2
+
+
+def test_a_large_entry_is_mapped_from_its_file_equal_copy_on_write_and_a_torn_one_is_a_miss(tmp_path, monkeypatch, caplog):
+    import numpy as np
+
+    monkeypatch.setenv("WINNOW_DECODED_CACHE", str(tmp_path / "cache"))
+    images = np.random.default_rng(0).integers(0, 256, (400, 3, 32, 32), dtype=np.uint8)  # 1.2 MB: mapped
+    assert images.nbytes >= decoded.MAPPED_FROM
+    decoded.store("ab" * 32, np.arange(400), images, [(400, "undecodable image: truncated")])
+    kept, loaded, skipped = decoded.load("ab" * 32, 401, 32)
+    assert isinstance(loaded, np.memmap) and np.array_equal(loaded, images)
+    assert np.array_equal(kept, np.arange(400)) and skipped == [(400, "undecodable image: truncated")]
+    torch.from_numpy(loaded)[0] = 0  # writable, and written in this process's copy only
+    assert np.array_equal(decoded.load("ab" * 32, 401, 32)[1], images)
+
+    entry = _entries(tmp_path)[0]
+    entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])  # cut inside the images
+    assert decoded.load("ab" * 32, 401, 32) is None and "unreadable" in caplog.text
+    assert not entry.exists()  # removed: the next decode writes it whole
+
+
+def test_an_entry_np_savez_compressed_wrote_is_read_as_usual(tmp_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.setenv("WINNOW_DECODED_CACHE", str(tmp_path / "cache"))
+    images = np.zeros((400, 3, 32, 32), np.uint8)
+    path = tmp_path / "cache" / "cd" / f"{'cd' * 32}.npz"
+    path.parent.mkdir(parents=True)
+    np.savez_compressed(path, kept=np.arange(400), images=images, bad=np.zeros(0, np.int64), reasons=np.zeros(0, str))
+    kept, loaded, skipped = decoded.load("cd" * 32, 400, 32)
+    assert not isinstance(loaded, np.memmap) and np.array_equal(loaded, images) and skipped == []

@@ -42,6 +42,39 @@ def test_channels_last_pool_gives_the_same_values_and_gradients_as_torchs(images
     assert out.is_contiguous()  # handed back in the input's layout: the next convolution runs as before
 
 
+@pytest.mark.parametrize(
+    "images",
+    [
+        torch.randint(0, 3, (8, 16, 32, 32), generator=torch.Generator().manual_seed(0)).float(),  # ties
+        torch.zeros(8, 16, 32, 32),  # every window a tie
+        torch.randn(4, 8, 15, 17, generator=torch.Generator().manual_seed(1)),  # odd sizes: the last row, column dropped
+        torch.randn(3, 701, 6, 4, generator=torch.Generator().manual_seed(2)),  # more than one vector's worth of channels
+    ],
+    ids=["ties", "blank", "odd", "wide"],
+)
+def test_with_no_gradient_the_pool_gives_torchs_values_without_indices(images):
+    images = images.clone()
+    images[0, 0, 0, 1] = float("nan")  # a NaN wins its window
+    with torch.no_grad():
+        out, expected = MaxPool(2)(images), nn.MaxPool2d(2)(images)
+    assert torch.equal(out.isnan(), expected.isnan())
+    assert torch.equal(out.nan_to_num(), expected.nan_to_num())
+    assert out.is_contiguous()
+    assert out.requires_grad is False
+
+
+@pytest.mark.parametrize("name", ["cnn-nano", "cnn-small"])
+def test_a_cnn_scores_the_same_bits_with_either_pool(name):
+    """The no-gradient pool (scoring, the actor's scores, evaluation) gives a network's outputs bit for bit."""
+    torch.manual_seed(0)
+    fast = build_classifier(name, 20)
+    slow = _with_torchs_pools(fast)
+    images = torch.randn(64, 3, 32, 32)
+    images[:8] = 0.0  # blank images: ties through the network
+    with torch.no_grad():
+        assert torch.equal(fast(images).view(torch.int32), slow(images).view(torch.int32))
+
+
 def test_the_pool_hands_its_gradient_upstream_in_the_layout_of_its_input():
     conv = nn.Conv2d(3, 8, 3, padding=1)
     x = conv(torch.randn(4, 3, 16, 16))

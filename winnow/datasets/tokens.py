@@ -46,11 +46,10 @@ def _key(tokenizer, texts: list[str]) -> str | None:
     identity = _identity(tokenizer)
     if identity is None:
         return None
+    encoded = [text.encode("utf-8", "surrogatepass") for text in texts]
     h = hashlib.sha256(f"tokens|{identity}|{len(texts)}|".encode())
-    for text in texts:
-        data = text.encode("utf-8", "surrogatepass")
-        h.update(f"{len(data)}:".encode())  # each text's length first: no separator a caption could hold
-        h.update(data)
+    h.update(np.fromiter(map(len, encoded), np.int64, len(encoded)).tobytes())  # every length first: no separator to hold
+    h.update(b"".join(encoded))  # then the bytes at once (a caption at a time took 2 ms per 5,000)
     return h.hexdigest()
 
 

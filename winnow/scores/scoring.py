@@ -194,10 +194,11 @@ def bare_forward_rate(
     """Examples/s of the model's forward alone, on one shard already decoded and in memory:
     the ceiling that scoring (with decoding and writing) is measured against."""
     split, targets = decode(objective, model_name, shard, size, num_classes)
+    images = split.images.clone()  # in memory: the decoded cache maps them from its file, page by page as they are read
     loss = objectives.OBJECTIVES[objective].loss
-    score_examples(model, split.images[:batch_size], targets[:batch_size], batch_size, loss)  # warm-up
+    score_examples(model, images[:batch_size], targets[:batch_size], batch_size, loss)  # warm-up
     started = time.perf_counter()
-    score_examples(model, split.images, targets, batch_size, loss)
+    score_examples(model, images, targets, batch_size, loss)
     return len(split) / (time.perf_counter() - started)
 
 
