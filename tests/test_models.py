@@ -100,6 +100,23 @@ def test_a_step_of_a_cnn_counts_the_same_flops_with_either_pool():
     assert counts[0] == counts[1]  # the layout copies are no computation, and the ledger does not charge them
 
 
+@pytest.mark.parametrize("name", ["cnn-nano", "cnn-small"])
+def test_scoring_with_no_gradient_counts_the_same_flops_with_either_pool(name):
+    """The no-gradient pool is one op, charged nothing as torch's max_pool2d is: the ledger's scoring line is the
+    same number whichever pool runs."""
+    from winnow.datasets.stream import Draw
+    from winnow.method.flops import scoring_flops
+    from winnow.method.losses import per_example_loss
+
+    torch.manual_seed(0)
+    fast = build_classifier(name, 20)
+    slow = _with_torchs_pools(fast)
+    batch = Draw(
+        torch.arange(64).numpy(), torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 20, (64,)), None
+    )
+    assert scoring_flops(fast, per_example_loss, batch) == scoring_flops(slow, per_example_loss, batch) > 0
+
+
 def test_a_pool_asked_for_its_indices_is_torchs_own():
     images = torch.randn(2, 4, 8, 8)
     out, indices = MaxPool(2, return_indices=True)(images)

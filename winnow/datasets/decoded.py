@@ -124,8 +124,9 @@ MAPPED_FROM = 1 << 20  # bytes: a member this large is mapped from the file, not
 def _arrays(path: Path) -> dict[str, np.ndarray]:
     """An entry's arrays (np.savez's layout: one uncompressed .npy per array in a zip). The small ones are read; a
     large one (a shard's images) is mapped from the file, copy-on-write, where np.load would copy it into memory
-    and checksum it: the pages come from the OS's cache as the forward reads them (about 10 ms less per 5,000
-    images of 32 px, a tenth of scoring's time beyond the forward; docs/benchmarks.md). An entry is written whole and
+    and checksum it: the pages come from the OS's cache as the forward reads them (np.load took about 10 ms per
+    5,000 images of 32 px on 2 cores, half of what scoring a cached shard spent beyond its forward; docs/benchmarks.md,
+    "Scoring against the bare forward"). An entry is written whole and
     renamed into place, so a mapped member is never half-written; a file too short for what its header says fails
     here, and the entry is a miss."""
     arrays = {}

@@ -231,15 +231,14 @@ def _step_time(result: dict) -> str:
         rows = [r for r in result["rows"] if r["objective"] == objective]
         if len(rows) < 2 or (objective == "contrastive" and rows[-1]["adamw"] != "foreach, lazy rows"):
             continue
-        a, b, last = rows[-2]["uniform_step_ms"], rows[-1]["uniform_step_ms"], rows[-1]
-        pooled = last["learnability_step_ms"] / ((a + b) / 2) / last["ledger_ratio"]
+        a, b = rows[-2]["uniform_step_ms"], rows[-1]["uniform_step_ms"]
         same.append(
-            f"{label} uniform step measured {a:.1f} and {b:.1f} ms in its last two arms ({abs(a - b) / min(a, b):.0%} "
-            f"apart), and against their mean its last arm's learnability step is {pooled:.2f}x its ledger"
+            f"{label} uniform step measured {a:.1f} and {b:.1f} ms in its last two arms ({abs(a - b) / min(a, b):.0%} apart)"
         )
     if same:
         lines[-1] += (
-            " How far apart two runs of the same code fall, so how uncertain a clock ratio here is: " + "; ".join(same) + "."
+            " How far apart two measurements of the same code fall: " + "; ".join(same) + ". A ratio is read within each "
+            "pair (the range beside it); where that range reaches across 1.15x, the run cannot tell which side it is on."
         )
     t = result.get("tokenising") or {}
     if "templated_winnow_captions_per_s" in t:
