@@ -13,7 +13,8 @@ and, apart, captions tokenised per second by open_clip's tokenizer and by winnow
 Every (objective, variant) runs --repeats pairs, in one shuffled order, in this one process: a pair is a uniform
 and a learnability run of --steps steps, back to back in a random order; a run's step time is the median of its
 steps after --warmup; an arm's is the median over its repeats, and the clock ratio is the median over the pairs of
-learnability's over uniform's (a slow minute of a shared machine falls on both runs of a pair), with its range.
+learnability's over uniform's (a slow minute of a shared machine falls on both runs of a pair), with a
+distribution-free interval for that median (median_interval); each pair's step times and which ran first are kept.
 Beside each: the ledger's prediction (method/flops.py: the measured FLOPs of the actor's scoring, the actor's step
 and the learner's step, over the learner's step) and the clock's ratio over it (issue 25 asks for at most 1.15),
 and the share of a step spent waiting for data. Prints one JSON object (and writes it with --out).
@@ -143,6 +144,23 @@ def run_arm(objective: str, policy: str, pool: str, adamw: str, steps: int, warm
     }
 
 
+def median_interval(values: list[float], level: float = 0.95) -> tuple[tuple[float, float], float]:
+    """A distribution-free interval for the median: the k-th smallest and k-th largest value, k as large as keeps
+    the coverage (the chance the median lies between them, from the binomial) at least `level`; with that coverage.
+    Seven values give the smallest and the largest (98.4%): six or fewer cannot reach 95%, and give them too."""
+    from math import comb
+
+    ordered, n = sorted(values), len(values)
+
+    def coverage(k: int) -> float:
+        return 1 - 2 * sum(comb(n, i) for i in range(k)) / 2**n
+
+    k = 1
+    while k + 1 <= n // 2 and coverage(k + 1) >= level:
+        k += 1
+    return (ordered[k - 1], ordered[n - k]), coverage(k)
+
+
 def ledger_ratio(objective: str, batch: int, prepared) -> float:
     """The ledger's per-step FLOPs of learnability over uniform's, measured as the train stage measures them."""
     from winnow.config import OptimConfig
@@ -227,6 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
         rng.shuffle(policies)
         pair = {}
         pairs[variant].append(pair)
+        pair["first"] = policies[0]
         for policy in policies:
             pair[policy] = run_arm(variant[0], policy, *variant[1:], args.steps, args.warmup, prepared[variant[0]])
     rows = []
@@ -240,6 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
             }
             ratios = [pair["learnability"]["step"] / pair["uniform"]["step"] for pair in mine]
             clock = statistics.median(ratios)
+            (low, high), coverage = median_interval(ratios)
             rows.append(
                 {
                     "objective": objective,
@@ -251,7 +271,15 @@ def main(argv: list[str] | None = None) -> dict:
                     "clock_ratios": [round(r, 3) for r in ratios],
                     "ledger_ratio": round(predicted, 3),
                     "clock_over_ledger": round(clock / predicted, 3),
-                    "clock_over_ledger_range": [round(min(ratios) / predicted, 3), round(max(ratios) / predicted, 3)],
+                    "clock_over_ledger_interval": [round(low / predicted, 3), round(high / predicted, 3)],
+                    "interval_coverage": round(coverage, 3),
+                    "pairs": [
+                        {
+                            "first": pair["first"],
+                            **{f"{p}_step_ms": round(1000 * pair[p]["step"], 2) for p in ("uniform", "learnability")},
+                        }
+                        for pair in mine
+                    ],
                     "data_share_of_step": {p: round(v, 4) for p, v in data_share.items()},
                 }
             )

@@ -44,15 +44,15 @@ class MaxPool(nn.MaxPool2d):
     are unchanged too (tests/test_models.py). On other devices, and with return_indices, it is nn.MaxPool2d.
 
     With no gradient to keep (scoring, the actor's scores, evaluation), a 2x2 pool of stride 2 is two elementwise
-    maxima over strided views instead (_halved): no indices, no layout copies, 2-6x faster on cnn-nano and cnn-small
-    activations. A maximum is exact, so the values are the same; only a window whose largest value is a zero of
-    both signs may hand back the other zero (torch.maximum's tie rule differs between its vector and scalar loops).
-    tests/test_models.py checks the values and a network's outputs bit for bit."""
+    maxima over strided views instead (_halved): no indices, no layout copies, faster (benchmarks/scoring_throughput.py
+    and step_time.py measure it in place). A maximum is exact, so the values are the same; only a window whose
+    largest value is a zero of both signs may hand back the other zero (torch.maximum's tie rule differs between its
+    vector and scalar loops). tests/test_models.py checks the values and a network's outputs bit for bit."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu" or x.dim() != 4 or self.return_indices:
             return super().forward(x)
-        if not (torch.is_grad_enabled() and x.requires_grad) and self._halves():
+        if not (torch.is_grad_enabled() and x.requires_grad) and self._halves() and min(x.shape[-2:]) >= 2:
             return _halved(x)
         pair = nn.modules.utils._pair
         stride = self.stride if self.stride is not None else self.kernel_size
@@ -78,7 +78,8 @@ def _halved(x: torch.Tensor) -> torch.Tensor:
     h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
     x = x[..., :h, :w]
     columns = torch.maximum(x[..., 1::2], x[..., 0::2])
-    return torch.maximum(columns[..., 1::2, :], columns[..., 0::2, :])
+    # contiguous, as the channels-last path hands its output back and as the fake below says (for any input layout)
+    return torch.maximum(columns[..., 1::2, :], columns[..., 0::2, :]).contiguous()
 
 
 @_halved.register_fake

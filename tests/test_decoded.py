@@ -180,7 +180,7 @@ def test_a_large_entry_is_mapped_from_its_file_equal_copy_on_write_and_a_torn_on
     assert np.array_equal(decoded.load("ab" * 32, 401, 32)[1], images)
 
     entry = _entries(tmp_path)[0]
-    entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])  # cut inside the images
+    entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])  # cut inside the images: no zip directory left
     assert decoded.load("ab" * 32, 401, 32) is None and "unreadable" in caplog.text
     assert not entry.exists()  # removed: the next decode writes it whole
 

@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from models import MaxPool, build_classifier
 
@@ -55,12 +56,41 @@ def test_channels_last_pool_gives_the_same_values_and_gradients_as_torchs(images
 def test_with_no_gradient_the_pool_gives_torchs_values_without_indices(images):
     images = images.clone()
     images[0, 0, 0, 1] = float("nan")  # a NaN wins its window
+    with torch.no_grad(), _Ops() as ops:
+        out = MaxPool(2)(images)
+    assert "winnow.max_pool_2x2.default" in ops.names and not any("max_pool2d" in n for n in ops.names)  # the fast path ran
     with torch.no_grad():
-        out, expected = MaxPool(2)(images), nn.MaxPool2d(2)(images)
+        expected = nn.MaxPool2d(2)(images)
     assert torch.equal(out.isnan(), expected.isnan())
     assert torch.equal(out.nan_to_num(), expected.nan_to_num())
     assert out.is_contiguous()
-    assert out.requires_grad is False
+    with torch.no_grad():  # a channels-last input: the same values, handed back contiguous as the other path does
+        relaid = MaxPool(2)(images.contiguous(memory_format=torch.channels_last))
+    assert torch.equal(relaid.nan_to_num(), expected.nan_to_num()) and relaid.is_contiguous()
+
+
+class _Ops(TorchDispatchMode):
+    """The names of the aten (and custom) ops that ran."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_no_gradient_pool_is_a_well_formed_op_and_a_pool_that_needs_a_gradient_keeps_torchs():
+    from models import _halved
+
+    torch.library.opcheck(_halved, (torch.randn(2, 3, 8, 6),))  # its fake agrees with it: shapes, strides, no aliasing
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    with _Ops() as ops:
+        MaxPool(2)(x).sum().backward()
+    assert not any("max_pool_2x2" in n for n in ops.names) and x.grad is not None  # indices kept for the gradient
+    with torch.no_grad(), pytest.raises(RuntimeError):  # too small to pool: torch's own error, as nn.MaxPool2d gives
+        MaxPool(2)(torch.randn(1, 1, 1, 4))
 
 
 @pytest.mark.parametrize("name", ["cnn-nano", "cnn-small"])

@@ -124,32 +124,41 @@ MAPPED_FROM = 1 << 20  # bytes: a member this large is mapped from the file, not
 def _arrays(path: Path) -> dict[str, np.ndarray]:
     """An entry's arrays (np.savez's layout: one uncompressed .npy per array in a zip). The small ones are read; a
     large one (a shard's images) is mapped from the file, copy-on-write, where np.load would copy it into memory
-    and checksum it: the pages come from the OS's cache as the forward reads them (np.load took about 10 ms per
-    5,000 images of 32 px on 2 cores, half of what scoring a cached shard spent beyond its forward; docs/benchmarks.md,
-    "Scoring against the bare forward"). An entry is written whole and
-    renamed into place, so a mapped member is never half-written; a file too short for what its header says fails
-    here, and the entry is a miss."""
+    and checksum it: the pages come from the OS's cache as the forward reads them (docs/benchmarks.md, "Scoring
+    against the bare forward"). So a mapped member's bytes are not checked against the zip's CRC, as a mapped .npy
+    is never checked: an entry is written whole, synced to disk and renamed into place, so it is never half-written,
+    and what this trusts is the disk. A file cut short loses the zip's directory and is a miss."""
     arrays = {}
     with zipfile.ZipFile(path) as z, open(path, "rb") as f:
         for info in z.infolist():
             name = info.filename.removesuffix(".npy")
-            offset = _stored_at(f, info) if info.file_size >= MAPPED_FROM else None
-            if offset is None:
+            mapped = _mapped(path, f, info) if info.file_size >= MAPPED_FROM else None
+            if mapped is None:
                 with z.open(info) as member:
                     arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
-                continue
-            f.seek(offset)
-            version = np.lib.format.read_magic(f)
-            header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-            shape, fortran, dtype = header[version](f)
-            if dtype.hasobject:
-                raise ValueError(f"{info.filename} holds Python objects")
-            start = f.tell()
-            if start + int(np.prod(shape)) * dtype.itemsize > offset + info.file_size:
-                raise ValueError(f"{info.filename} is shorter than its header says")
-            order = "F" if fortran else "C"
-            arrays[name] = np.memmap(path, dtype=dtype, mode="c", offset=start, shape=shape, order=order)
+            else:
+                arrays[name] = mapped
     return arrays
+
+
+def _mapped(path: Path, f, info: zipfile.ZipInfo) -> np.ndarray | None:
+    """A member mapped from the file, copy-on-write; None when it cannot be mapped as it is stored (compressed, or
+    its data not aligned for its type: the zip's headers are not padded, so only bytes always are)."""
+    offset = _stored_at(f, info)
+    if offset is None:
+        return None
+    f.seek(offset)
+    version = np.lib.format.read_magic(f)
+    header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in header:
+        return None
+    shape, fortran, dtype = header[version](f)
+    start = f.tell()
+    if dtype.hasobject or start % dtype.alignment:
+        return None
+    if start + int(np.prod(shape)) * dtype.itemsize > offset + info.file_size:
+        raise ValueError(f"{info.filename} is shorter than its header says")
+    return np.memmap(path, dtype=dtype, mode="c", offset=start, shape=shape, order="F" if fortran else "C")
 
 
 def _stored_at(f, info: zipfile.ZipInfo) -> int | None:
@@ -190,7 +199,10 @@ def write_entry(name: str, **arrays: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.tmp.npz")  # a stream decodes ahead in a thread
     try:
-        np.savez(tmp, **arrays)
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename: a crash leaves no entry, not a torn one
         os.replace(tmp, path)
     except OSError as e:  # a full or read-only disk slows the next run down; it does not stop this one
         log.warning("decoded cache: could not write %s (%s); it will be computed again next time", path, e)
