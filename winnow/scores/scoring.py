@@ -135,8 +135,8 @@ def spent(out_dir: Path) -> dict:
 def decode_ahead_pays(model: nn.Module) -> bool:
     """Whether decoding the next shard in a thread while this one is scored pays: when the forward runs on an
     accelerator, or the CPU has cores torch's threads leave free. On a CPU whose every core runs the forward, the
-    decoding thread only takes cores (and the GIL) from it: 0.87x the rows per second of scoring one shard after
-    another, measured on 2 cores for both objectives (benchmarks/scoring_throughput.py, docs/benchmarks.md)."""
+    decoding thread only takes cores (and the GIL) from it: fewer rows per second than scoring one shard after
+    another, in every run on 2 cores for both objectives (benchmarks/scoring_throughput.py, docs/benchmarks.md)."""
     if next(model.parameters()).device.type != "cpu":
         return True
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
