@@ -243,9 +243,8 @@ def main(argv: list[str] | None = None) -> dict:
     for variant in order:
         policies = ["uniform", "learnability"]
         rng.shuffle(policies)
-        pair = {}
+        pair = {"first": policies[0]}
         pairs[variant].append(pair)
-        pair["first"] = policies[0]
         for policy in policies:
             pair[policy] = run_arm(variant[0], policy, *variant[1:], args.steps, args.warmup, prepared[variant[0]])
     rows = []

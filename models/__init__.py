@@ -54,17 +54,17 @@ class MaxPool(nn.MaxPool2d):
             return super().forward(x)
         if not (torch.is_grad_enabled() and x.requires_grad) and self._halves() and min(x.shape[-2:]) >= 2:
             return _halved(x)
+        return _ChannelsLastPool.apply(x, *self._settings())
+
+    def _settings(self) -> tuple:
+        """(kernel size, stride, padding, dilation) as pairs, and ceil_mode: what torch's pooling kernel takes."""
         pair = nn.modules.utils._pair
         stride = self.stride if self.stride is not None else self.kernel_size
-        args = (pair(self.kernel_size), pair(stride), pair(self.padding), pair(self.dilation), self.ceil_mode)
-        return _ChannelsLastPool.apply(x, *args)
+        return pair(self.kernel_size), pair(stride), pair(self.padding), pair(self.dilation), self.ceil_mode
 
     def _halves(self) -> bool:
         """Whether this pool is a plain 2x2 window of stride 2 (floor mode): what _halved computes."""
-        pair = nn.modules.utils._pair
-        stride = self.stride if self.stride is not None else self.kernel_size
-        plain = pair(self.padding) == (0, 0) and pair(self.dilation) == (1, 1) and not self.ceil_mode
-        return plain and pair(self.kernel_size) == (2, 2) and pair(stride) == (2, 2)
+        return self._settings() == ((2, 2), (2, 2), (0, 0), (1, 1), False)
 
 
 @torch.library.custom_op("winnow::max_pool_2x2", mutates_args=())
