@@ -12,6 +12,7 @@ from winnow.config import load_params
 from winnow.errors import ConfigError
 from winnow.method.checkpoints import model_from_checkpoint
 from winnow.stages.paths import Paths
+from winnow.studies import summaries
 
 pytestmark = pytest.mark.e2e  # through the entry points a user runs (Prefect, the CLI, DVC, torchrun): the full tier
 
@@ -114,7 +115,9 @@ def test_the_bench_flow_reports_mean_and_spread_over_seeds(prefect_server, tiny)
     assert on_disk["seeds"] == result["seeds"] == [0, 1]
     for key in ("step_ratio", "flop_ratio_full", "flop_ratio_amortised", "time_ratio_full", "time_ratio_amortised"):
         stat = on_disk["policies"]["learnability"][key]
-        assert set(stat) == {"mean", "std", "low", "high", "reached", "runs", "values"} and stat["runs"] == 2
+        assert set(stat) == {"mean", "std", "low", "high", "reached", "runs", "values", "scale", "log_std"} and stat["runs"] == 2
+        assert stat["scale"] == "log"  # a ratio's geometric mean and log-scale interval (studies/runs.spread)
+    assert summaries.refresh(on_disk) == on_disk, "every summary written is what its own values give, ratios on the log scale"
     uniform = on_disk["policies"]["uniform"]
     assert uniform["step_ratio"]["reached"] == 2  # uniform always reaches its own final value
     assert on_disk["ledger_seed0"]["learnability"]["actor_scoring_per_step"] > 0  # the cnn-nano actor's forward, counted
@@ -157,7 +160,9 @@ def test_the_levers_study_measures_each_lever_against_the_best_baseline_of_each_
     assert [r["policy"] for r in result["rows"]] == ["learnability", "easy_reference", "learnability"]
     assert result["best_baseline"][0] in ("uniform", "curated_only")
     runs = {r["lever"]: r for r in result["runs"]}
-    easy = json.loads((Paths.of(load_params(tiny)).bench / "classification-levers.json").read_text())["runs"][1]
+    on_disk = json.loads((Paths.of(load_params(tiny)).bench / "classification-levers.json").read_text())
+    assert summaries.refresh(on_disk) == on_disk  # every ratio written on the log scale (studies/runs.spread)
+    easy = on_disk["runs"][1]
     assert easy["changes"] == {"policies": ["uniform", "easy_reference"], "anneal_last": 0.5}
     assert easy["policy"] == "easy_reference"
     assert runs["weighted"]["changes"]["selection"] == "weighted"

@@ -10,6 +10,7 @@ from winnow.cli import main
 from winnow.config import load_params
 from winnow.errors import ConfigError
 from winnow.stages.paths import Paths
+from winnow.studies import summaries
 from winnow.studies.regimes import pays
 from winnow.studies.runs import spread
 
@@ -97,6 +98,9 @@ def test_the_regime_map_is_measured_and_advise_places_new_data_on_it_through_the
     assert few["curated_share"]["mean"] == pytest.approx(120 / 1200, rel=0.05)  # measured from the point's own pool
     assert result["rows"][0]["curated_share"]["mean"] == pytest.approx(300 / 1200, rel=0.05)
     assert result["leave_one_out"]["points"] == 2
+    assert summaries.refresh(result) == result  # ratios on the log scale, as every committed map is (test_summaries)
+    assert main(["bench", "--params", str(tiny), "--study", "regimes", "--report-only", *sets]) == 0  # rewrites nothing new
+    assert json.loads(paths.study_json("regimes").read_text()) == result
     assert (tiny.parent / "data-few-curated" / "manifest.json").exists()  # the point's pool, beside the default one
     assert "matched its own outcome at" in paths.study_report("regimes").read_text()
 

@@ -116,13 +116,23 @@ def advise(params: Params, against: str | Path | None = None) -> dict:
     data_stage(params)  # the built-in pool, generated when it is not there; an imported dataset as it is
     reference_stage(params)  # the run's own: `winnow pipeline` reuses it
     pilot = pilots.run_pilot(params, "advise")
-    mine = pilots.features(params, pilot)
+    advice = place(params.objective, params.data.root, pilots.features(params, pilot), rows, measured)
+    write_json(advice, Paths.of(params).metrics_root / params.data.name / f"advise-{params.objective}.json")
+    return advice
+
+
+def place(objective: str, data: str, mine: dict, rows: list[dict], measured: dict | None = None) -> dict:
+    """The advice for data with features `mine` from the map rows (each tagged with its map and data): the nearest
+    point's outcome, the nearest point that paid, and, given what selection measured on this data, whether the
+    two agree. Trains nothing (summaries.rewrite_advice places a committed advice again after a map changes)."""
+    from winnow.studies.regimes import pays
+
     row, d = nearest(mine, rows)
     paying = [r for r in rows if r["pays"]]
     scorer, scorer_d = nearest(mine, paying) if paying else (None, None)
     advice = {
-        "objective": params.objective,
-        "data": params.data.root,
+        "objective": objective,
+        "data": data,
         "features": mine,
         "nearest": {
             "map": row["map"],
@@ -143,9 +153,8 @@ def advise(params: Params, against: str | Path | None = None) -> dict:
         "maps": sorted({r["map"] for r in rows}),
     }
     if measured is not None:
-        measured["agrees"] = measured["pays"] == advice["selection_should_pay"]
-        advice["measured"] = measured
-    write_json(advice, Paths.of(params).metrics_root / params.data.name / f"advise-{params.objective}.json")
+        measured = {**measured, "pays": pays(measured)}
+        advice["measured"] = {**measured, "agrees": measured["pays"] == advice["selection_should_pay"]}
     return advice
 
 

@@ -34,7 +34,7 @@ actor (whose loss scores each super-batch for hard_learner and learnability) is 
 One stopping rule for every arm, uniform included: the target is the mean of uniform's last
 {result.get("target_window", 1)} evaluations of {result.get("curve_metric", metric).replace("_", " ")} *in the same seed*; an arm
 reaches it where its curve, smoothed the same way, stays at or above it (interpolated). Each ratio is measured
-within a seed against uniform at its own crossing, then averaged: mean and 95% interval over the seeds that
+within a seed against uniform at its own crossing, then averaged: geometric mean and 95% interval (on the log scale) over the seeds that
 reached it (k/n: how many did). *final* is the test set, read once after the full run. Regenerate everything
 on this page with `{command}`.
 

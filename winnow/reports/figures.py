@@ -90,7 +90,7 @@ def _bench(result: dict) -> str:
     )
     return (
         f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); the best baseline (fewest FLOPs to the target, per seed): "
-        f"{counts} of {len(seeds)}. Mean [95% interval] over the seeds, where every seed reached the target; each "
+        f"{counts} of {len(seeds)}. Over the seeds, where every seed reached the target: the geometric mean [95% interval] of each ratio (taken on the log scale, so never below 0), the mean [95% interval] of the final metric; each "
         f"seed's value where some never did (k/n reached).{_uniform_words(result)}{noise}\n\n{bench_markdown(result)}\n\n"
         f"{verdict(result)}\n"
     )
@@ -125,8 +125,8 @@ def _levers(result: dict) -> str:
         f"{interval(result['best_final_metric'])}. Each lever is learnability ({result['learner']} learner, "
         f"{result['reference']} reference, {result['actor']} actor, {result['steps']} steps{_unless_steps(result)}) with the "
         "train settings in "
-        f"its row{lever_policies(result)}, against the best baseline of its seed, the reference paid in full. Mean [95% interval] where every "
-        "seed reached the target; each seed's value where some never did (k/n).\n\n"
+        f"its row{lever_policies(result)}, against the best baseline of its seed, the reference paid in full. Ratios: geometric mean [95% interval, on the "
+        "log scale] where every seed reached the target, each seed's value where some never did (k/n); metrics: mean [95% interval].\n\n"
         f"{levers_table(result)}\n"
     )
 

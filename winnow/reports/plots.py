@@ -79,7 +79,8 @@ def plot_bench(curves: dict[str, list[dict]], targets: list[float], metric: str,
 
 
 def plot_study(result: dict, path: Path) -> None:
-    """step, FLOP and time ratios (mean ± std over seeds) against the size on the study's axis."""
+    """step, FLOP and time ratios (geometric mean and 95% interval over seeds; mean ± std in a result written before
+    intervals were) against the size on the study's axis."""
     plt = _pyplot()
     key = STUDY_WORDS[result["study"]][0]
     scorers = result["study"] == "scorers"
@@ -90,9 +91,12 @@ def plot_study(result: dict, path: Path) -> None:
         ("flop_ratio_full", "FLOPs, reference in full"),
         ("time_ratio_full", "seconds, reference in full"),
     ):
-        mean = [r[ratio]["mean"] if r[ratio]["mean"] is not None else np.nan for r in result["rows"]]
-        std = [r[ratio]["std"] if r[ratio]["std"] is not None else 0.0 for r in result["rows"]]
-        ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=label)
+        stats = [r[ratio] for r in result["rows"]]
+        mean = [s["mean"] if s["mean"] is not None else np.nan for s in stats]
+        legacy = [("low" not in s, s["std"] or 0.0) for s in stats]  # mean ± std, written before intervals were
+        below = [std if old else s["mean"] - s["low"] if s["low"] is not None else 0.0 for s, (old, std) in zip(stats, legacy)]
+        above = [std if old else s["high"] - s["mean"] if s["high"] is not None else 0.0 for s, (old, std) in zip(stats, legacy)]
+        ax.errorbar(x, mean, yerr=[below, above], marker="o", capsize=3, label=label)
     for xi, r in zip(x, result["rows"]):
         ax.annotate(
             r[key],

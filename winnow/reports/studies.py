@@ -125,8 +125,8 @@ def _levers_page(result: dict, plot: Path) -> tuple[str, str, str]:
 each lever is learnability on a {result["learner"]} learner ({result["steps"]} steps, scored by a {result["actor"]} actor)
 with the train settings in its row{lever_policies(result)}. Every arm is read with the one stopping rule on the validation split; the
 best baseline is the one with the fewest FLOPs to the target in each seed ({counts} of {len(best)} seeds; its final
-test {result["metric"].replace("_", " ")}: {interval(result["best_final_metric"])}). Ratios: mean [95% interval] over the seeds
-that reached the target (k/n reached), the reference's training and the pool's scoring paid in full. The last
+test {result["metric"].replace("_", " ")}: {interval(result["best_final_metric"])}). Ratios: geometric mean [95% interval, on the log
+scale] over the seeds that reached the target (k/n reached), the reference's training and the pool's scoring paid in full. The last
 column is the plateau alarm: the share of each super-batch with negative learnability over the run's last tenth.
 
 {levers_table(result)}"""
@@ -150,7 +150,7 @@ full; and a uniform pilot of {result["pilot_steps"]} steps. *Selection pays* whe
 fewer FLOPs than the best baseline (the interval's upper end below 1) and ended no lower on average. The first
 columns are what `winnow advise` measures on new data before any selection run: the curated set's share of the pool,
 the reference's validation {result["metric"]}, the pilot's, and the scorer's forward FLOPs over the learner's (means
-over seeds). Ratios: mean [95% interval] (k/n seeds reached).
+over seeds). Ratios: geometric mean [95% interval, on the log scale] (k/n seeds reached); metrics: mean [95% interval].
 
 {regimes_table(result)}
 

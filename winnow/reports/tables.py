@@ -27,7 +27,8 @@ def mean_std(stat: dict) -> str:
 
 
 def ratio(stat: dict) -> str:
-    """mean and 95% interval over the seeds that reached the target (± std where no interval was kept), and how
+    """geometric mean and 95% interval (studies/runs.spread, on the log scale) over the seeds that reached the target
+    (± std where no interval was kept: a result written before intervals were), and how
     many of how many runs reached it. Where some never did, the mean of those that did would flatter the arm (the
     others' ratio is above any of theirs), so each seed's value is shown instead, and no interval."""
     if stat["mean"] is None:
@@ -153,7 +154,7 @@ def interval(stat: dict, digits: int = 3) -> str:
 
 def bench_markdown(result: dict) -> str:
     """The bench as a Markdown table for the pages: each arm's ratios to uniform and to each seed's best baseline,
-    mean [95% interval] (k/n seeds reached the target), and its final test metric."""
+    geometric mean [95% interval] (k/n seeds reached the target), and its final test metric."""
     best = result["verdict"]["against_best"]
     lines = [
         "| arm | steps to target, x uniform's | FLOPs, x uniform's | seconds, x uniform's | FLOPs, x best baseline's "

@@ -22,13 +22,17 @@ class Study:
         return importlib.import_module(f"winnow.studies.{self.name}").table(result)
 
     def report(self, params) -> dict:
-        """Rewrite the study's report and plots from its committed JSON, rerunning nothing (after a change to how
-        reports are drawn); its result."""
+        """Rewrite the study's summaries over seeds from the per-seed values its JSON keeps (studies/summaries.py),
+        and its report and plots from that, rerunning nothing (after a change to how seeds are summarised or
+        reports drawn); its result."""
+        from winnow.files import write_json
         from winnow.stages.inputs import read_json
         from winnow.stages.paths import Paths
+        from winnow.studies.summaries import refresh
 
         paths = Paths.of(params)
-        result = read_json(paths.study_json(self.name), f"run `winnow bench --study {self.name}` first")
+        result = refresh(read_json(paths.study_json(self.name), f"run `winnow bench --study {self.name}` first"))
+        write_json(result, paths.study_json(self.name))
         importlib.import_module(f"winnow.studies.{self.name}").report(result, paths)
         return result
 

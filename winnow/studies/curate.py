@@ -88,7 +88,7 @@ def run(params: Params) -> dict:
                 "target": spread([r["target"] for r in mine]),
                 "final_metric": spread([r["final_metric"] for r in mine]),
                 f"{objective.noise}_fraction_selected": spread([r["selected_mix"].get(objective.noise) for r in mine]),
-                **{k: spread([r[k] for r in mine]) for k in RATIOS},
+                **{k: spread([r[k] for r in mine], log=True) for k in RATIOS},
             }
         )
     result = {

@@ -116,8 +116,8 @@ def run(params: Params) -> dict:
                 "changes": changes,
                 "final_metric": spread([r["final_metric"] for r in mine]),
                 "final_over_best": spread([r["final_over_best"] for r in mine]),
-                **{f"{k}_vs_best": spread([r[f"{k}_vs_best"] for r in mine]) for k in VS_BEST[:3]},
-                **{k: spread([r[k] for r in mine]) for k in VS_UNIFORM},
+                **{f"{k}_vs_best": spread([r[f"{k}_vs_best"] for r in mine], log=True) for k in VS_BEST[:3]},
+                **{k: spread([r[k] for r in mine], log=True) for k in VS_UNIFORM},
                 "negative_learnability_last_tenth": spread([r["negative_learnability_last_tenth"] for r in mine]),
             }
         )

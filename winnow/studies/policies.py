@@ -16,6 +16,7 @@ from winnow.reports.tables import bench_table
 from winnow.stages.paths import Paths
 from winnow.studies.runs import (
     RATIOS,
+    is_ratio,
     run_params,
     run_seed,
     spread,
@@ -47,7 +48,7 @@ def run(params: Params) -> dict:
         "actor_trains_on": params.train.actor_trains_on,
         "policies": {
             p: {
-                **{k: spread([s["policies"][p][k] for s in summaries]) for k in RATIOS},
+                **{k: spread([s["policies"][p][k] for s in summaries], log=True) for k in RATIOS},
                 f"{objective.noise}_fraction_selected": spread(
                     [s["policies"][p][f"{objective.noise}_fraction_selected"] for s in summaries]
                 ),
@@ -63,7 +64,7 @@ def run(params: Params) -> dict:
             "best_baseline": [s["verdict"]["best_baseline"] for s in summaries],
             "against_best": {
                 p: {
-                    k: spread([s["verdict"]["against_best"][p][k] for s in summaries])
+                    k: spread([s["verdict"]["against_best"][p][k] for s in summaries], log=is_ratio(k))
                     for k in ("step_ratio", "flop_ratio", "time_ratio", "final_over_best")
                 }
                 for p in params.bench.policies
@@ -72,10 +73,13 @@ def run(params: Params) -> dict:
         f"pool_{objective.noise}_fraction": summaries[0][f"pool_{objective.noise}_fraction"],
         "ledger_seed0": {p: row["costs"] for p, row in summaries[0]["ledger"]["policies"].items()},
         "systems": {
-            "scoring_over_bare_forward": spread([s["ledger"]["systems"]["scoring_over_bare_forward"] for s in summaries]),
+            "scoring_over_bare_forward": spread(
+                [s["ledger"]["systems"]["scoring_over_bare_forward"] for s in summaries], log=True
+            ),
             "ingest_rows_per_s": spread([s["ledger"]["systems"]["ingest_rows_per_s"] for s in summaries]),
             "step_time_over_ledger": {
-                p: spread([s["ledger"]["policies"][p]["step_time_over_ledger"] for s in summaries]) for p in params.bench.policies
+                p: spread([s["ledger"]["policies"][p]["step_time_over_ledger"] for s in summaries], log=True)
+                for p in params.bench.policies
             },
         },
     }

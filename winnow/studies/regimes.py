@@ -86,7 +86,7 @@ def run(params: Params) -> dict:
             "learner": point.train.model,
             "best_baseline": [r["best_baseline"] for r in mine],
             **{k: spread([r[k] for r in mine]) for k in ("final_metric", "best_final_metric", "final_over_best")},
-            **{f"{k}_vs_best": spread([r[f"{k}_vs_best"] for r in mine]) for k in VS_BEST[:3]},
+            **{f"{k}_vs_best": spread([r[f"{k}_vs_best"] for r in mine], log=True) for k in VS_BEST[:3]},
             **{k: spread([r[k] for r in mine]) for k in pilots.FEATURES},
         }
         rows.append({**row, "pays": pays(row)})

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import shutil
 import statistics
 
@@ -111,7 +113,7 @@ def aggregate(params: Params, study: str, key: str, names: tuple[str, ...], runs
                 "reference_test_metric": spread([r["reference_test_metric"] for r in mine]),
                 "final_metric": spread([r["final_metric"] for r in mine]),
                 **({noise: spread([r[noise] for r in mine])} if noise in mine[0] else {}),
-                **{k: spread([r[k] for r in mine]) for k in RATIOS},
+                **{k: spread([r[k] for r in mine], log=True) for k in RATIOS},
             }
         )
     result = {
@@ -154,22 +156,42 @@ T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
 
 
-def spread(values: list) -> dict:
+def spread(values: list, log: bool = False) -> dict:
     """Mean, sample standard deviation and 95% interval (Student's t) over the seeds that reached the target,
-    and how many of how many did; every seed's value is kept."""
+    and how many of how many did; every seed's value is kept.
+
+    With `log` (every ratio of positive quantities: steps, FLOPs, seconds, rates; `is_ratio`), the mean and the
+    interval are taken on the log scale and mapped back: the geometric mean, and an interval that is never below 0
+    and treats 0.5x and 2x alike (an arithmetic t-interval over a few wide ratios can reach below 0). `std` stays
+    the values' own, `log_std` is the logs'."""
     reached = [v for v in values if v is not None]
-    mean = statistics.mean(reached) if reached else None
-    std = statistics.stdev(reached) if len(reached) > 1 else 0.0 if reached else None
-    half = T975[min(len(reached) - 1, len(T975)) - 1] * std / len(reached) ** 0.5 if len(reached) > 1 else None
-    return {
-        "mean": mean,
-        "std": std,
-        "low": mean - half if half is not None else None,
-        "high": mean + half if half is not None else None,
+    if log and any(v <= 0 for v in reached):
+        raise ValueError(f"a ratio must be positive to be averaged on a log scale, got {reached}")
+    xs = [math.log(v) for v in reached] if log else reached
+    back = math.exp if log else (lambda x: x)
+    centre = statistics.mean(xs) if xs else None
+    spread_xs = statistics.stdev(xs) if len(xs) > 1 else 0.0 if xs else None
+    half = T975[min(len(xs) - 1, len(T975)) - 1] * spread_xs / len(xs) ** 0.5 if len(xs) > 1 else None
+    out = {
+        "mean": back(centre) if centre is not None else None,
+        "std": statistics.stdev(reached) if len(reached) > 1 else 0.0 if reached else None,
+        "low": back(centre - half) if half is not None else None,
+        "high": back(centre + half) if half is not None else None,
         "reached": len(reached),
         "runs": len(values),
         "values": values,
     }
+    return {**out, "scale": "log", "log_std": spread_xs} if log else out
+
+
+# The keys whose values are ratios of positive quantities: summarised by spread(..., log=True).
+RATIO_KEY = re.compile(r"^((step|flop|time)_ratio\w*|step_time_over_ledger|scoring_over_bare_forward)$")
+
+
+def is_ratio(*keys: str) -> bool:
+    """Whether a summary under these keys (a JSON path, outermost first) is a ratio: the last key names one, or it
+    is one arm's entry under a key that does (step_time_over_ledger: {arm: ...})."""
+    return bool(keys) and (bool(RATIO_KEY.match(keys[-1])) or len(keys) > 1 and bool(RATIO_KEY.match(keys[-2])))
 
 
 def elsewhere(params: Params) -> Params:
