@@ -38,6 +38,7 @@ from winnow.method.checkpoints import (
     signature,
 )
 from winnow.method.devices import autocast, rank_and_world
+from winnow.method.host_memory import keep_freed_buffers
 from winnow.method.losses import contrastive_logits, per_example_loss
 from winnow.method.selection import Selector
 
@@ -155,6 +156,7 @@ def train(
     Under torchrun the learner and the actor are wrapped in DDP; each rank draws its share of the super-batch
     and keeps its share of the batch from its own examples (no communication for selection).
     """
+    keep_freed_buffers()  # a step's buffers come back from the heap, not from fresh pages (method/host_memory.py)
     rank, world = rank_and_world()
     selector = selector or Selector()
     sampler = data if not isinstance(data, Split) else InMemory(data, torch.as_tensor(data.labels), seed, None, rank, world)

@@ -323,6 +323,43 @@ def _compile_step(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _host_memory(result: dict) -> str:
+    """benchmarks/host_memory.py: a step's seconds and a process's peak memory, freed buffers kept in glibc's heap
+    (method/host_memory.py) against glibc's defaults, each setting in a fresh process, in paired rounds."""
+    lines = [
+        f"{result['cpu']}; {result['rounds']} rounds, each one fresh process per setting, back to back in a random "
+        f"order; {result['pairs']} uniform and {result['pairs']} learnability runs of {result['steps']} steps per "
+        f"process, the first {result['warmup']} not timed. Includes: {result['includes']}.\n",
+        "| objective | policy | step, glibc defaults, ms | step, kept in the heap, ms | kept over defaults [interval] |",
+        "|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        for policy in ("uniform", "learnability"):
+            low, high = r[f"{policy}_step interval"]
+            lines.append(
+                f"| {r['objective']} | {policy} | {r[f'{policy}_step_ms (glibc defaults)']:.1f} | "
+                f"{r[f'{policy}_step_ms (kept in the heap)']:.1f} | {r[f'{policy}_step kept over defaults']:.2f} "
+                f"[{low:.2f}, {high:.2f}] |"
+            )
+    lines += [
+        "",
+        "| objective | peak memory, glibc defaults, MiB | peak memory, kept in the heap, MiB | learnability "
+        "over uniform, glibc defaults | learnability over uniform, kept in the heap |",
+        "|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['objective']} | {r['peak_rss_mib (glibc defaults)']:.0f} | {r['peak_rss_mib (kept in the heap)']:.0f} | "
+            f"{r['learnability over uniform (glibc defaults)']:.2f} | {r['learnability over uniform (kept in the heap)']:.2f} |"
+        )
+    coverage = {r["interval_coverage"] for r in result["rows"]}
+    lines.append(
+        "\nThe interval is distribution-free, for the median of the rounds' ratios (covering it with probability "
+        f"{', '.join(f'{c:.1%}' for c in sorted(coverage))}); medians elsewhere.\n"
+    )
+    return "\n".join(lines)
+
+
 def _stage_startup(result: dict) -> str:
     """benchmarks/stage_startup.py: one stage from the shell, Prefect's temporary server started early or by Prefect."""
     med = result["median_seconds"]
@@ -475,6 +512,7 @@ FIGURES: dict[str, Figure] = {
     "end-to-end-contrastive": Figure("metrics/synthetic/bench/end_to_end_contrastive.jsonl", _end_to_end),
     "stage-startup": Figure("metrics/synthetic/bench/stage_startup.json", _stage_startup),
     "compile-step": Figure("metrics/synthetic/bench/compile_step.json", _compile_step),
+    "host-memory": Figure("metrics/synthetic/bench/host_memory.json", _host_memory),
     "levers-mnist-2pct-5-seeds": Figure("metrics/mnist-2pct/bench/classification-levers-anneal-floor-5-seeds.json", _levers),
 }
 

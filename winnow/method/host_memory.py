@@ -1,0 +1,52 @@
+"""glibc's allocator, set for a training loop on the CPU.
+
+Every step frees and allocates again the same large buffers: activations, gradients, a CLIP token table's gradient
+(49,408 x 48 floats, 9.5 MB). With glibc's defaults a block over the mmap threshold gets fresh pages from the
+kernel, and memory freed at the top of the heap goes back to the kernel once more than the trim threshold of it is
+free; so a step pays page faults and the kernel's zeroing for buffers it held a moment before (torch's profiler
+shows them as aten::fill_ and copy_ on new tensors). Raising both thresholds keeps freed buffers in the heap for
+the next step. It changes where memory comes from, never a number computed: the same curves bit for bit.
+
+`keep_freed_buffers()` sets them once per process with mallopt(3), which is process-wide. It leaves glibc as it
+is when WINNOW_MALLOC=default, when the user set glibc's own malloc tunables (GLIBC_TUNABLES, MALLOC_*_), and on a
+C library that is not glibc. What it gained and cost is measured in benchmarks/step_time.py (step times, with and
+without) and in `winnow bench --study memory` (peak resident memory).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import platform
+
+log = logging.getLogger("winnow")
+
+MMAP_THRESHOLD = 32 * 2**20  # glibc's own ceiling for its sliding threshold (64-bit): a larger block is still mapped
+TRIM_THRESHOLD = 2**30  # freed memory the heap may keep before giving its top back to the kernel
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
+_USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
+_state: dict = {}
+
+
+def keep_freed_buffers() -> str:
+    """Raise glibc's mmap and trim thresholds for this process (once; later calls return the first answer).
+    Returns what is in effect: "kept in the heap", or why glibc's defaults stand."""
+    if "effect" not in _state:
+        _state["effect"] = _apply()
+        log.debug("allocator: %s", _state["effect"])
+    return _state["effect"]
+
+
+def _apply() -> str:
+    if os.environ.get("WINNOW_MALLOC", "").lower() == "default":
+        return "glibc defaults (WINNOW_MALLOC=default)"
+    if "malloc" in os.environ.get("GLIBC_TUNABLES", "") or any(name in os.environ for name in _USER_SETTINGS):
+        return "the user's malloc settings (GLIBC_TUNABLES or MALLOC_*_)"
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return "not glibc: the C library's defaults"
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    if not (libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)):
+        return "glibc defaults (mallopt refused)"
+    return "kept in the heap"
