@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -44,7 +45,10 @@ REPORT = 'print(json.dumps({"effect": effect, "mapped": mapped_by_an_8_mib_block
 
 
 def probe(setup: str, **env: str) -> dict:
-    environment = {k: v for k, v in os.environ.items() if k not in ("WINNOW_MALLOC", "GLIBC_TUNABLES")} | env
+    # a machine's own malloc settings (a CI runner may set MALLOC_*_) are dropped: each test says what it sets
+    mine = ("WINNOW_MALLOC", "GLIBC_TUNABLES")
+    environment = {k: v for k, v in os.environ.items() if k not in mine and not re.fullmatch(r"MALLOC_\w+_", k)}
+    environment |= env
     script = PROBE + textwrap.dedent(setup) + "\n" + REPORT
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -70,6 +74,11 @@ def test_winnow_malloc_default_leaves_glibc_as_it_is():
 def test_the_users_own_glibc_tunables_win():
     # a threshold below 8 MiB that the user chose: winnow must not raise it
     out = probe(KEEP, GLIBC_TUNABLES="glibc.malloc.mmap_threshold=1048576")
+    assert out == {"effect": "the user's malloc settings (GLIBC_TUNABLES or MALLOC_*_)", "mapped": 1}
+
+
+def test_the_users_own_malloc_variables_win():
+    out = probe(KEEP, MALLOC_MMAP_THRESHOLD_="1048576")
     assert out == {"effect": "the user's malloc settings (GLIBC_TUNABLES or MALLOC_*_)", "mapped": 1}
 
 
