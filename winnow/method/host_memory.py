@@ -9,8 +9,8 @@ the next step. It changes where memory comes from, never a number computed: the 
 
 `keep_freed_buffers()` sets them once per process with mallopt(3), which is process-wide. It leaves glibc as it
 is when WINNOW_MALLOC=default, when the user set glibc's own malloc tunables (GLIBC_TUNABLES, MALLOC_*_), and on a
-C library that is not glibc. What it gained and cost is measured in benchmarks/step_time.py (step times, with and
-without) and in `winnow bench --study memory` (peak resident memory).
+C library that is not glibc. What it gained and cost is measured in benchmarks/host_memory.py: step times and peak
+resident memory with and without, each setting in a fresh process.
 """
 
 from __future__ import annotations
