@@ -84,6 +84,7 @@ def test_a_served_deployment_runs_the_pipeline_when_triggered(tiny, tmp_path):
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "false",
         "DO_NOT_TRACK": "1",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",  # the served process looks for the triggered run each second, not each 10
     }
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(
