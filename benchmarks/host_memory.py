@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -52,14 +53,20 @@ def child(objective: str, pairs: int, steps: int, warmup: int, seed: int) -> dic
 
 
 def in_fresh_process(objective: str, setting: str, args: argparse.Namespace, seed: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "WINNOW_MALLOC"}
+    # the machine's own malloc settings (GLIBC_TUNABLES, MALLOC_*_) would make winnow leave glibc alone: drop them
+    mine = ("WINNOW_MALLOC", "GLIBC_TUNABLES")
+    env = {k: v for k, v in os.environ.items() if k not in mine and not re.fullmatch(r"MALLOC_\w+_", k)}
     if SETTINGS[setting]:
         env["WINNOW_MALLOC"] = SETTINGS[setting]
     command = [sys.executable, __file__, "--child", objective, "--pairs", str(args.pairs), "--steps", str(args.steps)]
     done = subprocess.run([*command, "--warmup", str(args.warmup), "--seed", str(seed)], capture_output=True, text=True, env=env)
     if done.returncode:
         raise RuntimeError(f"{objective}, {setting}: the process failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    expected = "kept in the heap" if setting == "kept in the heap" else "glibc defaults (WINNOW_MALLOC=default)"
+    if measured["allocator"] != expected:  # not glibc, or mallopt refused: nothing to compare
+        raise RuntimeError(f"{objective}, {setting}: the process ran with {measured['allocator']!r}")
+    return measured
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -71,6 +71,14 @@ def test_winnow_malloc_default_leaves_glibc_as_it_is():
     assert out == {"effect": "glibc defaults (WINNOW_MALLOC=default)", "mapped": 1}
 
 
+def test_a_misspelt_winnow_malloc_is_an_error_naming_the_variable():
+    environment = {**os.environ, "WINNOW_MALLOC": "defualt"}
+    script = "from winnow.method.host_memory import keep_freed_buffers\nkeep_freed_buffers()"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=300)
+    assert done.returncode != 0
+    assert "WINNOW_MALLOC='defualt'" in done.stderr and "'default'" in done.stderr
+
+
 def test_the_users_own_glibc_tunables_win():
     # a threshold below 8 MiB that the user chose: winnow must not raise it
     out = probe(KEEP, GLIBC_TUNABLES="glibc.malloc.mmap_threshold=1048576")

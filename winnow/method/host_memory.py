@@ -8,9 +8,10 @@ shows them as aten::fill_ and copy_ on new tensors). Raising both thresholds kee
 the next step. It changes where memory comes from, never a number computed: the same curves bit for bit.
 
 `keep_freed_buffers()` sets them once per process with mallopt(3), which is process-wide. It leaves glibc as it
-is when WINNOW_MALLOC=default, when the user set glibc's own malloc tunables (GLIBC_TUNABLES, MALLOC_*_), and on a
-C library that is not glibc. What it gained and cost is measured in benchmarks/host_memory.py: step times and peak
-resident memory with and without, each setting in a fresh process.
+is when WINNOW_MALLOC=default (unset or `keep` keeps the buffers; any other value is an error that names it),
+when the user set glibc's own malloc tunables (GLIBC_TUNABLES, MALLOC_*_), and on a C library that is not glibc.
+What it gained and cost is measured in benchmarks/host_memory.py: step times and peak resident memory with and
+without, each setting in a fresh process.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import ctypes.util
 import logging
 import os
 import platform
+
+from winnow.errors import ConfigError
 
 log = logging.getLogger("winnow")
 
@@ -40,7 +43,13 @@ def keep_freed_buffers() -> str:
 
 
 def _apply() -> str:
-    if os.environ.get("WINNOW_MALLOC", "").lower() == "default":
+    choice = os.environ.get("WINNOW_MALLOC", "").strip().lower()
+    if choice not in ("", "keep", "default"):
+        raise ConfigError(
+            f"WINNOW_MALLOC={os.environ['WINNOW_MALLOC']!r}: expected 'keep' (freed buffers kept in the heap, the "
+            "default when it is unset) or 'default' (glibc's own settings)"
+        )
+    if choice == "default":
         return "glibc defaults (WINNOW_MALLOC=default)"
     if "malloc" in os.environ.get("GLIBC_TUNABLES", "") or any(name in os.environ for name in _USER_SETTINGS):
         return "the user's malloc settings (GLIBC_TUNABLES or MALLOC_*_)"
