@@ -53,8 +53,9 @@ def child(objective: str, pairs: int, steps: int, warmup: int, seed: int) -> dic
 
 
 def in_fresh_process(objective: str, setting: str, args: argparse.Namespace, seed: int) -> dict:
-    # the machine's own malloc settings (GLIBC_TUNABLES, MALLOC_*_) would make winnow leave glibc alone: drop them
-    mine = ("WINNOW_MALLOC", "GLIBC_TUNABLES")
+    # the machine's own malloc settings (GLIBC_TUNABLES, MALLOC_*_, a preloaded allocator) would make winnow leave
+    # glibc alone: drop them
+    mine = ("WINNOW_MALLOC", "GLIBC_TUNABLES", "LD_PRELOAD")
     env = {k: v for k, v in os.environ.items() if k not in mine and not re.fullmatch(r"MALLOC_\w+_", k)}
     if SETTINGS[setting]:
         env["WINNOW_MALLOC"] = SETTINGS[setting]

@@ -9,7 +9,8 @@ the next step. It changes where memory comes from, never a number computed: the 
 
 `keep_freed_buffers()` sets them once per process with mallopt(3), which is process-wide. It leaves glibc as it
 is when WINNOW_MALLOC=default (unset or `keep` keeps the buffers; any other value is an error that names it),
-when the user set glibc's own malloc tunables (GLIBC_TUNABLES, MALLOC_*_), and on a C library that is not glibc.
+when the user set glibc's own malloc tunables (GLIBC_TUNABLES, MALLOC_*_), with another allocator preloaded
+(LD_PRELOAD naming a *malloc* library), and on a C library that is not glibc.
 What it gained and cost is measured in benchmarks/host_memory.py: step times and peak resident memory with and
 without, each setting in a fresh process.
 """
@@ -53,6 +54,8 @@ def _apply() -> str:
         return "glibc defaults (WINNOW_MALLOC=default)"
     if "malloc" in os.environ.get("GLIBC_TUNABLES", "") or any(name in os.environ for name in _USER_SETTINGS):
         return "the user's malloc settings (GLIBC_TUNABLES or MALLOC_*_)"
+    if "malloc" in os.environ.get("LD_PRELOAD", "").lower():  # jemalloc, tcmalloc, mimalloc: not glibc's heap
+        return "a preloaded allocator (LD_PRELOAD): its own settings"
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return "not glibc: the C library's defaults"
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
