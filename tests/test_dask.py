@@ -12,7 +12,7 @@ from winnow.stages.paths import Paths
 from winnow.stages.reference import reference_stage
 from winnow.stages.score import score_stage
 
-pytestmark = pytest.mark.e2e  # through the entry points a user runs (Prefect, the CLI, DVC, torchrun): the full tier
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a real two-worker Dask cluster (about 45 s): the slow tier, -m slow
 
 
 def _scores(params, scorer_id):

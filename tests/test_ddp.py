@@ -130,6 +130,7 @@ def test_the_train_flow_launches_the_stage_as_ddp_ranks_when_asked(prefect_serve
     assert ckpt["complete"] and len(ckpt["sampler"]) == 2  # every rank's sampler state, for a resume
 
 
+@pytest.mark.slow  # two torchrun launches, one killed (about 30 s): the slow tier, -m slow
 def test_a_crashed_ddp_run_on_a_streamed_pool_resumes_every_rank_to_the_same_weights(tiny_data, tmp_path):
     def launch(checkpoint, out, crash_at) -> subprocess.Popen:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}

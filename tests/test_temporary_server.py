@@ -70,6 +70,7 @@ def test_main_called_from_python_leaves_prefect_as_it_finds_it(monkeypatch, caps
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # a second temporary server for the Dask-on-other-machines case (about 20 s): -m slow
 def test_a_withdrawn_server_is_stopped_and_prefect_left_as_it_was(monkeypatch):
     """What a run whose Dask workers are on other machines does: they could not reach 127.0.0.1."""
     import prefect.context
