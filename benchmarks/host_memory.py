@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import random
-import re
 import statistics
 import subprocess
 import sys
@@ -53,10 +52,9 @@ def child(objective: str, pairs: int, steps: int, warmup: int, seed: int) -> dic
 
 
 def in_fresh_process(objective: str, setting: str, args: argparse.Namespace, seed: int) -> dict:
-    # the machine's own malloc settings (GLIBC_TUNABLES, MALLOC_*_, a preloaded allocator) would make winnow leave
-    # glibc alone: drop them
-    mine = ("WINNOW_MALLOC", "GLIBC_TUNABLES", "LD_PRELOAD")
-    env = {k: v for k, v in os.environ.items() if k not in mine and not re.fullmatch(r"MALLOC_\w+_", k)}
+    from winnow.method.host_memory import without_settings
+
+    env = without_settings(os.environ)  # the machine's own malloc settings would make winnow leave glibc alone
     if SETTINGS[setting]:
         env["WINNOW_MALLOC"] = SETTINGS[setting]
     command = [sys.executable, __file__, "--child", objective, "--pairs", str(args.pairs), "--steps", str(args.steps)]

@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import textwrap
 
 import pytest
+
+from winnow.method.host_memory import without_settings
 
 
 def _glibc() -> tuple[int, ...]:
@@ -51,9 +52,7 @@ REPORT = 'print(json.dumps({"effect": effect, "mapped": mapped_by_an_8_mib_block
 
 def probe(setup: str, **env: str) -> dict:
     # a machine's own malloc settings (a CI runner may set MALLOC_*_) are dropped: each test says what it sets
-    mine = ("WINNOW_MALLOC", "GLIBC_TUNABLES", "LD_PRELOAD")
-    environment = {k: v for k, v in os.environ.items() if k not in mine and not re.fullmatch(r"MALLOC_\w+_", k)}
-    environment |= env
+    environment = without_settings(os.environ) | env
     script = PROBE + textwrap.dedent(setup) + "\n" + REPORT
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -31,7 +31,14 @@ MMAP_THRESHOLD = 32 * 2**20  # glibc's own ceiling for its sliding threshold (64
 TRIM_THRESHOLD = 2**30  # freed memory the heap may keep before giving its top back to the kernel
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
 _USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
+READS = ("WINNOW_MALLOC", "GLIBC_TUNABLES", "LD_PRELOAD", *_USER_SETTINGS)  # every variable _apply() looks at
 _state: dict = {}
+
+
+def without_settings(environ) -> dict:
+    """`environ` less every variable that decides what keep_freed_buffers() does: for a fresh process (a test, a
+    benchmark) that must run with winnow's choice alone, whatever the machine it runs on sets."""
+    return {k: v for k, v in environ.items() if k not in READS}
 
 
 def keep_freed_buffers() -> str:
