@@ -8,6 +8,8 @@
 #   OBJECTIVE=contrastive bash benchmarks/end_to_end.sh metrics/synthetic/bench/end_to_end_contrastive.jsonl b6a1254 HEAD
 # With KEEP=DIR, each run's metrics/synthetic/<objective> folder is kept as DIR/<commit> (to compare the curves of two
 # commits run on one machine: a CPU of another type rounds differently).
+# A REV may carry settings after a +, comma-separated: HEAD+train.parallel_arms=2 runs HEAD with --set train.parallel_arms=2
+# (winnow pipeline only; with RUNNER=pipeline the classifier runs as `winnow pipeline` too, not `dvc repro`).
 # Usage: bash benchmarks/end_to_end.sh OUT REV [REV ...]
 #   e.g. bash benchmarks/end_to_end.sh metrics/synthetic/bench/end_to_end.jsonl b6a1254 HEAD   (about 30 min on 2 cores)
 set -euo pipefail
@@ -16,9 +18,16 @@ OUT=$(realpath -m "$1"); shift
 REPO=$(pwd)
 export PREFECT_SERVER_ANALYTICS_ENABLED=false DVC_NO_ANALYTICS=1 DO_NOT_TRACK=1 WINNOW_NO_CACHE=1
 OBJECTIVE=${OBJECTIVE:-classification}
-if [ "$OBJECTIVE" = classification ]; then RUN=(dvc repro -f); else RUN=(winnow pipeline --objective "$OBJECTIVE"); fi
 mkdir -p "$(dirname "$OUT")"
-for REV in $(printf '%s\n' "$@" | shuf); do
+for SPEC in $(printf '%s\n' "$@" | shuf); do
+  REV=${SPEC%%+*}
+  SETS=(); if [ "$SPEC" != "$REV" ]; then IFS=, read -ra PAIRS <<< "${SPEC#*+}"; for P in "${PAIRS[@]}"; do SETS+=(--set "$P"); done; fi
+  if [ "$OBJECTIVE" = classification ] && [ "${RUNNER:-dvc}" = dvc ]; then
+    [ ${#SETS[@]} -eq 0 ] || { echo "settings ($SPEC) need RUNNER=pipeline: dvc repro reads params.yaml" >&2; exit 2; }
+    RUN=(dvc repro -f)
+  else
+    RUN=(winnow pipeline --objective "$OBJECTIVE" "${SETS[@]}")
+  fi
   COMMIT=$(git rev-parse "$REV")
   WORK=$(mktemp -d)
   git clone -q "$REPO" "$WORK/repo"
@@ -28,7 +37,7 @@ for REV in $(printf '%s\n' "$@" | shuf); do
   START=$(date +%s.%N)
   (cd "$WORK/repo" && WINNOW_DECODED_CACHE="$WORK/decoded" uv run --frozen "${RUN[@]}" > "$WORK/repro.log" 2>&1)
   END=$(date +%s.%N)
-  python3 - "$OUT" "$REV" "$COMMIT" "$START" "$END" "${RUN[*]}" <<'EOF'
+  python3 - "$OUT" "$SPEC" "$COMMIT" "$START" "$END" "${RUN[*]}" <<'EOF'
 import json, os, platform, sys, datetime
 out, rev, commit, start, end, run = sys.argv[1:]
 model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from prefect import flow, unmapped
+from prefect.futures import wait
 
 from tasks.caching import cached
 from tasks.stages import (
@@ -112,11 +113,25 @@ def pipeline_flow(params_path: str = "params.yaml", overrides: list[str] | None 
         if stage == "score":
             _score(params, params_path, overrides)
         elif stage == "train":
-            for policy in arm_order(params):  # shuffled by the seed: no arm always first
-                cached(train_task, "train", params, policy)(params, policy)
+            _train_arms(params)
         elif stage != "summary":
             cached(tasks[stage], stage, params)(params)
     return cached(summary_task, "summary", params)(params)
+
+
+def _train_arms(params: Params) -> None:
+    """Every policy, in arm_order (shuffled by the seed: no arm always first); with train.parallel_arms > 1, that many
+    at once, each in a process of its own (tasks/launch.py). Every arm finishes or fails on its own; the first
+    failure is raised once all have stopped, so a wrong input in one arm loses none of the others' work."""
+    order = arm_order(params)
+    if params.train.parallel_arms == 1:
+        for policy in order:
+            cached(train_task, "train", params, policy)(params, policy)
+        return
+    futures = [cached(train_task, "train", params, policy).submit(params, policy, apart=True) for policy in order]
+    wait(futures)
+    for future in futures:
+        future.result()
 
 
 @flow(name="bench")

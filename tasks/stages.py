@@ -135,9 +135,13 @@ def score_finish_task(params: Params, plan: dict, shards: list[dict], seconds: f
 
 
 @task(name="train", task_run_name="train-{policy}", cache_policy=dvc_stage_policy("train"), **STAGE)
-def train_task(params: Params, policy: str) -> dict:
-    distributed = params.train.nproc_per_node > 1 and not under_torchrun()
-    out = launch.train_distributed(params, policy) if distributed else train_stage(params, policy)
+def train_task(params: Params, policy: str, apart: bool = False) -> dict:
+    """The train stage: here, as DDP ranks (train.nproc_per_node), or with `apart` in a process of its own, one of
+    train.parallel_arms arms at once (the cache key is the stage's either way: params and policy)."""
+    if params.train.nproc_per_node > 1 and not under_torchrun():
+        out = launch.train_distributed(params, policy)
+    else:
+        out = launch.train_apart(params, policy) if apart else train_stage(params, policy)
     objective = OBJECTIVES[params.objective]
     noise = out["selected_mix"].get(objective.noise)
     get_run_logger().info(

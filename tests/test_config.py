@@ -128,3 +128,10 @@ def test_a_labelled_study_run_is_written_beside_the_study_never_over_it():
     for wrong in ("../elsewhere", "seed-0"):
         with pytest.raises(ConfigError, match="bench.label"):
             load_params(overrides=[f"bench.label={wrong}"])
+
+
+def test_arms_side_by_side_and_one_arm_over_several_ranks_are_not_asked_at_once(tiny):
+    with pytest.raises(ConfigError, match=r"train.parallel_arms \(2\).*train.nproc_per_node \(2\)"):
+        load_params(tiny, ["train.parallel_arms=2", "train.nproc_per_node=2"])
+    with pytest.raises(ConfigError, match="parallel_arms"):
+        load_params(tiny, ["train.parallel_arms=0"])

@@ -5,7 +5,7 @@ import torch
 
 from winnow.config import ConfigError, load_params
 from winnow.method.checkpoints import model_from_checkpoint
-from winnow.method.devices import autocast_dtype, pick_device
+from winnow.method.devices import autocast_dtype, cpu_share, pick_device
 from winnow.stages.data import data_stage
 from winnow.stages.evaluate import evaluate_stage
 from winnow.stages.paths import Paths
@@ -21,6 +21,36 @@ def test_auto_means_cuda_with_bf16_when_present_and_cpu_with_fp32_otherwise():
     assert autocast_dtype(torch.device("cuda"), "auto") is torch.bfloat16
     assert autocast_dtype(torch.device("cpu"), "auto") is None
     assert autocast_dtype(torch.device("cpu"), "bf16") is torch.bfloat16
+
+
+def test_an_arm_of_several_at_once_trains_on_its_share_of_the_threads_and_gives_them_back():
+    before = torch.get_num_threads()
+    with cpu_share(1) as threads:
+        assert threads == torch.get_num_threads() == before  # one arm at a time: torch's own count, untouched
+    with cpu_share(2) as threads:
+        assert threads == torch.get_num_threads() == max(1, before // 2)
+    with cpu_share(before + 1) as threads:
+        assert threads == 1  # more arms than threads: one each, never none
+    assert torch.get_num_threads() == before
+
+
+def test_the_thread_count_decides_the_last_bits_of_a_gradient_so_it_is_part_of_the_config():
+    """Why train.parallel_arms is a param DVC tracks, not a machine setting: a layer norm's weight gradient sums over
+    the batch in one chunk per thread, so one thread and two round differently (the forward does not)."""
+    if torch.get_num_threads() < 2:
+        pytest.skip("one CPU thread: nothing to compare")
+    torch.manual_seed(0)
+    x, norm = torch.randn(64, 17, 128), torch.nn.LayerNorm(128)
+
+    def gradient(arms: int) -> torch.Tensor:
+        norm.zero_grad()
+        with cpu_share(arms):
+            (norm(x) * x).sum().backward()
+        return norm.weight.grad.clone()
+
+    every_thread, one_thread = gradient(1), gradient(torch.get_num_threads())
+    assert not torch.equal(every_thread, one_thread) and torch.allclose(every_thread, one_thread, rtol=1e-4)
+    assert torch.equal(gradient(1), every_thread)  # the same threads: the same bits
 
 
 @pytest.mark.parametrize("key, value", [("device", "tpu"), ("precision", "fp8"), ("precision", "fp16")])

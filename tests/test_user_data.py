@@ -15,8 +15,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from PIL import Image
 
+from tasks import launch
 from winnow.cli import main
 from winnow.config import load_params
 from winnow.datasets.contract import read_manifest
@@ -134,11 +136,26 @@ def test_an_imported_parquet_dataset_with_its_own_test_set_runs_through_winnow_p
 ):
     mine = tiny.parent / "mine"
     _import(sources, mine)
-    assert main(["pipeline", "--params", str(tiny), "--set", f"data.root={mine}", "--objective", objective]) == 0
+    # the classifier's arms train two at once, each in a process of its own (train.parallel_arms); CLIP's one by one
+    arms = ["--set", f"train.parallel_arms={2 if objective == 'classification' else 1}"]
+    assert main(["pipeline", "--params", str(tiny), "--set", f"data.root={mine}", *arms, "--objective", objective]) == 0
     assert "pipeline finished" in capsys.readouterr().out
-    params = load_params(tiny, [f"data.root={mine}", f"objective={objective}"])
+    params = load_params(tiny, [f"data.root={mine}", f"objective={objective}", arms[1]])
     paths = Paths.of(params)
     summary = json.loads((paths.metrics / "summary.json").read_text())
+    if objective == "classification":
+        assert launch.slots(2).most_at_once == 2
+        # one arm trained again alone, here, as `dvc repro` trains it: on the same share of the threads, the same numbers
+        trained = paths.train_record("learnability").read_text(), paths.curve("learnability").read_text()
+        weights = torch.load(paths.learner("learnability"), weights_only=False)["model"]
+        for output in (paths.learner("learnability"), paths.train_record("learnability"), paths.curve("learnability")):
+            output.unlink()
+        assert main(["train", "--policy", "learnability", "--params", str(tiny), "--set", f"data.root={mine}", *arms]) == 0
+        alone = json.loads(paths.train_record("learnability").read_text())
+        assert alone["final_metric"] == json.loads(trained[0])["final_metric"]
+        assert paths.curve("learnability").read_text() == trained[1]
+        again = torch.load(paths.learner("learnability"), weights_only=False)["model"]
+        assert all(torch.equal(again[name], weights[name]) for name in weights)  # bit for bit
     assert paths.metrics == tiny.parent / "metrics" / "mine" / objective  # under the dataset's own name
     assert set(summary["policies"]) == set(params.train.policies) and summary["target"] > 0
     if objective == "classification":

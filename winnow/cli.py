@@ -44,6 +44,7 @@ def start_prefect_early(argv: list[str]):
         or {"-h", "--help", "--report-only"} & set(argv)
         or os.environ.get("PREFECT_API_URL")
         or int(os.environ.get("WORLD_SIZE", "1")) > 1
+        or os.environ.get("WINNOW_ARM_WORKER") == "1"  # one arm of several at once: it runs bare (tasks/launch.py)
         or os.environ.get("WINNOW_PREFECT_EARLY") == "0"  # Prefect starts it, when the flow asks (benchmarks/stage_startup.py)
     ):
         return None
@@ -387,20 +388,21 @@ def _data(args, params) -> None:
 
 
 def _train(args, params) -> None:
-    from winnow.method.devices import rank_and_world, under_torchrun
+    from winnow.method.devices import rank_and_world, runs_bare
 
-    if not under_torchrun():
+    if not runs_bare():
         from flows import pipeline as flows
 
         flows.train_flow(policy=args.policy, **_flow_args(args))
         return
-    # Under torchrun every rank is a worker: the stage runs bare (torchrun, or the scheduler that
-    # launched it, orchestrates); rank 0 writes the outputs, as the train flow would.
+    # A torchrun rank, or one arm of several trained at once, is a worker: the stage runs bare (torchrun, the
+    # pipeline or the scheduler that launched it orchestrates); rank 0 writes the outputs, as the train flow would.
     from winnow.stages.train import train_stage
 
     out = train_stage(params, args.policy)
     if rank_and_world()[0] == 0:
-        print(f"train {args.policy}: {out['world_size']} ranks, final {out['final_metric']}, {out['seconds']:.0f} s")
+        ranks = out.get("world_size", 1)
+        print(f"train {args.policy}: {ranks} rank{'s' * (ranks > 1)}, final {out['final_metric']}, {out['seconds']:.0f} s")
 
 
 def _pipeline(args, params) -> None:

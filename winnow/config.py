@@ -151,6 +151,9 @@ class TrainConfig(OptimConfig):
     checkpoint_every: Positive = 250
     shuffle_buffer: Positive = 50000  # examples held decoded; a larger pool streams through a buffer of this size
     nproc_per_node: Int = Field(1, ge=1)  # > 1: the train stage launches itself as this many DDP ranks on this node (torchrun)
+    # > 1: `winnow pipeline` trains this many arms at once, each in a process of its own, and every arm (however it is
+    # launched, dvc repro too) runs on torch's CPU threads over parallel_arms: the same config gives the same numbers
+    parallel_arms: Int = Field(1, ge=1)
 
     @property
     def super_batch_size(self) -> int:
@@ -172,6 +175,11 @@ class TrainConfig(OptimConfig):
             raise ValueError(
                 f"batch_size ({self.batch_size}) and the super-batch ({self.super_batch_size}) must divide evenly "
                 f"over nproc_per_node ({self.nproc_per_node}) ranks"
+            )
+        if self.parallel_arms > 1 and self.nproc_per_node > 1:
+            raise ValueError(
+                f"train.parallel_arms ({self.parallel_arms}) trains arms side by side, train.nproc_per_node "
+                f"({self.nproc_per_node}) one arm over several ranks: set one of them to 1"
             )
         if self.selection == "jest" and self.jest_chunks > self.batch_size // self.nproc_per_node:
             raise ValueError(

@@ -44,10 +44,36 @@ def autocast(device: torch.device, precision: str = "auto"):
     return torch.autocast(device.type, dtype=dtype)
 
 
+@contextlib.contextmanager
+def cpu_share(parallel: int):
+    """torch's CPU threads for one of `parallel` processes sharing this machine: the process's count over
+    `parallel` (at least one) until the block ends. Thread count is where some of torch's CPU reductions split
+    their sums (layer norm's and convolution's weight gradients), so it decides the last bits of a run's numbers:
+    every train stage of a config runs on the same share, whoever launches it (tests/test_devices.py)."""
+    if parallel <= 1:
+        yield torch.get_num_threads()
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, before // parallel))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
 def rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+ARM_WORKER = "WINNOW_ARM_WORKER"  # set in a process that trains one of several arms at once (tasks/launch.py)
+
+
+def runs_bare() -> bool:
+    """Whether this process is a worker that runs its stage without Prefect: a torchrun rank, or one arm of several
+    trained at once; whoever launched it orchestrates."""
+    return under_torchrun() or os.environ.get(ARM_WORKER) == "1"
 
 
 def under_torchrun() -> bool:

@@ -20,7 +20,7 @@ from winnow.errors import ConfigError
 from winnow.files import exclusive, write_csv
 from winnow.method import objectives
 from winnow.method.checkpoints import CheckpointPlan
-from winnow.method.devices import init_distributed, pick_device
+from winnow.method.devices import cpu_share, init_distributed, pick_device
 from winnow.method.flops import counted
 from winnow.method.jest import reference_logits
 from winnow.method.objectives import OBJECTIVES
@@ -90,7 +90,8 @@ def train_stage(params: Params, policy: str) -> dict:
     rank, world = init_distributed()
     paths = Paths.of(params)
     lock = exclusive(paths.lock(f"train-{policy}"), paths.learner(policy), f"training {policy} into it")
-    with lock if rank == 0 else contextlib.nullcontext():  # rank 0 writes the outputs
+    # train.parallel_arms: this arm's share of the CPU threads, whether arms run at once (winnow pipeline) or not
+    with lock if rank == 0 else contextlib.nullcontext(), cpu_share(params.train.parallel_arms):  # rank 0 writes
         return _train(params, policy, rank, world)
 
 
