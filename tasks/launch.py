@@ -74,25 +74,41 @@ def train_apart(params: Params, policy: str) -> dict:
     with slots(arms).taken() as slot:
         log.info("train %s: started in a process of its own (slot %d of %d)", policy, slot + 1, arms)
         started = time.perf_counter()
-        out = _run_stage(params, policy, [], {ARM_WORKER: "1"}, "its process", f"one of {arms} arms at once")
+        env = {ARM_WORKER: "1", "TQDM_POSITION": str(slot)}  # its progress bar on a line of its own
+        out = _run_stage(params, policy, [], env, "its process", f"one of {arms} arms at once")
         log.info("train %s: its process finished in %.0f s", policy, time.perf_counter() - started)
     return out
 
 
 def _run_stage(params: Params, policy: str, launcher: list[str], env: dict, what: str, how: str) -> dict:
-    """`python <launcher> -m winnow.cli train --policy <policy>` on these exact params, written to a temporary file;
-    a wrong input it refused is raised as the CLI said it, anything else with its stderr's tail."""
+    """`python <launcher> -m winnow.cli train --policy <policy>` on these exact params, written to a temporary file.
+    Its stderr (progress bars, log lines) is passed on as it comes; a wrong input it refused is raised as the CLI
+    said it, anything else with its stderr's tail."""
     with tempfile.TemporaryDirectory() as tmp:
         params_file = Path(tmp) / "params.yaml"
         # the resolved params: objectives: {} so that no per-objective section is applied twice
         write_params(params, params_file)
         command = [sys.executable, *launcher, "-m", "winnow.cli", "train", "--policy", policy, "--params", str(params_file)]
         log.debug("train %s: %s", policy, " ".join(command))
-        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env})
-    if done.returncode:
-        said = [line for line in done.stderr.splitlines() if line.startswith("winnow: error: ")]
-        if said:  # it refused a wrong input: say it as the CLI would, and do not retry it
-            raise WinnowError(f"train {policy} ({how}): {said[-1].removeprefix('winnow: error: ')}")
-        tail = done.stderr[-3000:]
-        raise RuntimeError(f"train {policy}: {what} failed (exit {done.returncode}):\n{tail}")
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **env})
+        said = _passed_on(child.stderr)
+        code = child.wait()
+    if code:
+        refused = [line for line in said.splitlines() if line.startswith("winnow: error: ")]
+        if refused:  # it refused a wrong input: say it as the CLI would, and do not retry it
+            raise WinnowError(f"train {policy} ({how}): {refused[-1].removeprefix('winnow: error: ')}")
+        raise RuntimeError(f"train {policy}: {what} failed (exit {code}):\n{said[-3000:]}")
     return TrainRecord.read(Paths.of(params).train_record(policy), f"{what} finished without writing it").as_dict()
+
+
+def _passed_on(stream, keep: int = 20_000) -> str:
+    """Copy a child's stderr to this process's as it comes, each write whole (a progress bar's redraw is one); return
+    the last `keep` characters of it."""
+    tail = ""
+    while chunk := os.read(stream.fileno(), 65536):
+        text = chunk.decode(errors="replace")
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        tail = (tail + text)[-keep:]
+    stream.close()
+    return tail

@@ -468,6 +468,41 @@ def _end_to_end(runs: list[dict], before: str = "b6a1254") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _parallel_arms(result: dict) -> str:
+    """benchmarks/parallel_arms.py: every policy's train stage one at a time against N at once, in rounds (each
+    setting a fresh process, the two in a random order); the ratio is read within a round."""
+    n, rounds = result["arms"], result["rounds"]
+    lines = [
+        f"{result['machine']}, objective {result['objective']}; {len(rounds)} rounds, each setting once per round in a "
+        f"random order, each in a fresh process. Includes: {result['includes']}.\n",
+        f"| round (order) | one at a time | {n} at once | {n} at once over one at a time | median step, ms, one at a time "
+        f"(uniform; learnability) | the same, {n} at once |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(rounds, 1):
+        one, many = r["runs"]["1"], r["runs"][str(n)]
+        order = ", then ".join(f"{a} at once" if a > 1 else "one at a time" for a in r["order"])
+        lines.append(
+            f"| {i} ({order}) | {_minutes(one['seconds'])} | {_minutes(many['seconds'])} | {r['ratio']:.2f} | "
+            f"{one['step_ms']['uniform']:.1f}; {one['step_ms']['learnability']:.1f} | "
+            f"{many['step_ms']['uniform']:.1f}; {many['step_ms']['learnability']:.1f} |"
+        )
+    low, high = result["ratio_range"]
+    same = " and ".join(
+        f"{'one at a time' if a == '1' else f'{a} at once'}: {'yes' if ok else 'no'}"
+        for a, ok in result["same_numbers_every_round"].items()
+    )
+    lines.append(
+        f"\nMedian ratio {result['ratio_median']:.2f} (rounds {low:.2f} to {high:.2f}); each setting's final metrics the same every round: {same}."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _minutes(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    return f"{m} min {s:02d} s"
+
+
 FIGURES: dict[str, Figure] = {
     "claims": Figure(tuple(dict.fromkeys(f for c in claims.CLAIMS for f in c.files)), claims.figure),
     "classification": Figure("metrics/synthetic/classification/summary.json", _headline),
@@ -510,6 +545,7 @@ FIGURES: dict[str, Figure] = {
     ),
     "end-to-end": Figure("metrics/synthetic/bench/end_to_end.jsonl", _end_to_end),
     "end-to-end-contrastive": Figure("metrics/synthetic/bench/end_to_end_contrastive.jsonl", _end_to_end),
+    "parallel-arms-contrastive": Figure("metrics/synthetic/bench/parallel_arms_contrastive.json", _parallel_arms),
     "stage-startup": Figure("metrics/synthetic/bench/stage_startup.json", _stage_startup),
     "compile-step": Figure("metrics/synthetic/bench/compile_step.json", _compile_step),
     "host-memory": Figure("metrics/synthetic/bench/host_memory.json", _host_memory),
