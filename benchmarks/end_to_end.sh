@@ -47,6 +47,7 @@ row = {"rev": rev, "commit": commit, "seconds": round(float(end) - float(start),
 open(out, "a").write(json.dumps(row) + "\n")
 print(json.dumps(row))
 EOF
-  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp -r "$WORK/repo/metrics/synthetic/$OBJECTIVE" "$KEEP/$COMMIT"; fi
+  # kept as KEEP/<commit>[+settings]: two runs of one commit with different settings keep apart
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp -r "$WORK/repo/metrics/synthetic/$OBJECTIVE" "$KEEP/$COMMIT${SPEC#"$REV"}"; fi
   rm -rf "$WORK"
 done

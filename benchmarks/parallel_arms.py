@@ -11,7 +11,7 @@ figure. Each arm's final metric is kept: one setting gives the same numbers ever
 last bits, so the two settings differ in rounding: devices.cpu_share).
 
 Usage: uv run python benchmarks/parallel_arms.py [--objective contrastive] [--arms 2] [--rounds 2]
-       [--out metrics/synthetic/bench/parallel_arms_contrastive.json]     (about 20 min a round on 2 cores)
+       [--out metrics/synthetic/bench/parallel_arms_contrastive.json]     (about 25 min a round on 2 cores)
 """
 
 from __future__ import annotations

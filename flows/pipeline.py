@@ -121,8 +121,9 @@ def pipeline_flow(params_path: str = "params.yaml", overrides: list[str] | None 
 
 def _train_arms(params: Params) -> None:
     """Every policy, in arm_order (shuffled by the seed: no arm always first); with train.parallel_arms > 1, that many
-    at once, each in a process of its own (tasks/launch.py). Every arm finishes or fails on its own; the first
-    failure is raised once all have stopped, so a wrong input in one arm loses none of the others' work."""
+    at once, each in a process of its own (tasks/launch.py). Every arm finishes or fails on its own; once all have
+    stopped, the failure of the first failed arm in that order is raised, so a wrong input in one arm loses none of
+    the others' work."""
     order = arm_order(params)
     if params.train.parallel_arms == 1:
         for policy in order:

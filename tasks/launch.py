@@ -3,6 +3,7 @@ process of its own (train.parallel_arms). Orchestration, so not in winnow/."""
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import logging
 import os
@@ -91,8 +92,13 @@ def _run_stage(params: Params, policy: str, launcher: list[str], env: dict, what
         command = [sys.executable, *launcher, "-m", "winnow.cli", "train", "--policy", policy, "--params", str(params_file)]
         log.debug("train %s: %s", policy, " ".join(command))
         child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **env})
-        said = _passed_on(child.stderr)
-        code = child.wait()
+        try:
+            said = _passed_on(child.stderr)
+            code = child.wait()
+        finally:  # this process stopped waiting (interrupted, cancelled): the arm stops too, its lock with it
+            if child.poll() is None:
+                child.kill()
+                child.wait()
     if code:
         refused = [line for line in said.splitlines() if line.startswith("winnow: error: ")]
         if refused:  # it refused a wrong input: say it as the CLI would, and do not retry it
@@ -104,9 +110,9 @@ def _run_stage(params: Params, policy: str, launcher: list[str], env: dict, what
 def _passed_on(stream, keep: int = 20_000) -> str:
     """Copy a child's stderr to this process's as it comes, each write whole (a progress bar's redraw is one); return
     the last `keep` characters of it."""
-    tail = ""
+    tail, decoder = "", codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may straddle two reads
     while chunk := os.read(stream.fileno(), 65536):
-        text = chunk.decode(errors="replace")
+        text = decoder.decode(chunk)
         sys.stderr.write(text)
         sys.stderr.flush()
         tail = (tail + text)[-keep:]

@@ -138,6 +138,7 @@ def test_an_imported_parquet_dataset_with_its_own_test_set_runs_through_winnow_p
     _import(sources, mine)
     # the classifier's arms train two at once, each in a process of its own (train.parallel_arms); CLIP's one by one
     arms = ["--set", f"train.parallel_arms={2 if objective == 'classification' else 1}"]
+    launch._SLOTS.clear()  # the count of arms at once starts from this run
     assert main(["pipeline", "--params", str(tiny), "--set", f"data.root={mine}", *arms, "--objective", objective]) == 0
     assert "pipeline finished" in capsys.readouterr().out
     params = load_params(tiny, [f"data.root={mine}", f"objective={objective}", arms[1]])

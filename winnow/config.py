@@ -152,7 +152,7 @@ class TrainConfig(OptimConfig):
     shuffle_buffer: Positive = 50000  # examples held decoded; a larger pool streams through a buffer of this size
     nproc_per_node: Int = Field(1, ge=1)  # > 1: the train stage launches itself as this many DDP ranks on this node (torchrun)
     # > 1: `winnow pipeline` trains this many arms at once, each in a process of its own, and every arm (however it is
-    # launched, dvc repro too) runs on torch's CPU threads over parallel_arms: the same config gives the same numbers
+    # launched, dvc repro too) runs on torch's CPU threads over parallel_arms: on one machine, one config, one result
     parallel_arms: Int = Field(1, ge=1)
 
     @property
