@@ -97,8 +97,12 @@ def _run_stage(params: Params, policy: str, launcher: list[str], env: dict, what
             code = child.wait()
         finally:  # this process stopped waiting (interrupted, cancelled): the arm stops too, its lock with it
             if child.poll() is None:
-                child.kill()
-                child.wait()
+                child.terminate()  # torchrun passes SIGTERM on to its ranks; a kill would orphan them
+                try:
+                    child.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
     if code:
         refused = [line for line in said.splitlines() if line.startswith("winnow: error: ")]
         if refused:  # it refused a wrong input: say it as the CLI would, and do not retry it
