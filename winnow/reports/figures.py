@@ -461,9 +461,8 @@ def _end_to_end(runs: list[dict], before: str = "b6a1254") -> str:
     for r in sorted(runs, key=lambda r: r["date"]):
         bases = [b for b in runs if b["commit"].startswith(before) and b["machine"] == r["machine"]]
         base = min(bases, key=lambda b: abs(at(b) - at(r)))["seconds"]
-        m, sec = divmod(round(r["seconds"]), 60)
         lines.append(
-            f"| {r['commit'][:7]} ({r['rev']}) | {r['machine']} | {r['date']} | {m} min {sec:02d} s | {r['seconds'] / base:.2f} |"
+            f"| {r['commit'][:7]} ({r['rev']}) | {r['machine']} | {r['date']} | {_minutes(r['seconds'])} | {r['seconds'] / base:.2f} |"
         )
     return "\n".join(lines) + "\n"
 
