@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from winnow.curation.filters import model_free_filter
+from winnow.curation.filters import ModelFreeFilter, model_free_filter
 
 
 def _images(n: int, seed: int = 0) -> torch.Tensor:
@@ -25,3 +25,15 @@ def test_flat_images_exact_and_near_duplicates_are_dropped_and_counted_the_first
 
 def test_distinct_images_are_all_kept():
     assert model_free_filter(_images(200)).keep.all()
+
+
+def test_the_filter_read_shard_by_shard_keeps_the_very_rows_it_keeps_over_the_whole_pool():
+    images = _images(30)
+    images[4], images[17], images[25] = images[2], images[2], images[11]  # copies within a chunk and across chunks
+    images[9] = 7  # flat
+    chunked = ModelFreeFilter()
+    keep = np.concatenate([chunked.keep(images[a : a + 10]) for a in range(0, 30, 10)])
+    whole = model_free_filter(images)
+    assert keep.tolist() == whole.keep.tolist() and chunked.dropped == whole.dropped
+    assert whole.dropped == {"flat": 1, "exact_duplicate": 3, "near_duplicate": 0}
+    assert len(chunked.exact) == 26 and len(chunked.near) == 26  # it remembers a hash an image it kept, never pixels

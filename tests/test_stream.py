@@ -181,3 +181,128 @@ def test_a_bounded_validation_sample_is_the_same_rows_each_time_in_their_order(t
     assert len(once) == 50 and np.array_equal(once.ids, again.ids) and np.all(np.diff(once.ids) > 0)
     assert torch.equal(once.images, val.images[torch.as_tensor(np.searchsorted(val.ids, once.ids))])
     assert sampled(val, None) is val and sampled(val, len(val)) is val
+
+
+@pytest.fixture(scope="module")
+def three_times(tmp_path_factory):
+    """The tiny pool's generator at three times its size (the same curated, val and test sets)."""
+    from conftest import TINY
+
+    from winnow.config import params_from_dict
+    from winnow.datasets.synth import synthesize
+
+    root = tmp_path_factory.mktemp("three_times") / "data"
+    params = params_from_dict({**TINY, "data": {**TINY["data"], "num_pool": 3 * TINY["data"]["num_pool"], "root": str(root)}})
+    synthesize(params.data, root)
+    return params
+
+
+def _held_bytes(obj, seen: set | None = None) -> int:
+    """The bytes of every tensor and array an object reaches through its attributes and containers."""
+    seen = set() if seen is None else seen
+    if (
+        id(obj) in seen
+        or isinstance(obj, (str, bytes, int, float, type, threading.Thread))
+        or callable(obj)
+        and not (isinstance(obj, functools.partial))
+    ):
+        return 0
+    seen.add(id(obj))
+    if torch.is_tensor(obj):
+        return obj.untyped_storage().nbytes()
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    if isinstance(obj, functools.partial):
+        return sum(_held_bytes(a, seen) for a in (*obj.args, *obj.keywords.values()))
+    if isinstance(obj, dict):
+        return sum(_held_bytes(v, seen) for v in obj.values())
+    if isinstance(obj, (list, tuple, set)):
+        return sum(_held_bytes(v, seen) for v in obj)
+    return _held_bytes(vars(obj), seen) if hasattr(obj, "__dict__") else 0
+
+
+@pytest.mark.parametrize("policy", ["uniform", "filtered", "curated_plus_pool"])  # the selecting arms draw as uniform does
+def test_no_arm_holds_more_as_a_pool_larger_than_the_shuffle_buffer_grows(tiny, tiny_data, three_times, policy):
+    from winnow.config import load_params
+    from winnow.stages.train import pool_sampler
+
+    held = []
+    for data in (tiny_data, three_times):
+        params = load_params(tiny, [f"data.root={data.data.root}", "train.shuffle_buffer=256"])
+        sampler, _ = pool_sampler(params, "cnn-nano", 0, policy=policy)
+        assert not isinstance(sampler, InMemory)  # it streams
+        for _ in range(30):
+            sampler.draw(64)
+        sampler.close()
+        held.append(_held_bytes(sampler))
+    grown = three_times.data.num_pool - tiny_data.data.num_pool
+    assert held[1] - held[0] < 16 * grown  # ids at most (the filter's dropped ids), never an image (3 KiB a row)
+
+
+@pytest.fixture(scope="module")
+def with_copies(tmp_path_factory):
+    """An imported pool of 400 noise images in four shards, 40 of them exact copies of another (some in another
+    shard) and 20 flat: what the model-free filters drop."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from winnow.importers.importing import import_source
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (400, 16, 16, 3), dtype=np.uint8)
+    pixels[rng.choice(np.arange(10, 400), 40, replace=False)] = pixels[rng.integers(0, 10, 40)]
+    pixels[380:] = 90
+    blobs = []
+    for image in pixels:
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="PNG")
+        blobs.append(buf.getvalue())
+    root = tmp_path_factory.mktemp("with_copies")
+    pq.write_table(pa.table({"image": blobs, "label": pa.array(rng.integers(0, 2, 400), pa.int32())}), root / "pool.parquet")
+    return import_source("parquet", root / "pool.parquet", root / "data", shard_size=100)
+
+
+def test_the_filtered_pool_streamed_draws_exactly_the_rows_the_filter_keeps_in_memory(tiny, with_copies):
+    from winnow.config import load_params
+    from winnow.stages.train import pool_sampler
+
+    settings = [f"data.root={with_copies}", "data.image_size=16", "train.batch_size=16"]
+    whole, whole_info = pool_sampler(load_params(tiny, settings), "cnn-nano", 0, policy="filtered")
+    streamed, info = pool_sampler(load_params(tiny, [*settings, "train.shuffle_buffer=64"]), "cnn-nano", 0, policy="filtered")
+    assert info["filter_dropped"] == whole_info["filter_dropped"]
+    assert (
+        whole_info["filter_dropped"]["flat"] >= 10 and whole_info["filter_dropped"]["exact_duplicate"] >= 20
+    )  # less what the held-out sets took
+    seen = set()
+    for _ in range(4 * len(whole.split) // 32):  # four epochs' worth
+        seen.update(streamed.draw(32).ids.tolist())
+    streamed.close()
+    assert seen == set(whole.split.ids.tolist())
+
+
+def test_a_mixture_draws_each_part_in_its_share_resumes_exactly_and_splits_evenly_over_ranks(pool):
+    from winnow.datasets.mixture import Mixture
+
+    def mixture(rank=0, world=1):
+        small, large = pool.subset(np.arange(300)), pool.subset(np.arange(300, len(pool)))
+        parts = [InMemory(s, torch.as_tensor(s.labels), 3, s.columns["pathology"], rank, world) for s in (small, large)]
+        return Mixture(parts, [len(small), len(large)], seed=3, world=world)
+
+    one = mixture()
+    drawn = np.concatenate([one.draw(64).ids for _ in range(300)])
+    share = np.mean(drawn < 300)
+    assert share == pytest.approx(300 / len(pool), abs=0.02)  # a uniform draw over the union, in expectation
+    first = mixture()
+    for _ in range(5):
+        first.draw(64)
+    again = mixture()
+    again.restore(first.state())
+    a, b = first.draw(64), again.draw(64)
+    assert np.array_equal(a.ids, b.ids) and torch.equal(a.images, b.images) and list(a.pathology) == list(b.pathology)
+    ranks = [mixture(rank, 2) for rank in (0, 1)]
+    for _ in range(20):
+        halves = [r.draw(64) for r in ranks]
+        assert [len(h.ids) for h in halves] == [32, 32]

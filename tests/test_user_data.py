@@ -25,6 +25,8 @@ from winnow.datasets.contract import read_manifest
 from winnow.stages.paths import Paths
 from winnow.stages.reference import reference_stage
 
+REPO = Path(__file__).resolve().parents[1]
+
 pytestmark = pytest.mark.e2e  # through the entry points a user runs (Prefect, the CLI, DVC, torchrun): the full tier
 
 CLASSES = ("red", "green", "blue")
@@ -138,14 +140,20 @@ def test_an_imported_parquet_dataset_with_its_own_test_set_runs_through_winnow_p
     _import(sources, mine)
     # the classifier's arms train two at once, each in a process of its own (train.parallel_arms); CLIP's one by one
     arms = ["--set", f"train.parallel_arms={2 if objective == 'classification' else 1}"]
+    if objective == "classification":  # every default arm, on a pool three times the shuffle buffer: each streams
+        buffer = read_manifest(mine)["counts"]["pool"] // 3
+        arms += ["--set", f"train.shuffle_buffer={buffer}", "--set", "train.batch_size=16"]
+        arms += ["--set", f"train.policies=[{','.join(load_params(REPO / 'params.yaml').train.policies)}]"]
     launch._SLOTS.clear()  # the count of arms at once starts from this run
     assert main(["pipeline", "--params", str(tiny), "--set", f"data.root={mine}", *arms, "--objective", objective]) == 0
     assert "pipeline finished" in capsys.readouterr().out
-    params = load_params(tiny, [f"data.root={mine}", f"objective={objective}", arms[1]])
+    params = load_params(tiny, [f"data.root={mine}", f"objective={objective}", *arms[1::2]])
     paths = Paths.of(params)
     summary = json.loads((paths.metrics / "summary.json").read_text())
     if objective == "classification":
         assert launch.slots(2).most_at_once == 2
+        for policy in params.train.policies:  # every arm that reads the pool streamed it (curated_only never reads it)
+            assert bool(json.loads(paths.train_record(policy).read_text()).get("pool_streamed")) == (policy != "curated_only")
         # one arm trained again alone, here, as `dvc repro` trains it: on the same share of the threads, the same numbers
         trained = paths.train_record("learnability").read_text(), paths.curve("learnability").read_text()
         weights = torch.load(paths.learner("learnability"), weights_only=False)["model"]

@@ -12,11 +12,17 @@ No model, no labels: the filter a careful user would run first, so a selection p
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
+
+from winnow.datasets.contract import shard_files
 
 FLAT_STD = 4.0  # pixel standard deviation (0-255) below which an image is flat
 HASH_SIZE = 16  # 8 x 8 was measured to merge 29% of distinct built-in images; 16 x 16, 0.1%
@@ -30,17 +36,6 @@ class Filtered:
     dropped: dict[str, int]
 
 
-def _first_of_each(keys: list[bytes], alive: np.ndarray) -> np.ndarray:
-    """alive rows whose key no earlier alive row has."""
-    seen: set[bytes] = set()
-    first = alive.copy()
-    for i in np.flatnonzero(alive):
-        if keys[i] in seen:
-            first[i] = False
-        seen.add(keys[i])
-    return first
-
-
 def perceptual_hashes(images: torch.Tensor, size: int = HASH_SIZE, batch: int = 4096) -> list[bytes]:
     """One hash per uint8 image (N, 3, H, W): the grey image at size x size, each cell above its mean or not."""
     keys = []
@@ -52,17 +47,60 @@ def perceptual_hashes(images: torch.Tensor, size: int = HASH_SIZE, batch: int = 
     return keys
 
 
+class ModelFreeFilter:
+    """The filters over a pool read in chunks (a shard at a time), in order: each call keeps the rows that survive
+    given every row seen before, so the rows kept are the same as over the whole pool at once. It remembers hashes
+    (16 bytes an image for exact duplicates, 32 for near ones), never pixels: memory grows by bytes per image."""
+
+    def __init__(self) -> None:
+        self.exact: set[bytes] = set()  # of every row not flat
+        self.near: set[bytes] = set()  # of every row kept past the exact check
+        self.dropped = {"flat": 0, "exact_duplicate": 0, "near_duplicate": 0}
+
+    def keep(self, images: torch.Tensor) -> np.ndarray:
+        """bool (N,): which of these uint8 images (N x 3 x H x W) survive, the first of each duplicate kept."""
+        n = len(images)
+        flat = images.float().flatten(1).std(dim=1).numpy() < FLAT_STD if n else np.zeros(0, bool)
+        keep = ~flat
+        near = perceptual_hashes(images) if n else []
+        for i in np.flatnonzero(keep):
+            exact = hashlib.blake2b(images[i].numpy().tobytes(), digest_size=16).digest()
+            if exact in self.exact:
+                keep[i] = False
+                self.dropped["exact_duplicate"] += 1
+                continue
+            self.exact.add(exact)
+            if near[i] in self.near:
+                keep[i] = False
+                self.dropped["near_duplicate"] += 1
+            self.near.add(near[i])
+        self.dropped["flat"] += int(flat.sum())
+        return keep
+
+
 def model_free_filter(images: torch.Tensor) -> Filtered:
     """The rows of a decoded pool (uint8, N x 3 x H x W) that survive the filters, and what each dropped."""
-    n = len(images)
-    flat = images.float().flatten(1).std(dim=1).numpy() < FLAT_STD if n else np.zeros(0, bool)
-    alive = ~flat
-    exact = [hashlib.blake2b(images[i].numpy().tobytes(), digest_size=16).digest() for i in range(n)]
-    after_exact = _first_of_each(exact, alive)
-    after_near = _first_of_each(perceptual_hashes(images), after_exact)
-    dropped = {
-        "flat": int(flat.sum()),
-        "exact_duplicate": int((alive & ~after_exact).sum()),
-        "near_duplicate": int((after_exact & ~after_near).sum()),
-    }
-    return Filtered(after_near, dropped)
+    f = ModelFreeFilter()
+    keep = f.keep(images)
+    return Filtered(keep, f.dropped)
+
+
+def filter_pass(folder: Path, decode: Callable[[Path], tuple]) -> tuple[np.ndarray, dict]:
+    """The ids the filters drop from a pool too large to hold, read shard by shard in the pool's order (so the rows
+    kept are those of the in-memory filter), and what the pass cost: its seconds include decoding the pool, which the
+    stream then decodes again as it trains (from the decoded cache)."""
+    start, f, dropped = time.perf_counter(), ModelFreeFilter(), []
+    for path in tqdm(shard_files(folder), desc="filter the pool", unit="shard", leave=False, disable=None):
+        split, _ = decode(path)
+        dropped.append(split.ids[~f.keep(split.images)])
+    ids = np.sort(np.concatenate(dropped)) if dropped else np.zeros(0, np.int64)
+    return ids, {"prepare_seconds": time.perf_counter() - start, "filter_dropped": f.dropped}
+
+
+def without_ids(decode: Callable[[Path], tuple], dropped: np.ndarray, path: Path) -> tuple:
+    """decode(path) less the rows whose id is in `dropped` (sorted): a stream's decode for the filtered pool."""
+    split, targets = decode(path)
+    rows = np.flatnonzero(~np.isin(split.ids, dropped, assume_unique=False))
+    kept = split.subset(rows)
+    kept.skipped = split.skipped
+    return kept, targets[torch.from_numpy(rows)]

@@ -1,7 +1,8 @@
 """Where the learner's super-batches come from: a split held in memory, or a pool streamed shard by shard.
 
-Both samplers give `draw(n)` -> Draw (example ids, uint8 images, targets, pathology) and a
-`state()` a checkpoint stores, so a killed run resumes with the very same batches.
+Both samplers give `draw(n)` -> Draw (example ids, uint8 images, targets, pathology), a `state()` a
+checkpoint stores, so a killed run resumes with the very same batches, and `close()` at the end of a run.
+datasets/mixture.py draws from several of them at fixed shares.
 
 - InMemory: the split decoded whole; each step draws n rows uniformly without replacement.
   Used when the pool fits in the shuffle buffer (the built-in default does), and for the
@@ -63,6 +64,9 @@ class InMemory:
 
     def peek(self, n: int) -> Draw:
         return Draw(self.split.ids[:n], self.split.images[:n], self.targets[:n], None)
+
+    def close(self) -> None:
+        """Nothing runs beside it (the contract every sampler keeps: close() at the end of a run)."""
 
     def state(self) -> dict:
         return {"numpy_rng": self.rng.bit_generator.state}

@@ -213,8 +213,7 @@ def train(
         if on_step is not None:
             on_step(step, kept.ids)
     bar.close()
-    if isinstance(sampler, ShardStream):
-        sampler.close()  # the shard it was decoding ahead: no thread outlives the run
+    sampler.close()  # a stream's shard decoding ahead: no thread outlives the run
     if not finished_before:  # a run that was already finished is left as it was: later stages are keyed on its bytes
         run.save(state, opt.steps)
     return {"model": model.state_dict(), **dataclasses.asdict(state), "complete": True} | (

@@ -4,16 +4,22 @@
     ...written by `winnow figures` from FIGURES[NAME]'s file...
     <!-- /figures -->
 
-`winnow figures` rewrites every block; `winnow figures --check` (and tests/test_figures.py) fails when a
-block differs from what its file says, so a number in the docs cannot drift from the metrics behind it.
-Adding a figure is one entry in FIGURES and one marker in a page.
+`winnow figures` rewrites every block; `winnow figures --check` fails when a block of the working tree differs from
+what its file says, so a number in the docs cannot drift from the metrics behind it. tests/test_figures.py checks the
+same of the last commit (committed()): running `winnow pipeline` rewrites metrics/ with this machine's seconds, and
+that must not turn a user's test suite red. Adding a figure is one entry in FIGURES and one marker in a page.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import json
 import re
+import subprocess
+import tarfile
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -550,6 +556,27 @@ FIGURES: dict[str, Figure] = {
     "host-memory": Figure("metrics/synthetic/bench/host_memory.json", _host_memory),
     "levers-mnist-2pct-5-seeds": Figure("metrics/mnist-2pct/bench/classification-levers-anneal-floor-5-seeds.json", _levers),
 }
+
+
+@contextlib.contextmanager
+def committed(repo: Path = REPO):
+    """A temporary folder holding README.md, docs/ and metrics/ as HEAD has them: the pages and the files they are
+    written from as a clone of this commit sees them, whatever a local run has written since. Outside a git checkout
+    (an unpacked release), the folder itself."""
+
+    def git(*args: str) -> bytes:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=True).stdout
+
+    try:
+        top = git("ls-tree", "--name-only", "HEAD").decode().split()
+    except (OSError, subprocess.CalledProcessError):
+        yield repo
+        return
+    archive = git("archive", "HEAD", "--", *[name for name in (*PAGES, "metrics") if name in top])
+    with tempfile.TemporaryDirectory(prefix="winnow-committed-") as folder:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(folder, filter="data")
+        yield Path(folder)
 
 
 def pages(repo: Path = REPO) -> list[Path]:

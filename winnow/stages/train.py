@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from winnow.config import Params
-from winnow.curation.filters import model_free_filter
+from winnow.curation.filters import filter_pass, model_free_filter, without_ids
 from winnow.datasets.contract import Split
+from winnow.datasets.mixture import Mixture
 from winnow.datasets.stream import InMemory, ShardStream, shard_rows
-from winnow.errors import ConfigError
 from winnow.files import exclusive, write_csv
 from winnow.method import objectives
 from winnow.method.checkpoints import CheckpointPlan
@@ -48,24 +48,37 @@ log = logging.getLogger("winnow")
 
 
 def pool_sampler(params: Params, model_name: str, seed: int, rank: int = 0, world: int = 1, policy: str = "uniform"):
-    """What the learner draws from: for a policy its pool, held in memory when it fits in train.shuffle_buffer, else
-    streamed shard by shard through a buffer of that size (memory no longer grows with the pool); for a baseline the
-    data it names (method/policies.py). Returns the sampler and what preparing its data cost (the filter's seconds)."""
+    """What the learner draws from: for a policy its pool, for a baseline the data it names (method/policies.py).
+    Held in memory when the pool fits in train.shuffle_buffer; else the pool streams shard by shard through a buffer
+    of that size, so memory does not grow with the pool for any arm: `filtered` filters it in a first pass that keeps
+    hashes, not images; `curated_plus_pool` draws the curated rows (in memory) and the streamed pool in proportion
+    to their sizes. Returns the sampler and what preparing its data cost (the filter's seconds)."""
     data = POLICIES[policy].data
     folder = Paths.of(params).data / "pool"
-    if data == "pool" and sum(shard_rows(folder)) > params.train.shuffle_buffer:
-        decode = functools.partial(
-            objectives.decode_shard, params.objective, model_name, size=params.data.image_size, num_classes=num_classes(params)
-        )
-        return ShardStream(folder, decode, params.train.shuffle_buffer, seed, rank, world), {}
-    if data != "pool" and data != "curated" and sum(shard_rows(folder)) > params.train.shuffle_buffer:
-        raise ConfigError(
-            f"train.policies: the {policy!r} baseline holds the pool in memory, and it is larger than train.shuffle_buffer "
-            f"({params.train.shuffle_buffer}); raise the buffer or leave the baseline out"
-        )
+    if data != "curated" and sum(shard_rows(folder)) > params.train.shuffle_buffer:
+        return _streamed(params, model_name, seed, rank, world, data)
     split, prepared = _arm_data(params, data)
     targets = OBJECTIVES[params.objective].targets(model_name, split)
     return InMemory(split, targets, seed, split.columns.get("pathology"), rank, world), prepared
+
+
+def _streamed(params: Params, model_name: str, seed: int, rank: int, world: int, data: str):
+    """The pool streamed for an arm that draws from `data` (pool, filtered or curated+pool)."""
+    folder = Paths.of(params).data / "pool"
+    decode = functools.partial(
+        objectives.decode_shard, params.objective, model_name, size=params.data.image_size, num_classes=num_classes(params)
+    )
+    prepared = {}
+    if data == "filtered":
+        dropped, prepared = filter_pass(folder, decode)
+        decode = functools.partial(without_ids, decode, dropped)
+    stream = ShardStream(folder, decode, params.train.shuffle_buffer, seed, rank, world)
+    if data != "curated+pool":
+        return stream, prepared
+    curated = run_split(params, "curated")
+    clean = np.full(len(curated), "clean", dtype=object)  # as Split.join fills it: the curated rows are clean
+    held = InMemory(curated, OBJECTIVES[params.objective].targets(model_name, curated), seed, clean, rank, world)
+    return Mixture([held, stream], [held.size, stream.size], seed, world), prepared
 
 
 def _arm_data(params: Params, data: str):
@@ -128,7 +141,7 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         for k in out["steps_log"][-1]
         if k.startswith("selected_")
     }
-    streamed = isinstance(sampler, ShardStream)
+    streamed = not isinstance(sampler, InMemory)
     started = time.perf_counter()
     tested = target_metric(params, cfg.model, test)(model) if rank == 0 else {}  # the test set, read once: at the end
     test_seconds = time.perf_counter() - started
@@ -161,7 +174,8 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
     metrics.update(_scheduled(selector, out["steps_log"], cfg))
     metrics.update(_plateau(out["steps_log"]))
     if streamed:
-        metrics.update(pool_streamed=True, shuffle_buffer=sampler.capacity)
+        stream = sampler if isinstance(sampler, ShardStream) else sampler.parts[-1]
+        metrics.update(pool_streamed=True, shuffle_buffer=stream.capacity)
     if world > 1:
         metrics["world_size"] = world
     record = TrainRecord(**metrics)
