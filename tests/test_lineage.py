@@ -86,7 +86,9 @@ def test_dvc_yaml_lists_every_file_of_code_each_stage_runs(tmp_path, monkeypatch
     runs = [("reference", reference_stage, (params,)), ("score", score_stage, (params,))]
     # every arm's code path once: the tiny run's arms (a baseline, the filter, the actor) and uniform over both sets
     every = dict.fromkeys((*params.train.policies, "curated_plus_pool", "filtered"))
-    runs += [("train", train_stage, (params, policy)) for policy in every]
+    streamed = params.model_copy(update={"train": params.train.model_copy(update={"shuffle_buffer": 256})})
+    runs += [("train", train_stage, (streamed, policy)) for policy in ("curated_plus_pool", "filtered")]  # the pool streams
+    runs += [("train", train_stage, (params, policy)) for policy in every]  # (retrained here as the later stages read them)
     runs += [("curate", curate_stage, (params,))]
     runs += [("evaluate", evaluate_stage, (params,)), ("summary", summary_stage, (params,))]
     for stage, fn, args in runs:
