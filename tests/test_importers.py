@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -370,6 +371,43 @@ def test_a_wrong_val_source_is_an_error_naming_it_and_writes_nothing(tmp_path, c
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        (
+            ("--test", "b", "--val", "b-copy"),
+            r"b-copy\.parquet: 5 of 5 rows of the validation set \(--val\) are byte for byte images of the test set "
+            r"\(--test \S*b\.parquet\) \(first: b-copy\.parquet/0\)",
+        ),
+        (
+            ("--curated", "a", "--test", "a-copy"),
+            r"a-copy\.parquet: 5 of 5 rows of the test set \(--test\) are byte for byte images of the curated set "
+            r"\(--curated \S*a\.parquet\)",
+        ),
+        (
+            ("--curated", "a", "--test", "b", "--val", "a"),
+            r"a\.parquet: 5 of 5 rows of the validation set \(--val\) are byte for byte images of the curated set",
+        ),
+    ],
+    ids=["val copies test", "test copies curated", "val is the curated file"],
+)
+def test_held_out_sets_that_share_images_with_each_other_are_refused_naming_both_files(tmp_path, capsys, given, message):
+    from winnow.cli import main
+
+    pool = _parquet(tmp_path / "noisy.parquet", n=20)
+    for name, shade in (("a", 40), ("b", 140)):
+        source = _parquet(tmp_path / f"{name}.parquet", n=5, image=[_jpeg((0, shade + i * 20, 0)) for i in range(5)])
+        shutil.copy(source, tmp_path / f"{name}-copy.parquet")
+    args = [arg if arg.startswith("--") else str(tmp_path / f"{arg}.parquet") for arg in given]
+    assert main(["data", "import", "parquet", str(pool), str(tmp_path / "out"), *args]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "--allow-overlap" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+    assert main(["data", "import", "parquet", str(pool), str(tmp_path / "out"), *args, "--allow-overlap"]) == 0
+    source = read_manifest(tmp_path / "out")["source"]
+    assert source["allow_overlap"] and sum(source["overlaps"].values()) >= 5  # what the user let through, recorded
+
+
 def test_a_test_set_sampled_from_the_pools_own_source_is_warned_about(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="winnow"):
         dest = import_source(
@@ -655,9 +693,9 @@ def pool(n, size):  # a generator: the source exists only as it is read
     for i in range(n):
         yield {"image": os.urandom(size), "label": i % 2, "caption": None, "source_key": str(i)}
 
-held = [{"image": b"x", "label": i % 2, "caption": None, "source_key": f"h{i}"} for i in range(4)]
+held = [{"image": bytes([i]), "label": i % 2, "caption": None, "source_key": f"h{i}"} for i in range(8)]
 before = peak_mib()
-write_dataset(pool(3200, 256 * 1024), sys.argv[1], ["a", "b"], curated=held, test=held)
+write_dataset(pool(3200, 256 * 1024), sys.argv[1], ["a", "b"], curated=held[:4], test=held[4:])
 print(before, peak_mib())
 """
 
@@ -695,7 +733,8 @@ def test_a_generator_that_would_have_to_be_read_twice_is_an_error_not_a_silent_e
 
 def test_an_eval_source_becomes_a_transfer_task_with_its_own_classes_and_probe_folds(tmp_path):
     source = _parquet(tmp_path / "t.parquet", n=20)
-    other = _parquet(tmp_path / "other.parquet", n=12, label=pa.array(["z", "x", "y"] * 4))
+    shapes = [_jpeg((0, 0, 10 + i * 20)) for i in range(12)]  # images of its own: a transfer set shares none with the pool
+    other = _parquet(tmp_path / "other.parquet", n=12, label=pa.array(["z", "x", "y"] * 4), image=shapes)
     dest = import_source("parquet", source, tmp_path / "out", evals=[f"shapes={other}"])
     manifest = read_manifest(dest)
     assert manifest["tasks"]["shapes"]["class_names"] == ["x", "y", "z"] and manifest["class_names"] == ["class 0", "class 1"]

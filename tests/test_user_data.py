@@ -21,7 +21,7 @@ from PIL import Image
 from tasks import launch
 from winnow.cli import main
 from winnow.config import load_params
-from winnow.datasets.contract import read_manifest
+from winnow.datasets.contract import file_sha256, read_manifest
 from winnow.stages.paths import Paths
 from winnow.stages.reference import reference_stage
 
@@ -263,6 +263,37 @@ def test_a_folder_without_a_manifest_is_never_overwritten_by_the_generator(prefe
     assert sorted(p.name for p in theirs.rglob("*")) == ["part-00000.parquet", "pool"]
 
 
+def test_a_split_missing_a_shard_or_holding_a_changed_or_stray_one_is_refused_naming_the_file(tiny, sources, capsys):
+    """No stage trains, scores or curates on part of a split: each shard is checked against the manifest's list."""
+    mine = tiny.parent / "mine"
+    _import(sources, mine)
+    shard = sorted((mine / "pool").glob("part-*.parquet"))[-1]
+    kept = shard.read_bytes()
+    shard.unlink()
+    err = _fails(capsys, "pipeline", "--params", str(tiny), "--set", f"data.root={mine}")
+    assert f"{shard}: listed in {mine / 'manifest.json'} but missing (1 of pool's 2 shards)" in err
+    assert "import it again (`winnow data import`)" in err
+    shard.write_bytes(kept[:-20] + bytes(20))  # the same size, other bytes
+    err = _fails(capsys, "train", "--policy", "uniform", "--params", str(tiny), "--set", f"data.root={mine}")
+    assert f"{shard}: its bytes are not those {mine / 'manifest.json'} lists" in err
+    shard.write_bytes(kept)
+    stray = mine / "curated" / "part-00099.parquet"
+    stray.write_bytes(kept)
+    err = _fails(capsys, "reference", "--params", str(tiny), "--set", f"data.root={mine}")
+    assert f"{stray}: a shard that {mine / 'manifest.json'} does not list" in err
+
+
+def test_the_built_in_pool_missing_a_shard_is_generated_again_before_any_stage_reads_it(tiny):
+    from winnow.stages.data import data_stage
+
+    params = load_params(tiny)
+    data_stage(params)
+    shard = Path(params.data.root) / "pool" / "part-00003.parquet"
+    kept = shard.read_bytes()
+    shard.unlink()
+    assert data_stage(params)["generated"] and shard.read_bytes() == kept  # byte for byte what it was
+
+
 @pytest.fixture
 def imported(tiny, sources):
     """An imported dataset with a trained reference, as `winnow reference` leaves it."""
@@ -274,9 +305,15 @@ def imported(tiny, sources):
 
 
 def _rewrite_pool(mine: Path, column: str, values) -> None:
+    """A shard rewritten by hand and listed anew in its manifest (as a user who writes their own shards would):
+    what the data contract's own checks then read, past the reference, trained again on the new data's key."""
     shard = sorted((mine / "pool").glob("part-*.parquet"))[0]
     table = pq.read_table(shard)
     pq.write_table(table.set_column(table.column_names.index(column), column, values(table)), shard)
+    manifest = json.loads((mine / "manifest.json").read_text())
+    manifest["files"][f"pool/{shard.name}"] = file_sha256(shard)
+    (mine / "manifest.json").write_text(json.dumps(manifest))
+    reference_stage(load_params(mine.parent / "params.yaml", [f"data.root={mine}"]))  # other data: the reference anew
 
 
 def test_non_dense_or_repeated_pool_ids_are_named_before_any_scoring(prefect_server, tiny, imported, capsys):
@@ -294,6 +331,23 @@ def test_string_labels_in_the_shards_are_named(prefect_server, tiny, imported, c
     _rewrite_pool(mine, "label", lambda t: pa.array([str(v) for v in t.column("label").to_pylist()]))
     err = _fails(capsys, "score", "--params", str(tiny), "--set", f"data.root={mine}")
     assert "part-00000.parquet: column 'label' is string" in err
+
+
+def test_a_store_moved_aside_is_scored_again_not_handed_back_from_the_cache(prefect_server, tiny, imported, capsys):
+    """The score stage's result lives in the shared store: a cache hit needs the store to hold its scorer."""
+    from winnow.scores import store
+
+    mine, params = imported
+    paths = Paths.of(params)
+    assert main(["score", "--params", str(tiny), "--set", f"data.root={mine}"]) == 0
+    scorer_id = json.loads(paths.scorer.read_text())["scorer_id"]
+    assert store.holds(paths.store, scorer_id)
+    paths.store.rename(paths.store.with_name("scores.aside.duckdb"))  # as the damaged-store error advises
+    with store.connect(paths.store):  # and another dataset's scoring starts a new store, without this scorer
+        pass
+    assert main(["score", "--params", str(tiny), "--set", f"data.root={mine}"]) == 0
+    assert store.holds(paths.store, scorer_id)  # rebuilt, and the learner can read it
+    assert main(["train", "--policy", "easy_reference", "--params", str(tiny), "--set", f"data.root={mine}"]) == 0
 
 
 def test_a_truncated_checkpoint_and_a_corrupt_store_are_named(prefect_server, tiny, imported, capsys):

@@ -194,6 +194,12 @@ def _import_command(data) -> None:
     )
     imp.add_argument("--seed", type=int, default=0)
     imp.add_argument("--shard-size", type=int, default=5000, help="rows per part-*.parquet, at least 1 (default 5000)")
+    imp.add_argument(
+        "--allow-overlap",
+        action="store_true",
+        help="import held-out sets that share images with the pool or with each other (refused by default; recorded in "
+        "the manifest with the rows each pair shares)",
+    )
 
 
 def _corrupt_command(data) -> None:
@@ -560,6 +566,7 @@ def _import(args):
         val_fraction=args.val_fraction,
         seed=args.seed,
         shard_size=args.shard_size,
+        allow_overlap=args.allow_overlap,
     )
 
 

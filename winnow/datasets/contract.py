@@ -67,13 +67,73 @@ class Split:
 
 
 def shard_files(folder: str | Path) -> list[Path]:
+    """A split's shards, in order; a split of a dataset whose manifest lists its files must be whole (split_problem)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: no such split folder (run `winnow data synth`, or import your shards: `winnow data import`)")
     files = sorted(folder.glob("part-*.parquet"))
     if not files:
         raise DataError(f"{folder}: no part-*.parquet shards in this folder")
+    problem = split_problem(folder, files)
+    if problem:
+        raise DataError(problem)
     return files
+
+
+def _dataset_of(folder: Path) -> tuple[Path, str] | None:
+    """The dataset a split folder belongs to (the folder above it holding manifest.json: pool/, curated/ one level
+    down, eval/NAME two) and the split's name in the manifest; None for a folder of shards outside any dataset."""
+    for root in (folder.parent, folder.parent.parent):
+        if (root / "manifest.json").is_file():
+            return root, folder.relative_to(root).as_posix()
+    return None
+
+
+_listed: dict[tuple, dict[str, str]] = {}  # (manifest path, size, mtime_ns) -> its "files", parsed once
+
+
+def _listed_files(manifest: Path) -> dict[str, str]:
+    stat = manifest.stat()
+    key = (str(manifest.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _listed:
+        _listed[key] = read_manifest(manifest.parent).get("files", {})
+    return _listed[key]
+
+
+def split_problem(folder: Path, files: list[Path] | None = None) -> str | None:
+    """What makes a split other than its manifest lists, or None: a listed shard missing, a shard the manifest does
+    not list, or one whose bytes differ from its listed sha256. Cheap: the names always; a shard's hash only when
+    it was written after the manifest (the manifest is written last), once per process per (size, mtime)."""
+    found = _dataset_of(folder.resolve())
+    if found is None:
+        return None
+    root, split = found
+    listed = {name: sha for name, sha in _listed_files(root / "manifest.json").items() if name.rpartition("/")[0] == split}
+    if not listed:
+        return None  # a manifest that lists no files for it (written before manifests listed them)
+    present = {f"{split}/{p.name}": p for p in (files if files is not None else sorted(folder.glob("part-*.parquet")))}
+    fix = _how_to_restore(root)
+    if missing := sorted(set(listed) - set(present)):
+        gone = f"{len(missing)} of {split}'s {len(listed)} shards"
+        return f"{root / missing[0]}: listed in {root / 'manifest.json'} but missing ({gone}); {fix}"
+    if extra := sorted(set(present) - set(listed)):
+        return f"{root / extra[0]}: a shard that {root / 'manifest.json'} does not list; remove it, or {fix}"
+    published = (root / "manifest.json").stat().st_mtime_ns
+    for name, path in present.items():
+        if path.stat().st_mtime_ns > published and _digest_file(path) != listed[name]:
+            return f"{path}: its bytes are not those {root / 'manifest.json'} lists (changed after it was written); {fix}"
+    return None
+
+
+def dataset_problem(root: Path) -> str | None:
+    """split_problem of the first split of the dataset at `root` that is not whole, or None."""
+    splits = dict.fromkeys(name.rpartition("/")[0] for name in _listed_files(root / "manifest.json"))
+    return next((problem for split in splits if (problem := split_problem(root / split))), None)
+
+
+def _how_to_restore(root: Path) -> str:
+    again = "regenerate it (`winnow data synth`)" if generated(read_manifest(root)) else "import it again (`winnow data import`)"
+    return f"no stage reads part of a split: {again}, or restore it (`dvc checkout`, `git restore`)"
 
 
 def read_shard(path: Path, without: tuple[str, ...] = ()) -> pa.Table:

@@ -144,12 +144,14 @@ def write_dataset(  # noqa: PLR0913 (keyword-only, one per `winnow data import` 
     shard_size: int = SHARD_SIZE,
     provenance: dict | None = None,
     evals: dict[str, tuple[Source, list[str], int]] | None = None,
+    allow_overlap: bool = False,
 ) -> Path:
     """Split (unless curated/test are given) and write the data contract under `dest`, streaming: into
     DEST.importing, manifest last, then renamed into place over a previous import. Labels are class indices.
     `provenance` joins the manifest's "source" (its "path": the source's; "rows": the pool source's length when
     already counted, which sampling needs). `evals`: transfer tasks, name -> (examples, their own class names,
-    how many), written to eval/<name>/ with a fold column (a seeded 2/3 train, 1/3 test) for the linear probe."""
+    how many), written to eval/<name>/ with a fold column (a seeded 2/3 train, 1/3 test) for the linear probe.
+    Separate held-out sources must share no image with the pool or each other, unless `allow_overlap`."""
     pool_source, curated, test, val = _as_source(examples), _as_source(curated), _as_source(test), _as_source(val)
     val_fraction = 0.0 if val else val_fraction  # a given validation set: no curated row is diverted to eval/val
     check_options(0 if curated else curated_fraction, 0 if test else test_fraction, shard_size, ("--val-fraction", val_fraction))
@@ -166,7 +168,9 @@ def write_dataset(  # noqa: PLR0913 (keyword-only, one per `winnow data import` 
     target = dest.resolve()  # so that DEST.importing sits beside it even for "." or "out/"
     staging = staging_folder(target)
     sources = {"curated": curated, "eval/test": test, **({"eval/val": val} if val else {}), **task_sources}
-    counts, schemas = _write_splits(staging, pool_source, sources, plan, shard_size, tasks, where, (val_fraction, seed))
+    counts, schemas, overlaps = _write_splits(
+        staging, pool_source, sources, plan, shard_size, tasks, where, (val_fraction, seed), allow_overlap
+    )
     curated_path, test_path, val_path = (provenance.pop(k, None) for k in ("curated", "test", "val"))
     manifest = {
         "schema_version": SCHEMA_VERSION,
@@ -185,6 +189,7 @@ def write_dataset(  # noqa: PLR0913 (keyword-only, one per `winnow data import` 
             "test": {"path": source_path if not test else test_path, "sampled": not test},
             "val": {"path": val_path if val else curated_path or source_path, "sampled": not val},
             "metadata_columns": schemas,
+            **({"allow_overlap": True, "overlaps": overlaps} if allow_overlap else {}),  # what the user let through
         },
     }
     publish(staging, target, manifest)
@@ -241,10 +246,12 @@ def _write_splits(
     tasks: dict,
     where: str,
     val: tuple[float, int] = (VAL_FRACTION, 0),
-) -> tuple[dict, dict]:
+    allow_overlap: bool = False,
+) -> tuple[dict, dict, dict]:
     """Stream the pool's source into its splits (by `plan`) and each separate source into its own, a batch at a
-    time, `val` (fraction, seed) of the curated rows into eval/val; the rows written per split and each split's
-    metadata columns. A bad row or an interrupt leaves nothing."""
+    time, `val` (fraction, seed) of the curated rows into eval/val; the rows written per split, each split's
+    metadata columns, and the images separate sets share ('set~other': rows; refused unless allow_overlap).
+    A bad row, an overlap or an interrupt leaves nothing."""
     heldout = ("pool", "curated", "eval/test", "eval/val")
     classes = {name: len(tasks["test" if name in heldout else name[5:]]["class_names"]) for name in [*heldout, *sources]}
     writers: dict[str, ShardWriter] = {}
@@ -269,14 +276,16 @@ def _write_splits(
             raise DataError(f"{where}: the source changed while it was read ({len(plan)} rows, then {done})")
         if not done:
             raise DataError(f"{where}: no examples in the pool")
-        pool_images = np.sort(np.concatenate(pool_images))
-        for name, source in sources.items():
-            overlap = _Overlap()
+        seen, overlaps = {"pool": np.sort(np.concatenate(pool_images))}, {}
+        for name, source in sources.items():  # each held out from the pool and from every other: never the same image
+            overlap = _Overlap(dict(seen))
             for examples, metadata in source.read() if source else ():
-                if name in ("curated", "eval/test", "eval/val"):  # held out from the pool: never the same image
-                    overlap.count(examples, pool_images)
+                overlap.count(examples)
                 (curated if name == "curated" else writers[name]).add(examples, metadata)
-            overlap.refuse(name, source)
+            if not allow_overlap:
+                overlap.refuse(name, source, {n: getattr(s, "path", n) for n, s in sources.items() if s})
+            overlaps.update({f"{name}~{other}": n for other, n in overlap.found.items()})
+            seen[name] = overlap.sorted_digests()
         counts = {name: writer.close() for name, writer in writers.items()}
         if not counts["pool"]:
             raise DataError(f"{where}: nothing left for the pool after taking the curated and test sets")
@@ -285,7 +294,7 @@ def _write_splits(
             writer.abort()
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return counts, {name: w.schema.names if w.schema is not None else [] for name, w in writers.items()}
+    return counts, {name: w.schema.names if w.schema is not None else [] for name, w in writers.items()}, overlaps
 
 
 def image_digests(examples: list[dict]) -> np.ndarray:
@@ -296,29 +305,52 @@ def image_digests(examples: list[dict]) -> np.ndarray:
     )
 
 
+_FLAGS = {"curated": ("--curated", "curated"), "eval/val": ("--val", "validation"), "eval/test": ("--test", "test")}
+
+
+def _flag(name: str) -> tuple[str, str]:
+    """The import option that gave a held-out split, and its name in words."""
+    return _FLAGS.get(name, (f"--eval {name[5:]}", f"{name[5:]!r} transfer"))
+
+
 class _Overlap:
-    """Rows of a separate curated or test source whose image is byte for byte a pool image (by content, so a
-    copy of the pool's own file under another name is caught too)."""
+    """Rows of a separate held-out source (curated, test, val or a transfer task) whose image is byte for byte an
+    image of the pool or of a held-out set read before it (by content, so a copy of a file under another name is
+    caught too): every pair of sets is checked once. Keeps its own digests, 8 bytes a row, for the sets after it."""
 
-    def __init__(self):
-        self.rows, self.found, self.first = 0, 0, None
+    def __init__(self, against: dict[str, np.ndarray]):
+        self.against = against  # name -> sorted digests of the pool and of every held-out set read before this one
+        self.rows, self.found, self.first, self.digests = 0, {}, {}, []
 
-    def count(self, examples: list[dict], pool_images: np.ndarray) -> None:
+    def count(self, examples: list[dict]) -> None:
         digests = image_digests(examples)
-        at = np.searchsorted(pool_images, digests).clip(0, max(len(pool_images) - 1, 0))
-        same = np.flatnonzero(pool_images[at] == digests) if len(pool_images) else []
-        if len(same) and self.first is None:
-            self.first = examples[same[0]]["source_key"]
-        self.rows, self.found = self.rows + len(examples), self.found + len(same)
+        self.digests.append(digests)
+        for name, known in self.against.items():
+            if not len(known):
+                continue
+            same = np.flatnonzero(known[np.searchsorted(known, digests).clip(0, len(known) - 1)] == digests)
+            if len(same):
+                self.found[name] = self.found.get(name, 0) + len(same)
+                self.first.setdefault(name, examples[same[0]]["source_key"])
+        self.rows += len(examples)
 
-    def refuse(self, name: str, source) -> None:
-        if self.found:
-            what, words = {"curated": ("--curated", "curated"), "eval/val": ("--val", "validation")}.get(name, ("--test", "test"))
-            raise DataError(
-                f"{source.path}: {self.found:,} of {self.rows:,} rows of the {words} set ({what}) are byte for byte "
-                f"images of the pool (first: {self.first}); a held-out set must not overlap the pool, or it rewards "
-                f"memorising it: pass a source disjoint from the pool, or leave {what} out to sample one from the pool's source"
-            )
+    def sorted_digests(self) -> np.ndarray:
+        return np.sort(np.concatenate(self.digests)) if self.digests else np.zeros(0, np.uint64)
+
+    def refuse(self, name: str, source, paths: dict[str, str]) -> None:
+        """Raise for the first set it overlaps, naming both files and the first row; `paths`: each set's source."""
+        if not self.found:
+            return
+        other = next(iter(self.found))
+        what, words = _flag(name)
+        theirs = "the pool" if other == "pool" else f"the {_flag(other)[1]} set ({_flag(other)[0]} {paths[other]})"
+        raise DataError(
+            f"{source.path}: {self.found[other]:,} of {self.rows:,} rows of the {words} set ({what}) are byte for byte "
+            f"images of {theirs} (first: {self.first[other]}); a held-out set must overlap neither the pool nor another "
+            f"held-out set, or it rewards memorising it (or the test set steers choices): pass disjoint sources"
+            f"{f', leave {what} out to sample one from the pool source' if name in _FLAGS else ''}, or pass "
+            "--allow-overlap where you mean it (the manifest records it)"
+        )
 
 
 def _as_source(rows: list[dict] | Iterable[dict] | Source | None) -> Source | None:

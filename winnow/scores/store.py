@@ -23,7 +23,7 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 
-from winnow.errors import MissingInput, StaleInput, StoreBusy, StoreError
+from winnow.errors import MissingInput, StaleInput, StoreBusy, StoreError, WinnowError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS scorers (
@@ -179,6 +179,22 @@ def mark_complete(con, scorer_id: str, seconds: float) -> int:
         [n, seconds, scorer_id],
     )
     return n
+
+
+def holds(path: str | Path, scorer_id: str) -> bool:
+    """Whether the store at `path` holds this scorer complete, with every example it counted when completed: what
+    makes the score stage's cached result true (a store moved aside or rebuilt without it is not)."""
+    if not Path(path).is_file():
+        return False
+    try:
+        with connect(path, read_only=True, wait_s=5.0) as con:
+            scorer = find_scorer(con, scorer_id)
+            if scorer is None or scorer["completed_at"] is None:
+                return False
+            n = con.execute("SELECT count(*) FROM scores WHERE scorer_id = ?", [scorer_id]).fetchone()[0]
+    except (WinnowError, duckdb.Error):  # busy, damaged or of another schema: the stage itself says which
+        return False
+    return n == scorer["num_examples"]
 
 
 def load_losses(path: str | Path, scorer_id: str) -> np.ndarray:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
 from winnow.config import Params
-from winnow.datasets.contract import generated, read_manifest
+from winnow.datasets.contract import dataset_problem, generated, read_manifest
 from winnow.datasets.synth import generator_params, synthesize
+from winnow.errors import DataError
 from winnow.stages.lineage import record_run
+
+log = logging.getLogger("winnow")
 
 
 def data_stage(params: Params, force: bool = False) -> dict:
@@ -24,11 +28,15 @@ def data_stage(params: Params, force: bool = False) -> dict:
 def _data(params: Params, force: bool) -> dict:
     root = Path(params.data.root)
     if (root / "manifest.json").exists() and not force:
-        manifest = read_manifest(root)
+        manifest, problem = read_manifest(root), dataset_problem(root)
         if not generated(manifest):
+            if problem:  # a user's data: named, never regenerated
+                raise DataError(problem)
             return {"root": str(root), "generated": False, "counts": manifest.get("counts"), "imported": True}
         if manifest["generator"] == json.loads(json.dumps(generator_params(params.data))):
-            return {"root": str(root), "generated": False, "counts": manifest["counts"]}
+            if not problem:
+                return {"root": str(root), "generated": False, "counts": manifest["counts"]}
+            log.warning("%s; generating it again", problem.partition("; ")[0])  # byte for byte what it was
     started = time.perf_counter()
     synthesize(params.data, root)
     manifest = read_manifest(root)

@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from winnow.config import Params, to_dict
-from winnow.datasets.contract import digest_path
+from winnow.datasets.contract import dataset_problem, digest_path
 
 REPO = Path(__file__).resolve().parents[2]
 DVC_YAML = REPO / "dvc.yaml"
@@ -153,6 +153,22 @@ def outputs_intact(stage: str, params: Params, item: str | None = None) -> bool:
     key, stamp = stage_key(stage, params, item), Paths.of(params).stamp(stage, item)
     if not stamp.is_file() or stamp.read_text() != key:
         return False
-    if stage == "data":
-        return (Path(params.data.root) / "manifest.json").is_file()
-    return all(output_intact(out, key) for out in stage_spec(stage, params, item)["outs"])
+    if stage == "data":  # the manifest, and every split whole: a shard gone is regenerated, not trained around
+        root = Path(params.data.root)
+        return (root / "manifest.json").is_file() and dataset_problem(root) is None
+    if not all(output_intact(out, key) for out in stage_spec(stage, params, item)["outs"]):
+        return False
+    return stage != "score" or _scores_stored(params)  # its result lives in the shared store, not in its outs
+
+
+def _scores_stored(params: Params) -> bool:
+    """The score stage's scorer (scorer.json names it) is complete in the store, with all its rows."""
+    from winnow.scores import store
+    from winnow.stages.paths import Paths
+
+    paths = Paths.of(params)
+    try:
+        scorer_id = json.loads(paths.scorer.read_text())["scorer_id"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return store.holds(paths.store, scorer_id)
