@@ -1,6 +1,7 @@
 """Every figure README.md and docs/ quote between markers is what its committed file says (winnow/reports/figures.py)."""
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -147,3 +148,33 @@ def test_each_end_to_end_run_is_read_against_the_baseline_run_of_its_own_pairing
     rows = [line for line in _end_to_end(runs).splitlines() if line.startswith("| ") and "min" in line]
     ratios = [row.rsplit("|", 2)[1].strip() for row in rows]
     assert ratios == ["0.83", "1.00", "1.00", "0.75"]
+
+
+@pytest.mark.parametrize(
+    "page, message",
+    [
+        ("a\n<!-- figures: claims -->\nold\nb\n", r"README.md:2: the block 'claims' is never closed"),
+        (
+            "<!-- figures: claims -->\nx\n<!-- figures: classification -->\nx\n<!-- /figures -->\n",
+            r"README.md:3: the marker of 'classification' is inside the block 'claims' opened at line 1",
+        ),
+        (
+            "a\n<!-- /figures -->\n<!-- figures: claims -->\nx\n<!-- /figures -->\n",
+            r"README.md:2: <!-- /figures --> closes no block",
+        ),
+    ],
+    ids=["unclosed", "nested", "misordered"],
+)
+def test_a_page_with_a_broken_marker_is_named_by_line_and_left_as_it_was(tmp_path, capsys, monkeypatch, page, message):
+    from winnow import cli
+
+    repo = _repo_with_sources(tmp_path)
+    (repo / "README.md").write_text(page)
+    monkeypatch.setattr(figures, "REPO", repo)
+    monkeypatch.setattr(figures.stale, "__defaults__", (repo,))
+    monkeypatch.setattr(figures.write_all, "__defaults__", (repo,))
+    for argv in (["figures", "--check"], ["figures"]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert re.search(message, err) and "Traceback" not in err
+    assert (repo / "README.md").read_text() == page  # nothing written, no prose lost

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from winnow.errors import MissingInput
+from winnow.errors import DataError, MissingInput
 from winnow.files import write_text
 from winnow.method.policies import BASELINES
 from winnow.reports import claims
@@ -603,9 +603,33 @@ def _load(path: Path):
     return [json.loads(line) for line in text.splitlines()] if path.suffix == ".jsonl" else json.loads(text)
 
 
+OPEN, CLOSE = re.compile(r"<!-- figures: (?P<name>[\w.-]+) -->"), "<!-- /figures -->"
+
+
+def check_markers(page: Path, text: str) -> None:
+    """Every block opened, then closed, each on a line of its own, none inside another: else an error naming the
+    line, before anything is written (a lost closing marker would make a block swallow the prose after it)."""
+    opened = None  # (line, name) of the block open at this point
+    for number, line in enumerate(text.splitlines(), 1):
+        start, end = OPEN.search(line), CLOSE in line
+        if start and (line.strip() != start.group(0) or opened):
+            where = f"inside the block {opened[1]!r} opened at line {opened[0]}" if opened else "not alone on its line"
+            raise DataError(f"{page}:{number}: the marker of {start.group('name')!r} is {where}; close each block first")
+        if end and (line.strip() != CLOSE or not opened):
+            why = "closes no block" if not opened else "is not alone on its line"
+            raise DataError(f"{page}:{number}: {CLOSE} {why}; each block is <!-- figures: NAME --> ... {CLOSE}")
+        if start:
+            opened = (number, start.group("name"))
+        elif end:
+            opened = None
+    if opened:
+        raise DataError(f"{page}:{opened[0]}: the block {opened[1]!r} is never closed; add {CLOSE} after its text")
+
+
 def rewrite(page: Path, repo: Path = REPO) -> str:
     """The page with every block written from its file."""
     text = page.read_text()
+    check_markers(page, text)
     return BLOCK.sub(lambda m: m.group(1) + render(m.group("name"), repo) + m.group(4), text)
 
 
@@ -614,6 +638,7 @@ def stale(repo: Path = REPO) -> list[str]:
     out = []
     for page in pages(repo):
         text, seen = page.read_text(), set()
+        check_markers(page.relative_to(repo), text)
         for m in BLOCK.finditer(text):
             name = m.group("name")
             if name in seen:  # a page pasted into itself quotes its figures twice
@@ -625,7 +650,10 @@ def stale(repo: Path = REPO) -> list[str]:
 
 
 def write_all(repo: Path = REPO) -> list[Path]:
-    """Rewrite every page that has a stale block; the pages written."""
+    """Rewrite every page that has a stale block; the pages written. Every page's markers are checked before any
+    page is written."""
+    for page in pages(repo):
+        check_markers(page.relative_to(repo), page.read_text())
     written = []
     for page in pages(repo):
         new = rewrite(page, repo)
