@@ -115,6 +115,17 @@ def test_a_boolean_or_a_fraction_where_a_whole_number_belongs_is_refused_naming_
     assert f"{bad.split('=')[0]}: Input should be a valid integer" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("bad", ["train.lr=true", "train.keep_fraction=true", "data.pathologies.blank=false"])
+def test_a_boolean_where_a_number_belongs_is_refused_naming_the_key(capsys, bad):
+    """Issue 46: float params read `true` as 1.0: train.lr=true trained at 1.0, keep_fraction=true kept everything."""
+    from winnow.cli import main
+
+    assert main(["train", "--policy", "uniform", "--params", str(REPO / "params.yaml"), "--set", bad]) == 2
+    key, value = bad.split("=")
+    assert f"{key}: must be a number, got {value}" in capsys.readouterr().err
+    assert load_params(REPO / "params.yaml", ["train.refresh_reference=true"]).train.refresh_reference  # a switch still is
+
+
 def test_a_labelled_study_run_is_written_beside_the_study_never_over_it():
     plain, labelled = (Paths.of(load_params(overrides=sets)) for sets in ([], ["bench.label=five-seeds"]))
     for study in ("policies", "levers", "memory"):

@@ -195,3 +195,27 @@ def test_an_entry_np_savez_compressed_wrote_is_read_as_usual(tmp_path, monkeypat
     np.savez_compressed(path, kept=np.arange(400), images=images, bad=np.zeros(0, np.int64), reasons=np.zeros(0, str))
     kept, loaded, skipped = decoded.load("cd" * 32, 400, 32)
     assert not isinstance(loaded, np.memmap) and np.array_equal(loaded, images) and skipped == []
+
+
+def test_a_mapped_entry_with_bytes_changed_in_place_is_a_miss_not_other_pixels(tmp_path, monkeypatch, caplog):
+    """A damaged disk block keeps the file's size and its zip directory: the CRC-32 written beside the mapped images
+    catches it."""
+    import numpy as np
+
+    monkeypatch.setenv("WINNOW_DECODED_CACHE", str(tmp_path / "cache"))
+    images = np.random.default_rng(1).integers(0, 256, (400, 3, 32, 32), dtype=np.uint8)
+    decoded.store("ef" * 32, np.arange(400), images, [])
+    entry = _entries(tmp_path)[0]
+    data = bytearray(entry.read_bytes())
+    middle = len(data) // 2  # inside the images
+    data[middle : middle + 8] = bytes(255 - b for b in data[middle : middle + 8])
+    entry.write_bytes(bytes(data))
+    assert decoded.load("ef" * 32, 400, 32) is None and "do not match the checksum" in caplog.text
+    assert not entry.exists()
+
+
+def test_a_cache_folder_that_cannot_be_made_slows_a_run_down_and_stops_nothing(pool, tmp_path, monkeypatch, caplog):
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("WINNOW_DECODED_CACHE", str(tmp_path / "a-file" / "cache"))  # as a read-only folder refuses it
+    split = load_split(pool, 32, 20)
+    assert len(split) > 0 and "could not write" in caplog.text

@@ -294,6 +294,39 @@ def test_the_built_in_pool_missing_a_shard_is_generated_again_before_any_stage_r
     assert data_stage(params)["generated"] and shard.read_bytes() == kept  # byte for byte what it was
 
 
+def test_a_damaged_or_unwritable_decoded_cache_changes_no_result(prefect_server, tiny, monkeypatch):
+    """A cache entry with bytes changed in place (a bad disk block) is decoded again, not read as other pixels; a
+    cache folder that cannot be made slows the run down and stops nothing. The curve is the same each time."""
+    from winnow.stages import inputs
+    from winnow.stages.data import data_stage
+
+    sets = ["--set", "data.shard_size=600"]  # 1.8 MB of decoded images a shard: entries mapped from their file
+    params = load_params(tiny, sets[1::2])
+    data_stage(params)
+    paths, cache = Paths.of(params), tiny.parent / "cache"
+
+    def train_again() -> tuple[str, dict]:
+        for output in (paths.learner("uniform"), paths.train_record("uniform"), paths.curve("uniform")):
+            output.unlink(missing_ok=True)
+        inputs._split.cache_clear()  # decoded anew in this process: from the cache, as a new process would
+        assert main(["train", "--policy", "uniform", "--params", str(tiny), *sets]) == 0
+        return paths.curve("uniform").read_text(), torch.load(paths.learner("uniform"), weights_only=False)["model"]
+
+    def same(a, b) -> bool:  # the curve, and the weights bit for bit
+        return a[0] == b[0] and all(torch.equal(a[1][k], b[1][k]) for k in a[1])
+
+    monkeypatch.setenv("WINNOW_DECODED_CACHE", str(cache))
+    trained = train_again()
+    for entry in cache.glob("*/*.npz"):
+        data = bytearray(entry.read_bytes())
+        data[len(data) // 2 : len(data) // 2 + 65536] = bytes(65536)  # 21 images' pixels, the size kept
+        entry.write_bytes(bytes(data))
+    assert same(train_again(), trained)
+    (tiny.parent / "a-file").write_text("not a folder")
+    monkeypatch.setenv("WINNOW_DECODED_CACHE", str(tiny.parent / "a-file" / "cache"))  # as a read-only folder refuses it
+    assert same(train_again(), trained)
+
+
 @pytest.fixture
 def imported(tiny, sources):
     """An imported dataset with a trained reference, as `winnow reference` leaves it."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
@@ -38,6 +38,16 @@ class Section(BaseModel):
     """A params.yaml section: typed fields, no unknown keys, immutable once validated."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _true_is_not_a_number(cls, value, info):
+        """YAML's true and false are not numbers: pydantic would read them as 1.0 and 0.0 for a float field, so
+        --set train.lr=true would train at 1.0 and train.keep_fraction=true turn selection off."""
+        field = cls.model_fields.get(info.field_name) if info.field_name else None
+        if isinstance(value, bool) and field is not None and float in (field.annotation, *get_args(field.annotation)):
+            raise ValueError(f"must be a number, got {str(value).lower()}")
+        return value
 
 
 class Pathologies(Section):
