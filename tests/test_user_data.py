@@ -396,6 +396,45 @@ def test_a_truncated_checkpoint_and_a_corrupt_store_are_named(prefect_server, ti
     assert "reference.pt: not a readable checkpoint" in err
 
 
+def test_a_full_disk_while_saving_a_checkpoint_and_a_reference_with_nan_weights_are_one_line_naming_the_file(
+    prefect_server, tiny, monkeypatch, capsys
+):
+    """Issue 46: torch's writer on a full disk raised a bare RuntimeError; NaN weights were loaded, scored, and the
+    learner's divergence blamed on its learning rate."""
+    from models import build_classifier
+    from winnow.stages.data import data_stage
+
+    data_stage(load_params(tiny))
+    nan = build_classifier("cnn-nano", 20).state_dict()
+    nan["features.0.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(nan, tiny.parent / "diverged.pt")
+    err = _fails(capsys, "reference", "--params", str(tiny), "--set", f"reference.checkpoint={tiny.parent / 'diverged.pt'}")
+    assert "diverged.pt: features.0.weight holds NaN or infinite values (reference.checkpoint)" in err
+
+    def full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full)
+    err = _fails(capsys, "reference", "--params", str(tiny))
+    assert "reference.pt: could not be written (" in err and "free space on its disk" in err
+
+
+def test_a_damaged_block_of_the_score_store_is_named_with_the_fix(tmp_path):
+    from winnow.errors import StoreError
+    from winnow.scores import store
+
+    path = tmp_path / "scores.duckdb"
+    with store.connect(path) as con:
+        store.register_scorer(con, "s", "m", "d", "classification", "cnn-nano")
+        con.execute("INSERT INTO scores SELECT 's', i, random(), 'ok' FROM range(1000000) t(i)")
+        store.mark_complete(con, "s", 1.0)
+    with open(path, "r+b") as f:  # a bad block of the scores' data (the third 256 KiB block after the headers)
+        f.seek(12288 + 2 * 262144 + 1000)
+        f.write(os.urandom(4096))
+    with pytest.raises(StoreError, match=r"scores\.duckdb: a block of the score store is damaged .* Move it aside"):
+        store.load_losses(path, "s")
+
+
 def test_a_reference_loaded_from_a_torchvision_checkpoint_scores_the_pool_and_is_charged_no_training(
     prefect_server, tiny, sources, capsys
 ):

@@ -65,7 +65,13 @@ def signature(model: nn.Module) -> str:
 
 def atomic_save(obj, path: Path) -> None:
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:  # torch's writer says a failed write so ("... unexpected pos 64 vs 0"): a full disk
+            raise CheckpointError(
+                f"{path}: could not be written ({str(e).strip()[:120]}); free space on its disk, or check the folder "
+                "is writable, then rerun: the run resumes from its last checkpoint"
+            ) from e
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -152,6 +158,12 @@ def load_state_dict_file(path: str | Path, model: nn.Module, what: str, fix: str
     if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise CheckpointError(f"{path}: holds no state dict (a mapping of parameter names to tensors) ({what})")
     state = {k.removeprefix("module."): v for k, v in loaded.items()}
+    broken = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if broken is not None:  # else it would be evaluated and scored, and the learner's loss blamed on its learning rate
+        raise CheckpointError(
+            f"{path}: {broken} holds NaN or infinite values ({what}); the run that saved it had diverged: load a "
+            "checkpoint from before that, or train the reference here (leave the setting out)"
+        )
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     shapes = [k for k in own if k in state and own[k].shape != state[k].shape]

@@ -95,8 +95,22 @@ def connect(path: str | Path, read_only: bool = False, wait_s: float = 120.0):
         if not read_only:
             con.execute(SCHEMA)
         yield con
+    except duckdb.Error as e:
+        if not _damaged(e):
+            raise
+        raise StoreError(
+            f"{path}: a block of the score store is damaged ({str(e)[:160]}). Move it aside (nothing is deleted) and "
+            f"rerun `winnow score`: it rebuilds the store from the per-shard score files under score_shards/"
+        ) from e
     finally:
         con.close()
+
+
+def _damaged(error: Exception) -> bool:
+    """DuckDB's word for a block that fails its checksum, read after the file opened ("Corrupt database file:
+    computed checksum ... does not match stored checksum ... in block at location ...")."""
+    message = str(error).lower()
+    return "corrupt database" in message or "does not match stored checksum" in message
 
 
 def _held_by_another(error: Exception) -> bool:
