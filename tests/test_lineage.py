@@ -2,6 +2,7 @@
 params and all of its code. DVC, the Prefect cache and resume use it, so a stage whose inputs
 changed recomputes, and a result made from other inputs is never handed back."""
 
+import json
 import shutil
 import sys
 import threading
@@ -15,7 +16,7 @@ import yaml
 from conftest import TINY
 
 from winnow.config import params_from_dict
-from winnow.errors import StaleInput
+from winnow.errors import DataError, StaleInput
 from winnow.stages import lineage
 from winnow.stages.curate import curate_stage
 from winnow.stages.data import data_stage
@@ -161,6 +162,16 @@ def test_the_key_of_each_stage_holds_its_params_but_not_unrelated_ones(tmp_path)
     assert lineage.stage_key("score", bounded) == lineage.stage_key("score", base)
 
 
+def _relist(shard: Path) -> None:
+    """A shard written anew, listed in its dataset's manifest as `winnow data import` would list it."""
+    from winnow.datasets.contract import file_sha256
+
+    root = shard.parent.parent
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["files"][f"{shard.parent.name}/{shard.name}"] = file_sha256(shard)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
 def _rewrite_labels(shard: Path, n: int) -> None:
     table = pq.read_table(shard)
     labels = table.column("label").to_numpy().copy()
@@ -186,9 +197,14 @@ def test_a_learner_trained_on_other_data_is_retrained_not_returned(tmp_path, sco
     again = train_stage(params, "uniform")  # nothing changed: the finished checkpoint is reused
     assert again["seconds"] == first["seconds"]
 
-    _rewrite_labels(sorted((tmp_path / "data" / "pool").glob("part-*.parquet"))[0], 100)
+    shard = sorted((tmp_path / "data" / "pool").glob("part-*.parquet"))[0]
+    _rewrite_labels(shard, 100)
+    with pytest.raises(DataError, match=f"{shard.name}: its bytes are not those .*manifest.json lists"):
+        train_stage(params, "uniform")  # changed behind its manifest's back: refused
+    _relist(shard)  # changed as a re-import would: listed anew
     retrained = train_stage(params, "uniform")
     assert retrained["seconds"] != first["seconds"]  # a fresh run: the old checkpoint was made from other labels
+    reference_stage(params)  # the manifest is the reference's dependency: it is trained again too
     with pytest.raises(StaleInput, match="scored another pool.*rerun `winnow score`"):
         train_stage(params, "learnability")  # the store's losses belong to the old pool
     score_stage(params)  # a new scorer for the new pool
@@ -213,6 +229,10 @@ def test_a_shard_added_after_scoring_is_caught_before_training(tmp_path, scored)
     extra = pq.read_table(sorted(pool.glob("part-*.parquet"))[0])
     ids = np.arange(params.data.num_pool, params.data.num_pool + extra.num_rows, dtype=np.int64)
     pq.write_table(extra.set_column(0, "id", pa.array(ids)), pool / "part-99999.parquet")
+    with pytest.raises(DataError, match="part-99999.parquet: a shard that .*manifest.json does not list"):
+        train_stage(params, "learnability")
+    _relist(pool / "part-99999.parquet")  # listed, as a re-import would: then the store is the other pool's
+    reference_stage(params)  # (the manifest is the reference's dependency: it is trained again)
     with pytest.raises(StaleInput, match="scored another pool"):
         train_stage(params, "learnability")
 

@@ -243,11 +243,17 @@ def test_a_sixteen_bit_png_keeps_its_grey_level(sources):
     assert abs(int(pixels.mean()) - round(30000 / 65535 * 255)) <= 1  # not the near-white that clipping gives
 
 
+def _said(capsys) -> str:
+    """What the CLI wrote to stderr, less logging's own "--- Logging error ---" reports (Prefect's handler still
+    writes to an earlier test's closed capture)."""
+    return re.sub(r"--- Logging error ---.*?\nArguments: [^\n]*\n", "", capsys.readouterr().err, flags=re.S)
+
+
 def _fails(capsys, *argv) -> str:
     """Run the CLI; it must exit 2 with a message and no traceback. (Logging's own "--- Logging error ---"
     reports are dropped first: Prefect's handler still writes to an earlier test's closed capture.)"""
     code = main(list(argv))
-    err = re.sub(r"--- Logging error ---.*?\nArguments: [^\n]*\n", "", capsys.readouterr().err, flags=re.S)
+    err = _said(capsys)
     assert code == 2 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1].startswith("winnow: error: ")
     return err
@@ -497,7 +503,7 @@ def test_a_full_disk_or_a_read_only_folder_is_one_line_naming_the_file(prefect_s
 
     monkeypatch.setattr(records, "write_json", refused)  # where the reference stage writes its record
     assert main(["reference", "--params", str(tiny)]) == 2
-    said = capsys.readouterr().err
+    said = _said(capsys)
     assert "reference.json" in said and os.strerror(code) in said and "Traceback" not in said
     assert ("free space" if code == errno.ENOSPC else "writable") in said
 
