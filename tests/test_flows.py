@@ -126,6 +126,29 @@ def test_the_bench_flow_reports_mean_and_spread_over_seeds(prefect_server, tiny)
     assert (paths.bench_plots / "bench_flops.png").exists() and paths.bench_plots == Path("plots/data/bench/classification")
 
 
+def test_the_budgets_study_trains_each_arm_at_each_budget_its_schedule_ending_there_and_prints_every_reading(
+    prefect_server, tiny, capsys
+):
+    from winnow.cli import main
+    from winnow.studies import budgets
+
+    sets = ["bench.seeds=2", "bench.budgets=[0.5,1.0]", "bench.policies=[uniform,curated_only,learnability]", "train.steps=20"]
+    assert main(["bench", "--study", "budgets", "--params", str(tiny), *[a for s in sets for a in ("--set", s)]]) == 0
+    params = load_params(tiny, sets)
+    paths = Paths.of(params)
+    result = json.loads(paths.study_json("budgets").read_text())
+    assert result["budgets"] == [0.5, 1.0] and result["seeds"] == [0, 1] and result["fixed_reading"] == "budget, sustained"
+    assert result["comparator"] in ("uniform", "curated_only")
+    for seed in (0, 1):
+        for budget, steps in ((0.5, 10), (1.0, 20)):  # each run's schedule ends at its own budget
+            run = Paths.of(budgets.budget_params(params, seed, budget))
+            assert json.loads(run.train_record("learnability").read_text())["steps"] == steps
+    verdict = result["verdicts"]["learnability"]
+    assert verdict["verdict"] in ("yes", "no", "undecided") and len(verdict["readings"]) == 9  # every reading beside it
+    page = paths.study_report("budgets").read_text()
+    assert "uv run winnow bench --study budgets" in page and "| in-run, sustained, k=5 |" in page
+
+
 def test_the_scorer_and_learner_studies_write_a_row_per_size_with_its_table_and_plot(prefect_server, tiny):
     from flows.pipeline import bench_flow
 

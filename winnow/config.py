@@ -253,10 +253,20 @@ class BenchConfig(Section):
         "curated-10pct": {"data.num_curated": 5000},
         "scorer-as-learner": {"reference.model": "cnn-small", "train.actor": "cnn-small"},
     }
+    # --study budgets: each arm trained at each of these multiples of train.steps, its schedule ending there; FLOPs to
+    # uniform's target read across budgets (docs/DESIGN.md, Selection): ascending, at least two
+    budgets: tuple[Annotated[float, Field(gt=0.0)], ...] = (0.25, 0.5, 1.0, 2.0)
     pilot_steps: Positive = 150  # `winnow advise` and --study regimes: the short uniform run whose val metric is a feature
     # a name for one study run (say, 5 seeds of one lever): its runs, JSON, report and plot are named <study>-<label>,
     # beside the study's full run instead of over it; null: the study's own name
     label: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=40)] | None = None
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets_ascend(cls, budgets: tuple[float, ...]) -> tuple[float, ...]:
+        if len(budgets) < 2 or list(budgets) != sorted(set(budgets)):
+            raise ValueError(f"must be at least two distinct budgets in ascending order, got {list(budgets)}")
+        return budgets
 
     @field_validator("label")
     @classmethod

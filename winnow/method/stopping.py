@@ -69,6 +69,20 @@ def crossing(steps: Sequence[float], values: Sequence[float], goal: float, k: in
     return Crossing(steps[last] + fraction * (steps[after] - steps[last]), after)
 
 
+def first_crossing(steps: Sequence[float], values: Sequence[float], goal: float, k: int) -> Crossing:
+    """The step at which the curve, smoothed over k, first reaches `goal`, whether or not it stays there (the
+    reading a sensitivity line sets beside `crossing`); interpolated the same way."""
+    if len(steps) != len(values):
+        raise ValueError(f"{len(steps)} steps but {len(values)} values")
+    smoothed = smooth(values, k)
+    first = next((i for i, v in enumerate(smoothed) if v >= goal - ROUNDING), None)
+    if first is None or first == 0:
+        return Crossing(float(steps[0]), 0) if first == 0 else Crossing(None, None)
+    lo, hi = smoothed[first - 1], smoothed[first]
+    fraction = min(1.0, (goal - lo) / (hi - lo))
+    return Crossing(steps[first - 1] + fraction * (steps[first] - steps[first - 1]), first)
+
+
 def at(points: Sequence[Sequence[float]], step: float | None) -> float | None:
     """The value at `step` of a piecewise-linear series of [step, value] points (a run's clock), interpolated
     between its points; from (0, 0) before the first."""

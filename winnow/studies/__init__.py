@@ -63,6 +63,11 @@ STUDIES: dict[str, Study] = {
             "the map: learnability against the best baseline at each of bench.regimes (noise, curated share, scorer "
             "size), with the pilot's features that `winnow advise` reads",
         ),
+        Study(
+            "budgets",
+            "every bench.policies arm at each of bench.budgets x train.steps, its schedule ending there; FLOPs to "
+            "uniform's plateau read across budgets against one comparator, every other reading printed beside the verdict",
+        ),
         Study("memory", "peak memory of scoring and training on the default pool and one bench.memory_scale times larger"),
         Study("import_memory", "peak memory of `winnow data import` from each kind of source, the pool and a larger one"),
     )

@@ -1,0 +1,89 @@
+"""The budgets study's rule (winnow/studies/budgets.py), fixed before any run is read: FLOPs to uniform's plateau
+read across budgets whose schedules end there, against the one baseline with the fewest FLOPs over seeds; every
+other reading printed beside the verdict, and a verdict that flips among them is undecided."""
+
+import pytest
+
+from winnow.method import stopping
+from winnow.studies import budgets
+
+BUDGETS = (0.5, 1.0, 2.0)
+
+
+def _arm(finals: list[float], flops_per_budget: list[float], late_curve: list[float] | None = None) -> dict:
+    """An arm's run at each budget: its final validation metric, its FLOPs, and (at the largest) its curve."""
+    out = {}
+    for b, final, flops in zip(BUDGETS, finals, flops_per_budget):
+        curve = late_curve if (b == BUDGETS[-1] and late_curve) else [final * 0.5, final * 0.8, final]
+        out[b] = {
+            "steps": [1.0, 2.0, 3.0],
+            "values": curve,
+            "flops_at": [flops / 3, 2 * flops / 3, flops],
+            "flops": flops,
+            "final_val": final,
+            "final_test": final - 0.01,
+        }
+    return out
+
+
+def _runs(arms_per_seed: list[dict[str, dict]]) -> dict:
+    runs = {}
+    for seed, arms in enumerate(arms_per_seed):
+        runs[seed] = {b: {p: arm[b] for p, arm in arms.items()} for b in BUDGETS}
+        for b in BUDGETS:
+            runs[seed][b]["_window"] = 1
+    return runs
+
+
+def _seed(learnability: dict, jitter: float = 0.0) -> dict:
+    return {
+        "uniform": _arm([0.50, 0.58, 0.60 + jitter], [10, 20, 40]),  # its plateau: 0.60 at the largest budget
+        "curated_only": _arm([0.55, 0.59, 0.61], [10, 20, 40]),  # reaches it at the largest budget only
+        "filtered": _arm([0.50, 0.57, 0.60], [12, 24, 48]),
+        "learnability": learnability,
+    }
+
+
+def test_the_comparator_is_one_baseline_for_every_seed_and_a_clear_saving_is_yes_under_every_reading():
+    fast = _arm([0.61, 0.62, 0.63], [11, 22, 44], late_curve=[0.61, 0.62, 0.63])  # above the target from its smallest budget
+    result = budgets.summarise(_runs([_seed(fast), _seed(fast, 0.001), _seed(fast, -0.001)]), BUDGETS, tuple(_seed(fast)))
+    assert result["comparator"] == "curated_only"  # about 30 FLOPs (between its 1x and 2x budgets), uniform 40, filtered 48
+    verdict = result["verdicts"]["learnability"]
+    assert verdict["fixed_reading"] == "budget, sustained" and verdict["verdict"] == "yes"
+    assert {r["verdict"] for r in verdict["readings"].values()} == {"yes"}
+    ratio = verdict["readings"]["budget, sustained"]["flop_ratio"]
+    assert ratio["mean"] == pytest.approx(11 / 30, rel=0.05) and ratio["high"] < 1
+
+
+def test_a_crossing_that_dips_back_below_counts_only_in_the_first_crossing_reading_and_the_verdict_is_undecided():
+    dips = _arm([0.61, 0.59, 0.62], [11, 22, 44], late_curve=[0.40, 0.50, 0.62])  # above at 0.5x, below at 1x, above at 2x
+    result = budgets.summarise(_runs([_seed(dips), _seed(dips, 0.001)]), BUDGETS, tuple(_seed(dips)))
+    readings = result["verdicts"]["learnability"]["readings"]
+    per_seed = result["per_seed"]["0"]["arms"]["learnability"]["flops_to_target"]
+    assert per_seed["budget, first"] == 11 and per_seed["budget, sustained"] > 22  # the dip back below does not count
+    assert readings["budget, first"]["verdict"] == "yes" and readings["budget, sustained"]["verdict"] == "no"
+    assert result["verdicts"]["learnability"]["verdict"] == "undecided"
+
+
+def test_an_arm_that_never_reaches_the_target_is_no_under_every_reading():
+    never = _arm([0.40, 0.45, 0.50], [11, 22, 44], late_curve=[0.3, 0.4, 0.5])
+    result = budgets.summarise(_runs([_seed(never), _seed(never, 0.001)]), BUDGETS, tuple(_seed(never)))
+    assert result["verdicts"]["learnability"]["verdict"] == "no"
+    assert result["verdicts"]["learnability"]["readings"]["budget, sustained"]["flop_ratio"]["reached"] == 0
+
+
+def test_the_first_crossing_reads_where_a_curve_first_reaches_the_goal_whether_or_not_it_stays():
+    steps, values = [1, 2, 3, 4], [0.2, 0.6, 0.4, 0.7]
+    assert stopping.first_crossing(steps, values, 0.5, 1).step == pytest.approx(1.75)
+    assert stopping.crossing(steps, values, 0.5, 1).step == pytest.approx(3 + 0.1 / 0.3)
+    assert stopping.first_crossing(steps, values, 0.9, 1).step is None
+    assert stopping.first_crossing(steps, values, 0.1, 1).step == 1
+
+
+def test_budgets_are_at_least_two_and_ascend(tmp_path):
+    from winnow.config import load_params
+    from winnow.errors import ConfigError
+
+    for bad in ("[1.0]", "[1.0, 0.5]", "[0.5, 0.5]"):
+        with pytest.raises(ConfigError, match="bench.budgets"):
+            load_params(overrides=[f"bench.budgets={bad}"])

@@ -1,0 +1,75 @@
+"""The budgets study's table and page (winnow/studies/budgets.py holds the rule and the readings)."""
+
+from __future__ import annotations
+
+from winnow.files import write_text
+from winnow.stages.paths import Paths
+
+
+def table(result: dict) -> str:
+    rows = [
+        "| arm | verdict | FLOPs to target, x comparator (budget, sustained) | final val minus comparator's |",
+        "|---|---|---|---|",
+    ]
+    for policy, v in result["verdicts"].items():
+        fixed = v["readings"][v["fixed_reading"]]
+        rows.append(
+            f"| {policy} | {v['verdict']} | {_interval(fixed['flop_ratio'])} | {_signed(fixed['final_val_minus_comparator'])} |"
+        )
+    return "\n".join(rows)
+
+
+def _interval(s: dict) -> str:
+    if s["reached"] < s["runs"]:
+        return ", ".join("never" if v is None else f"{v:.2f}" for v in s["values"]) + f" ({s['reached']}/{s['runs']})"
+    if s["low"] is None:
+        return f"{s['mean']:.2f} (1 seed)"
+    return f"{s['mean']:.2f} [{s['low']:.2f}, {s['high']:.2f}] ({s['reached']}/{s['runs']})"
+
+
+def _signed(s: dict) -> str:
+    if s["low"] is None:
+        return f"{s['mean']:+.4f} (1 seed)"
+    return f"{s['mean']:+.4f} [{s['low']:+.4f}, {s['high']:+.4f}]"
+
+
+def write_report(result: dict, paths: Paths) -> None:
+    """The study's page: the rule, fixed in advance; the verdicts; each reading beside it; the final metrics by budget."""
+    budgets = ", ".join(f"{b:g}x" for b in result["budgets"])
+    lines = [
+        f"# Budgets: {result['objective']}, {len(result['seeds'])} seeds",
+        "",
+        f"`uv run winnow bench --study budgets --objective {result['objective']}`. Each arm trained at {budgets} of "
+        f"{result['base_steps']} steps, its schedule ending at its budget. Target: uniform's plateau at the largest "
+        f"budget (the mean of its last validation evaluations). Comparator: **{result['comparator']}**, the baseline with "
+        f"the fewest FLOPs to the target over seeds. Reading, fixed before the runs: **{result['fixed_reading']}** "
+        "(studies/budgets.py); "
+        "the others are printed under it, and a verdict that flips among them is *undecided*.",
+        "",
+        table(result),
+        "",
+    ]
+    for policy, v in result["verdicts"].items():
+        lines += [
+            f"## {policy} under each reading",
+            "",
+            "| reading | comparator | FLOPs, x comparator | final val minus comparator's | verdict |",
+            "|---|---|---|---|---|",
+        ]
+        for name, r in v["readings"].items():
+            lines.append(
+                f"| {name} | {r['comparator']} | {_interval(r['flop_ratio'])} | {_signed(r['final_val_minus_comparator'])} | {r['verdict']} |"
+            )
+        lines.append("")
+    header = "| arm | " + " | ".join(f"{b:g}x" for b in result["budgets"]) + " |"
+    for split in ("final_val", "final_test"):
+        lines += [f"## {'Validation' if split == 'final_val' else 'Test (read once a run)'} metric at each budget", "", header]
+        lines.append("|---|" + "---|" * len(result["budgets"]))
+        for policy, by_budget in result[split].items():
+            lines.append(f"| {policy} | " + " | ".join(_mean(by_budget[f"{b:g}"]) for b in result["budgets"]) + " |")
+        lines.append("")
+    write_text("\n".join(lines), paths.study_report("budgets"))
+
+
+def _mean(s: dict) -> str:
+    return f"{s['mean']:.4f}" if s["low"] is None else f"{s['mean']:.4f} [{s['low']:.4f}, {s['high']:.4f}]"

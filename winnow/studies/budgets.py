@@ -1,0 +1,219 @@
+"""`winnow bench --study budgets`: every arm trained at each budget of bench.budgets (multiples of train.steps), its
+cosine schedule ending at that budget (the fully decayed baseline of RS2 and "No Train No Gain"), over seeds.
+
+The comparison is fixed here, before any run is read:
+- target: uniform's plateau, the mean of its last `target_window` validation evaluations at the largest budget;
+- reading: an arm's FLOPs to the target are read across its budgets (its final validation metric at each, FLOPs of
+  the whole run, the reference and the pool's scoring paid in full): the smallest budget from which every larger one
+  stays at or above the target, interpolated between budgets (stopping.crossing with k = 1 over budgets);
+- comparator: the baseline with the fewest FLOPs to the target over seeds (the geometric mean, of those that reach
+  it in every seed): one baseline for every seed, not a per-seed minimum over near-copies of uniform;
+- verdict: "yes" when every seed reaches the target, the 95% interval of the FLOPs ratio ends below 1, and the mean
+  final validation metric at the largest budget is not below the comparator's; else "no".
+The same verdict is then read under the other reasonable choices (the budget reading's first crossing; the in-run
+crossing at the largest budget, sustained with k = 1..5 and first; a per-seed comparator), and a verdict that flips
+among them is printed "undecided". The test split is read once per run, at its end, and only reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from winnow.config import Params
+from winnow.files import read_csv, write_json
+from winnow.method import stopping
+from winnow.method.ledger import Costs
+from winnow.method.policies import BASELINES
+from winnow.reports.budgets import table as budgets_table
+from winnow.reports.budgets import write_report
+from winnow.stages.paths import Paths
+from winnow.stages.reference import reference_stage
+from winnow.stages.score import score_stage
+from winnow.stages.summary import summary_stage
+from winnow.stages.train import train_stage
+from winnow.studies.runs import run_params, share_reference, spread
+
+log = logging.getLogger("winnow")
+
+FIXED = "budget, sustained"  # the reading the verdict uses, decided before any run was read
+K_RANGE = (1, 2, 3, 4, 5)
+
+
+def budget_params(params: Params, seed: int, budget: float) -> Params:
+    """One (seed, budget) run: train.steps scaled, its schedule ending there; the warm-up and the evaluations scaled
+    with it (at least 5 evaluations a run)."""
+    cfg = params.train
+    steps = max(1, round(cfg.steps * budget))
+    train = cfg.model_copy(
+        update={
+            "policies": params.bench.policies,
+            "steps": steps,
+            "warmup_steps": min(cfg.warmup_steps, steps // 2),
+            "eval_every": max(1, min(cfg.eval_every, steps // 5)),
+            "checkpoint_every": max(1, min(cfg.checkpoint_every, steps)),
+        }
+    )
+    return run_params(params, f"budgets/seed-{seed}/budget-{budget:g}", seed).model_copy(update={"train": train})
+
+
+def _arm(run: Params, summary: dict, policy: str, metric: str) -> dict:
+    """What one run of one arm gives the readings: its validation curve, its cost per step and its test metric."""
+    curve = read_csv(Paths.of(run).curve(policy))
+    costs = Costs.from_dict(summary["ledger"]["policies"][policy]["costs"])
+    steps = [float(r["step"]) for r in curve]
+    return {
+        "steps": steps,
+        "values": [float(r[metric]) for r in curve],
+        "flops_at": [costs.at_step(s) for s in steps],
+        "flops": costs.at_step(run.train.steps),
+        "final_val": float(curve[-1][metric]),
+        "final_test": summary["policies"][policy]["final_metric"],
+    }
+
+
+def run(params: Params) -> dict:
+    seeds = list(range(params.seed, params.seed + params.bench.seeds))
+    runs: dict[int, dict[float, dict]] = {}  # seed -> budget -> policy -> arm
+    metric = None
+    for seed in seeds:
+        base = budget_params(params, seed, params.bench.budgets[0])
+        reference_stage(base)  # paid once per seed, charged in full to every budget's run
+        score_stage(base)
+        for budget in params.bench.budgets:
+            run = budget_params(params, seed, budget)
+            if budget != params.bench.budgets[0]:
+                share_reference(base, run)
+            for policy in run.train.policies:
+                log.info(
+                    "bench %s budgets: seed %d, budget %gx (%d steps), %s",
+                    params.objective,
+                    seed,
+                    budget,
+                    run.train.steps,
+                    policy,
+                )
+                train_stage(run, policy)
+            summary = summary_stage(run, write_report=False)
+            metric = summary["curve_metric"].split("_", 1)[1]
+            runs.setdefault(seed, {})[budget] = {p: _arm(run, summary, p, metric) for p in run.train.policies}
+            runs[seed][budget]["_window"] = summary["target_window"]
+    result = summarise(runs, params.bench.budgets, params.bench.policies)
+    result.update(
+        study="budgets",
+        objective=params.objective,
+        data=params.data.root,
+        learner=params.train.model,
+        reference=params.reference.model,
+        curve_metric=f"val_{metric}",
+        base_steps=params.train.steps,
+    )
+    paths = Paths.of(params)
+    write_json(result, paths.study_json("budgets"))
+    report(result, paths)
+    return result
+
+
+def summarise(runs: dict, budgets: tuple[float, ...], policies: tuple[str, ...]) -> dict:
+    """Every reading of every arm, seed by seed, and the verdicts (see the module's docstring)."""
+    top = budgets[-1]
+    per_seed = {}
+    for seed, by_budget in runs.items():
+        window = by_budget[top]["_window"]
+        uniform = by_budget[top]["uniform"]
+        target = stopping.target(uniform["values"], window)
+        per_seed[seed] = {
+            "target": target,
+            "arms": {p: _readings(by_budget, budgets, p, target, uniform["values"]) for p in policies},
+        }
+    baselines = [p for p in policies if p in BASELINES]
+    comparator = _comparator(per_seed, baselines, FIXED)
+    verdicts = {}
+    for policy in policies:
+        if policy in BASELINES:
+            continue
+        readings = {name: _verdict(per_seed, policy, _comparator(per_seed, baselines, name), name) for name in _readings_names()}
+        readings["budget, sustained; per-seed comparator"] = _verdict(per_seed, policy, None, FIXED)
+        outcomes = {r["verdict"] for r in readings.values()}
+        verdicts[policy] = {
+            "verdict": readings[FIXED]["verdict"] if len(outcomes) == 1 else "undecided",
+            "fixed_reading": FIXED,
+            "readings": readings,
+        }
+    return {
+        "fixed_reading": FIXED,
+        "budgets": list(budgets),
+        "seeds": list(runs),
+        "targets": [per_seed[s]["target"] for s in runs],
+        "comparator": comparator,
+        "per_seed": {str(s): v for s, v in per_seed.items()},
+        "final_val": {p: {f"{b:g}": spread([runs[s][b][p]["final_val"] for s in runs]) for b in budgets} for p in policies},
+        "final_test": {p: {f"{b:g}": spread([runs[s][b][p]["final_test"] for s in runs]) for b in budgets} for p in policies},
+        "verdicts": verdicts,
+    }
+
+
+def _readings_names() -> list[str]:
+    return [FIXED, "budget, first", *[f"in-run, sustained, k={k}" for k in K_RANGE], "in-run, first, k=1"]
+
+
+def _readings(by_budget: dict, budgets: tuple[float, ...], policy: str, target: float, uniform: list[float]) -> dict:
+    """An arm's FLOPs to the target under each reading, and its final validation metric at the largest budget. The
+    in-run readings smooth over k evaluations and read uniform's target with the same k (the one stopping rule)."""
+    ends = [by_budget[b][policy] for b in budgets]
+    flops, finals = [a["flops"] for a in ends], [a["final_val"] for a in ends]
+    top = ends[-1]
+    out = {
+        FIXED: stopping.crossing(flops, finals, target, 1).step,
+        "budget, first": stopping.first_crossing(flops, finals, target, 1).step,
+    }
+    for k in K_RANGE:
+        goal = stopping.target(uniform, k)
+        out[f"in-run, sustained, k={k}"] = stopping.crossing(top["flops_at"], top["values"], goal, k).step
+    out["in-run, first, k=1"] = stopping.first_crossing(top["flops_at"], top["values"], stopping.target(uniform, 1), 1).step
+    return {"flops_to_target": out, "final_val": top["final_val"], "final_test": top["final_test"]}
+
+
+def _comparator(per_seed: dict, baselines: list[str], reading: str) -> str:
+    """The baseline with the fewest FLOPs to the target over seeds under `reading` (geometric mean); those that reach
+    it in every seed first; uniform where none does."""
+
+    def rank(policy: str):
+        values = [per_seed[s]["arms"][policy]["flops_to_target"][reading] for s in per_seed]
+        reached = [v for v in values if v is not None]
+        return (len(values) - len(reached), math.exp(sum(map(math.log, reached)) / len(reached)) if reached else math.inf)
+
+    return min(baselines, key=rank)
+
+
+def _verdict(per_seed: dict, policy: str, comparator: str | None, reading: str) -> dict:
+    """One reading's verdict for an arm against `comparator` (None: each seed's own best baseline under it)."""
+    ratios, final_gaps = [], []
+    for seed in per_seed.values():
+        arms = seed["arms"]
+        against = comparator or min(
+            (p for p in arms if p in BASELINES and arms[p]["flops_to_target"][reading] is not None),
+            key=lambda p: arms[p]["flops_to_target"][reading],
+            default="uniform",
+        )
+        mine, theirs = arms[policy]["flops_to_target"][reading], arms[against]["flops_to_target"][reading]
+        ratios.append(mine / theirs if mine is not None and theirs else None)
+        final_gaps.append(arms[policy]["final_val"] - arms[against]["final_val"])
+    flops, gap = spread(ratios, log=True), spread(final_gaps)
+    every = flops["reached"] == flops["runs"]
+    below = every and flops["high"] is not None and flops["high"] < 1
+    level = gap["mean"] is not None and gap["mean"] >= 0
+    return {
+        "comparator": comparator or "each seed's best",
+        "flop_ratio": flops,
+        "final_val_minus_comparator": gap,
+        "verdict": "yes" if below and level else "no",
+    }
+
+
+def table(result: dict) -> str:
+    return budgets_table(result)
+
+
+def report(result: dict, paths: Paths) -> None:
+    write_report(result, paths)
