@@ -221,7 +221,10 @@ def _held_bytes(obj, seen: set | None = None) -> int:
     return _held_bytes(vars(obj), seen) if hasattr(obj, "__dict__") else 0
 
 
-@pytest.mark.parametrize("policy", ["uniform", "filtered", "curated_plus_pool"])  # the selecting arms draw as uniform does
+# (the selecting arms draw from the pool as uniform does)
+@pytest.mark.parametrize(
+    "policy", ["uniform", "filtered", "curated_plus_pool", "balanced", "curated_mix"]
+)  # selecting arms: as uniform
 def test_no_arm_holds_more_as_a_pool_larger_than_the_shuffle_buffer_grows(tiny, tiny_data, three_times, policy):
     from winnow.config import load_params
     from winnow.stages.train import pool_sampler
@@ -306,3 +309,49 @@ def test_a_mixture_draws_each_part_in_its_share_resumes_exactly_and_splits_evenl
     for _ in range(20):
         halves = [r.draw(64) for r in ranks]
         assert [len(h.ids) for h in halves] == [32, 32]
+
+
+def _class_counts(sampler, draws: int = 200, n: int = 64) -> np.ndarray:
+    labels = np.concatenate([sampler.draw(n).labels for _ in range(draws)])
+    sampler.close()
+    return np.bincount(labels, minlength=20)
+
+
+@pytest.mark.parametrize("buffer", [None, 256], ids=["in memory", "streamed"])
+def test_the_balanced_baseline_draws_every_class_about_as_often_from_a_long_tailed_pool(tiny, tiny_data, buffer):
+    from winnow.config import load_params
+    from winnow.stages.train import pool_sampler
+
+    sets = [f"data.root={tiny_data.data.root}", *([f"train.shuffle_buffer={buffer}"] if buffer else [])]
+    params = load_params(tiny, sets)
+    uniform, balanced = (_class_counts(pool_sampler(params, "cnn-nano", 0, policy=p)[0]) for p in ("uniform", "balanced"))
+    assert uniform.max() / uniform.min() > 5  # the pool's Zipf tail, as uniform sees it
+    assert balanced.max() / balanced.min() < 2.5  # evened out (the stream within its buffer)
+
+
+def test_the_curated_mix_baseline_takes_its_share_of_every_batch_from_the_curated_set(tiny, tiny_data):
+    import hashlib
+
+    from winnow.config import load_params
+    from winnow.datasets.mixture import Mixture
+    from winnow.stages.train import pool_sampler
+
+    curated = load_split(f"{tiny_data.data.root}/curated", 32, 20)
+    known = {hashlib.sha1(image.numpy().tobytes()).digest() for image in curated.images}
+    params = load_params(tiny, [f"data.root={tiny_data.data.root}", "train.curated_share=0.25"])
+    sampler, _ = pool_sampler(params, "cnn-nano", 0, policy="curated_mix")
+    assert isinstance(sampler, Mixture)
+    drawn = [sampler.draw(64) for _ in range(100)]
+    share = np.mean([hashlib.sha1(image.numpy().tobytes()).digest() in known for d in drawn for image in d.images])
+    assert share == pytest.approx(0.25, abs=0.03)  # a fixed share, not the curated set's share of the rows (0.2)
+
+
+def test_a_trained_arm_records_its_kept_class_mix_beside_its_pathology_mix(tiny, tiny_data):
+    from winnow.config import load_params
+    from winnow.stages.train import train_stage
+
+    params = load_params(tiny, [f"data.root={tiny_data.data.root}", "train.steps=20", "train.eval_examples=50"])
+    shares = {p: train_stage(params, p)["kept_class_share"] for p in ("uniform", "balanced")}
+    for share in shares.values():
+        assert len(share) == 20 and sum(share) == pytest.approx(1.0, abs=1e-4)
+    assert max(shares["balanced"]) < max(shares["uniform"])  # the head class, evened out

@@ -153,6 +153,8 @@ class TrainConfig(OptimConfig):
     # each step on curated rows and, this share of its batch, the learner's kept rows
     refresh_reference: bool = False
     refresh_kept_share: float = Field(0.5, ge=0.0, le=1.0)
+    # the curated_mix baseline: this share of each batch from the curated set (upsampled), the rest uniform from the pool
+    curated_share: float = Field(0.5, gt=0.0, lt=1.0)
     jest_chunks: Positive = 4  # selection jest: the batch is drawn in this many chunks, each conditioned on the ones before
     score_resolution: Resolution | None = None  # the actor trains on and scores images resized to this size (null: full size)
     eval_every: Positive = 100

@@ -41,12 +41,18 @@ class Mixture:
     def draw(self, n: int) -> Draw:
         drawn = [part.draw(k) for part, k in zip(self.parts, self._counts(n)) if k]
         order = torch.from_numpy(self.rng.permutation(sum(len(d.ids) for d in drawn)))
-        pathology = None if any(d.pathology is None for d in drawn) else np.concatenate([d.pathology for d in drawn])
+        pathology, labels = (
+            None
+            if any(getattr(d, key) is None for d in drawn)
+            else np.concatenate([getattr(d, key) for d in drawn])[order.numpy()]
+            for key in ("pathology", "labels")
+        )
         return Draw(
             np.concatenate([d.ids for d in drawn])[order.numpy()],
             torch.cat([d.images for d in drawn])[order],
             torch.cat([d.targets for d in drawn])[order],
-            pathology[order.numpy()] if pathology is not None else None,
+            pathology,
+            labels=labels,
         )
 
     def peek(self, n: int) -> Draw:

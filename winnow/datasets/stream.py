@@ -20,6 +20,7 @@ take their slice of the same global super-batch; ShardStream ranks read disjoint
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -40,27 +41,38 @@ class Draw:
     targets: torch.Tensor  # labels (n,) or caption tokens (n, context)
     pathology: np.ndarray | None  # analysis only; selection never reads it
     weights: torch.Tensor | None = None  # per-example loss weights (soft selection); None: every row counts the same
+    labels: np.ndarray | None = None  # int64 (n,) the rows' labels as given (-1: none): the kept batches' class mix
 
 
 class InMemory:
     """A split held whole: each draw is n rows uniformly without replacement (with replacement across draws)."""
 
     def __init__(
-        self, split: Split, targets: torch.Tensor, seed: int, pathology: np.ndarray | None = None, rank: int = 0, world: int = 1
+        self,
+        split: Split,
+        targets: torch.Tensor,
+        seed: int,
+        pathology: np.ndarray | None = None,
+        rank: int = 0,
+        world: int = 1,
+        weights: np.ndarray | None = None,
     ):
         self.split, self.targets, self.pathology = split, targets, pathology
         self.rng = np.random.default_rng(seed)  # the same on every rank: they draw one global super-batch
         self.rank, self.world = rank, world
         self.size = len(split)
         self.kinds = np.unique(pathology).tolist() if pathology is not None else []
+        self.p = None if weights is None else weights / weights.sum()  # a row's chance of a draw (None: uniform)
 
     def draw(self, n: int) -> Draw:
         """This rank's share of a global super-batch of n."""
-        rows = self.rng.choice(self.size, size=n, replace=False)
+        rows = self.rng.choice(self.size, size=n, replace=False, p=self.p)
         rows = rows[self.rank * n // self.world : (self.rank + 1) * n // self.world]
         index = torch.from_numpy(rows)
         pathology = self.pathology[rows] if self.pathology is not None else None
-        return Draw(self.split.ids[rows], self.split.images[index], self.targets[index], pathology)
+        return Draw(
+            self.split.ids[rows], self.split.images[index], self.targets[index], pathology, labels=self.split.labels[rows]
+        )
 
     def peek(self, n: int) -> Draw:
         return Draw(self.split.ids[:n], self.split.images[:n], self.targets[:n], None)
@@ -190,6 +202,7 @@ class ShardStream:
             self.buffer["images"][slots],
             self.buffer["targets"][slots],
             self.buffer["pathology"][slots.numpy()] if self.buffer["pathology"] is not None else None,
+            labels=self.buffer["labels"][slots.numpy()],
         )
         fresh = self._incoming(n)
         for key, value in self.buffer.items():
@@ -249,6 +262,18 @@ class ShardStream:
         self.buffer = buffer
 
 
+def admitted_by_label(decode: Callable[[Path], tuple[Split, torch.Tensor]], admit: np.ndarray, path: Path):
+    """decode(path) less the rows a seeded draw turns away: each row kept with probability admit[its label] (1 for the
+    rarest label), so the stream reads a class-balanced subsample of a pool too large to weigh in memory (balanced).
+    The draw is seeded by the shard's name, so it depends on the file alone: the same rows each epoch."""
+    split, targets = decode(path)
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(path.name.encode()).digest()[:8], "little"))
+    rows = np.flatnonzero(rng.random(len(split)) < admit[split.labels])
+    kept = split.subset(rows)
+    kept.skipped = split.skipped
+    return kept, targets[torch.from_numpy(rows)]
+
+
 def _rows(split: Split, targets: torch.Tensor, rows: np.ndarray, file_index: int) -> dict:
     index = torch.from_numpy(np.asarray(rows, dtype=np.int64))
     pathology = split.columns.get("pathology")
@@ -257,6 +282,7 @@ def _rows(split: Split, targets: torch.Tensor, rows: np.ndarray, file_index: int
         "images": split.images[index],
         "targets": targets[index],
         "pathology": pathology[rows] if pathology is not None else None,
+        "labels": split.labels[rows],
         "refs": np.stack([np.full(len(rows), file_index, dtype=np.int64), np.asarray(rows, dtype=np.int64)], axis=1),
     }
 

@@ -46,6 +46,7 @@ class TrainState:
     seconds: float = 0.0  # training time, summed over runs (a resumed run adds to it); evaluation not included
     clock: list[list[float]] = field(default_factory=list)  # [step, seconds so far] at each evaluation: time to a target
     eval_seconds: float = 0.0  # the evaluations' own time (the curve's split), summed over runs; apart from `seconds`
+    kept_classes: list[float] = field(default_factory=list)  # rows kept per label, summed over steps and ranks (by weight)
 
 
 def state_hash(model: nn.Module) -> str:

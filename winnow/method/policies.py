@@ -25,6 +25,7 @@ class Policy:
     actor_loss: bool = False  # needs the online model's loss over the super-batch every step (train.actor)
     reference_loss: bool = False  # needs the precomputed reference losses (free per step)
     data: str = "pool"  # what it draws from: pool | curated | curated+pool | filtered (the pool after curation/filters.py)
+    # | balanced (the pool, rows weighted inverse to their label's frequency) | curated_mix (train.curated_share curated)
 
     @property
     def selects(self) -> bool:
@@ -44,6 +45,8 @@ POLICIES: dict[str, Policy] = {
         Policy("curated_only", None, data="curated"),  # the learner on the curated set alone
         Policy("curated_plus_pool", None, data="curated+pool"),  # uniform over both
         Policy("filtered", None, data="filtered"),  # what a user does before any model: drop duplicates, flat images
+        Policy("balanced", None, data="balanced"),  # uniform, each row weighted inverse to its label's frequency
+        Policy("curated_mix", None, data="curated_mix"),  # train.curated_share of each batch curated, the rest the pool's
         Policy("easy_reference", lambda actor, reference: -reference, reference_loss=True),
         Policy("hard_learner", lambda actor, reference: actor, actor_loss=True),
         Policy("learnability", lambda actor, reference: actor - reference, actor_loss=True, reference_loss=True),

@@ -186,7 +186,7 @@ def train(
         # draw is the batch, and no actor scores or trains)
         phase = selector.at(step, opt.steps)
         drawn = sampler.draw(phase.super_batch(batch))
-        drawn = Draw(drawn.ids, drawn.images.to(device), drawn.targets.to(device), drawn.pathology)
+        drawn = Draw(drawn.ids, drawn.images.to(device), drawn.targets.to(device), drawn.pathology, labels=drawn.labels)
         data_seconds = time.perf_counter() - started  # waiting for data: drawing, decoding a shard, the copy to the device
         reference = run.reference.losses(drawn, loss_fn, precision) if run.reference and phase.selects else None
         kept, scored = _keep(phase, drawn, online or run.learner, batch // world, loss_fn, precision, name, reference)
@@ -204,6 +204,7 @@ def train(
         spent = time.perf_counter() - started
         state.seconds += spent
         row = _log_row(step, lr, loss, actor_loss, kept, sampler.kinds, world)
+        _count_classes(state, kept, world)
         state.steps_log.append({**row, **scored, "seconds": round(spent, 6), "data_seconds": round(data_seconds, 6)})
         if evaluation is not None and (step % evaluation.every == 0 or step == opt.steps) and rank == 0:
             _evaluate(evaluation, model, state, batch, bar)
@@ -357,7 +358,8 @@ def _keep(
     choice = selector.choose(drawn.ids, k, scores, name, reference)
     rows, index = choice.rows.numpy(), choice.rows.to(drawn.images.device)
     pathology = drawn.pathology[rows] if drawn.pathology is not None else None
-    return Draw(drawn.ids[rows], drawn.images[index], drawn.targets[index], pathology, choice.weights), {
+    labels = drawn.labels[rows] if drawn.labels is not None else None
+    return Draw(drawn.ids[rows], drawn.images[index], drawn.targets[index], pathology, choice.weights, labels), {
         key: round(value, 6) for key, value in choice.logged.items()
     }
 
@@ -380,6 +382,21 @@ def _check_sizes(batch: int, super_batch: int, examples: int, world: int, name: 
             f"batch_size ({batch})" if super_batch == batch else f"the super-batch of {super_batch} (batch_size / keep_fraction)"
         )
         raise DataError(f"{name}: {what} is larger than the {examples} examples it trains on; lower it or add data")
+
+
+def _count_classes(state: TrainState, kept: Draw, world: int) -> None:
+    """Add the kept batch's rows per label (by weight under soft selection; over every rank) to the run's count: the
+    class mix beside the pathology mix, so a report can tell cleaning labels from rebalancing classes."""
+    if kept.labels is None:
+        return
+    labelled = kept.labels >= 0
+    weight = kept.weights.double().cpu().numpy()[labelled] if kept.weights is not None else None
+    counts = np.bincount(kept.labels[labelled], weights=weight) if labelled.any() else np.zeros(0)
+    for part in gathered(counts, world)[1:] if world > 1 else ():
+        counts = np.pad(counts, (0, max(0, len(part) - len(counts)))) + np.pad(part, (0, max(0, len(counts) - len(part))))
+    total = np.pad(np.asarray(state.kept_classes, dtype=np.float64), (0, max(0, len(counts) - len(state.kept_classes))))
+    total[: len(counts)] += counts
+    state.kept_classes = total.tolist()
 
 
 def _log_row(step: int, lr: float, loss: float, actor_loss: float | None, kept: Draw, kinds, world: int) -> dict:

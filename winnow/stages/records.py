@@ -112,6 +112,7 @@ class TrainRecord(Record):
     super_batch_size: int
     selection: str | None  # topk | softmax | jest; None for uniform
     selected_mix: dict[str, float]  # the pathology mix of its kept batches, mean over steps
+    kept_class_share: list[float] | None = None  # each label's share of its kept rows over the run (index: label)
     pool_size: int
     pool_skipped: int
     forward_flops_per_example: float  # the learner's, at its batch

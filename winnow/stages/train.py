@@ -14,9 +14,10 @@ import torch
 
 from winnow.config import Params
 from winnow.curation.filters import filter_pass, model_free_filter, without_ids
-from winnow.datasets.contract import Split
+from winnow.datasets.contract import Split, value_counts
 from winnow.datasets.mixture import Mixture
-from winnow.datasets.stream import InMemory, ShardStream, shard_rows
+from winnow.datasets.stream import InMemory, ShardStream, admitted_by_label, shard_rows
+from winnow.errors import ConfigError
 from winnow.files import exclusive, write_csv
 from winnow.method import objectives
 from winnow.method.checkpoints import CheckpointPlan
@@ -52,18 +53,50 @@ def pool_sampler(params: Params, model_name: str, seed: int, rank: int = 0, worl
     Held in memory when the pool fits in train.shuffle_buffer; else the pool streams shard by shard through a buffer
     of that size, so memory does not grow with the pool for any arm: `filtered` filters it in a first pass that keeps
     hashes, not images; `curated_plus_pool` draws the curated rows (in memory) and the streamed pool in proportion
-    to their sizes. Returns the sampler and what preparing its data cost (the filter's seconds)."""
+    to their sizes; `curated_mix` at train.curated_share; `balanced` weighs each row inverse to its label's frequency
+    (streamed: admits each row with that weight over the largest, a class-balanced subsample).
+    Returns the sampler and what preparing its data cost (the filter's seconds)."""
     data = POLICIES[policy].data
-    folder = Paths.of(params).data / "pool"
-    if data != "curated" and sum(shard_rows(folder)) > params.train.shuffle_buffer:
+    if data == "curated":
+        return _curated(params, model_name, seed, rank, world, pathology=False), {}
+    if data == "curated_mix":  # the curated rows upsampled to a fixed share of every batch, the rest the pool's
+        pool, prepared = _pool(params, model_name, seed, rank, world, "pool")
+        share = params.train.curated_share
+        return Mixture([_curated(params, model_name, seed, rank, world), pool], [share, 1 - share], seed, world), prepared
+    return _pool(params, model_name, seed, rank, world, data)
+
+
+def _curated(params: Params, model_name: str, seed: int, rank: int, world: int, pathology: bool = True) -> InMemory:
+    """The curated set held in memory; its rows marked clean where they are drawn beside the pool's (Split.join's fill)."""
+    curated = run_split(params, "curated")
+    clean = np.full(len(curated), "clean", dtype=object) if pathology else curated.columns.get("pathology")
+    return InMemory(curated, OBJECTIVES[params.objective].targets(model_name, curated), seed, clean, rank, world)
+
+
+def _pool(params: Params, model_name: str, seed: int, rank: int, world: int, data: str):
+    """An arm's sampler over the pool (pool, filtered, curated+pool, balanced): in memory, or streamed."""
+    if sum(shard_rows(Paths.of(params).data / "pool")) > params.train.shuffle_buffer:
         return _streamed(params, model_name, seed, rank, world, data)
     split, prepared = _arm_data(params, data)
     targets = OBJECTIVES[params.objective].targets(model_name, split)
-    return InMemory(split, targets, seed, split.columns.get("pathology"), rank, world), prepared
+    weights = _by_label(params)[split.labels] if data == "balanced" else None
+    return InMemory(split, targets, seed, split.columns.get("pathology"), rank, world, weights), prepared
+
+
+def _by_label(params: Params) -> np.ndarray:
+    """Each label's draw weight for `balanced`: inverse to its frequency in the pool (read from the label column)."""
+    counts = value_counts(Paths.of(params).data / "pool", "label")
+    known = {int(k): n for k, n in counts.items() if k is not None and int(k) >= 0}
+    if not known:
+        raise ConfigError("train.policies: 'balanced' weighs the pool's rows by their label, and this pool has no labels")
+    weights = np.zeros(num_classes(params), dtype=np.float64)
+    for label, n in known.items():
+        weights[label] = 1.0 / n
+    return weights
 
 
 def _streamed(params: Params, model_name: str, seed: int, rank: int, world: int, data: str):
-    """The pool streamed for an arm that draws from `data` (pool, filtered or curated+pool)."""
+    """The pool streamed for an arm that draws from `data` (pool, filtered, curated+pool or balanced)."""
     folder = Paths.of(params).data / "pool"
     decode = functools.partial(
         objectives.decode_shard, params.objective, model_name, size=params.data.image_size, num_classes=num_classes(params)
@@ -72,21 +105,20 @@ def _streamed(params: Params, model_name: str, seed: int, rank: int, world: int,
     if data == "filtered":
         dropped, prepared = filter_pass(folder, decode)
         decode = functools.partial(without_ids, decode, dropped)
+    if data == "balanced":  # admitted in proportion to the weight: the rarest label always, the others less often
+        weights = _by_label(params)
+        decode = functools.partial(admitted_by_label, decode, weights / weights.max())
     stream = ShardStream(folder, decode, params.train.shuffle_buffer, seed, rank, world)
     if data != "curated+pool":
         return stream, prepared
-    curated = run_split(params, "curated")
-    clean = np.full(len(curated), "clean", dtype=object)  # as Split.join fills it: the curated rows are clean
-    held = InMemory(curated, OBJECTIVES[params.objective].targets(model_name, curated), seed, clean, rank, world)
+    held = _curated(params, model_name, seed, rank, world)
     return Mixture([held, stream], [held.size, stream.size], seed, world), prepared
 
 
 def _arm_data(params: Params, data: str):
     """The decoded rows an arm draws from, and what preparing them cost beyond decoding."""
-    if data == "pool":
+    if data in ("pool", "balanced"):
         return run_split(params, "pool"), {}
-    if data == "curated":
-        return run_split(params, "curated"), {}
     if data == "curated+pool":
         return Split.join([run_split(params, "curated"), run_split(params, "pool")], fill={"pathology": "clean"}), {}
     pool = run_split(params, "pool")
@@ -141,7 +173,7 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         for k in out["steps_log"][-1]
         if k.startswith("selected_")
     }
-    streamed = not isinstance(sampler, InMemory)
+    stream = next((s for s in (sampler, *getattr(sampler, "parts", ())) if isinstance(s, ShardStream)), None)
     started = time.perf_counter()
     tested = target_metric(params, cfg.model, test)(model) if rank == 0 else {}  # the test set, read once: at the end
     test_seconds = time.perf_counter() - started
@@ -167,14 +199,14 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         **prepared,
         "data": POLICIES[policy].data,
         "selected_mix": selected,
+        "kept_class_share": _shares(out["kept_classes"]),
         "pool_size": sampler.size,
-        "pool_skipped": sum(map(len, sampler.skipped.values())) if streamed else len(sampler.split.skipped),
+        "pool_skipped": len(sampler.split.skipped) if isinstance(sampler, InMemory) else sum(map(len, sampler.skipped.values())),
         **flops,
     }
     metrics.update(_scheduled(selector, out["steps_log"], cfg))
     metrics.update(_plateau(out["steps_log"]))
-    if streamed:
-        stream = sampler if isinstance(sampler, ShardStream) else sampler.parts[-1]
+    if stream is not None:
         metrics.update(pool_streamed=True, shuffle_buffer=stream.capacity)
     if world > 1:
         metrics["world_size"] = world
@@ -185,6 +217,11 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         record.write(paths.train_record(policy))
         record_run("train", params, policy)
     return record.as_dict()
+
+
+def _shares(counts: list[float]) -> list[float] | None:
+    total = sum(counts)
+    return [round(c / total, 6) for c in counts] if total else None
 
 
 def step_seconds_median(steps_log: list[dict], warmup: int, column: str = "seconds") -> float | None:
