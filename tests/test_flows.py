@@ -149,6 +149,22 @@ def test_the_budgets_study_trains_each_arm_at_each_budget_its_schedule_ending_th
     assert "uv run winnow bench --study budgets" in page and "| in-run, sustained, k=5 |" in page
 
 
+def test_the_pool_study_measures_each_property_of_a_pretraining_pool_on_a_pool_per_seed(prefect_server, tiny):
+    from winnow.cli import main
+    from winnow.studies import pool
+
+    sets = ["bench.seeds=2", "bench.budgets=[0.5,1.0]", "data.label_noise=frequency", "train.steps=20"]
+    assert main(["bench", "--study", "pool", "--params", str(tiny), *[a for s in sets for a in ("--set", s)]]) == 0
+    params = load_params(tiny, sets)
+    result = json.loads(Paths.of(params).study_json("pool").read_text())
+    assert result["seeds"] == [0, 1] and result["steps"] == 20
+    assert set(result["properties"]) == {"label_precision", "curated_share", "curated_only_below_uniform", "uniform_plateaued"}
+    assert result["properties"]["curated_share"]["values"] == [0.25, 0.25] and not result["properties"]["curated_share"]["met"]
+    first, second = (Paths.of(pool.seed_params(params, seed)).data for seed in (0, 1))
+    assert first != second and (first / "manifest.json").exists() and (second / "manifest.json").exists()  # a pool each
+    assert "| every class's label precision >= 0.6 |" in Paths.of(params).study_report("pool").read_text()
+
+
 def test_the_scorer_and_learner_studies_write_a_row_per_size_with_its_table_and_plot(prefect_server, tiny):
     from flows.pipeline import bench_flow
 

@@ -86,6 +86,10 @@ class DataConfig(Section):
     num_transfer: Positive = 3000
     shard_size: Positive = 5000
     class_imbalance: float = Field(1.0, ge=0.0)  # Zipf exponent of the pool's class frequencies (0 = balanced)
+    # which class a wrong label names: "frequency", in proportion to each class's share of the pool (alt-text and
+    # annotators favour common classes), so every label keeps a precision near 1 - its noise, as in JFT or LAION;
+    # "uniform", any class alike, so a rare class's label mostly names other classes (the curated-suffices regime)
+    label_noise: Literal["uniform", "frequency"] = "uniform"
     duplicate_sources: Positive = 1000
     pathologies: Pathologies = Pathologies()
 

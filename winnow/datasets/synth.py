@@ -91,9 +91,12 @@ def _clean_examples(rng, n, size, prior=None, easy=None):
 CONFUSABLE_SHARE = 0.8  # of wrong labels, the share given a confusable class: the same shape or the same colour
 
 
-def wrong_labels(rng: np.random.Generator, labels: np.ndarray, confusable: float) -> np.ndarray:
+def wrong_labels(rng: np.random.Generator, labels: np.ndarray, confusable: float, prior: np.ndarray | None = None) -> np.ndarray:
     """Another class for each label: with probability `confusable` one that shares its shape or its colour (as
-    annotators confuse classes that look alike), else any other class."""
+    annotators confuse classes that look alike), else any other class; with a `prior`, each candidate in proportion
+    to its share of the pool (data.label_noise: frequency), else alike."""
+    if prior is not None:
+        return _wrong_by_prior(rng, labels, confusable, prior)
     num_classes, colours = len(CLASS_NAMES), len(COLOURS)
     shape, colour = labels // colours, labels % colours
     same_shape = rng.random(len(labels)) < colours / (colours + len(SHAPES))  # 3 such classes of 7, in proportion
@@ -104,6 +107,22 @@ def wrong_labels(rng: np.random.Generator, labels: np.ndarray, confusable: float
     return np.where(rng.random(len(labels)) < confusable, near, anywhere).astype(labels.dtype)
 
 
+def _wrong_by_prior(rng: np.random.Generator, labels: np.ndarray, confusable: float, prior: np.ndarray) -> np.ndarray:
+    """wrong_labels with each candidate class weighted by the prior: the look-alikes (same shape or same colour) with
+    probability `confusable`, else any other class."""
+    colours = len(COLOURS)
+    classes = np.arange(len(CLASS_NAMES))
+    near = rng.random(len(labels)) < confusable
+    out = labels.copy()
+    for label in np.unique(labels):
+        alike = (classes // colours == label // colours) | (classes % colours == label % colours)
+        for rows, candidates in ((near, alike), (~near, np.ones_like(alike))):
+            rows = np.flatnonzero((labels == label) & rows)
+            weights = np.where(candidates & (classes != label), prior, 0.0)
+            out[rows] = rng.choice(classes, size=len(rows), p=weights / weights.sum())
+    return out.astype(labels.dtype)
+
+
 def make_pool(cfg: DataConfig, rng: np.random.Generator) -> dict:
     """The noisy pool's columns: images, labels and captions as given to the learner, pathology, texture."""
     n, size = cfg.num_pool, cfg.image_size
@@ -111,17 +130,26 @@ def make_pool(cfg: DataConfig, rng: np.random.Generator) -> dict:
     rates = cfg.pathologies.model_dump()
     probs = np.array([1.0 - sum(rates.values())] + [rates[p] for p in PATHOLOGIES[1:]])
     pathology = rng.choice(len(PATHOLOGIES), size=n, p=probs)
-    images, labels, texture, captions = _clean_examples(rng, n, size, prior=class_prior(num_classes, cfg.class_imbalance, rng))
+    prior = class_prior(num_classes, cfg.class_imbalance, rng)
+    images, labels, texture, captions = _clean_examples(rng, n, size, prior=prior)
     true_captions, true_labels = captions.copy(), labels.copy()
+    by_frequency = prior if cfg.label_noise == "frequency" else None  # which classes wrong labels name (and duplicates show)
+
+    def any_label(count: int) -> np.ndarray:
+        return (
+            rng.choice(num_classes, size=count, p=by_frequency)
+            if by_frequency is not None
+            else rng.integers(0, num_classes, count)
+        )
 
     def where(name):
         return np.flatnonzero(pathology == PATHOLOGIES.index(name))
 
     idx = where("noisy_label")  # the image and caption agree; the label does not
-    labels[idx] = wrong_labels(rng, labels[idx], CONFUSABLE_SHARE)
+    labels[idx] = wrong_labels(rng, labels[idx], CONFUSABLE_SHARE, by_frequency)
 
     idx = where("duplicate")  # augmented near-copies of a few hundred ordinary images, each with a caption of its own
-    src_images, src_labels, src_texture, _ = _clean_examples(rng, cfg.duplicate_sources, size)
+    src_images, src_labels, src_texture, _ = _clean_examples(rng, cfg.duplicate_sources, size, prior=by_frequency)
     pick = rng.integers(0, cfg.duplicate_sources, len(idx))
     images[idx] = augment(rng, src_images[pick])
     labels[idx], texture[idx] = src_labels[pick], src_texture[pick]  # (the captions drawn for these rows stay)
@@ -130,7 +158,7 @@ def make_pool(cfg: DataConfig, rng: np.random.Generator) -> dict:
     for name, images_of in (("blank", render_blank), ("off_distribution", render_clutter)):
         idx = where(name)
         images[idx] = images_of(rng, len(idx), size)
-        labels[idx] = rng.integers(0, num_classes, len(idx))
+        labels[idx] = any_label(len(idx))
         captions[idx] = true_captions[rng.integers(0, n, len(idx))]
 
     idx = where("corrupt")
@@ -149,7 +177,7 @@ def make_pool(cfg: DataConfig, rng: np.random.Generator) -> dict:
     captions[idx] = uninformative_captions(rng, len(idx))
 
     undecodable = pathology == PATHOLOGIES.index("undecodable")
-    labels[undecodable] = rng.integers(0, num_classes, int(undecodable.sum()))
+    labels[undecodable] = any_label(int(undecodable.sum()))
     names = np.array(PATHOLOGIES, dtype=object)[pathology]
     return {
         "image": images,

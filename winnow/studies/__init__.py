@@ -68,6 +68,11 @@ STUDIES: dict[str, Study] = {
             "every bench.policies arm at each of bench.budgets x train.steps, its schedule ending there; FLOPs to "
             "uniform's plateau read across budgets against one comparator, every other reading printed beside the verdict",
         ),
+        Study(
+            "pool",
+            "is the built-in pool a pretraining pool: label precision, curated share, curated_only against uniform and "
+            "uniform's plateau at the largest budget, each seed generating its own pool (no selecting arm run)",
+        ),
         Study("memory", "peak memory of scoring and training on the default pool and one bench.memory_scale times larger"),
         Study("import_memory", "peak memory of `winnow data import` from each kind of source, the pool and a larger one"),
     )
