@@ -24,6 +24,9 @@ from winnow.method.selection import METHODS as SELECTION_METHODS
 
 REGIME_SECTIONS = ("data", "reference", "score", "train")  # what a point of --study regimes may change
 POLICY_NAMES = tuple(SELECTION_POLICIES)  # what each policy does is winnow.method.policies.POLICIES
+# the arms a run trains unless told: every policy but the two baselines a study names (balanced, curated_mix), which
+# join them when the default pool is regenerated (issue 42)
+DEFAULT_ARMS = tuple(p for p in POLICY_NAMES if p not in ("balanced", "curated_mix"))
 ACTOR_DATA = ("kept", "super_batch")  # what the actor trains on each step: the learner's batch, or all it scored
 PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: it needs loss scaling, and bf16 runs wherever fp16 would on current GPUs
 OBJECTIVE_NAMES = ("classification", "contrastive")  # for the CLI without loading models; behaviour: winnow.method.objectives
@@ -142,7 +145,7 @@ class ScoreConfig(Section):
 
 
 class TrainConfig(OptimConfig):
-    policies: tuple[Policy, ...] = POLICY_NAMES
+    policies: tuple[Policy, ...] = DEFAULT_ARMS
     actor: str = "cnn-nano"  # the small online model whose loss scores each super-batch; `learner`: the learner itself
     actor_trains_on: Literal[ACTOR_DATA] = "kept"  # type: ignore[valid-type]
     keep_fraction: float = Field(0.5, gt=0.0, le=1.0)  # rho: keep batch_size of a super-batch of batch_size / rho
@@ -227,7 +230,7 @@ class BenchConfig(Section):
     """`winnow bench`: policies side by side over seeds; the scorer-size and learner-size studies."""
 
     seeds: Int = Field(3, ge=1)
-    policies: tuple[Policy, ...] = POLICY_NAMES  # the baselines and the selection policies
+    policies: tuple[Policy, ...] = DEFAULT_ARMS  # the baselines and the selection policies
     amortise_over: Int = Field(10, ge=1)  # runs that share one reference and its scores
     scorers: tuple[str, ...] = ("cnn-nano", "cnn-tiny", "cnn-small")  # reference = actor, for the train.model learner
     learners: tuple[str, ...] = ("cnn-tiny", "cnn-small", "cnn-medium")  # learners, each scored by reference.model/train.actor
