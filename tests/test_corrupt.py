@@ -145,7 +145,8 @@ def test_the_confusions_can_come_from_a_classifier_checkpoint(clean, tmp_path):
     meta = {"objective": "classification", "model_name": "cnn-nano", "num_classes": 3, "image_size": 16}
     torch.save({"complete": True, "meta": meta, "model": model.state_dict()}, tmp_path / "reference.pt")
     matrix = measured_confusion(tmp_path / "reference.pt", clean, 3)
-    assert matrix.shape == (3, 3) and matrix.sum() == 90  # every row of eval/test, counted once
+    val = json.loads((clean / "manifest.json").read_text())["counts"]["eval/val"]
+    assert matrix.shape == (3, 3) and matrix.sum() == val  # every row of eval/val counted once; never the test set
     meta["num_classes"] = 4
     torch.save({"complete": True, "meta": meta, "model": model.state_dict()}, tmp_path / "other.pt")
     with pytest.raises(DataError, match="classifier of .* 3 classes"):
@@ -180,8 +181,8 @@ def test_every_row_a_duplicate_writes_duplicates_of_the_clean_originals(clean, t
 
 def test_a_mismatched_caption_needs_captions_and_a_confusion_matrix_its_classes(tmp_path):
     rng = np.random.default_rng(1)
-    rows = [{**e, "caption": None} for e in _examples(55, rng)]  # the last 5, held out: their own images
-    write_dataset(Source(rows[:50]), tmp_path / "nocaps", CLASSES, curated=Source(rows[50:]), test=Source(rows[50:]))
+    rows = [{**e, "caption": None} for e in _examples(60, rng)]  # the last 10, held out: their own images
+    write_dataset(Source(rows[:50]), tmp_path / "nocaps", CLASSES, curated=Source(rows[50:55]), test=Source(rows[55:]))
     with pytest.raises(DataError, match="no caption column|nothing to mismatch"):
         corrupt_dataset(tmp_path / "nocaps", tmp_path / "out", {"mismatched_caption": 0.2})
     np.save(tmp_path / "c.npy", np.ones((4, 4)))

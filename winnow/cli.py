@@ -229,7 +229,7 @@ def _corrupt_command(data) -> None:
         "--confusion",
         metavar="PATH",
         help="KxK confusion counts or rates (.npy, .csv, .json), or a classifier checkpoint (.pt) whose mistakes on "
-        "SOURCE's eval/test say which classes are confusable",
+        "SOURCE's eval/val say which classes are confusable",
     )
     cor.add_argument("--seed", type=int, default=0)
 

@@ -2,7 +2,7 @@
 
 The generator's pathologies, applied to a user's clean data so a benchmark can be built from it:
 wrong labels (uniform over the other classes, or flipped to a confusable class drawn from a
-confusion matrix: given, or measured from a classifier checkpoint on SOURCE's eval/test), near-
+confusion matrix: given, or measured from a classifier checkpoint on SOURCE's validation split, eval/val), near-
 duplicates, blanks, half-decoded images, undecodable bytes and, where captions exist, mismatched
 captions. Each pool row draws at most one pathology at the given rates; what it drew is written to
 its `pathology` column (with its `clean_label` and `clean_caption`), so the report can show what
@@ -75,7 +75,8 @@ def read_confusion(path: str | Path, source: Path, num_classes: int) -> np.ndarr
 
 
 def measured_confusion(checkpoint: Path, source: Path, num_classes: int) -> np.ndarray:
-    """Counts of (true class, predicted class) of a classifier checkpoint on SOURCE's eval/test."""
+    """Counts of (true class, predicted class) of a classifier checkpoint on SOURCE's validation split (eval/val):
+    which classes look alike is a choice made on the data, so it never reads the test set."""
     import torch
 
     from winnow.datasets.contract import load_split, to_input
@@ -88,13 +89,13 @@ def measured_confusion(checkpoint: Path, source: Path, num_classes: int) -> np.n
             f"{meta.get('objective')} model of {meta.get('num_classes')} classes"
         )
     model = model_from_checkpoint(checkpoint).eval()
-    test = load_split(source / "eval/test", meta["image_size"], num_classes, metadata=())
-    labelled = test.labels >= 0
+    val = load_split(source / "eval/val", meta["image_size"], num_classes, metadata=())
+    labelled = val.labels >= 0
     with torch.no_grad():
-        batches = [model(to_input(test.images[i : i + 500], model)).argmax(1) for i in range(0, len(test), 500)]
+        batches = [model(to_input(val.images[i : i + 500], model)).argmax(1) for i in range(0, len(val), 500)]
         predicted = torch.cat(batches).numpy()
     matrix = np.zeros((num_classes, num_classes))
-    np.add.at(matrix, (test.labels[labelled], predicted[labelled]), 1)
+    np.add.at(matrix, (val.labels[labelled], predicted[labelled]), 1)
     return matrix
 
 
@@ -298,7 +299,7 @@ def corrupt_dataset(
     if confusable and confusion is None:
         raise DataError(
             "--confusable needs --confusion: a KxK matrix (.npy/.csv/.json) or a classifier checkpoint (.pt) whose "
-            "mistakes on SOURCE's eval/test say which classes are confusable"
+            "mistakes on SOURCE's eval/val say which classes are confusable"
         )
     if confusion is not None and not confusable:
         raise DataError(
