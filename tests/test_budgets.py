@@ -53,6 +53,8 @@ def test_the_comparator_is_one_baseline_for_every_seed_and_a_clear_saving_is_yes
     assert {r["verdict"] for r in verdict["readings"].values()} == {"yes"}
     ratio = verdict["readings"]["budget, sustained"]["flop_ratio"]
     assert ratio["mean"] == pytest.approx(11 / 30, rel=0.05) and ratio["high"] < 1
+    gaps = result["final_val_minus_comparator"]["learnability"]  # at each budget, against the comparator's
+    assert gaps["0.5"]["mean"] == pytest.approx(0.06) and gaps["2"]["mean"] == pytest.approx(0.02)
 
 
 def test_a_crossing_that_dips_back_below_counts_only_in_the_first_crossing_reading_and_the_verdict_is_undecided():

@@ -62,8 +62,13 @@ def write_report(result: dict, paths: Paths) -> None:
             )
         lines.append("")
     header = "| arm | " + " | ".join(f"{b:g}x" for b in result["budgets"]) + " |"
-    for split in ("final_val", "final_test"):
-        lines += [f"## {'Validation' if split == 'final_val' else 'Test (read once a run)'} metric at each budget", "", header]
+    titles = {
+        "final_val": "Validation metric at each budget",
+        "final_val_minus_comparator": f"Validation metric minus the comparator's ({result['comparator']}) at each budget",
+        "final_test": "Test metric at each budget (read once a run, reported only)",
+    }
+    for split, title in titles.items():
+        lines += [f"## {title}", "", header]
         lines.append("|---|" + "---|" * len(result["budgets"]))
         for policy, by_budget in result[split].items():
             lines.append(f"| {policy} | " + " | ".join(_mean(by_budget[f"{b:g}"]) for b in result["budgets"]) + " |")

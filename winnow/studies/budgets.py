@@ -149,6 +149,14 @@ def summarise(runs: dict, budgets: tuple[float, ...], policies: tuple[str, ...])
         "per_seed": {str(s): v for s, v in per_seed.items()},
         "final_val": {p: {f"{b:g}": spread([runs[s][b][p]["final_val"] for s in runs]) for b in budgets} for p in policies},
         "final_test": {p: {f"{b:g}": spread([runs[s][b][p]["final_test"] for s in runs]) for b in budgets} for p in policies},
+        # each arm's final validation metric at each budget minus the comparator's at the same budget, seed by seed
+        "final_val_minus_comparator": {
+            p: {
+                f"{b:g}": spread([runs[s][b][p]["final_val"] - runs[s][b][comparator]["final_val"] for s in runs])
+                for b in budgets
+            }
+            for p in policies
+        },
         "verdicts": verdicts,
     }
 
