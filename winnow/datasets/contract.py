@@ -112,16 +112,16 @@ def split_problem(folder: Path, files: list[Path] | None = None) -> str | None:
     if not listed:
         return None  # a manifest that lists no files for it (written before manifests listed them)
     present = {f"{split}/{p.name}": p for p in (files if files is not None else sorted(folder.glob("part-*.parquet")))}
-    fix = _how_to_restore(root)
+    manifest = root / "manifest.json"
     if missing := sorted(set(listed) - set(present)):
         gone = f"{len(missing)} of {split}'s {len(listed)} shards"
-        return f"{root / missing[0]}: listed in {root / 'manifest.json'} but missing ({gone}); {fix}"
+        return f"{root / missing[0]}: listed in {manifest} but missing ({gone}); {_how_to_restore(root)}"
     if extra := sorted(set(present) - set(listed)):
-        return f"{root / extra[0]}: a shard that {root / 'manifest.json'} does not list; remove it, or {fix}"
-    published = (root / "manifest.json").stat().st_mtime_ns
+        return f"{root / extra[0]}: a shard that {manifest} does not list; remove it, or {_how_to_restore(root)}"
+    published = manifest.stat().st_mtime_ns
     for name, path in present.items():
         if path.stat().st_mtime_ns > published and _digest_file(path) != listed[name]:
-            return f"{path}: its bytes are not those {root / 'manifest.json'} lists (changed after it was written); {fix}"
+            return f"{path}: its bytes are not those {manifest} lists (changed after it was written); {_how_to_restore(root)}"
     return None
 
 
