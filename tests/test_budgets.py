@@ -10,7 +10,7 @@ from winnow.studies import budgets
 BUDGETS = (0.5, 1.0, 2.0)
 
 
-def _arm(finals: list[float], flops_per_budget: list[float], late_curve: list[float] | None = None) -> dict:
+def _arm(finals: list[float], flops_per_budget: list[float], late_curve: list[float] | None = None, dropped=0.0) -> dict:
     """An arm's run at each budget: its final validation metric, its FLOPs, and (at the largest) its curve."""
     out = {}
     for b, final, flops in zip(BUDGETS, finals, flops_per_budget):
@@ -22,6 +22,7 @@ def _arm(finals: list[float], flops_per_budget: list[float], late_curve: list[fl
             "flops": flops,
             "final_val": final,
             "final_test": final - 0.01,
+            "dropped_share": dropped,
         }
     return out
 
@@ -39,7 +40,7 @@ def _seed(learnability: dict, jitter: float = 0.0) -> dict:
     return {
         "uniform": _arm([0.50, 0.58, 0.60 + jitter], [10, 20, 40]),  # its plateau: 0.60 at the largest budget
         "curated_only": _arm([0.55, 0.59, 0.61], [10, 20, 40]),  # reaches it at the largest budget only
-        "filtered": _arm([0.50, 0.57, 0.60], [12, 24, 48]),
+        "filtered": _arm([0.50, 0.57, 0.60], [12, 24, 48], dropped=0.002),  # drops 0.2% of the pool: uniform by name
         "learnability": learnability,
     }
 
@@ -47,7 +48,8 @@ def _seed(learnability: dict, jitter: float = 0.0) -> dict:
 def test_the_comparator_is_one_baseline_for_every_seed_and_a_clear_saving_is_yes_under_every_reading():
     fast = _arm([0.61, 0.62, 0.63], [11, 22, 44], late_curve=[0.61, 0.62, 0.63])  # above the target from its smallest budget
     result = budgets.summarise(_runs([_seed(fast), _seed(fast, 0.001), _seed(fast, -0.001)]), BUDGETS, tuple(_seed(fast)))
-    assert result["comparator"] == "curated_only"  # about 30 FLOPs (between its 1x and 2x budgets), uniform 40, filtered 48
+    assert result["comparator"] == "curated_only"  # about 30 FLOPs (between its 1x and 2x budgets), uniform 40
+    assert result["folded_into_uniform"] == {"filtered": 0.002}  # not a comparator of its own
     verdict = result["verdicts"]["learnability"]
     assert verdict["fixed_reading"] == "budget, sustained" and verdict["verdict"] == "yes"
     assert {r["verdict"] for r in verdict["readings"].values()} == {"yes"}

@@ -48,6 +48,11 @@ def write_report(result: dict, paths: Paths) -> None:
         "",
         table(result),
         "",
+        *[
+            f"{arm} dropped at most {share:.2%} of the pool (under 1%): folded into uniform, not a comparator of its own."
+            for arm, share in result.get("folded_into_uniform", {}).items()
+        ],
+        "",
     ]
     for policy, v in result["verdicts"].items():
         lines += [

@@ -27,6 +27,7 @@ from winnow.method.ledger import Costs
 from winnow.method.policies import BASELINES
 from winnow.reports.budgets import table as budgets_table
 from winnow.reports.budgets import write_report
+from winnow.stages.inputs import read_json
 from winnow.stages.paths import Paths
 from winnow.stages.reference import reference_stage
 from winnow.stages.score import score_stage
@@ -38,6 +39,7 @@ log = logging.getLogger("winnow")
 
 FIXED = "budget, sustained"  # the reading the verdict uses, decided before any run was read
 K_RANGE = (1, 2, 3, 4, 5)
+FOLD = 0.01  # a filter that drops less of the pool than this is uniform: folded into it, not a comparator of its own
 
 
 def budget_params(params: Params, seed: int, budget: float) -> Params:
@@ -62,7 +64,9 @@ def _arm(run: Params, summary: dict, policy: str, metric: str) -> dict:
     curve = read_csv(Paths.of(run).curve(policy))
     costs = Costs.from_dict(summary["ledger"]["policies"][policy]["costs"])
     steps = [float(r["step"]) for r in curve]
+    record = read_json(Paths.of(run).train_record(policy), f"run `winnow train --policy {policy}`")
     return {
+        "dropped_share": sum((record.get("filter_dropped") or {}).values()) / record["pool_size"],
         "steps": steps,
         "values": [float(r[metric]) for r in curve],
         "flops_at": [costs.at_step(s) for s in steps],
@@ -126,7 +130,10 @@ def summarise(runs: dict, budgets: tuple[float, ...], policies: tuple[str, ...])
             "target": target,
             "arms": {p: _readings(by_budget, budgets, p, target, uniform["values"]) for p in policies},
         }
-    baselines = [p for p in policies if p in BASELINES]
+    # filtered that drops under FOLD of the pool is uniform by another name: not a comparator of its own (said so)
+    dropped = {p: max(runs[s][top][p]["dropped_share"] for s in runs) for p in policies if p == "filtered"}
+    folded = {p: share for p, share in dropped.items() if share < FOLD}
+    baselines = [p for p in policies if p in BASELINES and p not in folded]
     comparator = _comparator(per_seed, baselines, FIXED)
     verdicts = {}
     for policy in policies:
@@ -146,6 +153,7 @@ def summarise(runs: dict, budgets: tuple[float, ...], policies: tuple[str, ...])
         "seeds": list(runs),
         "targets": [per_seed[s]["target"] for s in runs],
         "comparator": comparator,
+        "folded_into_uniform": folded,  # baseline -> the largest share of the pool it dropped (under FOLD: not a comparator)
         "per_seed": {str(s): v for s, v in per_seed.items()},
         "final_val": {p: {f"{b:g}": spread([runs[s][b][p]["final_val"] for s in runs]) for b in budgets} for p in policies},
         "final_test": {p: {f"{b:g}": spread([runs[s][b][p]["final_test"] for s in runs]) for b in budgets} for p in policies},
