@@ -29,6 +29,7 @@ from winnow.files import write_text
 from winnow.method.policies import BASELINES
 from winnow.reports import claims
 from winnow.reports.bench import lever_policies, verdict
+from winnow.reports.pool import table as pool_table
 from winnow.reports.tables import bench_markdown, interval, levers_table, ratio, regimes_table, table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -555,6 +556,7 @@ FIGURES: dict[str, Figure] = {
     "compile-step": Figure("metrics/synthetic/bench/compile_step.json", _compile_step),
     "host-memory": Figure("metrics/synthetic/bench/host_memory.json", _host_memory),
     "levers-mnist-2pct-5-seeds": Figure("metrics/mnist-2pct/bench/classification-levers-anneal-floor-5-seeds.json", _levers),
+    "pool-pretraining": Figure("metrics/synthetic/bench/classification-pool-pretraining.json", pool_table),
 }
 
 
@@ -595,7 +597,8 @@ def render(name: str, repo: Path = REPO) -> str:
         )
     read = {path: _load(repo / path) for path in figure.files}
     data = read if isinstance(figure.source, tuple) else read[figure.source]
-    return figure.render(data, repo=repo) if figure.reads_tree else figure.render(data)
+    text = figure.render(data, repo=repo) if figure.reads_tree else figure.render(data)
+    return text if text.endswith("\n") else text + "\n"  # the closing marker on a line of its own
 
 
 def _load(path: Path):

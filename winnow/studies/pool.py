@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from winnow.config import Params
 from winnow.datasets.contract import shard_files
 from winnow.files import read_csv, write_json, write_text
+from winnow.reports.pool import table as pool_table
 from winnow.stages.data import data_stage
 from winnow.stages.inputs import num_classes
 from winnow.stages.paths import Paths
@@ -126,12 +127,7 @@ def _properties(rows: list[dict]) -> dict:
 
 
 def table(result: dict) -> str:
-    lines = ["| property | met | mean [95% interval] | per seed |", "|---|---|---|---|"]
-    for p in result["properties"].values():
-        interval = f"{p['mean']:.4f}" + (f" [{p['low']:.4f}, {p['high']:.4f}]" if p["low"] is not None else "")
-        values = ", ".join(f"{v:.4f}" for v in p["values"])
-        lines.append(f"| {p['what']} | {'yes' if p['met'] else 'no'} | {interval} | {values} |")
-    return "\n".join(lines)
+    return pool_table(result)
 
 
 def report(result: dict, paths: Paths) -> None:
