@@ -114,6 +114,7 @@ def test_streamed_ranks_train_on_disjoint_examples_and_keep_identical_replicas(d
         assert torch.equal(w, ranks[1]["weights"][name])  # DDP keeps the replicas in step
 
 
+@pytest.mark.slow  # about 20 s: torchrun ranks under the flow (the suite stays within ten minutes; gloo ranks stay in it)
 def test_the_train_flow_launches_the_stage_as_ddp_ranks_when_asked(prefect_server, tiny):
     from flows.pipeline import train_flow
     from winnow.config import load_params

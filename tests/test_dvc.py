@@ -37,6 +37,7 @@ def _dvc(*args, cwd):
     return _run(sys.executable, "-m", "dvc", *args, cwd=cwd)
 
 
+@pytest.mark.slow  # about 20 s: dvc repro, push, a fresh clone and pull (the suite stays within ten minutes)
 def test_dvc_push_then_pull_on_a_fresh_clone_leaves_nothing_to_recompute(tmp_path, monkeypatch):
     project, remote, clone = tmp_path / "project", tmp_path / "remote", tmp_path / "clone"
     tracked = _run(

@@ -79,7 +79,8 @@ def _covered(files: set[str], listed: set[str]) -> set[str]:
 
 
 @pytest.mark.e2e  # runs whole stages or other processes: the full tier
-@pytest.mark.parametrize("objective", ["classification", "contrastive"])
+# contrastive in the slow tier (about 25 s; the suite stays within ten minutes): most of its code is the classifier's
+@pytest.mark.parametrize("objective", ["classification", pytest.param("contrastive", marks=pytest.mark.slow)])
 def test_dvc_yaml_lists_every_file_of_code_each_stage_runs(tmp_path, monkeypatch, objective):
     monkeypatch.chdir(tmp_path)
     params = _params(tmp_path, objective)

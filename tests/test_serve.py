@@ -70,6 +70,7 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
+@pytest.mark.slow  # about 50 s: a real `prefect server start` and a served deployment (the suite stays within ten minutes)
 def test_a_served_deployment_runs_the_pipeline_when_triggered(tiny, tmp_path):
     raw = yaml.safe_load(tiny.read_text())  # what is tested is the schedule and the trigger: two arms are enough
     raw["train"]["policies"] = ["uniform", "learnability"]

@@ -37,6 +37,7 @@ def test_a_command_that_runs_no_flow_here_starts_no_server(argv, env, monkeypatc
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # about 25 s: a shell, a temporary server started and stopped (the suite stays within ten minutes)
 def test_a_stage_from_the_shell_starts_its_own_server_and_stops_it(tiny, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(PYTHONPATH=str(REPO), PREFECT_HOME=str(tmp_path / "prefect_home"))
