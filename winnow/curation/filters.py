@@ -100,7 +100,4 @@ def filter_pass(folder: Path, decode: Callable[[Path], tuple]) -> tuple[np.ndarr
 def without_ids(decode: Callable[[Path], tuple], dropped: np.ndarray, path: Path) -> tuple:
     """decode(path) less the rows whose id is in `dropped` (sorted): a stream's decode for the filtered pool."""
     split, targets = decode(path)
-    rows = np.flatnonzero(~np.isin(split.ids, dropped, assume_unique=False))
-    kept = split.subset(rows)
-    kept.skipped = split.skipped
-    return kept, targets[torch.from_numpy(rows)]
+    return split.keep(targets, np.flatnonzero(~np.isin(split.ids, dropped)))

@@ -46,6 +46,14 @@ class Split:
             [],
         )
 
+    def keep(self, targets: torch.Tensor, rows) -> tuple["Split", torch.Tensor]:
+        """These rows and their targets, the rows it could not use (skipped) kept as they were: a shard a stream's
+        decode leaves rows out of (datasets/stream.py, curation/filters.py)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        kept = self.subset(rows)
+        kept.skipped = self.skipped
+        return kept, targets[torch.from_numpy(rows)]
+
     @staticmethod
     def join(splits: list["Split"], fill: dict[str, object] | None = None) -> "Split":
         """The rows of several splits, in order; a column some lack is filled with `fill`'s value for it

@@ -268,10 +268,7 @@ def admitted_by_label(decode: Callable[[Path], tuple[Split, torch.Tensor]], admi
     The draw is seeded by the shard's name, so it depends on the file alone: the same rows each epoch."""
     split, targets = decode(path)
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(path.name.encode()).digest()[:8], "little"))
-    rows = np.flatnonzero(rng.random(len(split)) < admit[split.labels])
-    kept = split.subset(rows)
-    kept.skipped = split.skipped
-    return kept, targets[torch.from_numpy(rows)]
+    return split.keep(targets, np.flatnonzero(rng.random(len(split)) < admit[split.labels]))
 
 
 def _rows(split: Split, targets: torch.Tensor, rows: np.ndarray, file_index: int) -> dict:
