@@ -597,3 +597,27 @@ def test_advise_places_an_imported_dataset_on_the_regime_map(prefect_server, tin
     advice = json.loads((tiny.parent / "metrics" / "mine" / "advise-classification.json").read_text())
     assert advice["measured"]["pays"] is False and advice["measured"]["seeds"] == 2
     assert advice["measured"]["agrees"] is (advice["selection_should_pay"] is False)
+
+
+def test_a_budgets_bench_with_data_seeds_gives_each_seed_its_own_curated_and_val_draw_of_imported_data(
+    prefect_server, tiny, sources, tmp_path
+):
+    mine = tmp_path / "mine"
+    _import(sources, mine)
+    sets = [
+        f"data.root={mine}",
+        "bench.seeds=2",
+        "bench.data_seeds=true",
+        "bench.budgets=[0.5,1.0]",
+        "bench.policies=[uniform,curated_only]",
+        "train.steps=20",
+    ]
+    assert main(["bench", "--study", "budgets", "--params", str(tiny), *[a for s in sets for a in ("--set", s)]]) == 0
+    paths = Paths.of(load_params(tiny, sets))
+    result = json.loads(paths.study_json("budgets").read_text())
+    assert result["data_seeds"] is True and result["data"] == str(mine)
+    draws = [read_manifest(tmp_path / f"mine-data-{seed}") for seed in (0, 1)]
+    assert [d["redrawn"]["seed"] for d in draws] == [0, 1]
+    assert draws[0]["files"]["curated/part-00000.parquet"] != draws[1]["files"]["curated/part-00000.parquet"]
+    assert draws[0]["files"]["eval/test/part-00000.parquet"] == read_manifest(mine)["files"]["eval/test/part-00000.parquet"]
+    assert "Each seed its own data" in paths.study_report("budgets").read_text()

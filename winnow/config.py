@@ -265,6 +265,9 @@ class BenchConfig(Section):
     # --study budgets: each arm trained at each of these multiples of train.steps, its schedule ending there; FLOPs to
     # uniform's target read across budgets (docs/DESIGN.md, Selection): ascending, at least two
     budgets: tuple[Annotated[float, Field(gt=0.0)], ...] = (0.25, 0.5, 1.0, 2.0)
+    # each seed its own data, so intervals cover the data as well as training: the built-in pool generated from
+    # data.seed = the seed; an imported dataset's curated and val rows drawn again from their union (test kept)
+    data_seeds: bool = False
     pilot_steps: Positive = 150  # `winnow advise` and --study regimes: the short uniform run whose val metric is a feature
     # a name for one study run (say, 5 seeds of one lever): its runs, JSON, report and plot are named <study>-<label>,
     # beside the study's full run instead of over it; null: the study's own name

@@ -33,6 +33,15 @@ def _signed(s: dict) -> str:
     return f"{s['mean']:+.4f} [{s['low']:+.4f}, {s['high']:+.4f}]"
 
 
+def _data_line(result: dict) -> str:
+    if result.get("data_seeds"):
+        return (
+            "Each seed its own data (bench.data_seeds): the built-in pool generated anew, or a dataset's curated and "
+            "val rows drawn again, so the intervals cover the data as well as training."
+        )
+    return "Every seed shares one dataset (bench.data_seeds off): the intervals cover training noise only."
+
+
 def write_report(result: dict, paths: Paths) -> None:
     """The study's page: the rule, fixed in advance; the verdicts; each reading beside it; the final metrics by budget."""
     budgets = ", ".join(f"{b:g}x" for b in result["budgets"])
@@ -44,7 +53,7 @@ def write_report(result: dict, paths: Paths) -> None:
         f"budget (the mean of its last validation evaluations). Comparator: **{result['comparator']}**, the baseline with "
         f"the fewest FLOPs to the target over seeds. Reading, fixed before the runs: **{result['fixed_reading']}** "
         "(studies/budgets.py); "
-        "the others are printed under it, and a verdict that flips among them is *undecided*.",
+        "the others are printed under it, and a verdict that flips among them is *undecided*. " + _data_line(result),
         "",
         table(result),
         "",

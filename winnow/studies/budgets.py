@@ -111,6 +111,7 @@ def run(params: Params) -> dict:
         reference=params.reference.model,
         curve_metric=f"val_{metric}",
         base_steps=params.train.steps,
+        data_seeds=params.bench.data_seeds,  # each seed its own data (its own pool, or its own curated and val draw)
     )
     paths = Paths.of(params)
     write_json(result, paths.study_json("budgets"))

@@ -35,12 +35,13 @@ PRECISION, CURATED_SHARE, PLATEAU = 0.6, 0.01, 0.01
 
 
 def seed_params(params: Params, seed: int) -> Params:
-    """One seed's run: a pool generated from data.seed = seed under a name of its own, the largest budget's steps."""
-    data = params.data.model_copy(update={"seed": seed, "name": f"{params.data.name}-data-{seed}"})
+    """One seed's run: a pool generated from data.seed = seed under a name of its own (bench.data_seeds, always on
+    here), the largest budget's steps."""
     steps = max(1, round(params.train.steps * params.bench.budgets[-1]))
     every = max(1, min(params.train.eval_every, steps // 10))
     train = params.train.model_copy(update={"policies": ("uniform", "curated_only"), "steps": steps, "eval_every": every})
-    return run_params(params, f"pool/seed-{seed}", seed).model_copy(update={"data": data, "train": train})
+    own = params.model_copy(update={"bench": params.bench.model_copy(update={"data_seeds": True})})  # always a pool each
+    return run_params(own, f"pool/seed-{seed}", seed, train=train)
 
 
 def label_precision(pool_dir, num_classes: int) -> list[float | None]:

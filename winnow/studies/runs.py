@@ -11,12 +11,16 @@ import math
 import re
 import shutil
 import statistics
+from pathlib import Path
 
 from winnow.config import Params
+from winnow.datasets.contract import generated, read_manifest
+from winnow.datasets.redraw import redraw_dataset
 from winnow.files import write_json
 from winnow.method.objectives import OBJECTIVES
 from winnow.reports.studies import write_study_report
 from winnow.stages.chain import run_chain
+from winnow.stages.data import data_stage
 from winnow.stages.paths import Paths
 
 log = logging.getLogger("winnow")
@@ -31,7 +35,22 @@ def run_params(params: Params, name: str, seed: int, **changes) -> Params:
     root = f"{params.data.name}/bench/{params.objective}/{label}{name}"
     train = params.train.model_copy(update={"policies": params.bench.policies})
     update = {"seed": seed, "artifacts": f"{params.artifacts}/{root}", "metrics": f"{params.metrics}/{root}", "train": train}
-    return params.model_copy(update={**update, **changes})
+    run = params.model_copy(update={**update, **changes})
+    return seed_data(run, seed) if params.bench.data_seeds else run
+
+
+def seed_data(run: Params, seed: int) -> Params:
+    """`run` on a seed's own data (bench.data_seeds), made here when it is missing: the built-in pool generated from
+    data.seed = seed, or a user's dataset with its curated and val rows drawn again by the seed (datasets/redraw.py),
+    under <data.name>-data-<seed> beside the source. Idempotent: a seed's data already made is read as it is."""
+    source = run.data
+    data = source.model_copy(update={"seed": seed, "name": f"{source.name}-data-{seed}"})
+    seeded = run.model_copy(update={"data": data})
+    if not (Path(source.root) / "manifest.json").exists() or generated(read_manifest(source.root)):
+        data_stage(seeded)  # generated from data.seed = seed (and its manifest checked on every later call)
+    else:
+        redraw_dataset(source.root, data.root, seed)
+    return seeded
 
 
 def run_seed(params: Params, transfer: bool = False) -> dict:
