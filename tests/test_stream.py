@@ -11,6 +11,7 @@ from winnow.datasets.contract import load_split
 from winnow.datasets.stream import InMemory, ShardStream
 from winnow.errors import DataError
 from winnow.method import objectives
+from winnow.method.training import Blend
 
 
 @pytest.fixture(scope="module")
@@ -223,8 +224,8 @@ def _held_bytes(obj, seen: set | None = None) -> int:
 
 # (the selecting arms draw from the pool as uniform does)
 @pytest.mark.parametrize(
-    "policy", ["uniform", "filtered", "curated_plus_pool", "balanced", "curated_mix"]
-)  # selecting arms: as uniform
+    "policy", ["uniform", "filtered", "curated_plus_pool", "balanced", "curated_mix", "learnability_mix"]
+)  # the other selecting arms draw from the pool as uniform does
 def test_no_arm_holds_more_as_a_pool_larger_than_the_shuffle_buffer_grows(tiny, tiny_data, three_times, policy):
     from winnow.config import load_params
     from winnow.stages.train import pool_sampler
@@ -233,10 +234,11 @@ def test_no_arm_holds_more_as_a_pool_larger_than_the_shuffle_buffer_grows(tiny, 
     for data in (tiny_data, three_times):
         params = load_params(tiny, [f"data.root={data.data.root}", "train.shuffle_buffer=256"])
         sampler, _ = pool_sampler(params, "cnn-nano", 0, policy=policy)
-        assert not isinstance(sampler, InMemory)  # it streams
+        pool = sampler.pool if isinstance(sampler, Blend) else sampler  # a blend: the curated set beside the pool
+        assert not isinstance(pool, InMemory)  # it streams
         for _ in range(30):
-            sampler.draw(64)
-        sampler.close()
+            pool.draw(64)
+        pool.close()
         held.append(_held_bytes(sampler))
     grown = three_times.data.num_pool - tiny_data.data.num_pool
     assert held[1] - held[0] < 16 * grown  # ids at most (the filter's dropped ids), never an image (3 KiB a row)
@@ -329,21 +331,15 @@ def test_the_balanced_baseline_draws_every_class_about_as_often_from_a_long_tail
     assert balanced.max() / balanced.min() < 2.5  # evened out (the stream within its buffer)
 
 
-def test_the_curated_mix_baseline_takes_its_share_of_every_batch_from_the_curated_set(tiny, tiny_data):
-    import hashlib
-
+@pytest.mark.parametrize("policy", ["curated_mix", "learnability_mix"])
+def test_a_blended_arm_takes_its_share_of_every_batch_from_the_curated_set(tiny, tiny_data, policy):
     from winnow.config import load_params
-    from winnow.datasets.mixture import Mixture
     from winnow.stages.train import pool_sampler
 
-    curated = load_split(f"{tiny_data.data.root}/curated", 32, 20)
-    known = {hashlib.sha1(image.numpy().tobytes()).digest() for image in curated.images}
     params = load_params(tiny, [f"data.root={tiny_data.data.root}", "train.curated_share=0.25"])
-    sampler, _ = pool_sampler(params, "cnn-nano", 0, policy="curated_mix")
-    assert isinstance(sampler, Mixture)
-    drawn = [sampler.draw(64) for _ in range(100)]
-    share = np.mean([hashlib.sha1(image.numpy().tobytes()).digest() in known for d in drawn for image in d.images])
-    assert share == pytest.approx(0.25, abs=0.03)  # a fixed share, not the curated set's share of the rows (0.2)
+    sampler, _ = pool_sampler(params, "cnn-nano", 0, policy=policy)
+    assert isinstance(sampler, Blend) and sampler.share == 0.25 and sampler.curated.size == tiny_data.data.num_curated
+    assert sampler.rows(64, 1) == 16  # a fixed share of every batch, not the curated set's share of the rows (0.2)
 
 
 def test_a_trained_arm_records_its_kept_class_mix_beside_its_pathology_mix(tiny, tiny_data):
@@ -355,3 +351,21 @@ def test_a_trained_arm_records_its_kept_class_mix_beside_its_pathology_mix(tiny,
     for share in shares.values():
         assert len(share) == 20 and sum(share) == pytest.approx(1.0, abs=1e-4)
     assert max(shares["balanced"]) < max(shares["uniform"])  # the head class, evened out
+
+
+def test_learnability_on_top_of_the_curated_set_scores_a_super_batch_for_the_pools_share_alone(tiny, tiny_data):
+    from winnow.config import load_params
+    from winnow.stages.reference import reference_stage
+    from winnow.stages.score import score_stage
+    from winnow.stages.train import train_stage
+
+    sets = [f"data.root={tiny_data.data.root}", "train.steps=10", "train.eval_examples=50", "train.curated_share=0.5"]
+    params = load_params(tiny, sets)
+    reference_stage(params)
+    score_stage(params)
+    plain, mixed = (train_stage(params, p) for p in ("learnability", "learnability_mix"))
+    assert mixed["curated_share"] == 0.5 and plain["curated_share"] is None
+    assert mixed["super_batch_size"] == plain["super_batch_size"] // 2 == 32  # 16 pool rows kept of 32, 16 curated
+    assert mixed["actor_scoring_flops_per_step"] == pytest.approx(plain["actor_scoring_flops_per_step"] / 2, rel=0.02)
+    assert mixed["learner_step_flops"] == pytest.approx(plain["learner_step_flops"], rel=1e-6)  # its whole batch
+    assert mixed["selected_mix"]["clean"] > plain["selected_mix"]["clean"]  # half of every batch the clean curated rows

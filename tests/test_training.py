@@ -13,7 +13,7 @@ from winnow.datasets.stream import InMemory
 from winnow.method.checkpoints import CheckpointPlan
 from winnow.method.losses import per_example_loss
 from winnow.method.selection import Selector
-from winnow.method.training import Actor, train
+from winnow.method.training import Actor, Blend, train
 
 
 class Crash(Exception):
@@ -320,4 +320,56 @@ def test_the_update_the_loop_uses_gives_the_numbers_of_torchs_default_loop(name)
             trainee.step(batch, loss, 1e-2, "fp32", name, step)
         weights.append(trainee.model.state_dict())
     for a, b in zip(weights[0].values(), weights[1].values(), strict=True):
+        assert torch.equal(a, b)
+
+
+class _Counted(InMemory):
+    """An in-memory sampler that records how many rows each draw asked for."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.asked = []
+
+    def draw(self, n):
+        self.asked.append(n)
+        return super().draw(n)
+
+
+def _blended_run(pool, curated, cfg, path, on_step=None):
+    torch.manual_seed(0)
+    model = build_classifier("cnn-nano", 20)
+    source = _Counted(pool, torch.as_tensor(pool.labels), 0, pool.columns["pathology"])
+    blend = Blend(source, InMemory(curated, torch.as_tensor(curated.labels), 4), share=0.25)
+    out = train(
+        model,
+        blend,
+        cfg,
+        seed=0,
+        selector=Selector("hard_learner", keep_fraction=0.5),
+        actor=Actor(_actor()),
+        checkpoint=CheckpointPlan(path, every=5),
+        on_step=on_step,
+    )
+    return model, out, source
+
+
+def test_a_blended_run_takes_its_curated_share_of_every_batch_and_selects_the_rest_from_the_pool(pool, tiny_data, tmp_path):
+    from winnow.datasets.contract import Split
+
+    loaded = load_split(f"{tiny_data.data.root}/curated", 32, 20)
+    curated = Split(loaded.ids + 10**6, loaded.images, loaded.labels)  # ids apart from the pool's, to tell them apart
+    cfg = TrainConfig(model="cnn-nano", steps=12, batch_size=16, warmup_steps=2)
+    kept = []
+    straight, out, source = _blended_run(pool, curated, cfg, tmp_path / "a.pt", lambda step, ids: kept.append(ids))
+    assert all(len(ids) == 16 and int((ids >= 10**6).sum()) == 4 for ids in kept)  # a quarter of every batch curated
+    assert set(source.asked) == {24}  # the super-batch is drawn for the pool's 12 rows, at keep fraction 0.5
+
+    def crash(step, ids):
+        if step == 8:
+            raise Crash
+
+    with pytest.raises(Crash):
+        _blended_run(pool, curated, cfg, tmp_path / "b.pt", crash)
+    resumed, out, _ = _blended_run(pool, curated, cfg, tmp_path / "b.pt")  # the curated draw resumes where it was
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)

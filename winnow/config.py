@@ -24,9 +24,9 @@ from winnow.method.selection import METHODS as SELECTION_METHODS
 
 REGIME_SECTIONS = ("data", "reference", "score", "train")  # what a point of --study regimes may change
 POLICY_NAMES = tuple(SELECTION_POLICIES)  # what each policy does is winnow.method.policies.POLICIES
-# the arms a run trains unless told: every policy but the two baselines a study names (balanced, curated_mix), which
-# join them when the default pool is regenerated (issue 42)
-DEFAULT_ARMS = tuple(p for p in POLICY_NAMES if p not in ("balanced", "curated_mix"))
+# the arms a run trains unless told: every policy but the two baselines a study names (balanced, curated_mix) and the
+# selecting policies on top of the curated set (*_mix), which join them when the default pool is regenerated (issue 42)
+DEFAULT_ARMS = tuple(p for p in POLICY_NAMES if p != "balanced" and not SELECTION_POLICIES[p].blend)
 ACTOR_DATA = ("kept", "super_batch")  # what the actor trains on each step: the learner's batch, or all it scored
 PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: it needs loss scaling, and bf16 runs wherever fp16 would on current GPUs
 OBJECTIVE_NAMES = ("classification", "contrastive")  # for the CLI without loading models; behaviour: winnow.method.objectives
@@ -160,7 +160,8 @@ class TrainConfig(OptimConfig):
     # each step on curated rows and, this share of its batch, the learner's kept rows
     refresh_reference: bool = False
     refresh_kept_share: float = Field(0.5, ge=0.0, le=1.0)
-    # the curated_mix baseline: this share of each batch from the curated set (upsampled), the rest uniform from the pool
+    # curated_mix and every *_mix policy: this share of each batch from the curated set (upsampled), the rest from the
+    # pool (uniform for curated_mix; what the policy keeps of a super-batch of the rest / keep_fraction for the others)
     curated_share: float = Field(0.5, gt=0.0, lt=1.0)
     jest_chunks: Positive = 4  # selection jest: the batch is drawn in this many chunks, each conditioned on the ones before
     score_resolution: Resolution | None = None  # the actor trains on and scores images resized to this size (null: full size)

@@ -9,6 +9,7 @@ ledger, the config, the CLI and the reports read it from here.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,7 +26,8 @@ class Policy:
     actor_loss: bool = False  # needs the online model's loss over the super-batch every step (train.actor)
     reference_loss: bool = False  # needs the precomputed reference losses (free per step)
     data: str = "pool"  # what it draws from: pool | curated | curated+pool | filtered (the pool after curation/filters.py)
-    # | balanced (the pool, rows weighted inverse to their label's frequency) | curated_mix (train.curated_share curated)
+    # | balanced (the pool, rows weighted inverse to their label's frequency)
+    blend: bool = False  # train.curated_share of every batch from the curated set (upsampled), beside the pool's rows
 
     @property
     def selects(self) -> bool:
@@ -38,18 +40,24 @@ class Policy:
         return self.score(actor_loss, reference_loss)
 
 
+_POLICIES = (
+    Policy("uniform", None),
+    Policy("curated_only", None, data="curated"),  # the learner on the curated set alone
+    Policy("curated_plus_pool", None, data="curated+pool"),  # uniform over both
+    Policy("filtered", None, data="filtered"),  # what a user does before any model: drop duplicates, flat images
+    Policy("balanced", None, data="balanced"),  # uniform, each row weighted inverse to its label's frequency
+    Policy("curated_mix", None, blend=True),  # train.curated_share of each batch curated, the rest uniform from the pool
+    Policy("easy_reference", lambda actor, reference: -reference, reference_loss=True),
+    Policy("hard_learner", lambda actor, reference: actor, actor_loss=True),
+    Policy("learnability", lambda actor, reference: actor - reference, actor_loss=True, reference_loss=True),
+)
+# each selecting policy also on top of the curated set: train.curated_share of every batch curated, the rest what the
+# policy keeps of a super-batch from the pool (compared with curated_mix, where the curated set alone would win)
 POLICIES: dict[str, Policy] = {
     p.name: p
     for p in (
-        Policy("uniform", None),
-        Policy("curated_only", None, data="curated"),  # the learner on the curated set alone
-        Policy("curated_plus_pool", None, data="curated+pool"),  # uniform over both
-        Policy("filtered", None, data="filtered"),  # what a user does before any model: drop duplicates, flat images
-        Policy("balanced", None, data="balanced"),  # uniform, each row weighted inverse to its label's frequency
-        Policy("curated_mix", None, data="curated_mix"),  # train.curated_share of each batch curated, the rest the pool's
-        Policy("easy_reference", lambda actor, reference: -reference, reference_loss=True),
-        Policy("hard_learner", lambda actor, reference: actor, actor_loss=True),
-        Policy("learnability", lambda actor, reference: actor - reference, actor_loss=True, reference_loss=True),
+        *_POLICIES,
+        *(dataclasses.replace(p, name=f"{p.name}_mix", blend=True) for p in _POLICIES if p.score is not None),
     )
 }
 

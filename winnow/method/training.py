@@ -124,6 +124,22 @@ class Actor:
 
 
 @dataclass(frozen=True)
+class Blend:
+    """What a run draws from when a fixed share of every batch is curated rows (upsampled: drawn epoch after epoch)
+    beside the pool's: the rest of the batch is what the selector keeps of a super-batch of the rest / keep_fraction
+    (a uniform draw of it for the curated_mix baseline). Selection on top of the curated set, not instead of it."""
+
+    pool: InMemory | ShardStream
+    curated: InMemory
+    share: float
+
+    def rows(self, batch: int, world: int) -> int:
+        """Curated rows in a global batch of `batch`: the share, rounded to a multiple of the world size, leaving the
+        pool at least one row a rank."""
+        return min(int(round(batch * self.share / world)), batch // world - 1) * world
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """The metric tracked during training (model -> {name: value}), and every how many steps."""
 
@@ -133,7 +149,7 @@ class Evaluation:
 
 def train(
     model: nn.Module,
-    data: Split | InMemory | ShardStream,
+    data: Split | InMemory | ShardStream | Blend,
     opt: OptimConfig,
     *,
     seed: int,
@@ -154,14 +170,18 @@ def train(
     optimiser (same schedule); without one the learner scores itself. loss_fn(model, images, targets) gives
     per-example losses. on_step(step, ids) sees the example ids each step trained on (audits, tests).
     Under torchrun the learner and the actor are wrapped in DDP; each rank draws its share of the super-batch
-    and keeps its share of the batch from its own examples (no communication for selection).
+    and keeps its share of the batch from its own examples (no communication for selection). From a Blend, a fixed
+    share of every batch is curated rows and the super-batch is drawn for the rest.
     """
     keep_freed_buffers()  # a step's buffers come back from the heap, not from fresh pages (method/host_memory.py)
     rank, world = rank_and_world()
     selector = selector or Selector()
+    blend = data if isinstance(data, Blend) else None
+    data = blend.pool if blend is not None else data
     sampler = data if not isinstance(data, Split) else InMemory(data, torch.as_tensor(data.labels), seed, None, rank, world)
-    batch = opt.batch_size
-    _check_sizes(batch, selector.super_batch(opt.batch_size), sampler.size, world, name)
+    curated_rows = blend.rows(opt.batch_size, world) if blend is not None else 0
+    batch = opt.batch_size - curated_rows  # the pool's part of each batch
+    _check_sizes(batch, selector.super_batch(batch), sampler.size, world, name)
     actor = actor if selector.needs_actor else None  # only policies that read an online loss pay for an actor
     online = Trainee(actor.model, opt, world) if actor is not None else None
     refresh = actor.refresh if actor is not None and selector.spec.reference_loss else None
@@ -169,7 +189,8 @@ def train(
     plan = checkpoint or CheckpointPlan()
     run = _Run(Trainee(model, opt, world), online, sampler, selector.generator, plan, rank, world)
     run.reference = _Refreshed(refresh, opt, world) if refresh is not None else None
-    run.fingerprint = _fingerprint(opt, selector, seed, sampler, world, plan.lineage_key, actor)
+    run.blend = blend
+    run.fingerprint = _fingerprint(opt, selector, seed, sampler, world, plan.lineage_key, actor, blend)
     state = run.resume(name, opt.steps)
     finished_before = state.step >= opt.steps
     device = next(model.parameters()).device
@@ -190,6 +211,8 @@ def train(
         data_seconds = time.perf_counter() - started  # waiting for data: drawing, decoding a shard, the copy to the device
         reference = run.reference.losses(drawn, loss_fn, precision) if run.reference and phase.selects else None
         kept, scored = _keep(phase, drawn, online or run.learner, batch // world, loss_fn, precision, name, reference)
+        if blend is not None:  # the curated share of the batch, beside what was kept of the pool's
+            kept = _joined(kept, blend.curated.draw(curated_rows), device)
 
         # one optimiser step of the learner on the kept batch, and of the actor on what it trains on
         loss = run.learner.step(kept, loss_fn, lr, precision, name, step)
@@ -207,7 +230,7 @@ def train(
         _count_classes(state, kept, world)
         state.steps_log.append({**row, **scored, "seconds": round(spent, 6), "data_seconds": round(data_seconds, 6)})
         if evaluation is not None and (step % evaluation.every == 0 or step == opt.steps) and rank == 0:
-            _evaluate(evaluation, model, state, batch, bar)
+            _evaluate(evaluation, model, state, opt.batch_size, bar)
         if step % plan.every == 0 or step == opt.steps:
             run.save(state, opt.steps)
         bar.update(1)
@@ -235,6 +258,7 @@ class _Run:
     world: int
     fingerprint: str = ""
     reference: _Refreshed | None = None  # the reference refreshed online, when the run refreshes it
+    blend: Blend | None = None  # the curated share of every batch, when the run blends one in
 
     def resume(self, name: str, steps: int) -> TrainState:
         """The state to start from: the checkpoint's, restored into every object of the run, when this very run
@@ -251,6 +275,8 @@ class _Run:
         self.generator.set_state(ckpt["torch_rng"][self.rank])
         if self.reference is not None:
             self.reference.restore(ckpt["reference"], self.rank)
+        if self.blend is not None:
+            self.blend.curated.restore(ckpt["blend"][self.rank])
         state = restored_state(ckpt)
         if state.step < steps and self.rank == 0:
             log.info("%s: resuming from step %d of %d (%s)", name, state.step, steps, self.plan.path)
@@ -259,6 +285,7 @@ class _Run:
     def save(self, state: TrainState, steps: int) -> None:
         samplers, generators = gathered(self.sampler.state(), self.world), gathered(self.generator.get_state(), self.world)
         reference = {"reference": self.reference.state(self.world)} if self.reference is not None else {}
+        blend = {"blend": gathered(self.blend.curated.state(), self.world)} if self.blend is not None else {}
         if self.plan.path is None or self.rank != 0:
             return
         actor = (
@@ -269,6 +296,7 @@ class _Run:
             "optimizer": self.learner.optimizer.state_dict(),
             **actor,
             **reference,
+            **blend,
             "sampler": samplers,
             "torch_rng": generators,
             "fingerprint": self.fingerprint,
@@ -314,7 +342,9 @@ class _Refreshed:
         self.curated.restore(state["curated"][rank])
 
 
-def _fingerprint(opt: OptimConfig, selector: Selector, seed: int, sampler, world: int, lineage_key, actor: Actor | None) -> str:
+def _fingerprint(
+    opt: OptimConfig, selector: Selector, seed: int, sampler, world: int, lineage_key, actor: Actor | None, blend: Blend | None
+) -> str:
     """What makes a run this run: a checkpoint resumes only into the very same one."""
     return json.dumps(
         {
@@ -331,6 +361,7 @@ def _fingerprint(opt: OptimConfig, selector: Selector, seed: int, sampler, world
                 if actor is not None and actor.refresh is not None
                 else {}
             ),
+            **({"blend": blend.share, "curated": blend.curated.size} if blend is not None else {}),
         },
         sort_keys=True,
         default=str,
@@ -362,6 +393,27 @@ def _keep(
     return Draw(drawn.ids[rows], drawn.images[index], drawn.targets[index], pathology, choice.weights, labels), {
         key: round(value, 6) for key, value in choice.logged.items()
     }
+
+
+def _joined(kept: Draw, curated: Draw, device) -> Draw:
+    """The kept rows of the pool and the curated rows, one batch (each curated row weighs 1 under soft selection)."""
+    weights = None
+    if kept.weights is not None:
+        weights = torch.cat([kept.weights, torch.ones(len(curated.ids), dtype=kept.weights.dtype, device=kept.weights.device)])
+    pathology, labels = (
+        None
+        if getattr(kept, key) is None or getattr(curated, key) is None
+        else np.concatenate([getattr(kept, key), getattr(curated, key)])
+        for key in ("pathology", "labels")
+    )
+    return Draw(
+        np.concatenate([kept.ids, curated.ids]),
+        torch.cat([kept.images, curated.images.to(device)]),
+        torch.cat([kept.targets, curated.targets.to(device)]),
+        pathology,
+        weights,
+        labels,
+    )
 
 
 def _evaluate(evaluation: Evaluation, model: nn.Module, state: TrainState, batch: int, bar) -> None:

@@ -109,7 +109,8 @@ class TrainRecord(Record):
     test_seconds: float | None = None  # the one read of the test set at the end
     evaluations: int | None = None
     batch_size: int
-    super_batch_size: int
+    super_batch_size: int  # drawn from the pool each step (a blended run: for the pool's part of its batch)
+    curated_share: float | None = None  # a blended run (curated_mix, *_mix): this share of every batch curated rows
     selection: str | None  # topk | softmax | jest; None for uniform
     selected_mix: dict[str, float]  # the pathology mix of its kept batches, mean over steps
     kept_class_share: list[float] | None = None  # each label's share of its kept rows over the run (index: label)

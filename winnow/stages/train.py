@@ -27,7 +27,7 @@ from winnow.method.jest import reference_logits
 from winnow.method.objectives import OBJECTIVES
 from winnow.method.policies import POLICIES
 from winnow.method.selection import Selector
-from winnow.method.training import Actor, Evaluation, Refresh, train
+from winnow.method.training import Actor, Blend, Evaluation, Refresh, train
 from winnow.stages.inputs import (
     checkpoint_meta,
     claim_outputs,
@@ -53,17 +53,17 @@ def pool_sampler(params: Params, model_name: str, seed: int, rank: int = 0, worl
     Held in memory when the pool fits in train.shuffle_buffer; else the pool streams shard by shard through a buffer
     of that size, so memory does not grow with the pool for any arm: `filtered` filters it in a first pass that keeps
     hashes, not images; `curated_plus_pool` draws the curated rows (in memory) and the streamed pool in proportion
-    to their sizes; `curated_mix` at train.curated_share; `balanced` weighs each row inverse to its label's frequency
-    (streamed: admits each row with that weight over the largest, a class-balanced subsample).
+    to their sizes; `balanced` weighs each row inverse to its label's frequency (streamed: admits each row with that
+    weight over the largest, a class-balanced subsample). A policy that blends (curated_mix, *_mix) draws a Blend:
+    train.curated_share of every batch from the curated set, beside the pool's rows.
     Returns the sampler and what preparing its data cost (the filter's seconds)."""
-    data = POLICIES[policy].data
-    if data == "curated":
+    spec = POLICIES[policy]
+    if spec.data == "curated":
         return _curated(params, model_name, seed, rank, world, pathology=False), {}
-    if data == "curated_mix":  # the curated rows upsampled to a fixed share of every batch, the rest the pool's
-        pool, prepared = _pool(params, model_name, seed, rank, world, "pool")
-        share = params.train.curated_share
-        return Mixture([_curated(params, model_name, seed, rank, world), pool], [share, 1 - share], seed, world), prepared
-    return _pool(params, model_name, seed, rank, world, data)
+    pool, prepared = _pool(params, model_name, seed, rank, world, spec.data)
+    if spec.blend:  # the curated rows upsampled to a fixed share of every batch, with a draw of their own
+        return Blend(pool, _curated(params, model_name, seed + 4, rank, world), params.train.curated_share), prepared
+    return pool, prepared
 
 
 def _curated(params: Params, model_name: str, seed: int, rank: int, world: int, pathology: bool = True) -> InMemory:
@@ -149,7 +149,11 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
     objective, device = OBJECTIVES[params.objective], pick_device(params.device)
     model = objective.build_model(cfg.model, num_classes(params), params.data.image_size).to(device)
     actor, actor_info = _actor(params, policy, device)
-    flops = _measured_flops(params, selector, model, actor, actor_info.get("actor_trained_per_step", 0), sampler, world)
+    pool = sampler.pool if isinstance(sampler, Blend) else sampler  # what the super-batch is drawn from
+    super_batch = selector.super_batch(cfg.batch_size - (sampler.rows(cfg.batch_size, world) if pool is not sampler else 0))
+    trained_by_actor = actor_info.get("actor_trained_per_step", 0)
+    first = pool.peek(max(super_batch, cfg.batch_size))  # the learner's step is measured at its whole batch
+    flops = _measured_flops(params, selector, model, actor, trained_by_actor, first, super_batch, world)
     out = train(
         model,
         sampler,
@@ -173,7 +177,7 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         for k in out["steps_log"][-1]
         if k.startswith("selected_")
     }
-    stream = next((s for s in (sampler, *getattr(sampler, "parts", ())) if isinstance(s, ShardStream)), None)
+    stream = next((s for s in (pool, *getattr(pool, "parts", ())) if isinstance(s, ShardStream)), None)
     started = time.perf_counter()
     tested = target_metric(params, cfg.model, test)(model) if rank == 0 else {}  # the test set, read once: at the end
     test_seconds = time.perf_counter() - started
@@ -193,15 +197,16 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         "test_seconds": test_seconds,
         "evaluations": len(out["eval_log"]),
         "batch_size": cfg.batch_size,
-        "super_batch_size": cfg.super_batch_size,
+        "super_batch_size": super_batch,  # drawn from the pool each step (for the pool's part of a blended batch)
+        "curated_share": params.train.curated_share if pool is not sampler else None,
         "selection": cfg.selection if POLICIES[policy].selects else None,
         **actor_info,
         **prepared,
         "data": POLICIES[policy].data,
         "selected_mix": selected,
         "kept_class_share": _shares(out["kept_classes"]),
-        "pool_size": sampler.size,
-        "pool_skipped": len(sampler.split.skipped) if isinstance(sampler, InMemory) else sum(map(len, sampler.skipped.values())),
+        "pool_size": pool.size,
+        "pool_skipped": len(pool.split.skipped) if isinstance(pool, InMemory) else sum(map(len, pool.skipped.values())),
         **flops,
     }
     metrics.update(_scheduled(selector, out["steps_log"], cfg))
@@ -279,13 +284,14 @@ def _selector(params: Params, policy: str) -> Selector:
     )
 
 
-def _measured_flops(params: Params, selector: Selector, model, actor, trained: int, sampler, world: int) -> dict:
-    """The ledger's lines of this run, measured on its first super-batch (method/flops.py): the learner's training
-    step; for an online loss the scoring of a super-batch (by the actor, or the learner scoring itself) and the actor's
-    training step on what it trains on; for JEST the reference's per-step logits from the stored features (each
-    rank its own share's). Forward FLOPs per example are kept beside them for the report."""
+def _measured_flops(  # noqa: PLR0913
+    params: Params, selector: Selector, model, actor, trained: int, first, super_batch: int, world: int
+) -> dict:
+    """The ledger's lines of this run, measured on the rows `first` of its pool (method/flops.py): the learner's
+    training step; for an online loss the scoring of a super-batch of `super_batch` (by the actor, or the learner
+    scoring itself) and the actor's training step on what it trains on; for JEST the reference's per-step logits from
+    the stored features (each rank its own share's). Forward FLOPs per example are kept beside them for the report."""
     cfg, loss, precision = params.train, OBJECTIVES[params.objective].loss, params.precision
-    first = sampler.peek(cfg.super_batch_size)
     images, targets = first.images, first.targets
     flops = {
         "forward_flops_per_example": forward_flops(model, loss, images, targets, cfg.batch_size),
@@ -293,9 +299,9 @@ def _measured_flops(params: Params, selector: Selector, model, actor, trained: i
     }
     if selector.needs_actor:  # the online loss's cost: scoring each super-batch, and the actor's training
         scorer = actor if actor is not None else model
-        flops["actor_super_batch_forward_flops_per_example"] = forward_flops(scorer, loss, images, targets, cfg.super_batch_size)
+        flops["actor_super_batch_forward_flops_per_example"] = forward_flops(scorer, loss, images, targets, super_batch)
         flops["actor_scoring_flops_per_step"] = scoring_flops(
-            scorer, loss, images, targets, cfg.super_batch_size, precision, joint=selector.joint
+            scorer, loss, images, targets, super_batch, precision, joint=selector.joint
         )
         if actor is not None:
             flops["actor_forward_flops_per_example"] = forward_flops(actor, loss, images, targets, trained)
@@ -303,12 +309,12 @@ def _measured_flops(params: Params, selector: Selector, model, actor, trained: i
     if selector.online_reference:  # the refreshed reference: scoring each super-batch and a training step
         reference = reference_model(params)
         flops["reference_refresh_flops_per_step"] = scoring_flops(
-            reference, loss, images, targets, cfg.super_batch_size, precision
+            reference, loss, images, targets, super_batch, precision
         ) + step_flops(reference, cfg, loss, images, targets, cfg.batch_size, precision)
         flops["refresh_kept_share"] = cfg.refresh_kept_share
     if selector.reference_embeddings is not None:
         image, text, scale = selector.reference_embeddings
-        share = cfg.super_batch_size // world
+        share = super_batch // world
         flops["reference_logits_flops_per_step"] = counted(lambda: reference_logits(image[:share], text[:share], scale)) * world
     return flops
 
