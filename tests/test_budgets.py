@@ -91,3 +91,29 @@ def test_budgets_are_at_least_two_and_ascend(tmp_path):
     for bad in ("[1.0]", "[1.0, 0.5]", "[0.5, 0.5]"):
         with pytest.raises(ConfigError, match="bench.budgets"):
             load_params(overrides=[f"bench.budgets={bad}"])
+
+
+def test_curated_only_early_stopped_is_a_baseline_of_its_own_read_at_its_best_val_and_charged_to_that_step():
+    # the curated set alone peaks early and then overfits: read at its best, it reaches uniform's plateau first
+    early = {b: {**arm, "flops": arm["flops"] / 4, "final_val": 0.62} for b, arm in _arm([0.62] * 3, [10, 20, 40]).items()}
+    learnability = _arm([0.55, 0.61, 0.62], [11, 22, 44], late_curve=[0.5, 0.61, 0.62])
+    seeds = [{**_seed(learnability, j), budgets.EARLY: early} for j in (0.0, 0.001, -0.001)]
+    result = budgets.summarise(_runs(seeds), BUDGETS, tuple(seeds[0]))
+    assert result["comparator"] == budgets.EARLY and budgets.EARLY not in result["verdicts"]  # a baseline, not judged
+    assert result["verdicts"]["learnability"]["readings"]["budget, sustained"]["verdict"] == "no"  # about 20 FLOPs against 2.5
+
+
+def test_the_kept_class_mix_is_summarised_per_budget_as_an_effective_number_of_classes():
+    even, one = [0.25] * 4, [1.0, 0.0, 0.0, 0.0]
+    seeds = []
+    for j in (0.0, 0.001):
+        arms = _seed(_arm([0.61, 0.62, 0.63], [11, 22, 44]), j)
+        for b in BUDGETS:
+            arms["uniform"][b]["kept_class_share"], arms["learnability"][b]["kept_class_share"] = one, even
+        seeds.append(arms)
+    result = budgets.summarise(_runs(seeds), BUDGETS, tuple(seeds[0]))
+    effective = result["kept_classes_effective"]
+    assert effective["learnability"]["1"]["mean"] == pytest.approx(4.0) and effective["uniform"]["2"]["mean"] == pytest.approx(
+        1.0
+    )
+    assert effective["curated_only"]["1"]["mean"] is None  # no class mix recorded: none claimed

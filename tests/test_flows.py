@@ -138,7 +138,8 @@ def test_the_budgets_study_trains_each_arm_at_each_budget_its_schedule_ending_th
     paths = Paths.of(params)
     result = json.loads(paths.study_json("budgets").read_text())
     assert result["budgets"] == [0.5, 1.0] and result["seeds"] == [0, 1] and result["fixed_reading"] == "budget, sustained"
-    assert result["comparator"] in ("uniform", "curated_only")
+    assert result["comparator"] in ("uniform", "curated_only", budgets.EARLY)  # curated_only early-stopped: a baseline too
+    assert set(result["final_val"]) == {"uniform", "curated_only", budgets.EARLY, "learnability"}
     for seed in (0, 1):
         for budget, steps in ((0.5, 10), (1.0, 20)):  # each run's schedule ends at its own budget
             run = Paths.of(budgets.budget_params(params, seed, budget))

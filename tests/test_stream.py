@@ -369,3 +369,20 @@ def test_learnability_on_top_of_the_curated_set_scores_a_super_batch_for_the_poo
     assert mixed["actor_scoring_flops_per_step"] == pytest.approx(plain["actor_scoring_flops_per_step"] / 2, rel=0.02)
     assert mixed["learner_step_flops"] == pytest.approx(plain["learner_step_flops"], rel=1e-6)  # its whole batch
     assert mixed["selected_mix"]["clean"] > plain["selected_mix"]["clean"]  # half of every batch the clean curated rows
+
+
+def test_the_curated_set_alone_is_also_read_early_stopped_at_its_best_val_evaluation(tiny, tiny_data):
+    from winnow.config import load_params
+    from winnow.files import read_csv
+    from winnow.stages.paths import Paths
+    from winnow.stages.train import train_stage
+
+    params = load_params(tiny, [f"data.root={tiny_data.data.root}", "train.steps=40", "train.eval_examples=100"])
+    record = train_stage(params, "curated_only")
+    curve = {int(r["step"]): float(r["accuracy"]) for r in read_csv(Paths.of(params).curve("curated_only"))}
+    best = max(curve.values())
+    assert record["best_val"] == pytest.approx(best) and record["best_val_step"] == min(s for s, v in curve.items() if v == best)
+    assert 0.0 <= record["final_metric_at_best_val"] <= 1.0
+    if record["best_val_step"] == 40:  # best at the end: the same weights, the same test metric
+        assert record["final_metric_at_best_val"] == pytest.approx(record["final_metric"])
+    assert train_stage(params, "uniform").get("best_val_step") is None  # read so for the curated set alone

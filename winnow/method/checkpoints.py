@@ -47,6 +47,11 @@ class TrainState:
     clock: list[list[float]] = field(default_factory=list)  # [step, seconds so far] at each evaluation: time to a target
     eval_seconds: float = 0.0  # the evaluations' own time (the curve's split), summed over runs; apart from `seconds`
     kept_classes: list[float] = field(default_factory=list)  # rows kept per label, summed over steps and ranks (by weight)
+    # early stopping on the curve's split (Evaluation.keep_best): the evaluation with the highest metric so far, its
+    # weights (the final metric of an early-stopped run is read there)
+    best_step: int = 0
+    best_value: float | None = None
+    best_model: dict | None = None
 
 
 def state_hash(model: nn.Module) -> str:

@@ -145,6 +145,7 @@ class Evaluation:
 
     metric: Callable[[nn.Module], dict]
     every: int = 100
+    keep_best: str | None = None  # early stopping: keep the weights of the evaluation highest on this metric
 
 
 def train(
@@ -422,6 +423,10 @@ def _evaluate(evaluation: Evaluation, model: nn.Module, state: TrainState, batch
     model.train()
     state.eval_seconds += time.perf_counter() - started  # counted apart: the clock of a run is its training
     state.eval_log.append({"step": state.step, "examples_seen": state.step * batch, **metrics})
+    value = metrics.get(evaluation.keep_best) if evaluation.keep_best else None
+    if value is not None and (state.best_value is None or value > state.best_value):  # the earliest of equal bests
+        state.best_step, state.best_value = state.step, float(value)
+        state.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
     state.clock.append([state.step, state.seconds])
     bar.set_postfix(loss=f"{state.steps_log[-1]['loss']:.3f}", **{k: f"{v:.3f}" for k, v in metrics.items()})
 

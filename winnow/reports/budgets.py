@@ -80,15 +80,20 @@ def write_report(result: dict, paths: Paths) -> None:
         "final_val": "Validation metric at each budget",
         "final_val_minus_comparator": f"Validation metric minus the comparator's ({result['comparator']}) at each budget",
         "final_test": "Test metric at each budget (read once a run, reported only)",
+        "kept_classes_effective": "Kept class mix at each budget: the effective number of classes (exp of its entropy)",
     }
     for split, title in titles.items():
         lines += [f"## {title}", "", header]
         lines.append("|---|" + "---|" * len(result["budgets"]))
-        for policy, by_budget in result[split].items():
+        for policy, by_budget in result.get(split, {}).items():
+            if by_budget[f"{result['budgets'][0]:g}"]["mean"] is None:
+                continue  # no class mix (contrastive) for this arm
             lines.append(f"| {policy} | " + " | ".join(_mean(by_budget[f"{b:g}"]) for b in result["budgets"]) + " |")
         lines.append("")
     write_text("\n".join(lines), paths.study_report("budgets"))
 
 
 def _mean(s: dict) -> str:
+    if s["mean"] is None:
+        return "-"
     return f"{s['mean']:.4f}" if s["low"] is None else f"{s['mean']:.4f} [{s['low']:.4f}, {s['high']:.4f}]"

@@ -100,6 +100,11 @@ class TrainRecord(Record):
     policy: str
     steps: int
     final_metric: float | None  # on the test set, read once, at the end of the run
+    # the learner on the curated set alone, early-stopped: its best evaluation on the curve's split, and the test set
+    # read at those weights (a second reading of the same run; the FLOPs to that step are its cost)
+    best_val_step: int | None = None
+    best_val: float | None = None
+    final_metric_at_best_val: float | None = None
     seconds: float  # training time summed over resumed runs, evaluation excluded
     seconds_per_step: float
     step_seconds_median: float | None = None  # the median step's seconds after the warm-up: what the ledger charges

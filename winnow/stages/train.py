@@ -149,6 +149,7 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
     objective, device = OBJECTIVES[params.objective], pick_device(params.device)
     model = objective.build_model(cfg.model, num_classes(params), params.data.image_size).to(device)
     actor, actor_info = _actor(params, policy, device)
+    early = POLICIES[policy].data == "curated"  # the learner on the curated set alone: early-stopped on val as well
     pool = sampler.pool if isinstance(sampler, Blend) else sampler  # what the super-batch is drawn from
     super_batch = selector.super_batch(cfg.batch_size - (sampler.rows(cfg.batch_size, world) if pool is not sampler else 0))
     trained_by_actor = actor_info.get("actor_trained_per_step", 0)
@@ -162,7 +163,7 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         selector=selector,
         actor=Actor(actor, cfg.actor_trains_on, _refresh(params, selector, device)) if actor is not None else None,
         loss_fn=objective.loss,
-        evaluation=Evaluation(target_metric(params, cfg.model, held), cfg.eval_every),
+        evaluation=Evaluation(target_metric(params, cfg.model, held), cfg.eval_every, objective.metric if early else None),
         checkpoint=CheckpointPlan(
             paths.learner(policy),
             cfg.checkpoint_every,
@@ -181,6 +182,16 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
     started = time.perf_counter()
     tested = target_metric(params, cfg.model, test)(model) if rank == 0 else {}  # the test set, read once: at the end
     test_seconds = time.perf_counter() - started
+    if early and rank == 0 and out["best_model"] is not None:  # the test set read once more, at the best val weights
+        best = copy.deepcopy(model)
+        best.load_state_dict(out["best_model"])
+        early_stopped = {
+            "best_val_step": out["best_step"],
+            "best_val": out["best_value"],
+            "final_metric_at_best_val": target_metric(params, cfg.model, test)(best).get(objective.metric),
+        }
+    else:
+        early_stopped = {}
     metrics = {
         "policy": policy,
         "steps": cfg.steps,
@@ -209,6 +220,7 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         "pool_skipped": len(pool.split.skipped) if isinstance(pool, InMemory) else sum(map(len, pool.skipped.values())),
         **flops,
     }
+    metrics.update(early_stopped)
     metrics.update(_scheduled(selector, out["steps_log"], cfg))
     metrics.update(_plateau(out["steps_log"]))
     if stream is not None:

@@ -10,6 +10,9 @@ The comparison is fixed here, before any run is read:
   it in every seed): one baseline for every seed, not a per-seed minimum over near-copies of uniform;
 - verdict: "yes" when every seed reaches the target, the 95% interval of the FLOPs ratio ends below 1, and the mean
   final validation metric at the largest budget is not below the comparator's; else "no".
+Baselines: every arm of bench.policies that selects nothing, and curated_only early-stopped on val (its run read at
+its best validation evaluation: the FLOPs to that step, the test metric at those weights). Each arm's kept class mix
+(the classifier's) is summarised per budget beside its readings.
 The same verdict is then read under the other reasonable choices (the budget reading's first crossing; the in-run
 crossing at the largest budget, sustained with k = 1..5 and first; a per-seed comparator), and a verdict that flips
 among them is printed "undecided". The test split is read once per run, at its end, and only reported.
@@ -40,6 +43,10 @@ log = logging.getLogger("winnow")
 FIXED = "budget, sustained"  # the reading the verdict uses, decided before any run was read
 K_RANGE = (1, 2, 3, 4, 5)
 FOLD = 0.01  # a filter that drops less of the pool than this is uniform: folded into it, not a comparator of its own
+# the learner on the curated set alone, early-stopped on val: curated_only's run read at its best val evaluation (its
+# FLOPs to that step, its test metric at those weights), a baseline of its own
+EARLY = "curated_only_early"
+BASELINE_ARMS = (*BASELINES, EARLY)
 
 
 def budget_params(params: Params, seed: int, budget: float) -> Params:
@@ -65,7 +72,7 @@ def _arm(run: Params, summary: dict, policy: str, metric: str) -> dict:
     costs = Costs.from_dict(summary["ledger"]["policies"][policy]["costs"])
     steps = [float(r["step"]) for r in curve]
     record = read_json(Paths.of(run).train_record(policy), f"run `winnow train --policy {policy}`")
-    return {
+    arm = {
         "dropped_share": sum((record.get("filter_dropped") or {}).values()) / record["pool_size"],
         "steps": steps,
         "values": [float(r[metric]) for r in curve],
@@ -73,7 +80,20 @@ def _arm(run: Params, summary: dict, policy: str, metric: str) -> dict:
         "flops": costs.at_step(run.train.steps),
         "final_val": float(curve[-1][metric]),
         "final_test": summary["policies"][policy]["final_metric"],
+        "kept_class_share": record.get("kept_class_share"),
     }
+    if record.get("best_val_step"):  # the curated set alone, early-stopped on val: the same run read at its best
+        best = record["best_val_step"]
+        arm[EARLY] = {
+            **arm,
+            "steps": [s for s in steps if s <= best],
+            "values": arm["values"][: sum(s <= best for s in steps)],
+            "flops_at": arm["flops_at"][: sum(s <= best for s in steps)],
+            "flops": costs.at_step(best),  # stopped there: what it paid (hindsight, generous to the baseline)
+            "final_val": record["best_val"],
+            "final_test": record["final_metric_at_best_val"],
+        }
+    return arm
 
 
 def run(params: Params) -> dict:
@@ -100,9 +120,13 @@ def run(params: Params) -> dict:
                 train_stage(run, policy)
             summary = summary_stage(run, write_report=False)
             metric = summary["curve_metric"].split("_", 1)[1]
-            runs.setdefault(seed, {})[budget] = {p: _arm(run, summary, p, metric) for p in run.train.policies}
+            arms = {p: _arm(run, summary, p, metric) for p in run.train.policies}
+            if EARLY in arms.get("curated_only", {}):
+                arms[EARLY] = arms["curated_only"].pop(EARLY)
+            runs.setdefault(seed, {})[budget] = arms
             runs[seed][budget]["_window"] = summary["target_window"]
-    result = summarise(runs, params.bench.budgets, params.bench.policies)
+    arms = (*params.bench.policies, *((EARLY,) if "curated_only" in params.bench.policies else ()))
+    result = summarise(runs, params.bench.budgets, arms)
     result.update(
         study="budgets",
         objective=params.objective,
@@ -134,11 +158,11 @@ def summarise(runs: dict, budgets: tuple[float, ...], policies: tuple[str, ...])
     # filtered that drops under FOLD of the pool is uniform by another name: not a comparator of its own (said so)
     dropped = {p: max(runs[s][top][p]["dropped_share"] for s in runs) for p in policies if p == "filtered"}
     folded = {p: share for p, share in dropped.items() if share < FOLD}
-    baselines = [p for p in policies if p in BASELINES and p not in folded]
+    baselines = [p for p in policies if p in BASELINE_ARMS and p not in folded]
     comparator = _comparator(per_seed, baselines, FIXED)
     verdicts = {}
     for policy in policies:
-        if policy in BASELINES:
+        if policy in BASELINE_ARMS:
             continue
         readings = {name: _verdict(per_seed, policy, _comparator(per_seed, baselines, name), name) for name in _readings_names()}
         readings["budget, sustained; per-seed comparator"] = _verdict(per_seed, policy, None, FIXED)
@@ -167,7 +191,19 @@ def summarise(runs: dict, budgets: tuple[float, ...], policies: tuple[str, ...])
             for p in policies
         },
         "verdicts": verdicts,
+        # the classifier's kept class mix: its effective number of classes (exp of the entropy of the kept rows' labels)
+        "kept_classes_effective": {
+            p: {f"{b:g}": spread([_effective(runs[s][b][p].get("kept_class_share")) for s in runs]) for b in budgets}
+            for p in policies
+        },
     }
+
+
+def _effective(shares: list[float] | None) -> float | None:
+    """How many classes a kept class mix is worth: exp of its entropy (all K when even, 1 when one class)."""
+    if not shares:
+        return None
+    return math.exp(-sum(p * math.log(p) for p in shares if p > 0))
 
 
 def _readings_names() -> list[str]:
@@ -177,9 +213,10 @@ def _readings_names() -> list[str]:
 def _readings(by_budget: dict, budgets: tuple[float, ...], policy: str, target: float, uniform: list[float]) -> dict:
     """An arm's FLOPs to the target under each reading, and its final validation metric at the largest budget. The
     in-run readings smooth over k evaluations and read uniform's target with the same k (the one stopping rule)."""
-    ends = [by_budget[b][policy] for b in budgets]
+    # by FLOPs: the budgets' order, except for an early-stopped arm, which may stop a larger budget's run sooner
+    ends = sorted((by_budget[b][policy] for b in budgets), key=lambda a: a["flops"])
     flops, finals = [a["flops"] for a in ends], [a["final_val"] for a in ends]
-    top = ends[-1]
+    top = by_budget[budgets[-1]][policy]
     out = {
         FIXED: stopping.crossing(flops, finals, target, 1).step,
         "budget, first": stopping.first_crossing(flops, finals, target, 1).step,
@@ -209,7 +246,7 @@ def _verdict(per_seed: dict, policy: str, comparator: str | None, reading: str) 
     for seed in per_seed.values():
         arms = seed["arms"]
         against = comparator or min(
-            (p for p in arms if p in BASELINES and arms[p]["flops_to_target"][reading] is not None),
+            (p for p in arms if p in BASELINE_ARMS and arms[p]["flops_to_target"][reading] is not None),
             key=lambda p: arms[p]["flops_to_target"][reading],
             default="uniform",
         )
