@@ -26,7 +26,9 @@ REGIME_SECTIONS = ("data", "reference", "score", "train")  # what a point of --s
 POLICY_NAMES = tuple(SELECTION_POLICIES)  # what each policy does is winnow.method.policies.POLICIES
 # the arms a run trains unless told: every policy but the two baselines a study names (balanced, curated_mix) and the
 # selecting policies on top of the curated set (*_mix), which join them when the default pool is regenerated (issue 42)
-DEFAULT_ARMS = tuple(p for p in POLICY_NAMES if p != "balanced" and not SELECTION_POLICIES[p].blend)
+DEFAULT_ARMS = tuple(
+    p for p in POLICY_NAMES if p != "balanced" and not SELECTION_POLICIES[p].blend and not SELECTION_POLICIES[p].replays
+)
 ACTOR_DATA = ("kept", "super_batch")  # what the actor trains on each step: the learner's batch, or all it scored
 PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: it needs loss scaling, and bf16 runs wherever fp16 would on current GPUs
 OBJECTIVE_NAMES = ("classification", "contrastive")  # for the CLI without loading models; behaviour: winnow.method.objectives
@@ -165,6 +167,10 @@ class TrainConfig(OptimConfig):
     curated_share: float = Field(0.5, gt=0.0, lt=1.0)
     jest_chunks: Positive = 4  # selection jest: the batch is drawn in this many chunks, each conditioned on the ones before
     score_resolution: Resolution | None = None  # the actor trains on and scores images resized to this size (null: full size)
+    # the replay policy (datasets/replay.py): the sequence it trains on, a selecting policy of this run (its recorded
+    # learners/<policy>.sequence.parquet) or such a file; and how many learners share that recording's selection cost
+    replay: str | None = None
+    replay_users: Positive = 1
     eval_every: Positive = 100
     eval_examples: Positive | None = None  # the curves read at most this many validation rows (a fixed sample); null: all
     target_window: Positive = 3  # the target: the mean of uniform's last k evaluations; every curve smoothed over k
@@ -219,6 +225,13 @@ class TrainConfig(OptimConfig):
             )
         if self.shuffle_buffer < self.super_batch_size:
             raise ValueError(f"shuffle_buffer ({self.shuffle_buffer}) must hold at least a super-batch ({self.super_batch_size})")
+        if "replay" in self.policies and not self.replay:
+            raise ValueError(
+                "the 'replay' policy trains on a recorded training sequence: set train.replay to a selecting policy of "
+                "this run (learnability, ...) or to a sequence file (learners/<policy>.sequence.parquet)"
+            )
+        if self.replay in SELECTION_POLICIES and not SELECTION_POLICIES[self.replay].selects:
+            raise ValueError(f"train.replay: {self.replay!r} selects nothing, so it records no training sequence")
         return self
 
 

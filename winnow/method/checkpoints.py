@@ -49,6 +49,7 @@ class TrainState:
     kept_classes: list[float] = field(default_factory=list)  # rows kept per label, summed over steps and ranks (by weight)
     # early stopping on the curve's split (Evaluation.keep_best): the evaluation with the highest metric so far, its
     # weights (the final metric of an early-stopped run is read there)
+    sequence: list[list[int]] = field(default_factory=list)  # a selecting run's kept pool ids, step by step (every rank's)
     best_step: int = 0
     best_value: float | None = None
     best_model: dict | None = None

@@ -54,10 +54,14 @@ class Costs:
     reference_logits_per_step: float = 0.0  # JEST: the reference's super-batch logits, from its stored embeddings
     selecting_steps: float | None = None  # a schedule that anneals: steps after this one train on uniform batches
     reference_refresh_per_step: float = 0.0  # a refreshed reference: its online scoring of the super-batch and its step
+    # a replayed training sequence (datasets/replay.py): its recording's one-off and per-step selection FLOPs, each
+    # divided by the learners that share the recording (train.replay_users)
+    replayed_one_off: float = 0.0
+    replayed_selection_per_step: float = 0.0
 
     @property
     def one_off(self) -> float:
-        return self.reference_training + self.pool_scoring
+        return self.reference_training + self.pool_scoring + self.replayed_one_off
 
     @property
     def per_step(self) -> float:
@@ -67,6 +71,7 @@ class Costs:
             + self.learner_training_per_step
             + self.reference_logits_per_step
             + self.reference_refresh_per_step
+            + self.replayed_selection_per_step
         )
 
     def at_step(self, step: float, amortise_over: int = 1) -> float:
@@ -76,7 +81,12 @@ class Costs:
         return self.one_off / amortise_over + selecting * self.per_step + (step - selecting) * self.learner_training_per_step
 
     def as_dict(self) -> dict:
-        optional = {"selecting_steps": None, "reference_refresh_per_step": 0.0}  # left out when unused: older records
+        optional = {  # left out when unused: older records
+            "selecting_steps": None,
+            "reference_refresh_per_step": 0.0,
+            "replayed_one_off": 0.0,
+            "replayed_selection_per_step": 0.0,
+        }
         lines = {k: v for k, v in asdict(self).items() if k not in optional or v != optional[k]}
         return {**lines, "one_off": self.one_off, "per_step": self.per_step}
 
@@ -114,14 +124,20 @@ def policy_costs(
     reference_logits: float = 0.0,
     selecting_steps: float | None = None,
     reference_refresh: float = 0.0,
+    replayed: tuple[float, float, int] | None = None,
 ) -> Costs:
     """The ledger lines for one policy, each measured per step: the learner's training step, the actor's scoring of a
     super-batch and its training step (0 when the learner scores itself: its scoring is then the learner's forward,
     `actor_scoring`, and its training is already the learner's line), and for JEST the reference's logits over the
     super-batch from its stored embeddings. A policy that reads no reference pays none of its one-off cost.
     `selecting_steps`: a schedule that anneals to uniform batches after this many steps. `reference_refresh`: a
-    refreshed reference's scoring and training per step (its one-off training and the pool's scoring still paid)."""
+    refreshed reference's scoring and training per step (its one-off training and the pool's scoring still paid).
+    `replayed`: a replay's recording (its one-off FLOPs, its selection FLOPs per step, the learners sharing it): the
+    replay pays the learner's step, and its share of the recording's selection for the steps that selected."""
     rule = POLICIES[policy]
+    if rule.replays:
+        one_off, selection, users = replayed or (0.0, 0.0, 1)
+        return Costs(0.0, 0.0, 0.0, 0.0, learner_step, 0.0, selecting_steps, 0.0, one_off / users, selection / users)
     return Costs(
         reference_training=reference.training if rule.reference_loss else 0.0,
         pool_scoring=reference.scoring if rule.reference_loss else 0.0,

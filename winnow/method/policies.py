@@ -28,6 +28,7 @@ class Policy:
     data: str = "pool"  # what it draws from: pool | curated | curated+pool | filtered (the pool after curation/filters.py)
     # | balanced (the pool, rows weighted inverse to their label's frequency)
     blend: bool = False  # train.curated_share of every batch from the curated set (upsampled), beside the pool's rows
+    replays: bool = False  # trains on a recorded training sequence (train.replay): selection paid once, by its recording
 
     @property
     def selects(self) -> bool:
@@ -50,6 +51,7 @@ _POLICIES = (
     Policy("easy_reference", lambda actor, reference: -reference, reference_loss=True),
     Policy("hard_learner", lambda actor, reference: actor, actor_loss=True),
     Policy("learnability", lambda actor, reference: actor - reference, actor_loss=True, reference_loss=True),
+    Policy("replay", None, data="replay", replays=True),  # the rows a selecting run kept, step by step (train.replay)
 )
 # each selecting policy also on top of the curated set: train.curated_share of every batch curated, the rest what the
 # policy keeps of a super-batch from the pool (compared with curated_mix, where the curated set alone would win)
@@ -61,4 +63,6 @@ POLICIES: dict[str, Policy] = {
     )
 }
 
-BASELINES = tuple(name for name, p in POLICIES.items() if not p.selects)  # the arms a selection policy must beat
+BASELINES = tuple(
+    name for name, p in POLICIES.items() if not p.selects and not p.replays
+)  # the arms a selection policy must beat

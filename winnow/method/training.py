@@ -212,6 +212,8 @@ def train(
         data_seconds = time.perf_counter() - started  # waiting for data: drawing, decoding a shard, the copy to the device
         reference = run.reference.losses(drawn, loss_fn, precision) if run.reference and phase.selects else None
         kept, scored = _keep(phase, drawn, online or run.learner, batch // world, loss_fn, precision, name, reference)
+        if selector.selects:  # the training sequence (datasets/replay.py): the pool ids kept, every rank's, in order
+            state.sequence.append([int(i) for part in gathered(kept.ids, world) for i in part])
         if blend is not None:  # the curated share of the batch, beside what was kept of the pool's
             kept = _joined(kept, blend.curated.draw(curated_rows), device)
 

@@ -86,6 +86,10 @@ def stage_key(stage: str, params: Params, item: str | None = None) -> str:
     }
     if stage == "reference" and params.reference.checkpoint:  # a loaded reference: its file's bytes (later stages
         content["reference_checkpoint"] = digest_path(Path(params.reference.checkpoint))  # hash reference.pt itself)
+    if stage == "train" and item == "replay" and params.train.replay:  # the recorded sequence it trains on, by its bytes
+        from winnow.stages.paths import replay_source
+
+        content["sequence"] = digest_path(replay_source(params))
     if stage == "evaluate":  # it checks each checkpoint against its stage's key: a change upstream is a change here
         content["upstream"] = [stage_key("reference", params)] + [stage_key("train", params, p) for p in params.train.policies]
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from winnow.config import Params
+from winnow.method.policies import POLICIES
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,10 @@ class Paths:
 
     def learner(self, policy: str) -> Path:
         return self.artifacts / "learners" / f"{policy}.pt"
+
+    def sequence(self, policy: str) -> Path:
+        """A selecting run's training sequence, beside its checkpoint: the pool ids it kept at each step."""
+        return self.artifacts / "learners" / f"{policy}.sequence.parquet"
 
     def stamp(self, stage: str, item: str | None = None) -> Path:
         """The lineage key of the run that last wrote a stage's outputs (winnow.stages.lineage.record_run)."""
@@ -187,3 +192,9 @@ class Paths:
         if study == "policies" and not self.label:
             return self.bench / f"{self.objective}.json"
         return self.bench / f"{self.objective}-{self.study_name(study)}.json"
+
+
+def replay_source(params) -> Path:
+    """The training sequence train.replay names: a selecting policy of this run (its recorded sequence), or a file."""
+    name = params.train.replay
+    return Paths.of(params).sequence(name) if name in POLICIES else Path(name)

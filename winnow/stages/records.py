@@ -134,6 +134,13 @@ class TrainRecord(Record):
     reference_logits_flops_per_step: float | None = None  # JEST: the reference's logits from stored features
     reference_refresh_flops_per_step: float | None = None  # a refreshed reference: its scoring and its training step
     refresh_kept_share: float | None = None  # ... the share of its batch from the learner's kept rows
+    # a replay: the sequence it trained on, the learners sharing its recording, and what that recording's selection
+    # cost (its one-off FLOPs, its per-step selection FLOPs, the steps that selected), before the division by users
+    replay_of: str | None = None
+    replay_users: int | None = None
+    replayed_policy: str | None = None
+    replayed_one_off_flops: float | None = None
+    replayed_selection_flops_per_step: float | None = None
     pool_streamed: bool | None = None
     shuffle_buffer: int | None = None
     world_size: int | None = None

@@ -214,6 +214,9 @@ def run_ledger(
             reference_logits=info.reference_logits_flops_per_step or 0.0,
             selecting_steps=info.selecting_steps,
             reference_refresh=info.reference_refresh_flops_per_step or 0.0,
+            replayed=(info.replayed_one_off_flops, info.replayed_selection_flops_per_step, info.replay_users)
+            if info.replay_of
+            else None,
         )
     uniform, steps = costs["uniform"], summary["uniform_steps_to_target"]
     uniform_seconds = seconds_at(trained["uniform"], steps)

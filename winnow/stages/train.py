@@ -14,10 +14,11 @@ import torch
 
 from winnow.config import Params
 from winnow.curation.filters import filter_pass, model_free_filter, without_ids
-from winnow.datasets.contract import Split, value_counts
+from winnow.datasets.contract import Split, split_hash, value_counts
 from winnow.datasets.mixture import Mixture
+from winnow.datasets.replay import Replay, read_sequence, write_sequence
 from winnow.datasets.stream import InMemory, ShardStream, admitted_by_label, shard_rows
-from winnow.errors import ConfigError
+from winnow.errors import ConfigError, DataError
 from winnow.files import exclusive, write_csv
 from winnow.method import objectives
 from winnow.method.checkpoints import CheckpointPlan
@@ -33,6 +34,7 @@ from winnow.stages.inputs import (
     claim_outputs,
     forward_flops,
     num_classes,
+    read_json,
     reference_model,
     run_split,
     scoring_flops,
@@ -41,7 +43,7 @@ from winnow.stages.inputs import (
     validation_split,
 )
 from winnow.stages.lineage import record_run, stage_key
-from winnow.stages.paths import Paths
+from winnow.stages.paths import Paths, replay_source
 from winnow.stages.records import TrainRecord
 from winnow.stages.score import reference_embeddings, reference_losses
 
@@ -60,10 +62,69 @@ def pool_sampler(params: Params, model_name: str, seed: int, rank: int = 0, worl
     spec = POLICIES[policy]
     if spec.data == "curated":
         return _curated(params, model_name, seed, rank, world, pathology=False), {}
+    if spec.replays:
+        return _replay(params, model_name, rank, world)
     pool, prepared = _pool(params, model_name, seed, rank, world, spec.data)
     if spec.blend:  # the curated rows upsampled to a fixed share of every batch, with a draw of their own
         return Blend(pool, _curated(params, model_name, seed + 4, rank, world), params.train.curated_share), prepared
     return pool, prepared
+
+
+def _replay(params: Params, model_name: str, rank: int, world: int) -> tuple[Replay, dict]:
+    """The pool held in memory, drawn step by step as the recorded sequence kept it (train.replay); refused, naming
+    the file or the key, when it was recorded on another pool, is shorter than the run, or at another batch size."""
+    source, cfg = replay_source(params), params.train
+    sequence, meta = read_sequence(source)
+    folder = Paths.of(params).data / "pool"
+    if meta["pool"] != split_hash(folder):
+        raise DataError(f"{source}: recorded on another pool than {folder} (a sequence replays on the pool it kept rows of)")
+    if meta.get("curated_share"):
+        raise ConfigError(f"train.replay: {source} was recorded beside a curated share of every batch; replay a plain run's")
+    if meta["steps"] < cfg.steps:
+        raise ConfigError(f"train.steps: {cfg.steps}, and {source} holds {meta['steps']} steps; replay at most that many")
+    if meta["batch_size"] != cfg.batch_size:
+        raise ConfigError(f"train.batch_size: {cfg.batch_size}, and {source} kept {meta['batch_size']} rows a step; use that")
+    if sum(shard_rows(folder)) > cfg.shuffle_buffer:
+        raise ConfigError(
+            f"train.policies: 'replay' draws any row of the pool at any step, so it holds the pool in memory, and it is "
+            f"larger than train.shuffle_buffer ({cfg.shuffle_buffer}); raise the buffer"
+        )
+    pool = run_split(params, "pool")
+    targets = OBJECTIVES[params.objective].targets(model_name, pool)
+    replay = Replay(pool, targets, sequence, str(source), pool.columns.get("pathology"), rank, world)
+    return replay, {
+        "replay_of": str(source),
+        "replay_users": cfg.replay_users,
+        "replayed_policy": meta["policy"],
+        "replayed_one_off_flops": meta["one_off_flops"],
+        "replayed_selection_flops_per_step": meta["selection_flops_per_step"],
+        **({"selecting_steps": meta["selecting_steps"]} if meta.get("selecting_steps") is not None else {}),
+    }
+
+
+def _sequence_meta(params: Params, policy: str, flops: dict, selecting_steps: int | None, batch: int) -> dict:
+    """What a recorded sequence is and what its selection cost (a replay is charged its share of it)."""
+    lines = ("actor_scoring_flops_per_step", "actor_step_flops", "reference_logits_flops_per_step")
+    one_off = 0.0
+    if POLICIES[policy].reference_loss:  # the reference's training and the pool's scoring, as the ledger counts them
+        paths = Paths.of(params)
+        reference = read_json(paths.reference_record, "run `winnow reference`")
+        score = read_json(paths.score_record, "run `winnow score`")
+        pool = score["num_examples"] - score["unscorable"]
+        one_off = reference["train_step_flops"] * reference["steps"] + reference["score_forward_flops_per_example"] * pool
+    return {
+        "policy": policy,
+        "objective": params.objective,
+        "learner": params.train.model,
+        "steps": params.train.steps,
+        "batch_size": batch,
+        "pool": split_hash(Paths.of(params).data / "pool"),
+        "lineage_key": stage_key("train", params, policy),
+        "one_off_flops": one_off,
+        "selection_flops_per_step": sum(flops.get(k) or 0.0 for k in lines)
+        + (flops.get("reference_refresh_flops_per_step") or 0.0),
+        "selecting_steps": selecting_steps,
+    }
 
 
 def _curated(params: Params, model_name: str, seed: int, rank: int, world: int, pathology: bool = True) -> InMemory:
@@ -217,11 +278,15 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         "selected_mix": selected,
         "kept_class_share": _shares(out["kept_classes"]),
         "pool_size": pool.size,
-        "pool_skipped": len(pool.split.skipped) if isinstance(pool, InMemory) else sum(map(len, pool.skipped.values())),
+        "pool_skipped": len(pool.split.skipped) if isinstance(pool, (InMemory, Replay)) else sum(map(len, pool.skipped.values())),
         **flops,
     }
     metrics.update(early_stopped)
     metrics.update(_scheduled(selector, out["steps_log"], cfg))
+    if selector.selects and rank == 0 and len(out["sequence"]) == cfg.steps:  # its training sequence, for replays
+        selecting = metrics.get("selecting_steps")
+        meta = _sequence_meta(params, policy, flops, selecting, len(out["sequence"][0]))
+        write_sequence(paths.sequence(policy), out["sequence"], {**meta, "curated_share": metrics["curated_share"]})
     metrics.update(_plateau(out["steps_log"]))
     if stream is not None:
         metrics.update(pool_streamed=True, shuffle_buffer=stream.capacity)
