@@ -26,6 +26,7 @@ from tasks.stages import (
     train_task,
 )
 from winnow.config import Params, ScoreConfig, load_params
+from winnow.method.policies import POLICIES
 from winnow.stages.chain import CHAIN, arm_order
 
 
@@ -129,10 +130,13 @@ def _train_arms(params: Params) -> None:
         for policy in order:
             cached(train_task, "train", params, policy)(params, policy)
         return
-    futures = [cached(train_task, "train", params, policy).submit(params, policy, apart=True) for policy in order]
+    replays = [p for p in order if POLICIES[p].replays]  # after the others: each needs a recorded sequence
+    futures = [cached(train_task, "train", params, p).submit(params, p, apart=True) for p in order if p not in replays]
     wait(futures)
     for future in futures:
         future.result()
+    for policy in replays:
+        cached(train_task, "train", params, policy)(params, policy)
 
 
 @flow(name="bench")

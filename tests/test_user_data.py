@@ -621,3 +621,21 @@ def test_a_budgets_bench_with_data_seeds_gives_each_seed_its_own_curated_and_val
     assert draws[0]["files"]["curated/part-00000.parquet"] != draws[1]["files"]["curated/part-00000.parquet"]
     assert draws[0]["files"]["eval/test/part-00000.parquet"] == read_manifest(mine)["files"]["eval/test/part-00000.parquet"]
     assert "Each seed its own data" in paths.study_report("budgets").read_text()
+
+
+@pytest.mark.parametrize("objective", ["classification", pytest.param("contrastive", marks=pytest.mark.slow)])
+def test_a_recorded_training_sequence_is_replayed_through_winnow_pipeline_on_imported_data(
+    prefect_server, tiny, sources, tmp_path, objective
+):
+    from winnow.datasets.replay import read_sequence
+
+    mine = tmp_path / "mine"
+    _import(sources, mine)
+    sets = [f"data.root={mine}", "train.policies=[replay,uniform,learnability]", "train.replay=learnability"]
+    args = [a for s in sets for a in ("--set", s)]
+    assert main(["pipeline", "--params", str(tiny), *args, "--objective", objective]) == 0  # replay runs last
+    paths = Paths.of(load_params(tiny, [*sets, f"objective={objective}"]))
+    sequence, meta = read_sequence(paths.sequence("learnability"))
+    record = json.loads(paths.train_record("replay").read_text())
+    assert len(sequence) == record["steps"] == meta["steps"] and record["replayed_policy"] == "learnability"
+    assert record.get("actor") is None and record["super_batch_size"] == record["batch_size"]  # no super-batch, no actor

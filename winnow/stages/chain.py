@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 
 from winnow.config import Params
+from winnow.method.policies import POLICIES
 from winnow.stages.curate import curate_stage
 from winnow.stages.data import data_stage
 from winnow.stages.evaluate import evaluate_stage
@@ -25,7 +26,8 @@ def arm_order(params: Params) -> list[str]:
     caches fill, other load comes and goes: a fixed order would put that on the same arms every time)."""
     order = list(params.train.policies)
     random.Random(params.seed).shuffle(order)
-    return order
+    replays = [p for p in order if POLICIES[p].replays]  # last: after the run whose training sequence they replay
+    return [p for p in order if p not in replays] + replays
 
 
 STAGES = {
