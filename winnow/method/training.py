@@ -175,30 +175,14 @@ def train(
     share of every batch is curated rows and the super-batch is drawn for the rest.
     """
     keep_freed_buffers()  # a step's buffers come back from the heap, not from fresh pages (method/host_memory.py)
-    rank, world = rank_and_world()
     selector = selector or Selector()
-    blend = data if isinstance(data, Blend) else None
-    data = blend.pool if blend is not None else data
-    sampler = data if not isinstance(data, Split) else InMemory(data, torch.as_tensor(data.labels), seed, None, rank, world)
-    curated_rows = blend.rows(opt.batch_size, world) if blend is not None else 0
-    batch = opt.batch_size - curated_rows  # the pool's part of each batch
-    _check_sizes(batch, selector.super_batch(batch), sampler.size, world, name)
     actor = actor if selector.needs_actor else None  # only policies that read an online loss pay for an actor
-    online = Trainee(actor.model, opt, world) if actor is not None else None
-    refresh = actor.refresh if actor is not None and selector.spec.reference_loss else None
-    selector.generator.manual_seed(seed + 7919 * rank)  # selection's own random stream (softmax sampling, JEST)
-    plan = checkpoint or CheckpointPlan()
-    run = _Run(Trainee(model, opt, world), online, sampler, selector.generator, plan, rank, world)
-    run.reference = _Refreshed(refresh, opt, world) if refresh is not None else None
-    run.blend = blend
-    run.fingerprint = _fingerprint(opt, selector, seed, sampler, world, plan.lineage_key, actor, blend)
+    run, batch, curated_rows = _setup(model, data, opt, seed, selector, actor, checkpoint or CheckpointPlan(), name)
+    sampler, online, blend, rank, world = run.sampler, run.actor, run.blend, run.rank, run.world
     state = run.resume(name, opt.steps)
     finished_before = state.step >= opt.steps
     device = next(model.parameters()).device
     bar = tqdm(total=opt.steps, initial=state.step, desc=name, unit="step", leave=False, disable=rank or None, mininterval=2)
-    model.train()
-    if actor is not None:
-        actor.model.train()
     while state.step < opt.steps:
         step, started = state.step, time.perf_counter()
         # this step's learning rate (learner and actor alike): linear warm-up, then cosine decay
@@ -232,11 +216,7 @@ def train(
         row = _log_row(step, lr, loss, actor_loss, kept, sampler.kinds, world)
         _count_classes(state, kept, world)
         state.steps_log.append({**row, **scored, "seconds": round(spent, 6), "data_seconds": round(data_seconds, 6)})
-        if evaluation is not None and (step % evaluation.every == 0 or step == opt.steps) and rank == 0:
-            _evaluate(evaluation, model, state, opt.batch_size, bar)
-        if step % plan.every == 0 or step == opt.steps:
-            run.save(state, opt.steps)
-        bar.update(1)
+        _on_schedule(run, state, evaluation, model, opt, bar)
         if on_step is not None:
             on_step(step, kept.ids)
     bar.close()
@@ -246,6 +226,39 @@ def train(
     return {"model": model.state_dict(), **dataclasses.asdict(state), "complete": True} | (
         {"actor": actor.model.state_dict()} if actor is not None else {}
     )
+
+
+def _setup(model, data, opt: OptimConfig, seed: int, selector: Selector, actor: Actor | None, plan, name: str):
+    """The run (its sampler: a Split held in memory, a Blend's pool; the learner, the actor, the refreshed reference,
+    the blend), with the pool's rows and the curated rows of each batch."""
+    rank, world = rank_and_world()
+    blend = data if isinstance(data, Blend) else None
+    data = blend.pool if blend is not None else data
+    sampler = data if not isinstance(data, Split) else InMemory(data, torch.as_tensor(data.labels), seed, None, rank, world)
+    curated_rows = blend.rows(opt.batch_size, world) if blend is not None else 0
+    batch = opt.batch_size - curated_rows  # the pool's part of each batch
+    _check_sizes(batch, selector.super_batch(batch), sampler.size, world, name)
+    online = Trainee(actor.model, opt, world) if actor is not None else None
+    refresh = actor.refresh if actor is not None and selector.spec.reference_loss else None
+    selector.generator.manual_seed(seed + 7919 * rank)  # selection's own random stream (softmax sampling, JEST)
+    run = _Run(Trainee(model, opt, world), online, sampler, selector.generator, plan, rank, world)
+    run.reference = _Refreshed(refresh, opt, world) if refresh is not None else None
+    run.blend = blend
+    run.fingerprint = _fingerprint(opt, selector, seed, sampler, world, plan.lineage_key, actor, blend)
+    model.train()
+    if actor is not None:
+        actor.model.train()
+    return run, batch, curated_rows
+
+
+def _on_schedule(run: _Run, state: TrainState, evaluation: Evaluation | None, model, opt: OptimConfig, bar) -> None:
+    """After a step: the evaluation (rank 0) and the checkpoint, each on its schedule; the progress bar."""
+    step = state.step
+    if evaluation is not None and (step % evaluation.every == 0 or step == opt.steps) and run.rank == 0:
+        _evaluate(evaluation, model, state, opt.batch_size, bar)
+    if step % run.plan.every == 0 or step == opt.steps:
+        run.save(state, opt.steps)
+    bar.update(1)
 
 
 @dataclass

@@ -234,25 +234,11 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         precision=params.precision,
         name=policy,
     )
-    selected = {
-        k[len("selected_") :]: float(np.mean([r.get(k, 0.0) for r in out["steps_log"]]))
-        for k in out["steps_log"][-1]
-        if k.startswith("selected_")
-    }
     stream = next((s for s in (pool, *getattr(pool, "parts", ())) if isinstance(s, ShardStream)), None)
     started = time.perf_counter()
     tested = target_metric(params, cfg.model, test)(model) if rank == 0 else {}  # the test set, read once: at the end
     test_seconds = time.perf_counter() - started
-    if early and rank == 0 and out["best_model"] is not None:  # the test set read once more, at the best val weights
-        best = copy.deepcopy(model)
-        best.load_state_dict(out["best_model"])
-        early_stopped = {
-            "best_val_step": out["best_step"],
-            "best_val": out["best_value"],
-            "final_metric_at_best_val": target_metric(params, cfg.model, test)(best).get(objective.metric),
-        }
-    else:
-        early_stopped = {}
+    early_stopped = _at_best_val(params, model, out, test) if early and rank == 0 else {}
     metrics = {
         "policy": policy,
         "steps": cfg.steps,
@@ -275,7 +261,7 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         **actor_info,
         **prepared,
         "data": POLICIES[policy].data,
-        "selected_mix": selected,
+        "selected_mix": _selected_mix(out["steps_log"]),
         "kept_class_share": _shares(out["kept_classes"]),
         "pool_size": pool.size,
         "pool_skipped": len(pool.split.skipped) if isinstance(pool, (InMemory, Replay)) else sum(map(len, pool.skipped.values())),
@@ -284,8 +270,7 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
     metrics.update(early_stopped)
     metrics.update(_scheduled(selector, out["steps_log"], cfg))
     if selector.selects and rank == 0 and len(out["sequence"]) == cfg.steps:  # its training sequence, for replays
-        selecting = metrics.get("selecting_steps")
-        meta = _sequence_meta(params, policy, flops, selecting, len(out["sequence"][0]))
+        meta = _sequence_meta(params, policy, flops, metrics.get("selecting_steps"), len(out["sequence"][0]))
         write_sequence(paths.sequence(policy), out["sequence"], {**meta, "curated_share": metrics["curated_share"]})
     metrics.update(_plateau(out["steps_log"]))
     if stream is not None:
@@ -293,12 +278,38 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
     if world > 1:
         metrics["world_size"] = world
     record = TrainRecord(**metrics)
-    if rank == 0:
-        write_csv(out["eval_log"], paths.curve(policy))
-        write_csv(out["steps_log"], paths.step_log(policy))
-        record.write(paths.train_record(policy))
-        record_run("train", params, policy)
+    if rank == 0:  # rank 0 writes
+        _write(params, policy, out, record)
     return record.as_dict()
+
+
+def _write(params: Params, policy: str, out: dict, record: TrainRecord) -> None:
+    """A run's curve, step log and record, then its lineage stamp (last: the stage is done once it is written)."""
+    paths = Paths.of(params)
+    write_csv(out["eval_log"], paths.curve(policy))
+    write_csv(out["steps_log"], paths.step_log(policy))
+    record.write(paths.train_record(policy))
+    record_run("train", params, policy)
+
+
+def _at_best_val(params: Params, model, out: dict, test) -> dict:
+    """An early-stopped run's reading: its best val evaluation, and the test set read once more at those weights."""
+    if out["best_model"] is None:
+        return {}
+    best = copy.deepcopy(model)
+    best.load_state_dict(out["best_model"])
+    metric = OBJECTIVES[params.objective].metric
+    return {
+        "best_val_step": out["best_step"],
+        "best_val": out["best_value"],
+        "final_metric_at_best_val": target_metric(params, params.train.model, test)(best).get(metric),
+    }
+
+
+def _selected_mix(steps_log: list[dict]) -> dict[str, float]:
+    """The pathology mix of the kept batches, the mean over steps."""
+    keys = [k for k in steps_log[-1] if k.startswith("selected_")]
+    return {k[len("selected_") :]: float(np.mean([r.get(k, 0.0) for r in steps_log])) for k in keys}
 
 
 def _shares(counts: list[float]) -> list[float] | None:
