@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from winnow.reports import figures
+from winnow.reports import figures, result_figures
 
 
 def _repo_with_sources(tmp_path):
@@ -105,7 +105,7 @@ def test_the_ledger_lines_of_a_lever_add_up_to_its_flops_against_the_best_baseli
 def test_a_split_where_no_lever_reached_the_target_says_no_more():
     result = json.loads((figures.REPO / figures.FIGURES["flops-mnist-2pct-tiny-reference"].source).read_text())
     never = {**result, "rows": [r for r in result["rows"] if r["flop_ratio_vs_best"]["reached"] == 0]}
-    text = figures._flop_lines(never, label="cnn-tiny-reference")
+    text = result_figures.flop_lines(never, label="cnn-tiny-reference")
     assert "| easy_reference | 0/5 |" in text and "The learner's steps alone" not in text
 
 
@@ -134,7 +134,7 @@ def test_a_figure_whose_file_is_missing_names_the_file(tmp_path, capsys, monkeyp
 def test_each_end_to_end_run_is_read_against_the_baseline_run_of_its_own_pairing():
     """benchmarks/end_to_end.sh appends a pair of runs per call; a later pair is read against its own baseline run,
     on its own machine, not the first one ever measured (a machine's load moves between calls, and CPUs differ)."""
-    from winnow.reports.figures import _end_to_end
+    from winnow.reports.system_figures import end_to_end
 
     def run(commit, date, seconds, machine="m"):
         return {"rev": commit, "commit": commit + "0" * 33, "seconds": seconds, "date": date, "machine": machine, "command": "c"}
@@ -145,7 +145,7 @@ def test_each_end_to_end_run_is_read_against_the_baseline_run_of_its_own_pairing
         run("b6a1254", "2026-12-01T05:00:00+00:00", 400.0, machine="other"),
         run("ccccccc", "2026-12-01T05:10:00+00:00", 300.0, machine="other"),
     ]
-    rows = [line for line in _end_to_end(runs).splitlines() if line.startswith("| ") and "min" in line]
+    rows = [line for line in end_to_end(runs).splitlines() if line.startswith("| ") and "min" in line]
     ratios = [row.rsplit("|", 2)[1].strip() for row in rows]
     assert ratios == ["0.83", "1.00", "1.00", "0.75"]
 
