@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from winnow.config import params_from_dict
-from winnow.datasets.contract import file_sha256, read_manifest
+from winnow.datasets.contract import read_manifest
+from winnow.datasets.digests import file_sha256
 from winnow.datasets.redraw import redraw_dataset
 from winnow.errors import DataError
 from winnow.importers.source import Source

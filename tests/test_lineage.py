@@ -165,7 +165,7 @@ def test_the_key_of_each_stage_holds_its_params_but_not_unrelated_ones(tmp_path)
 
 def _relist(shard: Path) -> None:
     """A shard written anew, listed in its dataset's manifest as `winnow data import` would list it."""
-    from winnow.datasets.contract import file_sha256
+    from winnow.datasets.digests import file_sha256
 
     root = shard.parent.parent
     manifest = json.loads((root / "manifest.json").read_text())

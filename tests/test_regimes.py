@@ -5,13 +5,12 @@ import json
 import pytest
 import yaml
 
-from winnow.advise import leave_one_out, nearest
 from winnow.cli import main
 from winnow.config import load_params
 from winnow.errors import ConfigError
 from winnow.stages.paths import Paths
 from winnow.studies import summaries
-from winnow.studies.regimes import pays
+from winnow.studies.regime_map import leave_one_out, nearest, pays
 from winnow.studies.runs import spread
 
 

@@ -21,7 +21,8 @@ from PIL import Image
 from tasks import launch
 from winnow.cli import main
 from winnow.config import load_params
-from winnow.datasets.contract import file_sha256, read_manifest
+from winnow.datasets.contract import read_manifest
+from winnow.datasets.digests import file_sha256
 from winnow.stages.paths import Paths
 from winnow.stages.reference import reference_stage
 

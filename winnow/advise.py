@@ -11,7 +11,6 @@ matched a point's own outcome (leave one out).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from winnow.config import Params
@@ -21,39 +20,7 @@ from winnow.stages.data import data_stage
 from winnow.stages.paths import Paths
 from winnow.stages.reference import reference_stage
 from winnow.studies import pilot as pilots
-
-# How far apart two points are on each coordinate of pilot.coordinates: about threefold in curated share or in the
-# scorer's size, or 0.1 of the metric, counts as one unit.
-SCALES = (0.5, 0.1, 0.1, 0.1, 0.5)
-
-
-def point_features(row: dict) -> dict:
-    """A map row's features: the mean over its seeds."""
-    return {k: row[k]["mean"] for k in pilots.FEATURES}
-
-
-def distance(a: dict, b: dict) -> float:
-    return math.sqrt(sum(((x - y) / s) ** 2 for x, y, s in zip(pilots.coordinates(a), pilots.coordinates(b), SCALES)))
-
-
-def nearest(features: dict, rows: list[dict]) -> tuple[dict, float]:
-    """The map row closest to `features`, and how far it is."""
-    scored = [(distance(features, point_features(row)), i) for i, row in enumerate(rows)]
-    d, i = min(scored)
-    return rows[i], d
-
-
-def leave_one_out(result: dict) -> dict:
-    """Each point of a map advised from the others alone: how often the advice matched its own outcome."""
-    rows = result["rows"]
-    if len(rows) < 2:
-        return {"agreed": None, "points": len(rows), "per_point": {}}
-    per_point = {}
-    for i, row in enumerate(rows):
-        other, d = nearest(point_features(row), rows[:i] + rows[i + 1 :])
-        per_point[row["point"]] = {"nearest": other["point"], "distance": d, "advised": other["pays"], "measured": row["pays"]}
-    agreed = sum(p["advised"] == p["measured"] for p in per_point.values())
-    return {"agreed": agreed, "points": len(rows), "per_point": per_point}
+from winnow.studies.regime_map import nearest, pays, point_features
 
 
 def read_maps(params: Params) -> list[dict]:
@@ -67,10 +34,8 @@ def read_maps(params: Params) -> list[dict]:
 
 def measured_outcome(path: str | Path, params: Params) -> dict:
     """What selection did on this very data, from a study measured on it (`--study levers`: its learnability row;
-    `--study regimes`: its as-configured point), read with the map's own rule (studies/regimes.pays): the check of
+    `--study regimes`: its as-configured point), read with the map's own rule (studies/regime_map.pays): the check of
     advice on data the map was not fitted on."""
-    from winnow.studies.regimes import pays
-
     path = Path(path)
     if not path.is_file():
         raise MissingInput(f"{path}: no such study result (a levers or regimes JSON under metrics/<dataset>/bench/)")
@@ -125,8 +90,6 @@ def place(objective: str, data: str, mine: dict, rows: list[dict], measured: dic
     """The advice for data with features `mine` from the map rows (each tagged with its map and data): the nearest
     point's outcome, the nearest point that paid, and, given what selection measured on this data, whether the
     two agree. Trains nothing (summaries.rewrite_advice places a committed advice again after a map changes)."""
-    from winnow.studies.regimes import pays
-
     row, d = nearest(mine, rows)
     paying = [r for r in rows if r["pays"]]
     scorer, scorer_d = nearest(mine, paying) if paying else (None, None)

@@ -4,6 +4,8 @@ The CLI prints these as one line (`winnow: error: ...`, exit 2) and Prefect does
 retry them; any other exception is a bug and keeps its traceback.
 """
 
+import errno
+
 
 class WinnowError(Exception):
     """A wrong input, named in the message with the fix when it is known."""
@@ -43,3 +45,18 @@ class OutputBusy(WinnowError, RuntimeError):
 
 class TrainingDiverged(WinnowError, FloatingPointError):
     """The loss became NaN or infinite; the message gives the step and the fix."""
+
+
+# What the machine refused, not a bug: said in one line, with the fix
+FIXABLE = {
+    errno.ENOSPC: "the disk is full: free space there, or point artifacts, metrics, plots and reports elsewhere",
+    errno.EDQUOT: "the disk quota is used up: free space there, or point the outputs elsewhere",
+    errno.EROFS: "the folder is read-only: point artifacts, metrics, plots and reports at a writable one",
+    errno.EACCES: "permission denied: make the folder writable for this user, or point the outputs elsewhere",
+    errno.EPERM: "not permitted: make the folder writable for this user, or point the outputs elsewhere",
+}
+
+
+def os_error_line(e: OSError) -> str:
+    """A refusal of the machine in one line: the file, what the system said, and the fix."""
+    return f"{e.filename or ''}: {e.strerror}; {FIXABLE[e.errno]}".lstrip(": ")

@@ -7,12 +7,11 @@ cli/parser.py's; what each does is cli/commands.py's; this module is the entry p
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import sys
 
-from winnow.errors import WinnowError
+from winnow.errors import FIXABLE, WinnowError, os_error_line
 
 
 def _quiet_env() -> None:
@@ -115,20 +114,6 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         if e.errno not in FIXABLE:
             raise
-        print(f"winnow: error: {_os_error(e)}", file=sys.stderr)
+        print(f"winnow: error: {os_error_line(e)}", file=sys.stderr)
         return 2
     return 0
-
-
-# What the machine refused, not a bug: said in one line, with the fix
-FIXABLE = {
-    errno.ENOSPC: "the disk is full: free space there, or point artifacts, metrics, plots and reports elsewhere",
-    errno.EDQUOT: "the disk quota is used up: free space there, or point the outputs elsewhere",
-    errno.EROFS: "the folder is read-only: point artifacts, metrics, plots and reports at a writable one",
-    errno.EACCES: "permission denied: make the folder writable for this user, or point the outputs elsewhere",
-    errno.EPERM: "not permitted: make the folder writable for this user, or point the outputs elsewhere",
-}
-
-
-def _os_error(e: OSError) -> str:
-    return f"{e.filename or ''}: {e.strerror}; {FIXABLE[e.errno]}".lstrip(": ")

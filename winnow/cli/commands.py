@@ -8,8 +8,7 @@ import os
 import sys
 import time
 
-from winnow.cli import FIXABLE, _os_error
-from winnow.errors import WinnowError
+from winnow.errors import FIXABLE, WinnowError, os_error_line
 
 
 def _flow_args(args) -> dict:
@@ -190,7 +189,7 @@ def _data_files(args) -> int:
         print(f"winnow: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"winnow: error: {_os_error(e) if e.errno in FIXABLE else e}", file=sys.stderr)
+        print(f"winnow: error: {os_error_line(e) if e.errno in FIXABLE else e}", file=sys.stderr)
         return 2
     print(f"wrote {dest}; run with --set data.root={dest}")
     return 0

@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from winnow.datasets.contract import digest_path, file_sha256, read_manifest, shard_files, value_counts
+from winnow.datasets.contract import read_manifest, shard_files, value_counts
+from winnow.datasets.digests import digest_path, file_sha256
 from winnow.errors import DataError
 from winnow.files import atomic_path, write_json
 

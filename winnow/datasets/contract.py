@@ -9,7 +9,6 @@ is not Parquet, or a label out of range raises DataError naming the file and row
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from PIL import Image, UnidentifiedImageError
 
+from winnow.datasets import decoded
+from winnow.datasets.digests import blocks, digest_file
+from winnow.datasets.digests import file_sha256 as file_sha256  # the generator's (synth.py) import, its code unchanged
+from winnow.datasets.images import decode_image
 from winnow.errors import DataError
 
 REQUIRED_COLUMNS = ("id", "image", "label")
@@ -128,7 +130,7 @@ def split_problem(folder: Path, files: list[Path] | None = None) -> str | None:
         return f"{root / extra[0]}: a shard that {manifest} does not list; remove it, or {_how_to_restore(root)}"
     published = manifest.stat().st_mtime_ns
     for name, path in present.items():
-        if path.stat().st_mtime_ns > published and _digest_file(path) != listed[name]:
+        if path.stat().st_mtime_ns > published and digest_file(path) != listed[name]:
             return f"{path}: its bytes are not those {manifest} lists (changed after it was written); {_how_to_restore(root)}"
     return None
 
@@ -156,37 +158,9 @@ def read_shard(path: Path, without: tuple[str, ...] = ()) -> pa.Table:
         raise DataError(f"{path}: not a readable Parquet file ({e})") from e
 
 
-def decode_image(blob: bytes, size: int | None = None) -> np.ndarray:
-    """PNG/JPEG bytes -> uint8 (H, W, 3). Raises ValueError when the bytes are not an image, or an
-    image too large to decode safely (PIL's decompression-bomb limit)."""
-    try:
-        with Image.open(io.BytesIO(blob)) as im:
-            im = _to_rgb(im)
-            if size is not None and im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
-            return np.asarray(im)
-    except Image.DecompressionBombError as e:
-        raise ValueError(f"decompression bomb: {e}") from e
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(str(e) or type(e).__name__) from e
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    """8-bit RGB. PIL's own convert("RGB") clips 16-bit and 32-bit greyscale at 255 (a near-white
-    image); those are rescaled from their full range instead."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        pixels = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG") else max(float(pixels.max()), 1.0)
-        grey = np.clip(np.round(pixels / top * 255.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, "L").convert("RGB")
-    return im.convert("RGB")
-
-
 def decode_file(path: Path, size: int, num_classes: int | None, metadata: tuple[str, ...] = ()):
     """Read and decode one shard file, its images from the decoded cache when this machine decoded them before
     (datasets/decoded.py): what decode_table returns."""
-    from winnow.datasets import decoded
-
     cache = decoded.key(path, size)
     hit = cache is not None and decoded.has(cache)  # the images come from the cache: their column is not read
     return decode_table(read_shard(path, without=("image",) if hit else ()), path, size, num_classes, metadata, cache=cache)
@@ -195,8 +169,6 @@ def decode_file(path: Path, size: int, num_classes: int | None, metadata: tuple[
 def _decode_images(table: pa.Table, path: Path, size: int, cache: str | None):
     """(kept rows, uint8 (n,3,H,W), [(row, reason)]) of a shard's images, from the cache entry `cache` when it has
     one, else decoded from the bytes (read from the file when `table` was read without them) and stored there."""
-    from winnow.datasets import decoded
-
     hit = decoded.load(cache, table.num_rows, size) if cache else None
     if hit is not None:
         return hit
@@ -302,51 +274,12 @@ def generated(manifest: dict) -> bool:
     return isinstance(generator, dict) and "code_sha256" in generator
 
 
-def _blocks(path: Path):
-    with open(path, "rb") as f:
-        yield from iter(lambda: f.read(1 << 20), b"")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    for block in _blocks(path):
-        h.update(block)
-    return h.hexdigest()
-
-
-_file_digests: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256, so a pipeline hashes each file once
-
-
-def _digest_file(path: Path) -> str:
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _file_digests:
-        _file_digests[key] = file_sha256(path)
-    return _file_digests[key]
-
-
-def digest_path(path: str | Path) -> str:
-    """Content hash of a file or of every file under a folder; 'missing' when absent."""
-    path = Path(path)
-    if path.is_file():
-        return _digest_file(path)
-    if not path.is_dir():
-        return "missing"
-    h = hashlib.sha256()
-    for child in sorted(
-        p for p in path.rglob("*") if p.is_file() and not p.name.endswith(".tmp") and "__pycache__" not in p.parts
-    ):
-        h.update(str(child.relative_to(path)).encode())
-        h.update(_digest_file(child).encode())
-    return h.hexdigest()
-
-
 def split_hash(folder: str | Path) -> str:
     """Content hash of a split's shards (names and bytes): what a scorer is keyed on."""
     h = hashlib.sha256()
     for path in shard_files(folder):
         h.update(path.name.encode())
-        for block in _blocks(path):
+        for block in blocks(path):
             h.update(block)
     return h.hexdigest()
 

@@ -32,6 +32,8 @@ from typing import Callable
 import numpy as np
 import PIL
 
+from winnow.datasets import images
+from winnow.datasets.digests import digest_path
 from winnow.errors import ConfigError
 
 log = logging.getLogger("winnow")
@@ -67,9 +69,7 @@ def limit_bytes() -> int:
 def _decoder() -> str:
     """What decoding depends on besides the bytes and the size: the decoder's code and PIL's version (read once per
     process)."""
-    from winnow.datasets import contract
-
-    code = inspect.getsource(contract.decode_image) + inspect.getsource(contract._to_rgb)
+    code = inspect.getsource(images.decode_image) + inspect.getsource(images._to_rgb)
     return hashlib.sha256(f"{FORMAT}|{PIL.__version__}|{code}".encode()).hexdigest()
 
 
@@ -77,8 +77,6 @@ def key(path: Path, size: int) -> str | None:
     """The entry's name for this shard at this size, or None when the cache is off."""
     if folder() is None:
         return None
-    from winnow.datasets.contract import digest_path
-
     return hashlib.sha256(f"{digest_path(path)}|{size}|{_decoder()}".encode()).hexdigest()
 
 

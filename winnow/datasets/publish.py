@@ -8,7 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
-from winnow.datasets.contract import file_sha256
+from winnow.datasets.digests import file_sha256
 from winnow.errors import DataError
 from winnow.files import write_json
 

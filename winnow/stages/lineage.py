@@ -23,7 +23,8 @@ from pathlib import Path
 import yaml
 
 from winnow.config import Params, to_dict
-from winnow.datasets.contract import dataset_problem, digest_path
+from winnow.datasets.contract import dataset_problem
+from winnow.datasets.digests import digest_path
 
 REPO = Path(__file__).resolve().parents[2]
 DVC_YAML = REPO / "dvc.yaml"

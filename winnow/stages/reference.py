@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from winnow.config import Params
-from winnow.datasets.contract import digest_path
+from winnow.datasets.digests import digest_path
 from winnow.datasets.stream import InMemory
 from winnow.files import exclusive
 from winnow.method.checkpoints import CheckpointPlan, atomic_save, load_state_dict_file, state_hash

@@ -21,6 +21,7 @@ from winnow.reports.studies import write_study_report
 from winnow.reports.tables import regimes_table
 from winnow.stages.data import data_stage
 from winnow.studies import pilot as pilots
+from winnow.studies.regime_map import leave_one_out, pays
 from winnow.studies.runs import VS_BEST, against_best, run_params, run_seed, spread, write_study
 
 log = logging.getLogger("winnow")
@@ -38,16 +39,6 @@ def points(params: Params) -> dict[str, Params]:
             "dataset for another noise rate or curated share (benchmarks/mnist.sh: MNIST_CURATED)"
         )
     return made
-
-
-def pays(row: dict) -> bool:
-    """Selection pays at a point when every seed reached the target, in fewer FLOPs than the best baseline (the
-    interval's upper end below 1, or the one seed's value when there is one), ending no lower on average."""
-    flops, final = row["flop_ratio_vs_best"], row["final_over_best"]
-    if flops["reached"] < flops["runs"]:
-        return False
-    upper = flops["high"] if flops["high"] is not None else flops["mean"]
-    return upper < 1.0 and final["mean"] >= 0.0
 
 
 def run(params: Params) -> dict:
@@ -102,7 +93,6 @@ def run(params: Params) -> dict:
         "rows": rows,
         "runs": runs,
     }
-    from winnow.advise import leave_one_out  # the map checked against itself, written into its own report
 
     result["leave_one_out"] = leave_one_out(result)
     return write_study(params, result)

@@ -47,8 +47,7 @@ def refresh(result: dict) -> dict:
     """A study's result with its summaries recomputed, and what is derived from them."""
     result = resummarise(result)
     if result.get("study") == "regimes":
-        from winnow.advise import leave_one_out
-        from winnow.studies.regimes import pays
+        from winnow.studies.regime_map import leave_one_out, pays
 
         result["rows"] = [{**row, "pays": pays(row)} for row in result["rows"]]
         if "leave_one_out" in result:
