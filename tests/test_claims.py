@@ -13,11 +13,13 @@ def _results() -> dict:
     return {f: json.loads((figures.REPO / f).read_text()) for c in claims.CLAIMS for f in c.files}
 
 
-def test_the_readme_opens_with_the_claims_table():
+def test_the_readmes_first_table_is_the_short_claims_table_and_the_results_page_has_the_full_one():
     readme = (figures.REPO / "README.md").read_text()
     first_table = readme.index("\n|")
-    block = readme.index("<!-- figures: claims -->")
+    block = readme.index("<!-- figures: claims-short -->")
     assert block < first_table < readme.index("<!-- /figures -->", block)
+    results = (figures.REPO / "docs" / "results.md").read_text()
+    assert "<!-- figures: claims -->" in results and "](benchmarks.md#" in results  # its links, from docs/
 
 
 def test_every_claim_reads_an_arm_its_result_has_and_links_a_section_the_docs_have():

@@ -53,8 +53,8 @@ def test_running_the_main_job_in_a_clone_and_then_the_tests_keeps_the_figures_te
         assert figures.stale(snapshot) == []  # what the suite checks: the commit, as it was
 
 
-def test_the_readme_quotes_the_headline_from_its_file():
-    text = (figures.REPO / "README.md").read_text()
+def test_the_results_page_quotes_the_default_runs_headline_from_its_file():
+    text = (figures.REPO / "docs" / "results.md").read_text()
     assert "<!-- figures: classification -->" in text and "<!-- figures: classification-verdict -->" in text
 
 

@@ -73,3 +73,15 @@ def test_no_two_modules_of_winnow_import_each_other_even_through_others():
 def test_the_circle_check_finds_a_circle_through_other_modules_and_none_where_there_is_none():
     assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}})[0] == "a -> b -> c -> a"
     assert _circles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_the_readme_is_read_in_minutes_and_opens_with_its_picture_a_committed_plot():
+    import re
+    import subprocess
+
+    readme = (REPO / "README.md").read_text()
+    assert len(readme) <= 10_000, f"README.md is {len(readme)} characters; move the detail to docs/"
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", readme)
+    assert pictures and readme.index(pictures[0]) < readme.index("<!-- figures: claims-short -->")  # the picture first
+    tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", pictures[0]], capture_output=True, text=True).stdout
+    assert (REPO / pictures[0]).is_file() and (tracked.strip() == pictures[0] or not (REPO / ".git").exists())

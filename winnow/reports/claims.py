@@ -196,8 +196,9 @@ def _best_words(best: list[str]) -> str:
     return ", ".join(f"{b} {best.count(b)}" for b in sorted(set(best), key=best.index))
 
 
-def table(results: dict[str, dict]) -> str:
-    """The claims as a Markdown table, each row read from its committed result (`results`: source -> its JSON)."""
+def table(results: dict[str, dict], base: str = "docs/benchmarks.md") -> str:
+    """The claims as a Markdown table, each row read from its committed result (`results`: source -> its JSON); each
+    row links its section of docs/benchmarks.md, at `base` from the page that quotes the table."""
     lines = [
         "| data | selection | seeds | baselines tried | best baseline (seeds) | steps, x best baseline's | FLOPs, x best baseline's "
         "| seconds, x best baseline's (a shared 2-core CPU: read within a row) | final, minus best baseline's "
@@ -206,7 +207,7 @@ def table(results: dict[str, dict]) -> str:
     ]
     for claim in CLAIMS:
         result = results[claim.source]
-        link = f"[{claim.data}](docs/benchmarks.md#{claim.section})"
+        link = f"[{claim.data}]({base}#{claim.section})"
         if claim.arm == "":  # a regime map: how many of its points pay, and the figures of those that do
             lines.append(_map_row(claim, results, link))
             continue
@@ -218,6 +219,35 @@ def table(results: dict[str, dict]) -> str:
             f"{ratio(got['flops'])} | {ratio(got['seconds'])} | {_final(got['final'])} | {verdict} |"
         )
     return "\n".join(lines)
+
+
+def short_table(results: dict[str, dict]) -> str:
+    """The README's table: one short row per setting (the full one is docs/results.md's). The FLOPs are to uniform's
+    target (these benches' target), over the best baseline's FLOPs to the same target."""
+    lines = [
+        "| setting | selection | seeds | FLOPs to uniform's target, x best baseline's | saves compute? |",
+        "|---|---|---|---|---|",
+    ]
+    for claim in CLAIMS:
+        result = results[claim.source]
+        link = f"[{claim.data}](docs/benchmarks.md#{claim.section})"
+        if claim.arm == "":
+            _, paying, _ = map_points(claim, results)
+            flops = _at(paying, "flop_ratio_vs_best", ratio)
+            verdict = (
+                f"yes at {len(paying)} of {len(result['rows'])} points" if paying else f"no: 0 of {len(result['rows'])} points"
+            )
+            lines.append(f"| {link} | {claim.selection} | {len(result['seeds'])} per point | {flops} | {verdict} |")
+            continue
+        got = read(claim, result)
+        verdict = "**yes**" if pays(got["flops"], got["final"]) else _why_not(got["flops"], got["final"])
+        lines.append(f"| {link} | {claim.selection} | {got['seeds']} | {ratio(got['flops'])} | {verdict} |")
+    return "\n".join(lines)
+
+
+def short_figure(results: dict[str, dict]) -> str:
+    """The README's block: how many settings pay, and the short table."""
+    return f"{count(results)}\n\n{short_table(results)}\n"
 
 
 SMALL_CURATED = "mnist-2pct"  # the regime the method is for: too little clean data to train the learner alone
@@ -271,5 +301,5 @@ def count(results: dict[str, dict]) -> str:
 
 
 def figure(results: dict[str, dict]) -> str:
-    """The README's block: how many settings pay, the table, and the small-curated claim's two halves."""
-    return f"{count(results)}\n\n{table(results)}\n\n{small_curated(results)}\n"
+    """docs/results.md's block: how many settings pay, the full table, and the small-curated claim's two halves."""
+    return f"{count(results)}\n\n{table(results, base='benchmarks.md')}\n\n{small_curated(results)}\n"

@@ -67,6 +67,7 @@ class Figure:
 
 FIGURES: dict[str, Figure] = {
     "claims": Figure(tuple(dict.fromkeys(f for c in claims.CLAIMS for f in c.files)), claims.figure),
+    "claims-short": Figure(tuple(dict.fromkeys(f for c in claims.CLAIMS for f in c.files)), claims.short_figure),
     "classification": Figure("metrics/synthetic/classification/summary.json", headline),
     "classification-verdict": Figure("metrics/synthetic/classification/summary.json", one_line),
     "contrastive": Figure("metrics/synthetic/contrastive/summary.json", headline),
