@@ -85,3 +85,14 @@ def test_the_readme_is_read_in_minutes_and_opens_with_its_picture_a_committed_pl
     assert pictures and readme.index(pictures[0]) < readme.index("<!-- figures: claims-short -->")  # the picture first
     tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", pictures[0]], capture_output=True, text=True).stdout
     assert (REPO / pictures[0]).is_file() and (tracked.strip() == pictures[0] or not (REPO / ".git").exists())
+
+
+def test_docs_benchmarks_is_an_index_of_one_page_per_study_each_linked_and_its_figures_checked():
+    from winnow.reports import figures
+
+    index = (REPO / "docs" / "benchmarks.md").read_text()
+    studies = sorted((REPO / "docs" / "studies").glob("*.md"))
+    assert studies and all(f"](studies/{page.name})" in index for page in studies)
+    assert len(index) < 10_000 and index.count("<!-- figures: ") == 1  # the verdicts; every study's figures on its page
+    quoted = [page for page in figures.pages() if page.parent.name == "studies"]
+    assert quoted == studies  # `winnow figures` writes and checks the study pages' blocks too

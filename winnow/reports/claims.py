@@ -25,7 +25,7 @@ class Claim:
     selection: str  # the selecting arm and its settings, in words
     source: str  # the committed result, relative to the repository
     arm: str  # a bench arm or a lever's name; "" for the regime map
-    section: str  # where docs/benchmarks.md tells the whole of it (an anchor)
+    section: str  # the page of docs/studies/ that tells the whole of it
     replication: str = ""  # a regime map: the same points rerun on fresh seeds; a point pays only if it pays there too
 
     @property
@@ -33,14 +33,7 @@ class Claim:
         return (self.source, self.replication) if self.replication else (self.source,)
 
 
-BENCH, REAL, SMALL, PAIRS, MAP, MAP_CLIP = (
-    "is-it-compute-positive-winnow-bench",
-    "on-real-images-mnist-with-noise-you-control",
-    "a-curated-set-too-small-to-train-on-alone-2-of-the-pool-and-the-levers",
-    "image-text-pairs-on-real-digits-activeclip-and-jest",
-    "where-selection-pays-the-regime-map-and-advice-checked-on-other-data",
-    "the-clip-map-mismatched-captions",
-)
+BENCH, REAL, SMALL, PAIRS, MAP, MAP_CLIP = ("bench", "mnist", "mnist-2pct", "mnist-pairs", "regimes", "clip-map")
 CLAIMS: tuple[Claim, ...] = (
     Claim("built-in pool, classifier", "learnability (ClassAct)", "metrics/synthetic/bench/classification.json",
           "learnability", BENCH),
@@ -196,9 +189,9 @@ def _best_words(best: list[str]) -> str:
     return ", ".join(f"{b} {best.count(b)}" for b in sorted(set(best), key=best.index))
 
 
-def table(results: dict[str, dict], base: str = "docs/benchmarks.md") -> str:
+def table(results: dict[str, dict], base: str = "docs/studies") -> str:
     """The claims as a Markdown table, each row read from its committed result (`results`: source -> its JSON); each
-    row links its section of docs/benchmarks.md, at `base` from the page that quotes the table."""
+    row links its page of docs/studies/, at `base` from the page that quotes the table."""
     lines = [
         "| data | selection | seeds | baselines tried | best baseline (seeds) | steps, x best baseline's | FLOPs, x best baseline's "
         "| seconds, x best baseline's (a shared 2-core CPU: read within a row) | final, minus best baseline's "
@@ -207,7 +200,7 @@ def table(results: dict[str, dict], base: str = "docs/benchmarks.md") -> str:
     ]
     for claim in CLAIMS:
         result = results[claim.source]
-        link = f"[{claim.data}]({base}#{claim.section})"
+        link = f"[{claim.data}]({base}/{claim.section}.md)"
         if claim.arm == "":  # a regime map: how many of its points pay, and the figures of those that do
             lines.append(_map_row(claim, results, link))
             continue
@@ -230,7 +223,7 @@ def short_table(results: dict[str, dict]) -> str:
     ]
     for claim in CLAIMS:
         result = results[claim.source]
-        link = f"[{claim.data}](docs/benchmarks.md#{claim.section})"
+        link = f"[{claim.data}](docs/studies/{claim.section}.md)"
         if claim.arm == "":
             _, paying, _ = map_points(claim, results)
             flops = _at(paying, "flop_ratio_vs_best", ratio)
@@ -248,6 +241,24 @@ def short_table(results: dict[str, dict]) -> str:
 def short_figure(results: dict[str, dict]) -> str:
     """The README's block: how many settings pay, and the short table."""
     return f"{count(results)}\n\n{short_table(results)}\n"
+
+
+def by_page(results: dict[str, dict]) -> str:
+    """docs/benchmarks.md's index of verdicts: each study page of the claims, with each of its settings' verdict."""
+    lines = []
+    for section in dict.fromkeys(c.section for c in CLAIMS):
+        said = []
+        for claim in (c for c in CLAIMS if c.section == section):
+            result = results[claim.source]
+            if claim.arm == "":
+                _, paying, _ = map_points(claim, results)
+                verdict = f"yes at {len(paying)} of {len(result['rows'])} points" if paying else "no at any point"
+            else:
+                got = read(claim, result)
+                verdict = "yes" if pays(got["flops"], got["final"]) else _why_not(got["flops"], got["final"])
+            said.append(f"{claim.data}, {claim.selection}: {verdict}")
+        lines.append(f"- [studies/{section}.md](studies/{section}.md): " + "; ".join(said) + ".")
+    return "\n".join(lines) + "\n"
 
 
 SMALL_CURATED = "mnist-2pct"  # the regime the method is for: too little clean data to train the learner alone
@@ -302,4 +313,4 @@ def count(results: dict[str, dict]) -> str:
 
 def figure(results: dict[str, dict]) -> str:
     """docs/results.md's block: how many settings pay, the full table, and the small-curated claim's two halves."""
-    return f"{count(results)}\n\n{table(results, base='benchmarks.md')}\n\n{small_curated(results)}\n"
+    return f"{count(results)}\n\n{table(results, base='studies')}\n\n{small_curated(results)}\n"

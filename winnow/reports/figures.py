@@ -48,7 +48,7 @@ from winnow.reports.system_figures import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-PAGES = ("README.md", "docs")  # where blocks may live: README.md and every docs/*.md
+PAGES = ("README.md", "docs")  # where blocks may live: README.md, every docs/*.md and docs/studies/*.md
 
 
 BLOCK = re.compile(r"(<!-- figures: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
@@ -67,6 +67,7 @@ class Figure:
 
 FIGURES: dict[str, Figure] = {
     "claims": Figure(tuple(dict.fromkeys(f for c in claims.CLAIMS for f in c.files)), claims.figure),
+    "studies-verdicts": Figure(tuple(dict.fromkeys(f for c in claims.CLAIMS for f in c.files)), claims.by_page),
     "claims-short": Figure(tuple(dict.fromkeys(f for c in claims.CLAIMS for f in c.files)), claims.short_figure),
     "classification": Figure("metrics/synthetic/classification/summary.json", headline),
     "classification-verdict": Figure("metrics/synthetic/classification/summary.json", one_line),
@@ -139,7 +140,7 @@ def committed(repo: Path = REPO):
 
 
 def pages(repo: Path = REPO) -> list[Path]:
-    return [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]
+    return [repo / "README.md", *sorted((repo / "docs").glob("*.md")), *sorted((repo / "docs" / "studies").glob("*.md"))]
 
 
 def render(name: str, repo: Path = REPO) -> str:
