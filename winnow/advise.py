@@ -20,7 +20,7 @@ from winnow.stages.data import data_stage
 from winnow.stages.paths import Paths
 from winnow.stages.reference import reference_stage
 from winnow.studies import pilot as pilots
-from winnow.studies.regime_map import nearest, pays, point_features
+from winnow.studies.regime_map import pays, place
 
 
 def read_maps(params: Params) -> list[dict]:
@@ -83,41 +83,6 @@ def advise(params: Params, against: str | Path | None = None) -> dict:
     pilot = pilots.run_pilot(params, "advise")
     advice = place(params.objective, params.data.root, pilots.features(params, pilot), rows, measured)
     write_json(advice, Paths.of(params).metrics_root / params.data.name / f"advise-{params.objective}.json")
-    return advice
-
-
-def place(objective: str, data: str, mine: dict, rows: list[dict], measured: dict | None = None) -> dict:
-    """The advice for data with features `mine` from the map rows (each tagged with its map and data): the nearest
-    point's outcome, the nearest point that paid, and, given what selection measured on this data, whether the
-    two agree. Trains nothing (summaries.rewrite_advice places a committed advice again after a map changes)."""
-    row, d = nearest(mine, rows)
-    paying = [r for r in rows if r["pays"]]
-    scorer, scorer_d = nearest(mine, paying) if paying else (None, None)
-    advice = {
-        "objective": objective,
-        "data": data,
-        "features": mine,
-        "nearest": {
-            "map": row["map"],
-            "data": row["data"],
-            "point": row["point"],
-            "distance": d,
-            "features": point_features(row),
-            "pays": row["pays"],
-            "flop_ratio_vs_best": row["flop_ratio_vs_best"]["mean"],
-            "final_over_best": row["final_over_best"]["mean"],
-            "best_baseline": row["best_baseline"],
-            "reference": row["reference"],
-        },
-        "selection_should_pay": row["pays"],
-        "scorer": scorer["reference"] if scorer else None,
-        "scorer_point": {"point": scorer["point"], "data": scorer["data"], "distance": scorer_d} if scorer else None,
-        "far": d > 2.0,  # two units from every point: the map has nothing like this data
-        "maps": sorted({r["map"] for r in rows}),
-    }
-    if measured is not None:
-        measured = {**measured, "pays": pays(measured)}
-        advice["measured"] = {**measured, "agrees": measured["pays"] == advice["selection_should_pay"]}
     return advice
 
 

@@ -51,3 +51,38 @@ def leave_one_out(result: dict) -> dict:
         per_point[row["point"]] = {"nearest": other["point"], "distance": d, "advised": other["pays"], "measured": row["pays"]}
     agreed = sum(p["advised"] == p["measured"] for p in per_point.values())
     return {"agreed": agreed, "points": len(rows), "per_point": per_point}
+
+
+def place(objective: str, data: str, mine: dict, rows: list[dict], measured: dict | None = None) -> dict:
+    """The advice for data with features `mine` from the map rows (each tagged with its map and data): the nearest
+    point's outcome, the nearest point that paid, and, given what selection measured on this data, whether the
+    two agree. Trains nothing (summaries.rewrite_advice places a committed advice again after a map changes)."""
+    row, d = nearest(mine, rows)
+    paying = [r for r in rows if r["pays"]]
+    scorer, scorer_d = nearest(mine, paying) if paying else (None, None)
+    advice = {
+        "objective": objective,
+        "data": data,
+        "features": mine,
+        "nearest": {
+            "map": row["map"],
+            "data": row["data"],
+            "point": row["point"],
+            "distance": d,
+            "features": point_features(row),
+            "pays": row["pays"],
+            "flop_ratio_vs_best": row["flop_ratio_vs_best"]["mean"],
+            "final_over_best": row["final_over_best"]["mean"],
+            "best_baseline": row["best_baseline"],
+            "reference": row["reference"],
+        },
+        "selection_should_pay": row["pays"],
+        "scorer": scorer["reference"] if scorer else None,
+        "scorer_point": {"point": scorer["point"], "data": scorer["data"], "distance": scorer_d} if scorer else None,
+        "far": d > 2.0,  # two units from every point: the map has nothing like this data
+        "maps": sorted({r["map"] for r in rows}),
+    }
+    if measured is not None:
+        measured = {**measured, "pays": pays(measured)}
+        advice["measured"] = {**measured, "agrees": measured["pays"] == advice["selection_should_pay"]}
+    return advice

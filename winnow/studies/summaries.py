@@ -99,7 +99,7 @@ def rewrite_study(path: Path, metrics: Path, check: bool = False) -> bool:
 
 def rewrite_advice(path: Path, check: bool = False) -> bool:
     """An advise-*.json placed again on the maps it names, as they are now (trains nothing)."""
-    from winnow.advise import place
+    from winnow.studies.regime_map import place
 
     advice = json.loads(path.read_text())
     rows = []
