@@ -98,3 +98,20 @@ def test_jests_reference_logits_are_a_line_of_their_own_paid_only_by_policies_th
     learn = policy_costs("learnability", **KW, actor_scoring=80.0, reference_logits=123.0)
     assert learn.reference_logits_per_step == 123.0 and learn.per_step == 960 + 80 + 123.0
     assert policy_costs("hard_learner", **KW, actor_scoring=80.0, reference_logits=123.0).reference_logits_per_step == 0
+
+
+def test_against_the_best_baseline_the_reference_shared_by_n_learners_is_charged_one_nth_of_its_one_off():
+    from winnow.stages.summary import verdict
+
+    selecting = Costs(600.0, 400.0, 2.0, 1.0, 10.0)  # a one-off of 1000, 13 a step
+    plain = Costs(0.0, 0.0, 0.0, 0.0, 10.0)  # a baseline pays no reference
+    row = {"steps_to_target": 100.0, "seconds_to_target": 1.0, "final_metric": 0.5}
+    summary = {
+        "policies": {"uniform": {**row, "flops_to_target": 1000.0}, "learnability": {**row, "flops_to_target": 2300.0}},
+        "ledger": {"policies": {"uniform": {"costs": plain.as_dict()}, "learnability": {"costs": selecting.as_dict()}}},
+    }
+    mine = verdict(summary)["against_best"]["learnability"]
+    assert mine["flop_ratio"] == pytest.approx(2.3)
+    assert mine["flop_ratio_shared_1"] == pytest.approx(2.3)  # 1000 + 1300 over 1000
+    assert mine["flop_ratio_shared_10"] == pytest.approx((100 + 1300) / 1000)  # the one-off over ten learners
+    assert verdict(summary)["against_best"]["uniform"]["flop_ratio_shared_3"] == pytest.approx(1.0)

@@ -42,6 +42,11 @@ def forward_flops_per_example(model: nn.Module, loss_fn: Callable, images: torch
     return counter.get_total_flops() / len(images)
 
 
+# learners that share one reference and its scores (a sweep, a size ladder, next month's rerun): each verdict
+# against the best baseline is also read with the one-off paid once for this many (README, reports: the same N)
+SHARED = (1, 3, 10)
+
+
 @dataclass(frozen=True)
 class Costs:
     """FLOPs of each line of the ledger for one policy's run."""

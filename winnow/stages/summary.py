@@ -180,6 +180,7 @@ def verdict(summary: dict) -> dict:
     reached = [p for p in rows if p in BASELINES and rows[p]["flops_to_target"] is not None]
     best = min(reached, key=lambda p: (rows[p]["flops_to_target"], rows[p]["steps_to_target"]))  # uniform always reaches it
     ratios = {}
+    costs = {p: ledger.Costs.from_dict(c["costs"]) for p, c in summary.get("ledger", {}).get("policies", {}).items()}
     for policy, row in rows.items():
         ratios[policy] = {
             "step_ratio": _over(row["steps_to_target"], rows[best]["steps_to_target"]),
@@ -187,6 +188,12 @@ def verdict(summary: dict) -> dict:
             "time_ratio": _over(row["seconds_to_target"], rows[best]["seconds_to_target"]),
             "final_over_best": row["final_metric"] - rows[best]["final_metric"],
         }
+        if policy in costs and best in costs:  # the reference and the pool's scoring paid once for N learners
+            for n in ledger.SHARED:
+                mine, theirs = row["steps_to_target"], rows[best]["steps_to_target"]
+                ratios[policy][f"flop_ratio_shared_{n}"] = (
+                    costs[policy].at_step(mine, n) / costs[best].at_step(theirs, n) if mine is not None else None
+                )
     return {"best_baseline": best, "baselines": [p for p in rows if p in BASELINES], "against_best": ratios}
 
 

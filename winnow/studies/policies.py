@@ -9,7 +9,7 @@ from pathlib import Path
 from winnow.config import Params
 from winnow.datasets.contract import read_manifest
 from winnow.files import read_csv, write_csv, write_json
-from winnow.method.ledger import Costs
+from winnow.method.ledger import SHARED, Costs
 from winnow.method.objectives import OBJECTIVES
 from winnow.reports.bench import write_bench_report
 from winnow.reports.tables import bench_table
@@ -23,6 +23,8 @@ from winnow.studies.runs import (
 )
 
 log = logging.getLogger("winnow")
+# FLOPs against the best baseline with the reference and the scores paid once for N learners (method/ledger.SHARED)
+SHARED_KEYS = tuple(f"flop_ratio_shared_{n}" for n in SHARED if n > 1)
 
 
 def run(params: Params) -> dict:
@@ -64,8 +66,8 @@ def run(params: Params) -> dict:
             "best_baseline": [s["verdict"]["best_baseline"] for s in summaries],
             "against_best": {
                 p: {
-                    k: spread([s["verdict"]["against_best"][p][k] for s in summaries], log=is_ratio(k))
-                    for k in ("step_ratio", "flop_ratio", "time_ratio", "final_over_best")
+                    k: spread([s["verdict"]["against_best"][p].get(k) for s in summaries], log=is_ratio(k))
+                    for k in ("step_ratio", "flop_ratio", "time_ratio", "final_over_best", *SHARED_KEYS)
                 }
                 for p in params.bench.policies
             },
