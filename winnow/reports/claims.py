@@ -3,7 +3,7 @@ committed results of the benches and studies (never from prose).
 
 Each CLAIM names one committed result and the selecting arm read from it: a bench's arm (`winnow bench`), a lever's
 row (`--study levers`), or a regime map (`--study regimes`). One rule decides every row, the regime map's, made
-stricter for one seed: selection pays where every seed reached the best baseline's target, the 95% interval of its
+stricter for one seed: selection pays where every seed reached uniform's target in fewer FLOPs than the best baseline, the 95% interval of its
 FLOPs over the baseline's ends below 1 (the reference paid in full; one seed has no interval, so it never pays here,
 where the regime map reads the one value), and its mean final metric is not below the baseline's. The best baseline is
 the one with the fewest FLOPs to the target, seed by seed: its final metric is not always the highest of the
@@ -279,8 +279,8 @@ def small_curated(results: dict[str, dict]) -> str:
     return (
         f"On real digits with the curated set at 2% of the pool, the regime the method is for, in the table's "
         f"{len(rows)} rows (more levers were tried there: docs/benchmarks.md). *Never ends below the best baseline's final metric, in any seed*: "
-        f"{'met by ' + named(never_below) if never_below else 'met by none'}. *Reaches the best baseline's target in fewer "
-        f"FLOPs, the reference paid in full*: {'met by ' + named(fewer) if fewer else '**met by none**'}."
+        f"{'met by ' + named(never_below) if never_below else 'met by none'}. *Reaches uniform's target in fewer FLOPs than "
+        f"the best baseline, the reference paid in full*: {'met by ' + named(fewer) if fewer else '**met by none**'}."
     )
 
 
@@ -304,7 +304,7 @@ def count(results: dict[str, dict]) -> str:
             settings += 1
             clock += fewer_flops(got["seconds"])
     return (
-        f"Selection reaches the best baseline's target in fewer FLOPs, ending level or above, the reference paid in "
+        f"Selection reaches uniform's target in fewer FLOPs than the best baseline, ending level or above, the reference paid in "
         f"full, in **{settings} of the {n_settings} settings** measured, and at **{points} of the regime maps' points** "
         f"({'; '.join(maps)}). In seconds, on a shared 2-core CPU, **{clock} of those {settings + points}** took less "
         "time too."

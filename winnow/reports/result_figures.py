@@ -150,7 +150,7 @@ def advice(advice: dict) -> str:
         raise KeyError(f"advice on {advice['data']} was not checked: run `winnow advise --against STUDY_JSON`")
     n, m, f = advice["nearest"], advice["measured"], advice["features"]
     flops = m["flop_ratio_vs_best"]
-    reached = f"{flops['reached']}/{flops['runs']} seeds reached the best baseline's target"
+    reached = f"{flops['reached']}/{flops['runs']} seeds reached uniform's target"
     return (
         f"`{advice['data']}`: curated {f['curated_share']:.1%} of the pool, reference val {f['reference_val']:.3f}, "
         f"pilot val {f['pilot_val']:.3f}, scorer {f['scorer_over_learner']:.3f}x the learner's FLOPs. Nearest point: "
