@@ -27,7 +27,7 @@ from pathlib import Path
 from winnow.errors import DataError, MissingInput
 from winnow.files import write_text
 from winnow.reports import claims
-from winnow.reports.pool import table as pool_table
+from winnow.reports.pool import figure as pool_figure
 from winnow.reports.result_figures import (
     advice,
     bench,
@@ -114,7 +114,7 @@ FIGURES: dict[str, Figure] = {
     "compile-step": Figure("metrics/synthetic/bench/compile_step.json", compile_step),
     "host-memory": Figure("metrics/synthetic/bench/host_memory.json", host_memory),
     "levers-mnist-2pct-5-seeds": Figure("metrics/mnist-2pct/bench/classification-levers-anneal-floor-5-seeds.json", levers),
-    "pool-pretraining": Figure("metrics/synthetic/bench/classification-pool-pretraining.json", pool_table),
+    "pool-pretraining": Figure("metrics/synthetic/bench/classification-pool-pretraining.json", pool_figure),
 }
 
 
