@@ -125,6 +125,9 @@ def _train_arms(params: Params) -> None:
     at once, each in a process of its own (tasks/launch.py). Every arm finishes or fails on its own; once all have
     stopped, the failure of the first failed arm in that order is raised, so a wrong input in one arm loses none of
     the others' work."""
+    from winnow.stages.train import check_replay  # torch with it: imported once a flow runs, not at start-up
+
+    check_replay(params)  # before any arm trains: a replay arm that cannot run is named now, not hours in
     order = arm_order(params)
     if params.train.parallel_arms == 1:
         for policy in order:

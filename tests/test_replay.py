@@ -116,3 +116,13 @@ def test_the_replay_arm_runs_through_the_stages_and_pays_the_learner_and_its_sha
             train_stage(load_params(tiny, [*sets, change]), "replay")
     with pytest.raises(ConfigError, match="the 'replay' policy trains on a recorded training sequence"):
         load_params(tiny, ["train.policies=[uniform,replay]"])
+
+
+@pytest.mark.e2e  # through the CLI and its flow
+def test_a_replay_arm_that_cannot_hold_its_pool_is_refused_before_any_arm_trains(prefect_server, tiny, capsys):
+    from winnow.cli import main
+
+    sets = ["train.policies=[uniform,learnability,replay]", "train.replay=learnability", "train.shuffle_buffer=256"]
+    assert main(["pipeline", "--params", str(tiny), *[a for s in sets for a in ("--set", s)]]) == 2
+    assert "train.policies: 'replay' draws any row of the pool at any step" in capsys.readouterr().err
+    assert not list(tiny.parent.glob("artifacts/**/learners/*.pt"))  # no arm trained first

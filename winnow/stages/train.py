@@ -84,11 +84,7 @@ def _replay(params: Params, model_name: str, rank: int, world: int) -> tuple[Rep
         raise ConfigError(f"train.steps: {cfg.steps}, and {source} holds {meta['steps']} steps; replay at most that many")
     if meta["batch_size"] != cfg.batch_size:
         raise ConfigError(f"train.batch_size: {cfg.batch_size}, and {source} kept {meta['batch_size']} rows a step; use that")
-    if sum(shard_rows(folder)) > cfg.shuffle_buffer:
-        raise ConfigError(
-            f"train.policies: 'replay' draws any row of the pool at any step, so it holds the pool in memory, and it is "
-            f"larger than train.shuffle_buffer ({cfg.shuffle_buffer}); raise the buffer"
-        )
+    check_replay(params)
     pool = run_split(params, "pool")
     targets = OBJECTIVES[params.objective].targets(model_name, pool)
     replay = Replay(pool, targets, sequence, str(source), pool.columns.get("pathology"), rank, world)
@@ -100,6 +96,16 @@ def _replay(params: Params, model_name: str, rank: int, world: int) -> tuple[Rep
         "replayed_selection_flops_per_step": meta["selection_flops_per_step"],
         **({"selecting_steps": meta["selecting_steps"]} if meta.get("selecting_steps") is not None else {}),
     }
+
+
+def check_replay(params: Params) -> None:
+    """What a replay arm needs of its run that no recorded sequence is needed to know: a pool that fits in memory.
+    The pipeline checks it before any arm trains, so a run is not refused hours in."""
+    if "replay" in params.train.policies and sum(shard_rows(Paths.of(params).data / "pool")) > params.train.shuffle_buffer:
+        raise ConfigError(
+            f"train.policies: 'replay' draws any row of the pool at any step, so it holds the pool in memory, and it is "
+            f"larger than train.shuffle_buffer ({params.train.shuffle_buffer}); raise the buffer"
+        )
 
 
 def _sequence_meta(params: Params, policy: str, flops: dict, selecting_steps: int | None, batch: int) -> dict:
