@@ -66,7 +66,9 @@ def test_the_ledgers_step_is_what_a_real_train_step_spends(case, monkeypatch):
         reference_embeddings=embeddings,
     )
     sampler = InMemory(split, targets, seed=0)
-    measured = _measured_flops(params, selector, model, actor, params.train.batch_size, sampler, world=1)
+    super_batch = selector.super_batch(params.train.batch_size)  # what the stage measures on: its first draw
+    first = sampler.peek(max(super_batch, params.train.batch_size))
+    measured = _measured_flops(params, selector, model, actor, params.train.batch_size, first, super_batch, world=1)
     costs = ledger.policy_costs(
         policy,
         NO_REFERENCE,
