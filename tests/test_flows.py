@@ -77,6 +77,7 @@ def test_reruns_redo_only_what_changed(prefect_server, tiny, monkeypatch):
     assert train_flow(policy="uniform", params_path=str(tiny), overrides=["train.steps=20"])["steps"] == 20
 
 
+@pytest.mark.slow  # kept out of the default suite to hold it within ten minutes; -m slow runs it
 def test_a_corrupt_output_is_recomputed_not_returned_from_the_cache(prefect_server, tiny):
     from flows.pipeline import pipeline_flow, train_flow
 
@@ -166,6 +167,7 @@ def test_the_pool_study_measures_each_property_of_a_pretraining_pool_on_a_pool_p
     assert "| every class's label precision >= 0.6 |" in Paths.of(params).study_report("pool").read_text()
 
 
+@pytest.mark.slow  # kept out of the default suite to hold it within ten minutes; -m slow runs it
 def test_the_scorer_and_learner_studies_write_a_row_per_size_with_its_table_and_plot(prefect_server, tiny):
     from flows.pipeline import bench_flow
 
@@ -186,6 +188,7 @@ def test_the_scorer_and_learner_studies_write_a_row_per_size_with_its_table_and_
         assert json.loads((paths.bench / f"classification-{study}.json").read_text())["rows"]
 
 
+@pytest.mark.slow  # kept out of the default suite to hold it within ten minutes; -m slow runs it
 def test_the_levers_study_measures_each_lever_against_the_best_baseline_of_each_seed(prefect_server, tiny):
     from flows.pipeline import bench_flow
 
@@ -216,6 +219,7 @@ def test_the_levers_study_measures_each_lever_against_the_best_baseline_of_each_
         load_params(tiny, ["bench.levers={bad: {anneal: 0.5}}"])
 
 
+@pytest.mark.slow  # kept out of the default suite to hold it within ten minutes; -m slow runs it
 def test_the_curate_study_puts_curated_pools_the_peer_and_another_learner_beside_online_selection(prefect_server, tiny):
     from flows.pipeline import bench_flow
 
@@ -286,6 +290,7 @@ def test_a_param_flipped_there_and_back_reruns_its_stage_instead_of_handing_back
     assert len(__import__("numpy").load(paths.curated / "kept_ids.npy")) == runs[2]["kept_rows"]
 
 
+@pytest.mark.slow  # kept out of the default suite to hold it within ten minutes; -m slow runs it
 def test_a_curated_dataset_missing_a_shard_is_written_again_not_reused_as_complete(prefect_server, tiny):
     """Issue 26, finding 3: a shard deleted (or changed) since is noticed by its manifest's hashes, by the flow's
     cache and by the stage, and written again: the training that follows sees every kept row."""
@@ -302,6 +307,7 @@ def test_a_curated_dataset_missing_a_shard_is_written_again_not_reused_as_comple
     assert len(load_split(paths.curated / "pool", 32, 20)) == kept
 
 
+@pytest.mark.slow  # kept out of the default suite to hold it within ten minutes; -m slow runs it
 def test_a_scoring_run_killed_half_way_and_resumed_counts_every_shard_it_scored(prefect_server, tiny, monkeypatch):
     """Issue 26, finding 4: the ledger's time ratios claim everything paid, so the seconds of the shards a killed
     run scored are counted when a later run finishes the pool (here the task's retry resumes it)."""

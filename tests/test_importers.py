@@ -615,6 +615,7 @@ def _cli(*args):
     )
 
 
+@pytest.mark.slow  # kept out of the default suite to hold it within ten minutes; -m slow runs it
 @pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_the_cli_names_a_truncated_tar_and_exits_2_without_a_traceback(tmp_path):
     folder = _webdataset(tmp_path / "wds", shards=2, per_shard=10)
@@ -629,6 +630,7 @@ def test_the_cli_names_a_truncated_tar_and_exits_2_without_a_traceback(tmp_path)
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # kept out of the default suite to hold it within ten minutes; -m slow runs it
 @pytest.mark.e2e  # runs whole stages or other processes: the full tier
 def test_the_cli_shows_the_warning_about_a_test_set_from_the_pools_source(tmp_path):
     result = _cli(

@@ -72,6 +72,7 @@ def test_every_point_of_the_default_map_is_a_valid_config(objective):
         params.regime(name)  # the rates still leave room for clean examples, the models are the objective's
 
 
+@pytest.mark.slow  # kept out of the default suite to hold it within ten minutes; -m slow runs it
 @pytest.mark.e2e  # through the CLI, with Prefect: the full tier
 def test_the_regime_map_is_measured_and_advise_places_new_data_on_it_through_the_cli(prefect_server, tiny, capsys):
     sets = [

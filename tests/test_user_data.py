@@ -133,7 +133,7 @@ def _import(sources: Path, dest: Path) -> None:
     assert code == 0
 
 
-@pytest.mark.parametrize("objective", ["classification", "contrastive"])
+@pytest.mark.parametrize("objective", ["classification", pytest.param("contrastive", marks=pytest.mark.slow)])
 def test_an_imported_parquet_dataset_with_its_own_test_set_runs_through_winnow_pipeline(
     prefect_server, tiny, sources, capsys, objective
 ):
@@ -209,6 +209,7 @@ def test_an_imported_parquet_dataset_with_its_own_test_set_runs_through_winnow_p
     assert trained["pool_size"] + trained["pool_skipped"] == len(np.load(paths.curated / "kept_ids.npy"))
 
 
+@pytest.mark.slow  # kept out of the default suite to hold it within ten minutes; -m slow runs it
 def test_jest_with_low_resolution_scorers_runs_through_winnow_pipeline_on_imported_data(prefect_server, tiny, sources, capsys):
     """train.selection: jest on a user's image-text pairs, the reference and the actor at 16 px, the learner at 32."""
     mine = tiny.parent / "mine"
@@ -301,6 +302,7 @@ def test_the_built_in_pool_missing_a_shard_is_generated_again_before_any_stage_r
     assert data_stage(params)["generated"] and shard.read_bytes() == kept  # byte for byte what it was
 
 
+@pytest.mark.slow  # kept out of the default suite to hold it within ten minutes; -m slow runs it
 def test_a_damaged_or_unwritable_decoded_cache_changes_no_result(prefect_server, tiny, monkeypatch):
     """A cache entry with bytes changed in place (a bad disk block) is decoded again, not read as other pixels; a
     cache folder that cannot be made slows the run down and stops nothing. The curve is the same each time."""
@@ -442,6 +444,7 @@ def test_a_damaged_block_of_the_score_store_is_named_with_the_fix(tmp_path):
         store.load_losses(path, "s")
 
 
+@pytest.mark.slow  # kept out of the default suite to hold it within ten minutes; -m slow runs it
 def test_a_reference_loaded_from_a_torchvision_checkpoint_scores_the_pool_and_is_charged_no_training(
     prefect_server, tiny, sources, capsys
 ):
@@ -489,7 +492,7 @@ def test_the_generator_refuses_to_overwrite_an_imported_dataset_even_when_forced
     assert {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} == before
 
 
-@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+@pytest.mark.parametrize("code", [errno.ENOSPC, pytest.param(errno.EROFS, marks=pytest.mark.slow)])
 def test_a_full_disk_or_a_read_only_folder_is_one_line_naming_the_file(prefect_server, tiny, monkeypatch, capsys, code):
     """Issue 26: these were raw tracebacks. The machine's refusal is said in one line, with the file and the fix."""
     from winnow.cli import main
