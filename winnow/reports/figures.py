@@ -115,6 +115,7 @@ FIGURES: dict[str, Figure] = {
     "host-memory": Figure("metrics/synthetic/bench/host_memory.json", host_memory),
     "levers-mnist-2pct-5-seeds": Figure("metrics/mnist-2pct/bench/classification-levers-anneal-floor-5-seeds.json", levers),
     "pool-pretraining": Figure("metrics/synthetic/bench/classification-pool-pretraining.json", pool_figure),
+    "pool-pretraining-4x": Figure("metrics/synthetic/bench/classification-pool-pretraining-4x.json", pool_figure),
 }
 
 

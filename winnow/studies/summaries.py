@@ -36,7 +36,8 @@ def resummarise(node, keys: tuple[str, ...] = ()):
     """`node` with every summary over seeds recomputed from its values (a ratio's on the log scale)."""
     if isinstance(node, dict):
         if SPREAD <= node.keys() and isinstance(node["values"], list):
-            return spread(node["values"], log=is_ratio(*keys)) if "low" in node else node  # a legacy record, as written
+            # what else the node says (a property's name, whether it was met) kept beside its recomputed summary
+            return {**node, **spread(node["values"], log=is_ratio(*keys))} if "low" in node else node  # legacy: as written
         return {k: resummarise(v, (*keys, k)) for k, v in node.items()}
     if isinstance(node, list):
         return [resummarise(v, keys) for v in node]
