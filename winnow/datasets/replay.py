@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import torch
 
 from winnow.datasets.contract import Split
-from winnow.datasets.stream import Draw
+from winnow.datasets.stream import Draw, InMemory
 from winnow.errors import DataError
 
 META = b"winnow.sequence"  # the Parquet schema metadata key that holds what the sequence is (JSON)
@@ -57,7 +57,7 @@ def read_sequence(path: str | Path) -> tuple[list[np.ndarray], dict]:
     return [ids[bounds[i] : bounds[i + 1]] for i in range(meta["steps"])], meta
 
 
-class Replay:
+class Replay(InMemory):
     """A sampler over a split held in memory that draws, at its t-th draw, the rows the sequence kept at step t
     (this rank's share of them under DDP). Its state is the step it is at, so a resumed run replays on."""
 
@@ -71,21 +71,19 @@ class Replay:
         rank: int = 0,
         world: int = 1,
     ):
-        self.split, self.targets, self.sequence, self.where = split, targets, sequence, where
-        self.pathology, self.rank, self.world = pathology, rank, world
-        self.size, self.step = len(split), 0
-        self.kinds = np.unique(pathology).tolist() if pathology is not None else []
+        super().__init__(split, targets, 0, pathology, rank, world)
+        self.sequence, self.where, self.step = sequence, where, 0
         order = np.argsort(split.ids, kind="stable")
         self._sorted_ids, self._order = split.ids[order], order
         every = np.unique(np.concatenate(sequence)) if sequence else np.zeros(0, np.int64)
-        found = self._rows(every, check=False)
-        if (missing := every[found < 0]).size:
+        if (missing := every[self._rows(every) < 0]).size:
             raise DataError(
                 f"{where}: {missing.size} of the ids it kept are not in this pool (the first: {int(missing[0])}); "
                 "a sequence replays on the pool it was recorded on"
             )
 
-    def _rows(self, ids: np.ndarray, check: bool = True) -> np.ndarray:
+    def _rows(self, ids: np.ndarray) -> np.ndarray:
+        """Each id's row in the split, -1 where the split has no such id."""
         at = np.searchsorted(self._sorted_ids, ids).clip(0, max(len(self._sorted_ids) - 1, 0))
         ok = self._sorted_ids[at] == ids if len(self._sorted_ids) else np.zeros(len(ids), bool)
         return np.where(ok, self._order[at], -1)
@@ -100,18 +98,7 @@ class Replay:
                 "replay it at the batch size it was recorded at (train.batch_size)"
             )
         self.step += 1
-        rows = self._rows(ids)[self.rank * n // self.world : (self.rank + 1) * n // self.world]
-        index = torch.from_numpy(rows)
-        pathology = self.pathology[rows] if self.pathology is not None else None
-        return Draw(
-            self.split.ids[rows], self.split.images[index], self.targets[index], pathology, labels=self.split.labels[rows]
-        )
-
-    def peek(self, n: int) -> Draw:
-        return Draw(self.split.ids[:n], self.split.images[:n], self.targets[:n], None)
-
-    def close(self) -> None:
-        """Nothing runs beside it."""
+        return self.take(self._rows(ids))
 
     def state(self) -> dict:
         return {"step": self.step}

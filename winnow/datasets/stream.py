@@ -66,7 +66,11 @@ class InMemory:
 
     def draw(self, n: int) -> Draw:
         """This rank's share of a global super-batch of n."""
-        rows = self.rng.choice(self.size, size=n, replace=False, p=self.p)
+        return self.take(self.rng.choice(self.size, size=n, replace=False, p=self.p))
+
+    def take(self, rows: np.ndarray) -> Draw:
+        """This rank's share of the global draw of these rows."""
+        n = len(rows)
         rows = rows[self.rank * n // self.world : (self.rank + 1) * n // self.world]
         index = torch.from_numpy(rows)
         pathology = self.pathology[rows] if self.pathology is not None else None

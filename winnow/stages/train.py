@@ -270,7 +270,7 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         "selected_mix": _selected_mix(out["steps_log"]),
         "kept_class_share": _shares(out["kept_classes"]),
         "pool_size": pool.size,
-        "pool_skipped": len(pool.split.skipped) if isinstance(pool, (InMemory, Replay)) else sum(map(len, pool.skipped.values())),
+        "pool_skipped": len(pool.split.skipped) if isinstance(pool, InMemory) else sum(map(len, pool.skipped.values())),
         **flops,
     }
     metrics.update(early_stopped)
