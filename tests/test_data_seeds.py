@@ -98,3 +98,11 @@ def test_with_data_seeds_each_bench_seed_reads_its_own_data_and_without_it_every
     roots = [run_params(own, f"seed-{s}", s).data.root for s in (0, 1)]
     assert roots == [str(mine.parent / "mine-data-0"), str(mine.parent / "mine-data-1")]
     assert _keys(mine.parent / "mine-data-0" / "curated") != _keys(mine.parent / "mine-data-1" / "curated")
+
+
+def test_a_splits_identity_is_read_from_its_manifest_and_a_drawn_split_has_another(mine, tmp_path):
+    from winnow.datasets.contract import listed_split_hash
+
+    drawn = redraw_dataset(mine, tmp_path / "d", 5)
+    assert listed_split_hash(drawn / "pool") == listed_split_hash(mine / "pool")  # the same shards: a sequence replays
+    assert listed_split_hash(drawn / "curated") != listed_split_hash(mine / "curated")

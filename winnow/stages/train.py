@@ -14,7 +14,7 @@ import torch
 
 from winnow.config import Params
 from winnow.curation.filters import filter_pass, model_free_filter, without_ids
-from winnow.datasets.contract import Split, split_hash, value_counts
+from winnow.datasets.contract import Split, listed_split_hash, value_counts
 from winnow.datasets.mixture import Mixture
 from winnow.datasets.replay import Replay, read_sequence, write_sequence
 from winnow.datasets.stream import InMemory, ShardStream, admitted_by_label, shard_rows
@@ -76,7 +76,7 @@ def _replay(params: Params, model_name: str, rank: int, world: int) -> tuple[Rep
     source, cfg = replay_source(params), params.train
     sequence, meta = read_sequence(source)
     folder = Paths.of(params).data / "pool"
-    if meta["pool"] != split_hash(folder):
+    if meta["pool"] != listed_split_hash(folder):
         raise DataError(f"{source}: recorded on another pool than {folder} (a sequence replays on the pool it kept rows of)")
     if meta.get("curated_share"):
         raise ConfigError(f"train.replay: {source} was recorded beside a curated share of every batch; replay a plain run's")
@@ -124,7 +124,7 @@ def _sequence_meta(params: Params, policy: str, flops: dict, selecting_steps: in
         "learner": params.train.model,
         "steps": params.train.steps,
         "batch_size": batch,
-        "pool": split_hash(Paths.of(params).data / "pool"),
+        "pool": listed_split_hash(Paths.of(params).data / "pool"),
         "lineage_key": stage_key("train", params, policy),
         "one_off_flops": one_off,
         "selection_flops_per_step": sum(flops.get(k) or 0.0 for k in lines)
