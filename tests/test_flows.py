@@ -276,6 +276,7 @@ def test_dvc_yaml_declares_the_chain_of_stages_with_one_train_stage_per_policy()
     assert out.stdout.split() == ["reference", "score", *[f"train@{p}" for p in policies], "curate", "evaluate", "summary"]
 
 
+@pytest.mark.slow  # kept out of the default suite to hold it within ten minutes; -m slow runs it
 def test_a_param_flipped_there_and_back_reruns_its_stage_instead_of_handing_back_the_other_runs_outputs(prefect_server, tiny):
     """curate.fraction 0.5 -> 0.3 -> 0.5: the third run has the first one's key, but the files on disk are the second's,
     so the cached result of the first may not be handed back (issue 26, finding 2)."""
