@@ -104,9 +104,13 @@ def test_the_regime_map_is_measured_and_advise_places_new_data_on_it_through_the
     assert (tiny.parent / "data-few-curated" / "manifest.json").exists()  # the point's pool, beside the default one
     assert "matched its own outcome at" in paths.study_report("regimes").read_text()
 
+    ladder = _ladder_with_a_line(a=0.4, b=2.0)  # a committed learner ladder beside the map: its projection is read too
+    (paths.bench / "classification-ladder.json").write_text(json.dumps(ladder))
     assert main(["advise", "--params", str(tiny), *sets]) == 0
     said = capsys.readouterr().out
     assert "nearest point on the map: as-configured" in said  # the default data is the map's own first point
+    line = next(s for s in said.splitlines() if s.startswith("projection from the ladder"))
+    assert "a projection from measured points, not a measurement" in line and "below 1 where scorer / learner < 0.3" in line
     advice = json.loads((paths.metrics_root / "data" / "advise-classification.json").read_text())
     assert advice["nearest"]["distance"] < 0.5 and advice["selection_should_pay"] == result["rows"][0]["pays"]
 
@@ -130,3 +134,17 @@ def test_a_regime_that_changes_imported_data_is_refused_naming_the_point(prefect
     assert main(["bench", "--params", str(tiny), "--study", "regimes"]) == 2
     said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("winnow: error:")]
     assert len(said) == 1 and "bench.regimes.noisier: changes data.*" in said[0] and "imported dataset" in said[0]
+
+
+def _ladder_with_a_line(a: float, b: float) -> dict:
+    """A ladder result whose learnability ratios lie on a + b x, as `winnow bench --study ladder` writes it."""
+    from winnow.studies import projection
+    from winnow.studies.budgets import FIXED
+
+    rows = []
+    for learner, x in (("small", 0.08), ("medium", 0.04), ("base", 0.01)):
+        values = [a + b * x + e for e in (-0.01, 0.0, 0.01)]
+        ratio = {"values": values, "mean": None, "low": None, "high": None, "reached": 3, "runs": 3}
+        verdicts = {"learnability": {"readings": {FIXED: {"flop_ratio": ratio}}}}
+        rows.append({"learner": learner, "scorer_flops_over_learner": x, "scorer_forward_flops": 1.6e6, "verdicts": verdicts})
+    return {"data": "data/synthetic", "rows": rows, "projection": {"online": projection.online(rows, 1e9), "replay": []}}

@@ -20,6 +20,7 @@ from winnow.stages.data import data_stage
 from winnow.stages.paths import Paths
 from winnow.stages.reference import reference_stage
 from winnow.studies import pilot as pilots
+from winnow.studies.projection import read_at
 from winnow.studies.regime_map import pays, place
 
 
@@ -30,6 +31,12 @@ def read_maps(params: Params) -> list[dict]:
         result = json.loads(path.read_text())
         rows += [{**row, "map": str(path), "data": result["data"]} for row in result["rows"]]
     return rows
+
+
+def read_ladders(params: Params) -> list[dict]:
+    """Every committed learner ladder of this objective under params.metrics (`winnow bench --study ladder`)."""
+    paths = sorted(Path(params.metrics).glob(f"*/bench/{params.objective}-ladder.json"))
+    return [json.loads(path.read_text()) for path in paths]
 
 
 def measured_outcome(path: str | Path, params: Params) -> dict:
@@ -81,7 +88,9 @@ def advise(params: Params, against: str | Path | None = None) -> dict:
     data_stage(params)  # the built-in pool, generated when it is not there; an imported dataset as it is
     reference_stage(params)  # the run's own: `winnow pipeline` reuses it
     pilot = pilots.run_pilot(params, "advise")
-    advice = place(params.objective, params.data.root, pilots.features(params, pilot), rows, measured)
+    features = pilots.features(params, pilot)
+    advice = place(params.objective, params.data.root, features, rows, measured)
+    advice["projections"] = [read_at(ladder, features["scorer_over_learner"]) for ladder in read_ladders(params)]
     write_json(advice, Paths.of(params).metrics_root / params.data.name / f"advise-{params.objective}.json")
     return advice
 
@@ -108,6 +117,8 @@ def say(advice: dict) -> str:
         lines.append(f"scorer: {advice['scorer']} (the nearest point where selection paid: {s['point']} of {s['data']})")
     else:
         lines.append("no point on the map paid: train on the best baseline instead")
+    for p in advice.get("projections", []):
+        lines.append(_projection_line(p))
     if "measured" in advice:
         m = advice["measured"]
         lines.append(
@@ -115,3 +126,23 @@ def say(advice: dict) -> str:
             f" -> the advice {'agrees' if m['agrees'] else 'DISAGREES'}"
         )
     return "\n".join(lines)
+
+
+def _projection_line(p: dict) -> str:
+    """A ladder's projection at this data's scorer / learner FLOPs, labelled as one."""
+    head = f"projection from the ladder measured on {p['data']} ({p['label']}): "
+    online = p["online"]
+    if online is None:
+        parts = ["no line fitted for learnability"]
+    else:
+        span = f"{min(online['measured_x']):.3f}-{max(online['measured_x']):.3f}"
+        parts = [
+            f"learnability at scorer / learner {p['x']:.3f} (measured at {span}): {online['ratio']:.2f}x the comparator's "
+            f"FLOPs [{online['low']:.2f}, {online['high']:.2f}]"
+        ]
+        cross = online["crosses_1_at_x"]
+        parts.append("below 1 nowhere" if cross is None else f"below 1 where scorer / learner < {cross:.4f}")
+    for r in p["replay"]:
+        n = r["reuses"]["mean"]
+        parts.append(f"a replay on {r['learner']} " + ("never pays" if n is None else f"pays from {n:.1f} reuses"))
+    return head + "; ".join(parts)

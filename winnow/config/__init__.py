@@ -165,6 +165,7 @@ class Params(Section):
         models += [("train.actor", self.train.actor)] if self.train.actor != "learner" else []
         models += [(f"bench.scorers[{i}]", m) for i, m in enumerate(self.bench.scorers)]
         models += [(f"bench.learners[{i}]", m) for i, m in enumerate(self.bench.learners)]
+        models += [(f"bench.ladder[{i}]", m) for i, m in enumerate(self.bench.ladder)]
         models += [("bench.transfer_learner", self.bench.transfer_learner)] if self.bench.transfer_learner else []
         for key, model in models:
             if model not in objective.models:
@@ -174,7 +175,7 @@ class Params(Section):
                     f"(set per-objective models under objectives.{self.objective})"
                 )
         for key, model in models[2:]:  # every scorer reads the learner's targets
-            for other in (self.train.model, *self.bench.learners):
+            for other in (self.train.model, *self.bench.learners, *self.bench.ladder):
                 if not objective.shares_targets(model, other):
                     raise ValueError(
                         f"{key}: {model!r} reads the targets differently from the learner {other!r} "
@@ -227,6 +228,7 @@ DEFAULT_OBJECTIVES = {
         "bench": {
             "scorers": ["clip-pico", "clip-nano", "clip-tiny"],
             "learners": ["clip-nano", "clip-tiny", "clip-small"],
+            "ladder": ["clip-nano", "clip-tiny", "clip-small"],
             "peer_rule": "clip_score",
             "transfer_learner": "clip-small",
             "regimes": {

@@ -14,12 +14,12 @@ def table(result: dict) -> str:
     for policy, v in result["verdicts"].items():
         fixed = v["readings"][v["fixed_reading"]]
         rows.append(
-            f"| {policy} | {v['verdict']} | {_interval(fixed['flop_ratio'])} | {_signed(fixed['final_val_minus_comparator'])} |"
+            f"| {policy} | {v['verdict']} | {interval(fixed['flop_ratio'])} | {signed(fixed['final_val_minus_comparator'])} |"
         )
     return "\n".join(rows)
 
 
-def _interval(s: dict) -> str:
+def interval(s: dict) -> str:
     if s["reached"] < s["runs"]:
         return ", ".join("never" if v is None else f"{v:.2f}" for v in s["values"]) + f" ({s['reached']}/{s['runs']})"
     if s["low"] is None:
@@ -27,7 +27,7 @@ def _interval(s: dict) -> str:
     return f"{s['mean']:.2f} [{s['low']:.2f}, {s['high']:.2f}] ({s['reached']}/{s['runs']})"
 
 
-def _signed(s: dict) -> str:
+def signed(s: dict) -> str:
     if s["low"] is None:
         return f"{s['mean']:+.4f} (1 seed)"
     return f"{s['mean']:+.4f} [{s['low']:+.4f}, {s['high']:+.4f}]"
@@ -72,7 +72,7 @@ def write_report(result: dict, paths: Paths) -> None:
         ]
         for name, r in v["readings"].items():
             lines.append(
-                f"| {name} | {r['comparator']} | {_interval(r['flop_ratio'])} | {_signed(r['final_val_minus_comparator'])} | {r['verdict']} |"
+                f"| {name} | {r['comparator']} | {interval(r['flop_ratio'])} | {signed(r['final_val_minus_comparator'])} | {r['verdict']} |"
             )
         lines.append("")
     header = "| arm | " + " | ".join(f"{b:g}x" for b in result["budgets"]) + " |"

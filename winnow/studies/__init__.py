@@ -69,6 +69,11 @@ STUDIES: dict[str, Study] = {
             "uniform's plateau read across budgets against one comparator, every other reading printed beside the verdict",
         ),
         Study(
+            "ladder",
+            "each learner of bench.ladder under the budgets protocol, against baselines of its own, with fixed scorers; "
+            "the first one's learnability sequence replayed on the others; the projection of where selection pays",
+        ),
+        Study(
             "pool",
             "is the built-in pool a pretraining pool: label precision, curated share, curated_only against uniform and "
             "uniform's plateau at the largest budget, each seed generating its own pool (no selecting arm run)",

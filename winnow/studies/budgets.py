@@ -20,17 +20,20 @@ among them is printed "undecided". The test split is read once per run, at its e
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+from typing import Callable
 
 from winnow.config import Params
 from winnow.files import read_csv, write_json
 from winnow.method import stopping
-from winnow.method.ledger import Costs
+from winnow.method.ledger import SHARED, Costs
 from winnow.method.policies import BASELINES
 from winnow.reports.budgets import table as budgets_table
 from winnow.reports.budgets import write_report
-from winnow.stages.inputs import read_json
+from winnow.stages.chain import arm_order
+from winnow.stages.inputs import num_classes, read_json
 from winnow.stages.paths import Paths
 from winnow.stages.reference import reference_stage
 from winnow.stages.score import score_stage
@@ -49,27 +52,32 @@ EARLY = "curated_only_early"
 BASELINE_ARMS = (*BASELINES, EARLY)
 
 
-def budget_params(params: Params, seed: int, budget: float) -> Params:
-    """One (seed, budget) run: train.steps scaled, its schedule ending there; the warm-up and the evaluations scaled
-    with it (at least 5 evaluations a run)."""
+def budget_params(
+    params: Params, seed: int, budget: float, folder: str = "budgets", model: str | None = None, steps: int | None = None
+) -> Params:
+    """One (seed, budget) run: train.steps (or `steps`) scaled, its schedule ending there; the warm-up and the
+    evaluations scaled with it (at least 5 evaluations a run). `folder` and `model`: a study that runs the budgets
+    for another learner (--study ladder) under a folder of its own."""
     cfg = params.train
-    steps = max(1, round(cfg.steps * budget))
+    steps = max(1, round((steps or cfg.steps) * budget))
     train = cfg.model_copy(
         update={
             "policies": params.bench.policies,
+            "model": model or cfg.model,
             "steps": steps,
             "warmup_steps": min(cfg.warmup_steps, steps // 2),
             "eval_every": max(1, min(cfg.eval_every, steps // 5)),
             "checkpoint_every": max(1, min(cfg.checkpoint_every, steps)),
         }
     )
-    return run_params(params, f"budgets/seed-{seed}/budget-{budget:g}", seed).model_copy(update={"train": train})
+    return run_params(params, f"{folder}/seed-{seed}/budget-{budget:g}", seed).model_copy(update={"train": train})
 
 
-def _arm(run: Params, summary: dict, policy: str, metric: str) -> dict:
-    """What one run of one arm gives the readings: its validation curve, its cost per step and its test metric."""
+def _arm(run: Params, summary: dict, policy: str, metric: str, users: int = 1) -> dict:
+    """What one run of one arm gives the readings: its validation curve, its cost per step and its test metric.
+    `users`: a replay's recorded selection shared by this many learners (its share of it divided again)."""
     curve = read_csv(Paths.of(run).curve(policy))
-    costs = Costs.from_dict(summary["ledger"]["policies"][policy]["costs"])
+    costs = shared_by(Costs.from_dict(summary["ledger"]["policies"][policy]["costs"]), users)
     steps = [float(r["step"]) for r in curve]
     record = read_json(Paths.of(run).train_record(policy), f"run `winnow train --policy {policy}`")
     arm = {
@@ -96,37 +104,91 @@ def _arm(run: Params, summary: dict, policy: str, metric: str) -> dict:
     return arm
 
 
+def shared_by(costs: Costs, users: int) -> Costs:
+    """A replay's costs with its recording's selection shared by `users` learners (the same costs for any other arm)."""
+    if users == 1:
+        return costs
+    return dataclasses.replace(
+        costs,
+        replayed_one_off=costs.replayed_one_off / users,
+        replayed_selection_per_step=costs.replayed_selection_per_step / users,
+    )
+
+
+def replay_shared(n: int) -> str:
+    """The replay arm read with its recording's selection paid once for n learners (method/ledger.SHARED)."""
+    return f"replay_shared_{n}"
+
+
+def train_seed(
+    params: Params,
+    seed: int,
+    folder: str = "budgets",
+    model: str | None = None,
+    steps: int | None = None,
+    base: Params | None = None,
+    replay_of: Callable[[float], str] | None = None,
+) -> tuple[Params, dict]:
+    """Every arm of bench.policies at every budget for one seed: the reference trained and the pool scored once (in
+    `base`'s run, or here), shared by every budget's run. `replay_of(budget)`: the training sequence a `replay` arm
+    trains on at that budget (another learner's recording). Returns the base run and budget -> policy -> arm, with
+    the replay read again with its recording shared by each N of method/ledger.SHARED."""
+    base = base or budget_params(params, seed, params.bench.budgets[0], folder, model, steps)
+    reference_stage(base)  # paid once per seed, charged in full to every budget's run
+    score_stage(base)
+    by_budget = {}
+    for budget in params.bench.budgets:
+        run = budget_params(params, seed, budget, folder, model, steps)
+        if replay_of is not None:
+            policies = (*run.train.policies, "replay")
+            run = run.model_copy(
+                update={"train": run.train.model_copy(update={"policies": policies, "replay": replay_of(budget)})}
+            )
+        if Paths.of(run).artifacts != Paths.of(base).artifacts:
+            share_reference(base, run)
+        for policy in arm_order(run):
+            log.info(
+                "bench %s %s: seed %d, %s, budget %gx (%d steps), %s",
+                params.objective,
+                folder,
+                seed,
+                run.train.model,
+                budget,
+                run.train.steps,
+                policy,
+            )
+            train_stage(run, policy)
+        summary = summary_stage(run, write_report=False)
+        metric = summary["curve_metric"].split("_", 1)[1]
+        arms = {p: _arm(run, summary, p, metric) for p in run.train.policies}
+        if EARLY in arms.get("curated_only", {}):
+            arms[EARLY] = arms["curated_only"].pop(EARLY)
+        if "replay" in arms:
+            for n in SHARED[1:]:
+                arms[replay_shared(n)] = _arm(run, summary, "replay", metric, users=n)
+        sizes = {
+            "learner_forward_flops": next(iter(summary["ledger"]["policies"].values()))["learner_forward_flops_per_example"],
+            "scorer_forward_flops": summary["reference"]["forward_flops_per_example"],
+            "num_classes": num_classes(run),
+            "image_size": run.data.image_size,
+        }
+        by_budget[budget] = {**arms, "_window": summary["target_window"], "_metric": metric, "_sizes": sizes}
+    return base, by_budget
+
+
+def arms_of(params: Params, replays: bool = False) -> tuple[str, ...]:
+    """The arms a budgets run reads: bench.policies, curated_only early-stopped beside curated_only, and a replay
+    read at each N of method/ledger.SHARED."""
+    early = (EARLY,) if "curated_only" in params.bench.policies else ()
+    replay = ("replay", *(replay_shared(n) for n in SHARED[1:])) if replays else ()
+    return (*params.bench.policies, *early, *replay)
+
+
 def run(params: Params) -> dict:
     seeds = list(range(params.seed, params.seed + params.bench.seeds))
-    runs: dict[int, dict[float, dict]] = {}  # seed -> budget -> policy -> arm
-    metric = None
-    for seed in seeds:
-        base = budget_params(params, seed, params.bench.budgets[0])
-        reference_stage(base)  # paid once per seed, charged in full to every budget's run
-        score_stage(base)
-        for budget in params.bench.budgets:
-            run = budget_params(params, seed, budget)
-            if budget != params.bench.budgets[0]:
-                share_reference(base, run)
-            for policy in run.train.policies:
-                log.info(
-                    "bench %s budgets: seed %d, budget %gx (%d steps), %s",
-                    params.objective,
-                    seed,
-                    budget,
-                    run.train.steps,
-                    policy,
-                )
-                train_stage(run, policy)
-            summary = summary_stage(run, write_report=False)
-            metric = summary["curve_metric"].split("_", 1)[1]
-            arms = {p: _arm(run, summary, p, metric) for p in run.train.policies}
-            if EARLY in arms.get("curated_only", {}):
-                arms[EARLY] = arms["curated_only"].pop(EARLY)
-            runs.setdefault(seed, {})[budget] = arms
-            runs[seed][budget]["_window"] = summary["target_window"]
-    arms = (*params.bench.policies, *((EARLY,) if "curated_only" in params.bench.policies else ()))
-    result = summarise(runs, params.bench.budgets, arms)
+    runs = {seed: train_seed(params, seed)[1] for seed in seeds}  # seed -> budget -> policy -> arm
+    metric = runs[seeds[0]][params.bench.budgets[0]]["_metric"]
+    result = summarise(runs, params.bench.budgets, arms_of(params))
     result.update(
         study="budgets",
         objective=params.objective,

@@ -1,0 +1,56 @@
+"""`winnow bench --study ladder`: each learner under the budgets protocol against baselines of its own, with the
+scorers fixed; the first learner's learnability sequence replayed on the larger ones, charged its recording's
+selection at N = 1, 3 and 10 sharers; the projection fitted to what was measured."""
+
+import json
+
+import pandas as pd
+
+from winnow.config import load_params
+from winnow.stages.paths import Paths
+
+SETS = [
+    "bench.seeds=2",
+    "bench.budgets=[0.5,1.0]",
+    "bench.policies=[uniform,curated_only,learnability]",
+    "train.steps=20",
+    "bench.ladder=[cnn-nano,cnn-tiny]",
+    "bench.learner_steps={cnn-tiny: 16}",
+]
+
+
+def test_the_ladder_replays_the_first_learners_sequence_on_the_larger_ones_and_projects_where_selection_pays(
+    prefect_server, tiny
+):
+    from winnow.cli import main
+    from winnow.studies import ladder
+
+    assert main(["bench", "--study", "ladder", "--params", str(tiny), *[a for s in SETS for a in ("--set", s)]]) == 0
+    params = load_params(tiny, SETS)
+    result = json.loads(Paths.of(params).study_json("ladder").read_text())
+    small, large = result["rows"]
+    assert (small["learner"], large["learner"]) == ("cnn-nano", "cnn-tiny") and result["recorded_by"] == "cnn-nano"
+    assert small["learner_forward_flops"] < large["learner_forward_flops"]
+    assert small["scorer_flops_over_learner"] > large["scorer_flops_over_learner"]  # the scorers are fixed
+    assert "replay" not in small["verdicts"]  # the recording learner replays nothing
+    assert {"learnability", "replay", "replay_shared_3", "replay_shared_10"} <= set(large["verdicts"])
+    for seed in (0, 1):
+        for budget, steps in ((0.5, 8), (1.0, 16)):  # cnn-tiny's own steps, scaled by each budget
+            run = ladder.learner_params(params, seed, budget, "cnn-tiny")
+            record = json.loads(Paths.of(run).train_record("replay").read_text())
+            recorded = ladder.recording(params, seed, "cnn-nano", budget)
+            assert record["steps"] == steps and record["replay_of"] == recorded
+            kept = pd.read_parquet(recorded)
+            assert kept["step"].max() + 1 >= steps  # the recording holds every step the replay trains
+    # the replay read again with its selection shared: never dearer, seed by seed, where it reached the target
+    at = {arm: large["per_seed"][s]["arms"][arm]["flops_to_target"]["budget, sustained"] for s in ("0", "1")
+          for arm in ("replay", "replay_shared_10")}  # fmt: skip
+    if at["replay"] is not None and at["replay_shared_10"] is not None:
+        assert at["replay_shared_10"] <= at["replay"]
+    proj = result["projection"]
+    assert proj["label"] == "a projection from measured points, not a measurement"
+    assert proj["paper_learner"] == "vit-b" and proj["paper_learner_forward_flops"] > large["learner_forward_flops"]
+    assert [r["learner"] for r in proj["replay"]] == ["cnn-tiny"]
+    page = Paths.of(params).study_report("ladder").read_text()
+    assert "uv run winnow bench --study ladder" in page and "**Projection** (a projection from measured points" in page
+    assert "| cnn-nano |" in page and "## cnn-tiny (16 steps at 1x)" in page
