@@ -5,6 +5,7 @@ selection at N = 1, 3 and 10 sharers; the projection fitted to what was measured
 import json
 
 import pandas as pd
+import pytest
 
 from winnow.config import load_params
 from winnow.stages.paths import Paths
@@ -19,6 +20,7 @@ SETS = [
 ]
 
 
+@pytest.mark.e2e  # through the CLI, with Prefect: the full tier
 def test_the_ladder_replays_the_first_learners_sequence_on_the_larger_ones_and_projects_where_selection_pays(
     prefect_server, tiny
 ):
