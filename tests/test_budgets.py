@@ -117,3 +117,10 @@ def test_the_kept_class_mix_is_summarised_per_budget_as_an_effective_number_of_c
         1.0
     )
     assert effective["curated_only"]["1"]["mean"] is None  # no class mix recorded: none claimed
+
+
+def test_the_page_says_what_a_run_cut_from_the_protocol():
+    from winnow.reports.budgets import cut_line
+
+    result = budgets.summarise(_runs([_seed(_arm([0.61, 0.62, 0.63], [11, 22, 44]))]), BUDGETS, tuple(_seed({})))
+    assert cut_line(result) == "Cut from the protocol: 1 seed, not 5; arms not run: balanced, curated_mix, learnability_mix."

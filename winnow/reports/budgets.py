@@ -42,6 +42,23 @@ def _data_line(result: dict) -> str:
     return "Every seed shares one dataset (bench.data_seeds off): the intervals cover training noise only."
 
 
+PROTOCOL_SEEDS = 5
+# what issue 42's bench asks for: the baselines a reviewer asks for and learnability with and without the curated share
+PROTOCOL_ARMS = ("uniform", "balanced", "curated_only", "curated_mix", "learnability", "learnability_mix")
+
+
+def cut_line(result: dict) -> str:
+    """What this run left out of the protocol (fewer seeds, arms not run), said on its page."""
+    cuts = []
+    if len(result["seeds"]) < PROTOCOL_SEEDS:
+        n = len(result["seeds"])
+        cuts.append(f"{n} seed{'s' if n > 1 else ''}, not {PROTOCOL_SEEDS}")
+    missing = [a for a in PROTOCOL_ARMS if a not in result["final_val"]]
+    if missing:
+        cuts.append("arms not run: " + ", ".join(missing))
+    return "Cut from the protocol: " + "; ".join(cuts) + "." if cuts else "Nothing cut from the protocol."
+
+
 def write_report(result: dict, paths: Paths) -> None:
     """The study's page: the rule, fixed in advance; the verdicts; each reading beside it; the final metrics by budget."""
     budgets = ", ".join(f"{b:g}x" for b in result["budgets"])
@@ -54,6 +71,8 @@ def write_report(result: dict, paths: Paths) -> None:
         f"the fewest FLOPs to the target over seeds. Reading, fixed before the runs: **{result['fixed_reading']}** "
         "(studies/budgets.py); "
         "the others are printed under it, and a verdict that flips among them is *undecided*. " + _data_line(result),
+        "",
+        cut_line(result),
         "",
         table(result),
         "",
