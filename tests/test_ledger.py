@@ -10,6 +10,7 @@ from winnow.method.ledger import (
     flop_ratios,
     forward_flops_per_example,
     policy_costs,
+    shared_over_best,
     time_ratios,
 )
 from winnow.method.stopping import at
@@ -59,6 +60,18 @@ def test_flop_ratios_count_the_reference_in_full_or_amortised():
     assert ratios["flop_ratio_full"] == pytest.approx((150 + 40 * 5) / 300)
     assert ratios["flop_ratio_amortised"] == pytest.approx((15 + 40 * 5) / 300)
     assert flop_ratios(learn, None, uniform, 100, 10)["flop_ratio_full"] is None  # never reached: no ratio, not a number
+
+
+def test_the_reference_paid_once_for_n_learners_is_read_from_the_committed_ratios_as_the_ledger_would_charge_it():
+    uniform, best = Costs(0.0, 0.0, 0.0, 0.0, 3.0), Costs(0.0, 0.0, 0.0, 0.0, 3.0)  # baselines read no reference
+    learn = Costs(100.0, 50.0, 1.0, 1.0, 3.0)
+    ratios = flop_ratios(learn, steps_to_target=40, uniform=uniform, uniform_steps=100, amortise_over=10)
+    vs_best = learn.at_step(40) / best.at_step(60)
+    for n in (1, 3, 10):
+        direct = learn.at_step(40, amortise_over=n) / best.at_step(60)  # the one-off split over n learners
+        got = shared_over_best(vs_best, ratios["flop_ratio_full"], ratios["flop_ratio_amortised"], 10, n)
+        assert got == pytest.approx(direct)
+    assert shared_over_best(None, None, None, 10, 3) is None  # never reached: none
 
 
 def test_time_ratios_count_the_seconds_to_the_target_with_the_one_off_in_full_or_amortised():

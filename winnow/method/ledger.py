@@ -47,6 +47,19 @@ def forward_flops_per_example(model: nn.Module, loss_fn: Callable, images: torch
 SHARED = (1, 3, 10)
 
 
+def shared_over_best(vs_best: float | None, full: float | None, amortised: float | None, amortise_over: int, n: int):
+    """An arm's FLOPs to the target over the best baseline's with its reference's one-off cost paid once for n
+    learners, from one run's committed ratios: `vs_best` (over the best baseline, the one-off in full), `full` and
+    `amortised` (over uniform's, the one-off in full and split over `amortise_over` runs). The baselines read no
+    reference, so only the arm's FLOPs move: its one-off share of them is (full - amortised) / (full (1 - 1/A))."""
+    if vs_best is None or full is None or amortised is None:
+        return None
+    if amortise_over == 1:
+        raise ValueError("amortise_over = 1 splits nothing: the one-off share cannot be read from the ratios")
+    one_off_share = (full - amortised) / (full * (1 - 1 / amortise_over))
+    return vs_best * (1 - one_off_share * (1 - 1 / n))
+
+
 @dataclass(frozen=True)
 class Costs:
     """FLOPs of each line of the ledger for one policy's run."""

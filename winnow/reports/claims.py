@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from winnow.method.ledger import SHARED, shared_over_best
 from winnow.method.policies import BASELINES
 from winnow.reports.tables import ratio
+from winnow.studies.runs import spread
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ def read(claim: Claim, result: dict) -> dict:
         seconds = against["time_ratio"]
         best = result["verdict"]["best_baseline"]
         tried = [p for p in result["policies"] if p in BASELINES]
+        mine = result["policies"][claim.arm]
+        per_seed = zip(flops["values"], mine["flop_ratio_full"]["values"], mine["flop_ratio_amortised"]["values"])
     else:  # a levers study
         rows = {r["lever"]: r for r in result["rows"]}
         if claim.arm not in rows:
@@ -81,8 +85,16 @@ def read(claim: Claim, result: dict) -> dict:
         steps, flops, final = row["step_ratio_vs_best"], row["flop_ratio_vs_best"], row["final_over_best"]
         seconds = row["time_ratio_vs_best"]
         best, tried = result["best_baseline"], result["baselines"]
+        runs = sorted((r for r in result["runs"] if r["lever"] == claim.arm), key=lambda r: r["seed"])
+        per_seed = [(r["flop_ratio_vs_best"], r["flop_ratio_full"], r["flop_ratio_amortised"]) for r in runs]
     tried = [p for p in BASELINES if p in tried]  # the registry's order
+    per_seed = list(per_seed)
+    shared = {  # the reference and its scores paid once for n learners (method/ledger.SHARED)
+        n: spread([shared_over_best(*values, result["amortise_over"], n) for values in per_seed], log=True)
+        for n in SHARED[1:]
+    }
     return {
+        "shared": shared,
         "seeds": len(result["seeds"]),
         "best": best,
         "tried": tried,
@@ -218,8 +230,9 @@ def short_table(results: dict[str, dict]) -> str:
     """The README's table: one short row per setting (the full one is docs/results.md's). The FLOPs are to uniform's
     target (these benches' target), over the best baseline's FLOPs to the same target."""
     lines = [
-        "| setting | selection | seeds | FLOPs to uniform's target, x best baseline's | saves compute? |",
-        "|---|---|---|---|---|",
+        "| setting | selection | seeds | FLOPs to uniform's target, x best baseline's | the same, the reference paid once "
+        f"for {' / '.join(map(str, SHARED[1:]))} learners | saves compute? |",
+        "|---|---|---|---|---|---|",
     ]
     for claim in CLAIMS:
         result = results[claim.source]
@@ -230,11 +243,12 @@ def short_table(results: dict[str, dict]) -> str:
             verdict = (
                 f"yes at {len(paying)} of {len(result['rows'])} points" if paying else f"no: 0 of {len(result['rows'])} points"
             )
-            lines.append(f"| {link} | {claim.selection} | {len(result['seeds'])} per point | {flops} | {verdict} |")
+            lines.append(f"| {link} | {claim.selection} | {len(result['seeds'])} per point | {flops} | - | {verdict} |")
             continue
         got = read(claim, result)
         verdict = "**yes**" if pays(got["flops"], got["final"]) else _why_not(got["flops"], got["final"])
-        lines.append(f"| {link} | {claim.selection} | {got['seeds']} | {ratio(got['flops'])} | {verdict} |")
+        shared = " / ".join(ratio(got["shared"][n]) for n in SHARED[1:])
+        lines.append(f"| {link} | {claim.selection} | {got['seeds']} | {ratio(got['flops'])} | {shared} | {verdict} |")
     return "\n".join(lines)
 
 
