@@ -56,3 +56,16 @@ def test_the_ladder_replays_the_first_learners_sequence_on_the_larger_ones_and_p
     page = Paths.of(params).study_report("ladder").read_text()
     assert "uv run winnow bench --study ladder" in page and "**Projection** (a projection from measured points" in page
     assert "| cnn-nano |" in page and "## cnn-tiny (16 steps at 1x)" in page
+
+
+def test_a_ladder_that_would_fail_hours_in_is_refused_before_any_run_naming_the_key(tiny):
+    from winnow.errors import ConfigError
+    from winnow.studies import ladder
+
+    longer = load_params(tiny, [*SETS, "bench.learner_steps={cnn-nano: 10, cnn-tiny: 16}"])
+    with pytest.raises(ConfigError, match=r"bench.learner_steps.cnn-tiny: 16 steps, and cnn-nano's recorded sequence holds 10"):
+        ladder.run(longer)
+    small_buffer = load_params(tiny, [*SETS, "train.shuffle_buffer=100"])
+    with pytest.raises(ConfigError, match="'replay' draws any row of the pool"):
+        ladder.run(small_buffer)
+    assert not list((tiny.parent / "artifacts").rglob("*.pt"))  # nothing trained

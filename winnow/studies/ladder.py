@@ -21,10 +21,13 @@ import functools
 import logging
 
 from winnow.config import Params
+from winnow.errors import ConfigError
 from winnow.files import write_json
 from winnow.reports.ladder import table as ladder_table
 from winnow.reports.ladder import write_report
+from winnow.stages.data import data_stage
 from winnow.stages.paths import Paths
+from winnow.stages.train import check_replay
 from winnow.studies import budgets, projection
 
 log = logging.getLogger("winnow")
@@ -47,10 +50,29 @@ def recording(params: Params, seed: int, recorder: str, budget: float) -> str:
     return str(Paths.of(learner_params(params, seed, budget, recorder)).sequence(RECORDED))
 
 
+def refuse_what_would_fail_later(params: Params) -> None:
+    """Before any run: a replay trains at most the steps its recording holds, and holds the pool in memory; each is
+    refused here, naming the key, not hours in."""
+    learners = params.bench.ladder
+    recorded = params.bench.learner_steps.get(learners[0], params.train.steps)
+    for learner in learners[1:]:
+        steps = params.bench.learner_steps.get(learner, params.train.steps)
+        if steps > recorded:
+            raise ConfigError(
+                f"bench.learner_steps.{learner}: {steps} steps, and {learners[0]}'s recorded sequence holds {recorded}; "
+                f"a replay trains at most the steps it replays"
+            )
+    first = learner_params(params, params.seed, params.bench.budgets[0], learners[1])
+    data_stage(first)  # the pool a replay would hold (generated here when it is the built-in one)
+    check_replay(first.model_copy(update={"train": first.train.model_copy(update={"policies": ("replay",)})}))
+
+
 def run(params: Params) -> dict:
     learners = params.bench.ladder
     seeds = list(range(params.seed, params.seed + params.bench.seeds))
     replays = RECORDED in params.bench.policies and len(learners) > 1
+    if replays:
+        refuse_what_would_fail_later(params)
     runs: dict[str, dict[int, dict]] = {learner: {} for learner in learners}  # learner -> seed -> budget -> arms
     for seed in seeds:
         base = None
