@@ -90,8 +90,7 @@ def read(claim: Claim, result: dict) -> dict:
     tried = [p for p in BASELINES if p in tried]  # the registry's order
     per_seed = list(per_seed)
     shared = {  # the reference and its scores paid once for n learners (method/ledger.SHARED)
-        n: spread([shared_over_best(*values, result["amortise_over"], n) for values in per_seed], log=True)
-        for n in SHARED[1:]
+        n: spread([shared_over_best(*values, result["amortise_over"], n) for values in per_seed], log=True) for n in SHARED[1:]
     }
     return {
         "shared": shared,
