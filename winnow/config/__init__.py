@@ -118,6 +118,11 @@ class Params(Section):
                     )
         return self
 
+    @property
+    def ladder(self) -> tuple[str, ...]:
+        """--study ladder's learners: bench.ladder, or the objective's (small to large, one family)."""
+        return self.bench.ladder or _objective(self.objective).ladder
+
     def regime(self, name: str) -> "Params":
         """The params point `name` of bench.regimes makes (validated as --set would); one that does not fit is a
         ConfigError naming it. A point that changes the data gets a dataset of its own, <data.name>-<name>."""
@@ -165,7 +170,7 @@ class Params(Section):
         models += [("train.actor", self.train.actor)] if self.train.actor != "learner" else []
         models += [(f"bench.scorers[{i}]", m) for i, m in enumerate(self.bench.scorers)]
         models += [(f"bench.learners[{i}]", m) for i, m in enumerate(self.bench.learners)]
-        models += [(f"bench.ladder[{i}]", m) for i, m in enumerate(self.bench.ladder)]
+        models += [(f"bench.ladder[{i}]", m) for i, m in enumerate(self.bench.ladder or ())]
         models += [("bench.transfer_learner", self.bench.transfer_learner)] if self.bench.transfer_learner else []
         for key, model in models:
             if model not in objective.models:
@@ -175,12 +180,15 @@ class Params(Section):
                     f"(set per-objective models under objectives.{self.objective})"
                 )
         for key, model in models[2:]:  # every scorer reads the learner's targets
-            for other in (self.train.model, *self.bench.learners, *self.bench.ladder):
+            for other in (self.train.model, *self.bench.learners, *self.ladder):
                 if not objective.shares_targets(model, other):
                     raise ValueError(
                         f"{key}: {model!r} reads the targets differently from the learner {other!r} "
                         "(another caption tokeniser); the actor scores the learner's batches, so choose one that shares it"
                     )
+        for learner in self.bench.learner_steps:
+            if learner not in self.ladder:
+                raise ValueError(f"bench.learner_steps.{learner}: not a learner of the ladder {list(self.ladder)}")
         if self.train.refresh_reference and not objective.shares_targets(self.reference.model, self.train.model):
             raise ValueError(
                 f"train.refresh_reference: the reference {self.reference.model!r} reads the targets differently from the "
@@ -228,7 +236,6 @@ DEFAULT_OBJECTIVES = {
         "bench": {
             "scorers": ["clip-pico", "clip-nano", "clip-tiny"],
             "learners": ["clip-nano", "clip-tiny", "clip-small"],
-            "ladder": ["clip-nano", "clip-tiny", "clip-small"],
             "peer_rule": "clip_score",
             "transfer_learner": "clip-small",
             "regimes": {

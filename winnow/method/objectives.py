@@ -37,6 +37,7 @@ class Objective:
     models: tuple[str, ...]  # model names it can build (params are checked against them)
     loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # per-example losses (N,)
     joint: bool = False  # an example's loss depends on the rest of its batch (contrastive): JEST selection applies
+    ladder: tuple[str, ...] = ()  # --study ladder's learners where bench.ladder is unset: small to large, one family
 
     def build_model(self, name: str, num_classes: int, image_size: int) -> nn.Module:
         raise NotImplementedError
@@ -150,7 +151,15 @@ class Contrastive(Objective):
 OBJECTIVES: dict[str, Objective] = {
     o.name: o
     for o in (
-        Classification("classification", "accuracy", "noisy_label", "test_accuracy", tuple(CLASSIFIERS), per_example_loss),
+        Classification(
+            "classification",
+            "accuracy",
+            "noisy_label",
+            "test_accuracy",
+            tuple(CLASSIFIERS),
+            per_example_loss,
+            ladder=("cnn-small", "cnn-medium", "cnn-base"),
+        ),
         Contrastive(
             "contrastive",
             "zero_shot_accuracy",
@@ -159,6 +168,7 @@ OBJECTIVES: dict[str, Objective] = {
             tuple(CLIPS),
             per_example_contrastive,
             joint=True,
+            ladder=("clip-nano", "clip-tiny", "clip-small"),
         ),
     )
 }

@@ -46,6 +46,7 @@ from winnow.reports.system_figures import (
     stage_startup,
     step_time,
 )
+from winnow.reports.tables import study_table
 
 REPO = Path(__file__).resolve().parents[2]
 PAGES = ("README.md", "docs")  # where blocks may live: README.md, every docs/*.md and docs/studies/*.md
@@ -114,6 +115,8 @@ FIGURES: dict[str, Figure] = {
     "compile-step": Figure("metrics/synthetic/bench/compile_step.json", compile_step),
     "host-memory": Figure("metrics/synthetic/bench/host_memory.json", host_memory),
     "levers-mnist-2pct-5-seeds": Figure("metrics/mnist-2pct/bench/classification-levers-anneal-floor-5-seeds.json", levers),
+    "scorers-synthetic": Figure("metrics/synthetic/bench/classification-scorers.json", study_table),
+    "learners-synthetic": Figure("metrics/synthetic/bench/classification-learners.json", study_table),
     "pool-pretraining": Figure("metrics/synthetic/bench/classification-pool-pretraining.json", pool_figure),
     "pool-pretraining-4x": Figure("metrics/synthetic/bench/classification-pool-pretraining-4x.json", pool_figure),
 }

@@ -3,11 +3,12 @@
 kept, replayed on each larger one (selection paid once).
 
 Per seed, the reference (reference.model) is trained and the pool scored once, shared by every learner and budget:
-the scorers are fixed. Each learner of bench.ladder runs every arm of bench.policies at every budget of
-bench.budgets, its schedule ending there; a learner of `bench.learner_steps` runs that many steps at budget 1 (fewer
-steps for the big learners where time is short). Each learner after the first also runs `replay`: the sequence its
-first learner's learnability run kept at the same seed and budget (docs/replay.md), charged the recording's selection
-in full (N = 1) and read again with it shared by 3 and 10 learners (method/ledger.SHARED).
+the scorers are fixed. Each learner of the ladder (bench.ladder, or the objective's: Params.ladder) runs every arm
+of bench.policies at every budget of bench.budgets, its schedule ending there; a learner of `bench.learner_steps`
+runs that many steps at budget 1 (fewer steps for the big learners where time is short). Each learner after the
+first also runs `replay`: the sequence its first learner's learnability run kept at the same seed and budget
+(docs/replay.md), charged the recording's selection in full (N = 1) and read again with it shared by 3 and 10
+learners (method/ledger.SHARED).
 
 Every learner's readings and verdicts are the budgets study's, fixed before any run is read: uniform's plateau at
 the largest budget as the target, the baseline with the fewest FLOPs over seeds as the comparator, every other
@@ -53,7 +54,7 @@ def recording(params: Params, seed: int, recorder: str, budget: float) -> str:
 def refuse_what_would_fail_later(params: Params) -> None:
     """Before any run: a replay trains at most the steps its recording holds, and holds the pool in memory; each is
     refused here, naming the key, not hours in."""
-    learners = params.bench.ladder
+    learners = params.ladder
     recorded = params.bench.learner_steps.get(learners[0], params.train.steps)
     for learner in learners[1:]:
         steps = params.bench.learner_steps.get(learner, params.train.steps)
@@ -68,7 +69,7 @@ def refuse_what_would_fail_later(params: Params) -> None:
 
 
 def run(params: Params) -> dict:
-    learners = params.bench.ladder
+    learners = params.ladder
     seeds = list(range(params.seed, params.seed + params.bench.seeds))
     replays = RECORDED in params.bench.policies and len(learners) > 1
     if replays:
@@ -94,7 +95,7 @@ def summarise(params: Params, runs: dict, replays: bool) -> dict:
     """Each learner's budgets summary (its own comparator and verdicts), its size against the scorers', and the
     projection fitted to them."""
     rows = []
-    for i, learner in enumerate(params.bench.ladder):
+    for i, learner in enumerate(params.ladder):
         arms = budgets.arms_of(params, replays=replays and i > 0)
         summary = budgets.summarise(runs[learner], params.bench.budgets, arms)
         first = next(iter(runs[learner].values()))[params.bench.budgets[0]]
@@ -116,7 +117,7 @@ def summarise(params: Params, runs: dict, replays: bool) -> dict:
         "data": params.data.root,
         "reference": params.reference.model,
         "actor": params.train.actor,
-        "recorded_by": params.bench.ladder[0] if replays else None,
+        "recorded_by": params.ladder[0] if replays else None,
         "budgets": list(params.bench.budgets),
         "base_steps": params.train.steps,
         "seeds": list(next(iter(runs.values()))),
