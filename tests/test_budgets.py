@@ -124,3 +124,13 @@ def test_the_page_says_what_a_run_cut_from_the_protocol():
 
     result = budgets.summarise(_runs([_seed(_arm([0.61, 0.62, 0.63], [11, 22, 44]))]), BUDGETS, tuple(_seed({})))
     assert cut_line(result) == "Cut from the protocol: 1 seed, not 5; arms not run: balanced, curated_mix, learnability_mix."
+
+
+def test_a_replay_shared_by_n_learners_pays_its_recordings_selection_over_n_and_nothing_else_moves():
+    from winnow.method.ledger import Costs
+
+    replay = Costs(0.0, 0.0, 0.0, 0.0, 3.0, replayed_one_off=100.0, replayed_selection_per_step=2.0)
+    shared = budgets.shared_by(replay, 10)
+    assert shared.replayed_one_off == 10.0 and shared.replayed_selection_per_step == 0.2
+    assert shared.learner_training_per_step == 3.0 and shared.at_step(10) == pytest.approx(10 + 10 * 3.2)
+    assert budgets.shared_by(replay, 1) is replay

@@ -110,7 +110,7 @@ def test_the_regime_map_is_measured_and_advise_places_new_data_on_it_through_the
     said = capsys.readouterr().out
     assert "nearest point on the map: as-configured" in said  # the default data is the map's own first point
     line = next(s for s in said.splitlines() if s.startswith("projection from the ladder"))
-    assert "a projection from measured points, not a measurement" in line and "below 1 where scorer / learner < 0.3" in line
+    assert "a projection from measured points, not a measurement" in line and "below 1 where x < 0.3" in line
     advice = json.loads((paths.metrics_root / "data" / "advise-classification.json").read_text())
     assert advice["nearest"]["distance"] < 0.5 and advice["selection_should_pay"] == result["rows"][0]["pays"]
 
@@ -137,7 +137,8 @@ def test_a_regime_that_changes_imported_data_is_refused_naming_the_point(prefect
 
 
 def _ladder_with_a_line(a: float, b: float) -> dict:
-    """A ladder result whose learnability ratios lie on a + b x, as `winnow bench --study ladder` writes it."""
+    """A ladder result whose learnability ratios lie on a + b x, seed by seed, as `winnow bench --study ladder`
+    writes it."""
     from winnow.studies import projection
     from winnow.studies.budgets import FIXED
 
@@ -146,5 +147,15 @@ def _ladder_with_a_line(a: float, b: float) -> dict:
         values = [a + b * x + e for e in (-0.01, 0.0, 0.01)]
         ratio = {"values": values, "mean": None, "low": None, "high": None, "reached": 3, "runs": 3}
         verdicts = {"learnability": {"readings": {FIXED: {"flop_ratio": ratio}}}}
-        rows.append({"learner": learner, "scorer_flops_over_learner": x, "scorer_forward_flops": 1.6e6, "verdicts": verdicts})
-    return {"data": "data/synthetic", "rows": rows, "projection": {"online": projection.online(rows, 1e9), "replay": []}}
+        rows.append(
+            {
+                "learner": learner,
+                "selection_over_learner": x,
+                "scorer_flops_over_learner": x,
+                "learner_forward_flops": 1e6 / x,
+                "learner_step_flops": 3e6 / x,
+                "steps": 1500,
+                "verdicts": verdicts,
+            }
+        )
+    return {"data": "data/synthetic", "rows": rows, "projection": {"online": projection.online(rows, 0.01), "replay": []}}

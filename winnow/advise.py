@@ -135,14 +135,22 @@ def _projection_line(p: dict) -> str:
     if online is None:
         parts = ["no line fitted for learnability"]
     else:
-        span = f"{min(online['measured_x']):.3f}-{max(online['measured_x']):.3f}"
+        r, (low, high) = online["ratio"], online["measured_x"]
+        interval = f" [{r['low']:.2f}, {r['high']:.2f}]" if r["low"] is not None else ""
         parts = [
-            f"learnability at scorer / learner {p['x']:.3f} (measured at {span}): {online['ratio']:.2f}x the comparator's "
-            f"FLOPs [{online['low']:.2f}, {online['high']:.2f}]"
+            f"learnability at x = {online['x']:.4f} (selection / learner FLOPs a step; measured at {low:.4f}-{high:.4f}): "
+            f"{r['mean']:.2f}x the comparator's FLOPs{interval}"
         ]
         cross = online["crosses_1_at_x"]
-        parts.append("below 1 nowhere" if cross is None else f"below 1 where scorer / learner < {cross:.4f}")
+        if cross is not None:
+            parts.append(f"below 1 where x < {cross['mean']:.4f}")
+        else:
+            kinds = sorted({c if isinstance(c, str) else "crosses" for c in online["crossings"]})
+            parts.append(f"no crossing over every seed ({', '.join(kinds)})")
     for r in p["replay"]:
-        n = r["reuses"]["mean"]
-        parts.append(f"a replay on {r['learner']} " + ("never pays" if n is None else f"pays from {n:.1f} reuses"))
+        n = r["reuses"]
+        if n is not None:
+            parts.append(f"a replay on {r['learner']} pays from {n['mean']:.1f} reuses ({n['reached']}/{n['runs']} seeds)")
+        else:
+            parts.append(f"a replay on {r['learner']} does not pay in every seed")
     return head + "; ".join(parts)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from winnow.files import write_text
+from winnow.method.ledger import SHARED
 from winnow.reports.budgets import interval, signed
 from winnow.reports.budgets import table as budgets_table
 from winnow.stages.paths import Paths
 
-SHARERS = (("replay", 1), ("replay_shared_3", 3), ("replay_shared_10", 10))
+# the replay charged at N = 1, and the same run charged as if N learners shared its recording (method/ledger.SHARED)
+SHARERS = (("replay", 1), *((f"replay_shared_{n}", n) for n in SHARED[1:]))
 
 
 def _cell(row: dict, arm: str) -> str:
@@ -21,16 +23,17 @@ def _cell(row: dict, arm: str) -> str:
 def table(result: dict) -> str:
     """One row per learner: its size against the scorers', its comparator, learnability's and the replay's FLOPs to
     uniform's target against the comparator's (fixed reading) with verdicts, and the final metric against it."""
+    shared = " | ".join(f"replay charged as if {n} learners shared it" for _, n in SHARERS[1:])
     lines = [
-        "| learner | forward MFLOPs | scorer / learner FLOPs | comparator | learnability, x comparator | final val minus "
-        "comparator's | replay (N = 1) | replay, N = 3 | replay, N = 10 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| learner | forward MFLOPs | selection / learner FLOPs a step | comparator | learnability, x comparator | final "
+        f"val minus comparator's | replay (N = 1) | {shared} |",
+        "|---|---|---|---|---|---|---|" + "---|" * (len(SHARERS) - 1),
     ]
     for row in result["rows"]:
         learn = row["verdicts"].get("learnability")
         gap = signed(learn["readings"][learn["fixed_reading"]]["final_val_minus_comparator"]) if learn else "-"
         lines.append(
-            f"| {row['learner']} | {row['learner_forward_flops'] / 1e6:.1f} | {row['scorer_flops_over_learner']:.3f} | "
+            f"| {row['learner']} | {row['learner_forward_flops'] / 1e6:.1f} | {row['selection_over_learner']:.3f} | "
             f"{row['comparator']} | {_cell(row, 'learnability')} | {gap} | "
             + " | ".join(_cell(row, arm) for arm, _ in SHARERS)
             + " |"
@@ -38,25 +41,30 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _x(v: float | None) -> str:
-    return "never on the grid" if v is None else f"{v:.4f}"
+def _spread(s: dict | None, fmt: str = ".2f") -> str:
+    if s is None or s["mean"] is None:
+        return "-"
+    if s["low"] is None:
+        return f"{s['mean']:{fmt}} (1 seed)"
+    return f"{s['mean']:{fmt}} [{s['low']:{fmt}}, {s['high']:{fmt}}]"
 
 
 def _crossing_line(online: dict) -> str:
-    """Where the fitted ratio crosses 1, as a learner's forward FLOPs, with the band's edges' crossings around it."""
-    fit, cross = online["fit"], online["crosses_1_at_learner_flops"]
-    if fit["b"] <= 0:
-        return "the ratio does not fall as the learner grows here: no crossing is projected"
-    if fit["a"] >= 1:
-        return f"no learner size is projected below 1: the line's value for an unbounded learner is a = {fit['a']:.3f}"
-
-    def mflops(v):
-        return "-" if v is None else f"{v / 1e6:,.1f}"
-
-    edges = f"[{mflops(cross['band_low_edge'])}, {mflops(cross['band_high_edge'])}]"
+    """Where the fitted line crosses 1, seed by seed and over seeds, in x and as a learner's training step."""
+    if not online["slope_distinguishable"]:
+        return (
+            f"the slope b = {_spread(online['fit']['b'], '.3f')} is not distinguishable from 0 over "
+            f"{online['seeds_fitted']} seeds: where the ratio crosses 1 is undetermined"
+        )
+    cross = online["crosses_1_at_x"]
+    if cross is None:
+        said = ", ".join(c if isinstance(c, str) else f"{c:.4f}" for c in online["crossings"])
+        return f"the line crosses 1 in some seeds only (x per seed: {said})"
+    step = online["selection_step_flops"] / cross["mean"]
     return (
-        f"crosses 1 at a learner of {mflops(cross['mean'])} forward MFLOPs {edges} (where the band's edges cross 1; "
-        "-: not on the grid of scorer / learner 1e-6 to 10): larger learners are projected below 1, smaller ones above"
+        f"the line crosses 1 at x = {_spread(cross, '.4f')}: below it, a learner whose training step is above "
+        f"{step / 1e6:,.0f} MFLOPs (the selection's {online['selection_step_flops'] / 1e6:,.1f} MFLOPs a step over x), "
+        f"is projected to save; measured x {online['measured_x'][0]:.4f}-{online['measured_x'][1]:.4f}"
     )
 
 
@@ -67,26 +75,38 @@ def projection_lines(result: dict) -> list[str]:
     online = p["online"]
     lines = [f"**Projection** ({p['label']}, studies/projection.py):", ""]
     if online.get("fit") is None:
-        lines.append(f"- learnability: no fit ({online.get('why', 'no points')}).")
+        lines.append(f"- learnability: no fit ({online['why']}).")
     else:
         fit = online["fit"]
         lines.append(
-            f"- learnability, {online['model']}: a = {fit['a']:.3f}, b = {fit['b']:.3f}, over {fit['n']} seed-points"
+            f"- learnability, {online['model']}, fitted seed by seed over {online['seeds_fitted']} of "
+            f"{online['seeds']} seeds: a = {_spread(fit['a'], '.3f')}, b = {_spread(fit['b'], '.3f')}"
             + (f" ({online['never_reached_note']})" if online["never_reached_note"] else "")
+            + (
+                "; the learners ran different steps, so the reference's share of each ratio differs too"
+                if online["steps_differ"]
+                else ""
+            )
             + "."
         )
+        low, high = online["measured_x"]
         for name, at in online["at"].items():
-            lines.append(f"  - at {name} (scorer / learner {at['x']:.5f}): {at['ratio']:.2f} [{at['low']:.2f}, {at['high']:.2f}]")
+            far = ""
+            if at["x"] < low / 2:
+                far = f" ({low / at['x']:,.0f}x below the smallest measured x: the line assumed, not found)"
+            elif at["x"] > high * 2:
+                far = f" ({at['x'] / high:,.0f}x above the largest measured x: the line assumed, not found)"
+            lines.append(f"  - at {name} (x = {at['x']:.5f}): {_spread(at['ratio'])}{far}")
         lines.append("  - " + _crossing_line(online))
     for r in p["replay"]:
         n = r["crosses_1_at_reuses"]
-        where = (
-            "never (the replayed steps alone cost more than the comparator's)"
-            if n["mean"] is None
-            else (f"{n['mean']:.1f}" + (f" [{n['low']:.1f}, {n['high']:.1f}]" if n["low"] is not None else " (1 seed)"))
-            + f" ({n['reached']}/{n['runs']} seeds)"
-        )
-        lines.append(f"- replay on {r['learner']}, {r['model']}: below 1 from N = {where} reuses of the recording.")
+        if n is not None:
+            where = f"from N = {_spread(n, '.1f')} reuses of the recording"
+        else:
+            where = "per seed: " + ", ".join(
+                q.get("why") or (q["reuses"] if isinstance(q["reuses"], str) else f"N = {q['reuses']:.1f}") for q in r["per_seed"]
+            )
+        lines.append(f"- replay on {r['learner']}, {r['model']}: below 1 {where}.")
     return lines
 
 
@@ -101,7 +121,10 @@ def write_report(result: dict, paths: Paths) -> None:
         "with the fewest FLOPs over seeds as the comparator, each its own. "
         + (
             f"The replay trains each larger learner on the sequence {result['recorded_by']}'s learnability run kept, "
-            "charged the recording's selection in full (N = 1) and shared by 3 and 10 learners."
+            "charged the recording's selection in full (N = 1), and the same run charged again as if 3 and 10 learners "
+            "shared it. With the actor fixed (train.actor a model, trained on the kept rows), what a run keeps does not "
+            "depend on its learner: the replay measures what selection paid once saves, not whether a small learner's "
+            "choices suit a large one."
             if result["recorded_by"]
             else "No replay (one learner, or no learnability arm to record)."
         ),

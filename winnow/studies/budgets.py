@@ -142,7 +142,10 @@ def train_seed(
         if replay_of is not None:
             policies = (*run.train.policies, "replay")
             run = run.model_copy(
-                update={"train": run.train.model_copy(update={"policies": policies, "replay": replay_of(budget)})}
+                # charged at N = 1 here; the N > 1 readings divide the recording's selection again (shared_by)
+                update={
+                    "train": run.train.model_copy(update={"policies": policies, "replay": replay_of(budget), "replay_users": 1})
+                }
             )
         if Paths.of(run).artifacts != Paths.of(base).artifacts:
             share_reference(base, run)
@@ -166,9 +169,15 @@ def train_seed(
         if "replay" in arms:
             for n in SHARED[1:]:
                 arms[replay_shared(n)] = _arm(run, summary, "replay", metric, users=n)
+        ledger = summary["ledger"]["policies"]
+        selecting = ledger.get("learnability") or next(iter(ledger.values()))
+        costs = Costs.from_dict(selecting["costs"])
         sizes = {
-            "learner_forward_flops": next(iter(summary["ledger"]["policies"].values()))["learner_forward_flops_per_example"],
+            "learner_forward_flops": selecting["learner_forward_flops_per_example"],
             "scorer_forward_flops": summary["reference"]["forward_flops_per_example"],
+            # the ledger's measured lines per step: the learner's training step, and what selection adds to it
+            "learner_step_flops": costs.learner_training_per_step,
+            "selection_step_flops": costs.per_step - costs.learner_training_per_step,
             "num_classes": num_classes(run),
             "image_size": run.data.image_size,
         }

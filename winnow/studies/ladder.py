@@ -51,10 +51,19 @@ def recording(params: Params, seed: int, recorder: str, budget: float) -> str:
     return str(Paths.of(learner_params(params, seed, budget, recorder)).sequence(RECORDED))
 
 
-def refuse_what_would_fail_later(params: Params) -> None:
+def refuse_what_would_fail_later(params: Params, replays: bool = True) -> None:
     """Before any run: a replay trains at most the steps its recording holds, and holds the pool in memory; each is
     refused here, naming the key, not hours in."""
     learners = params.ladder
+    if params.train.actor == "learner":
+        raise ConfigError(
+            "train.actor: 'learner', and a replay is charged the recording's selection without the recording learner's "
+            "own steps, which chose it; the ladder's scorers are fixed: set train.actor to a model"
+        )
+    if len(set(learners)) < len(learners):
+        raise ConfigError(f"bench.ladder: {list(learners)} names a learner twice (each has one folder of runs)")
+    if not replays:
+        return
     recorded = params.bench.learner_steps.get(learners[0], params.train.steps)
     for learner in learners[1:]:
         steps = params.bench.learner_steps.get(learner, params.train.steps)
@@ -72,8 +81,7 @@ def run(params: Params) -> dict:
     learners = params.ladder
     seeds = list(range(params.seed, params.seed + params.bench.seeds))
     replays = RECORDED in params.bench.policies and len(learners) > 1
-    if replays:
-        refuse_what_would_fail_later(params)
+    refuse_what_would_fail_later(params, replays)
     runs: dict[str, dict[int, dict]] = {learner: {} for learner in learners}  # learner -> seed -> budget -> arms
     for seed in seeds:
         base = None
@@ -106,6 +114,8 @@ def summarise(params: Params, runs: dict, replays: bool) -> dict:
                 "learner_forward_flops": first["_sizes"]["learner_forward_flops"],
                 "scorer_forward_flops": first["_sizes"]["scorer_forward_flops"],
                 "scorer_flops_over_learner": first["_sizes"]["scorer_forward_flops"] / first["_sizes"]["learner_forward_flops"],
+                "learner_step_flops": first["_sizes"]["learner_step_flops"],
+                "selection_over_learner": first["_sizes"]["selection_step_flops"] / first["_sizes"]["learner_step_flops"],
                 **summary,
             }
         )

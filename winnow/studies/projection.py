@@ -1,28 +1,31 @@
-"""The projection (issue 43): where selection's FLOPs against the best baseline would cross 1, fitted to the ladder's
+"""The projection (issue 43): where selection's FLOPs against the best baseline would cross 1, from the ladder's
 measured points (studies/ladder.py). A projection from measured points, never a measurement: every figure it writes
 says so.
 
-- The online arm (learnability): its FLOPs to uniform's target over its learner's comparator's, per seed, under the
-  fixed reading, against x = the scorers' forward FLOPs over the learner's. Selection costs the actor's scoring and
-  step on top of the learner's, a share of the learner's step that falls as x does, so the ratio is fitted as a line
-  in x (least squares over every seed's point), with the 95% band of the fitted mean (Student's t, n - 2 degrees of
-  freedom). It is read at a learner of ViT-B's width and depth at the data's size (FLOPs measured here, as the ledger
-  measures the others) and where the line, and each edge of its band, crosses 1.
-- The replay: its ratio at N learners sharing the recording's selection is measured (N in method/ledger.SHARED); per
-  seed it is fitted as L + S / N (L the learner's own steps, S the recording's selection, each over the comparator's
-  FLOPs), and it crosses 1 from N* = S / (1 - L) reuses (never where L >= 1: the replayed steps alone cost more).
+- The online arm (learnability): its FLOPs to uniform's target over its learner's comparator's, under the fixed
+  reading, against x = the selection's FLOPs per step (the actor's scoring and training, as the ledger measured them)
+  over the learner's training step. Selection adds a share of the learner's step that falls as the learner grows,
+  so the ratio is fitted as a line in x, seed by seed (each seed's learners share one reference and one pool, so
+  its points are not independent of each other; the seeds are): the line's value at each x and where it crosses 1
+  are summarised over seeds (mean and 95% Student's t interval, seeds - 1 degrees of freedom). Every seed must reach
+  the target at every learner for a fit; one that does not is counted and said. Read at each measured learner and at
+  a learner of ViT-B's width and depth at the data's size, whose x is the smallest learner's scaled by their forward
+  FLOPs (measured here; it assumes a training step scales as the forward does). Far outside the measured x, the
+  line is an assumption, not a finding: the page says how far.
+- The replay: its FLOPs ratio charged with the recording's selection shared by N learners (N in
+  method/ledger.SHARED) is the same run charged again, exactly L + S / N (L the learner's own steps, S the
+  recording's selection, each over the comparator's FLOPs): read from the N = 1 and N = 10 charges, it crosses 1
+  from N* = S / (1 - L) reuses (never where L >= 1: the replayed steps alone cost more).
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
 
 from winnow.method.ledger import SHARED, forward_flops_per_example
 from winnow.studies.budgets import FIXED, replay_shared
-from winnow.studies.runs import T975, spread
+from winnow.studies.runs import spread
 
 LABEL = "a projection from measured points, not a measurement"
 # the paper's learner, at the data's size: ViT-B's width and depth (classification: winnow's vit-b, patch 4; CLIP:
@@ -31,113 +34,109 @@ PAPER_LEARNER = {"classification": "vit-b", "contrastive": "clip-vit-b-32"}
 
 
 def fit_line(xs: list[float], ys: list[float]) -> dict:
-    """Least squares y = a + b x, with what the band of the fitted mean needs."""
+    """Least squares y = a + b x."""
     x, y = np.asarray(xs, float), np.asarray(ys, float)
-    n = len(x)
-    if n < 3 or np.ptp(x) == 0:
-        raise ValueError(f"a line needs 3 points or more at 2 x values or more, got {n} at {sorted(set(xs))}")
-    xbar, sxx = x.mean(), ((x - x.mean()) ** 2).sum()
-    b = float(((x - xbar) * (y - y.mean())).sum() / sxx)
-    a = float(y.mean() - b * xbar)
-    resid = y - (a + b * x)
-    s = float(math.sqrt((resid**2).sum() / (n - 2)))
-    return {"a": a, "b": b, "n": n, "s": s, "xbar": float(xbar), "sxx": float(sxx)}
+    if len(set(xs)) < 2:
+        raise ValueError(f"a line needs points at 2 x values or more, got {sorted(set(xs))}")
+    b, a = np.polyfit(x, y, 1)
+    return {"a": float(a), "b": float(b)}
 
 
-def band(fit: dict, x: float) -> tuple[float, float, float]:
-    """The fitted mean at x and its 95% band (a FLOPs ratio is never below 0: the band's low edge stops there)."""
-    mean = fit["a"] + fit["b"] * x
-    t = T975[min(fit["n"] - 2, len(T975)) - 1]
-    half = t * fit["s"] * math.sqrt(1 / fit["n"] + (x - fit["xbar"]) ** 2 / fit["sxx"])
-    return mean, max(0.0, mean - half), mean + half
+def _crossing(a: float, b: float, level: float = 1.0) -> float | str:
+    """Where a + b x crosses `level`, or why it does not: "never below" (at or above it for every x >= 0), "below
+    everywhere" (it does not rise with x, and starts below)."""
+    if a >= level:
+        return "never below"
+    if b <= 0:
+        return "below everywhere"
+    return (level - a) / b
 
 
-def crossing(fit: dict, grid: np.ndarray, level: float = 1.0) -> dict:
-    """Where the fitted mean crosses `level` (x = (level - a) / b; None where a >= level: the ratio is at or above it
-    for every learner size, or b <= 0: it does not fall as the learner grows), and where each edge of its band does
-    on a (log-spaced) grid of x: the x at which the edge goes from below `level` to at or above it; None where it
-    does not on the grid (above it throughout, or below)."""
-    a, b = fit["a"], fit["b"]
-    mean = (level - a) / b if a < level and b > 0 else None
-    _, lows, highs = zip(*(band(fit, float(x)) for x in grid))
-
-    def edge(values) -> float | None:
-        if values[0] >= level:
-            return None
-        at = [float(x) for x, v in zip(grid, values) if v >= level]
-        return at[0] if at else None
-
-    return {"mean": mean, "band_low_edge": edge(lows), "band_high_edge": edge(highs)}
-
-
-def online(rows: list[dict], paper_flops: float | None, policy: str = "learnability") -> dict:
-    """The online arm's ratio against x = scorer FLOPs / learner FLOPs, fitted over every seed's point."""
-    xs, ys, never = [], [], 0
-    for row in rows:
-        verdict = row.get("verdicts", {}).get(policy)
-        if verdict is None:
-            continue
-        for value in verdict["readings"][FIXED]["flop_ratio"]["values"]:
-            if value is None:
-                never += 1
-            else:
-                xs.append(row["scorer_flops_over_learner"])
-                ys.append(value)
-    out = {"policy": policy, "reading": FIXED, "points": len(xs), "never_reached": never, "label": LABEL}
-    try:
-        fit = fit_line(xs, ys)
-    except ValueError as e:
-        return {**out, "fit": None, "why": str(e)}
-    scorer = rows[0]["scorer_forward_flops"]
-    at = {row["learner"]: row["scorer_flops_over_learner"] for row in rows}
-    if paper_flops:
-        at["paper's learner (ViT-B)"] = scorer / paper_flops
-    cross = crossing(fit, np.geomspace(1e-6, 10.0, 2000))
+def online(rows: list[dict], paper_scale: float | None, policy: str = "learnability") -> dict:
+    """The online arm's ratio against x (the selection's FLOPs per step over the learner's), fitted seed by seed.
+    `paper_scale`: the paper's learner's x over the smallest learner's (their forward FLOPs' inverse ratio)."""
+    rows = [r for r in rows if policy in r.get("verdicts", {})]
+    model = "ratio = a + b * x, x = selection / learner FLOPs per step"
+    out = {"policy": policy, "reading": FIXED, "label": LABEL, "model": model}
+    xs = [r["selection_over_learner"] for r in rows]
+    if len(set(xs)) < 3:
+        return {**out, "fit": None, "why": f"a line needs 3 learners or more, at 3 x values; the ladder has {len(set(xs))}"}
+    per_seed = list(zip(*(r["verdicts"][policy]["readings"][FIXED]["flop_ratio"]["values"] for r in rows)))
+    fits = [fit_line(xs, list(values)) if None not in values else None for values in per_seed]
+    fitted = [f for f in fits if f is not None]
+    if len(fitted) < 2:
+        return {
+            **out,
+            "fit": None,
+            "seeds_fitted": len(fitted),
+            "seeds": len(fits),
+            "why": f"{len(fits) - len(fitted)} of {len(fits)} seeds never reached the target at some learner: "
+            "fewer than 2 seeds to fit",
+        }
+    at = {r["learner"]: r["selection_over_learner"] for r in rows}
+    if paper_scale:
+        at["paper's learner (ViT-B)"] = xs[0] * paper_scale
+    crossings = [_crossing(f["a"], f["b"]) for f in fitted]
+    numeric = [c for c in crossings if not isinstance(c, str)]
+    slope = spread([f["b"] for f in fitted])
     return {
         **out,
-        "model": "ratio = a + b * (scorer FLOPs / learner FLOPs)",
-        "fit": fit,
-        "at": {name: dict(zip(("x", "ratio", "low", "high"), (x, *band(fit, x)))) for name, x in at.items()},
-        # x above which the ratio is 1 or more: a learner smaller than scorer / x loses; None: below 1 on the whole grid
-        "crosses_1_at_x": cross,
-        "crosses_1_at_learner_flops": {k: (scorer / v if v else None) for k, v in cross.items()},
-        "never_reached_note": f"{never} seed-points never reached the target and are not in the fit" if never else "",
+        "seeds_fitted": len(fitted),
+        "seeds": len(fits),
+        "never_reached_note": (
+            f"{len(fits) - len(fitted)} of {len(fits)} seeds never reached the target at some learner and are left out"
+            if len(fitted) < len(fits)
+            else ""
+        ),
+        "fit": {"a": spread([f["a"] for f in fitted]), "b": slope},
+        "per_seed_fits": fitted,
+        "slope_distinguishable": slope["low"] is not None and (slope["low"] > 0 or slope["high"] < 0),
+        "measured_x": [min(xs), max(xs)],
+        "at": {name: {"x": x, "ratio": spread([f["a"] + f["b"] * x for f in fitted])} for name, x in at.items()},
+        # per seed: the x below which the ratio is under 1 (a larger learner), or why there is none
+        "crossings": crossings,
+        "crosses_1_at_x": spread(numeric, log=True) if len(numeric) == len(crossings) else None,
+        "learner_step_flops": {r["learner"]: r["learner_step_flops"] for r in rows},
+        "selection_step_flops": rows[0]["learner_step_flops"] * xs[0],
+        "steps_differ": len({r["steps"] for r in rows}) > 1,
     }
 
 
 def replay(row: dict) -> dict | None:
-    """A learner's replay read at N = 1, 3, 10 sharers of the recording, fitted per seed as L + S / N."""
-    names = {1: "replay", **{n: replay_shared(n) for n in SHARED[1:]}}
+    """A learner's replay charged at N = 1 and N = 10 sharers of the recording (the same run): per seed, L and S, and
+    the reuses N* from which it is below 1; None for a learner with no replay (the recording one)."""
+    one, ten = "replay", replay_shared(SHARED[-1])
     verdicts = row.get("verdicts", {})
-    if any(name not in verdicts for name in names.values()):
+    if one not in verdicts or ten not in verdicts:
         return None
-    per_n = {n: verdicts[name]["readings"][FIXED]["flop_ratio"] for n, name in names.items()}
-    seeds = len(per_n[1]["values"])
-    reuses, fits = [], []
-    inverse = np.array([1.0 / n for n in names])
-    for i in range(seeds):
-        values = [per_n[n]["values"][i] for n in names]
-        if any(v is None for v in values):
-            reuses.append(None)
+    r1 = verdicts[one]["readings"][FIXED]["flop_ratio"]["values"]
+    r10 = verdicts[ten]["readings"][FIXED]["flop_ratio"]["values"]
+    per_seed = []
+    for a, b in zip(r1, r10):
+        if a is None or b is None:
+            per_seed.append({"why": "the replay or its comparator never reached the target"})
             continue
-        s, l_ = np.polyfit(inverse, np.array(values), 1)  # ratio = L + S * (1 / N)
-        fits.append({"L": float(l_), "S": float(s)})
-        reuses.append(_reuses(float(l_), float(s)))
+        s = (a - b) / (1 - 1 / SHARED[-1])
+        l_ = a - s
+        per_seed.append({"L": l_, "S": s, "reuses": _reuses(l_, s)})
+    reuses = [p.get("reuses") for p in per_seed]
+    every = all(isinstance(v, float) for v in reuses)
     return {
         "learner": row["learner"],
-        "measured": {str(n): r for n, r in per_n.items()},
-        "fits": fits,
-        "model": "ratio = L + S / N",
-        # the reuses from which the replay reaches uniform's target in fewer FLOPs than the comparator; None: never
-        "crosses_1_at_reuses": spread(reuses, log=True) if any(v is not None for v in reuses) else spread(reuses),
+        "model": "ratio = L + S / N (the same run charged again: not N runs)",
+        "per_seed": per_seed,
+        # the reuses from which the replay reaches uniform's target in fewer FLOPs than the comparator, where every
+        # seed has one; else each seed's value or why not
+        "crosses_1_at_reuses": spread(reuses, log=True) if every else None,
         "label": LABEL,
     }
 
 
-def _reuses(l_: float, s: float, tol: float = 1e-9) -> float | None:
-    """The N from which L + S / N is below 1: at least 1 (one learner is the fewest), None when L is 1 or more."""
+def _reuses(l_: float, s: float, tol: float = 1e-9) -> float | str:
+    """The N from which L + S / N is below 1: at least 1 (one learner is the fewest); "never" when L is 1 or more
+    (the replayed steps alone cost more than the comparator's)."""
     if l_ >= 1 - tol:
-        return None
+        return "never"
     return max(1.0, s / (1 - l_))
 
 
@@ -157,31 +156,33 @@ def paper_learner_flops(objective: str, image_size: int, num_classes: int) -> fl
 
 
 def project(rows: list[dict], objective: str, image_size: int, num_classes: int) -> dict:
-    """The online fit and each larger learner's replay fit (see the module's docstring)."""
+    """The online fit and each larger learner's replay (see the module's docstring)."""
     paper = paper_learner_flops(objective, image_size, num_classes)
     return {
         "label": LABEL,
         "paper_learner": PAPER_LEARNER[objective],
         "paper_learner_forward_flops": paper,
-        "online": online(rows, paper),
+        "online": online(rows, rows[0]["learner_forward_flops"] / paper),
         "replay": [r for r in (replay(row) for row in rows) if r is not None],
     }
 
 
-def read_at(result: dict, x: float) -> dict:
-    """A committed ladder's projection read at a user's scorer / learner FLOPs (`winnow advise`): the online line's
-    ratio there with its band, where it crosses 1, and each replay's reuses to cross 1; labelled a projection."""
+def read_at(result: dict, scorer_over_learner: float) -> dict:
+    """A committed ladder's projection read at a user's scorer / learner forward FLOPs (`winnow advise`'s feature),
+    taken to the fit's x (selection / learner FLOPs per step) by the ladder's own smallest learner's proportion of
+    the two; the line's value there over the fitted seeds, where it crosses 1, each replay's reuses. Labelled."""
     online = result["projection"]["online"]
-    out = {"label": LABEL, "data": result["data"], "x": x, "online": None, "replay": []}
+    out = {"label": LABEL, "data": result["data"], "online": None, "replay": []}
     if online.get("fit"):
-        mean, low, high = band(online["fit"], x)
+        first = result["rows"][0]
+        x = scorer_over_learner * first["selection_over_learner"] / first["scorer_flops_over_learner"]
         out["online"] = {
-            "ratio": mean,
-            "low": low,
-            "high": high,
-            "crosses_1_at_x": online["crosses_1_at_x"]["mean"],
-            "measured_x": [row["scorer_flops_over_learner"] for row in result["rows"]],
+            "x": x,
+            "ratio": spread([f["a"] + f["b"] * x for f in online["per_seed_fits"]]),
+            "measured_x": online["measured_x"],
+            "crosses_1_at_x": online["crosses_1_at_x"],
+            "crossings": online["crossings"],
         }
     for r in result["projection"]["replay"]:
-        out["replay"].append({"learner": r["learner"], "reuses": r["crosses_1_at_reuses"]})
+        out["replay"].append({"learner": r["learner"], "reuses": r["crosses_1_at_reuses"], "per_seed": r["per_seed"]})
     return out
