@@ -34,8 +34,9 @@ def read_maps(params: Params) -> list[dict]:
 
 
 def read_ladders(params: Params) -> list[dict]:
-    """Every committed learner ladder of this objective under params.metrics (`winnow bench --study ladder`)."""
-    paths = sorted(Path(params.metrics).glob(f"*/bench/{params.objective}-ladder.json"))
+    """Every committed learner ladder of this objective under params.metrics (`winnow bench --study ladder`, with or
+    without bench.label)."""
+    paths = sorted(Path(params.metrics).glob(f"*/bench/{params.objective}-ladder*.json"))  # labelled runs too
     return [json.loads(path.read_text()) for path in paths]
 
 

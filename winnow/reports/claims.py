@@ -76,7 +76,7 @@ def read(claim: Claim, result: dict) -> dict:
         best = result["verdict"]["best_baseline"]
         tried = [p for p in result["policies"] if p in BASELINES]
         mine = result["policies"][claim.arm]
-        per_seed = zip(flops["values"], mine["flop_ratio_full"]["values"], mine["flop_ratio_amortised"]["values"])
+        per_seed = zip(flops["values"], mine["flop_ratio_full"]["values"], mine["flop_ratio_amortised"]["values"], strict=True)
     else:  # a levers study
         rows = {r["lever"]: r for r in result["rows"]}
         if claim.arm not in rows:

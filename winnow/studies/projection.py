@@ -28,8 +28,9 @@ from winnow.studies.budgets import FIXED, replay_shared
 from winnow.studies.runs import spread
 
 LABEL = "a projection from measured points, not a measurement"
-# the paper's learner, at the data's size: ViT-B's width and depth (classification: winnow's vit-b, patch 4; CLIP:
-# open_clip's ViT-B/32 image and text towers)
+# the paper's learner, at the data's size: ViT-B's width and depth (classification: winnow's vit-b, patch 4, 64
+# patches at 32 px where ViT-B/16 has 196 at 224 px; CLIP: open_clip's ViT-B/32, which at 32 px sees one image
+# patch, so its FLOPs are mostly its text tower's)
 PAPER_LEARNER = {"classification": "vit-b", "contrastive": "clip-vit-b-32"}
 
 
