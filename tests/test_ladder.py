@@ -20,6 +20,7 @@ SETS = [
 ]
 
 
+@pytest.mark.slow  # kept out of the default suite to hold it within ten minutes; -m slow runs it
 @pytest.mark.e2e  # through the CLI, with Prefect: the full tier
 def test_the_ladder_replays_the_first_learners_sequence_on_the_larger_ones_and_projects_where_selection_pays(
     prefect_server, tiny
