@@ -53,6 +53,8 @@ def test_the_comparator_is_one_baseline_for_every_seed_and_a_clear_saving_is_yes
     verdict = result["verdicts"]["learnability"]
     assert verdict["fixed_reading"] == "budget, sustained" and verdict["verdict"] == "yes"
     assert {r["verdict"] for r in verdict["readings"].values()} == {"yes"}
+    against = verdict["against_each_baseline"]  # printed beside the verdict against every baseline, not only one
+    assert set(against) == {"uniform", "curated_only"} and against["uniform"]["flop_ratio"]["mean"] < 11 / 30
     ratio = verdict["readings"]["budget, sustained"]["flop_ratio"]
     assert ratio["mean"] == pytest.approx(11 / 30, rel=0.05) and ratio["high"] < 1
     gaps = result["final_val_minus_comparator"]["learnability"]  # at each budget, against the comparator's

@@ -59,6 +59,25 @@ def cut_line(result: dict) -> str:
     return "Cut from the protocol: " + "; ".join(cuts) + "." if cuts else "Nothing cut from the protocol."
 
 
+def _each_baseline(result: dict) -> list[str]:
+    """Each selecting arm against each baseline, under the fixed reading: FLOPs to uniform's target over the
+    baseline's (and the final metric against it)."""
+    verdicts = {p: v for p, v in result["verdicts"].items() if "against_each_baseline" in v}
+    if not verdicts:
+        return []
+    baselines = list(next(iter(verdicts.values()))["against_each_baseline"])
+    lines = [
+        f"## Each arm against each baseline ({result['fixed_reading']}): FLOPs to uniform's target, x the baseline's",
+        "",
+        "| arm | " + " | ".join(baselines) + " |",
+        "|---|" + "---|" * len(baselines),
+    ]
+    for policy, v in verdicts.items():
+        cells = [interval(v["against_each_baseline"][b]["flop_ratio"]) for b in baselines]
+        lines.append(f"| {policy} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def write_report(result: dict, paths: Paths) -> None:
     """The study's page: the rule, fixed in advance; the verdicts; each reading beside it; the final metrics by budget."""
     budgets = ", ".join(f"{b:g}x" for b in result["budgets"])
@@ -82,6 +101,7 @@ def write_report(result: dict, paths: Paths) -> None:
         ],
         "",
     ]
+    lines += _each_baseline(result)
     for policy, v in result["verdicts"].items():
         lines += [
             f"## {policy} under each reading",

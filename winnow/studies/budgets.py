@@ -242,6 +242,8 @@ def summarise(runs: dict, budgets: tuple[float, ...], policies: tuple[str, ...])
             "verdict": readings[FIXED]["verdict"] if len(outcomes) == 1 else "undecided",
             "fixed_reading": FIXED,
             "readings": readings,
+            # the fixed reading against every baseline, not only the comparator (printed, never the verdict)
+            "against_each_baseline": {b: _verdict(per_seed, policy, b, FIXED) for b in baselines},
         }
     return {
         "fixed_reading": FIXED,
