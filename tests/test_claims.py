@@ -55,7 +55,7 @@ def test_a_result_that_pays_turns_its_row_and_the_count():
     against["flop_ratio"] = spread([0.6, 0.62, 0.65, 0.61, 0.63])
     after = claims.figure(paying)
     assert "in **1 of" in after
-    row = next(line for line in after.splitlines() if "built-in pool, CLIP" in line)
+    row = next(line for line in after.splitlines() if "(4% curated), CLIP" in line)
     assert row.endswith("| **yes** |") and "0.62 [" in row
 
 

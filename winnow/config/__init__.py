@@ -242,7 +242,7 @@ DEFAULT_OBJECTIVES = {
                 "as-configured": {},
                 "mismatched-0.1": {"data.pathologies.mismatched_caption": 0.10},
                 "mismatched-0.4": {"data.pathologies.mismatched_caption": 0.40},
-                "curated-1pct": {"data.num_curated": 500},
+                "curated-4pct": {"data.num_curated": 2000},
                 "curated-10pct": {"data.num_curated": 5000},
                 "scorer-as-learner": {"reference.model": "clip-tiny", "train.actor": "clip-tiny"},
             },

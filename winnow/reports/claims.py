@@ -37,9 +37,9 @@ class Claim:
 
 BENCH, REAL, SMALL, PAIRS, MAP, MAP_CLIP = ("bench", "mnist", "mnist-2pct", "mnist-pairs", "regimes", "clip-map")
 CLAIMS: tuple[Claim, ...] = (
-    Claim("built-in pool, classifier", "learnability (ClassAct)", "metrics/synthetic/bench/classification.json",
+    Claim("the former built-in pool (now the regime curated-suffices), classifier", "learnability (ClassAct)", "metrics/synthetic/bench/classification.json",
           "learnability", BENCH),
-    Claim("built-in pool, CLIP", "learnability (ActiveCLIP)", "metrics/synthetic/bench/contrastive.json",
+    Claim("the former built-in pool (4% curated), CLIP", "learnability (ActiveCLIP)", "metrics/synthetic/bench/contrastive.json",
           "learnability", BENCH),
     Claim("real digits, 30% label noise", "learnability", "metrics/mnist/bench/classification.json", "learnability",
           REAL),
@@ -58,9 +58,9 @@ CLAIMS: tuple[Claim, ...] = (
           "metrics/mnist-pairs/bench/contrastive.json", "learnability", PAIRS),
     Claim("real digits as image-text pairs, 30% mismatched captions", "JEST's joint batches",
           "metrics/mnist-pairs/bench/contrastive-levers-jest.json", "jest", PAIRS),
-    Claim("built-in pool: the classifier's regime map (noise, curated share)", "learnability at each point",
+    Claim("around the former built-in pool: the classifier's regime map (noise, curated share)", "learnability at each point",
           "metrics/synthetic/bench/classification-regimes.json", "", MAP),
-    Claim("built-in pool: the CLIP regime map (mismatched captions, curated share)", "learnability (ActiveCLIP) at each point",
+    Claim("around the former built-in pool: the CLIP regime map (mismatched captions, curated share)", "learnability (ActiveCLIP) at each point",
           "metrics/synthetic/bench/contrastive-regimes.json", "", MAP_CLIP,
           replication="metrics/synthetic/bench/contrastive-regimes-replication.json"),
 )  # fmt: skip
