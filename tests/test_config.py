@@ -146,3 +146,23 @@ def test_arms_side_by_side_and_one_arm_over_several_ranks_are_not_asked_at_once(
         load_params(tiny, ["train.parallel_arms=2", "train.nproc_per_node=2"])
     with pytest.raises(ConfigError, match="parallel_arms"):
         load_params(tiny, ["train.parallel_arms=0"])
+
+
+def test_every_param_a_dvc_stage_reads_is_in_params_yaml():
+    """dvc repro and dvc commit refuse a stage whose params are missing from params.yaml, defaults or not."""
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    missing = []
+    for name, stage in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].items():
+        spec = stage.get("do", stage)
+        for entry in spec.get("params", []):
+            for key in entry if isinstance(entry, dict) else [entry]:
+                node = raw
+                for part in str(key).split("."):
+                    if not isinstance(node, dict) or part not in node:
+                        missing.append(f"{name}: {key}")
+                        break
+                    node = node[part]
+    assert not missing, f"params.yaml lacks what dvc.yaml's stages read: {missing}"
