@@ -327,8 +327,11 @@ def test_the_balanced_baseline_draws_every_class_about_as_often_from_a_long_tail
     sets = [f"data.root={tiny_data.data.root}", *([f"train.shuffle_buffer={buffer}"] if buffer else [])]
     params = load_params(tiny, sets)
     uniform, balanced = (_class_counts(pool_sampler(params, "cnn-nano", 0, policy=p)[0]) for p in ("uniform", "balanced"))
-    assert uniform.max() / uniform.min() > 5  # the pool's Zipf tail, as uniform sees it
-    assert balanced.max() / balanced.min() < 2.5  # evened out (the stream within its buffer)
+    tail = uniform.max() / uniform.min()
+    assert tail > 5  # the pool's Zipf tail, as uniform sees it
+    # evened out: held whole, to within 2.5x; streamed, a class is drawn only as often as the buffer holds its rows, so
+    # the rarest are under-drawn still (a 256-row buffer of a 1,200-row pool): at least fivefold flatter than uniform
+    assert balanced.max() / balanced.min() < (2.5 if buffer is None else tail / 5)
 
 
 @pytest.mark.parametrize("policy", ["curated_mix", "learnability_mix"])
