@@ -136,3 +136,28 @@ def test_a_replay_shared_by_n_learners_pays_its_recordings_selection_over_n_and_
     assert shared.replayed_one_off == 10.0 and shared.replayed_selection_per_step == 0.2
     assert shared.learner_training_per_step == 3.0 and shared.at_step(10) == pytest.approx(10 + 10 * 3.2)
     assert budgets.shared_by(replay, 1) is replay
+
+
+def test_a_long_study_writes_its_summary_after_every_seed_saying_how_many_are_in(tiny, monkeypatch):
+    from winnow.config import load_params
+    from winnow.reports.budgets import cut_line
+    from winnow.stages.inputs import read_json
+    from winnow.stages.paths import Paths
+
+    params = load_params(tiny, ["bench.seeds=3", "bench.budgets=[0.5,1.0,2.0]", "bench.policies=[uniform,curated_only,filtered]"])
+    seen = []
+
+    def one_seed(params_, seed):  # each seed's arms as the runs would give them (the runs are test_flows.py's)
+        written = Paths.of(params_).study_json("budgets")
+        seen.append(read_json(written, "")["seeds"] if written.exists() else [])
+        arms = _runs([_seed(_arm([0.61, 0.62, 0.63], [11, 22, 44]), 0.001 * seed)])[0]
+        for b in BUDGETS:
+            arms[b]["_metric"] = "accuracy"
+            arms[b][budgets.EARLY] = arms[b]["curated_only"]  # curated_only read at its best val evaluation
+        return None, arms
+
+    monkeypatch.setattr(budgets, "train_seed", one_seed)
+    result = budgets.run(params)
+    assert seen == [[], [0], [0, 1]] and result["seeds"] == [0, 1, 2]  # the summary so far, before each next seed
+    partial = {**result, "seeds": [0, 1]}
+    assert cut_line(partial).startswith("Cut from the protocol: under way: 2 of the 3 seeds asked are in")

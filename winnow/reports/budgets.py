@@ -50,6 +50,9 @@ PROTOCOL_ARMS = ("uniform", "balanced", "curated_only", "curated_mix", "learnabi
 def cut_line(result: dict) -> str:
     """What this run left out of the protocol (fewer seeds, arms not run), said on its page."""
     cuts = []
+    asked = result.get("seeds_asked", len(result["seeds"]))
+    if len(result["seeds"]) < asked:
+        cuts.append(f"under way: {len(result['seeds'])} of the {asked} seeds asked are in")
     if len(result["seeds"]) < PROTOCOL_SEEDS:
         n = len(result["seeds"])
         cuts.append(f"{n} seed{'s' if n > 1 else ''}, not {PROTOCOL_SEEDS}")

@@ -194,9 +194,19 @@ def arms_of(params: Params, replays: bool = False) -> tuple[str, ...]:
 
 
 def run(params: Params) -> dict:
+    """Every seed in turn; after each, the summary over the seeds so far is written (JSON and page, which say how
+    many of the seeds asked are in), so a study of many hours shows its progress and a kill loses no summary."""
     seeds = list(range(params.seed, params.seed + params.bench.seeds))
-    runs = {seed: train_seed(params, seed)[1] for seed in seeds}  # seed -> budget -> policy -> arm
-    metric = runs[seeds[0]][params.bench.budgets[0]]["_metric"]
+    runs: dict[int, dict] = {}  # seed -> budget -> policy -> arm
+    for seed in seeds:
+        runs[seed] = train_seed(params, seed)[1]
+        result = _write(params, runs)
+    return result
+
+
+def _write(params: Params, runs: dict) -> dict:
+    """The study's result over the seeds in `runs`: its JSON and its page."""
+    metric = next(iter(runs.values()))[params.bench.budgets[0]]["_metric"]
     result = summarise(runs, params.bench.budgets, arms_of(params))
     result.update(
         study="budgets",
@@ -206,6 +216,7 @@ def run(params: Params) -> dict:
         reference=params.reference.model,
         curve_metric=f"val_{metric}",
         base_steps=params.train.steps,
+        seeds_asked=params.bench.seeds,  # the run's bench.seeds: fewer in `seeds` while it is under way
         data_seeds=params.bench.data_seeds,  # each seed its own data (its own pool, or its own curated and val draw)
     )
     paths = Paths.of(params)
