@@ -73,11 +73,10 @@ def budget_params(
     return run_params(params, f"{folder}/seed-{seed}/budget-{budget:g}", seed).model_copy(update={"train": train})
 
 
-def _arm(run: Params, summary: dict, policy: str, metric: str, users: int = 1) -> dict:
-    """What one run of one arm gives the readings: its validation curve, its cost per step and its test metric.
-    `users`: a replay's recorded selection shared by this many learners (its share of it divided again)."""
+def _arm(run: Params, summary: dict, policy: str, metric: str) -> dict:
+    """What one run of one arm gives the readings: its validation curve, its cost per step and its test metric."""
     curve = read_csv(Paths.of(run).curve(policy))
-    costs = shared_by(Costs.from_dict(summary["ledger"]["policies"][policy]["costs"]), users)
+    costs = Costs.from_dict(summary["ledger"]["policies"][policy]["costs"])
     steps = [float(r["step"]) for r in curve]
     record = read_json(Paths.of(run).train_record(policy), f"run `winnow train --policy {policy}`")
     arm = {
@@ -113,6 +112,13 @@ def shared_by(costs: Costs, users: int) -> Costs:
         replayed_one_off=costs.replayed_one_off / users,
         replayed_selection_per_step=costs.replayed_selection_per_step / users,
     )
+
+
+def _charged_as_shared(arm: dict, costs: Costs, users: int, steps: int) -> dict:
+    """A replay's arm read again with its recording's selection shared by `users` learners: the same run, its FLOPs
+    recharged (nothing else moves)."""
+    shared = shared_by(costs, users)
+    return {**arm, "flops_at": [shared.at_step(s) for s in arm["steps"]], "flops": shared.at_step(steps)}
 
 
 def replay_shared(n: int) -> str:
@@ -167,8 +173,9 @@ def train_seed(
         if EARLY in arms.get("curated_only", {}):
             arms[EARLY] = arms["curated_only"].pop(EARLY)
         if "replay" in arms:
+            costs = Costs.from_dict(summary["ledger"]["policies"]["replay"]["costs"])
             for n in SHARED[1:]:
-                arms[replay_shared(n)] = _arm(run, summary, "replay", metric, users=n)
+                arms[replay_shared(n)] = _charged_as_shared(arms["replay"], costs, n, run.train.steps)
         ledger = summary["ledger"]["policies"]
         selecting = ledger.get("learnability") or next(iter(ledger.values()))
         costs = Costs.from_dict(selecting["costs"])

@@ -40,10 +40,14 @@ def folder(learner: str) -> str:
     return f"ladder/{learner}"
 
 
+def steps_of(params: Params, learner: str) -> int:
+    """A learner's steps at budget 1: bench.learner_steps where set, else train.steps."""
+    return params.bench.learner_steps.get(learner, params.train.steps)
+
+
 def learner_params(params: Params, seed: int, budget: float, learner: str) -> Params:
-    """One learner's run at one seed and budget (its own folder; steps from bench.learner_steps where set)."""
-    steps = params.bench.learner_steps.get(learner)
-    return budgets.budget_params(params, seed, budget, folder(learner), learner, steps)
+    """One learner's run at one seed and budget (its own folder, its own steps)."""
+    return budgets.budget_params(params, seed, budget, folder(learner), learner, steps_of(params, learner))
 
 
 def recording(params: Params, seed: int, recorder: str, budget: float) -> str:
@@ -64,9 +68,9 @@ def refuse_what_would_fail_later(params: Params, replays: bool = True) -> None:
         raise ConfigError(f"bench.ladder: {list(learners)} names a learner twice (each has one folder of runs)")
     if not replays:
         return
-    recorded = params.bench.learner_steps.get(learners[0], params.train.steps)
+    recorded = steps_of(params, learners[0])
     for learner in learners[1:]:
-        steps = params.bench.learner_steps.get(learner, params.train.steps)
+        steps = steps_of(params, learner)
         if steps > recorded:
             raise ConfigError(
                 f"bench.learner_steps.{learner}: {steps} steps, and {learners[0]}'s recorded sequence holds {recorded}; "
@@ -88,9 +92,8 @@ def run(params: Params) -> dict:
         for i, learner in enumerate(learners):
             replay_of = functools.partial(recording, params, seed, learners[0]) if replays and i > 0 else None
             log.info("bench %s ladder: seed %d, learner %s", params.objective, seed, learner)
-            steps = params.bench.learner_steps.get(learner)
             base, runs[learner][seed] = budgets.train_seed(
-                params, seed, folder(learner), learner, steps, base=base, replay_of=replay_of
+                params, seed, folder(learner), learner, steps_of(params, learner), base=base, replay_of=replay_of
             )
     result = summarise(params, runs, replays)
     paths = Paths.of(params)
@@ -110,7 +113,7 @@ def summarise(params: Params, runs: dict, replays: bool) -> dict:
         rows.append(
             {
                 "learner": learner,
-                "steps": params.bench.learner_steps.get(learner, params.train.steps),
+                "steps": steps_of(params, learner),
                 "learner_forward_flops": first["_sizes"]["learner_forward_flops"],
                 "scorer_forward_flops": first["_sizes"]["scorer_forward_flops"],
                 "scorer_flops_over_learner": first["_sizes"]["scorer_forward_flops"] / first["_sizes"]["learner_forward_flops"],
