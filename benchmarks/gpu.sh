@@ -5,7 +5,9 @@
 #   2. the default pipeline on the GPU, timed, its outputs in a folder of their own (the committed CPU run is
 #      left as it is);
 #   3. scoring throughput of a ViT-B/32 open_clip model at 224 px on generated images, against its bare forward
-#      (benchmarks/scoring_throughput.py).
+#      (benchmarks/scoring_throughput.py);
+#   4. the data path at 224 px (benchmarks/data_path.py): decode workers, scoring and a selecting step's data wait,
+#      the scorer and the learner on the GPU.
 # Usage: bash benchmarks/gpu.sh [--dry-run]
 #   --dry-run: the same three steps on the CPU, small (a tiny pool, a small CLIP at 64 px), to check the script runs.
 set -euo pipefail
@@ -43,6 +45,14 @@ OUT=${GPU_OUT:-benchmarks/gpu-$(date +%Y-%m-%d)${DRY:+-dry-run}.txt}
     uv run --frozen python benchmarks/scoring_throughput.py --model clip-pico --size 64 --rows 256 --batch 64 --device cpu --repeats 1
   else
     uv run --frozen python benchmarks/scoring_throughput.py --model clip-vit-b-32 --size 224 --rows 4096 --batch 256 --device cuda
+  fi
+
+  echo "## 4. the data path at 224 px"
+  if [ -n "$DRY" ]; then
+    uv run --frozen python benchmarks/data_path.py --rows 400 --shard-rows 200 --sample 40 --shards 2 --repeats 1 \
+      --train-steps 3 --warmup 1 --pool "$WORK/jpegs" | tail -30
+  else
+    uv run --frozen python benchmarks/data_path.py --device cuda --pool "$WORK/jpegs" --out "$WORK/data_path.json" | tail -60
   fi
 } 2>&1 | tee "$OUT"
 echo "written to $OUT"

@@ -70,18 +70,18 @@ def test_a_torn_entry_is_a_miss_and_the_shard_is_decoded_again(pool, tmp_path, c
 def test_an_interrupted_decode_keeps_the_shards_it_finished(pool, tmp_path, monkeypatch):
     real, calls = contract.decode_image, []
 
-    def stop_in_the_third_shard(blob, size=None):
+    def stop_in_the_third_shard(blob, size=None, fit="squash"):
         calls.append(1)
         if len(calls) > 2 * 300 + 10:
             raise KeyboardInterrupt
-        return real(blob, size)
+        return real(blob, size, fit)
 
     monkeypatch.setattr(contract, "decode_image", stop_in_the_third_shard)
     with pytest.raises(KeyboardInterrupt):
         load_split(pool, 32, 20)
     assert len(_entries(tmp_path)) == 2 and not list((tmp_path / "cache").glob("*/*.tmp*"))
     calls.clear()
-    monkeypatch.setattr(contract, "decode_image", lambda blob, size=None: (calls.append(1), real(blob, size))[1])
+    monkeypatch.setattr(contract, "decode_image", lambda blob, size, fit: (calls.append(1), real(blob, size, fit))[1])
     load_split(pool, 32, 20)
     left = sorted(pool.glob("part-*.parquet"))[2:]
     assert len(calls) == sum(pq.read_table(p, columns=["image"]).column("image").drop_null().length() for p in left)

@@ -155,13 +155,18 @@ def test_an_imported_parquet_dataset_with_its_own_test_set_runs_through_winnow_p
         assert launch.slots(2).most_at_once == 2
         for policy in params.train.policies:  # every arm that reads the pool streamed it (curated_only never reads it)
             assert bool(json.loads(paths.train_record(policy).read_text()).get("pool_streamed")) == (policy != "curated_only")
-        # one arm trained again alone, here, as `dvc repro` trains it: on the same share of the threads, the same numbers
+        # one arm trained again alone, here, as `dvc repro` trains it: on the same share of the threads, the same numbers,
+        # its streamed pool decoded by two worker processes this time (data.workers: the same pixels, rows and skips)
         trained = paths.train_record("learnability").read_text(), paths.curve("learnability").read_text()
         weights = torch.load(paths.learner("learnability"), weights_only=False)["model"]
         for output in (paths.learner("learnability"), paths.train_record("learnability"), paths.curve("learnability")):
             output.unlink()
-        assert main(["train", "--policy", "learnability", "--params", str(tiny), "--set", f"data.root={mine}", *arms]) == 0
+        workers = ["--set", "data.workers=2"]
+        assert (
+            main(["train", "--policy", "learnability", "--params", str(tiny), "--set", f"data.root={mine}", *arms, *workers]) == 0
+        )
         alone = json.loads(paths.train_record("learnability").read_text())
+        assert alone["pool_skipped"] == json.loads(trained[0])["pool_skipped"]  # the decompression bomb among them
         assert alone["final_metric"] == json.loads(trained[0])["final_metric"]
         assert paths.curve("learnability").read_text() == trained[1]
         again = torch.load(paths.learner("learnability"), weights_only=False)["model"]

@@ -88,6 +88,14 @@ class DataConfig(Section):
     # annotators favour common classes), so every label keeps a precision near 1 - its noise, as in JFT or LAION;
     # "uniform", any class alike, so a rare class's label mostly names other classes (the curated-suffices regime)
     label_noise: Literal["uniform", "frequency"] = "frequency"
+    # how an image that is not image_size square becomes one: "squash" resizes both sides (the whole picture; a
+    # label about an object near the border keeps it; what every committed run used), "crop" resizes the shorter
+    # side and keeps the centre square (the aspect ratio kept: open_clip's and torchvision's evaluation transform)
+    fit: Literal["squash", "crop"] = "squash"
+    # processes that decode images (datasets/workers.py); null: the cores left after the compute threads (on the
+    # CPU, torch's threads take them all: 0, decoding in line beside a thread); 0: in line. How fast, never what:
+    # the same pixels and rows whatever the count, so no stage's output depends on it
+    workers: Annotated[int, Strict(), Field(ge=0)] | None = None
     duplicate_sources: Positive = 1000
     pathologies: Pathologies = Pathologies()
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from winnow.datasets import decoded
+from winnow.datasets import decoded, workers
 from winnow.datasets.digests import blocks, digest_file
 from winnow.datasets.digests import file_sha256 as file_sha256  # the generator's (synth.py) import, its code unchanged
 from winnow.datasets.images import decode_image
@@ -158,33 +158,38 @@ def read_shard(path: Path, without: tuple[str, ...] = ()) -> pa.Table:
         raise DataError(f"{path}: not a readable Parquet file ({e})") from e
 
 
-def decode_file(path: Path, size: int, num_classes: int | None, metadata: tuple[str, ...] = ()):
+def decode_file(path: Path, size: int, num_classes: int | None, metadata: tuple[str, ...] = (), fit: str = "squash"):
     """Read and decode one shard file, its images from the decoded cache when this machine decoded them before
     (datasets/decoded.py): what decode_table returns."""
-    cache = decoded.key(path, size)
+    cache = decoded.key(path, size, fit)
     hit = cache is not None and decoded.has(cache)  # the images come from the cache: their column is not read
-    return decode_table(read_shard(path, without=("image",) if hit else ()), path, size, num_classes, metadata, cache=cache)
+    table = read_shard(path, without=("image",) if hit or workers.pool() is not None else ())  # workers read their own
+    return decode_table(table, path, size, num_classes, metadata, cache=cache, fit=fit)
 
 
-def _decode_images(table: pa.Table, path: Path, size: int, cache: str | None):
+def _decode_images(table: pa.Table, path: Path, size: int, cache: str | None, fit: str = "squash"):
     """(kept rows, uint8 (n,3,H,W), [(row, reason)]) of a shard's images, from the cache entry `cache` when it has
-    one, else decoded from the bytes (read from the file when `table` was read without them) and stored there."""
+    one, else decoded from the bytes (read from the file when `table` was read without them) and stored there:
+    by this process's decode workers when it has them (datasets/workers.py), in line otherwise, the same pixels."""
     hit = decoded.load(cache, table.num_rows, size) if cache else None
     if hit is not None:
         return hit
-    blobs = (table if "image" in table.column_names else read_shard(path)).column("image").to_pylist()
-    keep, images, skipped = [], [], []
-    for row, blob in enumerate(blobs):
-        try:
-            if blob is None:
-                raise ValueError("null image")
-            images.append(decode_image(blob, size))
-            keep.append(row)
-        except ValueError as e:
-            skipped.append((row, f"undecodable image: {e}"))
-    keep = np.asarray(keep, dtype=np.int64)
-    array = np.stack(images).transpose(0, 3, 1, 2) if images else np.zeros((0, 3, size, size), np.uint8)
-    array = np.ascontiguousarray(array)
+    if (pool := workers.pool()) is not None:
+        keep, array, skipped = pool.decode_file(path, table.num_rows, size, fit)
+    else:
+        blobs = (table if "image" in table.column_names else read_shard(path)).column("image").to_pylist()
+        keep, images, skipped = [], [], []
+        for row, blob in enumerate(blobs):
+            try:
+                if blob is None:
+                    raise ValueError("null image")
+                images.append(decode_image(blob, size, fit))
+                keep.append(row)
+            except ValueError as e:
+                skipped.append((row, f"undecodable image: {e}"))
+        keep = np.asarray(keep, dtype=np.int64)
+        array = np.stack(images).transpose(0, 3, 1, 2) if images else np.zeros((0, 3, size, size), np.uint8)
+        array = np.ascontiguousarray(array)
     if cache:
         decoded.store(cache, keep, array, skipped)
     return keep, array, skipped
@@ -197,9 +202,10 @@ def decode_table(
     num_classes: int | None,
     metadata: tuple[str, ...] = (),
     cache: str | None = None,
+    fit: str = "squash",
 ):
     """Decode one shard: (ids, images uint8 (n,3,H,W), labels, metadata columns, skipped rows). `cache`: the
-    decoded cache's key for this shard's file (decode_file), None to decode without it."""
+    decoded cache's key for this shard's file (decode_file), None to decode without it; `fit`: data.fit."""
     ids = table.column("id").to_numpy()
     labels_col = table.column("label")
     if not pa.types.is_integer(labels_col.type) and not pa.types.is_null(labels_col.type):
@@ -214,7 +220,7 @@ def decode_table(
         bad = np.flatnonzero((labels < -1) | (labels >= num_classes))
         if len(bad):
             raise DataError(f"{path}: row {bad[0]} (id {ids[bad[0]]}) has label {labels[bad[0]]}, outside [0, {num_classes})")
-    keep, array, bad = _decode_images(table, path, size, cache)
+    keep, array, bad = _decode_images(table, path, size, cache, fit)
     skipped = [{"file": str(path), "id": int(ids[row]), "reason": reason} for row, reason in bad]
     meta = {
         name: np.asarray(table.column(name).to_pylist(), dtype=object)[keep] for name in metadata if name in table.column_names
@@ -227,9 +233,10 @@ def load_split(
     size: int,
     num_classes: int | None = None,
     metadata: tuple[str, ...] = ("caption", "pathology", "texture", "fold"),
+    fit: str = "squash",
 ) -> Split:
     """Load every shard of a split into memory (the default pool fits; streaming is a later step)."""
-    parts = [decode_file(path, size, num_classes, metadata) for path in shard_files(folder)]
+    parts = [decode_file(path, size, num_classes, metadata, fit) for path in shard_files(folder)]
     ids = np.concatenate([p[0] for p in parts])
     if len(np.unique(ids)) != len(ids):
         raise DataError(f"{folder}: example ids are not unique across shards")

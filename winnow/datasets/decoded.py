@@ -69,15 +69,53 @@ def limit_bytes() -> int:
 def _decoder() -> str:
     """What decoding depends on besides the bytes and the size: the decoder's code and PIL's version (read once per
     process)."""
-    code = inspect.getsource(images.decode_image) + inspect.getsource(images._to_rgb)
+    code = "".join(inspect.getsource(f) for f in (images.decode_image, images._to_rgb, images._fitted, images._shorter_side_at))
     return hashlib.sha256(f"{FORMAT}|{PIL.__version__}|{code}".encode()).hexdigest()
 
 
-def key(path: Path, size: int) -> str | None:
-    """The entry's name for this shard at this size, or None when the cache is off."""
-    if folder() is None:
+def key(path: Path, size: int, fit: str = "squash") -> str | None:
+    """The entry's name for this shard at this size and fit, or None when the cache is off, or cannot hold the
+    shard's split (fits_split)."""
+    if folder() is None or not fits_split(Path(path).parent, size):
         return None
-    return hashlib.sha256(f"{digest_path(path)}|{size}|{_decoder()}".encode()).hexdigest()
+    named = f"{digest_path(path)}|{size}" + (f"|{fit}" if fit != "squash" else "")  # squash: the keys made before fit
+    return hashlib.sha256(f"{named}|{_decoder()}".encode()).hexdigest()
+
+
+def _rows(shard: Path) -> int:
+    """A shard's rows from its footer; 0 for a file that is not Parquet (its reader names it, with why)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(shard).metadata.num_rows
+    except (pa.ArrowInvalid, OSError):
+        return 0
+
+
+_said: dict[tuple[str, int], bool] = {}  # (split folder, size) -> whether its decoded rows fit the bound
+
+
+def fits_split(split: Path, size: int) -> bool:
+    """Whether a split's decoded rows (from its shards' footers: nothing is decoded) fit within the cache's bound.
+    One that does not is decoded each time it is read, never cached: caching it would evict its own first shards
+    before they are read again, decoding every epoch and writing besides (a thrashing cache). Said once a process."""
+    at = (str(split.resolve()), size)
+    if at not in _said:
+        rows = sum(_rows(p) for p in split.glob("part-*.parquet"))
+        need, bound = rows * 3 * size * size, limit_bytes()
+        _said[at] = need <= bound
+        if need > bound:
+            log.warning(
+                "decoded cache: %s decodes to %.1f GB at %d px, more than the cache's bound (%.1f GB, %s): it is "
+                "decoded each time it is read, not cached",
+                split,
+                need / 1e9,
+                size,
+                bound / 1e9,
+                LIMIT_VARIABLE,
+            )
+    return _said[at]
 
 
 def _entry(name: str) -> Path:

@@ -240,7 +240,7 @@ def generator_params(cfg: DataConfig) -> dict:
     """What the bytes follow from: the parameters (seed included) and the generator's code (CODE)."""
     return {
         "code_sha256": hashlib.sha256("".join(file_sha256(Path(__file__).with_name(f)) for f in CODE).encode()).hexdigest(),
-        **cfg.model_dump(exclude={"dir", "name"}),
+        **cfg.model_dump(exclude={"dir", "name", "fit", "workers"}),  # how it is read, not what it is
     }
 
 

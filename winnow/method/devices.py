@@ -30,6 +30,15 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch to the device: on CUDA through pinned host memory and a non-blocking copy, so the copy runs on the
+    copy engine while the host goes on to launch the step's kernels (they queue behind it on the stream); on the
+    CPU the tensor as it is."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """The autocast dtype, or None for plain float32."""
     if precision == "auto":

@@ -181,10 +181,11 @@ def decode_shard(
     size: int,
     num_classes: int | None,
     metadata: tuple[str, ...] = ("caption", "pathology"),
+    fit: str = "squash",
 ) -> tuple[Split, torch.Tensor]:
     """One pool shard decoded: the rows this objective can use and their targets; split.skipped
     lists the others (undecodable image, no label, empty caption) with the file and why."""
-    ids, images, labels, meta, skipped = decode_file(path, size, num_classes, metadata)
+    ids, images, labels, meta, skipped = decode_file(path, size, num_classes, metadata, fit)
     split = OBJECTIVES[objective].usable(Split(ids, images, labels, meta, skipped))
     for s in split.skipped:
         s["file"] = str(path)

@@ -37,7 +37,7 @@ from winnow.method.checkpoints import (
     resumable,
     signature,
 )
-from winnow.method.devices import autocast, rank_and_world
+from winnow.method.devices import autocast, rank_and_world, to_device
 from winnow.method.host_memory import keep_freed_buffers
 from winnow.method.losses import contrastive_logits, per_example_loss
 from winnow.method.selection import Selector
@@ -192,7 +192,8 @@ def train(
         # draw is the batch, and no actor scores or trains)
         phase = selector.at(step, opt.steps)
         drawn = sampler.draw(phase.super_batch(batch))
-        drawn = Draw(drawn.ids, drawn.images.to(device), drawn.targets.to(device), drawn.pathology, labels=drawn.labels)
+        images, targets = to_device(drawn.images, device), to_device(drawn.targets, device)
+        drawn = Draw(drawn.ids, images, targets, drawn.pathology, labels=drawn.labels)
         data_seconds = time.perf_counter() - started  # waiting for data: drawing, decoding a shard, the copy to the device
         reference = run.reference.losses(drawn, loss_fn, precision) if run.reference and phase.selects else None
         kept, scored = _keep(phase, drawn, online or run.learner, batch // world, loss_fn, precision, name, reference)

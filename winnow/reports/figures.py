@@ -39,6 +39,7 @@ from winnow.reports.result_figures import (
 )
 from winnow.reports.system_figures import (
     compile_step,
+    data_path,
     end_to_end,
     host_memory,
     parallel_arms,
@@ -114,6 +115,7 @@ FIGURES: dict[str, Figure] = {
     "stage-startup": Figure("metrics/synthetic/bench/stage_startup.json", stage_startup),
     "compile-step": Figure("metrics/synthetic/bench/compile_step.json", compile_step),
     "host-memory": Figure("metrics/synthetic/bench/host_memory.json", host_memory),
+    "data-path": Figure("metrics/synthetic/bench/data_path.json", data_path),
     "levers-mnist-2pct-5-seeds": Figure("metrics/mnist-2pct/bench/classification-levers-anneal-floor-5-seeds.json", levers),
     "scorers-synthetic": Figure("metrics/synthetic/bench/classification-scorers.json", study_table),
     "learners-synthetic": Figure("metrics/synthetic/bench/classification-learners.json", study_table),

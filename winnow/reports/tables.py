@@ -88,8 +88,14 @@ def table(summary: dict) -> str:
         if "data_share_of_step" in row
     }
     if shares:
+        policies = summary.get("ledger", {}).get("policies", {})
+        delivered = {
+            p: f" ({policies[p]['images_per_step']:.0f} images a step)" if "images_per_step" in policies[p] else ""
+            for p in shares
+        }
         lines.append(
-            "waiting for data, share of the median step: " + ", ".join(f"{p} {v:.0%}" for p, v in baseline_first(shares))
+            "waiting for data, share of the median step: "
+            + ", ".join(f"{p} {v:.0%}{delivered[p]}" for p, v in baseline_first(shares))
         )
     evaluated = {p: row for p, row in summary.get("ledger", {}).get("policies", {}).items() if "eval_seconds" in row}
     if evaluated:

@@ -47,6 +47,7 @@ def score_shard(
     timings: dict | None = None,
     ahead: Ahead | None = None,
     then: Callable[[], None] | None = None,
+    fit: str = "squash",
 ) -> pa.Table:
     """Loss of every row of one pool shard. Rows it cannot score (undecodable image, empty
     caption, no label) get loss NULL and the reason as status: skipped and counted, not lost.
@@ -54,7 +55,7 @@ def score_shard(
     is decoded, before the forward (score_shards starts the next shard's decode there). `timings`, when given,
     gets the seconds of decoding (images, and tokenising captions), of the scorer waiting for it, and of the forward."""
     started = time.perf_counter()
-    split, targets = ahead.result() if ahead is not None else reader(objective, model_name, size, num_classes)(shard)
+    split, targets = ahead.result() if ahead is not None else reader(objective, model_name, size, num_classes, fit)(shard)
     decoded = time.perf_counter()
     decode_seconds = ahead.seconds if ahead is not None else decoded - started
     if then is not None:
@@ -85,14 +86,14 @@ def score_shard(
     return pa.table({f.name: columns[f.name] for f in schema}, schema=schema).sort_by("example_id")
 
 
-def decode(objective: str, model_name: str, shard: Path, size: int, num_classes: int):
+def decode(objective: str, model_name: str, shard: Path, size: int, num_classes: int, fit: str = "squash"):
     """One shard as scoring reads it: its usable rows and their targets (objectives.decode_shard)."""
-    return objectives.decode_shard(objective, model_name, shard, size, num_classes, ("caption",))
+    return objectives.decode_shard(objective, model_name, shard, size, num_classes, ("caption",), fit)
 
 
-def reader(objective: str, model_name: str, size: int, num_classes: int) -> Callable[[Path], tuple]:
+def reader(objective: str, model_name: str, size: int, num_classes: int, fit: str = "squash") -> Callable[[Path], tuple]:
     """decode(shard) for one scorer and pool."""
-    return functools.partial(decode, objective, model_name, size=size, num_classes=num_classes)
+    return functools.partial(decode, objective, model_name, size=size, num_classes=num_classes, fit=fit)
 
 
 def write_shard_scores(
@@ -106,6 +107,7 @@ def write_shard_scores(
     model_name: str = "",
     ahead: Ahead | None = None,
     then: Callable[[], None] | None = None,
+    fit: str = "squash",
 ) -> int:
     """Score one shard into out_dir/<shard name> (atomically), and what it took beside it (<shard name>.json: rows
     and seconds, so a run killed half-way still counts the shards it scored); 0 rows if it is already there."""
@@ -113,7 +115,7 @@ def write_shard_scores(
     if out.exists():
         return 0
     started, timings = time.perf_counter(), {}
-    table = score_shard(model, shard, size, num_classes, batch_size, objective, model_name, timings, ahead, then)
+    table = score_shard(model, shard, size, num_classes, batch_size, objective, model_name, timings, ahead, then, fit)
     with atomic_path(out) as tmp:  # dictionary-encoding float losses and embeddings took 3x as long, for a larger file
         pq.write_table(table, tmp, use_dictionary=["status"])
     write_json({"rows": table.num_rows, "seconds": time.perf_counter() - started, **timings}, out.with_name(out.name + ".json"))
@@ -154,12 +156,13 @@ def score_shards(
     model_name: str = "",
     on_shard: Callable[[Path], None] | None = None,
     ahead: bool | None = None,
+    fit: str = "squash",
 ) -> dict:
     """Write out_dir/part-*.parquet for every pool shard that has none yet, in this process. `ahead`: decode the next
     shard in a thread while this one is scored (None: where that pays, decode_ahead_pays). Returns counts."""
     shards = shard_files(pool_dir)
     todo = [s for s in shards if not (out_dir / s.name).exists()]
-    read = reader(objective, model_name, size, num_classes)
+    read = reader(objective, model_name, size, num_classes, fit)
     ahead = decode_ahead_pays(model) if ahead is None else ahead
     started, rows, current, following = time.perf_counter(), 0, None, None
 
@@ -171,7 +174,9 @@ def score_shards(
         for i, shard in enumerate(tqdm(todo, desc="score", unit="shard", leave=False, disable=None)):
             current, following = following if following is not None else Ahead(i, read, shard) if ahead else None, None
             then = functools.partial(start_next, i) if ahead else None  # the next decodes during this one's forward
-            rows += write_shard_scores(model, shard, out_dir, size, num_classes, batch_size, objective, model_name, current, then)
+            rows += write_shard_scores(
+                model, shard, out_dir, size, num_classes, batch_size, objective, model_name, current, then, fit
+            )
             if on_shard is not None:
                 on_shard(out_dir / shard.name)
     finally:  # no decode thread outlives the stage, whatever stopped it
@@ -190,10 +195,11 @@ def bare_forward_rate(
     batch_size: int,
     objective: str = "classification",
     model_name: str = "",
+    fit: str = "squash",
 ) -> float:
     """Examples/s of the model's forward alone, on one shard already decoded and in memory:
     the ceiling that scoring (with decoding and writing) is measured against."""
-    split, targets = decode(objective, model_name, shard, size, num_classes)
+    split, targets = decode(objective, model_name, shard, size, num_classes, fit)
     images = split.images.clone()  # in memory: the decoded cache maps them from its file, page by page as they are read
     loss = objectives.OBJECTIVES[objective].loss
     score_examples(model, images[:batch_size], targets[:batch_size], batch_size, loss)  # warm-up

@@ -31,7 +31,7 @@ from winnow.method.evaluation import class_probabilities
 from winnow.method.objectives import OBJECTIVES
 from winnow.reports.curate import grid_examples, write_curate_report
 from winnow.scores import scoring, store
-from winnow.stages.inputs import claim_outputs, num_classes, read_json, reference_model
+from winnow.stages.inputs import claim_outputs, decode_with, num_classes, read_json, reference_model
 from winnow.stages.lineage import record_run, stage_key
 from winnow.stages.paths import Paths
 from winnow.stages.score import reference_losses
@@ -45,6 +45,7 @@ def curate_stage(params: Params, dest: str | Path | None = None, on_shard=None) 
     `dest`), metrics/<dataset>/<objective>/curate.json and the curate report with its image grids."""
     cfg, started = params.curate, time.perf_counter()
     paths = claim_outputs(params)
+    decode_with(params)
     dest = Path(dest) if dest is not None else paths.curated
     rule = RULES[cfg.rule]
     meta = pool_columns(paths.data / "pool", ("label", "pathology", "caption"))  # by id, images not decoded
@@ -153,7 +154,7 @@ def _pool_pass(params, model, model_name: str, what: str) -> tuple[np.ndarray, d
             continue
         split, targets = None, None
         if flops_per_example is None or what == "probs":
-            split, targets = objectives.decode_shard(params.objective, model_name, shard, size, classes, ())
+            split, targets = objectives.decode_shard(params.objective, model_name, shard, size, classes, (), params.data.fit)
         if flops_per_example is None and len(split):
             loss = objectives.OBJECTIVES[params.objective].loss
             flops_per_example = ledger.forward_flops_per_example(model, loss, split.images[:batch], targets[:batch])

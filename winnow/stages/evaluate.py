@@ -9,7 +9,7 @@ from winnow.method.checkpoints import model_from_checkpoint
 from winnow.method.devices import pick_device
 from winnow.method.objectives import OBJECTIVES
 from winnow.stages import lineage
-from winnow.stages.inputs import run_split
+from winnow.stages.inputs import decode_with, run_split
 from winnow.stages.paths import Paths
 
 
@@ -19,6 +19,7 @@ def evaluate_stage(params: Params) -> dict:
     and, for CLIP, zero-shot accuracy on each task and retrieval recall@1/5/10.
     Each checkpoint must have been trained on this run's inputs (its lineage key), never a stale one."""
     paths = Paths.of(params)
+    decode_with(params)
     tasks = read_manifest(params.data.root)["tasks"]
     test = run_split(params, "eval/test")
     transfer = {name: run_split(params, f"eval/{name}") for name in sorted(tasks) if tasks[name].get("probe")}  # may be none

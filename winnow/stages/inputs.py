@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from winnow.config import Params
+from winnow.datasets import workers
 from winnow.datasets.contract import load_split, read_manifest
 from winnow.datasets.stream import Draw, shard_rows
 from winnow.errors import DataError, MissingInput, StaleInput
@@ -29,8 +30,8 @@ log = logging.getLogger("winnow")
 
 
 @functools.lru_cache(maxsize=8)
-def _split(folder: str, size: int, num_classes: int | None, stamp: tuple):
-    return load_split(folder, size, num_classes)
+def _split(folder: str, size: int, num_classes: int | None, stamp: tuple, fit: str = "squash"):
+    return load_split(folder, size, num_classes, fit=fit)
 
 
 def run_split(params: Params, name: str):
@@ -40,8 +41,18 @@ def run_split(params: Params, name: str):
     folder = Paths.of(params).data / name
     classes = num_classes(params) if name in ("pool", "curated", "eval/test", "eval/val") else None
     stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.glob("part-*.parquet")))
-    data = _split(str(folder), params.data.image_size, classes, stamp)
+    data = _split(str(folder), params.data.image_size, classes, stamp, params.data.fit)
     return OBJECTIVES[params.objective].usable(data) if name in ("pool", "curated") else data
+
+
+def decode_with(params: Params, parallel: int = 1) -> int:
+    """Size this process's decode workers (datasets/workers.py) from data.workers, or where it is null from the cores
+    left after the compute threads of `parallel` processes like this one (train.parallel_arms); returns the count."""
+    count = params.data.workers
+    if count is None:
+        count = workers.default_workers(pick_device(params.device).type, parallel)
+    workers.configure(count)
+    return count
 
 
 def num_classes(params: Params) -> int:

@@ -109,6 +109,7 @@ class TrainRecord(Record):
     seconds_per_step: float
     step_seconds_median: float | None = None  # the median step's seconds after the warm-up: what the ledger charges
     data_seconds_median: float | None = None  # ... of which waiting for data (drawing, decoding, the copy to the device)
+    images_per_step: float | None = None  # delivered by the data path per learner step (super-batch and curated rows)
     clock: list[tuple[int, float]]  # [step, seconds so far] at each evaluation: time to a target
     eval_seconds: float | None = None  # the curve's evaluations, summed (not in `seconds`); test-set read apart
     test_seconds: float | None = None  # the one read of the test set at the end

@@ -18,6 +18,7 @@ from winnow.method.training import Evaluation, train
 from winnow.stages.inputs import (
     checkpoint_meta,
     claim_outputs,
+    decode_with,
     forward_flops,
     num_classes,
     run_split,
@@ -35,6 +36,7 @@ log = logging.getLogger("winnow")
 def reference_stage(params: Params) -> dict:
     """Train the reference model on the curated set; checkpoint + metrics/<objective>/reference.json."""
     paths, cfg = claim_outputs(params), params.reference
+    decode_with(params)
     curated, test = run_split(params, "curated"), run_split(params, "eval/test")
     objective = OBJECTIVES[params.objective]
     torch.manual_seed(params.seed)

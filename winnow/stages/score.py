@@ -23,7 +23,7 @@ from winnow.method.checkpoints import state_hash
 from winnow.method.devices import autocast
 from winnow.method.objectives import OBJECTIVES
 from winnow.scores import scoring, store
-from winnow.stages.inputs import claim_outputs, num_classes, read_json, reference_model
+from winnow.stages.inputs import claim_outputs, decode_with, num_classes, read_json, reference_model
 from winnow.stages.lineage import record_run
 from winnow.stages.paths import Paths
 from winnow.stages.records import ScoreRecord
@@ -31,15 +31,24 @@ from winnow.stages.records import ScoreRecord
 log = logging.getLogger("winnow")
 
 
+def scored_pool_hash(params: Params) -> str:
+    """The pool as the scorer read it: its shards' content, and how its images were fitted to the size when not
+    squashed (data.fit: other pixels, other losses; squash adds nothing, so scorers stored before data.fit keep
+    their ids)."""
+    pool = split_hash(Paths.of(params).data / "pool")
+    return pool if params.data.fit == "squash" else f"{pool}|fit={params.data.fit}"
+
+
 def score_plan(params: Params) -> dict:
     """Register this (reference, pool) scorer in the store, or find it complete and reuse it.
     Returns the score result so far, with `todo`: the pool shards still to score (none when reused).
     Writes the scorer's identity (Paths.scorer) that train checks its pool and reference against."""
     paths = claim_outputs(params)
+    decode_with(params)
     pool_dir = paths.data / "pool"
     model = reference_model(params)
     check_pool_ids(pool_dir)  # before anything is scored: a bad id would only surface in training
-    model_hash, dataset_hash = state_hash(model), split_hash(pool_dir)
+    model_hash, dataset_hash = state_hash(model), scored_pool_hash(params)
     scorer_id = store.scorer_id_for(model_hash, dataset_hash, params.objective)
     result = {"scorer_id": scorer_id, "model_hash": model_hash, "dataset_hash": dataset_hash, "objective": params.objective}
     write_json(result, paths.scorer)
@@ -98,6 +107,7 @@ def check_pool_ids(pool_dir: Path) -> None:
 def score_one_shard(params: Params, scorer_id: str, shard: str) -> int:
     """Score one pool shard into the scorer's Parquet folder; any process that sees data/ and artifacts/ can."""
     paths = Paths.of(params)
+    decode_with(params)  # a Dask worker's own
     model = reference_model(params)
     with autocast(next(model.parameters()).device, params.precision):
         return scoring.write_shard_scores(
@@ -109,6 +119,7 @@ def score_one_shard(params: Params, scorer_id: str, shard: str) -> int:
             params.score.batch_size,
             params.objective,
             params.reference.model,
+            fit=params.data.fit,
         )
 
 
@@ -127,6 +138,7 @@ def score_finish(params: Params, plan: dict, counts: dict) -> dict:
             params.score.batch_size,
             params.objective,
             params.reference.model,
+            params.data.fit,
         )
     paid = scoring.spent(paths.score_shards(scorer_id))  # every run's shards, a killed run's too
     counts.update(seconds=paid["seconds"], seconds_this_run=counts["seconds"])
@@ -172,6 +184,7 @@ def score_stage(params: Params, on_shard=None) -> dict:
             params.objective,
             params.reference.model,
             on_shard,
+            fit=params.data.fit,
         )
     return score_finish(params, plan, counts)
 
@@ -181,7 +194,7 @@ def reference_losses(params: Params) -> np.ndarray:
     checking that it scored this very pool with this very reference (else the losses are stale)."""
     paths = Paths.of(params)
     scorer = read_json(paths.scorer, "run `winnow score` first")
-    pool_hash, model_hash = split_hash(paths.data / "pool"), state_hash(reference_model(params))
+    pool_hash, model_hash = scored_pool_hash(params), state_hash(reference_model(params))
     if scorer["dataset_hash"] != pool_hash or scorer["model_hash"] != model_hash:
         what = "pool" if scorer["dataset_hash"] != pool_hash else "reference model"
         raise StaleInput(

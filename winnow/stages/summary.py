@@ -140,6 +140,8 @@ def _data_share(trained: TrainRecord) -> dict:
     out = {}
     if trained.data_seconds_median is not None and trained.step_seconds_median:
         out["data_share_of_step"] = trained.data_seconds_median / trained.step_seconds_median
+    if trained.images_per_step is not None:  # what the share waits on: a selecting step asks 1/keep of uniform's
+        out["images_per_step"] = trained.images_per_step
     if trained.eval_seconds is not None:
         out.update(eval_seconds=trained.eval_seconds, test_seconds=trained.test_seconds, evaluations=trained.evaluations)
     return out

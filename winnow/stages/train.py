@@ -32,6 +32,7 @@ from winnow.method.training import Actor, Blend, Evaluation, Refresh, train
 from winnow.stages.inputs import (
     checkpoint_meta,
     claim_outputs,
+    decode_with,
     forward_flops,
     num_classes,
     read_json,
@@ -166,7 +167,12 @@ def _streamed(params: Params, model_name: str, seed: int, rank: int, world: int,
     """The pool streamed for an arm that draws from `data` (pool, filtered, curated+pool or balanced)."""
     folder = Paths.of(params).data / "pool"
     decode = functools.partial(
-        objectives.decode_shard, params.objective, model_name, size=params.data.image_size, num_classes=num_classes(params)
+        objectives.decode_shard,
+        params.objective,
+        model_name,
+        size=params.data.image_size,
+        num_classes=num_classes(params),
+        fit=params.data.fit,
     )
     prepared = {}
     if data == "filtered":
@@ -204,6 +210,7 @@ def train_stage(params: Params, policy: str) -> dict:
     lock = exclusive(paths.lock(f"train-{policy}"), paths.learner(policy), f"training {policy} into it")
     # train.parallel_arms: this arm's share of the CPU threads, whether arms run at once (winnow pipeline) or not
     with lock if rank == 0 else contextlib.nullcontext(), cpu_share(params.train.parallel_arms):  # rank 0 writes
+        decode_with(params, params.train.parallel_arms)  # its decode workers, within this arm's share of the cores
         return _train(params, policy, rank, world)
 
 
@@ -218,7 +225,8 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
     actor, actor_info = _actor(params, policy, device)
     early = POLICIES[policy].data == "curated"  # the learner on the curated set alone: early-stopped on val as well
     pool = sampler.pool if isinstance(sampler, Blend) else sampler  # what the super-batch is drawn from
-    super_batch = selector.super_batch(cfg.batch_size - (sampler.rows(cfg.batch_size, world) if pool is not sampler else 0))
+    curated_rows = sampler.rows(cfg.batch_size, world) if pool is not sampler else 0  # a blended batch's curated part
+    super_batch = selector.super_batch(cfg.batch_size - curated_rows)
     trained_by_actor = actor_info.get("actor_trained_per_step", 0)
     first = pool.peek(max(super_batch, cfg.batch_size))  # the learner's step is measured at its whole batch
     flops = _measured_flops(params, selector, model, actor, trained_by_actor, first, super_batch, world)
@@ -240,7 +248,6 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         precision=params.precision,
         name=policy,
     )
-    stream = next((s for s in (pool, *getattr(pool, "parts", ())) if isinstance(s, ShardStream)), None)
     started = time.perf_counter()
     tested = target_metric(params, cfg.model, test)(model) if rank == 0 else {}  # the test set, read once: at the end
     test_seconds = time.perf_counter() - started
@@ -262,6 +269,7 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         "evaluations": len(out["eval_log"]),
         "batch_size": cfg.batch_size,
         "super_batch_size": super_batch,  # drawn from the pool each step (for the pool's part of a blended batch)
+        "images_per_step": _images_per_step(selector, super_batch, cfg.batch_size - curated_rows, curated_rows, cfg.steps),
         "curated_share": params.train.curated_share if pool is not sampler else None,
         "selection": cfg.selection if POLICIES[policy].selects else None,
         **actor_info,
@@ -271,6 +279,7 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         "kept_class_share": _shares(out["kept_classes"]),
         "pool_size": pool.size,
         "pool_skipped": len(pool.split.skipped) if isinstance(pool, InMemory) else sum(map(len, pool.skipped.values())),
+        **_streamed_info(pool),
         **flops,
     }
     metrics.update(early_stopped)
@@ -279,8 +288,6 @@ def _train(params: Params, policy: str, rank: int, world: int) -> dict:
         meta = _sequence_meta(params, policy, flops, metrics.get("selecting_steps"), len(out["sequence"][0]))
         write_sequence(paths.sequence(policy), out["sequence"], {**meta, "curated_share": metrics["curated_share"]})
     metrics.update(_plateau(out["steps_log"]))
-    if stream is not None:
-        metrics.update(pool_streamed=True, shuffle_buffer=stream.capacity)
     if world > 1:
         metrics["world_size"] = world
     record = TrainRecord(**metrics)
@@ -345,6 +352,20 @@ def _scheduled(selector: Selector, steps_log: list[dict], cfg) -> dict:
         "step_seconds_median": step_seconds_median(steps_log[:selecting], cfg.warmup_steps),
         "annealed_step_seconds_median": float(np.median(annealed)) if annealed else None,
     }
+
+
+def _streamed_info(pool) -> dict:
+    """A streamed pool's shuffle buffer (nothing for one held in memory)."""
+    stream = next((s for s in (pool, *getattr(pool, "parts", ())) if isinstance(s, ShardStream)), None)
+    return {} if stream is None else {"pool_streamed": True, "shuffle_buffer": stream.capacity}
+
+
+def _images_per_step(selector: Selector, super_batch: int, batch: int, curated_rows: int, steps: int) -> float:
+    """The images the data path delivers per learner step, mean over the run: the super-batch drawn from the pool
+    while the run selects (its batch alone on annealed steps), and the curated rows of a blended batch. A selecting
+    run at keep 0.5 asks twice what uniform does of the decoder (issue 45: the seconds column says when that binds)."""
+    selecting = selector.schedule.selecting_steps(steps) if selector.selects else steps
+    return (selecting * super_batch + (steps - selecting) * batch) / steps + curated_rows
 
 
 def _plateau(steps_log: list[dict]) -> dict:
