@@ -162,11 +162,25 @@ def test_decoding_the_next_shard_ahead_draws_the_very_same_batches_and_decodes_e
     assert ahead[: len(inline)] == inline and len(ahead) == len(inline) + 1  # the same order, one shard further on
 
 
+def test_a_super_batch_larger_than_a_shard_decodes_as_many_shards_ahead_as_it_spans_and_draws_the_same(tiny_data):
+    runs = {}
+    for prefetch in (True, False):
+        stream = _stream(tiny_data, buffer=800, seed=2, prefetch=prefetch)
+        draws = [stream.draw(700) for _ in range(6)]  # the tiny pool's shards hold 300 rows: a draw spans three
+        if prefetch:
+            assert sum(stream.rows[a.index] for a in stream.ahead) >= 700 and len(stream.ahead) >= 3
+        stream.close()
+        assert not stream.ahead
+        runs[prefetch] = draws
+    for ahead, inline in zip(runs[True], runs[False], strict=True):
+        assert np.array_equal(ahead.ids, inline.ids) and torch.equal(ahead.images, inline.images)
+
+
 def test_a_shard_that_fails_to_decode_ahead_fails_where_the_stream_reaches_it_naming_the_file(tiny_data):
     decoded = []
     probe = _stream(tiny_data, buffer=200, decoded=decoded, prefetch=False)
     probe.draw(32)
-    second = probe._next_file()
+    second = next(probe._upcoming())
     stream = _stream(tiny_data, buffer=200, broken=probe.files[second].name)
     stream.draw(32)  # the first shard reads; the second failed in the background, and says nothing yet
     with pytest.raises(DataError, match=probe.files[second].name):

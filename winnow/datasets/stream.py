@@ -9,9 +9,11 @@ datasets/mixture.py draws from several of them at fixed shares.
   curated set.
 - ShardStream: shards are decoded one at a time into a shuffle buffer of fixed size;
   each step draws n buffered examples uniformly and refills their slots with the next
-  rows of the stream, while the shard after the one being read decodes in a thread (a step
-  waits for data only if decoding a shard is slower than training on one). Memory is the
-  buffer plus two decoded shards, whatever the pool's size.
+  rows of the stream, while the shards after the one being read decode in threads of their own
+  (in the decode workers where there are some): one shard, or as many as one step's draw spans
+  when a super-batch is larger than a shard. A step waits for data only if decoding is slower
+  than training. Memory is the buffer plus the shard being read and those ahead, whatever the
+  pool's size.
 
 Under DDP (world > 1) each rank draws its own share: InMemory ranks share one RNG and
 take their slice of the same global super-batch; ShardStream ranks read disjoint shards
@@ -21,6 +23,7 @@ take their slice of the same global super-batch; ShardStream ranks read disjoint
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -129,8 +132,8 @@ class ShardStream:
         prefetch: bool = True,
     ):
         self.files = shard_files(folder)
-        self.prefetch = prefetch  # decode the next shard in a background thread while this one is read
-        self.ahead: Ahead | None = None
+        self.prefetch = prefetch  # decode the shards ahead in background threads while this one is read
+        self.ahead: list[Ahead] = []  # the shards decoding ahead, in the order the stream will open them
         if len(self.files) < world:
             raise DataError(
                 f"{folder}: {len(self.files)} shards for {world} ranks; each rank streams its own shards, so a pool needs at "
@@ -138,6 +141,8 @@ class ShardStream:
             )
         self.decode, self.seed, self.rank, self.world = decode, seed, rank, world
         rows = shard_rows(folder)
+        self.rows = rows  # per shard, from the footers
+        self.wanted = 1  # rows a step draws from the stream (the last draw's): the shards ahead must hold as many
         share = sum(sorted(rows)[: max(1, len(rows) // world)])  # the fewest rows a rank can get in an epoch
         self.capacity = min(buffer_size, share)
         self.size = sum(rows)
@@ -153,18 +158,38 @@ class ShardStream:
         return order[self.rank :: self.world]
 
     def _load(self, index: int) -> tuple[Split, torch.Tensor]:
-        ahead, self.ahead = self.ahead, None
-        if ahead is not None and ahead.index != index:  # a restore or a resume read elsewhere: that decode is not needed
-            ahead.thread.join()
-            ahead = None
+        ahead = self.ahead.pop(0) if self.ahead and self.ahead[0].index == index else None
+        if ahead is None:  # a restore or a resume reads elsewhere: what was decoding ahead is not needed
+            self.close()
         split, targets = ahead.result() if ahead is not None else self.decode(self.files[index])
         self.skipped.setdefault(self.files[index].name, split.skipped)
         return split, targets
 
-    def _next_file(self) -> int:
-        """The shard the stream opens after the one it has just opened (the next epoch's first, past the last)."""
-        files = self._files_of_epoch(self.epoch)
-        return int(files[self.cursor] if self.cursor < len(files) else self._files_of_epoch(self.epoch + 1)[0])
+    def _upcoming(self):
+        """The shards the stream opens after the one it has just opened, in order, across epochs."""
+        epoch, cursor = self.epoch, self.cursor
+        while True:
+            files = self._files_of_epoch(epoch)
+            if cursor >= len(files):
+                epoch, cursor = epoch + 1, 0
+                continue
+            yield int(files[cursor])
+            cursor += 1
+
+    def _decode_ahead(self, opened: int) -> None:
+        """Start decoding the shards after `opened` until those decoding ahead hold a step's draw (super-batch aware:
+        a super-batch larger than a shard needs several shards ahead, which decode at once: in the decode workers'
+        processes where there are some, datasets/workers.py). One shard ahead at least; a shard the stream is
+        reading is never decoded ahead."""
+        pending, held = {a.index for a in self.ahead}, sum(self.rows[a.index] for a in self.ahead)
+        for index in itertools.islice(self._upcoming(), len(self.files)):
+            if index in pending:  # decoding already (those ahead are the next ones, in order)
+                continue
+            if index == opened or (self.ahead and held >= self.wanted):
+                break
+            self.ahead.append(Ahead(index, self.decode, self.files[index]))
+            pending.add(index)
+            held += self.rows[index]
 
     def _incoming(self, n: int) -> dict:
         """The next n rows of the stream (across shards and epochs)."""
@@ -179,8 +204,8 @@ class ShardStream:
                 self.cursor += 1
                 split, targets = self._load(index)
                 self.current = _OpenShard(index, split, targets, self.rng.permutation(len(split)))
-                if self.prefetch and (following := self._next_file()) != index:  # the next shard decodes meanwhile
-                    self.ahead = Ahead(following, self.decode, self.files[following])
+                if self.prefetch:  # the next shards decode meanwhile
+                    self._decode_ahead(index)
             shard = self.current
             rows = shard.order[shard.pos : shard.pos + n]
             shard.pos += len(rows)
@@ -196,6 +221,7 @@ class ShardStream:
         if self.buffer is None:
             self._fill()
         n //= self.world
+        self.wanted = n
         if n > self.capacity:
             raise ConfigError(
                 f"a super-batch of {n} per rank is larger than the shuffle buffer ({self.capacity}); raise train.shuffle_buffer"
@@ -217,8 +243,8 @@ class ShardStream:
     def close(self) -> None:
         """Wait for the shard decoding ahead, if any (the end of a run: no thread outlives the stream's use, so none
         competes with what runs next, or dies half-way through writing the decoded cache)."""
-        ahead, self.ahead = self.ahead, None
-        if ahead is not None:
+        pending, self.ahead = self.ahead, []
+        for ahead in pending:
             ahead.thread.join()
 
     def peek(self, n: int) -> Draw:
