@@ -69,6 +69,41 @@ def test_a_crashed_run_resumes_from_its_checkpoint_and_ends_with_the_same_weight
         assert torch.equal(a, b)
 
 
+def test_drawing_each_step_ahead_trains_on_the_same_rows_and_a_crash_resumes_to_the_same_weights(pool, tmp_path):
+    """The next step's draw made during this one (datasets/prefetch.py, what a CUDA run does), here on the CPU: the
+    same kept ids and weights as drawing in line, and a checkpoint written while a draw is ahead resumes without
+    skipping or repeating it. A schedule that anneals changes the draw's size on the way."""
+    from winnow.datasets.prefetch import Prefetched
+    from winnow.method.schedules import Schedule
+
+    cfg = TrainConfig(model="cnn-nano", steps=12, batch_size=16, warmup_steps=2)
+    reference_loss = torch.rand(int(pool.ids.max()) + 1, generator=torch.Generator().manual_seed(0))
+
+    def run(sampler, path, on_step=None):
+        torch.manual_seed(0)
+        model = build_classifier("cnn-nano", 20)
+        selector = Selector("learnability", keep_fraction=0.5, reference_loss=reference_loss, schedule=Schedule(0.25))
+        train(model, sampler, cfg, seed=0, selector=selector, checkpoint=CheckpointPlan(path, every=5), on_step=on_step)
+        return model
+
+    kept = {"in line": [], "ahead": []}
+    in_line = run(_in_memory(pool), tmp_path / "a.pt", lambda step, ids: kept["in line"].append(ids.copy()))
+    ahead = run(
+        Prefetched(_in_memory(pool), torch.device("cpu")), tmp_path / "b.pt", lambda s, ids: kept["ahead"].append(ids.copy())
+    )
+    assert all(np.array_equal(a, b) for a, b in zip(kept["in line"], kept["ahead"], strict=True))
+
+    def crash(step, ids):
+        if step == 8:
+            raise Crash
+
+    with pytest.raises(Crash):  # checkpointed at step 5, with step 6's draw made ahead
+        run(Prefetched(_in_memory(pool), torch.device("cpu")), tmp_path / "c.pt", crash)
+    resumed = run(Prefetched(_in_memory(pool), torch.device("cpu")), tmp_path / "c.pt")
+    for a, b, c in zip(in_line.state_dict().values(), ahead.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b) and torch.equal(a, c)
+
+
 def test_a_crashed_run_with_an_actor_resumes_to_the_same_learner_and_actor_weights(pool, tmp_path):
     cfg = TrainConfig(model="cnn-nano", steps=12, batch_size=16, warmup_steps=2)
     reference_loss = torch.rand(int(pool.ids.max()) + 1, generator=torch.Generator().manual_seed(0))

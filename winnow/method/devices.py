@@ -34,7 +34,7 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A batch to the device: on CUDA through pinned host memory and a non-blocking copy, so the copy runs on the
     copy engine while the host goes on to launch the step's kernels (they queue behind it on the stream); on the
     CPU the tensor as it is."""
-    if device.type != "cuda":
+    if device.type != "cuda" or tensor.device.type == "cuda":  # there already (datasets/prefetch.py copied it)
         return tensor.to(device)
     return tensor.pin_memory().to(device, non_blocking=True)
 

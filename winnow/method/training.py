@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from winnow.config import ACTOR_DATA, OptimConfig
 from winnow.datasets.contract import Split
+from winnow.datasets.prefetch import Prefetched
 from winnow.datasets.stream import Draw, InMemory, ShardStream
 from winnow.errors import DataError, TrainingDiverged
 from winnow.method import optim
@@ -41,6 +42,7 @@ from winnow.method.devices import autocast, rank_and_world, to_device
 from winnow.method.host_memory import keep_freed_buffers
 from winnow.method.losses import contrastive_logits, per_example_loss
 from winnow.method.selection import Selector
+from winnow.method.step_log import count_classes, log_row
 
 log = logging.getLogger("winnow")
 
@@ -169,7 +171,8 @@ def train(
     `selector` keeps each batch (default: uniform, no super-batch); `actor` is the small online model whose
     loss scores the super-batch for policies that read one, trained alongside the learner with its own
     optimiser (same schedule); without one the learner scores itself. loss_fn(model, images, targets) gives
-    per-example losses. on_step(step, ids) sees the example ids each step trained on (audits, tests).
+    per-example losses. on_step(step, ids) sees the example ids each step trained on (audits, tests). On CUDA each
+    step's super-batch is drawn during the step before and copied meanwhile (datasets/prefetch.py: the same draws).
     Under torchrun the learner and the actor are wrapped in DDP; each rank draws its share of the super-batch
     and keeps its share of the batch from its own examples (no communication for selection). From a Blend, a fixed
     share of every batch is curated rows and the super-batch is drawn for the rest.
@@ -178,10 +181,10 @@ def train(
     selector = selector or Selector()
     actor = actor if selector.needs_actor else None  # only policies that read an online loss pay for an actor
     run, batch, curated_rows = _setup(model, data, opt, seed, selector, actor, checkpoint or CheckpointPlan(), name)
+    device = next(model.parameters()).device
     sampler, online, blend, rank, world = run.sampler, run.actor, run.blend, run.rank, run.world
     state = run.resume(name, opt.steps)
     finished_before = state.step >= opt.steps
-    device = next(model.parameters()).device
     bar = tqdm(total=opt.steps, initial=state.step, desc=name, unit="step", leave=False, disable=rank or None, mininterval=2)
     while state.step < opt.steps:
         step, started = state.step, time.perf_counter()
@@ -191,9 +194,7 @@ def train(
         # draw a super-batch and keep the batch the policy chooses (uniform, or a step the schedule anneals: the
         # draw is the batch, and no actor scores or trains)
         phase = selector.at(step, opt.steps)
-        drawn = sampler.draw(phase.super_batch(batch))
-        images, targets = to_device(drawn.images, device), to_device(drawn.targets, device)
-        drawn = Draw(drawn.ids, images, targets, drawn.pathology, labels=drawn.labels)
+        drawn = _drawn(sampler, selector, step, opt.steps, batch, device)
         data_seconds = time.perf_counter() - started  # waiting for data: drawing, decoding a shard, the copy to the device
         reference = run.reference.losses(drawn, loss_fn, precision) if run.reference and phase.selects else None
         kept, scored = _keep(phase, drawn, online or run.learner, batch // world, loss_fn, precision, name, reference)
@@ -214,8 +215,8 @@ def train(
         state.step = step = step + 1
         spent = time.perf_counter() - started
         state.seconds += spent
-        row = _log_row(step, lr, loss, actor_loss, kept, sampler.kinds, world)
-        _count_classes(state, kept, world)
+        row = log_row(step, lr, loss, actor_loss, kept, sampler.kinds, world)
+        count_classes(state, kept, world)
         state.steps_log.append({**row, **scored, "seconds": round(spent, 6), "data_seconds": round(data_seconds, 6)})
         _on_schedule(run, state, evaluation, model, opt, bar)
         if on_step is not None:
@@ -236,6 +237,9 @@ def _setup(model, data, opt: OptimConfig, seed: int, selector: Selector, actor: 
     blend = data if isinstance(data, Blend) else None
     data = blend.pool if blend is not None else data
     sampler = data if not isinstance(data, Split) else InMemory(data, torch.as_tensor(data.labels), seed, None, rank, world)
+    device = next(model.parameters()).device
+    if device.type == "cuda" and not isinstance(sampler, Prefetched):  # the next draw made during each step
+        sampler = Prefetched(sampler, device)
     curated_rows = blend.rows(opt.batch_size, world) if blend is not None else 0
     batch = opt.batch_size - curated_rows  # the pool's part of each batch
     _check_sizes(batch, selector.super_batch(batch), sampler.size, world, name)
@@ -250,6 +254,15 @@ def _setup(model, data, opt: OptimConfig, seed: int, selector: Selector, actor: 
     if actor is not None:
         actor.model.train()
     return run, batch, curated_rows
+
+
+def _drawn(sampler, selector: Selector, step: int, steps: int, batch: int, device) -> Draw:
+    """This step's super-batch, on the device; a Prefetched sampler starts the next step's draw meanwhile."""
+    drawn = sampler.draw(selector.at(step, steps).super_batch(batch))
+    if isinstance(sampler, Prefetched) and step + 1 < steps:  # the next step's draw, made while this one trains
+        sampler.ahead(selector.at(step + 1, steps).super_batch(batch))
+    images, targets = to_device(drawn.images, device), to_device(drawn.targets, device)
+    return Draw(drawn.ids, images, targets, drawn.pathology, labels=drawn.labels)
 
 
 def _on_schedule(run: _Run, state: TrainState, evaluation: Evaluation | None, model, opt: OptimConfig, bar) -> None:
@@ -369,7 +382,7 @@ def _fingerprint(
             **selector.fingerprint(),
             "seed": seed,
             "n": sampler.size,
-            "sampler": type(sampler).__name__,
+            "sampler": type(getattr(sampler, "inner", sampler)).__name__,  # made ahead or not: the same draws
             "world": world,
             "lineage_key": lineage_key,
             **({"actor": signature(actor.model), "actor_trains_on": actor.trains_on} if actor is not None else {}),
@@ -455,46 +468,3 @@ def _check_sizes(batch: int, super_batch: int, examples: int, world: int, name: 
             f"batch_size ({batch})" if super_batch == batch else f"the super-batch of {super_batch} (batch_size / keep_fraction)"
         )
         raise DataError(f"{name}: {what} is larger than the {examples} examples it trains on; lower it or add data")
-
-
-def _count_classes(state: TrainState, kept: Draw, world: int) -> None:
-    """Add the kept batch's rows per label (by weight under soft selection; over every rank) to the run's count: the
-    class mix beside the pathology mix, so a report can tell cleaning labels from rebalancing classes."""
-    if kept.labels is None:
-        return
-    labelled = kept.labels >= 0
-    weight = kept.weights.double().cpu().numpy()[labelled] if kept.weights is not None else None
-    counts = np.bincount(kept.labels[labelled], weights=weight) if labelled.any() else np.zeros(0)
-    for part in gathered(counts, world)[1:] if world > 1 else ():
-        counts = np.pad(counts, (0, max(0, len(part) - len(counts)))) + np.pad(part, (0, max(0, len(counts) - len(part))))
-    total = np.pad(np.asarray(state.kept_classes, dtype=np.float64), (0, max(0, len(counts) - len(state.kept_classes))))
-    total[: len(counts)] += counts
-    state.kept_classes = total.tolist()
-
-
-def _log_row(step: int, lr: float, loss: float, actor_loss: float | None, kept: Draw, kinds, world: int) -> dict:
-    """The step's log row: loss (mean over ranks; the actor's too when there is one), lr, and the share
-    of each pathology in the kept batch."""
-    kinds = list(kinds)
-    weight = kept.weights.double().cpu().numpy() if kept.weights is not None else None  # soft selection: the mix by weight
-    counts = (
-        []
-        if kept.pathology is None
-        else [float(np.sum(kept.pathology == k)) if weight is None else float(weight[kept.pathology == k].sum()) for k in kinds]
-    )
-    actor = [actor_loss / world] if actor_loss is not None else []
-    logged = _summed([loss / world, len(kept.ids) if weight is None else float(weight.sum())] + actor + counts, world)
-    row = {"step": step, "loss": round(logged[0], 5), "lr": lr}
-    if actor:
-        row["actor_loss"] = round(logged[2], 5)
-    row.update({f"selected_{k}": c / logged[1] for k, c in zip(kinds, logged[2 + len(actor) :], strict=False)})
-    return row
-
-
-def _summed(values: list[float], world: int) -> list[float]:
-    """Sum over ranks of a few numbers for the step log (loss, kept count, pathology counts)."""
-    if world == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64)
-    torch.distributed.all_reduce(t)
-    return t.tolist()
