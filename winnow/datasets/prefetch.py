@@ -54,6 +54,7 @@ class Prefetched:
         try:
             drawn = self.inner.draw(pending.n)
             if self.stream is not None:
+                torch.cuda.set_device(self.device)  # a thread's own current device: this rank's GPU, not GPU 0
                 with torch.cuda.stream(self.stream):
                     images = drawn.images.pin_memory().to(self.device, non_blocking=True)
                     targets = drawn.targets.pin_memory().to(self.device, non_blocking=True)
