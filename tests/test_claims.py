@@ -130,3 +130,38 @@ def test_a_map_point_pays_only_if_its_rerun_on_fresh_seeds_pays_too():
     again["flop_ratio_vs_best"], again["pays"] = spread([0.7, 0.75, 0.72, 0.71, 0.74]), True
     row = next(line for line in claims.figure(paying).splitlines() if line.startswith("|") and claim.data in line)
     assert f"yes in FLOPs at {point}" in row and f"{point} replicated on fresh seeds" in row
+
+
+def _budgets_result(verdicts: dict[str, str], flops: list[float], gaps: list[float]) -> dict:
+    """A budgets study's result (winnow/studies/budgets.py) as the claims read it: each reading's verdict for one arm."""
+    readings = {
+        name: {"verdict": v, "flop_ratio": spread(flops, log=True), "final_val_minus_comparator": spread(gaps)}
+        for name, v in verdicts.items()
+    }
+    fixed = "budget, sustained"
+    return {
+        "fixed_reading": fixed,
+        "seeds": list(range(len(flops))),
+        "comparator": "balanced",
+        "verdicts": {
+            "learnability": {
+                "verdict": readings[fixed]["verdict"] if len(set(verdicts.values())) == 1 else "undecided",
+                "fixed_reading": fixed,
+                "readings": readings,
+                "against_each_baseline": {"uniform": {}, "balanced": {}, "curated_only": {}},
+            }
+        },
+    }
+
+
+def test_a_budgets_study_row_reads_its_fixed_reading_and_is_undecided_where_another_reading_flips_it():
+    claim = claims.Claim("the built-in pool", "learnability", "budgets.json", "learnability", "budgets")
+    flops, gaps = [0.6, 0.62, 0.65, 0.61, 0.63], [0.01, 0.02, 0.0, 0.01, 0.03]
+    agreed = claims.read(claim, _budgets_result({"budget, sustained": "yes", "in-run, first, k=1": "yes"}, flops, gaps))
+    assert agreed["best"] == ["balanced"] * 5  # the comparator fixed before looking, in every seed
+    assert agreed["tried"] == [p for p in claims.BASELINES if p in ("uniform", "balanced", "curated_only")]
+    assert agreed["steps"] is None and agreed["seconds"] is None and claims.verdict_words(agreed) == (True, "yes")
+    flipped = claims.read(claim, _budgets_result({"budget, sustained": "yes", "in-run, first, k=1": "no"}, flops, gaps))
+    assert claims.verdict_words(flipped) == (False, "undecided: in-run, first, k=1 read otherwise")
+    never = claims.read(claim, _budgets_result({"budget, sustained": "no"}, [0.9, None, 0.8, 1.1, 0.9], gaps))
+    assert claims.verdict_words(never) == (False, "no: reached the target in 4 of 5 seeds")

@@ -104,6 +104,7 @@ def test_the_contrastive_pipeline_writes_a_summary_of_the_same_shape_with_zero_s
     )
 
 
+@pytest.mark.slow  # kept out of the default suite to hold it within ten minutes; -m slow runs it
 def test_the_bench_flow_reports_mean_and_spread_over_seeds(prefect_server, tiny):
     from flows.pipeline import bench_flow
 
@@ -151,6 +152,7 @@ def test_the_budgets_study_trains_each_arm_at_each_budget_its_schedule_ending_th
     assert "uv run winnow bench --study budgets" in page and "| in-run, sustained, k=5 |" in page
 
 
+@pytest.mark.slow  # kept out of the default suite to hold it within ten minutes; -m slow runs it
 def test_the_pool_study_measures_each_property_of_a_pretraining_pool_on_a_pool_per_seed(prefect_server, tiny):
     from winnow.cli import main
     from winnow.studies import pool

@@ -69,6 +69,8 @@ CLAIMS: tuple[Claim, ...] = (
 def read(claim: Claim, result: dict) -> dict:
     """One claim's figures against each seed's best baseline: the arm's steps, FLOPs, seconds and final spreads, the
     seeds, and which baseline was best (per seed)."""
+    if "fixed_reading" in result:  # a budgets study: its fixed reading against the comparator fixed before looking
+        return _read_budgets(claim, result)
     if "verdict" in result:  # a bench
         against = result["verdict"]["against_best"][claim.arm]
         steps, flops, final = against["step_ratio"], against["flop_ratio"], against["final_over_best"]
@@ -102,6 +104,43 @@ def read(claim: Claim, result: dict) -> dict:
         "seconds": seconds,
         "final": final,
     }
+
+
+def _read_budgets(claim: Claim, result: dict) -> dict:
+    """A budgets study's arm (winnow/studies/budgets.py): FLOPs to the target under the study's fixed reading (each
+    budget's run read at its end, sustained) over its comparator's, the final validation metric against it, and the
+    study's verdict, "undecided" where another reasonable reading flips it. It has no step or seconds ratio, nor the
+    ledger's split of the reference's cost: those cells read '-'."""
+    verdict = result["verdicts"][claim.arm]
+    fixed = verdict["readings"][verdict["fixed_reading"]]
+    seeds = len(result["seeds"])
+    return {
+        "shared": dict.fromkeys(SHARED[1:]),
+        "seeds": seeds,
+        "best": [result["comparator"]] * seeds,
+        "tried": [p for p in BASELINES if p in verdict["against_each_baseline"]],
+        "steps": None,
+        "flops": fixed["flop_ratio"],
+        "seconds": None,
+        "final": fixed["final_val_minus_comparator"],
+        "verdict": verdict["verdict"],
+        "flips": sorted(name for name, r in verdict["readings"].items() if r["verdict"] != fixed["verdict"]),
+    }
+
+
+def verdict_words(got: dict) -> tuple[bool, str]:
+    """Whether a row pays, and its verdict in words: pays() and why not, or a budgets study's own verdict ("undecided"
+    naming the readings that flip it)."""
+    if got.get("verdict") == "undecided":
+        return False, f"undecided: {', '.join(got['flips'])} read otherwise"
+    if "verdict" in got and got["verdict"] != "yes":
+        return False, _why_not(got["flops"], got["final"]) if not pays(got["flops"], got["final"]) else "no"
+    paid = pays(got["flops"], got["final"])
+    return paid, "yes" if paid else _why_not(got["flops"], got["final"])
+
+
+def _cell(stat: dict | None) -> str:
+    return "-" if stat is None else ratio(stat)
 
 
 def fewer_flops(flops: dict) -> bool:
@@ -216,11 +255,11 @@ def table(results: dict[str, dict], base: str = "docs/studies") -> str:
             lines.append(_map_row(claim, results, link))
             continue
         got = read(claim, result)
-        verdict = "**yes**" if pays(got["flops"], got["final"]) else _why_not(got["flops"], got["final"])
+        paid, words = verdict_words(got)
         lines.append(
             f"| {link} | {claim.selection} | {got['seeds']} | {', '.join(got['tried'])} | {_best_words(got['best'])} | "
-            f"{ratio(got['steps'])} | "
-            f"{ratio(got['flops'])} | {ratio(got['seconds'])} | {_final(got['final'])} | {verdict} |"
+            f"{_cell(got['steps'])} | "
+            f"{ratio(got['flops'])} | {_cell(got['seconds'])} | {_final(got['final'])} | {'**yes**' if paid else words} |"
         )
     return "\n".join(lines)
 
@@ -245,9 +284,11 @@ def short_table(results: dict[str, dict]) -> str:
             lines.append(f"| {link} | {claim.selection} | {len(result['seeds'])} per point | {flops} | - | {verdict} |")
             continue
         got = read(claim, result)
-        verdict = "**yes**" if pays(got["flops"], got["final"]) else _why_not(got["flops"], got["final"])
-        shared = " / ".join(ratio(got["shared"][n]) for n in SHARED[1:])
-        lines.append(f"| {link} | {claim.selection} | {got['seeds']} | {ratio(got['flops'])} | {shared} | {verdict} |")
+        paid, words = verdict_words(got)
+        shared = " / ".join(_cell(got["shared"][n]) for n in SHARED[1:])
+        lines.append(
+            f"| {link} | {claim.selection} | {got['seeds']} | {ratio(got['flops'])} | {shared} | {'**yes**' if paid else words} |"
+        )
     return "\n".join(lines)
 
 
@@ -267,8 +308,7 @@ def by_page(results: dict[str, dict]) -> str:
                 _, paying, _ = map_points(claim, results)
                 verdict = f"yes at {len(paying)} of {len(result['rows'])} points" if paying else "no at any point"
             else:
-                got = read(claim, result)
-                verdict = "yes" if pays(got["flops"], got["final"]) else _why_not(got["flops"], got["final"])
+                verdict = verdict_words(read(claim, result))[1]
             said.append(f"{claim.data}, {claim.selection}: {verdict}")
         lines.append(f"- [studies/{section}.md](studies/{section}.md): " + "; ".join(said) + ".")
     return "\n".join(lines) + "\n"
@@ -313,9 +353,9 @@ def count(results: dict[str, dict]) -> str:
             )
             continue
         got = read(claim, result)
-        if pays(got["flops"], got["final"]):
+        if verdict_words(got)[0]:
             settings += 1
-            clock += fewer_flops(got["seconds"])
+            clock += got["seconds"] is not None and fewer_flops(got["seconds"])
     return (
         f"Selection reaches uniform's target in fewer FLOPs than the best baseline, ending level or above, the reference paid in "
         f"full, in **{settings} of the {n_settings} settings** measured, and at **{points} of the regime maps' points** "
