@@ -3,11 +3,12 @@
 Generates a pool of --rows JPEGs, each 224 px or larger on its shorter side (a photo's spectrum: smooth shapes and
 some texture; sizes drawn from 256 to 640 px on the shorter side, 4:3 either way), written as the data contract's
 Parquet shards (what `winnow data import` makes of a webdataset's tars: the image bytes unchanged). Then measures
-on this machine, with the decoded cache off (a first read, as a pool too large to cache is read every epoch):
+on this machine, with the decoded cache off (every image decoded, as a pool too large to cache is each epoch; the
+shard files themselves warm in the OS's page cache, as a local disk read ahead keeps them):
 
   bare decode, full     PIL's full decode and resize to 224 px in a loop on one core: what a naive decoder costs
   bare decode           winnow's decoder (datasets/images.py: a reduced-scale JPEG decode, then the resize) in a
-                        loop on one core: the limit one core sets
+                        loop on one core, on bytes already in memory: the limit one core sets
   bare decode, 2 procs  the same loop in two processes at once, half the images each: what this machine's two
                         cores give at best (its own scaling, before any of winnow's hand-offs)
   delivered, N workers  shards decoded through winnow's reader (contract.decode_file) with N decode workers
@@ -22,7 +23,10 @@ Each decode and scoring measure is repeated --repeats times, in one shuffled ord
 are kept. The training run is one run (its median over steps). Then a projection, labelled as such: what a 16-core
 GPU host would deliver at this CPU's per-worker rate (15 workers, one core for the loop, linear in workers: the
 measured 2-worker over 1-worker ratio says how far that holds here), against what a ViT-B/32 CLIP step needs at
-the published H100 rate, at keep 1.0, 0.5 and 0.1 (the super-batch is 1/keep of the batch).
+the published H100 rate, at keep 1.0, 0.5 and 0.1 (the super-batch is 1/keep of the batch). The per-worker rate is
+the 2-worker rate over 2: it carries the main process's share (reading, handing over, copying out), which one core
+of the 16 would carry for all 15 workers. The need assumes a selecting step as fast as a uniform one; scoring the
+super-batch makes it slower, so the need is an upper bound.
 
 Usage: uv run python benchmarks/data_path.py [--rows 20000] [--repeats 3] [--out metrics/synthetic/bench/data_path.json]
        (--pool FOLDER --write-only first writes the pool, untimed, to measure it later in a quiet spell)
@@ -146,9 +150,10 @@ def main() -> None:
     if args.write_only:
         print(f"{pool}: {rows} rows in {len(shards)} shards")
         return
-    blobs = pq.read_table(shards[0]).column("image").to_pylist()[: args.sample]
-    mean_kb = float(np.mean([len(b) for b in blobs])) / 1e3
     read = shards[: args.shards]
+    every = [b for p in read for b in pq.read_table(p).column("image").to_pylist()]  # the images the others read
+    blobs = every[:: max(1, len(every) // args.sample)][: args.sample]
+    mean_kb = float(np.mean([len(b) for b in every])) / 1e3
     read_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in read)
 
     def delivered(n: int):
@@ -220,8 +225,8 @@ def main() -> None:
     wait_s = statistics.median(r["data_seconds"] for r in logged)
     workers.configure(0)
 
-    per_worker = median["delivered_1_worker"]
-    scaling = median["delivered_2_workers"] / per_worker
+    per_worker = median["delivered_2_workers"] / 2  # with the main process's share of the work (see the docstring)
+    scaling = median["delivered_2_workers"] / median["delivered_1_worker"]
     projected = per_worker * (PROJECTED_CORES - 1)
     projection = [
         {
@@ -274,7 +279,13 @@ def main() -> None:
                 "label": "projection from measured points, not a measurement",
                 "cores": PROJECTED_CORES,
                 "workers": PROJECTED_CORES - 1,
-                "assumes": "this CPU's 1-worker rate per core, linear in workers, these images (mean size above)",
+                "assumes": (
+                    "this CPU's 2-worker rate over 2 per worker (the main process's share included), linear in workers, "
+                    "these images (mean size above); the need as if a selecting step were as fast as a uniform one "
+                    "(it is slower: an upper bound)"
+                ),
+                "per_worker_images_per_s": per_worker,
+                "short_side_px": [256, 640],
                 "h100_vit_b32_pairs_per_s": H100_VIT_B32_PAIRS_PER_S,
                 "source": H100_SOURCE,
                 "rows": projection,

@@ -195,3 +195,25 @@ def test_a_shard_of_only_undecodable_rows_is_listed_whole_by_the_workers(two_wor
     ids, images, labels, meta, skipped = contract.decode_file(tmp_path / "part-00000.parquet", 32, 20)
     assert len(ids) == 0 and images.shape == (0, 3, 32, 32)
     assert [s["id"] for s in skipped] == [1, 2] and "null image" in skipped[1]["reason"]
+
+
+def test_too_little_shared_memory_is_named_before_any_worker_starts(monkeypatch, two_workers):
+    monkeypatch.setattr(workers, "_shared_room", lambda: 10_000_000)  # 10 MB free, as a container's small /dev/shm
+    with pytest.raises(workers.WorkerDied, match=r"part-00007.parquet: 151 MB of shared memory needed .* 10 MB free in /dev/shm"):
+        two_workers.decode([b"x"] * 1000, 224, "squash", "part-00007.parquet")
+
+
+def _configure_in_a_daemon(queue):
+    workers.configure(2)
+    queue.put(workers.pool() is None)
+
+
+def test_a_daemon_process_such_as_a_dask_worker_decodes_in_line():
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    daemon = context.Process(target=_configure_in_a_daemon, args=(queue,), daemon=True)
+    daemon.start()
+    assert queue.get(timeout=60) is True  # a daemon may start no processes: 0 workers, not a crash
+    daemon.join()

@@ -9,6 +9,7 @@ import re
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+DECODE_VERSION = 2  # bump when decoding gives other pixels for the same bytes (2: large JPEGs decoded at a reduced scale)
 FITS = ("squash", "crop")  # how an image that is not size x size becomes one (data.fit)
 
 

@@ -181,15 +181,16 @@ class ShardStream:
         a super-batch larger than a shard needs several shards ahead, which decode at once: in the decode workers'
         processes where there are some, datasets/workers.py). One shard ahead at least; a shard the stream is
         reading is never decoded ahead."""
-        pending, held = {a.index for a in self.ahead}, sum(self.rows[a.index] for a in self.ahead)
+        wanted, held = [], 0  # the shards to have ahead, in the order the stream opens them
         for index in itertools.islice(self._upcoming(), len(self.files)):
-            if index in pending:  # decoding already (those ahead are the next ones, in order)
-                continue
-            if index == opened or (self.ahead and held >= self.wanted):
+            if index == opened or index in wanted or (wanted and held >= self.wanted):
                 break
-            self.ahead.append(Ahead(index, self.decode, self.files[index]))
-            pending.add(index)
+            wanted.append(index)
             held += self.rows[index]
+        if [a.index for a in self.ahead] != wanted[: len(self.ahead)]:  # out of step (never in order): start again
+            self.close()
+        for index in wanted[len(self.ahead) :]:
+            self.ahead.append(Ahead(index, self.decode, self.files[index]))
 
     def _incoming(self, n: int) -> dict:
         """The next n rows of the stream (across shards and epochs)."""
@@ -218,10 +219,10 @@ class ShardStream:
 
     def draw(self, n: int) -> Draw:
         """This rank's share (n / world examples) of a global super-batch of n."""
+        n //= self.world
+        self.wanted = n  # before the first fill too: its shards ahead already hold a step's draw
         if self.buffer is None:
             self._fill()
-        n //= self.world
-        self.wanted = n
         if n > self.capacity:
             raise ConfigError(
                 f"a super-batch of {n} per rank is larger than the shuffle buffer ({self.capacity}); raise train.shuffle_buffer"

@@ -45,8 +45,8 @@ def decode_slice(blobs: list, size: int, fit: str, memory: str, first: int, tota
     """Decode `blobs` (rows first.. of a shard of `total` rows) into the shared block `memory`, laid out (total, 3,
     size, size) uint8; returns the (row, reason) of each row it could not decode (its slot is left as it was)."""
     block = shared_memory.SharedMemory(name=memory)
+    pixels = np.ndarray((total, 3, size, size), dtype=np.uint8, buffer=block.buf)
     try:
-        pixels = np.ndarray((total, 3, size, size), dtype=np.uint8, buffer=block.buf)
         failed = []
         for offset, blob in enumerate(blobs):
             try:
@@ -55,9 +55,9 @@ def decode_slice(blobs: list, size: int, fit: str, memory: str, first: int, tota
                 pixels[first + offset] = decode_image(blob, size, fit).transpose(2, 0, 1)
             except ValueError as e:
                 failed.append((first + offset, f"undecodable image: {e}"))
-        del pixels  # the view holds the buffer: release it before closing
         return failed
-    finally:
+    finally:  # the view holds the buffer: released before closing, whatever was raised
+        del pixels
         block.close()
 
 
@@ -102,11 +102,18 @@ class DecodePool:
         comes)."""
         if total == 0:
             return np.zeros(0, np.int64), np.zeros((0, 3, size, size), np.uint8), []
+        need = total * 3 * size * size
+        room = _shared_room()
+        if room is not None and room < need:  # the pages are taken as the workers write: a full /dev/shm kills them
+            raise WorkerDied(
+                f"{where}: {need / 1e6:.0f} MB of shared memory needed for its {total} decoded rows, {room / 1e6:.0f} MB "
+                "free in /dev/shm; enlarge it (docker run --shm-size), use smaller shards, or decode in line (data.workers: 0)"
+            )
         try:
-            block = shared_memory.SharedMemory(create=True, size=total * 3 * size * size)
+            block = shared_memory.SharedMemory(create=True, size=need)
         except OSError as e:
             raise WorkerDied(
-                f"{where}: no shared memory for {total} decoded rows ({total * 3 * size * size / 1e6:.0f} MB): {e}; "
+                f"{where}: no shared memory for {total} decoded rows ({need / 1e6:.0f} MB): {e}; "
                 "enlarge /dev/shm, or decode in line (data.workers: 0)"
             ) from e
         try:
@@ -126,9 +133,9 @@ class DecodePool:
         except BrokenProcessPool as e:
             self.close()  # the next call starts a fresh pool
             raise WorkerDied(
-                f"{where}: a decode worker died while decoding this shard (killed, or out of memory: each of "
-                f"{self.workers} workers holds a slice of {total} rows at {size} px); nothing of this shard was kept. "
-                "Rerun to resume from the last checkpoint; fewer data.workers, or a smaller image_size, needs less memory"
+                f"{where}: a decode worker died while decoding this shard (killed, out of memory, or /dev/shm filled by "
+                "the shards decoding at once); nothing of this shard was kept. Rerun to resume from the last checkpoint; "
+                "fewer data.workers, a smaller image_size or a larger /dev/shm needs less memory"
             ) from e
         finally:
             block.close()
@@ -141,6 +148,15 @@ class DecodePool:
             executor.shutdown(wait=True, cancel_futures=True)
 
 
+def _shared_room() -> int | None:
+    """Bytes free in /dev/shm, where shared memory lives on Linux (None where there is no such folder)."""
+    try:
+        stat = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
+
+
 _pool: DecodePool | None = None
 _pools: dict[int, DecodePool] = {}  # every count this process has used: switching back starts no processes
 
@@ -148,6 +164,9 @@ _pools: dict[int, DecodePool] = {}  # every count this process has used: switchi
 def configure(workers: int) -> None:
     """This process's decode pool: `workers` processes (0: decode in line). A changed count replaces the pool."""
     global _pool
+    if workers > 0 and multiprocessing.current_process().daemon:  # a Dask worker, say: it may start no processes
+        log.info("decoding in line: this process is a daemon (a Dask worker?), which may not start decode workers")
+        workers = 0
     if workers > 0 and workers not in _pools:
         _pools[workers] = DecodePool(workers)
     _pool = _pools.get(workers)

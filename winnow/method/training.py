@@ -195,7 +195,7 @@ def train(
         # draw is the batch, and no actor scores or trains)
         phase = selector.at(step, opt.steps)
         drawn = _drawn(sampler, selector, step, opt.steps, batch, device)
-        data_seconds = time.perf_counter() - started  # waiting for data: drawing, decoding a shard, the copy to the device
+        data_seconds = time.perf_counter() - started  # waiting for data: drawing (on CUDA: made ahead), decoding, the copy
         reference = run.reference.losses(drawn, loss_fn, precision) if run.reference and phase.selects else None
         kept, scored = _keep(phase, drawn, online or run.learner, batch // world, loss_fn, precision, name, reference)
         if selector.selects:  # the training sequence (datasets/replay.py): the pool ids kept, every rank's, in order

@@ -133,8 +133,8 @@ def verdict_words(got: dict) -> tuple[bool, str]:
     naming the readings that flip it)."""
     if got.get("verdict") == "undecided":
         return False, f"undecided: {', '.join(got['flips'])} read otherwise"
-    if "verdict" in got and got["verdict"] != "yes":
-        return False, _why_not(got["flops"], got["final"]) if not pays(got["flops"], got["final"]) else "no"
+    if "verdict" in got:  # the study's own, by the same rule as pays()
+        return (True, "yes") if got["verdict"] == "yes" else (False, _why_not(got["flops"], got["final"]))
     paid = pays(got["flops"], got["final"])
     return paid, "yes" if paid else _why_not(got["flops"], got["final"])
 

@@ -256,36 +256,36 @@ def data_path(result: dict) -> str:
     met = lambda ok: "met" if ok else "not met"  # noqa: E731
     one, two = result["delivered_1_worker_over_bare"], result["delivered_2_over_1_workers"]
     scoring_share = result["scoring_over_min_of_forward_and_delivered"]
+    low, high = projection["short_side_px"]
     lines = [
         f"{result['cpu']}, {result['cores']} cores, torch on {result['torch_threads']} threads; {result['pool_rows']:,} "
-        f"generated JPEGs (shorter side 256-640 px, {result['image_kb_mean']:.0f} KB on average) to {result['image_size']} "
-        f"px, the decoded cache off; {result['repeats']} repeats per measure in one shuffled order in one process, "
-        "medians. Includes: reading the shard, decoding, resizing, handing the rows back (scoring: the forward and the "
-        "scores written too).\n",
-        "| measure | images/s |",
-        "|---|---|",
-        f"| bare decode on one core: PIL's full decode, then the resize | {rate['bare_full_decode']:,.0f} |",
-        f"| bare decode on one core: winnow's decoder (reduced-scale JPEG decode), the limit | {rate['bare_decode']:,.0f} |",
-        f"| bare decode, the same loop in 2 processes at once (this machine's 2-core ceiling) | "
-        f"{rate['bare_decode_2_processes']:,.0f} |",
-        f"| delivered by winnow's reader, 1 decode worker | {rate['delivered_1_worker']:,.0f} |",
-        f"| delivered by winnow's reader, 2 decode workers | {rate['delivered_2_workers']:,.0f} |",
-        f"| bare forward of the scorer ({result['scorer']}), rows in memory | {result['bare_forward_images_per_s']:,.0f} |",
-        f"| scoring ({result['scorer']}: decode with 2 workers, forward, scores written) | {rate['scoring']:,.0f} |",
+        f"generated JPEGs (shorter side {low}-{high} px, {result['image_kb_mean']:.0f} KB on average) to "
+        f"{result['image_size']} px, the decoded cache off (the shard files warm in the page cache); {result['repeats']} "
+        "repeats per measure in one shuffled order in one process, medians. The bare loops decode bytes already in "
+        "memory; delivered includes reading the shard, decoding, resizing and handing the rows back; scoring also the "
+        "forward and the scores written.\n",
+        "| measure | images/s (median) | repeats, lowest-highest |",
+        "|---|---|---|",
+        *(f"| {words} | {rate[key]:,.0f} | {_range(result, key)} |" for words, key in _data_path_rows(result)),
+        f"| bare forward of the scorer ({result['scorer']}), rows in memory | {result['bare_forward_images_per_s']:,.0f} | - |",
         "",
         f"- 1 worker delivers {one:.2f}x the bare decode rate (issue 45 asks at least 0.8x: {met(one >= 0.8)}); 2 workers "
         f"{two:.2f}x one worker (at least 1.7x: {met(two >= 1.7)}), where the bare loop itself gains "
         f"{result['bare_2_processes_over_1']:.2f}x from a second process on this machine.",
         f"- Scoring runs at {scoring_share:.2f}x min(bare forward, delivered decode) (at least 0.8x: "
         f"{met(scoring_share >= 0.8)}).",
+        f"- The repeats of one measure differ by up to {100 * _widest(result):.0f}% of its median on this shared host: "
+        "a ratio that close to its target is not told apart from it.",
         f"- A selecting step ({train['learner']} at {result['image_size']} px, {train['policy']}, batch {train['batch']}, "
         f"keep {train['keep']}: {train['images_per_step']} images a step) with {train['workers']} workers waits for data "
         f"{100 * train['data_wait_share']:.1f}% of its median step ({train['data_seconds_median']:.3f} s of "
         f"{train['step_seconds_median']:.2f} s; {train['steps']} steps, the first {train['warmup_left_out']} left out; one "
-        f"run) (under 5%: {met(train['data_wait_share'] < 0.05)}).",
+        f"run) (under 5%: {met(train['data_wait_share'] < 0.05)}). A CPU step is long; on a GPU the same wait weighs "
+        "far more, and `benchmarks/gpu.sh` measures it there.",
         "",
         f"**Projection, not a measurement**: a {projection['cores']}-core GPU host with {projection['workers']} decode "
-        f"workers, assuming {projection['assumes']}; the need is a ViT-B/32 CLIP step at "
+        f"workers at {projection['per_worker_images_per_s']:,.0f} images/s each, assuming {projection['assumes']}; the "
+        "need is a ViT-B/32 CLIP step at "
         f"{projection['h100_vit_b32_pairs_per_s']:,.0f} image-text pairs per second on one H100 ({projection['source']}), "
         "its super-batch 1/keep of that.\n",
         "| keep | images/s needed | images/s projected | projected over needed |",
@@ -297,3 +297,25 @@ def data_path(result: dict) -> str:
         ),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _data_path_rows(result: dict) -> list[tuple[str, str]]:
+    workers = result["training"]["workers"]
+    return [
+        ("bare decode on one core: PIL's full decode, then the resize", "bare_full_decode"),
+        ("bare decode on one core: winnow's decoder (reduced-scale JPEG decode), the limit", "bare_decode"),
+        ("bare decode, the same loop in 2 processes at once (this machine's 2-core ceiling)", "bare_decode_2_processes"),
+        ("delivered by winnow's reader, 1 decode worker", "delivered_1_worker"),
+        ("delivered by winnow's reader, 2 decode workers", "delivered_2_workers"),
+        (f"scoring ({result['scorer']}: decode with {workers} workers, forward, scores written)", "scoring"),
+    ]
+
+
+def _range(result: dict, key: str) -> str:
+    runs = result["images_per_s_repeats"][key]
+    return f"{min(runs):,.0f}-{max(runs):,.0f}"
+
+
+def _widest(result: dict) -> float:
+    """The widest spread of one measure's repeats, over its median."""
+    return max((max(r) - min(r)) / result["images_per_s"][k] for k, r in result["images_per_s_repeats"].items())

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from winnow.config import Params
 from winnow.curation.dataset import check_curated, finished_record, plan_digest, pool_columns, summarize, write_curated
 from winnow.curation.rules import RULES, RuleInputs, image_text_similarity
-from winnow.datasets.contract import read_manifest, shard_files, split_hash
+from winnow.datasets.contract import read_manifest, shard_files
 from winnow.errors import CheckpointError, MissingInput, StaleInput
 from winnow.files import atomic_path, write_json
 from winnow.method import ledger, objectives
@@ -34,7 +34,7 @@ from winnow.scores import scoring, store
 from winnow.stages.inputs import claim_outputs, decode_with, num_classes, read_json, reference_model
 from winnow.stages.lineage import record_run, stage_key
 from winnow.stages.paths import Paths
-from winnow.stages.score import reference_losses
+from winnow.stages.score import reference_losses, scored_pool_hash
 
 log = logging.getLogger("winnow")
 
@@ -87,7 +87,7 @@ def _rule_inputs(params: Params, rule, labels: np.ndarray) -> tuple[RuleInputs, 
     inputs = RuleInputs(reference_loss, labels)
     provenance = {
         "source": str(paths.data),
-        "source_pool_sha256": scorer["dataset_hash"],
+        "source_pool_sha256": scorer["dataset_hash"].split("|")[0],  # the shards' own hash, without how they decode
         "objective": params.objective,
         "scorer_id": scorer["scorer_id"],
         "reference_model": params.reference.model,
@@ -142,7 +142,8 @@ def _pool_pass(params, model, model_name: str, what: str) -> tuple[np.ndarray, d
 
     paths = Paths.of(params)
     size, classes, batch = params.data.image_size, num_classes(params), params.score.batch_size
-    key = [what, state_hash(model), split_hash(paths.data / "pool"), params.objective, model_name, size, batch, params.precision]
+    pool = scored_pool_hash(params)  # the pool as it is decoded (data.fit): a pass under another fit is another pass
+    key = [what, state_hash(model), pool, params.objective, model_name, size, batch, params.precision]
     folder = paths.pool_pass(what, hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16])
     cost_path = folder / "cost.json"  # what the whole pass cost, over every run that wrote part of it
     cost = json.loads(cost_path.read_text()) if cost_path.exists() else {"flops_per_example": None, "rows": 0, "seconds": 0.0}
@@ -160,7 +161,9 @@ def _pool_pass(params, model, model_name: str, what: str) -> tuple[np.ndarray, d
             flops_per_example = ledger.forward_flops_per_example(model, loss, split.images[:batch], targets[:batch])
         with autocast(next(model.parameters()).device, params.precision):
             if what == "loss":
-                done = scoring.write_shard_scores(model, shard, folder, size, classes, batch, params.objective, model_name)
+                done = scoring.write_shard_scores(
+                    model, shard, folder, size, classes, batch, params.objective, model_name, fit=params.data.fit
+                )
                 rows += done
                 _add_cost(cost_path, cost, flops_per_example, done, started)
                 started = time.perf_counter()

@@ -16,6 +16,7 @@ import torch
 
 from winnow.config import Params
 from winnow.datasets.contract import shard_files, split_hash
+from winnow.datasets.images import DECODE_VERSION
 from winnow.datasets.stream import shard_rows
 from winnow.errors import DataError, StaleInput, StoreError
 from winnow.files import write_json
@@ -32,11 +33,11 @@ log = logging.getLogger("winnow")
 
 
 def scored_pool_hash(params: Params) -> str:
-    """The pool as the scorer read it: its shards' content, and how its images were fitted to the size when not
-    squashed (data.fit: other pixels, other losses; squash adds nothing, so scorers stored before data.fit keep
-    their ids)."""
+    """The pool as the scorer read it: its shards' content, the decoder's version (images.DECODE_VERSION: other
+    pixels, other losses, even from a reference loaded from a checkpoint) and how images were fitted to the size
+    (data.fit)."""
     pool = split_hash(Paths.of(params).data / "pool")
-    return pool if params.data.fit == "squash" else f"{pool}|fit={params.data.fit}"
+    return f"{pool}|decode={DECODE_VERSION}|fit={params.data.fit}"
 
 
 def score_plan(params: Params) -> dict:
