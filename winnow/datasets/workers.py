@@ -158,14 +158,17 @@ def _shared_room() -> int | None:
 
 
 _pool: DecodePool | None = None
+_said_daemon = False
 _pools: dict[int, DecodePool] = {}  # every count this process has used: switching back starts no processes
 
 
 def configure(workers: int) -> None:
     """This process's decode pool: `workers` processes (0: decode in line). A changed count replaces the pool."""
-    global _pool
+    global _pool, _said_daemon
     if workers > 0 and multiprocessing.current_process().daemon:  # a Dask worker, say: it may start no processes
-        log.info("decoding in line: this process is a daemon (a Dask worker?), which may not start decode workers")
+        if not _said_daemon:
+            log.info("decoding in line: this process is a daemon (a Dask worker?), which may not start decode workers")
+            _said_daemon = True
         workers = 0
     if workers > 0 and workers not in _pools:
         _pools[workers] = DecodePool(workers)
@@ -176,12 +179,17 @@ def pool() -> DecodePool | None:
     return _pool
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the OS has one: a container's share, taskset)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_workers(device: str, parallel: int = 1) -> int:
     """data.workers when it is not set: the cores left after the compute threads of `parallel` processes like this one
     (and of each DDP rank on this node).
     On an accelerator the model runs there, and each process keeps one host core for its loop; on the CPU the
     model's threads take what torch gives them (all the cores, unless shared: method/devices.py's cpu_share)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     parallel *= int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's ranks on this node share its cores too
     if device != "cpu":
         return max(0, cores // parallel - 1)

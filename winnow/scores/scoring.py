@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -26,6 +25,7 @@ from tqdm import tqdm
 
 from winnow.datasets.ahead import Ahead
 from winnow.datasets.contract import shard_files
+from winnow.datasets.workers import usable_cores
 from winnow.files import atomic_path, write_json
 from winnow.method import objectives
 from winnow.method.losses import embed_examples, score_examples
@@ -141,8 +141,7 @@ def decode_ahead_pays(model: nn.Module) -> bool:
     another, in every run on 2 cores for both objectives (benchmarks/scoring_throughput.py, docs/benchmarks.md)."""
     if next(model.parameters()).device.type != "cpu":
         return True
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return cores > torch.get_num_threads()
+    return usable_cores() > torch.get_num_threads()
 
 
 def score_shards(
