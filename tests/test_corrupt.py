@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from winnow.cli import main
-from winnow.datasets.contract import decode_image
 from winnow.datasets.corrupt import DONORS_PER_SHARD, confusable_targets, corrupt_dataset
+from winnow.datasets.images import decode_image
 from winnow.errors import DataError
 from winnow.importers.source import Source
 from winnow.importers.writer import write_dataset

@@ -29,7 +29,7 @@ def _no_decoding(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(contract, "decode_image", refuse)
+    monkeypatch.setattr(contract, "decode_row", refuse)
 
 
 def test_a_split_decoded_twice_comes_from_the_cache_equal_to_a_fresh_decode(pool, tmp_path, monkeypatch):
@@ -68,20 +68,20 @@ def test_a_torn_entry_is_a_miss_and_the_shard_is_decoded_again(pool, tmp_path, c
 
 
 def test_an_interrupted_decode_keeps_the_shards_it_finished(pool, tmp_path, monkeypatch):
-    real, calls = contract.decode_image, []
+    real, calls = contract.decode_row, []
 
-    def stop_in_the_third_shard(blob, size=None, fit="squash"):
+    def stop_in_the_third_shard(blob, size, fit="squash"):
         calls.append(1)
         if len(calls) > 2 * 300 + 10:
             raise KeyboardInterrupt
         return real(blob, size, fit)
 
-    monkeypatch.setattr(contract, "decode_image", stop_in_the_third_shard)
+    monkeypatch.setattr(contract, "decode_row", stop_in_the_third_shard)
     with pytest.raises(KeyboardInterrupt):
         load_split(pool, 32, 20)
     assert len(_entries(tmp_path)) == 2 and not list((tmp_path / "cache").glob("*/*.tmp*"))
     calls.clear()
-    monkeypatch.setattr(contract, "decode_image", lambda blob, size, fit: (calls.append(1), real(blob, size, fit))[1])
+    monkeypatch.setattr(contract, "decode_row", lambda blob, size, fit: (calls.append(1), real(blob, size, fit))[1])
     load_split(pool, 32, 20)
     left = sorted(pool.glob("part-*.parquet"))[2:]
     assert len(calls) == sum(pq.read_table(p, columns=["image"]).column("image").drop_null().length() for p in left)

@@ -244,7 +244,7 @@ def test_jest_on_the_classification_objective_is_refused_with_the_reason(tiny, c
 
 def test_a_sixteen_bit_png_keeps_its_grey_level(sources):
     table = pq.read_table(sources / "noisy.parquet")
-    from winnow.datasets.contract import decode_image
+    from winnow.datasets.images import decode_image
 
     pixels = decode_image(table.column("jpg")[-1].as_py())
     assert abs(int(pixels.mean()) - round(30000 / 65535 * 255)) <= 1  # not the near-white that clipping gives

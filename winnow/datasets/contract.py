@@ -21,7 +21,7 @@ import torch
 from winnow.datasets import decoded, workers
 from winnow.datasets.digests import blocks, digest_file
 from winnow.datasets.digests import file_sha256 as file_sha256  # the generator's (synth.py) import, its code unchanged
-from winnow.datasets.images import decode_image
+from winnow.datasets.images import decode_row
 from winnow.errors import DataError
 
 REQUIRED_COLUMNS = ("id", "image", "label")
@@ -180,13 +180,12 @@ def _decode_images(table: pa.Table, path: Path, size: int, cache: str | None, fi
         blobs = (table if "image" in table.column_names else read_shard(path)).column("image").to_pylist()
         keep, images, skipped = [], [], []
         for row, blob in enumerate(blobs):
-            try:
-                if blob is None:
-                    raise ValueError("null image")
-                images.append(decode_image(blob, size, fit))
+            pixels, reason = decode_row(blob, size, fit)
+            if pixels is None:
+                skipped.append((row, reason))
+            else:
+                images.append(pixels)
                 keep.append(row)
-            except ValueError as e:
-                skipped.append((row, f"undecodable image: {e}"))
         keep = np.asarray(keep, dtype=np.int64)
         array = np.stack(images).transpose(0, 3, 1, 2) if images else np.zeros((0, 3, size, size), np.uint8)
         array = np.ascontiguousarray(array)

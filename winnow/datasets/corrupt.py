@@ -25,7 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from winnow.datasets.contract import decode_image, read_manifest, read_shard, shard_files
+from winnow.datasets.contract import read_manifest, read_shard, shard_files
+from winnow.datasets.images import decode_image
 from winnow.datasets.publish import check_apart, check_dest, publish, staging_folder
 from winnow.datasets.render import encode_png, half_decoded, render_flat
 from winnow.errors import DataError

@@ -33,7 +33,7 @@ import numpy as np
 import PIL
 
 from winnow.datasets import images
-from winnow.datasets.digests import digest_path
+from winnow.datasets.digests import digest_path, footer_rows
 from winnow.errors import ConfigError
 
 log = logging.getLogger("winnow")
@@ -85,10 +85,9 @@ def key(path: Path, size: int, fit: str = "squash") -> str | None:
 def _rows(shard: Path) -> int:
     """A shard's rows from its footer; 0 for a file that is not Parquet (its reader names it, with why)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     try:
-        return pq.ParquetFile(shard).metadata.num_rows
+        return footer_rows(shard)
     except (pa.ArrowInvalid, OSError):
         return 0
 

@@ -1,5 +1,6 @@
 """Content hashes of files and folders: what manifests list, what stage keys and the decoded cache are keyed on.
-A file is hashed once per process for each (size, mtime)."""
+A file is hashed once per process for each (size, mtime). Also a shard's row count from its footer, which the
+stream and the decoded cache both size splits by (nothing is decoded)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,13 @@ def file_sha256(path: Path) -> str:
 
 
 _file_digests: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256, so a pipeline hashes each file once
+
+
+def footer_rows(path: str | Path) -> int:
+    """A Parquet shard's rows from its footer alone; pyarrow's error names a file that is not Parquet."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
 
 
 def digest_file(path: Path) -> str:

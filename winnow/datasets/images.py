@@ -39,6 +39,17 @@ def decode_image(blob: bytes, size: int | None = None, fit: str = "squash") -> n
         raise ValueError(re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "its bytes", str(e)) or type(e).__name__) from e
 
 
+def decode_row(blob: bytes | None, size: int | None, fit: str = "squash") -> tuple[np.ndarray | None, str | None]:
+    """One row's image column -> (its pixels, None), or (None, the reason it is skipped) when the row holds no image
+    or bytes that do not decode: the one place a row is judged, in line and in the decode workers alike."""
+    try:
+        if blob is None:
+            raise ValueError("null image")
+        return decode_image(blob, size, fit), None
+    except ValueError as e:
+        return None, f"undecodable image: {e}"
+
+
 def _shorter_side_at(wh: tuple[int, int], size: int) -> tuple[int, int]:
     """The (w, h) of an image of shape wh scaled so that its shorter side is `size`."""
     scale = size / min(wh)

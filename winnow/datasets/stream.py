@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from winnow.datasets.ahead import Ahead
 from winnow.datasets.contract import Split, shard_files, value_counts
+from winnow.datasets.digests import footer_rows
 from winnow.errors import ConfigError, DataError
 
 
@@ -107,7 +107,7 @@ class _OpenShard:
 
 def shard_rows(folder: str | Path) -> list[int]:
     """Rows per shard, from the Parquet footers alone (nothing is decoded)."""
-    return [pq.ParquetFile(path).metadata.num_rows for path in shard_files(folder)]
+    return [footer_rows(path) for path in shard_files(folder)]
 
 
 class ShardStream:

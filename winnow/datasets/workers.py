@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from winnow.datasets.images import decode_image
+from winnow.datasets.images import decode_row
 from winnow.errors import WinnowError
 
 log = logging.getLogger("winnow")
@@ -49,12 +49,11 @@ def decode_slice(blobs: list, size: int, fit: str, memory: str, first: int, tota
     try:
         failed = []
         for offset, blob in enumerate(blobs):
-            try:
-                if blob is None:
-                    raise ValueError("null image")
-                pixels[first + offset] = decode_image(blob, size, fit).transpose(2, 0, 1)
-            except ValueError as e:
-                failed.append((first + offset, f"undecodable image: {e}"))
+            image, reason = decode_row(blob, size, fit)
+            if image is None:
+                failed.append((first + offset, reason))
+            else:
+                pixels[first + offset] = image.transpose(2, 0, 1)
         return failed
     finally:  # the view holds the buffer: released before closing, whatever was raised
         del pixels

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from winnow.curation.rules import RULES
-from winnow.datasets.contract import decode_image, shard_files
+from winnow.datasets.contract import shard_files
+from winnow.datasets.images import decode_image
 from winnow.files import write_text
 from winnow.reports.plots import plot_examples
 from winnow.reports.tables import curate_table
