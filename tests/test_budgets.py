@@ -161,3 +161,16 @@ def test_a_long_study_writes_its_summary_after_every_seed_saying_how_many_are_in
     assert seen == [[], [0], [0, 1]] and result["seeds"] == [0, 1, 2]  # the summary so far, before each next seed
     partial = {**result, "seeds": [0, 1]}
     assert cut_line(partial).startswith("Cut from the protocol: under way: 2 of the 3 seeds asked are in")
+
+
+def test_the_docs_figure_says_how_many_seeds_are_in_and_the_page_draws_the_final_metric_at_each_budget(tmp_path):
+    from winnow.reports.budgets import figure
+    from winnow.reports.plots import plot_budgets
+
+    result = budgets.summarise(_runs([_seed(_arm([0.61, 0.62, 0.63], [11, 22, 44]))]), BUDGETS, tuple(_seed({})))
+    result.update(base_steps=1500, seeds_asked=5, curve_metric="val_accuracy")
+    text = figure(result)
+    assert text.startswith("1 of 5 seeds (a single seed: no interval)") and "0.37 (1 seed)" in text
+    assert "| learnability | 0.6100 | 0.6200 | 0.6300 |" in text  # the final metric at each budget, from the runs
+    plot_budgets(result, tmp_path / "budgets.png")
+    assert (tmp_path / "budgets.png").stat().st_size > 10_000

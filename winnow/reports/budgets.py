@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from winnow.files import write_text
 from winnow.stages.paths import Paths
 
@@ -81,8 +83,53 @@ def _each_baseline(result: dict) -> list[str]:
     return [*lines, ""]
 
 
+def figure(result: dict) -> str:
+    """What docs/studies/budgets.md quotes (`winnow figures`): what was run and cut, the verdicts under the fixed
+    reading, each arm's final validation metric at each budget, and the kept class mix beside uniform's."""
+    n = len(result["seeds"])
+    seeds = f"{n} of {result.get('seeds_asked', n)} seeds" + (" (a single seed: no interval)" if n == 1 else "")
+    budgets = ", ".join(f"{b:g}x" for b in result["budgets"])
+    lines = [
+        f"{seeds}; budgets {budgets} of {result['base_steps']} steps, each run's schedule ending there. Comparator, "
+        f"fixed before looking: **{result['comparator']}** (the baseline with the fewest FLOPs to uniform's target over "
+        f"seeds); reading: **{result['fixed_reading']}**. " + cut_line(result),
+        "",
+        table(result),
+        "",
+        *_by_budget(result, {"final_val": "Validation metric at each budget (mean over seeds)"}, heading="**"),
+        *_by_budget(
+            result,
+            {"kept_classes_effective": "Kept class mix: effective number of classes (exp of its entropy) at each budget"},
+            heading="**",
+        ),
+    ]
+    return "\n".join(lines).rstrip()
+
+
+def _by_budget(result: dict, titles: dict[str, str], heading: str = "## ") -> list[str]:
+    """One table per entry of `titles`: each arm's mean at each budget (an arm with nothing recorded left out)."""
+    header = "| arm | " + " | ".join(f"{b:g}x" for b in result["budgets"]) + " |"
+    lines = []
+    for split, title in titles.items():
+        rows = [
+            f"| {policy} | " + " | ".join(_mean(by_budget[f"{b:g}"]) for b in result["budgets"]) + " |"
+            for policy, by_budget in result.get(split, {}).items()
+            if by_budget[f"{result['budgets'][0]:g}"]["mean"] is not None  # no class mix (contrastive) for this arm
+        ]
+        if not rows:
+            continue
+        title = f"**{title}**" if heading == "**" else f"{heading}{title}"
+        lines += [title, "", header, "|---|" + "---|" * len(result["budgets"]), *rows, ""]
+    return lines
+
+
 def write_report(result: dict, paths: Paths) -> None:
-    """The study's page: the rule, fixed in advance; the verdicts; each reading beside it; the final metrics by budget."""
+    """The study's page: the rule, fixed in advance; the verdicts; each reading beside it; the final metrics by
+    budget; the plot of the final metrics by budget."""
+    from winnow.reports.plots import plot_budgets
+
+    plot = paths.bench_plots / f"study_{paths.study_name('budgets')}.png"
+    plot_budgets(result, plot)
     budgets = ", ".join(f"{b:g}x" for b in result["budgets"])
     lines = [
         f"# Budgets: {result['objective']}, {len(result['seeds'])} seeds",
@@ -117,21 +164,17 @@ def write_report(result: dict, paths: Paths) -> None:
                 f"| {name} | {r['comparator']} | {interval(r['flop_ratio'])} | {signed(r['final_val_minus_comparator'])} | {r['verdict']} |"
             )
         lines.append("")
-    header = "| arm | " + " | ".join(f"{b:g}x" for b in result["budgets"]) + " |"
-    titles = {
-        "final_val": "Validation metric at each budget",
-        "final_val_minus_comparator": f"Validation metric minus the comparator's ({result['comparator']}) at each budget",
-        "final_test": "Test metric at each budget (read once a run, reported only)",
-        "kept_classes_effective": "Kept class mix at each budget: the effective number of classes (exp of its entropy)",
-    }
-    for split, title in titles.items():
-        lines += [f"## {title}", "", header]
-        lines.append("|---|" + "---|" * len(result["budgets"]))
-        for policy, by_budget in result.get(split, {}).items():
-            if by_budget[f"{result['budgets'][0]:g}"]["mean"] is None:
-                continue  # no class mix (contrastive) for this arm
-            lines.append(f"| {policy} | " + " | ".join(_mean(by_budget[f"{b:g}"]) for b in result["budgets"]) + " |")
-        lines.append("")
+    lines += _by_budget(
+        result,
+        {
+            "final_val": "Validation metric at each budget",
+            "final_val_minus_comparator": f"Validation metric minus the comparator's ({result['comparator']}) at each budget",
+            "final_test": "Test metric at each budget (read once a run, reported only)",
+            "kept_classes_effective": "Kept class mix at each budget: the effective number of classes (exp of its entropy)",
+        },
+    )
+    rel = os.path.relpath(plot, paths.study_report("budgets").parent)
+    lines += [f"![final validation metric at each budget]({rel})", ""]
     write_text("\n".join(lines), paths.study_report("budgets"))
 
 

@@ -161,6 +161,42 @@ def plot_regimes(result: dict, path: Path) -> None:
     save_figure(fig, path, 120)
 
 
+def plot_budgets(result: dict, path: Path) -> None:
+    """The budgets study: each arm's final validation metric at each budget (its schedule ending there; mean and 95%
+    interval over seeds) against the budget's learner steps; uniform's target (its plateau at the largest budget,
+    mean over seeds) dashed. The FLOPs a step costs differ between arms: the readings in FLOPs are the page's tables."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    steps = [b * result["base_steps"] for b in result["budgets"]]
+    for policy, by_budget in result["final_val"].items():
+        stats = [by_budget[f"{b:g}"] for b in result["budgets"]]
+        mean = np.array([s["mean"] for s in stats], dtype=float)
+        low = np.array([s["low"] if s.get("low") is not None else s["mean"] for s in stats], dtype=float)
+        high = np.array([s["high"] if s.get("high") is not None else s["mean"] for s in stats], dtype=float)
+        baseline = policy in BASELINES or policy.endswith("_early")
+        ax.errorbar(
+            steps,
+            mean,
+            yerr=[mean - low, high - mean],
+            marker="o",
+            capsize=3,
+            label=policy,
+            lw=2 if policy in ("uniform", "learnability") else 1.2,
+            ls=":" if baseline and policy != "uniform" else "-",
+        )
+    ax.axhline(float(np.mean(result["targets"])), color="grey", ls="--", lw=1, label="uniform's target (its plateau)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(steps, [f"{b:g}x\n{s:g}" for b, s in zip(result["budgets"], steps)])
+    ax.set_xlabel("budget: learner steps, each run's schedule ending there")
+    ax.set_ylabel(f"final {result.get('curve_metric', 'validation metric')}")
+    n = len(result["seeds"])
+    ax.set_title(f"{n} seed{'s' if n > 1 else ''}" + ("" if n > 1 else " (no interval)"), fontsize=9)
+    ax.legend(frameon=False, fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path, 120)
+
+
 def plot_examples(rows: list[tuple], path: Path, title: str, columns: int = 8) -> None:
     """An image grid: each tile an example, captioned with its label or caption, score and pathology."""
     plt = _pyplot()
