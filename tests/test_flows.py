@@ -1,6 +1,7 @@
 """The Prefect flows chain the stages; the CLI runs them and rejects a wrong param by name."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -150,6 +151,13 @@ def test_the_budgets_study_trains_each_arm_at_each_budget_its_schedule_ending_th
     assert verdict["verdict"] in ("yes", "no", "undecided") and len(verdict["readings"]) == 9  # every reading beside it
     page = paths.study_report("budgets").read_text()
     assert "uv run winnow bench --study budgets" in page and "| in-run, sustained, k=5 |" in page
+    assert (paths.bench_plots / "study_budgets.png").exists()
+    # read again from the runs' metrics alone (a clone without the checkpoints): the same result, nothing trained
+    shutil.rmtree(params.artifacts)
+    paths.study_json("budgets").unlink()
+    again = ["bench", "--study", "budgets", "--report-only", "--params", str(tiny)]
+    assert main([*again, *[a for s in sets for a in ("--set", s)]]) == 0
+    assert json.loads(paths.study_json("budgets").read_text()) == result and not Path(params.artifacts).exists()
 
 
 @pytest.mark.slow  # kept out of the default suite to hold it within ten minutes; -m slow runs it

@@ -132,7 +132,7 @@ def write_report(result: dict, paths: Paths) -> None:
     plot_budgets(result, plot)
     budgets = ", ".join(f"{b:g}x" for b in result["budgets"])
     lines = [
-        f"# Budgets: {result['objective']}, {len(result['seeds'])} seeds",
+        f"# Budgets: {result['objective']}, {len(result['seeds'])} seed{'s' if len(result['seeds']) > 1 else ''}",
         "",
         f"`uv run winnow bench --study budgets --objective {result['objective']}`. Each arm trained at {budgets} of "
         f"{result['base_steps']} steps, its schedule ending at its budget. Target: uniform's plateau at the largest "

@@ -26,6 +26,7 @@ import math
 from typing import Callable
 
 from winnow.config import Params
+from winnow.errors import DataError, MissingInput
 from winnow.files import read_csv, write_json
 from winnow.method import stopping
 from winnow.method.ledger import SHARED, Costs
@@ -53,7 +54,13 @@ BASELINE_ARMS = (*BASELINES, EARLY)
 
 
 def budget_params(
-    params: Params, seed: int, budget: float, folder: str = "budgets", model: str | None = None, steps: int | None = None
+    params: Params,
+    seed: int,
+    budget: float,
+    folder: str = "budgets",
+    model: str | None = None,
+    steps: int | None = None,
+    make_data: bool = True,
 ) -> Params:
     """One (seed, budget) run: train.steps (or `steps`) scaled, its schedule ending there; the warm-up and the
     evaluations scaled with it (at least 5 evaluations a run). `folder` and `model`: a study that runs the budgets
@@ -70,7 +77,8 @@ def budget_params(
             "checkpoint_every": max(1, min(cfg.checkpoint_every, steps)),
         }
     )
-    return run_params(params, f"{folder}/seed-{seed}/budget-{budget:g}", seed).model_copy(update={"train": train})
+    run = run_params(params, f"{folder}/seed-{seed}/budget-{budget:g}", seed, make_data)
+    return run.model_copy(update={"train": train})
 
 
 def _arm(run: Params, summary: dict, policy: str, metric: str) -> dict:
@@ -167,29 +175,67 @@ def train_seed(
                 policy,
             )
             train_stage(run, policy)
-        summary = summary_stage(run, write_report=False)
-        metric = summary["curve_metric"].split("_", 1)[1]
-        arms = {p: _arm(run, summary, p, metric) for p in run.train.policies}
-        if EARLY in arms.get("curated_only", {}):
-            arms[EARLY] = arms["curated_only"].pop(EARLY)
-        if "replay" in arms:
-            costs = Costs.from_dict(summary["ledger"]["policies"]["replay"]["costs"])
-            for n in SHARED[1:]:
-                arms[replay_shared(n)] = _charged_as_shared(arms["replay"], costs, n, run.train.steps)
-        ledger = summary["ledger"]["policies"]
-        selecting = ledger.get("learnability") or next(iter(ledger.values()))
-        costs = Costs.from_dict(selecting["costs"])
-        sizes = {
-            "learner_forward_flops": selecting["learner_forward_flops_per_example"],
-            "scorer_forward_flops": summary["reference"]["forward_flops_per_example"],
-            # the ledger's measured lines per step: the learner's training step, and what selection adds to it
-            "learner_step_flops": costs.learner_training_per_step,
-            "selection_step_flops": costs.per_step - costs.learner_training_per_step,
-            "num_classes": num_classes(run),
-            "image_size": run.data.image_size,
-        }
-        by_budget[budget] = {**arms, "_window": summary["target_window"], "_metric": metric, "_sizes": sizes}
+        by_budget[budget] = read_run(run, summary_stage(run, write_report=False))
     return base, by_budget
+
+
+def read_run(run: Params, summary: dict) -> dict:
+    """One (seed, budget) run's arms, read from its summary, curves and train records (its metrics alone: nothing
+    is trained, no checkpoint or dataset is read), with its evaluation window, metric and model sizes."""
+    metric = summary["curve_metric"].split("_", 1)[1]
+    arms = {p: _arm(run, summary, p, metric) for p in run.train.policies}
+    if EARLY in arms.get("curated_only", {}):
+        arms[EARLY] = arms["curated_only"].pop(EARLY)
+    if "replay" in arms:
+        costs = Costs.from_dict(summary["ledger"]["policies"]["replay"]["costs"])
+        for n in SHARED[1:]:
+            arms[replay_shared(n)] = _charged_as_shared(arms["replay"], costs, n, run.train.steps)
+    ledger = summary["ledger"]["policies"]
+    selecting = ledger.get("learnability") or next(iter(ledger.values()))
+    costs = Costs.from_dict(selecting["costs"])
+    sizes = {
+        "learner_forward_flops": selecting["learner_forward_flops_per_example"],
+        "scorer_forward_flops": summary["reference"]["forward_flops_per_example"],
+        # the ledger's measured lines per step: the learner's training step, and what selection adds to it
+        "learner_step_flops": costs.learner_training_per_step,
+        "selection_step_flops": costs.per_step - costs.learner_training_per_step,
+        "num_classes": _classes(run, arms),
+        "image_size": run.data.image_size,
+    }
+    return {**arms, "_window": summary["target_window"], "_metric": metric, "_sizes": sizes}
+
+
+def _classes(run: Params, arms: dict) -> int | None:
+    """The dataset's classes: its manifest's, or (its data not here: a study rebuilt from committed metrics) the
+    length of a kept class mix; None for neither."""
+    try:
+        return num_classes(run)
+    except (DataError, FileNotFoundError):
+        shares = next((a["kept_class_share"] for a in arms.values() if a.get("kept_class_share")), None)
+        return len(shares) if shares else None
+
+
+def rebuild(params: Params) -> dict:
+    """`winnow bench --study budgets --report-only`: the study's JSON and page written again by this code from the
+    runs' committed metrics (each seed whose every budget has its summary; nothing is trained): after a change to
+    how runs are read or summarised, and on a clone that holds the metrics but not the checkpoints."""
+    runs = {}
+    for seed in range(params.seed, params.seed + params.bench.seeds):
+        by_budget = {}
+        for budget in params.bench.budgets:
+            run = budget_params(params, seed, budget, make_data=False)
+            summary = Paths.of(run).summary_record
+            if not summary.exists():
+                break
+            by_budget[budget] = read_run(run, read_json(summary, ""))
+        else:
+            runs[seed] = by_budget
+    if not runs:
+        raise MissingInput(
+            f"no seed of the budgets study has every budget's summary under {Paths.of(params).metrics_root}: run "
+            "`winnow bench --study budgets` first"
+        )
+    return _write(params, runs)
 
 
 def arms_of(params: Params, replays: bool = False) -> tuple[str, ...]:

@@ -28,24 +28,27 @@ log = logging.getLogger("winnow")
 RATIOS = ("step_ratio", "flop_ratio_full", "flop_ratio_amortised", "time_ratio_full", "time_ratio_amortised")
 
 
-def run_params(params: Params, name: str, seed: int, **changes) -> Params:
+def run_params(params: Params, name: str, seed: int, make_data: bool = True, **changes) -> Params:
     """One bench run's params: its own artifacts and metrics under the dataset's bench folder (under bench.label's
-    folder for a labelled study run)."""
+    folder for a labelled study run). `make_data` False: a seed's own data is named, not made (reading results)."""
     label = f"{params.bench.label}/" if params.bench.label else ""
     root = f"{params.data.name}/bench/{params.objective}/{label}{name}"
     train = params.train.model_copy(update={"policies": params.bench.policies})
     update = {"seed": seed, "artifacts": f"{params.artifacts}/{root}", "metrics": f"{params.metrics}/{root}", "train": train}
     run = params.model_copy(update={**update, **changes})
-    return seed_data(run, seed) if params.bench.data_seeds else run
+    return seed_data(run, seed, make_data) if params.bench.data_seeds else run
 
 
-def seed_data(run: Params, seed: int) -> Params:
+def seed_data(run: Params, seed: int, make: bool = True) -> Params:
     """`run` on a seed's own data (bench.data_seeds), made here when it is missing: the built-in pool generated from
     data.seed = seed, or a user's dataset with its curated and val rows drawn again by the seed (datasets/redraw.py),
-    under <data.name>-data-<seed> beside the source. Idempotent: a seed's data already made is read as it is."""
+    under <data.name>-data-<seed> beside the source. Idempotent: a seed's data already made is read as it is. `make`
+    False: only named (its results read, its data left unmade)."""
     source = run.data
     data = source.model_copy(update={"seed": seed, "name": f"{source.name}-data-{seed}"})
     seeded = run.model_copy(update={"data": data})
+    if not make:
+        return seeded
     if not (Path(source.root) / "manifest.json").exists() or generated(read_manifest(source.root)):
         data_stage(seeded)  # generated from data.seed = seed (and its manifest checked on every later call)
     else:
