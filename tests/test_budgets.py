@@ -174,3 +174,20 @@ def test_the_docs_figure_says_how_many_seeds_are_in_and_the_page_draws_the_final
     assert "| learnability | 0.6100 | 0.6200 | 0.6300 |" in text  # the final metric at each budget, from the runs
     plot_budgets(result, tmp_path / "budgets.png")
     assert (tmp_path / "budgets.png").stat().st_size > 10_000
+
+
+def test_the_page_says_what_a_seed_of_the_study_cost_in_wall_time_counting_each_trained_run_once():
+    from winnow.reports.budgets import cost_line
+
+    seeds = [_seed(_arm([0.61, 0.62, 0.63], [11, 22, 44]), j) for j in (0.0, 0.001)]
+    for seed in seeds:
+        for arm in seed.values():
+            for run in arm.values():
+                run["seconds"] = 600.0  # ten minutes a run: 4 arms x 3 budgets = 2 h a seed
+    runs = _runs(seeds)
+    for by_budget in runs.values():
+        for b in BUDGETS:
+            by_budget[b][budgets.EARLY] = by_budget[b]["curated_only"]  # curated_only's run, read at its best val
+    result = budgets.summarise(runs, BUDGETS, (*_seed({}), budgets.EARLY))
+    assert result["run_seconds_per_seed"]["values"] == [7200.0, 7200.0]  # the early-stopped arm is curated_only's run
+    assert cost_line(result).startswith("Its training runs took 2.0 h of wall time a seed (per seed: 2.0, 2.0 h;")

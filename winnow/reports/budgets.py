@@ -49,6 +49,19 @@ PROTOCOL_SEEDS = 5
 PROTOCOL_ARMS = ("uniform", "balanced", "curated_only", "curated_mix", "learnability", "learnability_mix")
 
 
+def cost_line(result: dict) -> str:
+    """What a seed of the study took on the machine that ran it (its training runs' wall seconds)."""
+    cost = result.get("run_seconds_per_seed")
+    if not cost or cost["mean"] is None:
+        return ""
+    each = ", ".join(f"{v / 3600:.1f}" for v in cost["values"])
+    return (
+        f"Its training runs took {cost['mean'] / 3600:.1f} h of wall time a seed (per seed: {each} h; every arm at "
+        "every budget, the reference, scoring and evaluations not counted), on the machine that ran it, as loaded "
+        "as it was."
+    )
+
+
 def cut_line(result: dict) -> str:
     """What this run left out of the protocol (fewer seeds, arms not run), said on its page."""
     cuts = []
@@ -92,7 +105,7 @@ def figure(result: dict) -> str:
     lines = [
         f"{seeds}; budgets {budgets} of {result['base_steps']} steps, each run's schedule ending there. Comparator, "
         f"fixed before looking: **{result['comparator']}** (the baseline with the fewest FLOPs to uniform's target over "
-        f"seeds); reading: **{result['fixed_reading']}**. " + cut_line(result),
+        f"seeds); reading: **{result['fixed_reading']}**. " + cut_line(result) + (" " + cost_line(result)).rstrip(),
         "",
         table(result),
         "",
@@ -141,7 +154,7 @@ def write_report(result: dict, paths: Paths) -> None:
         "(studies/budgets.py); "
         "the others are printed under it, and a verdict that flips among them is *undecided*. " + _data_line(result),
         "",
-        cut_line(result),
+        cut_line(result) + (" " + cost_line(result)).rstrip(),
         "",
         table(result),
         "",

@@ -96,6 +96,7 @@ def _arm(run: Params, summary: dict, policy: str, metric: str) -> dict:
         "final_val": float(curve[-1][metric]),
         "final_test": summary["policies"][policy]["final_metric"],
         "kept_class_share": record.get("kept_class_share"),
+        "seconds": record.get("seconds"),  # the run's wall seconds (on this machine, as loaded as it was)
     }
     if record.get("best_val_step"):  # the curated set alone, early-stopped on val: the same run read at its best
         best = record["best_val_step"]
@@ -328,12 +329,23 @@ def summarise(runs: dict, budgets: tuple[float, ...], policies: tuple[str, ...])
             for p in policies
         },
         "verdicts": verdicts,
+        # what the study cost a seed: its arms' training runs' wall seconds over every budget (the reference, the
+        # pool's scoring and the evaluations beside them not counted); None where a run did not record them
+        "run_seconds_per_seed": spread([_seconds(runs[s], budgets, policies) for s in runs]),
         # the classifier's kept class mix: its effective number of classes (exp of the entropy of the kept rows' labels)
         "kept_classes_effective": {
             p: {f"{b:g}": spread([_effective(runs[s][b][p].get("kept_class_share")) for s in runs]) for b in budgets}
             for p in policies
         },
     }
+
+
+def _seconds(by_budget: dict, budgets: tuple[float, ...], policies: tuple[str, ...]) -> float | None:
+    """One seed's trained runs' wall seconds over its budgets (an arm read again from another's run, the early-stopped
+    curated_only or a replay charged as shared, counted once, as its run)."""
+    trained = [p for p in policies if p != EARLY and not p.startswith("replay_shared_")]
+    seconds = [by_budget[b][p].get("seconds") for b in budgets for p in trained]
+    return None if any(v is None for v in seconds) else float(sum(seconds))
 
 
 def _effective(shares: list[float] | None) -> float | None:
