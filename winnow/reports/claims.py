@@ -118,7 +118,7 @@ def _read_budgets(claim: Claim, result: dict) -> dict:
         "shared": dict.fromkeys(SHARED[1:]),
         "seeds": seeds,
         "best": [result["comparator"]] * seeds,
-        "tried": [p for p in BASELINES if p in verdict["against_each_baseline"]],
+        "tried": list(verdict["against_each_baseline"]),  # its baselines, curated_only early-stopped on val among them
         "steps": None,
         "flops": fixed["flop_ratio"],
         "seconds": None,
