@@ -51,7 +51,7 @@ def check_rates(rates: dict[str, float], confusable: float) -> None:
 
 def read_confusion(path: str | Path, source: Path, num_classes: int) -> np.ndarray:
     """A KxK matrix of how often class i is mistaken for class j: from a .npy, .csv or .json file, or
-    measured by a classifier checkpoint (.pt, e.g. a reference trained on SOURCE) on SOURCE's eval/test."""
+    measured by a classifier checkpoint (.pt, e.g. a reference trained on SOURCE) on SOURCE's eval/val (never its test split)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such confusion matrix or checkpoint (--confusion)")
