@@ -183,11 +183,11 @@ def test_the_page_says_what_a_seed_of_the_study_cost_in_wall_time_counting_each_
     for seed in seeds:
         for arm in seed.values():
             for run in arm.values():
-                run["seconds"] = 600.0  # ten minutes a run: 4 arms x 3 budgets = 2 h a seed
+                run["step_seconds"] = 600.0  # ten minutes a run: 4 arms x 3 budgets = 2 h a seed
     runs = _runs(seeds)
     for by_budget in runs.values():
         for b in BUDGETS:
             by_budget[b][budgets.EARLY] = by_budget[b]["curated_only"]  # curated_only's run, read at its best val
     result = budgets.summarise(runs, BUDGETS, (*_seed({}), budgets.EARLY))
-    assert result["run_seconds_per_seed"]["values"] == [7200.0, 7200.0]  # the early-stopped arm is curated_only's run
-    assert cost_line(result).startswith("Its training runs took 2.0 h of wall time a seed (per seed: 2.0, 2.0 h;")
+    assert result["step_seconds_per_seed"]["values"] == [7200.0, 7200.0]  # the early-stopped arm is curated_only's run
+    assert cost_line(result).startswith("A seed's training steps took 2.0 h (per seed: 2.0, 2.0 h;")

@@ -158,6 +158,12 @@ def test_the_budgets_study_trains_each_arm_at_each_budget_its_schedule_ending_th
     again = ["bench", "--study", "budgets", "--report-only", "--params", str(tiny)]
     assert main([*again, *[a for s in sets for a in ("--set", s)]]) == 0
     assert json.loads(paths.study_json("budgets").read_text()) == result and not Path(params.artifacts).exists()
+    capsys.readouterr()
+    other = [*[a for s in sets for a in ("--set", s)], "--set", "bench.seeds=1", "--set", "bench.budgets=[0.5,2.0]"]
+    assert main([*again, *other]) != 0  # read with other params than it ran with: refused, naming what to pass
+    err = capsys.readouterr().err
+    assert "--set bench.budgets=[0.5,1] --set bench.seeds=2" in err
+    assert json.loads(paths.study_json("budgets").read_text()) == result  # not overwritten
 
 
 @pytest.mark.slow  # kept out of the default suite to hold it within ten minutes; -m slow runs it

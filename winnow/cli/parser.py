@@ -247,6 +247,7 @@ def _bench_command(sub, common) -> None:
         "--report-only",
         action="store_true",
         help="rewrite the study's report and plots from its committed JSON, rerunning nothing (after a change to how "
-        "reports are drawn); the budgets study writes its JSON again too, from its runs' committed metrics",
+        "reports are drawn); the budgets study writes its JSON again too, from its runs' committed metrics (pass the --set "
+        "flags it ran with: other ones are refused, naming them)",
     )
     bench.add_argument("--scale", type=int, help="--study memory | import_memory: the same as --set bench.memory_scale=SCALE")

@@ -69,7 +69,10 @@ def limit_bytes() -> int:
 def _decoder() -> str:
     """What decoding depends on besides the bytes and the size: the decoder's code and PIL's version (read once per
     process)."""
-    code = "".join(inspect.getsource(f) for f in (images.decode_image, images._to_rgb, images._fitted, images._shorter_side_at))
+    code = "".join(
+        inspect.getsource(f)
+        for f in (images.decode_row, images.decode_image, images._to_rgb, images._fitted, images._shorter_side_at)
+    )
     return hashlib.sha256(f"{FORMAT}|{PIL.__version__}|{code}".encode()).hexdigest()
 
 

@@ -50,15 +50,15 @@ PROTOCOL_ARMS = ("uniform", "balanced", "curated_only", "curated_mix", "learnabi
 
 
 def cost_line(result: dict) -> str:
-    """What a seed of the study took on the machine that ran it (its training runs' wall seconds)."""
-    cost = result.get("run_seconds_per_seed")
-    if not cost or cost["mean"] is None:
+    """What a seed of the study took on the machine that ran it: its training steps at their median step time."""
+    cost = result.get("step_seconds_per_seed")
+    if not cost or cost["mean"] is None or cost["reached"] < cost["runs"]:
         return ""
     each = ", ".join(f"{v / 3600:.1f}" for v in cost["values"])
     return (
-        f"Its training runs took {cost['mean'] / 3600:.1f} h of wall time a seed (per seed: {each} h; every arm at "
-        "every budget, the reference, scoring and evaluations not counted), on the machine that ran it, as loaded "
-        "as it was."
+        f"A seed's training steps took {cost['mean'] / 3600:.1f} h (per seed: {each} h; every arm at every budget, "
+        "each run's steps at its median step time, on the machine that ran it; the data's making and loading, "
+        "checkpoints, the reference, scoring and evaluations come on top)."
     )
 
 
@@ -97,7 +97,7 @@ def _each_baseline(result: dict) -> list[str]:
 
 
 def figure(result: dict) -> str:
-    """What docs/studies/budgets.md quotes (`winnow figures`): what was run and cut, the verdicts under the fixed
+    """What a page quotes of the study (`winnow figures`, FIGURES["budgets"]): what was run and cut, the verdicts under the fixed
     reading, each arm's final validation metric at each budget, and the kept class mix beside uniform's."""
     n = len(result["seeds"])
     seeds = f"{n} of {result.get('seeds_asked', n)} seeds" + (" (a single seed: no interval)" if n == 1 else "")
@@ -105,7 +105,7 @@ def figure(result: dict) -> str:
     lines = [
         f"{seeds}; budgets {budgets} of {result['base_steps']} steps, each run's schedule ending there. Comparator, "
         f"fixed before looking: **{result['comparator']}** (the baseline with the fewest FLOPs to uniform's target over "
-        f"seeds); reading: **{result['fixed_reading']}**. " + cut_line(result) + (" " + cost_line(result)).rstrip(),
+        f"seeds); reading: **{result['fixed_reading']}**. " + " ".join(filter(None, (cut_line(result), cost_line(result)))),
         "",
         table(result),
         "",
@@ -154,7 +154,7 @@ def write_report(result: dict, paths: Paths) -> None:
         "(studies/budgets.py); "
         "the others are printed under it, and a verdict that flips among them is *undecided*. " + _data_line(result),
         "",
-        cut_line(result) + (" " + cost_line(result)).rstrip(),
+        " ".join(filter(None, (cut_line(result), cost_line(result)))),
         "",
         table(result),
         "",

@@ -24,7 +24,8 @@ class Study:
     def report(self, params) -> dict:
         """Rewrite the study's summaries over seeds from the per-seed values its JSON keeps (studies/summaries.py),
         and its report and plots from that, rerunning nothing (after a change to how seeds are summarised or
-        reports drawn); its result."""
+        reports drawn); its result. A study module with a `rebuild(params)` (studies/budgets.py) writes its JSON
+        again instead, from its runs' committed metrics."""
         from winnow.files import write_json
         from winnow.stages.inputs import read_json
         from winnow.stages.paths import Paths

@@ -23,10 +23,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from pathlib import Path
 from typing import Callable
 
 from winnow.config import Params
-from winnow.errors import DataError, MissingInput
+from winnow.errors import ConfigError, MissingInput
 from winnow.files import read_csv, write_json
 from winnow.method import stopping
 from winnow.method.ledger import SHARED, Costs
@@ -64,7 +65,8 @@ def budget_params(
 ) -> Params:
     """One (seed, budget) run: train.steps (or `steps`) scaled, its schedule ending there; the warm-up and the
     evaluations scaled with it (at least 5 evaluations a run). `folder` and `model`: a study that runs the budgets
-    for another learner (--study ladder) under a folder of its own."""
+    for another learner (--study ladder) under a folder of its own. `make_data` False: a seed's own data
+    (bench.data_seeds) is named, not made (its results read again: rebuild)."""
     cfg = params.train
     steps = max(1, round((steps or cfg.steps) * budget))
     train = cfg.model_copy(
@@ -87,6 +89,11 @@ def _arm(run: Params, summary: dict, policy: str, metric: str) -> dict:
     costs = Costs.from_dict(summary["ledger"]["policies"][policy]["costs"])
     steps = [float(r["step"]) for r in curve]
     record = read_json(Paths.of(run).train_record(policy), f"run `winnow train --policy {policy}`")
+    if record.get("steps") not in (None, run.train.steps):  # read with other params than it ran with: wrong FLOPs
+        raise ConfigError(
+            f"{Paths.of(run).train_record(policy)}: this run trained {record['steps']} steps, these params give it "
+            f"{run.train.steps}: pass the train.steps and bench.budgets the study ran with"
+        )
     arm = {
         "dropped_share": sum((record.get("filter_dropped") or {}).values()) / record["pool_size"],
         "steps": steps,
@@ -96,7 +103,8 @@ def _arm(run: Params, summary: dict, policy: str, metric: str) -> dict:
         "final_val": float(curve[-1][metric]),
         "final_test": summary["policies"][policy]["final_metric"],
         "kept_class_share": record.get("kept_class_share"),
-        "seconds": record.get("seconds"),  # the run's wall seconds (on this machine, as loaded as it was)
+        # the run's training steps at its median step time: what a pause or a stall cannot move (its wall seconds can)
+        "step_seconds": record["step_seconds_median"] * record["steps"] if record.get("step_seconds_median") else None,
     }
     if record.get("best_val_step"):  # the curated set alone, early-stopped on val: the same run read at its best
         best = record["best_val_step"]
@@ -181,8 +189,9 @@ def train_seed(
 
 
 def read_run(run: Params, summary: dict) -> dict:
-    """One (seed, budget) run's arms, read from its summary, curves and train records (its metrics alone: nothing
-    is trained, no checkpoint or dataset is read), with its evaluation window, metric and model sizes."""
+    """One (seed, budget) run's arms, read from its summary, curves and train records (its metrics, and its dataset's
+    manifest where it is here: nothing is trained, no checkpoint read), with its evaluation window, metric and model
+    sizes."""
     metric = summary["curve_metric"].split("_", 1)[1]
     arms = {p: _arm(run, summary, p, metric) for p in run.train.policies}
     if EARLY in arms.get("curated_only", {}):
@@ -200,43 +209,80 @@ def read_run(run: Params, summary: dict) -> dict:
         # the ledger's measured lines per step: the learner's training step, and what selection adds to it
         "learner_step_flops": costs.learner_training_per_step,
         "selection_step_flops": costs.per_step - costs.learner_training_per_step,
-        "num_classes": _classes(run, arms),
+        "num_classes": _classes(run),
         "image_size": run.data.image_size,
     }
     return {**arms, "_window": summary["target_window"], "_metric": metric, "_sizes": sizes}
 
 
-def _classes(run: Params, arms: dict) -> int | None:
-    """The dataset's classes: its manifest's, or (its data not here: a study rebuilt from committed metrics) the
-    length of a kept class mix; None for neither."""
-    try:
-        return num_classes(run)
-    except (DataError, FileNotFoundError):
-        shares = next((a["kept_class_share"] for a in arms.values() if a.get("kept_class_share")), None)
-        return len(shares) if shares else None
+def _classes(run: Params) -> int | None:
+    """The dataset's classes from its manifest; None where its data is not here (a study rebuilt from committed
+    metrics: only the ladder's projection reads the count, and the ladder is never rebuilt)."""
+    return num_classes(run) if (Path(run.data.root) / "manifest.json").exists() else None
 
 
 def rebuild(params: Params) -> dict:
     """`winnow bench --study budgets --report-only`: the study's JSON and page written again by this code from the
     runs' committed metrics (each seed whose every budget has its summary; nothing is trained): after a change to
-    how runs are read or summarised, and on a clone that holds the metrics but not the checkpoints."""
-    runs = {}
+    how runs are read or summarised, and on a clone that holds the metrics but not the checkpoints. The params must
+    be the study's own (its --set flags): a committed result that says otherwise, or holds seeds whose metrics are
+    not here, is refused, naming what differs, never overwritten with another study's reading."""
+    written = Paths.of(params).study_json("budgets")
+    committed = read_json(written, "") if written.exists() else None
+    if committed is not None:
+        _same_study(params, committed, written)
+    runs, missing = {}, None
     for seed in range(params.seed, params.seed + params.bench.seeds):
         by_budget = {}
         for budget in params.bench.budgets:
             run = budget_params(params, seed, budget, make_data=False)
             summary = Paths.of(run).summary_record
             if not summary.exists():
+                missing = missing or summary
                 break
             by_budget[budget] = read_run(run, read_json(summary, ""))
         else:
             runs[seed] = by_budget
     if not runs:
         raise MissingInput(
-            f"no seed of the budgets study has every budget's summary under {Paths.of(params).metrics_root}: run "
-            "`winnow bench --study budgets` first"
+            f"no seed of the budgets study has every budget's summary ({missing} is missing): run "
+            "`winnow bench --study budgets` with these --set flags first"
+        )
+    lost = sorted(set(committed["seeds"]) - set(runs)) if committed else []
+    if lost:
+        raise MissingInput(
+            f"{written} holds seeds {lost}, whose runs' metrics are not all here ({missing} is missing): "
+            "not rewritten with fewer seeds"
         )
     return _write(params, runs)
+
+
+def _same_study(params: Params, committed: dict, written) -> None:
+    """Refuse to read a study's runs with params other than its own (another largest budget moves uniform's target;
+    other steps, the FLOPs; fewer seeds or arms, the verdict), naming each --set to pass."""
+    asked = {
+        "bench.budgets": list(params.bench.budgets),
+        "train.steps": params.train.steps,
+        "bench.data_seeds": params.bench.data_seeds,
+        "bench.seeds": params.bench.seeds,
+        "bench.policies": sorted(params.bench.policies),
+    }
+    ran = {
+        "bench.budgets": committed["budgets"],
+        "train.steps": committed["base_steps"],
+        "bench.data_seeds": committed.get("data_seeds", False),
+        "bench.seeds": committed.get("seeds_asked", len(committed["seeds"])),
+        "bench.policies": sorted(p for p in committed["final_val"] if p != EARLY and not p.startswith("replay")),
+    }
+    differ = [f"--set {k}={_flag(ran[k])}" for k in asked if asked[k] != ran[k]]
+    if differ:
+        raise ConfigError(f"{written} was run with other params than these: pass {' '.join(differ)} (or move it aside)")
+
+
+def _flag(value) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) + "]"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def arms_of(params: Params, replays: bool = False) -> tuple[str, ...]:
@@ -329,9 +375,10 @@ def summarise(runs: dict, budgets: tuple[float, ...], policies: tuple[str, ...])
             for p in policies
         },
         "verdicts": verdicts,
-        # what the study cost a seed: its arms' training runs' wall seconds over every budget (the reference, the
-        # pool's scoring and the evaluations beside them not counted); None where a run did not record them
-        "run_seconds_per_seed": spread([_seconds(runs[s], budgets, policies) for s in runs]),
+        # what the study cost a seed: its arms' training steps at each run's median step time, over every budget
+        # (the data's making and loading, checkpoints, the reference, scoring and evaluations not counted; a pause
+        # cannot move it); None where a run did not record them
+        "step_seconds_per_seed": spread([_seconds(runs[s], budgets, policies) for s in runs]),
         # the classifier's kept class mix: its effective number of classes (exp of the entropy of the kept rows' labels)
         "kept_classes_effective": {
             p: {f"{b:g}": spread([_effective(runs[s][b][p].get("kept_class_share")) for s in runs]) for b in budgets}
@@ -341,10 +388,10 @@ def summarise(runs: dict, budgets: tuple[float, ...], policies: tuple[str, ...])
 
 
 def _seconds(by_budget: dict, budgets: tuple[float, ...], policies: tuple[str, ...]) -> float | None:
-    """One seed's trained runs' wall seconds over its budgets (an arm read again from another's run, the early-stopped
+    """One seed's trained runs' step seconds over its budgets (an arm read again from another's run, the early-stopped
     curated_only or a replay charged as shared, counted once, as its run)."""
     trained = [p for p in policies if p != EARLY and not p.startswith("replay_shared_")]
-    seconds = [by_budget[b][p].get("seconds") for b in budgets for p in trained]
+    seconds = [by_budget[b][p].get("step_seconds") for b in budgets for p in trained]
     return None if any(v is None for v in seconds) else float(sum(seconds))
 
 
