@@ -76,7 +76,8 @@ def test_a_map_point_that_pays_in_flops_is_counted_apart_and_its_seconds_are_sho
     paying = [r for r in clip_map["rows"] if r["pays"]]
     assert paying, "the CLIP map has a point where selection paid in FLOPs"
     text = claims.figure(results)
-    assert "in **0 of the 10 settings** measured, and at **1 of the regime maps' points**" in text
+    settings = sum(1 for c in claims.CLAIMS if c.arm)  # every row but the maps'
+    assert f"in **0 of the {settings} settings** measured, and at **1 of the regime maps' points**" in text
     n = len(clip_map["rows"])
     assert f"the CLIP regime map (mismatched captions, curated share): 1 of {n}, 5 seeds each" in text
     row = next(line for line in text.splitlines() if line.startswith("|") and "the CLIP regime map" in line)
@@ -165,3 +166,8 @@ def test_a_budgets_study_row_reads_its_fixed_reading_and_is_undecided_where_anot
     assert claims.verdict_words(flipped) == (False, "undecided: in-run, first, k=1 read otherwise")
     never = claims.read(claim, _budgets_result({"budget, sustained": "no"}, [0.9, None, 0.8, 1.1, 0.9], gaps))
     assert claims.verdict_words(never) == (False, "no: reached the target in 4 of 5 seeds")
+
+
+def test_a_single_seed_ratio_says_it_is_one_seed_not_a_spread_of_zero():
+    one = {"mean": 1.43, "std": None, "low": None, "high": None, "reached": 1, "runs": 1, "values": [1.43]}
+    assert claims.ratio(one) == "1.43 (1 seed)"

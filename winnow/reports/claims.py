@@ -36,7 +36,13 @@ class Claim:
 
 
 BENCH, REAL, SMALL, PAIRS, MAP, MAP_CLIP = ("bench", "mnist", "mnist-2pct", "mnist-pairs", "regimes", "clip-map")
+BUDGETS = "budgets"
 CLAIMS: tuple[Claim, ...] = (
+    Claim("the built-in pretraining pool (1% curated), classifier, at budgets with schedules of their own",
+          "learnability (ClassAct)", "metrics/synthetic/bench/classification-budgets.json", "learnability", BUDGETS),
+    Claim("the built-in pretraining pool (1% curated), classifier, at budgets with schedules of their own",
+          "learnability on top of the curated set (half of each batch curated)",
+          "metrics/synthetic/bench/classification-budgets.json", "learnability_mix", BUDGETS),
     Claim("the former built-in pool (now the regime curated-suffices), classifier", "learnability (ClassAct)", "metrics/synthetic/bench/classification.json",
           "learnability", BENCH),
     Claim("the former built-in pool (4% curated), CLIP", "learnability (ActiveCLIP)", "metrics/synthetic/bench/contrastive.json",

@@ -27,6 +27,7 @@ from pathlib import Path
 from winnow.errors import DataError, MissingInput
 from winnow.files import write_text
 from winnow.reports import claims
+from winnow.reports.budgets import figure as budgets_figure
 from winnow.reports.pool import figure as pool_figure
 from winnow.reports.result_figures import (
     advice,
@@ -121,6 +122,7 @@ FIGURES: dict[str, Figure] = {
     "learners-synthetic": Figure("metrics/synthetic/bench/classification-learners.json", study_table),
     "pool-pretraining": Figure("metrics/synthetic/bench/classification-pool-pretraining.json", pool_figure),
     "pool-pretraining-4x": Figure("metrics/synthetic/bench/classification-pool-pretraining-4x.json", pool_figure),
+    "budgets": Figure("metrics/synthetic/bench/classification-budgets.json", budgets_figure),
 }
 
 

@@ -184,7 +184,13 @@ def plot_budgets(result: dict, path: Path) -> None:
             lw=2 if policy in ("uniform", "learnability") else 1.2,
             ls=":" if baseline and policy != "uniform" else "-",
         )
-    ax.axhline(float(np.mean(result["targets"])), color="grey", ls="--", lw=1, label="uniform's target (its plateau)")
+    ax.axhline(
+        float(np.mean(result["targets"])),
+        color="grey",
+        ls="--",
+        lw=1,
+        label="uniform's target (its last evaluations at the largest budget)",
+    )
     ax.set_xscale("log", base=2)
     ax.set_xticks(steps, [f"{b:g}x\n{s:g}" for b, s in zip(result["budgets"], steps)])
     ax.set_xlabel("budget: learner steps, each run's schedule ending there")

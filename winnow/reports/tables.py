@@ -38,6 +38,8 @@ def ratio(stat: dict) -> str:
         return f"{each} ({stat['reached']}/{stat['runs']})"
     if stat.get("low") is not None:
         text = f"{stat['mean']:.2f} [{stat['low']:.2f}, {stat['high']:.2f}]"
+    elif stat["runs"] == 1:  # one seed: no spread to give, said so (not a "± 0.00" that reads as a certainty)
+        return f"{stat['mean']:.2f} (1 seed)"
     else:
         text = f"{stat['mean']:.2f} ± {stat['std']:.2f}"
     return text + f" ({stat['reached']}/{stat['runs']})"
