@@ -191,3 +191,13 @@ def test_the_page_says_what_a_seed_of_the_study_cost_in_wall_time_counting_each_
     result = budgets.summarise(runs, BUDGETS, (*_seed({}), budgets.EARLY))
     assert result["step_seconds_per_seed"]["values"] == [7200.0, 7200.0]  # the early-stopped arm is curated_only's run
     assert cost_line(result).startswith("A seed's training steps took 2.0 h (per seed: 2.0, 2.0 h;")
+
+
+def test_against_a_baseline_that_never_reached_the_target_the_page_says_so_not_a_bare_never():
+    from winnow.reports.budgets import _each_baseline
+
+    seed = _seed(_arm([0.61, 0.62, 0.63], [11, 22, 44]))
+    seed["curated_only"] = _arm([0.30, 0.40, 0.50], [10, 20, 40])  # far below uniform's plateau at every budget
+    result = budgets.summarise(_runs([seed, seed]), BUDGETS, tuple(seed))
+    row = next(line for line in _each_baseline(result) if line.startswith("| learnability |"))
+    assert "| curated_only never reached it |" in row and "never (0/2)" not in row

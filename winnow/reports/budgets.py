@@ -91,7 +91,7 @@ def _each_baseline(result: dict) -> list[str]:
         "|---|" + "---|" * len(baselines),
     ]
     for policy, v in verdicts.items():
-        cells = [interval(v["against_each_baseline"][b]["flop_ratio"]) for b in baselines]
+        cells = [_against(result, v["against_each_baseline"][b]["flop_ratio"], b) for b in baselines]
         lines.append(f"| {policy} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -103,9 +103,10 @@ def figure(result: dict) -> str:
     seeds = f"{n} of {result.get('seeds_asked', n)} seeds" + (" (a single seed: no interval)" if n == 1 else "")
     budgets = ", ".join(f"{b:g}x" for b in result["budgets"])
     lines = [
-        f"{seeds}; budgets {budgets} of {result['base_steps']} steps, each run's schedule ending there. Comparator, "
-        f"fixed before looking: **{result['comparator']}** (the baseline with the fewest FLOPs to uniform's target over "
-        f"seeds); reading: **{result['fixed_reading']}**. " + " ".join(filter(None, (cut_line(result), cost_line(result)))),
+        f"{seeds}; budgets {budgets} of {result['base_steps']} steps, each run's schedule ending there. Comparator, by "
+        f"the rule fixed before looking: **{result['comparator']}** on the seeds in (the baseline with the fewest FLOPs "
+        f"to uniform's target over seeds, chosen again as seeds land); reading: **{result['fixed_reading']}**. "
+        + " ".join(filter(None, (cut_line(result), cost_line(result)))),
         "",
         table(result),
         "",
@@ -134,6 +135,15 @@ def _by_budget(result: dict, titles: dict[str, str], heading: str = "## ") -> li
         title = f"**{title}**" if heading == "**" else f"{heading}{title}"
         lines += [title, "", header, "|---|" + "---|" * len(result["budgets"]), *rows, ""]
     return lines
+
+
+def _against(result: dict, ratio: dict, baseline: str) -> str:
+    """An arm's FLOPs over a baseline's, saying so where it is the baseline that never reached the target (in no
+    seed): "never" alone would read as the arm's failure."""
+    reached = [result["per_seed"][str(s)]["arms"][baseline]["flops_to_target"][result["fixed_reading"]] for s in result["seeds"]]
+    if all(r is None for r in reached):
+        return f"{baseline} never reached it"
+    return interval(ratio)
 
 
 def write_report(result: dict, paths: Paths) -> None:

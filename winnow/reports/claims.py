@@ -166,7 +166,7 @@ def _why_not(flops: dict, final: dict) -> str:
     below = final["mean"] is not None and final["mean"] < 0.0
     if reason is None:
         return "no: ends below"
-    return f"{reason}; ends below on average" if below else reason
+    return f"{reason}; ends below{' on average' if final['runs'] > 1 else ''}" if below else reason
 
 
 def _flops_reason(flops: dict) -> str | None:
