@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from winnow.files import write_text
+from winnow.reports.tables import ratio
 from winnow.stages.paths import Paths
 
 
@@ -16,17 +17,9 @@ def table(result: dict) -> str:
     for policy, v in result["verdicts"].items():
         fixed = v["readings"][v["fixed_reading"]]
         rows.append(
-            f"| {policy} | {v['verdict']} | {interval(fixed['flop_ratio'])} | {signed(fixed['final_val_minus_comparator'])} |"
+            f"| {policy} | {v['verdict']} | {ratio(fixed['flop_ratio'])} | {signed(fixed['final_val_minus_comparator'])} |"
         )
     return "\n".join(rows)
-
-
-def interval(s: dict) -> str:
-    if s["reached"] < s["runs"]:
-        return ", ".join("never" if v is None else f"{v:.2f}" for v in s["values"]) + f" ({s['reached']}/{s['runs']})"
-    if s["low"] is None:
-        return f"{s['mean']:.2f} (1 seed)"
-    return f"{s['mean']:.2f} [{s['low']:.2f}, {s['high']:.2f}] ({s['reached']}/{s['runs']})"
 
 
 def signed(s: dict) -> str:
@@ -137,13 +130,13 @@ def _by_budget(result: dict, titles: dict[str, str], heading: str = "## ") -> li
     return lines
 
 
-def _against(result: dict, ratio: dict, baseline: str) -> str:
+def _against(result: dict, stat: dict, baseline: str) -> str:
     """An arm's FLOPs over a baseline's, saying so where it is the baseline that never reached the target (in no
     seed): "never" alone would read as the arm's failure."""
     reached = [result["per_seed"][str(s)]["arms"][baseline]["flops_to_target"][result["fixed_reading"]] for s in result["seeds"]]
     if all(r is None for r in reached):
         return f"{baseline} never reached it"
-    return interval(ratio)
+    return ratio(stat)
 
 
 def write_report(result: dict, paths: Paths) -> None:
@@ -184,7 +177,7 @@ def write_report(result: dict, paths: Paths) -> None:
         ]
         for name, r in v["readings"].items():
             lines.append(
-                f"| {name} | {r['comparator']} | {interval(r['flop_ratio'])} | {signed(r['final_val_minus_comparator'])} | {r['verdict']} |"
+                f"| {name} | {r['comparator']} | {ratio(r['flop_ratio'])} | {signed(r['final_val_minus_comparator'])} | {r['verdict']} |"
             )
         lines.append("")
     lines += _by_budget(

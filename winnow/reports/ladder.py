@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from winnow.files import write_text
 from winnow.method.ledger import SHARED
-from winnow.reports.budgets import interval, signed
+from winnow.reports.budgets import signed
 from winnow.reports.budgets import table as budgets_table
+from winnow.reports.tables import ratio
 from winnow.stages.paths import Paths
 
 # the replay charged at N = 1, and the same run charged as if N learners shared its recording (method/ledger.SHARED)
@@ -17,7 +18,7 @@ def _cell(row: dict, arm: str) -> str:
     if verdict is None:
         return "-"
     fixed = verdict["readings"][verdict["fixed_reading"]]
-    return f"{interval(fixed['flop_ratio'])}: {verdict['verdict']}"
+    return f"{ratio(fixed['flop_ratio'])}: {verdict['verdict']}"
 
 
 def table(result: dict) -> str:
