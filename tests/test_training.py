@@ -97,8 +97,10 @@ def test_drawing_each_step_ahead_trains_on_the_same_rows_and_a_crash_resumes_to_
         if step == 8:
             raise Crash
 
+    crashed = Prefetched(_in_memory(pool), torch.device("cpu"))
     with pytest.raises(Crash):  # checkpointed at step 5, with step 6's draw made ahead
-        run(Prefetched(_in_memory(pool), torch.device("cpu")), tmp_path / "c.pt", crash)
+        run(crashed, tmp_path / "c.pt", crash)
+    assert crashed.pending is None  # the crashed run's draw made ahead was joined and put back: no thread outlives it
     resumed = run(Prefetched(_in_memory(pool), torch.device("cpu")), tmp_path / "c.pt")
     for a, b, c in zip(in_line.state_dict().values(), ahead.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b) and torch.equal(a, c)

@@ -186,43 +186,45 @@ def train(
     state = run.resume(name, opt.steps)
     finished_before = state.step >= opt.steps
     bar = tqdm(total=opt.steps, initial=state.step, desc=name, unit="step", leave=False, disable=rank or None, mininterval=2)
-    while state.step < opt.steps:
-        step, started = state.step, time.perf_counter()
-        # this step's learning rate (learner and actor alike): linear warm-up, then cosine decay
-        lr = lr_at(step, opt.steps, opt.lr, opt.warmup_steps)
+    try:
+        while state.step < opt.steps:
+            step, started = state.step, time.perf_counter()
+            # this step's learning rate (learner and actor alike): linear warm-up, then cosine decay
+            lr = lr_at(step, opt.steps, opt.lr, opt.warmup_steps)
 
-        # draw a super-batch and keep the batch the policy chooses (uniform, or a step the schedule anneals: the
-        # draw is the batch, and no actor scores or trains)
-        phase = selector.at(step, opt.steps)
-        drawn = _drawn(sampler, selector, step, opt.steps, batch, device)
-        data_seconds = time.perf_counter() - started  # waiting for data: drawing (on CUDA: made ahead), decoding, the copy
-        reference = run.reference.losses(drawn, loss_fn, precision) if run.reference and phase.selects else None
-        kept, scored = _keep(phase, drawn, online or run.learner, batch // world, loss_fn, precision, name, reference)
-        if selector.selects:  # the training sequence (datasets/replay.py): the pool ids kept, every rank's, in order
-            state.sequence.append([int(i) for part in gathered(kept.ids, world) for i in part])
-        if blend is not None:  # the curated share of the batch, beside what was kept of the pool's
-            kept = _joined(kept, blend.curated.draw(curated_rows), device)
+            # draw a super-batch and keep the batch the policy chooses (uniform, or a step the schedule anneals: the
+            # draw is the batch, and no actor scores or trains)
+            phase = selector.at(step, opt.steps)
+            drawn = _drawn(sampler, selector, step, opt.steps, batch, device)
+            data_seconds = time.perf_counter() - started  # waiting for data: drawing (on CUDA: made ahead), decoding, the copy
+            reference = run.reference.losses(drawn, loss_fn, precision) if run.reference and phase.selects else None
+            kept, scored = _keep(phase, drawn, online or run.learner, batch // world, loss_fn, precision, name, reference)
+            if selector.selects:  # the training sequence (datasets/replay.py): the pool ids kept, every rank's, in order
+                state.sequence.append([int(i) for part in gathered(kept.ids, world) for i in part])
+            if blend is not None:  # the curated share of the batch, beside what was kept of the pool's
+                kept = _joined(kept, blend.curated.draw(curated_rows), device)
 
-        # one optimiser step of the learner on the kept batch, and of the actor on what it trains on
-        loss = run.learner.step(kept, loss_fn, lr, precision, name, step)
-        actor_batch = kept if actor is None or actor.trains_on == "kept" else drawn
-        training_actor = online is not None and phase.selects
-        actor_loss = online.step(actor_batch, loss_fn, lr, precision, f"{name} (actor)", step) if training_actor else None
-        if reference is not None:  # the refreshed reference: a step on curated rows and the learner's kept ones
-            run.reference.step(kept, loss_fn, lr, precision, f"{name} (reference)", step, device)
+            # one optimiser step of the learner on the kept batch, and of the actor on what it trains on
+            loss = run.learner.step(kept, loss_fn, lr, precision, name, step)
+            actor_batch = kept if actor is None or actor.trains_on == "kept" else drawn
+            training_actor = online is not None and phase.selects
+            actor_loss = online.step(actor_batch, loss_fn, lr, precision, f"{name} (actor)", step) if training_actor else None
+            if reference is not None:  # the refreshed reference: a step on curated rows and the learner's kept ones
+                run.reference.step(kept, loss_fn, lr, precision, f"{name} (reference)", step, device)
 
-        # log the step (summed over ranks), evaluate and checkpoint on their schedules
-        state.step = step = step + 1
-        spent = time.perf_counter() - started
-        state.seconds += spent
-        row = log_row(step, lr, loss, actor_loss, kept, sampler.kinds, world)
-        count_classes(state, kept, world)
-        state.steps_log.append({**row, **scored, "seconds": round(spent, 6), "data_seconds": round(data_seconds, 6)})
-        _on_schedule(run, state, evaluation, model, opt, bar)
-        if on_step is not None:
-            on_step(step, kept.ids)
-    bar.close()
-    sampler.close()  # a stream's shard decoding ahead: no thread outlives the run
+            # log the step (summed over ranks), evaluate and checkpoint on their schedules
+            state.step = step = step + 1
+            spent = time.perf_counter() - started
+            state.seconds += spent
+            row = log_row(step, lr, loss, actor_loss, kept, sampler.kinds, world)
+            count_classes(state, kept, world)
+            state.steps_log.append({**row, **scored, "seconds": round(spent, 6), "data_seconds": round(data_seconds, 6)})
+            _on_schedule(run, state, evaluation, model, opt, bar)
+            if on_step is not None:
+                on_step(step, kept.ids)
+    finally:  # a run that ends, or dies, leaves no thread behind: a draw made ahead, a stream's shard decoding ahead
+        bar.close()
+        sampler.close()
     if not finished_before:  # a run that was already finished is left as it was: later stages are keyed on its bytes
         run.save(state, opt.steps)
     return {"model": model.state_dict(), **dataclasses.asdict(state), "complete": True} | (
