@@ -10,6 +10,7 @@ with open_clip on import) and open_clip's, ViT-B-32 included; never pretrained.
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from pathlib import Path
 
@@ -211,6 +212,11 @@ def _register_configs() -> None:
         open_clip.add_model_config(CONFIG_DIR)
 
 
+def _fresh_weights(record: logging.LogRecord) -> bool:
+    """Drops open_clip's "No pretrained weights loaded" (winnow builds every CLIP fresh, on purpose); keeps the rest."""
+    return not record.getMessage().startswith("No pretrained weights loaded for model")
+
+
 def build_clip(name: str, image_size: int | None = None) -> nn.Module:
     """An open_clip CLIP model with fresh weights (pretrained=None: nothing is downloaded). With
     image_size, its vision tower is built for images of that size (fewer patches at a lower one:
@@ -221,7 +227,12 @@ def build_clip(name: str, image_size: int | None = None) -> nn.Module:
         raise KeyError(f"unknown CLIP model {name!r}; choose one of {sorted(CLIPS)}")
     _register_configs()
     config, train_token_embedding = CLIPS[name]
-    model = open_clip.create_model(config, pretrained=None, force_image_size=image_size)
+    root = logging.getLogger()  # open_clip warns on the root logger that no weights were loaded: fresh is the intent
+    root.addFilter(_fresh_weights)
+    try:
+        model = open_clip.create_model(config, pretrained=None, force_image_size=image_size)
+    finally:
+        root.removeFilter(_fresh_weights)
     model.token_embedding.weight.requires_grad_(train_token_embedding)
     model.input_size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
     return model

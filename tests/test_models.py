@@ -201,3 +201,16 @@ def test_the_long_lived_tokenizer_forgets_words_past_its_bound_and_still_gives_t
     again = ours(captions)  # the word cache is reset before this call: the words are encoded anew
     assert "a word seen long ago" not in ours.tokenizer.cache
     assert torch.equal(first, again) and torch.equal(first, open_clip.get_tokenizer("winnow-clip-pico")(captions))
+
+
+def test_a_clip_is_built_fresh_without_open_clips_no_weights_warning_and_other_warnings_still_show(caplog):
+    import logging
+
+    from models import build_clip
+
+    with caplog.at_level(logging.WARNING):
+        build_clip("clip-nano")
+        logging.warning("another warning")
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("No pretrained weights loaded" in m for m in messages)
+    assert "another warning" in messages
