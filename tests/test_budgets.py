@@ -201,3 +201,58 @@ def test_against_a_baseline_that_never_reached_the_target_the_page_says_so_not_a
     result = budgets.summarise(_runs([seed, seed]), BUDGETS, tuple(seed))
     row = next(line for line in _each_baseline(result) if line.startswith("| learnability |"))
     assert "| curated_only never reached it |" in row and "never (0/2)" not in row
+
+
+def _windowed(runs: dict, window: int) -> dict:
+    for by_budget in runs.values():
+        for b in BUDGETS:
+            by_budget[b]["_window"] = window
+    return runs
+
+
+def test_the_target_is_uniforms_final_val_at_the_largest_budget_so_uniform_reaches_its_own_level_there():
+    # uniform's last evaluations at the largest budget: 0.62, 0.61, 0.60; read by its final one, as every budget is
+    uniform = _arm([0.50, 0.58, 0.60], [10, 20, 40], late_curve=[0.62, 0.61, 0.60])
+    seeds = [{**_seed(_arm([0.55, 0.61, 0.62], [11, 22, 44])), "uniform": uniform} for _ in range(2)]
+    result = budgets.summarise(_windowed(_runs(seeds), 3), BUDGETS, tuple(seeds[0]))
+    assert result["targets"] == [0.60, 0.60] and result["target_window"] == 3
+    fixed = result["per_seed"]["0"]["arms"]["uniform"]["flops_to_target"]
+    assert fixed["budget, sustained"] == 40  # its own full run, never "never"
+    assert result["per_seed"]["0"]["smoothed_target"] == pytest.approx(0.61)  # the smoothed reading's target
+    assert fixed[budgets.SMOOTHED] == 40  # each budget read as the mean of its last 3 evaluations: 0.61 at the largest
+
+
+def test_interpolated_on_log_flops_the_crossing_between_doubling_budgets_comes_sooner_and_is_printed_beside():
+    between = _arm([0.50, 0.58, 0.62], [11, 22, 44])  # crosses 0.60 half way between its 1x and 2x budgets
+    result = budgets.summarise(_runs([_seed(between), _seed(between)]), BUDGETS, tuple(_seed(between)))
+    reads = result["per_seed"]["0"]["arms"]["learnability"]["flops_to_target"]
+    assert reads["budget, sustained"] == pytest.approx(33)  # linear in FLOPs: 22 + 0.5 * 22
+    assert reads[budgets.LOG] == pytest.approx((22 * 44) ** 0.5)  # the geometric middle: 31.1
+    assert budgets.LOG in result["verdicts"]["learnability"]["readings"]
+
+
+def test_a_reading_already_at_the_target_at_the_smallest_budget_is_an_upper_bound_that_can_only_undecide():
+    at_once = _arm([0.60, 0.61, 0.62], [11, 22, 44])  # at uniform's level from its smallest budget: censored at 11
+    # against a comparator censored the same way, a "yes" could be wrong: the comparator's true FLOPs may be lower
+    cheap = _arm([0.60, 0.605, 0.61], [5, 10, 20])  # ending below the arm (0.62), so the final metric does not decide
+    seeds = [{**_seed(at_once), "curated_only": cheap} for _ in range(2)]
+    result = budgets.summarise(_runs(seeds), BUDGETS, tuple(seeds[0]))
+    fixed = result["verdicts"]["learnability"]["readings"]["budget, sustained"]
+    assert result["comparator"] == "curated_only" and result["per_seed"]["0"]["arms"]["learnability"]["censored"]
+    assert fixed["flop_ratio"]["mean"] == pytest.approx(11 / 5)  # more FLOPs, but both are upper bounds
+    assert fixed["bounds"]["arm_censored"] == 2 and fixed["verdict"] == "undecided"
+    # an arm that ends below the comparator is "no" whatever its FLOPs: censoring cannot change that
+    low = {**cheap, **{b: {**cheap[b], "final_val": 0.70} for b in BUDGETS}}
+    seeds = [{**_seed(at_once), "curated_only": low} for _ in range(2)]
+    result = budgets.summarise(_runs(seeds), BUDGETS, tuple(seeds[0]))
+    assert result["verdicts"]["learnability"]["readings"]["budget, sustained"]["verdict"] == "no"
+
+
+def test_a_saving_against_a_comparator_censored_at_its_smallest_budget_is_undecided_not_yes():
+    fast = _arm([0.55, 0.61, 0.62], [2, 4, 8])  # reaches 0.60 between its 0.5x and 1x budgets: about 3.7 FLOPs
+    censored = _arm([0.60, 0.605, 0.61], [10, 20, 40])  # at the target at once: 10 is an upper bound
+    seeds = [{**_seed(fast), "curated_only": censored} for _ in range(3)]
+    result = budgets.summarise(_runs(seeds), BUDGETS, tuple(seeds[0]))
+    fixed = result["verdicts"]["learnability"]["readings"]["budget, sustained"]
+    assert fixed["flop_ratio"]["high"] < 1 and fixed["bounds"]["comparator_censored"] == 3
+    assert fixed["verdict"] == "undecided"

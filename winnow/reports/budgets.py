@@ -22,6 +22,32 @@ def table(result: dict) -> str:
     return "\n".join(rows)
 
 
+_READINGS = (
+    "The readings. *budget*: each arm's final validation metric at each budget, FLOPs of the whole run, interpolated "
+    "between budgets (linearly in FLOPs; *log FLOPs*: on their logarithm, the budgets doubling); *sustained*: from the "
+    "smallest budget on which every larger one stays at the target; *first*: where it first gets there; *smoothed*: "
+    "each budget read as the mean of its last {window} evaluations, uniform's target likewise. *in-run*: the run at "
+    "the largest budget read evaluation by evaluation, smoothed over k, against uniform's curve smoothed the same "
+    "way. A reading already at the target at its first point is an upper bound (censored): a verdict it could turn is "
+    "*undecided*."
+)
+
+
+def verdict_cell(r: dict) -> str:
+    """A reading's verdict, and why where a censored reading or a comparator that never got there left it open."""
+    bounds = r.get("bounds") or {}
+    why = [
+        f"{text} in {n} seed{'s' if n > 1 else ''}"
+        for key, text in (
+            ("arm_censored", "the arm at the target from its first point"),
+            ("comparator_censored", "the comparator at the target from its first point"),
+            ("comparator_missed", "the comparator never at the target"),
+        )
+        if (n := bounds.get(key, 0))
+    ]
+    return r["verdict"] + (f" ({'; '.join(why)})" if why else "")
+
+
 def signed(s: dict) -> str:
     if s["low"] is None:
         return f"{s['mean']:+.4f} (1 seed)"
@@ -151,11 +177,13 @@ def write_report(result: dict, paths: Paths) -> None:
         f"# Budgets: {result['objective']}, {len(result['seeds'])} seed{'s' if len(result['seeds']) > 1 else ''}",
         "",
         f"`uv run winnow bench --study budgets --objective {result['objective']}`. Each arm trained at {budgets} of "
-        f"{result['base_steps']} steps, its schedule ending at its budget. Target: uniform's plateau at the largest "
-        f"budget (the mean of its last validation evaluations). Comparator: **{result['comparator']}**, the baseline with "
-        f"the fewest FLOPs to the target over seeds. Reading, fixed before the runs: **{result['fixed_reading']}** "
-        "(studies/budgets.py); "
-        "the others are printed under it, and a verdict that flips among them is *undecided*. " + _data_line(result),
+        f"{result['base_steps']} steps, its schedule ending at its budget. Target: uniform's plateau, its final validation "
+        "metric at the largest budget (the quantity every budget is read by). Comparator: "
+        f"**{result['comparator']}**, the baseline with the fewest FLOPs to the target over seeds. Reading, fixed before "
+        f"the runs: **{result['fixed_reading']}** (studies/budgets.py); the others are printed under it, and a verdict "
+        "that flips among them is *undecided*. " + _data_line(result),
+        "",
+        _READINGS.format(window=result.get("target_window", 1)),
         "",
         " ".join(filter(None, (cut_line(result), cost_line(result)))),
         "",
@@ -177,7 +205,8 @@ def write_report(result: dict, paths: Paths) -> None:
         ]
         for name, r in v["readings"].items():
             lines.append(
-                f"| {name} | {r['comparator']} | {ratio(r['flop_ratio'])} | {signed(r['final_val_minus_comparator'])} | {r['verdict']} |"
+                f"| {name} | {r['comparator']} | {ratio(r['flop_ratio'])} | {signed(r['final_val_minus_comparator'])} | "
+                f"{verdict_cell(r)} |"
             )
         lines.append("")
     lines += _by_budget(

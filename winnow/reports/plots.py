@@ -163,8 +163,8 @@ def plot_regimes(result: dict, path: Path) -> None:
 
 def plot_budgets(result: dict, path: Path) -> None:
     """The budgets study: each arm's final validation metric at each budget (its schedule ending there; the early-
-    stopped curated_only's at its best validation evaluation instead; mean and 95% interval over seeds) against the budget's learner steps; uniform's target (its plateau at the largest budget,
-    mean over seeds) dashed. The FLOPs a step costs differ between arms: the readings in FLOPs are the page's tables."""
+    stopped curated_only's at its best validation evaluation instead; mean and 95% interval over seeds) against the budget's learner steps; uniform's target (its final validation metric at the
+    largest budget, mean over seeds) dashed. The FLOPs a step costs differ between arms: the readings in FLOPs are the page's tables."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     steps = [b * result["base_steps"] for b in result["budgets"]]
