@@ -242,6 +242,29 @@ def test_jest_on_the_classification_objective_is_refused_with_the_reason(tiny, c
     assert "train.selection: 'jest'" in err and "no joint term" in err and "'topk' or 'softmax'" in err
 
 
+def test_balanced_on_image_text_pairs_without_labels_is_refused_before_the_first_stage_naming_the_key(
+    prefect_server, tiny, sources, tmp_path, capsys
+):
+    unlabelled = tmp_path / "pairs"
+    unlabelled.mkdir()
+    for name in ("noisy", "clean", "test"):
+        pq.write_table(pq.read_table(sources / f"{name}.parquet").drop(["name"]), unlabelled / f"{name}.parquet")
+    mine = tmp_path / "mine"
+    args = ["--curated", str(unlabelled / "clean.parquet"), "--test", str(unlabelled / "test.parquet")]
+    assert (
+        main(
+            ["data", "import", "parquet", str(unlabelled / "noisy.parquet"), str(mine), *args, "--image-column", "jpg"]
+            + ["--caption-column", "alt"]
+        )
+        == 0
+    )
+    sets = ["--set", f"data.root={mine}", "--set", "train.policies=[uniform,balanced]"]
+    assert main(["pipeline", "--objective", "contrastive", "--params", str(tiny), *sets]) == 2
+    err = capsys.readouterr().err
+    assert "train.policies: 'balanced'" in err and str(mine / "pool") in err
+    assert not Paths.of(load_params(tiny, [f"data.root={mine}"])).artifacts.exists()  # no reference trained, nothing scored
+
+
 def test_a_sixteen_bit_png_keeps_its_grey_level(sources):
     table = pq.read_table(sources / "noisy.parquet")
     from winnow.datasets.images import decode_image

@@ -47,7 +47,7 @@ from winnow.stages.paths import Paths
 from winnow.stages.reference import reference_stage
 from winnow.stages.score import score_stage
 from winnow.stages.summary import summary_stage
-from winnow.stages.train import train_stage
+from winnow.stages.train import check_arms, train_stage
 from winnow.studies.runs import run_params, share_reference, spread
 
 log = logging.getLogger("winnow")
@@ -166,6 +166,7 @@ def train_seed(
     trains on at that budget (another learner's recording). Returns the base run and budget -> policy -> arm, with
     the replay read again with its recording shared by each N of method/ledger.SHARED."""
     base = base or budget_params(params, seed, params.bench.budgets[0], folder, model, steps)
+    check_arms(base)  # an arm that cannot run on this pool (balanced without labels...) named before the reference trains
     reference_stage(base)  # paid once per seed, charged in full to every budget's run
     score_stage(base)
     by_budget = {}
