@@ -133,7 +133,7 @@ def test_the_budgets_study_trains_each_arm_at_each_budget_its_schedule_ending_th
     prefect_server, tiny, capsys
 ):
     from winnow.cli import main
-    from winnow.studies import budgets
+    from winnow.studies import budget_rule, budgets
 
     sets = ["bench.seeds=2", "bench.budgets=[0.5,1.0]", "bench.policies=[uniform,curated_only,learnability]", "train.steps=20"]
     assert main(["bench", "--study", "budgets", "--params", str(tiny), *[a for s in sets for a in ("--set", s)]]) == 0
@@ -141,14 +141,16 @@ def test_the_budgets_study_trains_each_arm_at_each_budget_its_schedule_ending_th
     paths = Paths.of(params)
     result = json.loads(paths.study_json("budgets").read_text())
     assert result["budgets"] == [0.5, 1.0] and result["seeds"] == [0, 1] and result["fixed_reading"] == "budget, sustained"
-    assert result["comparator"] in ("uniform", "curated_only", budgets.EARLY)  # curated_only early-stopped: a baseline too
-    assert set(result["final_val"]) == {"uniform", "curated_only", budgets.EARLY, "learnability"}
+    assert result["comparator"] in ("uniform", "curated_only", budget_rule.EARLY)  # curated_only early-stopped: a baseline too
+    assert set(result["final_val"]) == {"uniform", "curated_only", budget_rule.EARLY, "learnability"}
     for seed in (0, 1):
         for budget, steps in ((0.5, 10), (1.0, 20)):  # each run's schedule ends at its own budget
             run = Paths.of(budgets.budget_params(params, seed, budget))
             assert json.loads(run.train_record("learnability").read_text())["steps"] == steps
     verdict = result["verdicts"]["learnability"]
-    assert verdict["verdict"] in ("yes", "no", "undecided") and len(verdict["readings"]) == 9  # every reading beside it
+    assert verdict["verdict"] in ("yes", "no", "undecided")
+    every = {*budget_rule.reading_names(), "budget, sustained; per-seed comparator"}  # every reading beside it
+    assert set(verdict["readings"]) == every and len(every) == 11
     page = paths.study_report("budgets").read_text()
     assert "uv run winnow bench --study budgets" in page and "| in-run, sustained, k=5 |" in page
     assert (paths.bench_plots / "study_budgets.png").exists()

@@ -6,7 +6,7 @@ measurement."""
 import pytest
 
 from winnow.studies import projection
-from winnow.studies.budgets import FIXED
+from winnow.studies.budget_rule import FIXED
 
 
 def _ratio(values):

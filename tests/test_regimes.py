@@ -140,7 +140,7 @@ def _ladder_with_a_line(a: float, b: float) -> dict:
     """A ladder result whose learnability ratios lie on a + b x, seed by seed, as `winnow bench --study ladder`
     writes it."""
     from winnow.studies import projection
-    from winnow.studies.budgets import FIXED
+    from winnow.studies.budget_rule import FIXED
 
     rows = []
     for learner, x in (("small", 0.08), ("medium", 0.04), ("base", 0.01)):

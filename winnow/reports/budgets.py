@@ -1,4 +1,4 @@
-"""The budgets study's table and page (winnow/studies/budgets.py holds the rule and the readings)."""
+"""The budgets study's table and page (winnow/studies/budget_rule.py holds the rule and the readings)."""
 
 from __future__ import annotations
 
@@ -180,7 +180,7 @@ def write_report(result: dict, paths: Paths) -> None:
         f"{result['base_steps']} steps, its schedule ending at its budget. Target: uniform's plateau, its final validation "
         "metric at the largest budget (the quantity every budget is read by). Comparator: "
         f"**{result['comparator']}**, the baseline with the fewest FLOPs to the target over seeds. Reading, fixed before "
-        f"the runs: **{result['fixed_reading']}** (studies/budgets.py); the others are printed under it, and a verdict "
+        f"the runs: **{result['fixed_reading']}** (studies/budget_rule.py); the others are printed under it, and a verdict "
         "that flips among them is *undecided*. " + _data_line(result),
         "",
         _READINGS.format(window=result.get("target_window", 1)),

@@ -118,7 +118,7 @@ def write_report(result: dict, paths: Paths) -> None:
         "",
         f"`uv run winnow bench --study ladder --objective {result['objective']}`. Fixed scorers: reference "
         f"{result['reference']}, actor {result['actor']}. Each learner trained at {budgets} of its steps under the "
-        "budgets protocol (studies/budgets.py): uniform's plateau at the largest budget as the target, the baseline "
+        "budgets protocol (studies/budget_rule.py): uniform's plateau at the largest budget as the target, the baseline "
         "with the fewest FLOPs over seeds as the comparator, each its own. "
         + (
             f"The replay trains each larger learner on the sequence {result['recorded_by']}'s learnability run kept, "

@@ -29,7 +29,7 @@ from winnow.reports.ladder import write_report
 from winnow.stages.data import data_stage
 from winnow.stages.paths import Paths
 from winnow.stages.train import check_replay
-from winnow.studies import budgets, projection
+from winnow.studies import budget_rule, budgets, projection
 
 log = logging.getLogger("winnow")
 
@@ -108,7 +108,7 @@ def summarise(params: Params, runs: dict, replays: bool) -> dict:
     rows = []
     for i, learner in enumerate(params.ladder):
         arms = budgets.arms_of(params, replays=replays and i > 0)
-        summary = budgets.summarise(runs[learner], params.bench.budgets, arms)
+        summary = budget_rule.summarise(runs[learner], params.bench.budgets, arms)
         first = next(iter(runs[learner].values()))[params.bench.budgets[0]]
         rows.append(
             {

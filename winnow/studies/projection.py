@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from winnow.method.ledger import SHARED, forward_flops_per_example
-from winnow.studies.budgets import FIXED, replay_shared
+from winnow.studies.budget_rule import FIXED
+from winnow.studies.budgets import replay_shared
 from winnow.studies.runs import spread
 
 LABEL = "a projection from measured points, not a measurement"
