@@ -111,7 +111,6 @@ def pipeline_flow(params_path: str = "params.yaml", overrides: list[str] | None 
     from winnow.stages.train import check_arms  # torch with it: imported once a flow runs, not at start-up
 
     params = load_params(params_path, overrides)
-    check_arms(params)  # before the first stage: an arm that cannot run on this pool is named now, not hours in
     tasks = {"data": data_task, "reference": reference_task, "curate": curate_task, "evaluate": evaluate_task}
     for stage in CHAIN:
         if stage == "score":
@@ -120,6 +119,8 @@ def pipeline_flow(params_path: str = "params.yaml", overrides: list[str] | None 
             _train_arms(params)
         elif stage != "summary":
             cached(tasks[stage], stage, params)(params)
+        if stage == "data":  # the pool made or checked: an arm that cannot run on it is named now, before the reference
+            check_arms(params)
     return cached(summary_task, "summary", params)(params)
 
 
@@ -128,9 +129,6 @@ def _train_arms(params: Params) -> None:
     at once, each in a process of its own (tasks/launch.py). Every arm finishes or fails on its own; once all have
     stopped, the failure of the first failed arm in that order is raised, so a wrong input in one arm loses none of
     the others' work."""
-    from winnow.stages.train import check_arms  # torch with it: imported once a flow runs, not at start-up
-
-    check_arms(params)  # before any arm trains (the built-in pool made by now): an arm that cannot run is named now
     order = arm_order(params)
     if params.train.parallel_arms == 1:
         for policy in order:
